@@ -1,0 +1,84 @@
+"""HTTP headers of the FHIR RESTful API: ETag and If-Match, Prefer, Location, Last-Modified."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+from fhir_server.errors import BadRequest
+from fhir_server.storage.port import StoredResource
+
+__all__ = [
+    "Prefer",
+    "http_date",
+    "parse_http_date",
+    "parse_prefer",
+    "parse_version_tag",
+    "version_headers",
+]
+
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+def parse_version_tag(value: str | None, header: str = "If-Match") -> int | None:
+    """Return the version in an ETag-style header (``W/"3"``); raise ``BadRequest`` if bad."""
+    if value is None:
+        return None
+    match = _ETAG.match(value)
+    if match is None:
+        raise BadRequest(f"{header} must be a version tag such as W/\"1\", not '{value}'",
+                         message_id="MSG_HEADER_INVALID", expression=(header,))
+    return int(match.group(1))
+
+
+@dataclass(frozen=True)
+class Prefer:
+    """The parts of the ``Prefer`` header the server honours."""
+
+    return_: str = "representation"
+    strict: bool = False
+
+
+def parse_prefer(value: str | None) -> Prefer:
+    """Parse ``Prefer`` (``return=minimal|representation|OperationOutcome``, ``handling``)."""
+    if not value:
+        return Prefer()
+    return_ = "representation"
+    strict = False
+    for part in value.split(","):
+        for token in part.split(";"):
+            key, _, val = token.strip().partition("=")
+            val = val.strip().strip('"')
+            if key == "return" and val in ("minimal", "representation", "OperationOutcome"):
+                return_ = val
+            elif key == "handling":
+                strict = val == "strict"
+    return Prefer(return_, strict)
+
+
+def http_date(instant: str) -> str:
+    """Return the FHIR instant as an HTTP-date (RFC 9110) for ``Last-Modified``."""
+    return format_datetime(datetime.fromisoformat(instant), usegmt=True)
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    """Parse an HTTP-date header value; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def version_headers(stored: StoredResource, base_url: str) -> dict[str, str]:
+    """Return ETag, Last-Modified and Location (with ``_history``) of a stored version."""
+    return {
+        "ETag": f'W/"{stored.version}"',
+        "Last-Modified": http_date(stored.last_updated),
+        "Location": (
+            f"{base_url}/{stored.resource_type}/{stored.id}/_history/{stored.version}"
+        ),
+    }

@@ -1,0 +1,25 @@
+"""The route table of the HTTP API: (method, path pattern, endpoint name). No logic here.
+
+Order matters: literal segments (``metadata``, ``_history``) come before ``{type}``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ROUTES"]
+
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", "/healthz", "healthz"),
+    ("GET", "/readyz", "readyz"),
+    ("GET", "/fhir/metadata", "metadata"),
+    ("GET", "/fhir/_history", "history-system"),
+    ("GET", "/fhir/{type}/_history", "history-type"),
+    ("GET", "/fhir/{type}/{id}/_history", "history-instance"),
+    ("GET", "/fhir/{type}/{id}/_history/{vid}", "vread"),
+    ("POST", "/fhir/{type}", "create"),
+    ("PUT", "/fhir/{type}", "conditional-update"),
+    ("DELETE", "/fhir/{type}", "conditional-delete"),
+    ("GET", "/fhir/{type}/{id}", "read"),
+    ("PUT", "/fhir/{type}/{id}", "update"),
+    ("PATCH", "/fhir/{type}/{id}", "patch"),
+    ("DELETE", "/fhir/{type}/{id}", "delete"),
+]

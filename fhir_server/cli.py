@@ -1,0 +1,139 @@
+"""The ``fhir-server`` command: serve, load, generate, reindex and the other tools.
+
+Every sub-command takes the same settings as the server (``--data-dir``, ``--storage``); the
+environment variables ``FHIR_SERVER_*`` give the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fhir_server.settings import Settings
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: getattr(args, key)
+        for key in ("host", "port", "data_dir", "storage", "workers")
+        if getattr(args, key, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _export_settings(settings: Settings) -> None:
+    """Put the effective settings into the environment so worker processes see them."""
+    for key in ("host", "port", "data_dir", "storage", "workers"):
+        os.environ[f"FHIR_SERVER_{key.upper()}"] = str(getattr(settings, key))
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr; access lines are JSON made by the middleware."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP server (uvicorn) with the configured store."""
+    import uvicorn
+
+    settings = _settings(args)
+    _export_settings(settings)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "fhir_server.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        access_log=False,
+        log_level=settings.log_level,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """Load resources, Bundles or NDJSON files through the interactions."""
+    from fhir_server.loader import load_paths
+
+    settings = _settings(args)
+    summary = asyncio.run(load_paths(settings, [Path(p) for p in args.paths],
+                                     concurrency=args.concurrency))
+    print(summary.describe())
+    return 0 if summary.rejected == 0 else 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Write deterministic synthetic Vietnamese visit Bundles as NDJSON."""
+    from fhir_server.synthetic import generate
+
+    def progress(done: int) -> None:
+        print(f"\r{done}/{args.patients} patients", end="", file=sys.stderr, flush=True)
+
+    summary = generate(args.patients, args.seed, Path(args.out), progress)
+    print(file=sys.stderr)
+    print(f"patients={summary.patients} visits={summary.visits} bundles={summary.bundles} "
+          f"resources={summary.resources} files={len(summary.files)} out={args.out}")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild search index rows (after a SearchParameter was added or changed)."""
+    from fhir_server.loader import reindex
+
+    count = asyncio.run(reindex(_settings(args), args.type))
+    print(f"reindexed {count} resources")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None, help="data directory")
+    parser.add_argument("--storage", default=None, help="storage URL (default: SQLite file)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``fhir-server`` command."""
+    parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the FHIR server")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=None)
+    _common(serve)
+    serve.set_defaults(func=cmd_serve)
+    load = sub.add_parser("load", help="load resources, Bundles or NDJSON files")
+    load.add_argument("paths", nargs="+")
+    load.add_argument("--concurrency", type=int, default=1)
+    _common(load)
+    load.set_defaults(func=cmd_load)
+    gen = sub.add_parser("generate", help="write synthetic Vietnamese visit Bundles")
+    gen.add_argument("--patients", type=int, required=True)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--out", required=True)
+    gen.set_defaults(func=cmd_generate)
+    reindex = sub.add_parser("reindex", help="rebuild the search index")
+    reindex.add_argument("--type", default=None)
+    _common(reindex)
+    reindex.set_defaults(func=cmd_reindex)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fhir-server`` console script."""
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

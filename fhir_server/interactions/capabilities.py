@@ -1,0 +1,85 @@
+"""capabilities: the CapabilityStatement, generated from what the server really supports
+(R4 http.html#capabilities, capabilitystatement.html).
+
+Every resource type lists exactly the interactions that work for it, and the search
+parameters the registry holds for it; features the server lacks are simply not listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fhir_server import FHIR_VERSION, __version__
+from fhir_server.interactions.context import Services
+from fhir_server.resources import resource_types
+
+__all__ = ["FEATURES", "capability_statement"]
+
+TYPE_INTERACTIONS = (
+    "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+)
+SYSTEM_INTERACTIONS = ["history-system"]
+
+#: Optional features switched on as the modules that implement them are wired in.
+FEATURES: dict[str, bool] = {"search": False, "transaction": False, "batch": False}
+
+
+def _search_params(services: Services, resource_type: str) -> list[dict[str, Any]]:
+    registry = services.registry
+    if registry is None or not FEATURES["search"]:
+        return []
+    params: Iterable[Any] = registry.for_type(resource_type)
+    return [
+        {"name": p.code, "definition": p.url, "type": p.type}
+        for p in sorted(params, key=lambda p: p.code)
+    ]
+
+
+def _resource_entry(services: Services, resource_type: str) -> dict[str, Any]:
+    interactions = list(TYPE_INTERACTIONS)
+    if FEATURES["search"]:
+        interactions.append("search-type")
+    entry: dict[str, Any] = {
+        "type": resource_type,
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
+    }
+    params = _search_params(services, resource_type)
+    if params:
+        entry["searchParam"] = params
+    return entry
+
+
+def capability_statement(services: Services) -> dict[str, Any]:
+    """Return the CapabilityStatement of this server, as a JSON object."""
+    system = list(SYSTEM_INTERACTIONS)
+    system += [name for name in ("transaction", "batch") if FEATURES[name]]
+    if FEATURES["search"]:
+        system.append("search-system")
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "publisher": "fhir-server project",
+        "kind": "instance",
+        "software": {"name": "fhir-server", "version": __version__},
+        "implementation": {
+            "description": "FHIR R4 server for Vietnam's electronic health book",
+            "url": services.base_url,
+        },
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "application/json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": [_resource_entry(services, t) for t in sorted(resource_types())],
+            "interaction": [{"code": code} for code in system],
+        }],
+    }

@@ -1,0 +1,35 @@
+"""create and conditional create (R4 http.html#create, http.html#ccreate).
+
+The server assigns the id (an id in the body is ignored, as R4 requires). With
+``If-None-Exist`` the search and the insert run in one write transaction, so concurrent
+conditional creates of the same resource produce exactly one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.interactions.context import Outcome, Services, new_id
+from fhir_server.interactions.prepare import match_single, parse_criteria, prepare_resource
+
+__all__ = ["create"]
+
+
+async def create(
+    services: Services,
+    resource_type: str,
+    resource: dict[str, Any],
+    if_none_exist: str | None = None,
+) -> Outcome:
+    """Store a new resource: 201 with it, or 200 with the existing match of If-None-Exist."""
+    prepare_resource(resource, resource_type)
+    resource["id"] = new_id()
+    criteria = parse_criteria(if_none_exist) if if_none_exist is not None else None
+    index = services.index(resource)
+    async with services.store.transaction() as tx:
+        if criteria is not None:
+            existing = await match_single(tx, resource_type, criteria)
+            if existing is not None:
+                return Outcome(200, await tx.read(resource_type, existing))
+        stored = await tx.create(resource, index)
+    return Outcome(201, stored)

@@ -1,0 +1,43 @@
+"""Preparation shared by every write: structural validation and the search criteria of
+conditional interactions (R4 http.html#ccreate, #cond-update, #cdelete)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fhir_server.errors import BadRequest, MultipleMatches
+from fhir_server.resources import validate_structure
+from fhir_server.storage.port import StoreTransaction
+
+__all__ = ["match_single", "parse_criteria", "prepare_resource"]
+
+
+def prepare_resource(resource: dict[str, Any], resource_type: str) -> dict[str, Any]:
+    """Validate ``resource`` as a ``resource_type``; return it (raises ``InvalidResource``)."""
+    validate_structure(resource, expected_type=resource_type)
+    return resource
+
+
+def parse_criteria(query: str) -> list[tuple[str, str]]:
+    """Parse the search part of a conditional interaction; it must not be empty."""
+    params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    if not params:
+        raise BadRequest(
+            "A conditional interaction needs search criteria",
+            message_id="MSG_CONDITIONAL_NO_CRITERIA",
+        )
+    return params
+
+
+async def match_single(
+    tx: StoreTransaction, resource_type: str, params: list[tuple[str, str]]
+) -> str | None:
+    """Return the id of the one match, None for no match; raise ``MultipleMatches``."""
+    ids = await tx.find(resource_type, params)
+    if len(ids) > 1:
+        raise MultipleMatches(
+            f"The criteria matched {len(ids)} {resource_type} resources; expected at most one"
+        )
+    return ids[0] if ids else None

@@ -1,0 +1,81 @@
+"""update, update-as-create and conditional update (R4 http.html#update, #cond-update).
+
+An update whose content equals the current version creates no new version (200 with the
+current one). ``If-Match`` is checked inside the write transaction, so of two concurrent
+updates carrying the same version exactly one succeeds and the other gets 412.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.errors import BadRequest, PreconditionFailed, VersionConflict
+from fhir_server.interactions.context import Outcome, Services, new_id
+from fhir_server.interactions.prepare import match_single, parse_criteria, prepare_resource
+
+__all__ = ["conditional_update", "update"]
+
+
+def _check_body_id(resource: dict[str, Any], id: str) -> None:
+    body_id = resource.get("id")
+    if body_id is None:
+        raise BadRequest(
+            "The resource in an update must carry its id", message_id="MSG_RES_ID_MISSING",
+            expression=("id",),
+        )
+    if body_id != id:
+        raise BadRequest(
+            f"The id in the body ({body_id}) differs from the id in the URL ({id})",
+            message_id="MSG_RES_ID_MISMATCH", expression=("id",),
+        )
+
+
+async def update(
+    services: Services,
+    resource_type: str,
+    id: str,
+    resource: dict[str, Any],
+    if_match: int | None = None,
+) -> Outcome:
+    """Store a new version (200), create with the client's id (201), or change nothing."""
+    prepare_resource(resource, resource_type)
+    _check_body_id(resource, id)
+    index = services.index(resource)
+    try:
+        async with services.store.transaction() as tx:
+            result = await tx.update(resource, index, expected_version=if_match)
+    except VersionConflict as exc:
+        if if_match is None:
+            raise
+        raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
+    return Outcome(201 if result.created else 200, result.stored)
+
+
+async def conditional_update(
+    services: Services,
+    resource_type: str,
+    criteria: str,
+    resource: dict[str, Any],
+    if_match: int | None = None,
+) -> Outcome:
+    """Update the one match of ``criteria``, create if none, 412 if several."""
+    params = parse_criteria(criteria)
+    prepare_resource(resource, resource_type)
+    index_id = resource.get("id")
+    async with services.store.transaction() as tx:
+        match = await match_single(tx, resource_type, params)
+        if match is not None:
+            if index_id is not None and index_id != match:
+                raise BadRequest(
+                    f"The id in the body ({index_id}) is not the matched resource ({match})",
+                    message_id="MSG_RES_ID_MISMATCH", expression=("id",),
+                )
+            resource["id"] = match
+        elif index_id is None:
+            resource["id"] = new_id()
+        index = services.index(resource)
+        try:
+            result = await tx.update(resource, index, expected_version=if_match)
+        except VersionConflict as exc:
+            raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
+    return Outcome(201 if result.created else 200, result.stored)

@@ -1,0 +1,52 @@
+"""create_app(settings): the ASGI application. Wiring only: the store is opened in the
+lifespan, routes come from ``api.routes``, endpoints from ``api.handlers``."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+
+from fhir_server.api.errors import http_exception_handler
+from fhir_server.api.handlers import ENDPOINTS
+from fhir_server.api.middleware import RequestLogMiddleware
+from fhir_server.api.routes import ROUTES
+from fhir_server.interactions.context import Services
+from fhir_server.settings import Settings
+from fhir_server.storage.factory import open_store
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("fhir_server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Return the FHIR server application for ``settings`` (default: from the environment)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_store(settings)
+        await store.open()
+        app.state.services = Services(store=store, settings=settings,
+                                      registry=getattr(store, "registry", None))
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(title="fhir-server", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    methods: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for method, path, name in ROUTES:
+        methods[path].append((method, name))
+    for path, pairs in methods.items():
+        for method, name in pairs:
+            app.add_route(path, ENDPOINTS[name], methods=[method], name=f"{name}")
+    app.add_exception_handler(HTTPException, http_exception_handler)
+    app.add_middleware(RequestLogMiddleware)
+    return app

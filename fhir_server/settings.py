@@ -1,0 +1,53 @@
+"""One typed Settings object; every field can be set as an environment variable ``FHIR_SERVER_*``.
+
+The command line (``fhir-server serve --port 9000``) overrides the environment, which overrides
+the defaults below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Server configuration (see the configuration table in README.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="FHIR_SERVER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    data_dir: Path = Path("./data")
+    storage: str = Field(
+        default="",
+        description="Storage URL: sqlite:///path/to/file.sqlite3 (default: a file in data_dir).",
+    )
+    base_url: str = Field(
+        default="",
+        description="Public base URL of the FHIR endpoint; default http://host:port/fhir.",
+    )
+    max_body_bytes: int = 16 * 1024 * 1024
+    default_count: int = 20
+    max_count: int = 1000
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    sqlite_busy_timeout_s: float = 10.0
+    log_level: str = "info"
+    log_json: bool = True
+
+    def storage_url(self) -> str:
+        """Return the storage URL, defaulting to the SQLite file inside the data directory."""
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.data_dir / 'fhir.sqlite3').as_posix()}"
+
+    def public_base_url(self) -> str:
+        """Return the FHIR base URL used in links, Location headers and token audiences."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}/fhir"

@@ -1,0 +1,18 @@
+"""Choose and build the store named by the storage URL in the settings."""
+
+from __future__ import annotations
+
+from fhir_server.settings import Settings
+from fhir_server.storage.port import ResourceStore
+from fhir_server.storage.sqlite.store import SqliteStore
+
+__all__ = ["open_store"]
+
+
+def open_store(settings: Settings) -> ResourceStore:
+    """Return an (unopened) store for ``settings.storage_url()``; raise ValueError if unknown."""
+    url = settings.storage_url()
+    if url.startswith("sqlite:"):
+        return SqliteStore.from_url(url, synchronous=settings.sqlite_synchronous,
+                                    busy_timeout_s=settings.sqlite_busy_timeout_s)
+    raise ValueError(f"Unsupported storage URL: {url!r} (supported: sqlite:///path)")

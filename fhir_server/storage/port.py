@@ -1,0 +1,157 @@
+"""The storage port: what the FHIR interactions need from a database, and nothing more.
+
+Adapters (``storage.sqlite``, later ``storage.mongo``) implement ``ResourceStore``. They return
+``StoredResource`` values and raise the domain errors of ``fhir_server.errors`` (``NotFound``,
+``Gone``, ``VersionConflict``); they never build HTTP responses.
+
+Writes happen inside a transaction scope (``async with store.transaction() as tx``): every
+write of the scope commits together or not at all. Conditional create, update and delete are
+written once, above the port (``interactions``), from ``tx.find`` plus the writes, and are
+race-safe because a scope holds the store's write lock from its first statement on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+__all__ = [
+    "HistoryPage",
+    "HistoryQuery",
+    "ResourceStore",
+    "StoreTransaction",
+    "StoredResource",
+    "WriteResult",
+]
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """One version of a resource as stored.
+
+    ``content`` is the resource's JSON (with ``meta.versionId`` and ``meta.lastUpdated``
+    already set) exactly as it is served; it is empty for a deletion in history.
+    """
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: str
+    content: bytes
+    method: str = "PUT"
+    deleted: bool = False
+
+    def resource(self) -> dict[str, Any]:
+        """Return the resource as a JSON object (parsed on each call)."""
+        parsed: dict[str, Any] = orjson.loads(self.content)
+        return parsed
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write produced: the stored version, and whether anything changed."""
+
+    stored: StoredResource
+    created: bool = False
+    changed: bool = True
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """History at instance (type and id), type (type only) or system level (neither).
+
+    ``since``/``at`` are FHIR instants in UTC; ``before_seq`` is the keyset cursor of the
+    next page (the write sequence number of the last entry already returned).
+    """
+
+    resource_type: str | None = None
+    id: str | None = None
+    since: str | None = None
+    at: str | None = None
+    count: int = 20
+    before_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """A page of history entries, newest first, and the cursor of the next page (if any)."""
+
+    entries: Sequence[StoredResource]
+    next_seq: int | None = None
+    total: int | None = None
+    seqs: Sequence[int] = field(default=())
+
+
+class StoreTransaction(Protocol):
+    """Writes and reads inside one atomic scope. Reads see the scope's own writes."""
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        """Return the current version, a deleted marker (``deleted=True``) or None."""
+        ...
+
+    async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+        """Return the ids of current resources matching the search parameters."""
+        ...
+
+    async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
+        """Store a new resource (its ``id`` already assigned); raise Conflict if it exists."""
+        ...
+
+    async def update(
+        self,
+        resource: dict[str, Any],
+        index: object | None,
+        expected_version: int | None = None,
+        method: str = "PUT",
+    ) -> WriteResult:
+        """Store a new version (or create with a client id).
+
+        An update whose content equals the current version's changes nothing and returns
+        ``changed=False``. Raises ``VersionConflict`` when ``expected_version`` is given and
+        is not the current version.
+        """
+        ...
+
+    async def delete(self, resource_type: str, id: str) -> StoredResource | None:
+        """Record a deletion; return the deletion marker, or None if there was nothing."""
+        ...
+
+
+class ResourceStore(Protocol):
+    """A FHIR resource store: current versions, history, search and atomic writes."""
+
+    async def open(self) -> None:
+        """Open connections and create the schema if missing."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections; pending writes have been committed or rolled back."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the storage cannot be reached (for ``/readyz``)."""
+        ...
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        """Return the current version; raise ``NotFound`` or ``Gone``."""
+        ...
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
+        """Return one version; raise ``NotFound`` (or ``Gone`` for a deletion version)."""
+        ...
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        """Return a page of versions, newest first."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """Open an atomic write scope holding the store's write lock."""
+        ...
+
+    def scan(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
+        """Iterate over all current (not deleted) resources, for reindexing and export."""
+        ...

@@ -1,0 +1,54 @@
+"""SQLite schema of the embedded store: current resources, every version, and the pragmas.
+
+``resources`` holds one row per (type, id) with its current version; ``versions`` holds every
+version (the content of deletions is NULL) in write order (``seq``), which is also the order of
+history. Search index tables (``search_tables.SCHEMA_SQL``) hang off the integer ``rid``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["CORE_SCHEMA_SQL", "configure_connection"]
+
+CORE_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS resources (
+    rid INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (type, id)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    seq INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    method TEXT NOT NULL,
+    content BLOB,
+    UNIQUE (rid, version)
+);
+CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (type, seq);
+CREATE INDEX IF NOT EXISTS versions_last_updated ON versions (last_updated);
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def configure_connection(conn: sqlite3.Connection, synchronous: str) -> None:
+    """Apply the pragmas every connection of the store uses.
+
+    WAL lets readers run beside the one writer; ``synchronous=FULL`` makes each commit durable
+    across power loss (NORMAL would only survive a process crash). The busy timeout is kept
+    short because the store retries ``BEGIN IMMEDIATE`` itself without blocking the event loop.
+    """
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=50")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute("PRAGMA mmap_size=268435456")
+    conn.execute("PRAGMA foreign_keys=OFF")

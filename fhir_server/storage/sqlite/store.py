@@ -1,0 +1,209 @@
+"""The embedded store: FHIR resources in one SQLite file (WAL), safe across worker processes.
+
+All SQLite calls run on the event loop's thread: a primary-key read costs tens of
+microseconds, less than handing it to a thread pool would. Writes in one process are serialised
+by an ``asyncio.Lock``; across processes, ``BEGIN IMMEDIATE`` takes SQLite's write lock, and
+when another process holds it the store backs off with ``asyncio.sleep`` (never blocking the
+loop in ``busy_timeout``) until ``busy_timeout_s`` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+from fhir_server.errors import FhirError, Gone, NotFound
+from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
+from fhir_server.storage.sqlite import history, writes
+from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
+
+__all__ = ["SqliteStore", "StorageBusy"]
+
+_READ_SQL = (
+    "SELECT r.version, r.last_updated, r.deleted, v.content, v.method FROM resources r "
+    "JOIN versions v ON v.rid = r.rid AND v.version = r.version WHERE r.type = ? AND r.id = ?"
+)
+_VREAD_SQL = (
+    "SELECT v.version, v.last_updated, v.content, v.method FROM resources r "
+    "JOIN versions v ON v.rid = r.rid WHERE r.type = ? AND r.id = ? AND v.version = ?"
+)
+
+
+class IndexTables(Protocol):
+    """The search index tables: their schema and how to write a resource's rows."""
+
+    SCHEMA_SQL: str
+
+    def replace_index(self, conn: sqlite3.Connection, rid: int, index: Any) -> None: ...
+
+    def delete_index(self, conn: sqlite3.Connection, rid: int) -> None: ...
+
+
+def _default_index_tables() -> IndexTables | ModuleType:
+    from fhir_server.storage.sqlite import search_tables
+
+    return search_tables
+
+
+class StorageBusy(FhirError):
+    """503: the database stayed locked by other writers for longer than the busy timeout."""
+
+    status = 503
+    issue_code = "transient"
+    default_message_id = "MSG_STORAGE_BUSY"
+
+
+class SqliteStore:
+    """``ResourceStore`` over a SQLite file; see the module docstring for concurrency."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 10.0,
+        index_tables: IndexTables | ModuleType | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.synchronous = synchronous
+        self.busy_timeout_s = busy_timeout_s
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self.registry: Any = None
+        self.index_tables = index_tables or _default_index_tables()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SqliteStore:
+        """Build a store from ``sqlite:///path`` (or ``sqlite://:memory:`` is refused)."""
+        path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+        return cls(path, **options)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        configure_connection(conn, self.synchronous)
+        return conn
+
+    async def open(self) -> None:
+        """Create the file and schema if needed and open the reader and writer connections."""
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._connect()
+        # Start-up may block: other workers may be creating the same schema right now.
+        self._writer.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+        try:
+            self._writer.executescript(
+                "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL + "COMMIT;"
+            )
+        except BaseException:
+            if self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
+            raise
+        self._writer.execute("PRAGMA busy_timeout=50")
+        self._reader = self._connect()
+
+    async def close(self) -> None:
+        """Close both connections."""
+        async with self._write_lock:
+            for conn in (self._reader, self._writer):
+                if conn is not None:
+                    conn.close()
+            self._reader = self._writer = None
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """The connection used for reads outside write transactions."""
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        return self._reader
+
+    async def ping(self) -> None:
+        """Run a trivial query; raises if the database cannot be read."""
+        self.reader.execute("SELECT count(*) FROM store_meta").fetchone()
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        """Return the current version; raise ``NotFound`` or ``Gone``."""
+        row = self.reader.execute(_READ_SQL, (resource_type, id)).fetchone()
+        if row is None:
+            raise NotFound(f"{resource_type}/{id} is not known", message_id="MSG_NO_EXIST")
+        version, last_updated, deleted, content, method = row
+        if deleted:
+            raise Gone(
+                f"{resource_type}/{id} was deleted",
+                headers={"ETag": f'W/"{version}"', "Last-Modified": last_updated},
+            )
+        return StoredResource(resource_type, id, version, last_updated, content, method)
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
+        """Return one version; a deletion version raises ``Gone``."""
+        row = self.reader.execute(_VREAD_SQL, (resource_type, id, version)).fetchone()
+        if row is None:
+            raise NotFound(
+                f"{resource_type}/{id}/_history/{version} is not known",
+                message_id="MSG_NO_EXIST_VERSION",
+            )
+        found_version, last_updated, content, method = row
+        if content is None:
+            raise Gone(f"{resource_type}/{id} version {version} is a deletion")
+        return StoredResource(resource_type, id, found_version, last_updated, content, method)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        """Return a page of versions, newest first (see ``history.fetch_page``)."""
+        return history.fetch_page(self.reader, query)
+
+    async def search(self, query: Any) -> Any:
+        """Run a compiled search on the reader connection."""
+        from fhir_server.storage.sqlite.search_sql import run_search
+
+        return run_search(self.reader, query, self.registry)
+
+    async def scan(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
+        """Yield every current resource (of one type, or all), in batches by ``rid``."""
+        async for item in writes.scan(self.reader, resource_type):
+            yield item
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[writes.SqliteTransaction]:
+        """Hold the write lock; commit on normal exit, roll back on any exception."""
+        async with self._write_lock:
+            conn = self._writer
+            if conn is None:
+                raise RuntimeError("store is not open")
+            await self._begin(conn)
+            try:
+                yield writes.SqliteTransaction(conn, self)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE`` with async back-off while another process writes."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.001
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StorageBusy("The database is busy; try again later") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def find_ids_in(self, conn: sqlite3.Connection, resource_type: str,
+                    params: Sequence[tuple[str, str]]) -> list[str]:
+        """Return ids of current resources matching ``params``, on ``conn``."""
+        from fhir_server.search.parse import parse_search
+        from fhir_server.storage.sqlite.search_sql import find_ids
+
+        parsed = parse_search(resource_type, list(params), self.registry, strict=True)
+        return find_ids(conn, parsed.query)

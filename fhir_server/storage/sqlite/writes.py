@@ -1,0 +1,188 @@
+"""Writes of the embedded store, inside one SQLite write transaction.
+
+Each write stamps ``meta.versionId`` and ``meta.lastUpdated`` into the resource, stores its
+JSON as a new row of ``versions``, moves the ``resources`` row to it, and replaces the
+resource's search index rows, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fhir_server.errors import Conflict, VersionConflict
+from fhir_server.storage.port import StoredResource, WriteResult
+
+if TYPE_CHECKING:
+    from fhir_server.storage.sqlite.store import SqliteStore
+
+__all__ = ["SqliteTransaction", "content_equal", "now_instant", "scan"]
+
+_CURRENT_SQL = (
+    "SELECT r.rid, r.version, r.last_updated, r.deleted, v.content, v.method FROM resources r "
+    "JOIN versions v ON v.rid = r.rid AND v.version = r.version WHERE r.type = ? AND r.id = ?"
+)
+
+
+def now_instant() -> str:
+    """Return the current time as a fixed-width FHIR instant in UTC (sorts as text)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _without_version_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        return resource
+    rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if rest:
+        out["meta"] = rest
+    return out
+
+
+def content_equal(stored: bytes, resource: dict[str, Any]) -> bool:
+    """Return True if ``resource`` equals the stored JSON, ignoring versionId/lastUpdated."""
+    current = orjson.loads(stored)
+    return bool(_without_version_meta(current) == _without_version_meta(resource))
+
+
+def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    resource["meta"] = meta
+    return orjson.dumps(resource)
+
+
+class SqliteTransaction:
+    """``StoreTransaction`` over the writer connection of a ``SqliteStore``."""
+
+    def __init__(self, conn: sqlite3.Connection, store: SqliteStore) -> None:
+        self.conn = conn
+        self.store = store
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        """Return the current version (``deleted=True`` for a deleted one) or None."""
+        row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
+        if row is None:
+            return None
+        _rid, version, last_updated, deleted, content, method = row
+        return StoredResource(
+            resource_type, id, version, last_updated, content or b"", method, bool(deleted)
+        )
+
+    async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+        """Return ids of current resources matching ``params`` (full search semantics)."""
+        return self.store.find_ids_in(self.conn, resource_type, params)
+
+    async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
+        """Insert version 1 of a new resource; raise ``Conflict`` if the id is taken."""
+        resource_type, id = resource["resourceType"], resource["id"]
+        if self.conn.execute(
+            "SELECT 1 FROM resources WHERE type = ? AND id = ?", (resource_type, id)
+        ).fetchone():
+            raise Conflict(f"{resource_type}/{id} already exists", message_id="MSG_ID_EXISTS")
+        return self._insert_version(None, resource, index, 1, "POST")
+
+    async def update(
+        self,
+        resource: dict[str, Any],
+        index: object | None,
+        expected_version: int | None = None,
+        method: str = "PUT",
+    ) -> WriteResult:
+        """Store a new version, create with a client id, or change nothing if equal."""
+        resource_type, id = resource["resourceType"], resource["id"]
+        row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
+        if row is None:
+            if expected_version is not None:
+                raise VersionConflict(
+                    f"{resource_type}/{id} does not exist (expected version {expected_version})"
+                )
+            return WriteResult(self._insert_version(None, resource, index, 1, method), True)
+        rid, version, last_updated, deleted, content, old_method = row
+        if expected_version is not None and expected_version != version:
+            raise VersionConflict(
+                f"{resource_type}/{id} is at version {version}, not {expected_version}"
+            )
+        if not deleted and content_equal(content, resource):
+            stored = StoredResource(resource_type, id, version, last_updated, content, old_method)
+            return WriteResult(stored, created=False, changed=False)
+        stored = self._insert_version(rid, resource, index, version + 1, method)
+        return WriteResult(stored, created=bool(deleted))
+
+    async def delete(self, resource_type: str, id: str) -> StoredResource | None:
+        """Record a deletion version; None if the resource is unknown or already deleted."""
+        row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
+        if row is None or row[3]:
+            return None
+        rid, version = row[0], row[1] + 1
+        last_updated = now_instant()
+        self.conn.execute(
+            "INSERT INTO versions (rid, type, id, version, last_updated, method, content) "
+            "VALUES (?, ?, ?, ?, ?, 'DELETE', NULL)",
+            (rid, resource_type, id, version, last_updated),
+        )
+        self.conn.execute(
+            "UPDATE resources SET version = ?, last_updated = ?, deleted = 1 WHERE rid = ?",
+            (version, last_updated, rid),
+        )
+        self.store.index_tables.delete_index(self.conn, rid)
+        return StoredResource(resource_type, id, version, last_updated, b"", "DELETE", True)
+
+    def _insert_version(
+        self,
+        rid: int | None,
+        resource: dict[str, Any],
+        index: object | None,
+        version: int,
+        method: str,
+    ) -> StoredResource:
+        resource_type, id = resource["resourceType"], resource["id"]
+        last_updated = now_instant()
+        content = _stamp(resource, version, last_updated)
+        if rid is None:
+            cursor = self.conn.execute(
+                "INSERT INTO resources (type, id, version, last_updated, deleted) "
+                "VALUES (?, ?, ?, ?, 0)",
+                (resource_type, id, version, last_updated),
+            )
+            rid = int(cursor.lastrowid or 0)
+        else:
+            self.conn.execute(
+                "UPDATE resources SET version = ?, last_updated = ?, deleted = 0 WHERE rid = ?",
+                (version, last_updated, rid),
+            )
+        self.conn.execute(
+            "INSERT INTO versions (rid, type, id, version, last_updated, method, content) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rid, resource_type, id, version, last_updated, method, content),
+        )
+        if index is not None:
+            self.store.index_tables.replace_index(self.conn, rid, index)
+        return StoredResource(resource_type, id, version, last_updated, content, method)
+
+
+async def scan(
+    conn: sqlite3.Connection, resource_type: str | None, batch: int = 1000
+) -> AsyncIterator[StoredResource]:
+    """Yield current resources in ``rid`` order, one batch query at a time."""
+    after = 0
+    type_sql = "AND r.type = ? " if resource_type else ""
+    sql = (
+        "SELECT r.rid, r.type, r.id, r.version, r.last_updated, v.content, v.method "
+        "FROM resources r JOIN versions v ON v.rid = r.rid AND v.version = r.version "
+        f"WHERE r.deleted = 0 AND r.rid > ? {type_sql}ORDER BY r.rid LIMIT ?"
+    )
+    while True:
+        args: tuple[Any, ...] = (after, resource_type, batch) if resource_type else (after, batch)
+        rows = conn.execute(sql, args).fetchall()
+        for rid, rtype, id, version, last_updated, content, method in rows:
+            after = rid
+            yield StoredResource(rtype, id, version, last_updated, content, method)
+        if len(rows) < batch:
+            return
