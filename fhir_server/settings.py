@@ -33,6 +33,8 @@ class Settings(BaseSettings):
         description="Public base URL of the FHIR endpoint; default http://host:port/fhir.",
     )
     max_body_bytes: int = 16 * 1024 * 1024
+    max_bundle_entries: int = 1000
+    referential_integrity: bool = True
     default_count: int = 20
     max_count: int = 1000
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"

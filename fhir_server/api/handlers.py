@@ -24,7 +24,7 @@ from fhir_server.api.responses import (
     require_content_type,
 )
 from fhir_server.errors import FhirError, NotFound
-from fhir_server.interactions import create, delete, history, patch, read, update
+from fhir_server.interactions import bundle, create, delete, history, patch, read, update
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.outcomes import information
@@ -223,6 +223,14 @@ async def history_system(request: Request) -> Response:
     return await _history(request, history.HistoryRequest())
 
 
+@fhir_endpoint
+async def bundle_endpoint(request: Request) -> Response:
+    """POST [base]: a transaction or batch Bundle."""
+    body = await _json_body(request)
+    outcome = await bundle.process_bundle(services_of(request), body)
+    return fhir_response(request, outcome.status, outcome.body)
+
+
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
     return Response(b'{"status":"ok"}', media_type="application/json")
@@ -250,6 +258,7 @@ ENDPOINTS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "history-instance": history_instance,
     "history-type": history_type,
     "history-system": history_system,
+    "bundle": bundle_endpoint,
     "healthz": healthz,
     "readyz": readyz,
 }

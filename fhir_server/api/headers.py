@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
-from fhir_server.errors import BadRequest
+from fhir_server.interactions.preconditions import parse_version_tag
 from fhir_server.storage.port import StoredResource
 
 __all__ = [
@@ -18,20 +17,6 @@ __all__ = [
     "parse_version_tag",
     "version_headers",
 ]
-
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
-
-
-def parse_version_tag(value: str | None, header: str = "If-Match") -> int | None:
-    """Return the version in an ETag-style header (``W/"3"``); raise ``BadRequest`` if bad."""
-    if value is None:
-        return None
-    match = _ETAG.match(value)
-    if match is None:
-        raise BadRequest(f"{header} must be a version tag such as W/\"1\", not '{value}'",
-                         message_id="MSG_HEADER_INVALID", expression=(header,))
-    return int(match.group(1))
-
 
 @dataclass(frozen=True)
 class Prefer:

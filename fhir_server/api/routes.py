@@ -11,6 +11,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/healthz", "healthz"),
     ("GET", "/readyz", "readyz"),
     ("GET", "/fhir/metadata", "metadata"),
+    ("POST", "/fhir", "bundle"),
     ("GET", "/fhir/_history", "history-system"),
     ("GET", "/fhir/{type}/_history", "history-type"),
     ("GET", "/fhir/{type}/{id}/_history", "history-instance"),

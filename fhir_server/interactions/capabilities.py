@@ -22,7 +22,7 @@ TYPE_INTERACTIONS = (
 SYSTEM_INTERACTIONS = ["history-system"]
 
 #: Optional features switched on as the modules that implement them are wired in.
-FEATURES: dict[str, bool] = {"search": False, "transaction": False, "batch": False}
+FEATURES: dict[str, bool] = {"search": False, "transaction": True, "batch": True}
 
 
 def _search_params(services: Services, resource_type: str) -> list[dict[str, Any]]:

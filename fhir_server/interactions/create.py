@@ -11,8 +11,27 @@ from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services, new_id
 from fhir_server.interactions.prepare import match_single, parse_criteria, prepare_resource
+from fhir_server.storage.port import StoreTransaction
 
-__all__ = ["create"]
+__all__ = ["create", "create_in"]
+
+
+async def create_in(
+    tx: StoreTransaction,
+    services: Services,
+    resource: dict[str, Any],
+    criteria: list[tuple[str, str]] | None,
+    index: object | None = None,
+) -> Outcome:
+    """Inside ``tx``: return 200 with the one existing match of ``criteria``, else create."""
+    resource_type = resource["resourceType"]
+    if criteria is not None:
+        existing = await match_single(tx, resource_type, criteria)
+        if existing is not None:
+            return Outcome(200, await tx.read(resource_type, existing))
+    if index is None:
+        index = services.index(resource)
+    return Outcome(201, await tx.create(resource, index))
 
 
 async def create(
@@ -27,9 +46,4 @@ async def create(
     criteria = parse_criteria(if_none_exist) if if_none_exist is not None else None
     index = services.index(resource)
     async with services.store.transaction() as tx:
-        if criteria is not None:
-            existing = await match_single(tx, resource_type, criteria)
-            if existing is not None:
-                return Outcome(200, await tx.read(resource_type, existing))
-        stored = await tx.create(resource, index)
-    return Outcome(201, stored)
+        return await create_in(tx, services, resource, criteria, index)

@@ -15,7 +15,7 @@ from fhir_server.errors import BadRequest, PreconditionFailed, Unprocessable, Ve
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.interactions.prepare import prepare_resource
 
-__all__ = ["patch"]
+__all__ = ["apply_patch", "patch"]
 
 
 def _apply(current: dict[str, Any], operations: object) -> dict[str, Any]:
@@ -33,6 +33,17 @@ def _apply(current: dict[str, Any], operations: object) -> dict[str, Any]:
     return patched
 
 
+def apply_patch(
+    current: dict[str, Any], operations: object, resource_type: str, id: str
+) -> dict[str, Any]:
+    """Return ``current`` with the JSON Patch applied; it may not change type or id."""
+    patched = _apply(current, operations)
+    if patched.get("id") != id or patched.get("resourceType") != resource_type:
+        raise Unprocessable("A patch may not change id or resourceType",
+                            message_id="MSG_PATCH_ID_CHANGED")
+    return patched
+
+
 async def patch(
     services: Services,
     resource_type: str,
@@ -47,10 +58,7 @@ async def patch(
             f"{resource_type}/{id} is at version {current.version}, not {if_match}",
             message_id="MSG_VERSION_MISMATCH",
         )
-    patched = _apply(current.resource(), operations)
-    if patched.get("id") != id or patched.get("resourceType") != resource_type:
-        raise Unprocessable("A patch may not change id or resourceType",
-                            message_id="MSG_PATCH_ID_CHANGED")
+    patched = apply_patch(current.resource(), operations, resource_type, id)
     prepare_resource(patched, resource_type)
     index = services.index(patched)
     try:

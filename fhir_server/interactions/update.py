@@ -12,22 +12,41 @@ from typing import Any
 from fhir_server.errors import BadRequest, PreconditionFailed, VersionConflict
 from fhir_server.interactions.context import Outcome, Services, new_id
 from fhir_server.interactions.prepare import match_single, parse_criteria, prepare_resource
+from fhir_server.storage.port import StoreTransaction
 
-__all__ = ["conditional_update", "update"]
+__all__ = ["conditional_update", "resolve_conditional_id", "update", "update_in"]
 
 
-def _check_body_id(resource: dict[str, Any], id: str) -> None:
+def check_body_id(resource: dict[str, Any], id: str) -> None:
+    """Raise ``BadRequest`` unless the body carries ``id``."""
     body_id = resource.get("id")
     if body_id is None:
-        raise BadRequest(
-            "The resource in an update must carry its id", message_id="MSG_RES_ID_MISSING",
-            expression=("id",),
-        )
+        raise BadRequest("The resource in an update must carry its id",
+                         message_id="MSG_RES_ID_MISSING", expression=("id",))
     if body_id != id:
         raise BadRequest(
             f"The id in the body ({body_id}) differs from the id in the URL ({id})",
             message_id="MSG_RES_ID_MISMATCH", expression=("id",),
         )
+
+
+async def update_in(
+    tx: StoreTransaction,
+    services: Services,
+    resource: dict[str, Any],
+    if_match: int | None = None,
+    index: object | None = None,
+) -> Outcome:
+    """Inside ``tx``: store ``resource`` as a new version (or create it); 412 on If-Match."""
+    if index is None:
+        index = services.index(resource)
+    try:
+        result = await tx.update(resource, index, expected_version=if_match)
+    except VersionConflict as exc:
+        if if_match is None:
+            raise
+        raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
+    return Outcome(201 if result.created else 200, result.stored)
 
 
 async def update(
@@ -39,16 +58,27 @@ async def update(
 ) -> Outcome:
     """Store a new version (200), create with the client's id (201), or change nothing."""
     prepare_resource(resource, resource_type)
-    _check_body_id(resource, id)
+    check_body_id(resource, id)
     index = services.index(resource)
-    try:
-        async with services.store.transaction() as tx:
-            result = await tx.update(resource, index, expected_version=if_match)
-    except VersionConflict as exc:
-        if if_match is None:
-            raise
-        raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
-    return Outcome(201 if result.created else 200, result.stored)
+    async with services.store.transaction() as tx:
+        return await update_in(tx, services, resource, if_match, index)
+
+
+async def resolve_conditional_id(
+    tx: StoreTransaction, resource: dict[str, Any], params: list[tuple[str, str]]
+) -> None:
+    """Set ``resource.id`` from the one match of ``params`` (or a new id); 412 if several."""
+    match = await match_single(tx, resource["resourceType"], params)
+    body_id = resource.get("id")
+    if match is not None:
+        if body_id is not None and body_id != match:
+            raise BadRequest(
+                f"The id in the body ({body_id}) is not the matched resource ({match})",
+                message_id="MSG_RES_ID_MISMATCH", expression=("id",),
+            )
+        resource["id"] = match
+    elif body_id is None:
+        resource["id"] = new_id()
 
 
 async def conditional_update(
@@ -61,21 +91,6 @@ async def conditional_update(
     """Update the one match of ``criteria``, create if none, 412 if several."""
     params = parse_criteria(criteria)
     prepare_resource(resource, resource_type)
-    index_id = resource.get("id")
     async with services.store.transaction() as tx:
-        match = await match_single(tx, resource_type, params)
-        if match is not None:
-            if index_id is not None and index_id != match:
-                raise BadRequest(
-                    f"The id in the body ({index_id}) is not the matched resource ({match})",
-                    message_id="MSG_RES_ID_MISMATCH", expression=("id",),
-                )
-            resource["id"] = match
-        elif index_id is None:
-            resource["id"] = new_id()
-        index = services.index(resource)
-        try:
-            result = await tx.update(resource, index, expected_version=if_match)
-        except VersionConflict as exc:
-            raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
-    return Outcome(201 if result.created else 200, result.stored)
+        await resolve_conditional_id(tx, resource, params)
+        return await update_in(tx, services, resource, if_match)

@@ -97,6 +97,10 @@ class StoreTransaction(Protocol):
         """Return the ids of current resources matching the search parameters."""
         ...
 
+    async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Return which of the (type, id) pairs are current, not deleted, resources."""
+        ...
+
     async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
         """Store a new resource (its ``id`` already assigned); raise Conflict if it exists."""
         ...

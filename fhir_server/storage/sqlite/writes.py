@@ -79,6 +79,19 @@ class SqliteTransaction:
         """Return ids of current resources matching ``params`` (full search semantics)."""
         return self.store.find_ids_in(self.conn, resource_type, params)
 
+    async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Return which (type, id) pairs are current resources, in one query per 400 keys."""
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(keys), 400):
+            chunk = keys[start:start + 400]
+            values = ",".join("(?, ?)" for _ in chunk)
+            args = [part for key in chunk for part in key]
+            rows = self.conn.execute(
+                f"SELECT type, id FROM resources WHERE deleted = 0 AND (type, id) IN "
+                f"(VALUES {values})", args).fetchall()
+            found.update((t, i) for t, i in rows)
+        return found
+
     async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
         """Insert version 1 of a new resource; raise ``Conflict`` if the id is taken."""
         resource_type, id = resource["resourceType"], resource["id"]

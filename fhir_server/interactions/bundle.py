@@ -1,0 +1,149 @@
+"""batch and transaction (R4 http.html#transaction): ``POST [base]`` with a Bundle.
+
+A transaction is all or nothing: every entry is validated before the write lock is taken;
+then, in one store transaction, conditional targets (``ifNoneExist``, conditional update and
+delete) and conditional references are resolved, references are rewritten to the final ids,
+referential integrity is checked, and the entries are executed in the specification's order
+(DELETE, POST, PUT/PATCH, GET). Any failure rolls everything back and answers one
+OperationOutcome naming ``Bundle.entry[n]``. A batch runs each entry in its own transaction
+and reports each entry's own status or OperationOutcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.errors import BadRequest, FhirError, PayloadTooLarge
+from fhir_server.interactions import bundle_exec
+from fhir_server.interactions.bundle_entries import ORDER, PlannedEntry, at_entry, parse_entry
+from fhir_server.interactions.context import Outcome, Services, new_id
+from fhir_server.interactions.prepare import prepare_resource
+from fhir_server.outcomes import operation_outcome
+from fhir_server.storage.port import StoreTransaction
+
+__all__ = ["process_bundle"]
+
+
+def _plan(services: Services, bundle: dict[str, Any]) -> list[PlannedEntry]:
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise BadRequest("Bundle.entry must be an array", message_id="MSG_BUNDLE_INVALID")
+    limit = services.settings.max_bundle_entries
+    if len(entries) > limit:
+        raise PayloadTooLarge(f"The Bundle has {len(entries)} entries; the limit is {limit}",
+                              message_id="MSG_BUNDLE_TOO_MANY_ENTRIES")
+    return [parse_entry(i, e, services.base_url) for i, e in enumerate(entries)]
+
+
+def _prepare(services: Services, entry: PlannedEntry) -> None:
+    """Validate the entry's resource and give POST entries their new id (outside the lock)."""
+    try:
+        if entry.method == "PATCH":
+            bundle_exec.patch_operations(entry)
+        elif entry.resource is not None and entry.method in ("POST", "PUT"):
+            prepare_resource(entry.resource, entry.resource_type)
+            if entry.method == "POST":
+                entry.resource["id"] = new_id()
+            elif entry.id is not None:
+                bundle_exec.check_put_id(entry)
+    except FhirError as exc:
+        raise at_entry(exc, entry.index, entry.resource_type) from None
+
+
+async def _run_transaction(
+    services: Services, tx: StoreTransaction, entries: list[PlannedEntry]
+) -> list[dict[str, Any]]:
+    ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+    for entry in ordered:
+        await _guard(entry, bundle_exec.resolve_target(tx, entry))
+    targets = bundle_exec.fullurl_targets(entries)
+    for entry in ordered:
+        await _guard(entry, bundle_exec.resolve_references(tx, entry, targets))
+    await bundle_exec.check_integrity(services, tx, entries)
+    responses: dict[int, dict[str, Any]] = {}
+    for entry in ordered:
+        responses[entry.index] = await _guard(entry, bundle_exec.execute(services, tx, entry))
+    return [responses[e.index] for e in entries]
+
+
+async def _guard(entry: PlannedEntry, step: Any) -> Any:
+    try:
+        return await step
+    except FhirError as exc:
+        raise at_entry(exc, entry.index, entry.resource_type) from None
+
+
+async def transaction(services: Services, bundle: dict[str, Any]) -> Outcome:
+    """Process a transaction Bundle atomically; return the transaction-response Bundle."""
+    entries = _plan(services, bundle)
+    for entry in entries:
+        _prepare(services, entry)
+    async with services.store.transaction() as tx:
+        responses = await _run_transaction(services, tx, entries)
+    return Outcome(200, body=_response_bundle("transaction-response", responses))
+
+
+async def _batch_entry(services: Services, index: int, raw: object) -> dict[str, Any]:
+    entry: PlannedEntry | None = None
+    try:
+        entry = parse_entry(index, raw, services.base_url)
+        _prepare(services, entry)
+        if any(r.get("reference", "").startswith("urn:") for r in _refs(entry)):
+            raise BadRequest("Entries of a batch cannot refer to each other",
+                             message_id="MSG_BATCH_INTERDEPENDENT")
+        async with services.store.transaction() as tx:
+            return (await _run_transaction(services, tx, [entry]))[0]
+    except FhirError as exc:
+        located = at_entry(exc, index, entry.resource_type if entry else None)
+        return {"response": {"status": _status_text(located.status),
+                             "outcome": operation_outcome(located.issues)}}
+
+
+def _refs(entry: PlannedEntry) -> list[dict[str, Any]]:
+    from fhir_server.interactions.bundle_entries import iter_references
+
+    return list(iter_references(entry.resource)) if entry.resource else []
+
+
+async def batch(services: Services, bundle: dict[str, Any]) -> Outcome:
+    """Process each entry of a batch Bundle on its own; return the batch-response Bundle."""
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise BadRequest("Bundle.entry must be an array", message_id="MSG_BUNDLE_INVALID")
+    limit = services.settings.max_bundle_entries
+    if len(raw_entries) > limit:
+        raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; the limit is {limit}",
+                              message_id="MSG_BUNDLE_TOO_MANY_ENTRIES")
+    responses = [await _batch_entry(services, i, e) for i, e in enumerate(raw_entries)]
+    return Outcome(200, body=_response_bundle("batch-response", responses))
+
+
+def _status_text(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def _response_bundle(kind: str, responses: list[dict[str, Any]]) -> dict[str, Any]:
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
+    if responses:
+        bundle["entry"] = responses
+    return bundle
+
+
+async def process_bundle(services: Services, bundle: dict[str, Any]) -> Outcome:
+    """Dispatch a Bundle posted to the base: transaction or batch; anything else is 400."""
+    if bundle.get("resourceType") != "Bundle":
+        raise BadRequest("Only a Bundle can be posted to the base URL",
+                         message_id="MSG_BUNDLE_EXPECTED", expression=("resourceType",))
+    kind = bundle.get("type")
+    if kind == "transaction":
+        return await transaction(services, bundle)
+    if kind == "batch":
+        return await batch(services, bundle)
+    raise BadRequest(f"Bundle.type must be transaction or batch, not '{kind}'",
+                     message_id="MSG_BUNDLE_TYPE", expression=("Bundle.type",))
+

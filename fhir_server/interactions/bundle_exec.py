@@ -1,0 +1,244 @@
+"""The steps of processing one Bundle entry inside a store transaction: resolve its target,
+rewrite its references, check referential integrity, execute it, describe the response."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import BadRequest, Gone, NotFound, PreconditionFailed
+from fhir_server.interactions import read
+from fhir_server.interactions.bundle_entries import (
+    PlannedEntry,
+    iter_references,
+    rewrite_references,
+)
+from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.create import create_in
+from fhir_server.interactions.patch import apply_patch
+from fhir_server.interactions.preconditions import parse_version_tag
+from fhir_server.interactions.prepare import match_single, prepare_resource
+from fhir_server.interactions.update import check_body_id, resolve_conditional_id, update_in
+from fhir_server.storage.port import StoredResource, StoreTransaction
+
+__all__ = [
+    "check_integrity",
+    "check_put_id",
+    "execute",
+    "fullurl_targets",
+    "patch_operations",
+    "resolve_references",
+    "resolve_target",
+]
+
+
+def check_put_id(entry: PlannedEntry) -> None:
+    """A PUT ``Type/id`` entry's resource must carry that id."""
+    assert entry.resource is not None and entry.id is not None
+    check_body_id(entry.resource, entry.id)
+
+
+def patch_operations(entry: PlannedEntry) -> None:
+    """Decode a PATCH entry's Binary (``application/json-patch+json``) into operations."""
+    resource = entry.resource or {}
+    if resource.get("resourceType") != "Binary" or not str(
+        resource.get("contentType", "")
+    ).startswith("application/json-patch+json"):
+        raise BadRequest("A PATCH entry carries a Binary with a JSON Patch document "
+                         "(FHIRPath Patch is not supported)", message_id="MSG_PATCH_INVALID")
+    try:
+        entry.extra["operations"] = orjson.loads(base64.b64decode(resource.get("data", "")))
+    except (ValueError, orjson.JSONDecodeError):
+        raise BadRequest("The PATCH entry's Binary.data is not base64 JSON",
+                         message_id="MSG_PATCH_INVALID") from None
+
+
+async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:
+    """Fix the entry's target id: conditional matches are searched inside the transaction."""
+    if entry.method == "POST":
+        assert entry.resource is not None
+        if entry.if_none_exist:
+            params = _criteria(entry.if_none_exist)
+            existing = await match_single(tx, entry.resource_type, params)
+            if existing is not None:
+                entry.extra["existing"] = existing
+                entry.id = existing
+                return
+        entry.id = entry.resource["id"]
+    elif entry.query is not None and entry.method == "PUT":
+        assert entry.resource is not None
+        await resolve_conditional_id(tx, entry.resource, entry.criteria)
+        entry.id = entry.resource["id"]
+    elif entry.query is not None and entry.method in ("DELETE", "PATCH"):
+        entry.id = await match_single(tx, entry.resource_type, entry.criteria)
+        if entry.id is None and entry.method == "PATCH":
+            raise NotFound("The conditional PATCH matched no resource",
+                           message_id="MSG_NO_MATCH")
+
+
+def _criteria(query: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    return parse_qsl(query.lstrip("?"), keep_blank_values=True)
+
+
+def fullurl_targets(entries: list[PlannedEntry]) -> dict[str, str]:
+    """Map each entry's ``fullUrl`` to ``Type/id``; two writes of one resource are an error."""
+    targets: dict[str, str] = {}
+    written: dict[str, int] = {}
+    for entry in entries:
+        if entry.id is None or entry.method == "GET":
+            continue
+        key = f"{entry.resource_type}/{entry.id}"
+        if entry.method != "POST" or "existing" not in entry.extra:
+            if key in written:
+                raise BadRequest(f"Bundle.entry[{written[key]}] and Bundle.entry[{entry.index}] "
+                                 f"both change {key}", message_id="MSG_BUNDLE_DUPLICATE")
+            written[key] = entry.index
+        if entry.full_url:
+            targets[entry.full_url] = key
+    return targets
+
+
+async def resolve_references(
+    tx: StoreTransaction, entry: PlannedEntry, targets: dict[str, str]
+) -> None:
+    """Rewrite the entry resource's references (fullUrls and conditional references)."""
+    if entry.resource is None or entry.method not in ("POST", "PUT"):
+        return
+
+    async def resolve(resource_type: str, params: list[tuple[str, str]]) -> str:
+        ids = await tx.find(resource_type, params)
+        if len(ids) != 1:
+            raise BadRequest(f"A conditional reference to {resource_type} matched {len(ids)} "
+                             "resources; exactly one is required",
+                             message_id="MSG_BUNDLE_CONDITIONAL_REFERENCE")
+        return ids[0]
+
+    await rewrite_references(entry.resource, targets, resolve)
+
+
+def _local_target(reference: str, base_url: str) -> tuple[str, str] | None:
+    if reference.startswith(base_url + "/"):
+        reference = reference[len(base_url) + 1:]
+    if "://" in reference or reference.startswith(("#", "urn:")) or "?" in reference:
+        return None
+    parts = reference.split("/")
+    if len(parts) == 2 or (len(parts) == 4 and parts[2] == "_history"):
+        return parts[0], parts[1]
+    return None
+
+
+async def check_integrity(
+    services: Services, tx: StoreTransaction, entries: list[PlannedEntry]
+) -> None:
+    """Refuse local references to resources that exist neither here nor in the Bundle."""
+    if not services.settings.referential_integrity:
+        return
+    in_bundle = {(e.resource_type, e.id) for e in entries if e.id and e.method != "DELETE"}
+    wanted: dict[tuple[str, str], int] = {}
+    for entry in entries:
+        if entry.resource is None or entry.method not in ("POST", "PUT"):
+            continue
+        if entry.method == "POST" and "existing" in entry.extra:
+            continue
+        for holder in iter_references(entry.resource):
+            target = _local_target(holder["reference"], services.base_url)
+            if target and target not in in_bundle:
+                wanted.setdefault(target, entry.index)
+    missing = set(wanted) - await tx.existing(list(wanted))
+    if missing:
+        first = min(missing, key=lambda t: wanted[t])
+        raise BadRequest(
+            f"Bundle.entry[{wanted[first]}]: reference {first[0]}/{first[1]} points to a "
+            "resource that does not exist", message_id="MSG_REFERENCE_NOT_FOUND",
+            expression=(f"Bundle.entry[{wanted[first]}].resource",))
+
+
+def _response(outcome: Outcome, with_resource: bool = False) -> dict[str, Any]:
+    from fhir_server.interactions.bundle import _status_text
+
+    stored = outcome.stored
+    response: dict[str, Any] = {"status": _status_text(outcome.status)}
+    entry: dict[str, Any] = {"response": response}
+    if stored is not None and not stored.deleted:
+        response["location"] = f"{stored.resource_type}/{stored.id}/_history/{stored.version}"
+        response["etag"] = f'W/"{stored.version}"'
+        response["lastModified"] = stored.last_updated
+        if with_resource:
+            entry["resource"] = stored.resource()
+    return entry
+
+
+def _check_if_match(entry: PlannedEntry, current: StoredResource | None) -> int | None:
+    wanted = parse_version_tag(entry.if_match) if entry.if_match else None
+    if wanted is not None and (current is None or current.version != wanted):
+        raise PreconditionFailed(f"ifMatch {entry.if_match} does not hold",
+                                 message_id="MSG_VERSION_MISMATCH")
+    return wanted
+
+
+async def execute(services: Services, tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
+    """Execute the entry inside ``tx``; return its ``Bundle.entry`` of the response."""
+    if entry.method == "GET" or entry.method == "HEAD":
+        return await _get(services, tx, entry)
+    if entry.method == "DELETE":
+        return await _delete(tx, entry)
+    if entry.method == "POST":
+        assert entry.resource is not None
+        if "existing" in entry.extra:
+            return _response(Outcome(200, await tx.read(entry.resource_type, entry.id or "")))
+        return _response(await create_in(tx, services, entry.resource, None))
+    if entry.method == "PATCH":
+        return await _patch(services, tx, entry)
+    assert entry.resource is not None and entry.id is not None
+    if_match = _check_if_match(entry, await tx.read(entry.resource_type, entry.id)) \
+        if entry.if_match else None
+    return _response(await update_in(tx, services, entry.resource, if_match))
+
+
+async def _delete(tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
+    if entry.id is None:
+        return {"response": {"status": "204 No Content"}}
+    current = await tx.read(entry.resource_type, entry.id)
+    if current is None:
+        raise NotFound(f"{entry.resource_type}/{entry.id} is not known",
+                       message_id="MSG_NO_EXIST")
+    _check_if_match(entry, current)
+    await tx.delete(entry.resource_type, entry.id)
+    return {"response": {"status": "204 No Content"}}
+
+
+async def _patch(services: Services, tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
+    current = await tx.read(entry.resource_type, entry.id or "")
+    if current is None or current.deleted:
+        raise NotFound(f"{entry.resource_type}/{entry.id} is not known",
+                       message_id="MSG_NO_EXIST")
+    if_match = _check_if_match(entry, current)
+    patched = apply_patch(current.resource(), entry.extra["operations"], entry.resource_type,
+                          entry.id or "")
+    prepare_resource(patched, entry.resource_type)
+    return _response(await update_in(tx, services, patched, if_match or current.version))
+
+
+async def _get(services: Services, tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
+    if entry.id is None:
+        raise BadRequest("Search entries in Bundles are not supported yet",
+                         message_id="MSG_BUNDLE_SEARCH_NOT_SUPPORTED")
+    if entry.version is not None:
+        outcome = await read.vread(services, entry.resource_type, entry.id, entry.version)
+    else:
+        current = await tx.read(entry.resource_type, entry.id)
+        if current is None:
+            raise NotFound(f"{entry.resource_type}/{entry.id} is not known",
+                           message_id="MSG_NO_EXIST")
+        if current.deleted:
+            raise Gone(f"{entry.resource_type}/{entry.id} was deleted")
+        outcome = Outcome(200, current)
+    stored = outcome.stored
+    tag = parse_version_tag(entry.if_none_match, "ifNoneMatch") if entry.if_none_match else None
+    if stored is not None and tag == stored.version:
+        return {"response": {"status": "304 Not Modified", "etag": f'W/"{stored.version}"'}}
+    return _response(outcome, with_resource=True)
