@@ -124,6 +124,10 @@ class StoreTransaction(Protocol):
         """Record a deletion; return the deletion marker, or None if there was nothing."""
         ...
 
+    async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
+        """Replace the search index of the current version of ``resource``."""
+        ...
+
 
 class ResourceStore(Protocol):
     """A FHIR resource store: current versions, history, search and atomic writes."""

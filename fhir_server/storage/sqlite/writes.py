@@ -147,6 +147,15 @@ class SqliteTransaction:
         self.store.index_tables.delete_index(self.conn, rid)
         return StoredResource(resource_type, id, version, last_updated, b"", "DELETE", True)
 
+    async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
+        """Replace the search index rows of the current version of ``resource``."""
+        row = self.conn.execute(
+            "SELECT rid FROM resources WHERE type = ? AND id = ? AND deleted = 0",
+            (resource["resourceType"], resource["id"]),
+        ).fetchone()
+        if row is not None and index is not None:
+            self.store.index_tables.replace_index(self.conn, row[0], index)
+
     def _insert_version(
         self,
         rid: int | None,
