@@ -1,0 +1,143 @@
+"""The server's own token endpoint (SMART Backend Services) and its SMART configuration.
+
+:func:`issue_token` handles a ``client_credentials`` request authenticated by a
+``private_key_jwt`` client assertion (https://hl7.org/fhir/smart-app-launch/backend-services.html)
+and returns the RFC 6749 §5.1 response; the granted scopes are the requested ones narrowed to
+what the client is registered for. :func:`smart_configuration` is the
+``.well-known/smart-configuration`` document. Neither knows HTTP: the API layer passes the form
+fields in and renders :class:`~fhir_server.security.oauth.OAuthError` as RFC 6749 §5.2 JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fhir_server.security.client_assertion import (
+    CLIENT_ASSERTION_TYPE,
+    JtiStore,
+    verify_client_assertion,
+)
+from fhir_server.security.clients import ASSERTION_ALGORITHMS, ClientLookup, RegisteredClient
+from fhir_server.security.keys import ServerKey
+from fhir_server.security.oauth import (
+    INVALID_REQUEST,
+    INVALID_SCOPE,
+    UNSUPPORTED_GRANT_TYPE,
+    OAuthError,
+)
+from fhir_server.security.scopes import InvalidScope, narrow_scopes, parse_scope
+from fhir_server.security.tokens import mint_access_token
+
+__all__ = [
+    "BACKEND_TOKEN_TTL",
+    "OAuthError",
+    "issue_token",
+    "smart_configuration",
+    "token_endpoint_url",
+]
+
+# SMART recommends backend-services tokens live no longer than five minutes.
+BACKEND_TOKEN_TTL = 300
+TOKEN_PATH = "/auth/token"
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+def token_endpoint_url(base_url: str) -> str:
+    """Return the token endpoint URL for the server at ``base_url`` (the ``aud`` of assertions)."""
+    return base_url.rstrip("/") + TOKEN_PATH
+
+
+def issue_token(
+    form: Mapping[str, str],
+    *,
+    clients: ClientLookup,
+    jti_store: JtiStore,
+    server_key: ServerKey,
+    base_url: str,
+    ttl: int = BACKEND_TOKEN_TTL,
+) -> dict[str, Any]:
+    """Validate a token request and return ``{access_token, token_type, expires_in, scope}``.
+
+    Raises ``OAuthError``: ``invalid_request`` for missing or wrong fields,
+    ``unsupported_grant_type``, ``invalid_client`` for a failed assertion, ``invalid_scope``
+    for a malformed or missing scope or one the client may not have.
+    """
+    _check_grant(form)
+    client = verify_client_assertion(
+        form["client_assertion"],
+        token_url=token_endpoint_url(base_url),
+        clients=clients,
+        jti_store=jti_store,
+    )
+    scope = _granted_scope(form.get("scope", ""), client)
+    token = mint_access_token(
+        server_key,
+        issuer=base_url,
+        audience=base_url,
+        subject=client.client_id,
+        client_id=client.client_id,
+        organization=client.organization,
+        scope=scope,
+        ttl=ttl,
+    )
+    return {"access_token": token, "token_type": "bearer", "expires_in": ttl, "scope": scope}
+
+
+def _check_grant(form: Mapping[str, str]) -> None:
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise OAuthError(INVALID_REQUEST, "grant_type is required")
+    if grant_type != "client_credentials":
+        raise OAuthError(UNSUPPORTED_GRANT_TYPE, "only client_credentials is supported")
+    if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+        raise OAuthError(INVALID_REQUEST, f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}")
+    if not form.get("client_assertion"):
+        raise OAuthError(INVALID_REQUEST, "client_assertion is required")
+
+
+def _granted_scope(requested_text: str, client: RegisteredClient) -> str:
+    words = requested_text.split()
+    if not words:
+        raise OAuthError(INVALID_SCOPE, "scope is required")
+    try:
+        requested = [parse_scope(word) for word in words]
+    except InvalidScope as exc:
+        raise OAuthError(INVALID_SCOPE, str(exc)) from exc
+    granted = narrow_scopes(requested, client.allowed_scopes())
+    if not granted:
+        raise OAuthError(INVALID_SCOPE, "none of the requested scopes is allowed for this client")
+    return " ".join(scope.to_text() for scope in granted)
+
+
+def smart_configuration(base_url: str) -> dict[str, Any]:
+    """Return the ``.well-known/smart-configuration`` document for the server at ``base_url``."""
+    base = base_url.rstrip("/")
+    return {
+        "issuer": base,
+        "jwks_uri": base + JWKS_PATH,
+        "token_endpoint": token_endpoint_url(base),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": sorted(ASSERTION_ALGORITHMS),
+        "scopes_supported": [
+            "system/*.cruds",
+            "system/*.rs",
+            "system/*.read",
+            "system/*.write",
+            "patient/*.rs",
+            "patient/*.read",
+            "user/*.rs",
+            "user/*.read",
+        ],
+        "capabilities": [
+            "client-confidential-asymmetric",
+            "permission-v1",
+            "permission-v2",
+            "permission-patient",
+            "permission-user",
+        ],
+        # Listed because the SMART document requires the member; the server has no
+        # authorization-code flow, so PKCE is never exercised.
+        "code_challenge_methods_supported": ["S256"],
+    }
