@@ -16,6 +16,7 @@ from fhir_server.api.handlers import ENDPOINTS
 from fhir_server.api.middleware import RequestLogMiddleware
 from fhir_server.api.routes import ROUTES
 from fhir_server.interactions.context import Services
+from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 
@@ -30,10 +31,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings)
+        registry = SearchParameterRegistry.load(settings.profiles_dir)
+        store = open_store(settings, registry)
         await store.open()
-        app.state.services = Services(store=store, settings=settings,
-                                      registry=getattr(store, "registry", None))
+        app.state.services = Services(store=store, settings=settings, registry=registry)
         try:
             yield
         finally:

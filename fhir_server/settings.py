@@ -12,7 +12,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["PROJECT_DIR", "Settings"]
+
+#: The project directory (the parent of the package), holding ``profiles/`` and ``terminology/``.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
@@ -39,6 +42,8 @@ class Settings(BaseSettings):
     max_count: int = 1000
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_busy_timeout_s: float = 10.0
+    profiles_dir: Path = PROJECT_DIR / "profiles"
+    terminology_dir: Path = PROJECT_DIR / "terminology"
     log_level: str = "info"
     log_json: bool = True
 

@@ -61,12 +61,12 @@ def _fail(index: int, text: str, message_id: str) -> BadRequest:
 
 
 def _split_url(index: int, url: str, base_url: str) -> tuple[list[str], str | None]:
-    if url.startswith(base_url + "/"):
-        url = url[len(base_url) + 1:]
-    elif "://" in url:
+    path, mark, query = url.partition("?")
+    if path.startswith(base_url + "/"):
+        path = path[len(base_url) + 1:]
+    elif "://" in path:
         raise _fail(index, f"request.url '{url}' is not on this server", "MSG_BUNDLE_URL")
-    path, _, query = url.lstrip("/").partition("?")
-    return [p for p in path.split("/") if p], (query if "?" in url else None)
+    return [p for p in path.split("/") if p], (query if mark else None)
 
 
 def parse_entry(index: int, entry: object, base_url: str) -> PlannedEntry:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fhir_server.settings import Settings
 from fhir_server.storage.port import ResourceStore
 from fhir_server.storage.sqlite.store import SqliteStore
@@ -9,10 +11,15 @@ from fhir_server.storage.sqlite.store import SqliteStore
 __all__ = ["open_store"]
 
 
-def open_store(settings: Settings) -> ResourceStore:
-    """Return an (unopened) store for ``settings.storage_url()``; raise ValueError if unknown."""
+def open_store(settings: Settings, registry: Any = None) -> ResourceStore:
+    """Return an (unopened) store for ``settings.storage_url()``; raise ValueError if unknown.
+
+    ``registry`` is the search parameter registry the store compiles searches with.
+    """
     url = settings.storage_url()
     if url.startswith("sqlite:"):
-        return SqliteStore.from_url(url, synchronous=settings.sqlite_synchronous,
-                                    busy_timeout_s=settings.sqlite_busy_timeout_s)
+        store = SqliteStore.from_url(url, synchronous=settings.sqlite_synchronous,
+                                     busy_timeout_s=settings.sqlite_busy_timeout_s)
+        store.registry = registry
+        return store
     raise ValueError(f"Unsupported storage URL: {url!r} (supported: sqlite:///path)")

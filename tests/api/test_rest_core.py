@@ -323,3 +323,15 @@ async def test_capability_statement_lists_types_and_interactions(
     assert len(resources) == 146
     codes = {i["code"] for i in resources["Patient"]["interaction"]}
     assert {"read", "vread", "create", "update", "patch", "delete", "history-instance"} <= codes
+
+
+async def test_concurrent_updates_with_same_if_match_have_exactly_one_winner(
+    client: httpx.AsyncClient,
+) -> None:
+    import asyncio
+
+    body = (await create(client, patient())).json()
+    puts = [client.put(f"/fhir/Patient/{body['id']}", json={**body, "gender": g},
+                       headers={**FHIR, "If-Match": 'W/"1"'}) for g in ("female", "other")]
+    statuses = sorted(r.status_code for r in await asyncio.gather(*puts))
+    assert statuses == [200, 412]
