@@ -13,7 +13,7 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,10 +94,8 @@ async def _progress(summary: LoadSummary, started: float, stop: asyncio.Event) -
         elapsed = time.monotonic() - started
         print(f"\r{summary.items} items, {summary.resources} resources, {summary.rejected} "
               f"rejected, {elapsed:.0f} s", end="", file=sys.stderr, flush=True)
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
     print(file=sys.stderr)
 
 

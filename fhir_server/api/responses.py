@@ -109,10 +109,11 @@ def shape_resource(resource: dict[str, Any], summary: str | None,
         return _with_subsetted(resource, {k: v for k, v in resource.items() if k in wanted})
     if summary in (None, "false"):
         return resource
+    keep: set[str]
     if summary == "true":
-        keep = structure.summary_elements(rtype) | {"resourceType", "id", "meta"}
+        keep = set(structure.summary_elements(rtype)) | {"resourceType", "id", "meta"}
     elif summary == "text":
-        keep = {"resourceType", "id", "meta", "text"} | structure.mandatory_elements(rtype)
+        keep = {"resourceType", "id", "meta", "text"} | set(structure.mandatory_elements(rtype))
     elif summary == "data":
         keep = set(resource) - {"text"}
     else:

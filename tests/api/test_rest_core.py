@@ -203,7 +203,8 @@ async def test_formats_pretty_and_unsupported(client: httpx.AsyncClient) -> None
     plain_json = await client.get(f"/fhir/Patient/{body['id']}",
                                   headers={"Accept": "application/json"})
     assert plain_json.status_code == 200
-    xml = await client.get(f"/fhir/Patient/{body['id']}", headers={"Accept": "application/fhir+xml"})
+    xml = await client.get(f"/fhir/Patient/{body['id']}",
+                           headers={"Accept": "application/fhir+xml"})
     assert xml.status_code == 406
     assert "application/fhir+json" in xml.json()["issue"][0]["diagnostics"]
     xml_format = await client.get(f"/fhir/Patient/{body['id']}", params={"_format": "xml"})
