@@ -166,7 +166,7 @@ async def rewrite_references(
         elif reference.startswith(("urn:uuid:", "urn:oid:")):
             raise BadRequest(f"Reference '{reference}' names no entry of the Bundle",
                              message_id="MSG_BUNDLE_REFERENCE_UNRESOLVED")
-        elif "?" in reference and "://" not in reference:
+        elif "?" in reference and "/" not in reference.partition("?")[0]:
             rtype, _, query = reference.partition("?")
             if not is_resource_type(rtype):
                 raise BadRequest(f"Conditional reference '{reference}' names no resource type",

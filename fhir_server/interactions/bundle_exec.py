@@ -123,7 +123,7 @@ async def resolve_references(
 def _local_target(reference: str, base_url: str) -> tuple[str, str] | None:
     if reference.startswith(base_url + "/"):
         reference = reference[len(base_url) + 1:]
-    if "://" in reference or reference.startswith(("#", "urn:")) or "?" in reference:
+    if "?" in reference or "://" in reference or reference.startswith(("#", "urn:")):
         return None
     parts = reference.split("/")
     if len(parts) == 2 or (len(parts) == 4 and parts[2] == "_history"):
