@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fhir_server.cli_security import add_security_commands
 from fhir_server.settings import Settings
 
 __all__ = ["main"]
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--type", default=None)
     _common(reindex)
     reindex.set_defaults(func=cmd_reindex)
+    add_security_commands(sub)
     return parser
 
 

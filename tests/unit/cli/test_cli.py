@@ -1,0 +1,57 @@
+"""The ``fhir-server`` command's tools, run in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fhir_server.cli import main
+from fhir_server.security.keys import load_server_key
+from fhir_server.security.tokens import TokenVerifier
+from fhir_server.settings import Settings
+
+
+def test_token_prints_a_token_the_server_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "--scope", "patient/*.rs", "--patient", "p1",
+                 "--data-dir", str(tmp_path)]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    base = Settings(data_dir=tmp_path).public_base_url()
+    verifier = TokenVerifier(server_key=load_server_key(tmp_path), audience=base)
+    context = verifier.verify(token)
+    assert context.patient_id == "p1"
+
+
+def test_client_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    public = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()).public_key(),
+                                as_dict=True)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**public, "kid": "k1", "alg": "ES384"}]}))
+    assert main(["client", "add", "--client-id", "bv-bach-mai", "--jwks", str(jwks),
+                 "--scope", "system/*.cruds", "--organization", "Organization/o1",
+                 "--data-dir", str(tmp_path)]) == 0
+    assert main(["client", "list", "--data-dir", str(tmp_path)]) == 0
+    assert "bv-bach-mai\tsystem/*.cruds\tOrganization/o1" in capsys.readouterr().out
+    assert main(["client", "remove", "--client-id", "bv-bach-mai",
+                 "--data-dir", str(tmp_path)]) == 0
+    assert main(["client", "remove", "--client-id", "bv-bach-mai",
+                 "--data-dir", str(tmp_path)]) == 1
+
+
+def test_generate_then_load_is_idempotent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "gen"
+    assert main(["generate", "--patients", "3", "--seed", "9", "--out", str(out)]) == 0
+    data = str(tmp_path / "data")
+    assert main(["load", str(out), "--data-dir", data]) == 0
+    first = capsys.readouterr().out
+    assert "rejected 0" in first and "loaded 0 resources" not in first
+    assert main(["load", str(out), "--data-dir", data]) == 0
+    assert "loaded 0 resources" in capsys.readouterr().out
