@@ -1,0 +1,124 @@
+"""Tests of the benchmark harness itself: wrk parsing, targets, scenarios, baselines.
+
+Run with ``.venv/bin/python -m pytest benchmarks/test_harness.py -q`` (no server, no wrk).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from baseline_app import app
+from loadgen import parse_wrk
+from patients import patient_document
+from results import Measurement, Target, check_targets, format_table
+from scenarios import SCENARIOS, SUITES, expand
+from sqlite_inserts import measure_batched_inserts, measure_inserts, measure_reads
+
+WRK_REPORT = """Running 10s test @ http://127.0.0.1:8080/fhir/Patient
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.01ms    2.02ms  41.00ms   90.00%
+  Latency Distribution
+     50%  812.00us
+     75%    2.50ms
+     90%    4.00ms
+     99%    1.20s
+  43000 requests in 10.00s, 20.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:   4300.12
+Transfer/sec:      2.00MB
+"""
+
+
+def test_wrk_report_is_parsed_into_milliseconds_and_errors() -> None:
+    result = parse_wrk(WRK_REPORT)
+    assert result.requests == 43000
+    assert result.requests_per_s == pytest.approx(4300.12)
+    assert result.percentiles_ms == pytest.approx({50: 0.812, 75: 2.5, 90: 4.0, 99: 1200.0})
+    assert (result.non_2xx, result.socket_errors, result.errors) == (7, 5, 12)
+
+
+def test_wrk_report_without_throughput_is_rejected() -> None:
+    with pytest.raises(ValueError, match="Requests/sec"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def _measured(name: str, rps: float, p99: float, errors: int = 0) -> Measurement:
+    return Measurement(name, "http", rps, 1.0, p99, 100, errors)
+
+
+@pytest.mark.parametrize(
+    ("measurement", "target", "verdict"),
+    [
+        (
+            _measured("fhir-read", 3000, 10),
+            Target("fhir-read", "requests_per_s", ">=", 2500),
+            "PASS",
+        ),
+        (
+            _measured("fhir-read", 2000, 10),
+            Target("fhir-read", "requests_per_s", ">=", 2500),
+            "FAIL",
+        ),
+        (_measured("fhir-read", 3000, 25), Target("fhir-read", "p99_ms", "<=", 20), "FAIL"),
+        (
+            _measured("fhir-read", 3000, 10, errors=1),
+            Target("fhir-read", "p99_ms", "<=", 20),
+            "FAIL",
+        ),
+        (_measured("asgi-get", 9000, 1), Target("fhir-read", "p99_ms", "<=", 20), "MISSING"),
+    ],
+)
+def test_target_verdict_follows_measured_value_and_errors(
+    measurement: Measurement, target: Target, verdict: str
+) -> None:
+    [outcome] = check_targets([measurement], [target])
+    assert outcome.verdict == verdict
+
+
+def test_table_shows_ratio_to_each_baseline_that_ran() -> None:
+    fhir = Measurement("fhir-read", "http", 1000, 2, 9, 10, 0, ("asgi-get", "sqlite-read"))
+    table = format_table([fhir, _measured("asgi-get", 4000, 1)], [])
+    assert "0.25x asgi-get" in table
+    assert "sqlite-read" not in table.splitlines()[2]
+
+
+def test_suite_expands_to_its_scenarios_once_in_order() -> None:
+    names = [s.name for s in expand(["core", "fhir-read"])]
+    assert names == list(SUITES["core"])
+    assert set(names) <= set(SCENARIOS)
+
+
+def test_unknown_scenario_is_refused_with_the_known_names() -> None:
+    with pytest.raises(KeyError, match="fhir-read"):
+        list(expand(["no-such-scenario"]))
+
+
+def test_patient_document_is_a_patient_numbered_by_the_counter() -> None:
+    document = orjson.loads(patient_document(42))
+    assert document["resourceType"] == "Patient"
+    assert document["identifier"][0]["value"] == "BENCH-42"
+    assert patient_document(1) != patient_document(2)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_baseline_app_answers_any_request_with_the_fixed_patient(method: str) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        answer = await client.request(method, "/fhir/Patient/x", content=patient_document(1))
+    assert answer.status_code == 200
+    assert answer.json()["resourceType"] == "Patient"
+
+
+def test_sqlite_loops_count_inserts_and_reads_within_their_time(tmp_path: Path) -> None:
+    path = tmp_path / "bench.sqlite3"
+    single = measure_inserts(path, 0.2)
+    batched = measure_batched_inserts(path, 0.2, batch=10)
+    reads = measure_reads(path, 0.1)
+    assert single.operations > 0 and single.per_s > 0
+    assert batched.operations % 10 == 0 and batched.operations > 0
+    assert reads.operations > 0 and reads.p50_ms <= reads.p99_ms
