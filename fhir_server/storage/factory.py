@@ -22,4 +22,13 @@ def open_store(settings: Settings, registry: Any = None) -> ResourceStore:
                                      busy_timeout_s=settings.sqlite_busy_timeout_s)
         store.registry = registry
         return store
-    raise ValueError(f"Unsupported storage URL: {url!r} (supported: sqlite:///path)")
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        # Imported here so that the embedded store runs without pymongo installed.
+        from fhir_server.storage.mongo.store import MongoStore
+
+        mongo = MongoStore.from_url(url)
+        mongo.registry = registry
+        return mongo
+    raise ValueError(
+        f"Unsupported storage URL: {url!r} (supported: sqlite:///path, mongodb://host/db)"
+    )

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -51,6 +52,18 @@ def _default_index_tables() -> IndexTables | ModuleType:
     return search_tables
 
 
+_GROUP_LIMIT = 64
+_GROUP_WAIT_S = 0.05
+
+
+@dataclass
+class _Group:
+    """Scopes sharing one outer SQLite transaction, and the future of its commit."""
+
+    done: asyncio.Future[None]
+    members: int = 0
+
+
 class StorageBusy(FhirError):
     """503: the database stayed locked by other writers for longer than the busy timeout."""
 
@@ -76,6 +89,8 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._waiting = 0
+        self._group: _Group | None = None
         self.registry: Any = None
         self.index_tables = index_tables or _default_index_tables()
 
@@ -105,12 +120,15 @@ class SqliteStore:
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
             raise
-        self._writer.execute("PRAGMA busy_timeout=50")
+        # The writer never waits inside SQLite: _begin backs off with asyncio.sleep instead.
+        self._writer.execute("PRAGMA busy_timeout=0")
         self._reader = self._connect()
 
     async def close(self) -> None:
         """Close both connections."""
         async with self._write_lock:
+            if self._group is not None:
+                await self._commit(self._group)
             for conn in (self._reader, self._writer):
                 if conn is not None:
                     conn.close()
@@ -170,23 +188,93 @@ class SqliteStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[writes.SqliteTransaction]:
-        """Hold the write lock; commit on normal exit, roll back on any exception."""
-        async with self._write_lock:
-            conn = self._writer
+        """An atomic write scope; group commit makes concurrent scopes share one fsync.
+
+        Scopes run one at a time (the write lock), each inside a SAVEPOINT of an outer SQLite
+        transaction. A scope that ends while others are waiting leaves the outer transaction
+        open for them; the last one of the group commits (the fsync runs in a thread, so
+        reads go on). Every scope returns only after the commit that includes it, so an
+        acknowledged write is durable; a failing scope rolls back to its own savepoint only.
+        """
+        conn = await self._enter()
+        group = self._group
+        assert group is not None
+        try:
+            yield writes.SqliteTransaction(conn, self)
+        except BaseException:
+            self._undo_scope(conn, group)
+            await self._leave(group)
+            raise
+        conn.execute("RELEASE scope")
+        await self._leave(group)
+        await self._committed(group)
+
+    async def _enter(self) -> sqlite3.Connection:
+        self._waiting += 1
+        try:
+            await self._write_lock.acquire()
+        finally:
+            self._waiting -= 1
+        conn = self._writer
+        try:
             if conn is None:
                 raise RuntimeError("store is not open")
-            await self._begin(conn)
-            try:
-                yield writes.SqliteTransaction(conn, self)
-            except BaseException:
+            if self._group is None:
+                await self._begin(conn)
+                self._group = _Group(asyncio.get_running_loop().create_future())
+            conn.execute("SAVEPOINT scope")
+        except BaseException:
+            self._write_lock.release()
+            raise
+        return conn
+
+    def _undo_scope(self, conn: sqlite3.Connection, group: _Group) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO scope")
+            conn.execute("RELEASE scope")
+            return
+        # SQLite abandoned the whole outer transaction: every scope of the group is lost.
+        self._group = None
+        if not group.done.done():
+            group.done.set_exception(StorageBusy("The write was rolled back; try again"))
+
+    async def _leave(self, group: _Group) -> None:
+        """Release the lock, committing first unless another scope is about to join."""
+        try:
+            group.members += 1
+            if self._group is group and (self._waiting == 0 or group.members >= _GROUP_LIMIT):
+                await self._commit(group)
+        finally:
+            self._write_lock.release()
+
+    async def _commit(self, group: _Group) -> None:
+        conn = self._writer
+        assert conn is not None
+        self._group = None
+        try:
+            await asyncio.to_thread(conn.execute, "COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            group.done.set_exception(exc)
+            raise
+        group.done.set_result(None)
+
+    async def _committed(self, group: _Group) -> None:
+        """Wait for the group's commit; commit it ourselves if nobody else came along."""
+        while not group.done.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(group.done), _GROUP_WAIT_S)
+            except TimeoutError:
+                async with self._write_lock:
+                    if self._group is group:
+                        await self._commit(group)
+        group.done.result()
 
     async def _begin(self, conn: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE`` with async back-off while another process writes."""
         deadline = time.monotonic() + self.busy_timeout_s
-        delay = 0.001
+        delay = 0.0005
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -197,7 +285,7 @@ class SqliteStore:
                 if time.monotonic() > deadline:
                     raise StorageBusy("The database is busy; try again later") from None
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.002)
 
     def find_ids_in(self, conn: sqlite3.Connection, resource_type: str,
                     params: Sequence[tuple[str, str]]) -> list[str]:

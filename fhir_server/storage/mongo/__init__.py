@@ -1,0 +1,1 @@
+"""The MongoDB adapter of the storage port (PyMongo's async API); see ``store``."""

@@ -1,0 +1,215 @@
+"""The MongoDB store: FHIR resources in a replica set or sharded cluster (PyMongo async API).
+
+Collections: ``resources`` (current versions with their search index ``idx``), ``versions``
+(every version, ordered by ``seq`` from the ``counters`` collection) and ``guards`` (see
+``writes.GuardWrite``); ``documents`` describes their shape and ``indexes`` their indexes.
+
+Writes are planned inside ``transaction()`` and applied together when it ends (``writes``):
+in a multi-document transaction on a replica set or sharded cluster. A standalone server has
+no transactions: the store says so at ``open()`` and still accepts a scope that writes one
+resource (one create, update or delete), but refuses a scope that writes several, before
+writing any of them, with ``TransactionsUnavailable``: half a visit Bundle is never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from fhir_server.errors import Gone, NotFound, NotSupported, VersionConflict
+from fhir_server.storage.mongo import documents as docs
+from fhir_server.storage.mongo.indexes import INDEXES
+from fhir_server.storage.mongo.writes import (
+    MongoTransaction,
+    PlannedWrite,
+    apply_writes,
+    written_keys,
+)
+from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
+
+__all__ = ["MongoStore", "TransactionsUnavailable"]
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = "TransientTransactionError"
+_COMMIT_ATTEMPTS = 3
+
+
+class TransactionsUnavailable(NotSupported):
+    """501: several resources must be written atomically, and the server cannot.
+
+    501 rather than 503: retrying does not help; this deployment (a standalone MongoDB
+    server) does not implement multi-document transactions until it runs as a replica set.
+    """
+
+    status = 501
+    default_message_id = "MSG_TRANSACTIONS_UNAVAILABLE"
+
+
+class MongoStore:
+    """``ResourceStore`` over a MongoDB database; see the module docstring."""
+
+    def __init__(self, url: str, *, database: str = "fhir", client: Any = None) -> None:
+        self.url = url
+        self.database = database
+        self.registry: Any = None
+        self.transactions_supported = False
+        self._client = client
+        self._db: Any = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MongoStore:
+        """Build a store from ``mongodb://host/dbname``; the database defaults to ``fhir``."""
+        database = urlsplit(url).path.strip("/") or "fhir"
+        return cls(url, database=database, **options)
+
+    @property
+    def db(self) -> Any:
+        """The database handle (``AsyncDatabase``) of an open store."""
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        """Connect, detect whether transactions are available, and create the indexes."""
+        if self._client is None:
+            from pymongo import AsyncMongoClient
+
+            self._client = AsyncMongoClient(self.url)
+        self._db = self._client[self.database]
+        hello = await self._db.command("hello")
+        self.transactions_supported = _supports_transactions(hello)
+        if not self.transactions_supported:
+            log.warning(
+                "MongoDB at %s is a standalone server: multi-document transactions are "
+                "unavailable, so transaction Bundles (and any write of several resources "
+                "at once) will be refused with 501. Run it as a replica set (even of one "
+                "member) to accept them.",
+                urlsplit(self.url).hostname,
+            )
+        for spec in INDEXES:
+            keys, options = spec.create_args()
+            await self._db[spec.collection].create_index(keys, **options)
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        if self._client is not None:
+            await self._client.close()
+        self._client = self._db = None
+
+    async def ping(self) -> None:
+        """Run the ``ping`` command; raises if the server cannot be reached."""
+        await self.db.command("ping")
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        """Return the current version; raise ``NotFound`` or ``Gone``."""
+        doc = await self.db["resources"].find_one({"_id": docs.resource_key(resource_type, id)})
+        if doc is None:
+            raise NotFound(f"{resource_type}/{id} is not known", message_id="MSG_NO_EXIST")
+        if doc["deleted"]:
+            raise Gone(
+                f"{resource_type}/{id} was deleted",
+                headers={"ETag": f'W/"{doc["version"]}"', "Last-Modified": doc["lastUpdated"]},
+            )
+        return docs.stored_from_resource(doc)
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
+        """Return one version; a deletion version raises ``Gone``."""
+        key = docs.version_key(resource_type, id, version)
+        doc = await self.db["versions"].find_one({"_id": key})
+        if doc is None:
+            raise NotFound(
+                f"{resource_type}/{id}/_history/{version} is not known",
+                message_id="MSG_NO_EXIST_VERSION",
+            )
+        if doc["content"] is None:
+            raise Gone(f"{resource_type}/{id} version {version} is a deletion")
+        return docs.stored_from_version(doc)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        """Return a page of versions newest first; the cursor is the last ``seq`` returned."""
+        cursor = self.db["versions"].find(
+            docs.history_filter(query), sort=[("seq", -1)], limit=query.count + 1
+        )
+        rows = [doc async for doc in cursor]
+        more = len(rows) > query.count
+        rows = rows[: query.count]
+        next_seq = int(rows[-1]["seq"]) if more and rows else None
+        entries = [docs.stored_from_version(doc) for doc in rows]
+        return HistoryPage(entries, next_seq=next_seq, seqs=[int(doc["seq"]) for doc in rows])
+
+    async def scan(
+        self, resource_type: str | None = None, batch: int = 1000
+    ) -> AsyncIterator[StoredResource]:
+        """Yield every current resource (of one type, or all) in ``_id`` order, by batches."""
+        after = ""
+        while True:
+            filter_: dict[str, Any] = {"_id": {"$gt": after}, "deleted": False}
+            if resource_type is not None:
+                filter_["type"] = resource_type
+            cursor = self.db["resources"].find(filter_, sort=[("_id", 1)], limit=batch)
+            rows = [doc async for doc in cursor]
+            for doc in rows:
+                after = doc["_id"]
+                yield docs.stored_from_resource(doc)
+            if len(rows) < batch:
+                return
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MongoTransaction]:
+        """Plan writes in the scope; apply them together on normal exit, drop them otherwise."""
+        scope = MongoTransaction(self)
+        yield scope
+        if scope.plan:
+            await self._commit(scope.plan)
+
+    async def _commit(self, plan: Sequence[PlannedWrite]) -> None:
+        if not self.transactions_supported:
+            if len(written_keys(plan)) > 1:
+                raise TransactionsUnavailable(
+                    "This server's MongoDB is a standalone server without multi-document "
+                    "transactions, so it cannot store several resources atomically; nothing "
+                    "was written. Deploy MongoDB as a replica set.",
+                )
+            await apply_writes(self.db, plan)
+            return
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                await self._commit_in_session(plan)
+                return
+            except VersionConflict:
+                raise
+            except Exception as exc:
+                if not _is_transient(exc) or attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+                log.info("retrying a MongoDB transaction after a transient error: %s", exc)
+
+    async def _commit_in_session(self, plan: Sequence[PlannedWrite]) -> None:
+        async with self._client.start_session() as session:
+            await session.start_transaction()
+            try:
+                await apply_writes(self.db, plan, session)
+            except BaseException:
+                await session.abort_transaction()
+                raise
+            await session.commit_transaction()
+
+    async def find_ids(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+        """Return ids of current resources matching ``params`` (outside any scope)."""
+        from fhir_server.storage.mongo.finding import find_ids
+
+        ids, _guard = await find_ids(self, resource_type, params, {})
+        return ids
+
+
+def _supports_transactions(hello: dict[str, Any]) -> bool:
+    """Replica set members report ``setName``; a mongos router says ``msg: isdbgrid``."""
+    return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+
+
+def _is_transient(exc: BaseException) -> bool:
+    has_label = getattr(exc, "has_error_label", None)
+    return bool(has_label and has_label(_TRANSIENT))

@@ -1,0 +1,284 @@
+"""Writes of the MongoDB store: planned inside a scope, applied together at its end.
+
+A scope (``MongoTransaction``) reads the database plus its own earlier writes, and turns each
+write into a planned ``VersionWrite`` (or ``IndexWrite``, ``GuardWrite``) without touching the
+database. When the scope ends normally, ``apply_writes`` performs the plan, in one
+multi-document transaction where the server has them. Every planned write names the version
+it was planned against (``previous``), so a concurrent writer that got there first makes the
+apply fail with ``VersionConflict`` instead of being overwritten: optimistic concurrency,
+with the database transaction kept as short as the writes themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fhir_server.errors import Conflict, VersionConflict
+from fhir_server.storage.mongo import documents as docs
+from fhir_server.storage.port import StoredResource, WriteResult
+from fhir_server.storage.sqlite.writes import content_equal, now_instant
+
+if TYPE_CHECKING:
+    from fhir_server.storage.mongo.store import MongoStore
+
+__all__ = [
+    "GuardWrite",
+    "IndexWrite",
+    "MongoTransaction",
+    "PlannedWrite",
+    "VersionWrite",
+    "apply_writes",
+    "written_keys",
+]
+
+
+@dataclass(frozen=True)
+class VersionWrite:
+    """A new version: the resource document replacing version ``previous`` (None: new).
+
+    ``previous_pk`` is the replaced document's shard key: filters carry it so that a write
+    goes to one shard, and so that MongoDB accepts a change of the owning patient.
+    """
+
+    resource: dict[str, Any]
+    previous: int | None
+    previous_pk: str | None = None
+
+
+@dataclass(frozen=True)
+class IndexWrite:
+    """A new search index for the current version ``version`` of resource ``key``."""
+
+    key: str
+    version: int
+    idx: dict[str, Any] | None
+    pk: str
+    previous_pk: str
+
+
+@dataclass(frozen=True)
+class GuardWrite:
+    """A conditional search's guard: its counter must still be ``seen`` when applied.
+
+    Two scopes that ran the same conditional search both bump the same guard, so the
+    second to apply fails instead of creating a duplicate (race-safe conditional create).
+    """
+
+    key: str
+    seen: int
+
+
+PlannedWrite = VersionWrite | IndexWrite | GuardWrite
+
+
+def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    resource["meta"] = meta
+    return orjson.dumps(resource)
+
+
+def written_keys(plan: Sequence[PlannedWrite]) -> set[str]:
+    """Return the resources (``Type/id``) a plan writes (guards are not resources)."""
+    keys = {w.resource["_id"] for w in plan if isinstance(w, VersionWrite)}
+    return keys | {w.key for w in plan if isinstance(w, IndexWrite)}
+
+
+class MongoTransaction:
+    """``StoreTransaction`` of a ``MongoStore``: reads see the scope's own planned writes."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self.store = store
+        self.plan: list[PlannedWrite] = []
+        self._overlay: dict[str, dict[str, Any]] = {}
+
+    async def _current(self, resource_type: str, id: str) -> dict[str, Any] | None:
+        key = docs.resource_key(resource_type, id)
+        if key in self._overlay:
+            return self._overlay[key]
+        found: dict[str, Any] | None = await self.store.db["resources"].find_one({"_id": key})
+        return found
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        """Return the current version (``deleted=True`` for a deleted one) or None."""
+        doc = await self._current(resource_type, id)
+        return None if doc is None else docs.stored_from_resource(doc)
+
+    async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+        """Return ids of current resources matching ``params``, and guard the search."""
+        from fhir_server.storage.mongo.finding import find_ids
+
+        ids, guard = await find_ids(self.store, resource_type, params, self._overlay)
+        self.plan.append(guard)
+        return ids
+
+    async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Return which (type, id) pairs are current resources, in one query."""
+        wanted = {docs.resource_key(t, i): (t, i) for t, i in keys}
+        found = {k for k in wanted if k in self._overlay and not self._overlay[k]["deleted"]}
+        lookup = [k for k in wanted if k not in self._overlay]
+        if lookup:
+            cursor = self.store.db["resources"].find(
+                {"_id": {"$in": lookup}, "deleted": False}, projection={"_id": 1}
+            )
+            found.update([doc["_id"] async for doc in cursor])
+        return {wanted[k] for k in found}
+
+    async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
+        """Plan version 1 of a new resource; raise ``Conflict`` if the id is taken."""
+        resource_type, id = resource["resourceType"], resource["id"]
+        if await self._current(resource_type, id) is not None:
+            raise Conflict(f"{resource_type}/{id} already exists", message_id="MSG_ID_EXISTS")
+        return self._plan_version(None, resource, index, "POST")
+
+    async def update(
+        self,
+        resource: dict[str, Any],
+        index: object | None,
+        expected_version: int | None = None,
+        method: str = "PUT",
+    ) -> WriteResult:
+        """Plan a new version, a create with a client id, or nothing if the content is equal."""
+        resource_type, id = resource["resourceType"], resource["id"]
+        current = await self._current(resource_type, id)
+        if current is None:
+            if expected_version is not None:
+                raise VersionConflict(
+                    f"{resource_type}/{id} does not exist (expected version {expected_version})"
+                )
+            return WriteResult(self._plan_version(None, resource, index, method), created=True)
+        version = int(current["version"])
+        if expected_version is not None and expected_version != version:
+            raise VersionConflict(
+                f"{resource_type}/{id} is at version {version}, not {expected_version}"
+            )
+        if not current["deleted"] and content_equal(current["content"], resource):
+            stored = docs.stored_from_resource(current)
+            return WriteResult(stored, created=False, changed=False)
+        stored = self._plan_version(version, resource, index, method, current["pk"])
+        return WriteResult(stored, created=bool(current["deleted"]))
+
+    async def delete(self, resource_type: str, id: str) -> StoredResource | None:
+        """Plan a deletion version; None if the resource is unknown or already deleted."""
+        current = await self._current(resource_type, id)
+        if current is None or current["deleted"]:
+            return None
+        version = int(current["version"])
+        stored = StoredResource(resource_type, id, version + 1, now_instant(), b"", "DELETE", True)
+        self._add(docs.resource_document(stored, None, current["pk"]), version, current["pk"])
+        return stored
+
+    async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
+        """Plan a new search index for the current version of ``resource``."""
+        current = await self._current(resource["resourceType"], resource["id"])
+        if current is None or current["deleted"] or index is None:
+            return
+        idx = docs.index_document(index)
+        pk = docs.partition_key(current["type"], current["id"], idx)
+        self._overlay[current["_id"]] = {**current, "idx": idx, "pk": pk}
+        write = IndexWrite(current["_id"], int(current["version"]), idx, pk, current["pk"])
+        self.plan.append(write)
+
+    def _plan_version(
+        self,
+        previous: int | None,
+        resource: dict[str, Any],
+        index: object | None,
+        method: str,
+        previous_pk: str | None = None,
+    ) -> StoredResource:
+        resource_type, id = resource["resourceType"], resource["id"]
+        version = 1 if previous is None else previous + 1
+        last_updated = now_instant()
+        content = _stamp(resource, version, last_updated)
+        stored = StoredResource(resource_type, id, version, last_updated, content, method)
+        idx = docs.index_document(index)
+        self._add(
+            docs.resource_document(stored, idx, docs.partition_key(resource_type, id, idx)),
+            previous,
+            previous_pk,
+        )
+        return stored
+
+    def _add(
+        self, resource_doc: dict[str, Any], previous: int | None, previous_pk: str | None = None
+    ) -> None:
+        self._overlay[resource_doc["_id"]] = resource_doc
+        self.plan.append(VersionWrite(resource_doc, previous, previous_pk))
+
+
+async def apply_writes(db: Any, plan: Sequence[PlannedWrite], session: Any = None) -> None:
+    """Perform ``plan`` in order; raise ``VersionConflict`` where another writer won."""
+    for write in plan:
+        if isinstance(write, VersionWrite):
+            await _apply_version(db, write, session)
+        elif isinstance(write, IndexWrite):
+            await _apply_index(db, write, session)
+        else:
+            await _apply_guard(db, write, session)
+
+
+async def _apply_version(db: Any, write: VersionWrite, session: Any) -> None:
+    from pymongo.errors import DuplicateKeyError
+
+    doc = write.resource
+    key = doc["_id"]
+    previous = write.previous
+    if previous is None:
+        try:
+            await db["resources"].insert_one(doc, session=session)
+        except DuplicateKeyError:
+            raise VersionConflict(f"{key} was created by another writer") from None
+    else:
+        result = await db["resources"].replace_one(
+            {"_id": key, "pk": write.previous_pk, "version": previous}, doc, session=session
+        )
+        if result.matched_count != 1:
+            raise VersionConflict(f"{key} was changed by another writer")
+        await db["versions"].update_one(
+            {"_id": docs.version_key(doc["type"], doc["id"], previous), "pk": write.previous_pk},
+            {"$set": {"until": doc["lastUpdated"]}}, session=session,
+        )  # fmt: skip
+    seq = await _next_seq(db, session)
+    await db["versions"].insert_one(
+        docs.version_document(docs.stored_from_resource(doc), seq, doc["pk"]), session=session
+    )
+
+
+async def _next_seq(db: Any, session: Any) -> int:
+    from pymongo import ReturnDocument
+
+    counter = await db["counters"].find_one_and_update(
+        {"_id": "versions"}, {"$inc": {"seq": 1}}, upsert=True,
+        return_document=ReturnDocument.AFTER, session=session,
+    )  # fmt: skip
+    return int(counter["seq"])
+
+
+async def _apply_index(db: Any, write: IndexWrite, session: Any) -> None:
+    result = await db["resources"].update_one(
+        {"_id": write.key, "pk": write.previous_pk, "version": write.version, "deleted": False},
+        {"$set": {"idx": write.idx, "pk": write.pk}}, session=session,
+    )  # fmt: skip
+    if result.matched_count != 1:
+        raise VersionConflict(f"{write.key} was changed by another writer")
+
+
+async def _apply_guard(db: Any, write: GuardWrite, session: Any) -> None:
+    from pymongo.errors import DuplicateKeyError
+
+    try:
+        await db["guards"].update_one(
+            {"_id": write.key, "n": write.seen}, {"$inc": {"n": 1}}, upsert=True,
+            session=session,
+        )  # fmt: skip
+    except DuplicateKeyError:
+        raise VersionConflict(
+            "A concurrent request ran the same conditional search; retry",
+            message_id="MSG_CONDITIONAL_RACE",
+        ) from None

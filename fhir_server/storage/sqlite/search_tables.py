@@ -1,0 +1,188 @@
+"""The SQLite search index tables: one per parameter type, keyed by the resource's ``rid``.
+
+Each table is ``WITHOUT ROWID`` with the primary key ``(rid, param, value...)`` so that the rows
+of one resource are clustered (replace and delete by ``rid`` are range operations, ``_sort``
+and ``_include`` read them directly) and one secondary index ``(param, value...)`` answers
+searches; SQLite appends the primary key to it, so it covers ``rid`` without a lookup.
+
+Parameter codes are stored as ``param_key(code)``, a 31-bit CRC of the code: a small integer
+that is the same in every process and database, so no code table needs to be read or
+locked. ``check_param_keys`` verifies that the registered codes do not collide.
+
+Values are the normal forms of ``fhir_server.search.model`` (dates in UTC microseconds,
+strings folded, ``""`` for an absent url). Token and quantity systems, long URLs repeated in
+most rows, are stored as ``system_key(system)``: a 64-bit hash (0 for "no system"), which
+takes 8 bytes instead of 20 to 40 and cannot collide in practice (2**-64 per pair).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import zlib
+from collections.abc import Iterable
+from functools import lru_cache
+
+from fhir_server.search.model import ParamType, SearchIndex
+
+__all__ = [
+    "SCHEMA_SQL",
+    "TABLES",
+    "check_param_keys",
+    "delete_index",
+    "param_key",
+    "replace_index",
+    "system_key",
+]
+
+TABLES: dict[ParamType, str] = {
+    ParamType.STRING: "search_string",
+    ParamType.TOKEN: "search_token",
+    ParamType.DATE: "search_date",
+    ParamType.NUMBER: "search_number",
+    ParamType.QUANTITY: "search_quantity",
+    ParamType.REFERENCE: "search_reference",
+    ParamType.URI: "search_uri",
+    ParamType.COMPOSITE: "search_composite",
+}
+"""The table holding each parameter type's rows (``:text`` rows are in ``search_text``)."""
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS search_string (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, folded TEXT NOT NULL, exact TEXT NOT NULL,
+  PRIMARY KEY (rid, param, folded, exact)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_string_value ON search_string (param, folded);
+CREATE TABLE IF NOT EXISTS search_token (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, code TEXT NOT NULL, system INTEGER NOT NULL,
+  PRIMARY KEY (rid, param, code, system)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_token_value ON search_token (param, code, system);
+CREATE TABLE IF NOT EXISTS search_text (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, text TEXT NOT NULL,
+  PRIMARY KEY (rid, param, text)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_text_value ON search_text (param, text);
+CREATE TABLE IF NOT EXISTS search_date (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL,
+  PRIMARY KEY (rid, param, low, high)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_date_value ON search_date (param, low, high);
+CREATE TABLE IF NOT EXISTS search_number (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, low REAL NOT NULL, high REAL NOT NULL,
+  PRIMARY KEY (rid, param, low, high)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_number_value ON search_number (param, low, high);
+CREATE TABLE IF NOT EXISTS search_quantity (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, code TEXT NOT NULL, system INTEGER NOT NULL,
+  low REAL NOT NULL, high REAL NOT NULL,
+  PRIMARY KEY (rid, param, code, system, low, high)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_quantity_value ON search_quantity (param, code, low);
+CREATE TABLE IF NOT EXISTS search_reference (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+  url TEXT NOT NULL, PRIMARY KEY (rid, param, type, id, url)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_reference_value ON search_reference (param, id, type);
+CREATE TABLE IF NOT EXISTS search_uri (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, uri TEXT NOT NULL,
+  PRIMARY KEY (rid, param, uri)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_uri_value ON search_uri (param, uri);
+CREATE TABLE IF NOT EXISTS search_composite (
+  rid INTEGER NOT NULL, param INTEGER NOT NULL, element INTEGER NOT NULL,
+  PRIMARY KEY (rid, param, element)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS search_compartment (
+  patient TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (patient, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_compartment_rid ON search_compartment (rid);
+"""
+
+_INSERTS = {
+    "strings": "INSERT OR IGNORE INTO search_string VALUES (?, ?, ?, ?)",
+    "tokens": "INSERT OR IGNORE INTO search_token VALUES (?, ?, ?, ?)",
+    "texts": "INSERT OR IGNORE INTO search_text VALUES (?, ?, ?)",
+    "dates": "INSERT OR IGNORE INTO search_date VALUES (?, ?, ?, ?)",
+    "numbers": "INSERT OR IGNORE INTO search_number VALUES (?, ?, ?, ?)",
+    "quantities": "INSERT OR IGNORE INTO search_quantity VALUES (?, ?, ?, ?, ?, ?)",
+    "references": "INSERT OR IGNORE INTO search_reference VALUES (?, ?, ?, ?, ?)",
+    "uris": "INSERT OR IGNORE INTO search_uri VALUES (?, ?, ?)",
+}
+_ALL_TABLES = (*TABLES.values(), "search_text")
+_KEYS: dict[str, int] = {}
+
+
+def param_key(code: str) -> int:
+    """Return the small stable integer that stands for a parameter code in the tables."""
+    key = _KEYS.get(code)
+    if key is None:
+        key = _KEYS[code] = zlib.crc32(code.encode()) & 0x7FFFFFFF
+    return key
+
+
+@lru_cache(maxsize=4096)
+def system_key(system: str) -> int:
+    """Return the 64-bit integer stored for a token or quantity system (0 for none)."""
+    if not system:
+        return 0
+    return int.from_bytes(
+        hashlib.blake2b(system.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+def check_param_keys(codes: Iterable[str]) -> None:
+    """Raise ``ValueError`` if two distinct codes share a key (checked at start-up)."""
+    seen: dict[int, str] = {}
+    for code in set(codes):
+        for variant in (code, f"{code}:identifier"):
+            other = seen.setdefault(param_key(variant), variant)
+            if other != variant:
+                raise ValueError(f"search parameter codes {other!r} and {variant!r} collide")
+
+
+def _rows(rid: int, index: SearchIndex) -> dict[str, list[tuple[object, ...]]]:
+    """Return the insert rows of each table: (rid, param key, values...)."""
+    return {
+        "strings": [(rid, param_key(c), f, e) for c, f, e in index.strings],
+        "tokens": [(rid, param_key(c), code, system_key(s)) for c, s, code in index.tokens],
+        "texts": [(rid, param_key(c), t) for c, t in index.texts],
+        "dates": [(rid, param_key(c), lo, hi) for c, lo, hi in index.dates],
+        "numbers": [(rid, param_key(c), lo, hi) for c, lo, hi in index.numbers],
+        "quantities": [
+            (rid, param_key(c), u, system_key(s), lo, hi) for c, s, u, lo, hi in index.quantities
+        ],
+        "references": [(rid, param_key(c), t, i, u) for c, t, i, u in index.references],
+        "uris": [(rid, param_key(c), u) for c, u in index.uris],
+    }
+
+
+def replace_index(conn: sqlite3.Connection, rid: int, index: SearchIndex) -> None:
+    """Replace the index rows of resource ``rid`` (call inside the write's transaction)."""
+    delete_index(conn, rid)
+    for table, rows in _rows(rid, index).items():
+        if rows:
+            conn.executemany(_INSERTS[table], rows)
+    _insert_composites(conn, rid, index)
+    conn.executemany(
+        "INSERT OR IGNORE INTO search_compartment VALUES (?, ?)",
+        [(patient, rid) for patient in index.compartments],
+    )
+
+
+def _insert_composites(conn: sqlite3.Connection, rid: int, index: SearchIndex) -> None:
+    """Store each composite element's components under negative pseudo-resource ids.
+
+    A composite element is itself a small index whose rows have the codes ``"0"``, ``"1"``...;
+    its rows go in the ordinary tables under the id ``-(rid * 64 + element)`` so that
+    the compiler can require all components to match within the same element.
+    """
+    for position, (code, element) in enumerate(index.composites[:64]):
+        element_id = -(rid * 64 + position)
+        conn.execute(
+            "INSERT OR IGNORE INTO search_composite VALUES (?, ?, ?)",
+            (rid, param_key(code), element_id),
+        )
+        for table, rows in _rows(element_id, element).items():
+            if rows:
+                conn.executemany(_INSERTS[table], rows)
+
+
+def delete_index(conn: sqlite3.Connection, rid: int) -> None:
+    """Delete every index row of resource ``rid`` (and of its composite elements)."""
+    low, high = -(rid * 64 + 63), -(rid * 64)
+    for table in _ALL_TABLES:
+        if table != "search_composite":
+            conn.execute(f"DELETE FROM {table} WHERE rid BETWEEN ? AND ?", (low, high))
+        conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+    conn.execute("DELETE FROM search_compartment WHERE rid = ?", (rid,))

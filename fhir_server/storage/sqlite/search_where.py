@@ -1,0 +1,312 @@
+"""Compile search clauses into SQL conditions over the search index tables.
+
+Every condition is SQL text made only of constants of this module and ``?`` placeholders, plus
+the list of bound values: user input never becomes SQL text. Conditions are phrased on the
+resources row alias they are given (``r``, or ``t1``/``s2``... inside chains and ``_has``), so
+chains and reverse chains nest to any depth. The meaning of each value mirrors
+``fhir_server.search.matching`` (the property test holds the two together).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TypeAlias
+
+from fhir_server.search.dates import MAX_MICROS, MIN_MICROS, micros_to_instant
+from fhir_server.search.model import (
+    AnyClause,
+    ChainClause,
+    Clause,
+    ClauseValue,
+    CompositeValue,
+    DateValue,
+    HasClause,
+    Modifier,
+    NumberValue,
+    ParamType,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+from fhir_server.search.ranges import RangePredicate, range_predicate
+from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
+
+__all__ = ["Condition", "WhereCompiler"]
+
+Condition: TypeAlias = tuple[str, list[object]]
+"""SQL text with ``?`` placeholders, and the values to bind to them in order."""
+
+_PREFIX_END = "\U0010ffff"  # the greatest code point: "starts with p" is p <= x < p + this
+_VALUE_TABLES: dict[type, str] = {
+    StringValue: "search_string",
+    TokenValue: "search_token",
+    DateValue: "search_date",
+    NumberValue: "search_number",
+    QuantityValue: "search_quantity",
+    ReferenceValue: "search_reference",
+    UriValue: "search_uri",
+}
+
+
+class WhereCompiler:
+    """Compiles clauses; holds the counter that names nested aliases uniquely."""
+
+    def __init__(self) -> None:
+        self._aliases = itertools.count(1)
+
+    def clauses(self, clauses: tuple[AnyClause, ...], alias: str) -> Condition:
+        """Return the AND of ``clauses`` on the resources row ``alias``.
+
+        The likely most selective clause is phrased ``rid IN (...)`` so that SQLite drives
+        the query from its index; the others are ``EXISTS`` probes by ``rid`` (the primary
+        key), which avoids materializing large lists such as every ``birthdate`` row.
+        """
+        ordered = sorted(clauses, key=_selectivity_rank)
+        parts = [self.clause(c, alias, probe=n > 0) for n, c in enumerate(ordered)]
+        return _join(" AND ", parts, "1")
+
+    def clause(self, clause: AnyClause, alias: str, probe: bool = False) -> Condition:
+        """Return the condition of one clause on the resources row ``alias``."""
+        if isinstance(clause, ChainClause):
+            return self.chain(clause, alias)
+        if isinstance(clause, HasClause):
+            return self.has(clause, alias)
+        if clause.code in ("_id", "_lastUpdated"):
+            return _resource_column(clause, alias)
+        if clause.modifier is Modifier.MISSING:
+            table = TABLES[clause.type]
+            missing = clause.values[0] is True
+            return _rows_exist(alias, table, ("1", []), missing, probe, clause.code)
+        if clause.type is ParamType.COMPOSITE:
+            parts = [_composite(clause.code, value, alias) for value in clause.values]
+            return _join(" OR ", parts, "0")
+        table, code = _table_and_code(clause)
+        conditions = [_value(clause, value) for value in clause.values]
+        inner = _join(" OR ", conditions, "0")
+        return _rows_exist(alias, table, inner, clause.modifier is Modifier.NOT, probe, code)
+
+    def chain(self, clause: ChainClause, alias: str) -> Condition:
+        """``code.inner``: a reference to a live target of the given types where inner holds."""
+        target = f"t{next(self._aliases)}"
+        inner_sql, inner_params = self.clause(clause.inner, target)
+        types = ", ".join("?" for _ in clause.target_types)
+        sql = (
+            f"{alias}.rid IN (SELECT ref.rid FROM search_reference ref "
+            f"JOIN resources {target} ON {target}.type = ref.type AND {target}.id = ref.id "
+            f"WHERE ref.param = ? AND ref.type IN ({types}) AND {target}.deleted = 0 "
+            f"AND {inner_sql})"
+        )
+        return sql, [param_key(clause.code), *clause.target_types, *inner_params]
+
+    def has(self, clause: HasClause, alias: str) -> Condition:
+        """``_has:Type:ref:inner``: a live ``Type`` resource referring here where inner holds."""
+        source = f"s{next(self._aliases)}"
+        inner_sql, inner_params = self.clause(clause.inner, source)
+        sql = (
+            f"({alias}.type, {alias}.id) IN (SELECT ref.type, ref.id FROM search_reference ref "
+            f"JOIN resources {source} ON {source}.rid = ref.rid "
+            f"WHERE ref.param = ? AND {source}.type = ? AND {source}.deleted = 0 AND {inner_sql})"
+        )
+        return sql, [param_key(clause.reference), clause.resource_type, *inner_params]
+
+
+_RANKS: dict[ParamType, int] = {
+    ParamType.TOKEN: 1,
+    ParamType.REFERENCE: 1,
+    ParamType.URI: 2,
+    ParamType.STRING: 3,
+    ParamType.COMPOSITE: 4,
+    ParamType.QUANTITY: 5,
+    ParamType.NUMBER: 5,
+    ParamType.DATE: 6,
+}
+
+
+def _selectivity_rank(clause: AnyClause) -> int:
+    """Order clauses by how few rows they usually select (a heuristic, without statistics)."""
+    if not isinstance(clause, Clause):
+        return 7
+    if clause.code == "_id":
+        return 0
+    if clause.modifier in (Modifier.MISSING, Modifier.NOT, Modifier.CONTAINS, Modifier.TEXT):
+        return 8
+    return 7 if clause.code == "_lastUpdated" else _RANKS.get(clause.type, 7)
+
+
+def _rows_exist(
+    alias: str, table: str, condition: Condition, negate: bool, probe: bool, code: str
+) -> Condition:
+    """Return "``alias`` has (or, negated, has no) rows of ``code`` meeting ``condition``"."""
+    not_ = "NOT " if negate else ""
+    if probe:
+        sql = (f"{not_}EXISTS (SELECT 1 FROM {table} WHERE rid = {alias}.rid AND param = ? "
+               f"AND ({condition[0]}))")  # fmt: skip
+    else:
+        sql = f"{alias}.rid {not_}IN (SELECT rid FROM {table} WHERE param = ? AND ({condition[0]}))"
+    return sql, [param_key(code), *condition[1]]
+
+
+def _join(operator: str, parts: list[Condition], empty: str) -> Condition:
+    if not parts:
+        return empty, []
+    sql = operator.join(f"({text})" for text, _ in parts)
+    return sql, [value for _, values in parts for value in values]
+
+
+def _table_and_code(clause: Clause) -> tuple[str, str]:
+    if clause.modifier is Modifier.TEXT:
+        return "search_text", clause.code
+    if clause.modifier is Modifier.IDENTIFIER:
+        return "search_token", f"{clause.code}:identifier"
+    return TABLES[clause.type], clause.code
+
+
+def _value(clause: Clause, value: ClauseValue) -> Condition:
+    """Return the condition on one table row for one value (the row's param is checked)."""
+    if isinstance(value, StringValue):
+        return _string(clause.modifier, value)
+    if isinstance(value, TokenValue):
+        return _token(clause.modifier, value)
+    if isinstance(value, DateValue):
+        return _range(range_predicate(value.prefix, value.low, value.high))
+    if isinstance(value, NumberValue):
+        return _range(range_predicate(value.prefix, value.low, value.high))
+    if isinstance(value, QuantityValue):
+        return _quantity(value)
+    if isinstance(value, ReferenceValue):
+        return _reference(clause.target_type, value)
+    if isinstance(value, UriValue):
+        return _uri(clause.modifier, value)
+    return "0", []
+
+
+def _string(modifier: Modifier | None, value: StringValue) -> Condition:
+    if modifier is Modifier.EXACT:
+        return "exact = ?", [value.text]
+    if modifier is Modifier.CONTAINS:
+        return "instr(folded, ?) > 0", [value.folded]
+    return "folded >= ? AND folded < ?", [value.folded, value.folded + _PREFIX_END]
+
+
+def _token(modifier: Modifier | None, value: TokenValue) -> Condition:
+    if modifier is Modifier.TEXT:
+        text = value.code or ""
+        return "text >= ? AND text < ?", [text, text + _PREFIX_END]
+    parts: list[Condition] = []
+    if value.code is not None:
+        parts.append(("code = ?", [value.code]))
+    if value.system is not None:
+        parts.append(("system = ?", [system_key(value.system)]))
+    return _join(" AND ", parts, "1")
+
+
+def _range(predicate: RangePredicate) -> Condition:
+    alternatives = [
+        _join(" AND ", [(f"{b.column} {b.op} ?", [b.value]) for b in bounds], "1")
+        for bounds in predicate.alternatives
+    ]
+    sql, params = _join(" OR ", alternatives, "0")
+    return (f"NOT ({sql})" if predicate.negated else sql), params
+
+
+def _quantity(value: QuantityValue) -> Condition:
+    number = value.number
+    parts = [_range(range_predicate(number.prefix, number.low, number.high))]
+    if value.code is not None:
+        parts.append(("code = ?", [value.code]))
+    if value.system is not None:
+        parts.append(("system = ?", [system_key(value.system)]))
+    return _join(" AND ", parts, "1")
+
+
+def _reference(target_type: str | None, value: ReferenceValue) -> Condition:
+    parts: list[Condition] = []
+    if value.url is not None:
+        parts.append(("url = ?", [value.url]))
+    else:
+        parts.append(("id = ?", [value.id]))
+        if value.type is not None:
+            parts.append(("type = ?", [value.type]))
+    if target_type is not None:
+        parts.append(("type = ?", [target_type]))
+    return _join(" AND ", parts, "1")
+
+
+def _uri(modifier: Modifier | None, value: UriValue) -> Condition:
+    if modifier is Modifier.BELOW:
+        return "uri >= ? AND uri < ?", [value.uri, value.uri + _PREFIX_END]
+    if modifier is Modifier.ABOVE:
+        return "substr(?, 1, length(uri)) = uri", [value.uri]
+    return "uri = ?", [value.uri]
+
+
+def _composite(code: str, value: ClauseValue, alias: str) -> Condition:
+    """All parts must match rows of the same composite element (see ``search_tables``)."""
+    if not isinstance(value, CompositeValue):
+        return "0", []
+    plain = Clause(code, ParamType.COMPOSITE, ())
+    if value.codes is not None:  # over the whole resource: each part on its own parameter
+        return _join(" AND ", [
+            (f"{alias}.rid IN (SELECT rid FROM {_VALUE_TABLES[type(part)]} "
+             f"WHERE param = ? AND ({sql}))", [param_key(part_code), *params])
+            for part, part_code in zip(value.parts, value.codes, strict=True)
+            for sql, params in [_value(plain, part)]
+        ], "1")  # fmt: skip
+    parts: list[Condition] = []
+    for position, part in enumerate(value.parts):
+        table = _VALUE_TABLES[type(part)]
+        sql, params = _value(plain, part)
+        parts.append(
+            (f"element IN (SELECT rid FROM {table} WHERE param = ? AND ({sql}))",
+             [param_key(str(position)), *params])
+        )  # fmt: skip
+    inner_sql, inner_params = _join(" AND ", parts, "1")
+    sql = f"{alias}.rid IN (SELECT rid FROM search_composite WHERE param = ? AND {inner_sql})"
+    return sql, [param_key(code), *inner_params]
+
+
+def _instant(micros: float) -> str:
+    """The text of a microsecond bound, comparable with ``resources.last_updated``."""
+    clamped = int(min(max(micros, MIN_MICROS), MAX_MICROS))
+    if clamped <= -62135596800000000:  # before year 1: smaller than any stored instant
+        return "0"
+    if clamped >= 253402300799000000:  # after 9999-12-31T23:59:59Z: greater than any
+        return "A"
+    return micros_to_instant(clamped)
+
+
+def _resource_column(clause: Clause, alias: str) -> Condition:
+    """``_id`` and ``_lastUpdated`` are columns of ``resources``, not index rows."""
+    if clause.modifier is Modifier.MISSING:
+        return ("0" if clause.values[0] else "1"), []
+    if clause.code == "_id":
+        ids = [v.code for v in clause.values if isinstance(v, TokenValue)]
+        negate = "NOT " if clause.modifier is Modifier.NOT else ""
+        return f"{alias}.id {negate}IN ({', '.join('?' for _ in ids) or 'NULL'})", list(ids)
+    parts: list[Condition] = []
+    for value in clause.values:
+        if isinstance(value, DateValue):
+            predicate = range_predicate(value.prefix, value.low, value.high)
+            parts.append(_last_updated(predicate, alias))
+    return _join(" OR ", parts, "0")
+
+
+def _last_updated(predicate: RangePredicate, alias: str) -> Condition:
+    # The stored instant t stands for the range [t, t + 1 microsecond): "high op v" is
+    # "t op v - 1", and instants of fixed width compare as text.
+    alternatives = [
+        _join(
+            " AND ",
+            [
+                (f"{alias}.last_updated {b.op} ?",
+                 [_instant(b.value if b.column == "low" else b.value - 1)])
+                for b in bounds
+            ],
+            "1",
+        )
+        for bounds in predicate.alternatives
+    ]  # fmt: skip
+    sql, params = _join(" OR ", alternatives, "0")
+    return (f"NOT ({sql})" if predicate.negated else sql), params

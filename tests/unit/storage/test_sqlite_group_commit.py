@@ -1,0 +1,68 @@
+"""Group commit of the embedded store: concurrent scopes share a commit, failures stay local."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fhir_server.storage.sqlite.store import SqliteStore
+from tests.builders import patient
+
+
+class Boom(Exception):
+    pass
+
+
+async def _write(store: SqliteStore, number: int, fail: bool) -> str:
+    async with store.transaction() as tx:
+        resource = {**patient(cccd=f"{number:012d}"), "id": f"p{number}"}
+        await tx.create(resource, None)
+        await asyncio.sleep(0)
+        if fail:
+            raise Boom
+    return resource["id"]
+
+
+async def test_concurrent_scopes_commit_and_a_failing_one_leaves_no_trace(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        results = await asyncio.gather(*(_write(store, n, fail=n == 7) for n in range(30)),
+                                       return_exceptions=True)
+    finally:
+        await store.close()
+    assert sum(isinstance(r, Boom) for r in results) == 1
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    ids = {row[0] for row in conn.execute("SELECT id FROM resources")}
+    conn.close()
+    assert ids == {f"p{n}" for n in range(30) if n != 7}
+
+
+async def test_scope_returns_only_after_its_commit(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        await asyncio.gather(*(_write(store, n, fail=False) for n in range(5)))
+        other = sqlite3.connect(tmp_path / "db.sqlite3")
+        count = other.execute("SELECT count(*) FROM resources").fetchone()[0]
+        other.close()
+    finally:
+        await store.close()
+    assert count == 5
+
+
+@pytest.mark.parametrize("size", [1, 3])
+async def test_sequential_scopes_each_commit(tmp_path: Path, size: int) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        for n in range(size):
+            await _write(store, n, fail=False)
+            other = sqlite3.connect(tmp_path / "db.sqlite3")
+            assert other.execute("SELECT count(*) FROM resources").fetchone()[0] == n + 1
+            other.close()
+    finally:
+        await store.close()
