@@ -1,0 +1,283 @@
+"""The small rule objects a profile's differential compiles into, and how they check JSON.
+
+Each rule checks one constraint of a StructureDefinition element on a resource in its FHIR JSON
+form and appends :class:`~fhir_server.errors.Issue` objects with a FHIRPath ``expression``
+(``Patient.identifier[0].value``). Paths are tuples of JSON names relative to the rule's root
+(the resource, or one item of a slice); a ``name[x]`` part matches any ``nameType`` key.
+
+Message ids: MSG_PROFILE_CARDINALITY, MSG_PROFILE_SLICE (a slice's value format),
+MSG_PROFILE_PATTERN (fixed/pattern/regex), MSG_PROFILE_TYPE (choice type not allowed),
+MSG_PROFILE_BINDING (code not in a required value set; extensible gives a warning),
+MSG_ICD10_UNKNOWN (well-formed ICD-10 code not in the WHO list) and, for invariants, the
+constraint's own id (default MSG_PROFILE_INVARIANT).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fhir_server.errors import Issue
+
+__all__ = [
+    "BindingRule",
+    "CardinalityRule",
+    "CodeCheck",
+    "ExtensionDefinition",
+    "InvariantRule",
+    "Node",
+    "PatternRule",
+    "RegexRule",
+    "Rule",
+    "Slice",
+    "SliceGroupRule",
+    "TypeRule",
+    "select",
+]
+
+Json = dict[str, Any]
+Node = tuple[Any, str]
+# (system, code) -> None if valid, else an (severity, message id, text) problem.
+CodeCheck = Callable[[str | None, str], "tuple[str, str, str] | None"]
+
+
+class Rule(Protocol):
+    """One compiled constraint."""
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        """Append the issues of ``root`` (a value and its FHIRPath) to ``issues``."""
+
+
+def _children(value: Any, name: str, expr: str) -> list[Node]:
+    """The values of ``name`` under ``value`` with their FHIRPath; ``x[x]`` matches choices."""
+    if not isinstance(value, dict):
+        return []
+    if name.endswith("[x]"):
+        stem = name[:-3]
+        keys = [k for k in value if k.startswith(stem) and k[len(stem) : len(stem) + 1].isupper()]
+    else:
+        keys = [name] if name in value else []
+    out: list[Node] = []
+    for key in keys:
+        child = value[key]
+        if isinstance(child, list):
+            out.extend((item, f"{expr}.{key}[{i}]") for i, item in enumerate(child))
+        else:
+            out.append((child, f"{expr}.{key}"))
+    return out
+
+
+def select(root: Node, path: tuple[str, ...]) -> list[Node]:
+    """Every value at ``path`` under ``root``, with its FHIRPath."""
+    nodes = [root]
+    for name in path:
+        nodes = [child for value, expr in nodes for child in _children(value, name, expr)]
+    return nodes
+
+
+def _issue(severity: str, code: str, message_id: str, text: str, expr: str) -> Issue:
+    return Issue(severity, code, message_id, text, (expr,))
+
+
+@dataclass(frozen=True, slots=True)
+class CardinalityRule:
+    """``min..max`` of ``name`` under each node at ``parent``."""
+
+    parent: tuple[str, ...]
+    name: str
+    min: int
+    max: int | None
+    label: str
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        for value, expr in select(root, self.parent):
+            count = len(_children(value, self.name, expr))
+            if count < self.min or (self.max is not None and count > self.max):
+                where = f"{expr}.{self.name.removesuffix('[x]')}"
+                upper = "*" if self.max is None else self.max
+                text = f"{self.label}: found {count}, allowed {self.min}..{upper}"
+                code = "required" if count < self.min else "structure"
+                issues.append(_issue("error", code, "MSG_PROFILE_CARDINALITY", text, where))
+
+
+@dataclass(frozen=True, slots=True)
+class RegexRule:
+    """A string value at ``path`` must match ``pattern`` entirely."""
+
+    path: tuple[str, ...]
+    pattern: re.Pattern[str]
+    message_id: str = "MSG_PROFILE_PATTERN"
+    label: str = ""
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        for value, expr in select(root, self.path):
+            if not isinstance(value, str) or not self.pattern.search(value):
+                text = f"{self.label or expr}: '{value}' does not match {self.pattern.pattern}"
+                issues.append(_issue("error", "value", self.message_id, text, expr))
+
+
+def _contains(value: Any, pattern: Any) -> bool:
+    """FHIR pattern[x] semantics: every property of the pattern is present with equal value."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(
+            k in value and _contains(value[k], v) for k, v in pattern.items()
+        )
+    if isinstance(pattern, list):
+        items = value if isinstance(value, list) else []
+        return all(any(_contains(item, p) for item in items) for p in pattern)
+    return bool(value == pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class PatternRule:
+    """fixed[x] (``exact``) or pattern[x] value of the element at ``path``."""
+
+    path: tuple[str, ...]
+    value: Any
+    exact: bool
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        for value, expr in select(root, self.path):
+            ok = value == self.value if self.exact else _contains(value, self.value)
+            if not ok:
+                kind = "fixed" if self.exact else "pattern"
+                text = f"{expr} does not match the {kind} value {self.value!r}"
+                issues.append(_issue("error", "value", "MSG_PROFILE_PATTERN", text, expr))
+
+
+@dataclass(frozen=True, slots=True)
+class TypeRule:
+    """The choice element ``name[x]`` under ``parent`` may only use ``allowed`` types."""
+
+    parent: tuple[str, ...]
+    name: str
+    allowed: frozenset[str]
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        stem = self.name.removesuffix("[x]")
+        for value, expr in select(root, self.parent):
+            for key in value if isinstance(value, dict) else ():
+                suffix = key[len(stem) :]
+                if key.startswith(stem) and suffix[:1].isupper() and suffix not in self.allowed:
+                    text = f"{expr}.{key}: type {suffix} not allowed (only {sorted(self.allowed)})"
+                    issues.append(_issue("error", "structure", "MSG_PROFILE_TYPE", text,
+                                         f"{expr}.{key}"))  # fmt: skip
+
+
+def _codings(value: Any) -> list[tuple[str | None, str]]:
+    """The (system, code) pairs of a code, Coding or CodeableConcept."""
+    if isinstance(value, str):
+        return [(None, value)]
+    if not isinstance(value, dict):
+        return []
+    if "coding" in value:
+        return [(c.get("system"), c["code"]) for c in value["coding"] if "code" in c]
+    return [(value.get("system"), value["code"])] if "code" in value else []
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRule:
+    """The coded value at ``path`` is checked with ``check_code`` (a value-set membership test).
+
+    Required: at least one code must pass (error). Extensible: a code that fails gives a
+    warning. ``check_code`` may return its own severity and message id (ICD-10).
+    """
+
+    path: tuple[str, ...]
+    strength: str
+    value_set: str
+    check_code: CodeCheck
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        for value, expr in select(root, self.path):
+            problems = [p for s, c in _codings(value) if (p := self.check_code(s, c))]
+            codes = _codings(value)
+            if self.strength == "required" and (not codes or len(problems) == len(codes)):
+                text = f"{expr}: no code from the required value set {self.value_set}"
+                issues.append(_issue("error", "code-invalid", "MSG_PROFILE_BINDING", text, expr))
+            elif self.strength == "extensible":
+                for severity, message_id, text in problems:
+                    issues.append(_issue(severity, "code-invalid", message_id, text, expr))
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantRule:
+    """A FHIRPath invariant on each node at ``context`` (``native`` is a faster equivalent)."""
+
+    context: tuple[str, ...]
+    key: str
+    severity: str
+    human: str
+    expression: str
+    message_id: str
+    evaluate: Callable[[Any, Json], bool]
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        for value, expr in select(root, self.context):
+            if not self.evaluate(value, resource):
+                text = f"{self.key}: {self.human}"
+                issues.append(_issue(self.severity, "invariant", self.message_id, text, expr))
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionDefinition:
+    """A simple extension: its url and the rules that apply to one instance of it."""
+
+    url: str
+    rules: tuple[Rule, ...]
+
+
+@dataclass(slots=True)
+class Slice:
+    """One slice: how items are matched (discriminator value or regex) and its own rules."""
+
+    name: str
+    min: int = 0
+    max: int | None = None
+    value: str | None = None
+    regex: re.Pattern[str] | None = None
+    rules: list[Rule] = field(default_factory=list)
+
+    def matches(self, discriminator: Any) -> bool:
+        """Does an item whose discriminator value is ``discriminator`` belong here?"""
+        if not isinstance(discriminator, str):
+            return False
+        if self.regex is not None:
+            return self.regex.search(discriminator) is not None
+        return discriminator == self.value
+
+
+@dataclass(frozen=True, slots=True)
+class SliceGroupRule:
+    """The slices of ``name`` under ``parent``, discriminated by the item's ``discriminator``."""
+
+    parent: tuple[str, ...]
+    name: str
+    discriminator: str
+    slices: tuple[Slice, ...]
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        for value, expr in select(root, self.parent):
+            counts = dict.fromkeys((s.name for s in self.slices), 0)
+            for item in _children(value, self.name, expr):
+                found = self._slice_of(item[0])
+                if found is not None:
+                    counts[found.name] += 1
+                    for rule in found.rules:
+                        rule.check(item, resource, issues)
+            self._check_counts(counts, f"{expr}.{self.name}", issues)
+
+    def _slice_of(self, item: Any) -> Slice | None:
+        key = item.get(self.discriminator) if isinstance(item, dict) else None
+        return next((s for s in self.slices if s.matches(key)), None)
+
+    def _check_counts(self, counts: dict[str, int], where: str, issues: list[Issue]) -> None:
+        for piece in self.slices:
+            count = counts[piece.name]
+            if count < piece.min or (piece.max is not None and count > piece.max):
+                upper = "*" if piece.max is None else piece.max
+                text = f"{where}:{piece.name}: found {count}, allowed {piece.min}..{upper}"
+                code = "required" if count < piece.min else "structure"
+                issues.append(_issue("error", code, "MSG_PROFILE_CARDINALITY", text, where))

@@ -1,0 +1,121 @@
+"""The Vietnamese profiles against the examples, generated visits and their JSON Schemas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fhirpathpy
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+
+from fhir_server.conformance.profile_rules import InvariantRule, SliceGroupRule, select
+from fhir_server.conformance.profiles import ProfileValidator, default_validator, required_profile
+from fhir_server.conformance.schema import json_schema
+from fhir_server.synthetic.generation import generate
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+VALID = sorted((EXAMPLES / "valid").glob("*.json"))
+INVALID = sorted(p for p in (EXAMPLES / "invalid").glob("*.json") if ".expected" not in p.name)
+# Invalid examples whose fault JSON Schema can express (cardinality, formats, fixed values).
+SCHEMA_DETECTS = {
+    "coverage-bad-card-type", "documentreference-no-hash-no-context",
+    "encounter-malk-bad-facility", "encounter-no-provider-bad-type",
+    "organization-facility-code-4-chars", "patient-bhyt-bad-level", "patient-cccd-11-digits",
+    "patient-no-identifier", "patient-no-name-no-gender",
+}  # fmt: skip
+
+
+def _load(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    return loaded
+
+
+def _schema_errors(resource: dict[str, Any]) -> list[str]:
+    schema = json_schema(required_profile(resource["resourceType"]) or "")
+    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(resource)]
+
+
+def test_every_profile_has_a_valid_example() -> None:
+    validator = default_validator()
+    covered = {_load(p)["resourceType"] for p in VALID}
+    assert covered == {p.type for p in validator.profiles.values()}
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_valid_example_produces_no_issue(path: Path) -> None:
+    assert default_validator().validate_resource(_load(path)) == []
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_example_produces_exactly_the_expected_issues(path: Path) -> None:
+    expected = _load(path.with_suffix(".expected.json"))["issues"]
+    issues = default_validator().validate_resource(_load(path))
+    found = [{"severity": i.severity, "message_id": i.message_id, "expression": i.expression[0]}
+             for i in issues]  # fmt: skip
+    assert sorted(found, key=str) == sorted(expected, key=str)
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_json_schema_accepts_valid_example(path: Path) -> None:
+    assert _schema_errors(_load(path)) == []
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_json_schema_rejects_structurally_invalid_example(path: Path) -> None:
+    if path.stem not in SCHEMA_DETECTS:
+        pytest.skip("fault not expressible in JSON Schema (invariant or terminology)")
+    assert _schema_errors(_load(path))
+
+
+def _generated_resources(tmp_path: Path) -> list[dict[str, Any]]:
+    generate(20, 3, tmp_path)
+    lines = [line for part in sorted(tmp_path.glob("*.ndjson")) for line in part.open()]
+    return [e["resource"] for line in lines for e in json.loads(line)["entry"]]
+
+
+def test_generated_visit_bundles_validate_without_errors(tmp_path: Path) -> None:
+    validator = default_validator()
+    errors = [(r["resourceType"], i) for r in _generated_resources(tmp_path)
+              for i in validator.validate_resource(r) if i.severity == "error"]  # fmt: skip
+    assert errors == []
+
+
+def test_native_invariants_agree_with_fhirpath_on_examples_and_generated_visits(
+    tmp_path: Path,
+) -> None:
+    validator = default_validator()
+    resources = [_load(p) for p in (*VALID, *INVALID)] + _generated_resources(tmp_path)[:150]
+    disagreements = []
+    for profile in validator.profiles.values():
+        for rule in _invariants(profile.rules):
+            compiled = fhirpathpy.compile(rule.expression)
+            for resource in (r for r in resources if r["resourceType"] == profile.type):
+                root = (resource, resource["resourceType"])
+                for node, expr in select(root, rule.context):
+                    by_fhirpath = False not in compiled(node, {"resource": resource})
+                    if by_fhirpath != rule.evaluate(node, resource):
+                        disagreements.append((rule.key, expr))
+    assert disagreements == []
+
+
+def _invariants(rules: Any) -> list[InvariantRule]:
+    found: list[InvariantRule] = []
+    for rule in rules:
+        if isinstance(rule, InvariantRule):
+            found.append(rule)
+        elif isinstance(rule, SliceGroupRule):
+            for piece in rule.slices:
+                found.extend(_invariants(piece.rules))
+    return found
+
+
+def test_unknown_profile_url_is_an_error() -> None:
+    issues = default_validator().validate({"resourceType": "Basic"}, ["https://x.test/sd/nope"])
+    assert [(i.severity, i.message_id) for i in issues] == [("error", "MSG_PROFILE_UNKNOWN")]
+
+
+def test_validator_loads_profiles_from_a_given_folder(tmp_path: Path) -> None:
+    validator = ProfileValidator.from_directory(tmp_path)
+    assert validator.profiles == {}

@@ -1,0 +1,83 @@
+"""Table-driven checks of the compiled profile rules, one small resource at a time."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from fhir_server.conformance import profile_rules as r
+from fhir_server.errors import Issue
+
+
+def _run(rule: r.Rule, resource: dict[str, Any]) -> list[tuple[str, str, str]]:
+    issues: list[Issue] = []
+    rule.check((resource, resource["resourceType"]), resource, issues)
+    return [(i.severity, i.message_id, i.expression[0]) for i in issues]
+
+
+def _unknown(system: str | None, code: str) -> tuple[str, str, str]:
+    return ("warning", "MSG_ICD10_unknown", "unknown")
+
+
+def _never(node: Any, resource: dict[str, Any]) -> bool:
+    return False
+
+
+CARD = r.CardinalityRule((), "name", 1, 2, "name")
+CCCD = r.Slice(
+    "cccd",
+    0,
+    1,
+    value="urn:cccd",
+    rules=[r.RegexRule(("value",), re.compile(r"^\d{12}$"), "MSG_PROFILE_SLICE")],
+)
+SLICES = r.SliceGroupRule((), "identifier", "system", (CCCD,))
+CASES = [
+    ("name missing", CARD, {"resourceType": "Patient"},
+     [("error", "MSG_PROFILE_CARDINALITY", "Patient.name")]),
+    ("name within bounds", CARD, {"resourceType": "Patient", "name": [{}]}, []),
+    ("too many names", CARD, {"resourceType": "Patient", "name": [{}, {}, {}]},
+     [("error", "MSG_PROFILE_CARDINALITY", "Patient.name")]),
+    ("slice value malformed", SLICES,
+     {"resourceType": "Patient", "identifier": [{"system": "urn:cccd", "value": "12"}]},
+     [("error", "MSG_PROFILE_SLICE", "Patient.identifier[0].value")]),
+    ("slice repeated", SLICES,
+     {"resourceType": "Patient", "identifier": [{"system": "urn:cccd", "value": "1" * 12}] * 2},
+     [("error", "MSG_PROFILE_CARDINALITY", "Patient.identifier")]),
+    ("other systems ignored", SLICES,
+     {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "12"}]}, []),
+    ("pattern met", r.PatternRule(("type",), {"coding": [{"code": "A"}]}, False),
+     {"resourceType": "Coverage", "type": {"coding": [{"code": "B"}, {"code": "A"}]}}, []),
+    ("pattern missed", r.PatternRule(("type",), {"coding": [{"code": "A"}]}, False),
+     {"resourceType": "Coverage", "type": {"coding": [{"code": "B"}]}},
+     [("error", "MSG_PROFILE_PATTERN", "Coverage.type")]),
+    ("choice type refused", r.TypeRule((), "value[x]", frozenset({"Quantity"})),
+     {"resourceType": "Observation", "valueString": "x"},
+     [("error", "MSG_PROFILE_TYPE", "Observation.valueString")]),
+    ("required binding missed",
+     r.BindingRule(("gender",), "required", "vs", lambda s, c: ("warning", "X", "no")),
+     {"resourceType": "Patient", "gender": "x"},
+     [("error", "MSG_PROFILE_BINDING", "Patient.gender")]),
+    ("extensible binding warns",
+     r.BindingRule(("code",), "extensible", "vs", _unknown),
+     {"resourceType": "Condition", "code": {"coding": [{"system": "s", "code": "c"}]}},
+     [("warning", "MSG_ICD10_unknown", "Condition.code")]),
+    ("invariant false", r.InvariantRule((), "k", "warning", "h", "false", "MSG_X", _never),
+     {"resourceType": "Patient"}, [("warning", "MSG_X", "Patient")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rule", "resource", "expected"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])  # fmt: skip
+def test_rule_reports_exactly_the_expected_issues(
+    rule: r.Rule, resource: dict[str, Any], expected: list[tuple[str, str, str]]
+) -> None:
+    assert _run(rule, resource) == expected
+
+
+def test_select_follows_arrays_and_choice_types() -> None:
+    resource = {"resourceType": "Observation", "component": [{"valueQuantity": {"value": 1}}]}
+    found = r.select((resource, "Observation"), ("component", "value[x]", "value"))
+    assert found == [(1, "Observation.component[0].valueQuantity.value")]
