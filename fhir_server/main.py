@@ -15,6 +15,7 @@ from fhir_server.api.errors import http_exception_handler
 from fhir_server.api.handlers import ENDPOINTS
 from fhir_server.api.middleware import RequestLogMiddleware
 from fhir_server.api.routes import ROUTES
+from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.interactions.context import Services
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.settings import Settings
@@ -34,7 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = SearchParameterRegistry.load(settings.profiles_dir)
         store = open_store(settings, registry)
         await store.open()
-        app.state.services = Services(store=store, settings=settings, registry=registry)
+        services = Services(store=store, settings=settings, registry=registry)
+        app.state.services = services
+        await seed_conformance(services)
         try:
             yield
         finally:

@@ -44,8 +44,17 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_s: float = 10.0
     profiles_dir: Path = PROJECT_DIR / "profiles"
     terminology_dir: Path = PROJECT_DIR / "terminology"
+    validation: Literal["enforce", "warn", "off"] = "enforce"
+    validation_overrides: dict[str, Literal["enforce", "warn", "off"]] = Field(
+        default_factory=dict,
+        description="Per-type modes as JSON, e.g. {\"Observation\": \"warn\"}",
+    )
     log_level: str = "info"
     log_json: bool = True
+
+    def validation_mode(self, resource_type: str) -> str:
+        """Return the profile validation mode (enforce, warn, off) for a resource type."""
+        return self.validation_overrides.get(resource_type, self.validation)
 
     def storage_url(self) -> str:
         """Return the storage URL, defaulting to the SQLite file inside the data directory."""

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "valid"
+
+
+def valid_example(resource_type: str) -> dict[str, Any]:
+    """Return the project's valid example of ``resource_type`` (without id), as a new dict."""
+    path = next(EXAMPLES.glob(f"{resource_type}-vn-*.json"))
+    resource: dict[str, Any] = json.loads(path.read_text())
+    resource.pop("id", None)
+    return resource
 
 CCCD_SYSTEM = "http://fhir.ehealth.gov.vn/core/sid/national_id"
 BHYT_SYSTEM = "http://fhir.ehealth.gov.vn/core/sid/insurance_number"
@@ -45,7 +57,7 @@ def observation(patient_ref: str = "Patient/p1", code: str = "8867-4",
     }
 
 
-HEALTH_BOOK_RESOURCES: dict[str, dict[str, Any]] = {
+_MINIMAL: dict[str, dict[str, Any]] = {
     "Patient": patient(),
     "Encounter": {"resourceType": "Encounter", "status": "finished",
                   "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
@@ -102,4 +114,11 @@ HEALTH_BOOK_RESOURCES: dict[str, dict[str, Any]] = {
                    "source": {"observer": {"display": "fhir-server"}}},
     "Binary": {"resourceType": "Binary", "contentType": "application/pdf",
                "data": "JVBERi0xLjQK"},
+}
+
+
+#: One valid resource of each type of the health book (Vietnamese examples where profiled).
+HEALTH_BOOK_RESOURCES: dict[str, dict[str, Any]] = {
+    name: (valid_example(name) if any(EXAMPLES.glob(f"{name}-vn-*.json")) else minimal)
+    for name, minimal in _MINIMAL.items()
 }

@@ -23,11 +23,13 @@ from fhir_server.api.responses import (
     read_body,
     require_content_type,
 )
-from fhir_server.errors import FhirError, NotFound
+from fhir_server.errors import FhirError, Issue, NotFound
 from fhir_server.interactions import bundle, create, delete, history, patch, read, update
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.outcomes import information
+from fhir_server.operations import find_operation
+from fhir_server.operations.parameters import OperationInput
+from fhir_server.outcomes import operation_outcome
 from fhir_server.resources import ID_PATTERN, parse_json, require_resource_type
 
 __all__ = ["ENDPOINTS"]
@@ -77,18 +79,25 @@ async def _json_body(request: Request) -> Any:
 
 
 def _write_response(request: Request, outcome: Outcome) -> Response:
-    """Honour ``Prefer: return=`` for create, update and patch answers."""
+    """Honour ``Prefer: return=`` for create, update and patch answers.
+
+    Without a preference the stored resource is returned, except when validation in ``warn``
+    mode let errors through: then the answer is the OperationOutcome holding the issues.
+    """
     stored = outcome.stored
     if stored is None:
         return fhir_response(request, outcome.status, None)
     headers = version_headers(stored, services_of(request).base_url)
-    prefer = parse_prefer(request.headers.get("prefer"))
-    if prefer.return_ == "minimal":
+    prefer = parse_prefer(request.headers.get("prefer")).return_
+    if prefer is None and any(i.severity in ("error", "fatal") for i in outcome.issues):
+        prefer = "OperationOutcome"
+    if prefer == "minimal":
         return fhir_response(request, outcome.status, None, headers)
-    if prefer.return_ == "OperationOutcome":
-        body = information("MSG_WRITE_OK", f"{stored.resource_type}/{stored.id} version "
-                                            f"{stored.version} stored")
-        return fhir_response(request, outcome.status, body, headers)
+    if prefer == "OperationOutcome":
+        text = f"{stored.resource_type}/{stored.id} version {stored.version} stored"
+        issues = [Issue("information", "informational", "MSG_WRITE_OK", text),
+                  *outcome.issues]
+        return fhir_response(request, outcome.status, operation_outcome(issues), headers)
     return fhir_response(request, outcome.status, stored.content, headers)
 
 
@@ -231,6 +240,24 @@ async def bundle_endpoint(request: Request) -> Response:
     return fhir_response(request, outcome.status, outcome.body)
 
 
+@fhir_endpoint
+async def operation_endpoint(request: Request) -> Response:
+    """[base]/$op, [type]/$op, [type]/[id]/$op: dispatch to ``operations.OPERATIONS``."""
+    path = request.path_params
+    resource_type = _type(request) if "type" in path else None
+    id = _id(request) if "id" in path else None
+    level = "instance" if id else "type" if resource_type else "system"
+    operation = find_operation(level, resource_type or "*", path["op"])
+    if operation is None:
+        raise NotFound(f"Operation ${path['op']} is not supported here",
+                       message_id="MSG_OPERATION_UNKNOWN")
+    body = await _json_body(request) if request.method == "POST" else None
+    call = OperationInput.from_request(resource_type, id, request.query_params.multi_items(),
+                                       body)
+    outcome = await operation(services_of(request), call)
+    return fhir_response(request, outcome.status, outcome.body)
+
+
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
     return Response(b'{"status":"ok"}', media_type="application/json")
@@ -259,6 +286,7 @@ ENDPOINTS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "history-type": history_type,
     "history-system": history_system,
     "bundle": bundle_endpoint,
+    "operation": operation_endpoint,
     "healthz": healthz,
     "readyz": readyz,
 }

@@ -22,7 +22,7 @@ __all__ = [
 class Prefer:
     """The parts of the ``Prefer`` header the server honours."""
 
-    return_: str = "representation"
+    return_: str | None = None
     strict: bool = False
 
 
@@ -30,7 +30,7 @@ def parse_prefer(value: str | None) -> Prefer:
     """Parse ``Prefer`` (``return=minimal|representation|OperationOutcome``, ``handling``)."""
     if not value:
         return Prefer()
-    return_ = "representation"
+    return_: str | None = None
     strict = False
     for part in value.split(","):
         for token in part.split(";"):

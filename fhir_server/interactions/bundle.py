@@ -41,7 +41,8 @@ def _prepare(services: Services, entry: PlannedEntry) -> None:
         if entry.method == "PATCH":
             bundle_exec.patch_operations(entry)
         elif entry.resource is not None and entry.method in ("POST", "PUT"):
-            prepare_resource(entry.resource, entry.resource_type)
+            entry.extra["issues"] = prepare_resource(services, entry.resource,
+                                                     entry.resource_type)
             if entry.method == "POST":
                 entry.resource["id"] = new_id()
             elif entry.id is not None:

@@ -21,6 +21,7 @@ from fhir_server.interactions.patch import apply_patch
 from fhir_server.interactions.preconditions import parse_version_tag
 from fhir_server.interactions.prepare import match_single, prepare_resource
 from fhir_server.interactions.update import check_body_id, resolve_conditional_id, update_in
+from fhir_server.outcomes import operation_outcome
 from fhir_server.storage.port import StoredResource, StoreTransaction
 
 __all__ = [
@@ -157,19 +158,24 @@ async def check_integrity(
             expression=(f"Bundle.entry[{wanted[first]}].resource",))
 
 
-def _response(outcome: Outcome, with_resource: bool = False) -> dict[str, Any]:
+def _response(
+    outcome: Outcome, with_resource: bool = False, entry: PlannedEntry | None = None
+) -> dict[str, Any]:
     from fhir_server.interactions.bundle import _status_text
 
     stored = outcome.stored
     response: dict[str, Any] = {"status": _status_text(outcome.status)}
-    entry: dict[str, Any] = {"response": response}
+    result: dict[str, Any] = {"response": response}
     if stored is not None and not stored.deleted:
         response["location"] = f"{stored.resource_type}/{stored.id}/_history/{stored.version}"
         response["etag"] = f'W/"{stored.version}"'
         response["lastModified"] = stored.last_updated
         if with_resource:
-            entry["resource"] = stored.resource()
-    return entry
+            result["resource"] = stored.resource()
+    issues = entry.extra.get("issues") if entry is not None else None
+    if issues:
+        response["outcome"] = operation_outcome(issues)
+    return result
 
 
 def _check_if_match(entry: PlannedEntry, current: StoredResource | None) -> int | None:
@@ -190,13 +196,13 @@ async def execute(services: Services, tx: StoreTransaction, entry: PlannedEntry)
         assert entry.resource is not None
         if "existing" in entry.extra:
             return _response(Outcome(200, await tx.read(entry.resource_type, entry.id or "")))
-        return _response(await create_in(tx, services, entry.resource, None))
+        return _response(await create_in(tx, services, entry.resource, None), entry=entry)
     if entry.method == "PATCH":
         return await _patch(services, tx, entry)
     assert entry.resource is not None and entry.id is not None
     if_match = _check_if_match(entry, await tx.read(entry.resource_type, entry.id)) \
         if entry.if_match else None
-    return _response(await update_in(tx, services, entry.resource, if_match))
+    return _response(await update_in(tx, services, entry.resource, if_match), entry=entry)
 
 
 async def _delete(tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
@@ -219,8 +225,9 @@ async def _patch(services: Services, tx: StoreTransaction, entry: PlannedEntry) 
     if_match = _check_if_match(entry, current)
     patched = apply_patch(current.resource(), entry.extra["operations"], entry.resource_type,
                           entry.id or "")
-    prepare_resource(patched, entry.resource_type)
-    return _response(await update_in(tx, services, patched, if_match or current.version))
+    entry.extra["issues"] = prepare_resource(services, patched, entry.resource_type)
+    return _response(await update_in(tx, services, patched, if_match or current.version),
+                     entry=entry)
 
 
 async def _get(services: Services, tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:

@@ -7,6 +7,7 @@ conditional creates of the same resource produce exactly one.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services, new_id
@@ -41,9 +42,10 @@ async def create(
     if_none_exist: str | None = None,
 ) -> Outcome:
     """Store a new resource: 201 with it, or 200 with the existing match of If-None-Exist."""
-    prepare_resource(resource, resource_type)
+    warnings = prepare_resource(services, resource, resource_type)
     resource["id"] = new_id()
     criteria = parse_criteria(if_none_exist) if if_none_exist is not None else None
     index = services.index(resource)
     async with services.store.transaction() as tx:
-        return await create_in(tx, services, resource, criteria, index)
+        outcome = await create_in(tx, services, resource, criteria, index)
+    return replace(outcome, issues=warnings)

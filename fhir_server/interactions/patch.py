@@ -59,7 +59,7 @@ async def patch(
             message_id="MSG_VERSION_MISMATCH",
         )
     patched = apply_patch(current.resource(), operations, resource_type, id)
-    prepare_resource(patched, resource_type)
+    warnings = prepare_resource(services, patched, resource_type)
     index = services.index(patched)
     try:
         async with services.store.transaction() as tx:
@@ -68,4 +68,4 @@ async def patch(
         if if_match is None:
             raise
         raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
-    return Outcome(200, result.stored)
+    return Outcome(200, result.stored, issues=warnings)

@@ -6,17 +6,35 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhir_server.errors import BadRequest, MultipleMatches
+from fhir_server.errors import BadRequest, Issue, MultipleMatches, Unprocessable
+from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
 from fhir_server.storage.port import StoreTransaction
 
 __all__ = ["match_single", "parse_criteria", "prepare_resource"]
 
 
-def prepare_resource(resource: dict[str, Any], resource_type: str) -> dict[str, Any]:
-    """Validate ``resource`` as a ``resource_type``; return it (raises ``InvalidResource``)."""
+def prepare_resource(
+    services: Services, resource: dict[str, Any], resource_type: str
+) -> tuple[Issue, ...]:
+    """Validate ``resource`` as a ``resource_type``: base R4 structure always, then profiles.
+
+    Profiles (those in ``meta.profile`` and the Vietnamese profile required for the type) are
+    checked unless validation is ``off`` for the type. Under ``enforce`` any error raises
+    ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
+    response. Raises ``InvalidResource`` (400) for structural errors.
+    """
     validate_structure(resource, expected_type=resource_type)
-    return resource
+    mode = services.settings.validation_mode(resource_type)
+    if mode == "off":
+        return ()
+    from fhir_server.conformance.profiles import default_validator
+
+    issues = default_validator().validate_resource(resource)
+    if mode == "enforce" and any(i.severity in ("error", "fatal") for i in issues):
+        first = next(i for i in issues if i.severity in ("error", "fatal"))
+        raise Unprocessable(first.diagnostics, message_id=first.message_id, issues=issues)
+    return tuple(issues)
 
 
 def parse_criteria(query: str) -> list[tuple[str, str]]:

@@ -7,6 +7,7 @@ updates carrying the same version exactly one succeeds and the other gets 412.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fhir_server.errors import BadRequest, PreconditionFailed, VersionConflict
@@ -57,11 +58,12 @@ async def update(
     if_match: int | None = None,
 ) -> Outcome:
     """Store a new version (200), create with the client's id (201), or change nothing."""
-    prepare_resource(resource, resource_type)
+    warnings = prepare_resource(services, resource, resource_type)
     check_body_id(resource, id)
     index = services.index(resource)
     async with services.store.transaction() as tx:
-        return await update_in(tx, services, resource, if_match, index)
+        outcome = await update_in(tx, services, resource, if_match, index)
+    return replace(outcome, issues=warnings)
 
 
 async def resolve_conditional_id(
@@ -90,7 +92,8 @@ async def conditional_update(
 ) -> Outcome:
     """Update the one match of ``criteria``, create if none, 412 if several."""
     params = parse_criteria(criteria)
-    prepare_resource(resource, resource_type)
+    warnings = prepare_resource(services, resource, resource_type)
     async with services.store.transaction() as tx:
         await resolve_conditional_id(tx, resource, params)
-        return await update_in(tx, services, resource, if_match)
+        outcome = await update_in(tx, services, resource, if_match)
+    return replace(outcome, issues=warnings)

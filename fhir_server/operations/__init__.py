@@ -1,0 +1,34 @@
+"""FHIR operations (``$name``), each a function of ``Services`` and an ``OperationInput``.
+
+``OPERATIONS`` maps (level, resource type or ``*``, name) to the function; the CapabilityStatement
+and the HTTP routes are built from it, so a listed operation is one that works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fhir_server.interactions.context import Outcome, Services
+from fhir_server.operations import terminology_ops, validate
+from fhir_server.operations.parameters import OperationInput
+
+__all__ = ["OPERATIONS", "Operation", "find_operation"]
+
+Operation = Callable[[Services, OperationInput], Awaitable[Outcome]]
+
+#: (level: "type" | "instance" | "system", resource type or "*", operation name) -> function
+OPERATIONS: dict[tuple[str, str, str], Operation] = {
+    ("type", "*", "validate"): validate.validate_operation,
+    ("instance", "*", "validate"): validate.validate_operation,
+    ("type", "ValueSet", "expand"): terminology_ops.expand,
+    ("instance", "ValueSet", "expand"): terminology_ops.expand,
+    ("type", "ValueSet", "validate-code"): terminology_ops.validate_code,
+    ("instance", "ValueSet", "validate-code"): terminology_ops.validate_code,
+    ("type", "CodeSystem", "lookup"): terminology_ops.lookup,
+    ("instance", "CodeSystem", "lookup"): terminology_ops.lookup,
+}
+
+
+def find_operation(level: str, resource_type: str, name: str) -> Operation | None:
+    """Return the operation for a call, or None if the server does not have it."""
+    return OPERATIONS.get((level, resource_type, name)) or OPERATIONS.get((level, "*", name))

@@ -37,6 +37,10 @@ def visit_bundle(cccd: str = "001090012345", facility: str = "01929", ma_lk: str
             "identifier": [{"system": encounter_system, "value": ma_lk}],
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                       "code": "AMB"},
+            "type": [{"coding": [{"system": "https://fhir.sskdt.vn/CodeSystem/visit-type",
+                                  "code": "01"}]}],
+            "period": {"start": "2026-03-01T08:00:00+07:00",
+                       "end": "2026-03-01T09:00:00+07:00"},
             "subject": {"reference": "urn:uuid:p"},
             "serviceProvider": {"reference": "urn:uuid:o"}},
          "request": {"method": "PUT",
@@ -44,6 +48,9 @@ def visit_bundle(cccd: str = "001090012345", facility: str = "01929", ma_lk: str
         {"fullUrl": "urn:uuid:c", "resource": {
             "resourceType": "Condition",
             "identifier": [{"system": record, "value": f"{ma_lk}/Condition/1"}],
+            "category": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                "code": "encounter-diagnosis"}]}],
             "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10",
                                  "code": diagnosis}]},
             "subject": {"reference": "urn:uuid:p"},

@@ -1,0 +1,46 @@
+"""Make the project's conformance resources readable through the API.
+
+At start-up every JSON resource in ``profiles/`` and ``terminology/`` (StructureDefinitions,
+NamingSystems, CodeSystems, ValueSets, ConceptMaps) is stored under its own id, as an update:
+unchanged files create no new version, so restarts and several workers are harmless. The
+validator and the terminology service read the same files directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_server.interactions.context import Services
+
+__all__ = ["conformance_resources", "seed_conformance"]
+
+_TYPES = {"StructureDefinition", "NamingSystem", "CodeSystem", "ValueSet", "ConceptMap",
+          "SearchParameter"}
+
+
+def conformance_resources(*directories: Path) -> Iterator[dict[str, Any]]:
+    """Yield the conformance resources (with an id) found in ``directories``."""
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.json")):
+            resource = orjson.loads(path.read_bytes())
+            if resource.get("resourceType") in _TYPES and resource.get("id"):
+                yield resource
+
+
+async def seed_conformance(services: Services) -> int:
+    """Store (or leave unchanged) every conformance resource; return how many changed."""
+    settings = services.settings
+    resources = list(conformance_resources(settings.profiles_dir, settings.terminology_dir))
+    indexed = [(r, services.index(r)) for r in resources]
+    changed = 0
+    async with services.store.transaction() as tx:
+        for resource, index in indexed:
+            result = await tx.update(resource, index)
+            changed += result.changed
+    return changed

@@ -1,0 +1,136 @@
+"""The search interaction: ``GET [base]/[type]?...``, compartment and system search.
+
+Implements FHIR R4 3.1.0 "search" (http://hl7.org/fhir/R4/http.html#search) and the
+searchset Bundle of 3.1.1.2 (http://hl7.org/fhir/R4/search.html): entries with ``fullUrl``,
+``resource`` and ``search.mode`` (``match``, ``include``, and one ``outcome`` entry listing
+parameters ignored under lenient handling), ``self``/``next``/``previous`` links carrying the
+paging cursor, and ``total`` only when ``_total`` asked for it. No HTTP types here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import orjson
+
+from fhir_server.conformance import structure
+from fhir_server.errors import Issue
+from fhir_server.search.model import SearchQuery, SearchResult
+from fhir_server.search.parse import parse_search
+from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.storage.port import StoredResource
+
+__all__ = ["SearchStore", "search"]
+
+_SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+}
+_ALWAYS = frozenset({"resourceType", "id", "meta"})
+
+
+class SearchStore(Protocol):
+    """What search needs from a store: one method running a parsed query."""
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Return a page of results for ``query``."""
+        ...
+
+
+async def search(
+    store: SearchStore,
+    registry: SearchParameterRegistry,
+    base_url: str,
+    resource_type: str | None,
+    params: list[tuple[str, str]],
+    *,
+    strict: bool,
+    compartment: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return the searchset Bundle for ``params`` on a type, a compartment or the system.
+
+    Raises ``BadRequest``/``NotSupported`` for invalid values (and, under ``strict``, unknown
+    parameters or modifiers), ``BadRequest``/``Gone`` for an invalid or expired cursor.
+    """
+    parsed = parse_search(resource_type, params, registry, strict=strict)
+    query = parsed.query if compartment is None else replace(parsed.query, compartment=compartment)
+    result = await store.search(query)
+    path = _path(base_url.rstrip("/"), resource_type, compartment)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        bundle["total"] = result.total
+    bundle["link"] = _links(path, params, query.cursor, result)
+    entries = [_entry(base_url, stored, "match", query) for stored in result.matches]
+    entries += [_entry(base_url, stored, "include", query) for stored in result.included]
+    issues = (*parsed.issues, *result.issues)
+    if issues:
+        entries.append(_outcome(issues))
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _path(base_url: str, resource_type: str | None, compartment: tuple[str, str] | None) -> str:
+    if compartment is not None:
+        return f"{base_url}/{compartment[0]}/{compartment[1]}/{resource_type or '*'}"
+    return f"{base_url}/{resource_type}" if resource_type else base_url
+
+
+def _links(
+    path: str, params: Sequence[tuple[str, str]], cursor: str | None, result: SearchResult
+) -> list[dict[str, str]]:
+    """Return self, next and previous links; the page position is only in ``_cursor``."""
+    kept = [(name, value) for name, value in params if name != "_cursor"]
+
+    def url(page_cursor: str | None) -> str:
+        query = kept + ([("_cursor", page_cursor)] if page_cursor else [])
+        return f"{path}?{urlencode(query)}" if query else path
+
+    links = [{"relation": "self", "url": url(cursor)}]
+    if result.next_cursor:
+        links.append({"relation": "next", "url": url(result.next_cursor)})
+    if result.prev_cursor:
+        links.append({"relation": "previous", "url": url(result.prev_cursor)})
+    return links
+
+
+def _entry(base_url: str, stored: StoredResource, mode: str, query: SearchQuery) -> dict[str, Any]:
+    resource = _shaped(orjson.loads(stored.content), query)
+    return {
+        "fullUrl": f"{base_url.rstrip('/')}/{stored.resource_type}/{stored.id}",
+        "resource": resource,
+        "search": {"mode": mode},
+    }
+
+
+def _shaped(resource: dict[str, Any], query: SearchQuery) -> dict[str, Any]:
+    """Apply ``_elements`` or ``_summary`` (true, text, data) and mark the result SUBSETTED."""
+    kind = resource.get("resourceType", "")
+    if query.elements:
+        keep = set(query.elements) | structure.mandatory_elements(kind) | _ALWAYS
+    elif query.summary == "true":
+        keep = set(structure.summary_elements(kind)) | _ALWAYS
+    elif query.summary == "text":
+        keep = {"text"} | structure.mandatory_elements(kind) | _ALWAYS
+    elif query.summary == "data":
+        keep = set(resource) - {"text"}
+    else:
+        return resource
+    kept = {key: value for key, value in resource.items() if key in keep}
+    meta = dict(kept.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+    kept["meta"] = meta
+    return kept
+
+
+def _outcome(issues: Sequence[Issue]) -> dict[str, Any]:
+    return {
+        "resource": {
+            "resourceType": "OperationOutcome",
+            "issue": [issue.to_fhir() for issue in issues],
+        },
+        "search": {"mode": "outcome"},
+    }
