@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fhir_server.cli_conformance import add_conformance_commands
 from fhir_server.cli_security import add_security_commands
 from fhir_server.settings import Settings
 
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(reindex)
     reindex.set_defaults(func=cmd_reindex)
     add_security_commands(sub)
+    add_conformance_commands(sub)
     return parser
 
 

@@ -20,6 +20,8 @@ Operation = Callable[[Services, OperationInput], Awaitable[Outcome]]
 OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("type", "*", "validate"): validate.validate_operation,
     ("instance", "*", "validate"): validate.validate_operation,
+    ("type", "StructureDefinition", "json-schema"): validate.json_schema_operation,
+    ("instance", "StructureDefinition", "json-schema"): validate.json_schema_operation,
     ("type", "ValueSet", "expand"): terminology_ops.expand,
     ("instance", "ValueSet", "expand"): terminology_ops.expand,
     ("type", "ValueSet", "validate-code"): terminology_ops.validate_code,

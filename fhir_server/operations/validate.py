@@ -53,3 +53,16 @@ async def validate_operation(services: Services, call: OperationInput) -> Outcom
         issues = [Issue("information", "informational", "MSG_VALIDATION_OK",
                         "No issues found")]
     return Outcome(200, body=operation_outcome(issues))
+
+
+async def json_schema_operation(services: Services, call: OperationInput) -> Outcome:
+    """``StructureDefinition/[id]/$json-schema`` or ``?url=``: the profile as JSON Schema."""
+    from fhir_server.conformance.schema import json_schema
+
+    url = call.value("url")
+    if url is None and call.id is not None:
+        url = (await services.store.read("StructureDefinition", call.id)).resource().get("url")
+    if not url:
+        raise BadRequest("$json-schema needs url", message_id="MSG_PARAM_MISSING",
+                         expression=("url",))
+    return Outcome(200, body=json_schema(url))

@@ -173,3 +173,9 @@ async def test_conformance_resources_are_served(client: httpx.AsyncClient, path:
     response = await client.get(path)
     assert response.status_code == 200, path
     assert response.json()["url"].startswith("https://fhir.sskdt.vn/")
+
+
+async def test_json_schema_over_http(client: httpx.AsyncClient) -> None:
+    response = await client.get("/fhir/StructureDefinition/vn-patient/$json-schema")
+    assert response.status_code == 200
+    assert "properties" in response.json()

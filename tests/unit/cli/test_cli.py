@@ -55,3 +55,22 @@ def test_generate_then_load_is_idempotent(
     assert "rejected 0" in first and "loaded 0 resources" not in first
     assert main(["load", str(out), "--data-dir", data]) == 0
     assert "loaded 0 resources" in capsys.readouterr().out
+
+
+def test_validate_exits_non_zero_on_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    assert main(["validate", str(examples / "valid" / "Patient-vn-patient.json")]) == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"resourceType": "Patient", "gender": "xx"}))
+    assert main(["validate", str(bad), "--format", "text"]) == 1
+    assert "MSG_CODE_INVALID Patient.gender" in capsys.readouterr().out
+    assert main(["validate", str(examples / "visit-bundle.json")]) == 0
+
+
+def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "--profile",
+                 "https://fhir.sskdt.vn/StructureDefinition/vn-patient"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["properties"]["resourceType"]
