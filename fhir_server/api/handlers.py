@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,7 +25,16 @@ from fhir_server.api.responses import (
     require_content_type,
 )
 from fhir_server.errors import FhirError, Issue, NotFound
-from fhir_server.interactions import bundle, create, delete, history, patch, read, update
+from fhir_server.interactions import (
+    bundle,
+    create,
+    delete,
+    history,
+    patch,
+    read,
+    search,
+    update,
+)
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.operations import find_operation
@@ -258,6 +268,35 @@ async def operation_endpoint(request: Request) -> Response:
     return fhir_response(request, outcome.status, outcome.body)
 
 
+async def _form_params(request: Request) -> list[tuple[str, str]]:
+    """The parameters of ``POST .../_search``: the form body, plus any in the URL."""
+    require_content_type(request, {"application/x-www-form-urlencoded"})
+    body = await read_body(request, services_of(request).settings.max_body_bytes) \
+        if request.headers.get("content-length", "0") != "0" else b""
+    return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+
+
+@fhir_endpoint
+async def search_endpoint(request: Request) -> Response:
+    """GET [type]?, POST [type]/_search, GET [base]?_type=, GET Patient/[id]/[type]?."""
+    path = request.path_params
+    resource_type = _type(request) if "type" in path else None
+    compartment = None
+    if "compartment" in path:
+        if path["compartment"] != "Patient":
+            raise NotFound(f"Compartment {path['compartment']} is not supported",
+                           message_id="MSG_COMPARTMENT_UNKNOWN")
+        compartment = (path["compartment"], _id(request))
+    params = list(request.query_params.multi_items())
+    if request.method == "POST":
+        params += await _form_params(request)
+    services = services_of(request)
+    strict = parse_prefer(request.headers.get("prefer")).strict
+    bundle = await search.search(services.store, services.registry, services.base_url,
+                                 resource_type, params, strict=strict, compartment=compartment)
+    return fhir_response(request, 200, bundle)
+
+
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
     return Response(b'{"status":"ok"}', media_type="application/json")
@@ -286,6 +325,7 @@ ENDPOINTS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "history-type": history_type,
     "history-system": history_system,
     "bundle": bundle_endpoint,
+    "search": search_endpoint,
     "operation": operation_endpoint,
     "healthz": healthz,
     "readyz": readyz,

@@ -7,7 +7,6 @@ parameters the registry holds for it; features the server lacks are simply not l
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from fhir_server import FHIR_VERSION, __version__
@@ -21,18 +20,22 @@ TYPE_INTERACTIONS = (
 )
 SYSTEM_INTERACTIONS = ["history-system"]
 
+#: Registered parameters the search engine answers "not supported" for.
+UNSUPPORTED_PARAMS = frozenset({"_text", "_content", "_query", "_filter", "_list"})
+
 #: Optional features switched on as the modules that implement them are wired in.
-FEATURES: dict[str, bool] = {"search": False, "transaction": True, "batch": True}
+FEATURES: dict[str, bool] = {"search": True, "transaction": True, "batch": True}
 
 
 def _search_params(services: Services, resource_type: str) -> list[dict[str, Any]]:
     registry = services.registry
     if registry is None or not FEATURES["search"]:
         return []
-    params: Iterable[Any] = registry.for_type(resource_type)
+    params: dict[str, Any] = registry.for_type(resource_type)
     return [
-        {"name": p.code, "definition": p.url, "type": p.type}
-        for p in sorted(params, key=lambda p: p.code)
+        {"name": code, "definition": p.url, "type": str(p.type)}
+        for code, p in sorted(params.items())
+        if code not in UNSUPPORTED_PARAMS
     ]
 
 
