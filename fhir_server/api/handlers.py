@@ -23,8 +23,9 @@ from fhir_server.api.responses import (
     fhir_response,
     read_body,
     require_content_type,
+    wants_html,
 )
-from fhir_server.errors import FhirError, Issue, NotFound
+from fhir_server.errors import FhirError, Issue, NotAcceptable, NotFound
 from fhir_server.interactions import (
     bundle,
     create,
@@ -37,7 +38,7 @@ from fhir_server.interactions import (
 )
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.operations import find_operation
+from fhir_server.operations import find_operation, render_html
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.outcomes import operation_outcome
 from fhir_server.resources import ID_PATTERN, parse_json, require_resource_type
@@ -54,7 +55,8 @@ def fhir_endpoint(func: Endpoint) -> Endpoint:
     @functools.wraps(func)
     async def wrapper(request: Request) -> Response:
         try:
-            check_accept(request)
+            if not (func is operation_endpoint and wants_html(request)):
+                check_accept(request)
             return await func(request)
         except FhirError as exc:
             return errors.fhir_error_response(exc)
@@ -265,6 +267,12 @@ async def operation_endpoint(request: Request) -> Response:
     call = OperationInput.from_request(resource_type, id, request.query_params.multi_items(),
                                        body)
     outcome = await operation(services_of(request), call)
+    if wants_html(request):
+        html = render_html(outcome.body or {})
+        if html is None:
+            raise NotAcceptable(f"${path['op']} has no HTML form; ask for JSON",
+                                message_id="MSG_FORMAT_NOT_SUPPORTED")
+        return Response(html, outcome.status, media_type="text/html; charset=utf-8")
     return fhir_response(request, outcome.status, outcome.body)
 
 

@@ -39,8 +39,20 @@ def _media_types(header: str) -> list[str]:
     return [part.split(";")[0].strip().lower() for part in header.split(",") if part.strip()]
 
 
+def wants_html(request: Request) -> bool:
+    """True when the client asks for HTML first (``_format=html`` or Accept: text/html)."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None:
+        return fmt.split(";")[0].strip().lower() in ("html", "text/html")
+    types = _media_types(request.headers.get("accept", ""))
+    return bool(types) and types[0] == "text/html"
+
+
 def check_accept(request: Request) -> None:
-    """Raise ``NotAcceptable`` unless the client accepts JSON (``_format`` wins over Accept)."""
+    """Raise ``NotAcceptable`` unless the client accepts JSON (``_format`` wins over Accept).
+
+    Operations that can render HTML check ``wants_html`` before this is called.
+    """
     fmt = request.query_params.get("_format")
     if fmt is not None:
         if fmt.split(";")[0].strip().lower() not in _FORMAT_ALIASES:

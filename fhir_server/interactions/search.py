@@ -55,7 +55,7 @@ async def search(
     Raises ``BadRequest``/``NotSupported`` for invalid values (and, under ``strict``, unknown
     parameters or modifiers), ``BadRequest``/``Gone`` for an invalid or expired cursor.
     """
-    parsed = parse_search(resource_type, params, registry, strict=strict)
+    parsed = parse_search(resource_type, params, registry, strict=strict, base_url=base_url)
     query = parsed.query if compartment is None else replace(parsed.query, compartment=compartment)
     result = await store.search(query)
     path = _path(base_url.rstrip("/"), resource_type, compartment)

@@ -7,12 +7,13 @@ and the HTTP routes are built from it, so a listed operation is one that works.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.operations import terminology_ops, validate
 from fhir_server.operations.parameters import OperationInput
 
-__all__ = ["OPERATIONS", "Operation", "find_operation"]
+__all__ = ["OPERATIONS", "Operation", "find_operation", "render_html"]
 
 Operation = Callable[[Services, OperationInput], Awaitable[Outcome]]
 
@@ -34,3 +35,16 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
 def find_operation(level: str, resource_type: str, name: str) -> Operation | None:
     """Return the operation for a call, or None if the server does not have it."""
     return OPERATIONS.get((level, resource_type, name)) or OPERATIONS.get((level, "*", name))
+
+
+def render_html(body: dict[str, Any]) -> str | None:
+    """Return a printable HTML page of an operation's result, or None if it has no HTML form.
+
+    Document Bundles (the health book, the per-visit document) render their Compositions'
+    narratives; other results have no HTML form.
+    """
+    if body.get("resourceType") == "Bundle" and body.get("type") == "document":
+        from fhir_server.operations.html import render_document
+
+        return render_document(body)
+    return None

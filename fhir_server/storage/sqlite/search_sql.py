@@ -70,16 +70,18 @@ def run_search(
     rows = rows[: query.count]
     if not forward:
         rows.reverse()
-    matches = [_stored(row) for row in rows]
+    # Going forward, a next page exists if a row beyond this page was found, and a previous
+    # one if this page was reached by a cursor; going backward, the other way round.
+    has_next = more if forward else True
+    has_prev = (cursor is not None) if forward else more
     included = _included(conn, query, registry, [int(str(row[0])) for row in rows])
     return SearchResult(
-        matches=tuple(matches),
+        matches=tuple(_stored(row) for row in rows),
         included=tuple(included),
         total=_total(conn, query),
-        next_cursor=_boundary(query, rows[-1:], len(keys), (forward and more) or not forward),
-        prev_cursor=_boundary(query, rows[:1], len(keys), (not forward and more) or (
-            forward and cursor is not None), backward=True),
-    )  # fmt: skip
+        next_cursor=_boundary(query, rows[-1:], len(keys), has_next),
+        prev_cursor=_boundary(query, rows[:1], len(keys), has_prev, backward=True),
+    )
 
 
 def _filter(query: SearchQuery) -> Condition:

@@ -125,7 +125,7 @@ def check_param_keys(codes: Iterable[str]) -> None:
     """Raise ``ValueError`` if two distinct codes share a key (checked at start-up)."""
     seen: dict[int, str] = {}
     for code in set(codes):
-        for variant in (code, f"{code}:identifier"):
+        for variant in (code, f"{code}:identifier", f"{code}:of-type"):
             other = seen.setdefault(param_key(variant), variant)
             if other != variant:
                 raise ValueError(f"search parameter codes {other!r} and {variant!r} collide")

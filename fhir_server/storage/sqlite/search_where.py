@@ -158,8 +158,8 @@ def _join(operator: str, parts: list[Condition], empty: str) -> Condition:
 def _table_and_code(clause: Clause) -> tuple[str, str]:
     if clause.modifier is Modifier.TEXT:
         return "search_text", clause.code
-    if clause.modifier is Modifier.IDENTIFIER:
-        return "search_token", f"{clause.code}:identifier"
+    if clause.modifier in (Modifier.IDENTIFIER, Modifier.OF_TYPE):
+        return "search_token", f"{clause.code}:{clause.modifier}"
     return TABLES[clause.type], clause.code
 
 

@@ -1,0 +1,1 @@
+"""The backend-neutral search pipeline: registry, parse, indexing and in-memory matching."""

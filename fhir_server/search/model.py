@@ -1,0 +1,336 @@
+"""The search IR and the normalized search index: plain frozen values you can print.
+
+A ``SearchQuery`` is what ``parse_search`` makes of a query string: clauses that are ANDed, each
+holding values that are ORed. A ``SearchIndex`` is what ``index_resource`` makes of a resource.
+``matching`` evaluates the first against the second in memory; the SQLite adapter compiles the
+first into SQL over tables holding the rows of the second.
+
+Normalized forms (shared by indexing, matching and every adapter):
+
+- strings: ``fold(text)`` for the default and ``:contains`` searches, the text as is for ``:exact``;
+- tokens: ``(system, code)`` with ``""`` for "no system"; ``:text`` searches folded display text;
+- dates: half-open ``[low, high)`` ranges in integer microseconds since 1970-01-01T00:00Z;
+  a value without a time zone is read in the server's zone (+07:00, Vietnam);
+- numbers and quantities: closed ``[low, high]`` float ranges (a point has ``low == high``);
+- references: ``(type, id)`` for relative and resolvable absolute references, plus the absolute
+  URL (``url``) where one was given; a reference's ``identifier`` is a token row under
+  ``<code>:identifier``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeAlias
+
+from fhir_server.errors import Issue
+from fhir_server.storage.port import StoredResource
+
+__all__ = [
+    "AnyClause",
+    "ChainClause",
+    "Clause",
+    "ClauseValue",
+    "CompositeValue",
+    "DateValue",
+    "HasClause",
+    "Include",
+    "Modifier",
+    "NumberValue",
+    "ParamType",
+    "ParsedSearch",
+    "Prefix",
+    "QuantityValue",
+    "ReferenceValue",
+    "SearchIndex",
+    "SearchQuery",
+    "SearchResult",
+    "SortKey",
+    "StringValue",
+    "TokenValue",
+    "TotalMode",
+    "UriValue",
+]
+
+
+class ParamType(StrEnum):
+    """SearchParameter.type (R4 value set search-param-type)."""
+
+    NUMBER = "number"
+    DATE = "date"
+    STRING = "string"
+    TOKEN = "token"
+    REFERENCE = "reference"
+    COMPOSITE = "composite"
+    QUANTITY = "quantity"
+    URI = "uri"
+    SPECIAL = "special"
+
+
+class Modifier(StrEnum):
+    """Search modifiers (R4 3.1.1.5.5); ``TYPE`` stands for ``:[type]`` on references."""
+
+    MISSING = "missing"
+    EXACT = "exact"
+    CONTAINS = "contains"
+    TEXT = "text"
+    NOT = "not"
+    ABOVE = "above"
+    BELOW = "below"
+    IN = "in"
+    NOT_IN = "not-in"
+    OF_TYPE = "of-type"
+    IDENTIFIER = "identifier"
+    TYPE = "type"
+
+
+class Prefix(StrEnum):
+    """Comparison prefixes of number, date and quantity values (R4 3.1.1.4.1)."""
+
+    EQ = "eq"
+    NE = "ne"
+    GT = "gt"
+    LT = "lt"
+    GE = "ge"
+    LE = "le"
+    SA = "sa"
+    EB = "eb"
+    AP = "ap"
+
+
+class TotalMode(StrEnum):
+    """``_total``: none (the default here), estimate or accurate."""
+
+    NONE = "none"
+    ESTIMATE = "estimate"
+    ACCURATE = "accurate"
+
+
+@dataclass(frozen=True)
+class StringValue:
+    """A string search value: ``folded`` for starts-with/contains, ``text`` for ``:exact``."""
+
+    text: str
+    folded: str
+
+
+@dataclass(frozen=True)
+class TokenValue:
+    """``[system|]code``: ``system`` None means any system, ``""`` means no system.
+
+    ``code`` None means any code (``system|``). Under ``:text`` the folded text is ``code``;
+    under ``:of-type`` (``system|code|value``) the type system is ``system`` and ``code`` is
+    ``"code|value"``, matching the rows indexed under ``<param>:of-type``.
+    """
+
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True)
+class DateValue:
+    """A date search value: prefix and the half-open range ``[low, high)`` in microseconds."""
+
+    prefix: Prefix
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class NumberValue:
+    """A number value: prefix, the value, and its significant-figure range ``[low, high)``."""
+
+    prefix: Prefix
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class QuantityValue:
+    """A quantity value: a number plus optional unit ``system`` and ``code`` (None = any)."""
+
+    number: NumberValue
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True)
+class ReferenceValue:
+    """A reference value: ``Type/id``, a bare ``id`` (type None) or an absolute ``url``."""
+
+    type: str | None
+    id: str | None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class UriValue:
+    """A uri value (compared exactly, or by path prefix under ``:below``/``:above``)."""
+
+    uri: str
+
+
+@dataclass(frozen=True)
+class CompositeValue:
+    """A composite value: one value per component, in the component order.
+
+    ``codes`` names the component parameters when the composite is over the whole resource
+    (see ``SearchParameterRegistry.resource_composite``): each part is then matched against
+    that parameter's rows instead of the rows of a composite element.
+    """
+
+    parts: tuple[ClauseValue, ...]
+    codes: tuple[str, ...] | None = None
+
+
+ClauseValue: TypeAlias = (
+    StringValue
+    | TokenValue
+    | DateValue
+    | NumberValue
+    | QuantityValue
+    | ReferenceValue
+    | UriValue
+    | CompositeValue
+    | bool
+)
+"""One value of a clause; ``bool`` is the value of ``:missing``."""
+
+
+@dataclass(frozen=True)
+class Clause:
+    """``code[:modifier]=v1,v2``: true when any value matches (values are ORed).
+
+    ``target_type`` is the type of ``:[type]`` on a reference parameter.
+    """
+
+    code: str
+    type: ParamType
+    values: tuple[ClauseValue, ...]
+    modifier: Modifier | None = None
+    target_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainClause:
+    """``code[:Type].inner``: a reference (``code``) to a resource of ``target_types``
+    for which ``inner`` holds."""
+
+    code: str
+    target_types: tuple[str, ...]
+    inner: AnyClause
+
+
+@dataclass(frozen=True)
+class HasClause:
+    """``_has:Type:reference:inner``: some ``resource_type`` resource whose ``reference``
+    parameter points to the resource, and for which ``inner`` holds."""
+
+    resource_type: str
+    reference: str
+    inner: AnyClause
+
+
+AnyClause: TypeAlias = Clause | ChainClause | HasClause
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One ``_sort`` key: a parameter code (or ``_id``/``_lastUpdated``) and its direction."""
+
+    code: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Include:
+    """``_include``/``_revinclude=Source:code[:Target]``; ``code`` ``*`` means every reference."""
+
+    source_type: str
+    code: str
+    target_type: str | None = None
+    iterate: bool = False
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A parsed search: the clauses (ANDed) plus the result-shaping parameters.
+
+    ``resource_type`` None is a system search over ``types`` (all types when empty);
+    ``compartment`` is ``("Patient", id)`` for a compartment search; ``cursor`` is the opaque
+    paging cursor of a next/previous link.
+    """
+
+    resource_type: str | None
+    clauses: tuple[AnyClause, ...] = ()
+    sort: tuple[SortKey, ...] = ()
+    count: int = 20
+    includes: tuple[Include, ...] = ()
+    revincludes: tuple[Include, ...] = ()
+    total: TotalMode = TotalMode.NONE
+    summary: str | None = None
+    elements: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    compartment: tuple[str, str] | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedSearch:
+    """The query and the issues of parameters ignored under lenient handling."""
+
+    query: SearchQuery
+    issues: tuple[Issue, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchIndex:
+    """The normalized search index of one resource; each row starts with the parameter code.
+
+    ``strings`` (code, folded, text); ``tokens`` (code, system, code) with ``""`` for no
+    system; ``texts`` (code, folded display text) for ``:text``; ``dates`` (code, low, high);
+    ``numbers`` (code, low, high); ``quantities`` (code, system, unit code, low, high);
+    ``references`` (code, type, id, url); ``uris`` (code, uri); ``composites`` (code, one
+    element's components as an index whose codes are the component positions "0", "1"...);
+    ``compartments`` the ids of the patients whose compartment holds it.
+    """
+
+    resource_type: str
+    id: str
+    last_updated: str | None = None
+    strings: tuple[tuple[str, str, str], ...] = ()
+    tokens: tuple[tuple[str, str, str], ...] = ()
+    texts: tuple[tuple[str, str], ...] = ()
+    dates: tuple[tuple[str, int, int], ...] = ()
+    numbers: tuple[tuple[str, float, float], ...] = ()
+    quantities: tuple[tuple[str, str, str, float, float], ...] = ()
+    references: tuple[tuple[str, str, str, str], ...] = ()
+    uris: tuple[tuple[str, str], ...] = ()
+    composites: tuple[tuple[str, SearchIndex], ...] = ()
+    compartments: tuple[str, ...] = ()
+
+    def codes(self) -> frozenset[str]:
+        """Return the codes of every parameter that has at least one row (for ``:missing``)."""
+        tables: Sequence[Sequence[tuple[object, ...]]] = (
+            self.strings, self.tokens, self.dates, self.numbers, self.quantities,
+            self.references, self.uris, self.composites,
+        )  # fmt: skip
+        return frozenset(str(row[0]) for table in tables for row in table)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A page of matches, the included resources, and the paging state.
+
+    ``next_cursor``/``prev_cursor`` are opaque signed strings for the ``_cursor`` parameter;
+    ``total`` is set only when ``_total`` asked for it; ``issues`` are lenient-mode warnings.
+    """
+
+    matches: tuple[StoredResource, ...]
+    included: tuple[StoredResource, ...] = ()
+    total: int | None = None
+    next_cursor: str | None = None
+    prev_cursor: str | None = None
+    issues: tuple[Issue, ...] = field(default=())
