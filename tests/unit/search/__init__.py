@@ -1,0 +1,1 @@
+"""Tests of the search pipeline (registry, parse, indexing, matching, SQLite)."""

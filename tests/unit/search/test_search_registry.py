@@ -1,0 +1,73 @@
+"""The search-parameter registry built from the R4 table and a profiles directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fhir_server.search.model import ParamType
+from fhir_server.search.registry import SearchParameterRegistry, split_union
+from tests.unit.search.search_builders import registry
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "code", "kind"),
+    [
+        ("Patient", "identifier", ParamType.TOKEN),
+        ("Patient", "name", ParamType.STRING),
+        ("Patient", "birthdate", ParamType.DATE),
+        ("Observation", "patient", ParamType.REFERENCE),
+        ("Observation", "value-quantity", ParamType.QUANTITY),
+        ("Observation", "code-value-quantity", ParamType.COMPOSITE),
+        ("RiskAssessment", "probability", ParamType.NUMBER),
+        ("ValueSet", "url", ParamType.URI),
+        ("Encounter", "_lastUpdated", ParamType.DATE),
+        ("Encounter", "_tag", ParamType.TOKEN),
+    ],
+)
+def test_registry_knows_every_r4_parameter_with_its_type(
+    resource_type: str, code: str, kind: ParamType
+) -> None:
+    found = registry().get(resource_type, code)
+    assert found is not None and found.type is kind
+
+
+def test_registry_holds_the_whole_r4_set() -> None:
+    assert len(list(registry())) == 1378
+    assert "Patient" in registry().resource_types()
+
+
+def test_unknown_parameter_is_none() -> None:
+    assert registry().get("Patient", "no-such-param") is None
+
+
+def test_shared_parameter_expression_keeps_only_the_branch_of_the_type() -> None:
+    assert registry().expression_for("Observation", "code") == "Observation.code"
+    assert registry().expression_for("Patient", "address") == "Patient.address"
+
+
+def test_union_split_ignores_bars_inside_parentheses_and_quotes() -> None:
+    assert split_union("A.b | (A.c as X) | A.d.where(x='a|b')") == [
+        "A.b",
+        "(A.c as X)",
+        "A.d.where(x='a|b')",
+    ]
+
+
+def test_profiles_directory_adds_vietnamese_search_parameters(tmp_path: Path) -> None:
+    url = "http://example.vn/SearchParameter/patient-ethnic"
+    parameter = {
+        "resourceType": "SearchParameter",
+        "url": url,
+        "code": "ethnic",
+        "base": ["Patient"],
+        "type": "token",
+        "expression": "Patient.extension.where(url='http://example.vn/ethnic').value",
+    }
+    (tmp_path / "ethnic.json").write_text(json.dumps(parameter))
+    loaded = SearchParameterRegistry.load(tmp_path)
+    found = loaded.get("Patient", "ethnic")
+    assert found is not None and found.type is ParamType.TOKEN
+    assert loaded.by_url(url) is found

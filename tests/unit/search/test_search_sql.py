@@ -1,0 +1,215 @@
+"""The SQLite search compiler and executor, on an in-memory database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fhir_server.errors import BadRequest, Gone
+from fhir_server.search import cursor as cursor_module
+from fhir_server.storage.sqlite.search_sql import find_ids, run_search
+from fhir_server.storage.sqlite.search_tables import check_param_keys
+from tests.unit.search.search_builders import Database, observation, patient, query, registry
+from tests.unit.search.test_search_matching import CASES
+
+
+@pytest.mark.parametrize(("case", "resource", "text", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_sql_applies_r4_search_semantics(
+    case: str, resource: dict[str, Any], text: str, expected: bool
+) -> None:
+    db = Database()
+    db.add(resource)
+    db.add(patient("other", name=[{"family": "Trần"}], birthDate="1970", gender="female"))
+    found = resource["id"] in db.ids(resource["resourceType"], text)
+    assert found is expected
+
+
+def test_registered_codes_have_distinct_param_keys() -> None:
+    codes = [definition.code for definition in registry()]
+    check_param_keys([*codes, *(str(position) for position in range(8))])
+
+
+def test_deleted_resource_never_matches_and_its_rows_are_gone() -> None:
+    db = Database()
+    db.add(patient("p1"))
+    db.delete("Patient", "p1")
+    assert db.ids("Patient", "name=nguyen") == []
+    assert db.conn.execute("SELECT COUNT(*) FROM search_string").fetchone()[0] == 0
+
+
+def test_update_replaces_the_index_rows() -> None:
+    db = Database()
+    db.add(patient("p1"))
+    db.add(patient("p1", name=[{"family": "Lê"}]))
+    assert db.ids("Patient", "family=nguyen") == []
+    assert db.ids("Patient", "family=le") == ["p1"]
+
+
+def test_find_ids_returns_every_match_without_paging() -> None:
+    db = Database()
+    for number in range(30):
+        db.add(patient(f"p{number}"))
+    assert len(find_ids(db.conn, query("Patient", "name=nguyen"))) == 30
+
+
+def test_sort_by_date_descending_then_id() -> None:
+    db = Database()
+    for ident, when in [("a", "2024-01-01"), ("b", "2024-03-01"), ("c", "2024-02-01")]:
+        db.add(observation(ident, effectiveDateTime=when))
+    db.add(observation("d", effectiveDateTime=None))
+    assert db.ids("Observation", "patient=p1&_sort=-date") == ["b", "c", "a", "d"]
+    assert db.ids("Observation", "patient=p1&_sort=date") == ["d", "a", "c", "b"]
+    assert db.ids("Observation", "_sort=-_id") == ["d", "c", "b", "a"]
+
+
+@pytest.mark.parametrize("sort", ["", "&_sort=-date", "&_sort=status,-_lastUpdated"])
+def test_keyset_pages_cover_every_match_once_forward_and_back(sort: str) -> None:
+    db = Database()
+    for number in range(23):
+        db.add(observation(f"o{number:02d}", effectiveDateTime=f"2024-01-{number % 9 + 1:02d}"))
+    text = f"patient=p1&_count=5{sort}"
+    pages = [db.search("Observation", text)]
+    while pages[-1].next_cursor:
+        pages.append(db.search("Observation", f"{text}&_cursor={pages[-1].next_cursor}"))
+    seen = [stored.id for page in pages for stored in page.matches]
+    assert len(pages) == 5 and sorted(seen) == sorted(set(seen)) and len(seen) == 23
+    assert pages[0].prev_cursor is None
+    back = db.search("Observation", f"{text}&_cursor={pages[2].prev_cursor}")
+    assert [s.id for s in back.matches] == [s.id for s in pages[1].matches]
+    first = db.search("Observation", f"{text}&_cursor={back.prev_cursor}")
+    assert [s.id for s in first.matches] == [s.id for s in pages[0].matches]
+    assert first.prev_cursor is None
+    again = db.search("Observation", f"{text}&_cursor={back.next_cursor}")
+    assert [s.id for s in again.matches] == [s.id for s in pages[2].matches]
+
+
+def test_paging_survives_concurrent_writes() -> None:
+    db = Database()
+    for number in range(10):
+        db.add(patient(f"p{number}"))
+    first = db.search("Patient", "_count=5")
+    db.add(patient("new"))  # a write between pages neither shifts nor repeats rows
+    second = db.search("Patient", f"_count=5&_cursor={first.next_cursor}")
+    assert [s.id for s in second.matches] == [f"p{n}" for n in range(5, 10)]
+
+
+def test_tampered_cursor_is_a_bad_request() -> None:
+    db = Database()
+    db.add(patient())
+    cursor = db.search("Patient", "_count=0&_total=accurate").next_cursor or "eyJ4IjoxfQ.AAAA"
+    with pytest.raises(BadRequest) as raised:
+        db.search("Patient", f"_cursor={cursor[:-2]}xx")
+    assert raised.value.message_id == "MSG_CURSOR_INVALID"
+
+
+def test_cursor_of_another_query_is_a_bad_request() -> None:
+    db = Database()
+    for number in range(3):
+        db.add(patient(f"p{number}"))
+    page = db.search("Patient", "_count=1&gender=male")
+    with pytest.raises(BadRequest):
+        db.search("Patient", f"_count=1&gender=female&_cursor={page.next_cursor}")
+
+
+def test_expired_cursor_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Database()
+    for number in range(3):
+        db.add(patient(f"p{number}"))
+    page = db.search("Patient", "_count=1")
+    monkeypatch.setattr(cursor_module, "CURSOR_LIFETIME_S", -1)
+    with pytest.raises(Gone) as raised:
+        db.search("Patient", f"_count=1&_cursor={page.next_cursor}")
+    assert raised.value.message_id == "MSG_CURSOR_EXPIRED"
+
+
+def test_total_only_when_asked() -> None:
+    db = Database()
+    for number in range(7):
+        db.add(patient(f"p{number}"))
+    assert db.search("Patient", "_count=2").total is None
+    assert db.search("Patient", "_count=2&_total=accurate").total == 7
+    assert db.search("Patient", "_summary=count").matches == ()
+
+
+def test_include_and_revinclude_fetch_referenced_and_referring_resources() -> None:
+    db = Database()
+    db.add({"resourceType": "Organization", "id": "bv", "name": "Bệnh viện Bạch Mai"})
+    db.add(patient("p1", managingOrganization={"reference": "Organization/bv"}))
+    db.add(observation("o1"))
+    db.add(observation("o2"))
+    result = db.search(
+        "Patient", "_id=p1&_include=Patient:organization&_revinclude=Observation:subject"
+    )
+    assert [s.id for s in result.matches] == ["p1"]
+    assert sorted(s.id for s in result.included) == ["bv", "o1", "o2"]
+
+
+def test_include_iterate_follows_included_resources() -> None:
+    db = Database()
+    db.add({"resourceType": "Organization", "id": "bv"})
+    db.add(patient("p1", managingOrganization={"reference": "Organization/bv"}))
+    db.add(observation("o1"))
+    plain = db.search("Observation", "_include=Observation:subject&_include=Patient:organization")
+    assert sorted(s.id for s in plain.included) == ["p1"]
+    text = "_include=Observation:subject&_include:iterate=Patient:organization"
+    assert sorted(s.id for s in db.search("Observation", text).included) == ["bv", "p1"]
+
+
+def test_include_wildcard() -> None:
+    db = Database()
+    db.add(patient("p1"))
+    db.add(observation("o1", encounter={"reference": "Encounter/e1"}))
+    db.add({"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}})
+    result = db.search("Observation", "_include=Observation:*")
+    assert sorted(s.id for s in result.included) == ["e1", "p1"]
+
+
+def test_chained_and_reverse_chained_parameters() -> None:
+    db = Database()
+    db.add({"resourceType": "Organization", "id": "bv", "name": "Bạch Mai"})
+    db.add(patient("p1", managingOrganization={"reference": "Organization/bv"}))
+    db.add(patient("p2", name=[{"family": "Trần"}]))
+    db.add(observation("o1"))
+    assert db.ids("Observation", "subject:Patient.name=nguyen") == ["o1"]
+    assert db.ids("Observation", "patient.organization.name=bach") == ["o1"]
+    assert db.ids("Observation", "patient.name=tran") == []
+    assert db.ids("Patient", "_has:Observation:patient:code=8867-4") == ["p1"]
+    nested = "_has:Patient:organization:_has:Observation:patient:status=final"
+    assert db.ids("Organization", nested) == ["bv"]
+
+
+def test_compartment_search_sees_only_that_patients_resources() -> None:
+    db = Database()
+    db.add(observation("o1"))
+    db.add(observation("o2", subject={"reference": "Patient/p2"}))
+    base = query("Observation", "")
+    from dataclasses import replace
+
+    result = run_search(db.conn, replace(base, compartment=("Patient", "p2")), registry())
+    assert [s.id for s in result.matches] == ["o2"]
+
+
+def test_system_search_over_several_types() -> None:
+    db = Database()
+    db.add(patient("p1"))
+    db.add(observation("o1"))
+    db.add({"resourceType": "Organization", "id": "x"})
+    assert sorted(db.ids(None, "_type=Patient,Observation")) == ["o1", "p1"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name=x'); DROP TABLE resources; --",
+        "identifier=a' OR '1'='1|b",
+        "_id=' OR 1=1 --",
+        "_sort=-date",
+    ],
+)
+def test_values_are_bound_never_spliced_into_sql(text: str) -> None:
+    db = Database()
+    db.add(patient("p1"))
+    db.search("Patient", text.replace("-date", "-birthdate"))
+    assert db.ids("Patient", "name=nguyen") == ["p1"]
+    assert db.search("Patient", "name=x' OR 1=1 --").matches == ()
