@@ -23,7 +23,7 @@ import orjson
 from fhir_server.errors import FhirError
 from fhir_server.interactions import bundle, create, update
 from fhir_server.interactions.context import Services
-from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.search.setup import prepare_search
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 
@@ -137,7 +137,7 @@ async def load_paths(settings: Settings, paths: list[Path], concurrency: int = 1
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open the configured store and yield the interactions' ``Services``."""
-    registry = SearchParameterRegistry.load(settings.profiles_dir)
+    registry = prepare_search(settings)
     store = open_store(settings, registry)
     await store.open()
     try:

@@ -17,7 +17,7 @@ from fhir_server.api.middleware import RequestLogMiddleware
 from fhir_server.api.routes import ROUTES
 from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.interactions.context import Services
-from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.search.setup import prepare_search
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = SearchParameterRegistry.load(settings.profiles_dir)
+        registry = prepare_search(settings)
         store = open_store(settings, registry)
         await store.open()
         services = Services(store=store, settings=settings, registry=registry)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.operations import terminology_ops, validate
+from fhir_server.operations import everything, terminology_ops, validate
 from fhir_server.operations.parameters import OperationInput
 
 __all__ = ["OPERATIONS", "Operation", "find_operation", "render_html"]
@@ -29,6 +29,7 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("instance", "ValueSet", "validate-code"): terminology_ops.validate_code,
     ("type", "CodeSystem", "lookup"): terminology_ops.lookup,
     ("instance", "CodeSystem", "lookup"): terminology_ops.lookup,
+    ("instance", "Patient", "everything"): everything.everything,
 }
 
 
@@ -46,5 +47,6 @@ def render_html(body: dict[str, Any]) -> str | None:
     if body.get("resourceType") == "Bundle" and body.get("type") == "document":
         from fhir_server.operations.html import render_document
 
-        return render_document(body)
+        page: str = render_document(body)
+        return page
     return None

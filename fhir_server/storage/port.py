@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+
+if TYPE_CHECKING:
+    from fhir_server.search.model import SearchQuery, SearchResult
 
 __all__ = [
     "HistoryPage",
@@ -154,6 +157,10 @@ class ResourceStore(Protocol):
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         """Return a page of versions, newest first."""
+        ...
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Run a search: a page of matches (and included resources) for the query."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:

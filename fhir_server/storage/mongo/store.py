@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fhir_server.errors import Gone, NotFound, NotSupported, VersionConflict
+from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo.indexes import INDEXES
 from fhir_server.storage.mongo.writes import (
@@ -47,6 +48,12 @@ class TransactionsUnavailable(NotSupported):
 
     status = 501
     default_message_id = "MSG_TRANSACTIONS_UNAVAILABLE"
+
+
+class SearchNotImplemented(NotSupported):
+    """501: a feature this adapter does not have yet."""
+
+    status = 501
 
 
 class MongoStore:
@@ -128,6 +135,13 @@ class MongoStore:
         if doc["content"] is None:
             raise Gone(f"{resource_type}/{id} version {version} is a deletion")
         return docs.stored_from_version(doc)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Searches are not compiled for MongoDB yet (issue 8): answer 501, never a guess."""
+        raise SearchNotImplemented(
+            "Search is not available on the MongoDB store yet; use the embedded store",
+            message_id="MSG_SEARCH_NOT_IMPLEMENTED",
+        )
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         """Return a page of versions newest first; the cursor is the last ``seq`` returned."""

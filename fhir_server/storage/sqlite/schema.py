@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS versions (
     content BLOB,
     UNIQUE (rid, version)
 );
+CREATE INDEX IF NOT EXISTS resources_type_rid ON resources (type, rid);
 CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (type, seq);
 CREATE INDEX IF NOT EXISTS versions_last_updated ON versions (last_updated);
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -20,9 +20,12 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from fhir_server.errors import FhirError, Gone, NotFound
+from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
 from fhir_server.storage.sqlite import history, writes
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
+from fhir_server.storage.sqlite.search_sql import find_ids, run_search
+from fhir_server.storage.sqlite.search_tables import check_param_keys
 
 __all__ = ["SqliteStore", "StorageBusy"]
 
@@ -41,7 +44,9 @@ class IndexTables(Protocol):
 
     SCHEMA_SQL: str
 
-    def replace_index(self, conn: sqlite3.Connection, rid: int, index: Any) -> None: ...
+    def replace_index(
+        self, conn: sqlite3.Connection, rid: int, index: Any, fresh: bool = False
+    ) -> None: ...
 
     def delete_index(self, conn: sqlite3.Connection, rid: int) -> None: ...
 
@@ -109,6 +114,9 @@ class SqliteStore:
         """Create the file and schema if needed and open the reader and writer connections."""
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.registry is not None:
+            # Parameter codes are stored as hashes: a custom SearchParameter must not collide.
+            check_param_keys(definition.code for definition in self.registry)
         self._writer = self._connect()
         # Start-up may block: other workers may be creating the same schema right now.
         self._writer.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
@@ -175,10 +183,8 @@ class SqliteStore:
         """Return a page of versions, newest first (see ``history.fetch_page``)."""
         return history.fetch_page(self.reader, query)
 
-    async def search(self, query: Any) -> Any:
+    async def search(self, query: SearchQuery) -> SearchResult:
         """Run a compiled search on the reader connection."""
-        from fhir_server.storage.sqlite.search_sql import run_search
-
         return run_search(self.reader, query, self.registry)
 
     async def scan(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
@@ -291,7 +297,6 @@ class SqliteStore:
                     params: Sequence[tuple[str, str]]) -> list[str]:
         """Return ids of current resources matching ``params``, on ``conn``."""
         from fhir_server.search.parse import parse_search
-        from fhir_server.storage.sqlite.search_sql import find_ids
 
         parsed = parse_search(resource_type, list(params), self.registry, strict=True)
         return find_ids(conn, parsed.query)

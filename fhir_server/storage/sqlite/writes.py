@@ -167,6 +167,7 @@ class SqliteTransaction:
         resource_type, id = resource["resourceType"], resource["id"]
         last_updated = now_instant()
         content = _stamp(resource, version, last_updated)
+        fresh = rid is None
         if rid is None:
             cursor = self.conn.execute(
                 "INSERT INTO resources (type, id, version, last_updated, deleted) "
@@ -185,7 +186,7 @@ class SqliteTransaction:
             (rid, resource_type, id, version, last_updated, method, content),
         )
         if index is not None:
-            self.store.index_tables.replace_index(self.conn, rid, index)
+            self.store.index_tables.replace_index(self.conn, rid, index, fresh)
         return StoredResource(resource_type, id, version, last_updated, content, method)
 
 
