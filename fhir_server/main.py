@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 
+from fhir_server.api.access import secured
 from fhir_server.api.errors import http_exception_handler
 from fhir_server.api.handlers import ENDPOINTS
 from fhir_server.api.middleware import RequestLogMiddleware
@@ -18,6 +19,7 @@ from fhir_server.api.routes import ROUTES
 from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.interactions.context import Services
 from fhir_server.search.setup import prepare_search
+from fhir_server.security.setup import audit_trail_for, token_verifier
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 
@@ -35,12 +37,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = prepare_search(settings)
         store = open_store(settings, registry)
         await store.open()
-        services = Services(store=store, settings=settings, registry=registry)
+        services = Services(store=store, settings=settings, registry=registry,
+                            verifier=token_verifier(settings))
+        services.audit_trail = audit_trail_for(services)
         app.state.services = services
         await seed_conformance(services)
         try:
             yield
         finally:
+            if services.audit_trail is not None:
+                await services.audit_trail.close()
             await store.close()
 
     app = FastAPI(title="fhir-server", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -50,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         methods[path].append((method, name))
     for path, pairs in methods.items():
         for method, name in pairs:
-            app.add_route(path, ENDPOINTS[name], methods=[method], name=f"{name}")
+            app.add_route(path, secured(name, ENDPOINTS[name]), methods=[method], name=name)
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_s: float = 10.0
     profiles_dir: Path = PROJECT_DIR / "profiles"
     terminology_dir: Path = PROJECT_DIR / "terminology"
+    auth: Literal["on", "off"] = "on"
+    trusted_issuers_file: Path | None = Field(
+        default=None, description="JSON list of trusted token issuers (see docs/security.md)"
+    )
+    audit: bool = True
     validation: Literal["enforce", "warn", "off"] = "enforce"
     validation_overrides: dict[str, Literal["enforce", "warn", "off"]] = Field(
         default_factory=dict,

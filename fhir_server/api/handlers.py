@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import errors
+from fhir_server.api import errors, smart
 from fhir_server.api.headers import (
     parse_http_date,
     parse_prefer,
@@ -42,6 +43,7 @@ from fhir_server.operations import find_operation, render_html
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.outcomes import operation_outcome
 from fhir_server.resources import ID_PATTERN, parse_json, require_resource_type
+from fhir_server.security import guard
 
 __all__ = ["ENDPOINTS"]
 
@@ -137,6 +139,7 @@ async def read_resource(request: Request) -> Response:
     outcome = await read.read(services_of(request), _type(request), _id(request))
     stored = outcome.stored
     assert stored is not None
+    guard.check_visible(stored.resource())
     headers = version_headers(stored, services_of(request).base_url)
     del headers["Location"]
     if _not_modified(request, stored.version, stored.last_updated):
@@ -151,6 +154,7 @@ async def vread_resource(request: Request) -> Response:
     outcome = await read.vread(services, _type(request), _id(request), request.path_params["vid"])
     stored = outcome.stored
     assert stored is not None
+    guard.check_visible(stored.resource())
     headers = version_headers(stored, services.base_url)
     del headers["Location"]
     return fhir_response(request, 200, stored.content, headers)
@@ -223,7 +227,7 @@ async def conditional_delete_resource(request: Request) -> Response:
 async def _history(request: Request, target: history.HistoryRequest) -> Response:
     params = dict(request.query_params)
     outcome = await history.history(services_of(request), target, params)
-    return fhir_response(request, 200, outcome.body)
+    return fhir_response(request, 200, guard.filter_bundle(outcome.body or {}))
 
 
 @fhir_endpoint
@@ -267,6 +271,8 @@ async def operation_endpoint(request: Request) -> Response:
     call = OperationInput.from_request(resource_type, id, request.query_params.multi_items(),
                                        body)
     outcome = await operation(services_of(request), call)
+    if outcome.body is not None and outcome.body.get("resourceType") == "Bundle":
+        outcome = replace(outcome, body=guard.filter_bundle(outcome.body))
     if wants_html(request):
         html = render_html(outcome.body or {})
         if html is None:
@@ -300,9 +306,13 @@ async def search_endpoint(request: Request) -> Response:
         params += await _form_params(request)
     services = services_of(request)
     strict = parse_prefer(request.headers.get("prefer")).strict
+    extra, policy_compartment = guard.narrowing()
+    if resource_type is None and policy_compartment is not None:
+        compartment = compartment or policy_compartment
     bundle = await search.search(services.store, services.registry, services.base_url,
-                                 resource_type, params, strict=strict, compartment=compartment)
-    return fhir_response(request, 200, bundle)
+                                 resource_type, params + extra, strict=strict,
+                                 compartment=compartment)
+    return fhir_response(request, 200, guard.filter_bundle(bundle))
 
 
 async def healthz(request: Request) -> Response:
@@ -335,6 +345,9 @@ ENDPOINTS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "bundle": bundle_endpoint,
     "search": search_endpoint,
     "operation": operation_endpoint,
+    "smart-configuration": smart.smart_config,
+    "jwks": smart.jwks,
+    "token": smart.token,
     "healthz": healthz,
     "readyz": readyz,
 }

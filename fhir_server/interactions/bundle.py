@@ -19,6 +19,9 @@ from fhir_server.interactions.bundle_entries import ORDER, PlannedEntry, at_entr
 from fhir_server.interactions.context import Outcome, Services, new_id
 from fhir_server.interactions.prepare import prepare_resource
 from fhir_server.outcomes import operation_outcome
+from fhir_server.security import guard
+from fhir_server.security.audit import refuse_protected
+from fhir_server.security.policy import AccessRequest
 from fhir_server.storage.port import StoreTransaction
 
 __all__ = ["process_bundle"]
@@ -35,14 +38,30 @@ def _plan(services: Services, bundle: dict[str, Any]) -> list[PlannedEntry]:
     return [parse_entry(i, e, services.base_url) for i, e in enumerate(entries)]
 
 
+_ENTRY_INTERACTIONS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _authorize(entry: PlannedEntry) -> None:
+    """Ask the policy about the entry, as if it were a request of its own."""
+    if entry.method in ("GET", "HEAD"):
+        interaction = ("vread" if entry.version else "read") if entry.id else "search-type"
+    else:
+        interaction = _ENTRY_INTERACTIONS[entry.method]
+    refuse_protected(entry.resource_type, interaction)
+    target_id = None if entry.method == "POST" else entry.id
+    guard.authorize(AccessRequest(interaction, entry.resource_type, target_id))
+
+
 def _prepare(services: Services, entry: PlannedEntry) -> None:
-    """Validate the entry's resource and give POST entries their new id (outside the lock)."""
+    """Authorize and validate the entry; give POST entries their new id (outside the lock)."""
     try:
+        _authorize(entry)
         if entry.method == "PATCH":
             bundle_exec.patch_operations(entry)
         elif entry.resource is not None and entry.method in ("POST", "PUT"):
-            entry.extra["issues"] = prepare_resource(services, entry.resource,
-                                                     entry.resource_type)
+            entry.extra["issues"] = prepare_resource(
+                services, entry.resource, entry.resource_type, _ENTRY_INTERACTIONS[entry.method]
+            )
             if entry.method == "POST":
                 entry.resource["id"] = new_id()
             elif entry.id is not None:
@@ -79,9 +98,18 @@ async def transaction(services: Services, bundle: dict[str, Any]) -> Outcome:
     entries = _plan(services, bundle)
     for entry in entries:
         _prepare(services, entry)
+    _collect_audit()
     async with services.store.transaction() as tx:
         responses = await _run_transaction(services, tx, entries)
+        await services.record_bundle(tx, "transaction")
     return Outcome(200, body=_response_bundle("transaction-response", responses))
+
+
+def _collect_audit() -> None:
+    """Make the Bundle's writes share one AuditEvent, stored with them."""
+    security = guard.current.get()
+    if security is not None:
+        security.bundle = True
 
 
 async def _batch_entry(services: Services, index: int, raw: object) -> dict[str, Any]:
@@ -92,8 +120,11 @@ async def _batch_entry(services: Services, index: int, raw: object) -> dict[str,
         if any(r.get("reference", "").startswith("urn:") for r in _refs(entry)):
             raise BadRequest("Entries of a batch cannot refer to each other",
                              message_id="MSG_BATCH_INTERDEPENDENT")
+        _collect_audit()
         async with services.store.transaction() as tx:
-            return (await _run_transaction(services, tx, [entry]))[0]
+            response = (await _run_transaction(services, tx, [entry]))[0]
+            await services.record_bundle(tx, "batch")
+            return response
     except FhirError as exc:
         located = at_entry(exc, index, entry.resource_type if entry else None)
         return {"response": {"status": _status_text(located.status),

@@ -22,6 +22,7 @@ from fhir_server.interactions.preconditions import parse_version_tag
 from fhir_server.interactions.prepare import match_single, prepare_resource
 from fhir_server.interactions.update import check_body_id, resolve_conditional_id, update_in
 from fhir_server.outcomes import operation_outcome
+from fhir_server.security import guard
 from fhir_server.storage.port import StoredResource, StoreTransaction
 
 __all__ = [
@@ -191,7 +192,7 @@ async def execute(services: Services, tx: StoreTransaction, entry: PlannedEntry)
     if entry.method == "GET" or entry.method == "HEAD":
         return await _get(services, tx, entry)
     if entry.method == "DELETE":
-        return await _delete(tx, entry)
+        return await _delete(services, tx, entry)
     if entry.method == "POST":
         assert entry.resource is not None
         if "existing" in entry.extra:
@@ -205,7 +206,9 @@ async def execute(services: Services, tx: StoreTransaction, entry: PlannedEntry)
     return _response(await update_in(tx, services, entry.resource, if_match), entry=entry)
 
 
-async def _delete(tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
+async def _delete(
+    services: Services, tx: StoreTransaction, entry: PlannedEntry
+) -> dict[str, Any]:
     if entry.id is None:
         return {"response": {"status": "204 No Content"}}
     current = await tx.read(entry.resource_type, entry.id)
@@ -213,7 +216,9 @@ async def _delete(tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
         raise NotFound(f"{entry.resource_type}/{entry.id} is not known",
                        message_id="MSG_NO_EXIST")
     _check_if_match(entry, current)
-    await tx.delete(entry.resource_type, entry.id)
+    marker = await tx.delete(entry.resource_type, entry.id)
+    if marker is not None:
+        await services.record_write(tx, marker, "delete")
     return {"response": {"status": "204 No Content"}}
 
 
@@ -225,7 +230,7 @@ async def _patch(services: Services, tx: StoreTransaction, entry: PlannedEntry) 
     if_match = _check_if_match(entry, current)
     patched = apply_patch(current.resource(), entry.extra["operations"], entry.resource_type,
                           entry.id or "")
-    entry.extra["issues"] = prepare_resource(services, patched, entry.resource_type)
+    entry.extra["issues"] = prepare_resource(services, patched, entry.resource_type, "patch")
     return _response(await update_in(tx, services, patched, if_match or current.version),
                      entry=entry)
 
@@ -245,6 +250,8 @@ async def _get(services: Services, tx: StoreTransaction, entry: PlannedEntry) ->
             raise Gone(f"{entry.resource_type}/{entry.id} was deleted")
         outcome = Outcome(200, current)
     stored = outcome.stored
+    if stored is not None:
+        guard.check_visible(stored.resource())
     tag = parse_version_tag(entry.if_none_match, "ifNoneMatch") if entry.if_none_match else None
     if stored is not None and tag == stored.version:
         return {"response": {"status": "304 Not Modified", "etag": f'W/"{stored.version}"'}}

@@ -13,7 +13,7 @@ from typing import Any
 
 from fhir_server.errors import Issue
 from fhir_server.settings import Settings
-from fhir_server.storage.port import ResourceStore, StoredResource
+from fhir_server.storage.port import ResourceStore, StoredResource, StoreTransaction
 
 __all__ = ["Outcome", "Services", "new_id"]
 
@@ -25,11 +25,17 @@ def new_id() -> str:
 
 @dataclass
 class Services:
-    """The collaborators of the interactions, built once per application."""
+    """The collaborators of the interactions, built once per application.
+
+    ``verifier`` checks bearer tokens (None when access control is off); ``audit_trail``
+    batches the AuditEvents of reads (None disables auditing, e.g. in the loader).
+    """
 
     store: ResourceStore
     settings: Settings
     registry: Any = None
+    verifier: Any = None
+    audit_trail: Any = None
 
     @property
     def base_url(self) -> str:
@@ -43,6 +49,46 @@ class Services:
         from fhir_server.search.indexing import index_resource
 
         return index_resource(resource, self.registry)
+
+
+    async def record_write(
+        self, tx: StoreTransaction, stored: StoredResource, interaction: str
+    ) -> None:
+        """Note a write for the request's AuditEvent; single writes store it right away.
+
+        Inside a Bundle (``security.bundle`` set) the writes are collected and the Bundle
+        stores one AuditEvent for all of them (``record_bundle``), in the same transaction.
+        """
+        from fhir_server.security import guard
+
+        security = guard.current.get()
+        if self.audit_trail is None or security is None:
+            return
+        reference = f"{stored.resource_type}/{stored.id}/_history/{stored.version}"
+        security.touched.append(reference)
+        if not stored.deleted:
+            from fhir_server.security.policy import compartment_patients
+
+            security.patients |= compartment_patients(stored.resource())
+        if not security.bundle:
+            await self._store_audit(tx, interaction, security)
+
+    async def record_bundle(self, tx: StoreTransaction, kind: str) -> None:
+        """Store the one AuditEvent of a transaction or batch entry's writes."""
+        from fhir_server.security import guard
+
+        security = guard.current.get()
+        if self.audit_trail is not None and security is not None and security.touched:
+            await self._store_audit(tx, kind, security)
+
+    async def _store_audit(self, tx: StoreTransaction, interaction: str, security: Any) -> None:
+        from fhir_server.security.audit import audit_event
+
+        event = audit_event(interaction, status=200, context=security.context,
+                            touched=security.touched, patients=security.patients,
+                            network_address=security.address)
+        await tx.create(event, self.index(event))
+        security.touched, security.patients = [], set()
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ async def create_in(
             return Outcome(200, await tx.read(resource_type, existing))
     if index is None:
         index = services.index(resource)
-    return Outcome(201, await tx.create(resource, index))
+    stored = await tx.create(resource, index)
+    await services.record_write(tx, stored, "create")
+    return Outcome(201, stored)
 
 
 async def create(

@@ -21,6 +21,7 @@ async def delete(services: Services, resource_type: str, id: str) -> Outcome:
         if current is None:
             raise NotFound(f"{resource_type}/{id} is not known", message_id="MSG_NO_EXIST")
         marker = await tx.delete(resource_type, id)
+        await services.record_write(tx, marker or current, "delete")
     return Outcome(204, marker or current)
 
 
@@ -30,4 +31,6 @@ async def conditional_delete(services: Services, resource_type: str, criteria: s
     async with services.store.transaction() as tx:
         match = await match_single(tx, resource_type, params)
         marker = await tx.delete(resource_type, match) if match is not None else None
+        if marker is not None:
+            await services.record_write(tx, marker, "delete")
     return Outcome(204, marker)

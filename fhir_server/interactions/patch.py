@@ -59,11 +59,12 @@ async def patch(
             message_id="MSG_VERSION_MISMATCH",
         )
     patched = apply_patch(current.resource(), operations, resource_type, id)
-    warnings = prepare_resource(services, patched, resource_type)
+    warnings = prepare_resource(services, patched, resource_type, "patch")
     index = services.index(patched)
     try:
         async with services.store.transaction() as tx:
             result = await tx.update(patched, index, current.version, method="PATCH")
+            await services.record_write(tx, result.stored, "patch")
     except VersionConflict as exc:
         if if_match is None:
             raise

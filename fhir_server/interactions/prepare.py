@@ -9,22 +9,25 @@ from urllib.parse import parse_qsl
 from fhir_server.errors import BadRequest, Issue, MultipleMatches, Unprocessable
 from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
+from fhir_server.security import guard
 from fhir_server.storage.port import StoreTransaction
 
 __all__ = ["match_single", "parse_criteria", "prepare_resource"]
 
 
 def prepare_resource(
-    services: Services, resource: dict[str, Any], resource_type: str
+    services: Services, resource: dict[str, Any], resource_type: str, interaction: str = "create"
 ) -> tuple[Issue, ...]:
     """Validate ``resource`` as a ``resource_type``: base R4 structure always, then profiles.
 
     Profiles (those in ``meta.profile`` and the Vietnamese profile required for the type) are
     checked unless validation is ``off`` for the type. Under ``enforce`` any error raises
     ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
-    response. Raises ``InvalidResource`` (400) for structural errors.
+    response. Raises ``InvalidResource`` (400) for structural errors. The caller's right to
+    write it is checked first and ``meta.source`` records who wrote it (``guard``).
     """
     validate_structure(resource, expected_type=resource_type)
+    guard.prepare_write(resource, interaction)
     mode = services.settings.validation_mode(resource_type)
     if mode == "off":
         return ()

@@ -47,6 +47,7 @@ async def update_in(
         if if_match is None:
             raise
         raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
+    await services.record_write(tx, result.stored, "update")
     return Outcome(201 if result.created else 200, result.stored)
 
 
@@ -58,7 +59,7 @@ async def update(
     if_match: int | None = None,
 ) -> Outcome:
     """Store a new version (200), create with the client's id (201), or change nothing."""
-    warnings = prepare_resource(services, resource, resource_type)
+    warnings = prepare_resource(services, resource, resource_type, "update")
     check_body_id(resource, id)
     index = services.index(resource)
     async with services.store.transaction() as tx:
@@ -92,7 +93,7 @@ async def conditional_update(
 ) -> Outcome:
     """Update the one match of ``criteria``, create if none, 412 if several."""
     params = parse_criteria(criteria)
-    warnings = prepare_resource(services, resource, resource_type)
+    warnings = prepare_resource(services, resource, resource_type, "update")
     async with services.store.transaction() as tx:
         await resolve_conditional_id(tx, resource, params)
         outcome = await update_in(tx, services, resource, if_match)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.operations import everything, terminology_ops, validate
+from fhir_server.operations import document, everything, summary, terminology_ops, validate
 from fhir_server.operations.parameters import OperationInput
 
 __all__ = ["OPERATIONS", "Operation", "find_operation", "render_html"]
@@ -30,6 +30,9 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("type", "CodeSystem", "lookup"): terminology_ops.lookup,
     ("instance", "CodeSystem", "lookup"): terminology_ops.lookup,
     ("instance", "Patient", "everything"): everything.everything,
+    ("instance", "Patient", "summary"): summary.summary,
+    ("type", "Patient", "summary"): summary.summary,
+    ("instance", "Encounter", "document"): document.encounter_document,
 }
 
 

@@ -90,6 +90,8 @@ class Interaction(StrEnum):
     OPERATION_LOOKUP = "$lookup"
     OPERATION_VALIDATE_CODE = "$validate-code"
     OPERATION_META = "$meta"
+    OPERATION_DOCUMENT = "$document"
+    OPERATION_JSON_SCHEMA = "$json-schema"
 
 
 # SMART v2: c = create, r = read/vread/instance history, u = update/patch, d = delete,
@@ -115,6 +117,8 @@ _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.OPERATION_LOOKUP: "r",
     Interaction.OPERATION_VALIDATE_CODE: "r",
     Interaction.OPERATION_META: "r",
+    Interaction.OPERATION_DOCUMENT: "s",
+    Interaction.OPERATION_JSON_SCHEMA: "r",
 }
 
 

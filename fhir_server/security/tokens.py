@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 ACCEPTED_ALGORITHMS = frozenset({"RS256", "RS384", "ES256", "ES384"})
-CCCD_SYSTEM = "http://fhir.hl7.org.vn/core/sid/cccd"
+CCCD_SYSTEM = "http://fhir.ehealth.gov.vn/core/sid/national_id"
 MAX_TOKEN_LENGTH = 16_384
 MAX_CACHED_TOKENS = 10_000
 MAX_CACHE_SECONDS = 300.0

@@ -152,11 +152,14 @@ async def test_history_levels_and_paging(client: httpx.AsyncClient) -> None:
     type_history = (await client.get("/fhir/Patient/_history")).json()
     assert type_history["type"] == "history"
     assert [e["resource"]["id"] for e in type_history["entry"]] == ids[::-1]
-    system = (await client.get("/fhir/_history", params={"_count": 2})).json()
-    assert len(system["entry"]) == 2
-    next_url = next(link["url"] for link in system["link"] if link["relation"] == "next")
+    page1 = (await client.get("/fhir/Patient/_history", params={"_count": 2})).json()
+    assert [e["resource"]["id"] for e in page1["entry"]] == ids[:0:-1]
+    next_url = next(link["url"] for link in page1["link"] if link["relation"] == "next")
     page2 = (await client.get(next_url.removeprefix("http://test"))).json()
-    assert [e["resource"]["id"] for e in page2["entry"]] == ids[1::-1]
+    assert [e["resource"]["id"] for e in page2["entry"]] == ids[:1]
+    system = (await client.get("/fhir/_history", params={"_count": 100})).json()
+    types = {e["resource"]["resourceType"] for e in system["entry"]}
+    assert {"Patient", "Observation"} <= types
 
 
 async def test_history_since_and_at(client: httpx.AsyncClient) -> None:

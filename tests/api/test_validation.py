@@ -12,6 +12,7 @@ import pytest
 from fhir_server.main import create_app
 from fhir_server.settings import Settings
 from tests.builders import valid_example
+from tests.conftest import token_for
 
 FHIR = {"Content-Type": "application/fhir+json"}
 VN_PATIENT = "https://fhir.sskdt.vn/StructureDefinition/vn-patient"
@@ -36,7 +37,9 @@ async def client_with(settings: Settings) -> AsyncIterator[Any]:
         app = create_app(settings.model_copy(update=overrides))
         context = app.router.lifespan_context(app)
         await context.__aenter__()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        headers = {"Authorization": f"Bearer {token_for(settings, 'system/*.cruds')}"}
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                 headers=headers)
         clients.append((context, http))
         return http
 

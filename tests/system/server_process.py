@@ -35,12 +35,39 @@ class ServerProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def headers(self, scope: str = "system/*.cruds") -> dict[str, str]:
+        """Authorization (and content type) headers with a token of this server's key."""
+        from fhir_server.security.keys import load_server_key
+        from fhir_server.security.tokens import mint_access_token
+
+        audience = f"{self.base}/fhir"
+        token = mint_access_token(
+            load_server_key(self.data_dir),
+            issuer=audience,
+            audience=audience,
+            subject="system-test",
+            scope=scope,
+        )
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, "FHIR_SERVER_LOG_LEVEL": "warning"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--workers", str(self.workers)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "fhir_server.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--workers",
+                str(self.workers),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout

@@ -30,8 +30,10 @@ def _stored_records(db: Path) -> Counter[str]:
     """Count stored resources per visit, from their record identifiers."""
     conn = sqlite3.connect(db)
     counts: Counter[str] = Counter()
-    rows = conn.execute("SELECT v.content FROM resources r JOIN versions v ON v.rid = r.rid "
-                        "AND v.version = r.version WHERE r.deleted = 0")
+    rows = conn.execute(
+        "SELECT v.content FROM resources r JOIN versions v ON v.rid = r.rid "
+        "AND v.version = r.version WHERE r.deleted = 0"
+    )
     for (content,) in rows:
         for identifier in orjson.loads(content).get("identifier", []):
             system = identifier.get("system", "")
@@ -41,14 +43,21 @@ def _stored_records(db: Path) -> Counter[str]:
     return counts
 
 
-def _push(base: str, bundles: list[bytes], acknowledged: list[int], stop: threading.Event,
-          start: int, step: int) -> None:
-    with httpx.Client(base_url=base, timeout=10) as http:
+def _push(
+    base: str,
+    headers: dict[str, str],
+    bundles: list[bytes],
+    acknowledged: list[int],
+    stop: threading.Event,
+    start: int,
+    step: int,
+) -> None:
+    with httpx.Client(base_url=base, timeout=10, headers=headers) as http:
         for number in range(start, len(bundles), step):
             if stop.is_set():
                 return
             try:
-                response = http.post("/fhir", content=bundles[number], headers=FHIR)
+                response = http.post("/fhir", content=bundles[number])
             except httpx.HTTPError:
                 return
             if response.status_code == 200:
@@ -64,8 +73,12 @@ def test_kill_9_during_pushes_leaves_every_bundle_whole_or_absent(tmp_path: Path
     server.start()
     acknowledged: list[int] = []
     stop = threading.Event()
-    threads = [threading.Thread(target=_push, args=(server.base, lines, acknowledged, stop, i, 4))
-               for i in range(4)]
+    threads = [
+        threading.Thread(
+            target=_push, args=(server.base, server.headers(), lines, acknowledged, stop, i, 4)
+        )
+        for i in range(4)
+    ]
     try:
         for thread in threads:
             thread.start()

@@ -1,0 +1,56 @@
+"""Start-up of access control and auditing: the token verifier and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fhir_server.interactions.context import Services
+from fhir_server.security.audit import AuditTrail
+from fhir_server.security.keys import load_server_key
+from fhir_server.security.tokens import TokenVerifier, TrustedIssuer
+from fhir_server.settings import Settings
+
+__all__ = ["audit_trail_for", "load_trusted_issuers", "token_verifier"]
+
+log = logging.getLogger("fhir_server.security")
+
+
+def load_trusted_issuers(path: Path | None) -> list[TrustedIssuer]:
+    """Read the trusted issuers file: a JSON list of TrustedIssuer fields."""
+    if path is None:
+        return []
+    entries: list[dict[str, Any]] = json.loads(path.read_text())
+    issuers = []
+    for entry in entries:
+        if entry.get("jwks_path"):
+            entry = {**entry, "jwks_path": Path(entry["jwks_path"])}
+        issuers.append(TrustedIssuer(**entry))
+    return issuers
+
+
+def token_verifier(settings: Settings) -> TokenVerifier | None:
+    """The verifier of bearer tokens, or None (with a loud warning) when auth is off."""
+    if settings.auth == "off":
+        log.warning("FHIR_SERVER_AUTH=off: access control is DISABLED (development only); "
+                    "every request is served without a token")
+        return None
+    return TokenVerifier(audience=settings.public_base_url(),
+                         server_key=load_server_key(settings.data_dir),
+                         trusted=load_trusted_issuers(settings.trusted_issuers_file))
+
+
+def audit_trail_for(services: Services) -> AuditTrail | None:
+    """The batched writer of read AuditEvents into the services' store."""
+    if not services.settings.audit:
+        return None
+
+    async def write_batch(events: list[dict[str, Any]]) -> None:
+        indexed = [(event, services.index(event)) for event in events]
+        async with services.store.transaction() as tx:
+            for event, index in indexed:
+                await tx.create(event, index)
+
+    return AuditTrail(write_batch)
