@@ -57,7 +57,39 @@ def _resource_entry(services: Services, resource_type: str) -> dict[str, Any]:
     params = _search_params(services, resource_type)
     if params:
         entry["searchParam"] = params
+    operations = _operations(services, resource_type)
+    if operations:
+        entry["operation"] = operations
     return entry
+
+
+def _operations(services: Services, resource_type: str | None) -> list[dict[str, str]]:
+    """The operations of ``operations.OPERATIONS`` callable on a type (or the system)."""
+    from fhir_server.operations import OPERATIONS
+
+    levels = ("system",) if resource_type is None else ("type", "instance")
+    names = sorted({name for (level, rtype, name) in OPERATIONS
+                    if level in levels and rtype in ("*", resource_type)})
+    return [{"name": name, "definition": f"{services.base_url}/OperationDefinition/{name}"}
+            for name in names]
+
+
+def _security(services: Services) -> dict[str, Any]:
+    """SMART-on-FHIR with the server's token endpoint (R4 rest.security)."""
+    if services.settings.auth == "off":
+        return {"description": "Access control is OFF on this server (development only)."}
+    return {
+        "cors": False,
+        "service": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR"}]}],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": f"{services.base_url}/auth/token"}],
+        }],
+        "description": "Bearer JWTs (SMART App Launch v1/v2 scopes); see "
+                       "/.well-known/smart-configuration.",
+    }
 
 
 def capability_statement(services: Services) -> dict[str, Any]:
@@ -82,7 +114,9 @@ def capability_statement(services: Services) -> dict[str, Any]:
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "security": _security(services),
             "resource": [_resource_entry(services, t) for t in sorted(resource_types())],
             "interaction": [{"code": code} for code in system],
+            **({"operation": ops} if (ops := _operations(services, None)) else {}),
         }],
     }

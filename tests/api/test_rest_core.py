@@ -339,3 +339,15 @@ async def test_concurrent_updates_with_same_if_match_have_exactly_one_winner(
                        headers={**FHIR, "If-Match": 'W/"1"'}) for g in ("female", "other")]
     statuses = sorted(r.status_code for r in await asyncio.gather(*puts))
     assert statuses == [200, 412]
+
+
+async def test_capability_statement_declares_smart_security_and_operations(
+    client: httpx.AsyncClient,
+) -> None:
+    rest = (await client.get("/fhir/metadata")).json()["rest"][0]
+    assert rest["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert "validate" in {o["name"] for o in patient["operation"]}
+    params = {p["name"] for p in patient["searchParam"]}
+    assert {"identifier", "name", "birthdate", "_id", "_lastUpdated"} <= params
+    assert "_text" not in params
