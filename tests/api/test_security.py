@@ -283,9 +283,10 @@ async def test_auth_off_serves_without_token_and_warns(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = create_app(settings.model_copy(update={"auth": "off"}))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test") as http:
-            response = await http.get("/fhir/Patient")
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=transport, base_url="http://test"
+    ) as http:
+        response = await http.get("/fhir/Patient")
     assert response.status_code == 200
     assert any("access control is OFF" in r.getMessage() for r in caplog.records)
