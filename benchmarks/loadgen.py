@@ -7,6 +7,8 @@ which are kept so that a fast run full of errors is not mistaken for a good one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import re
 import shutil
 import subprocess
@@ -61,10 +63,13 @@ def wrk_version() -> str | None:
     return (out.stdout or out.stderr).splitlines()[0].strip()
 
 
-def run_wrk(url: str, script: Path, script_args: list[str], load: WrkLoad) -> WrkResult:
-    """Run wrk against ``url`` with ``script``; raise RuntimeError when wrk fails."""
+def run_wrk(
+    url: str, script: Path, script_args: list[str], load: WrkLoad, headers: Sequence[str] = ()
+) -> WrkResult:
+    """Run wrk against ``url`` with ``script`` (and extra ``Name: value`` headers)."""
     command = [
         "wrk",
+        *[part for header in headers for part in ("-H", header)],
         f"-t{min(load.threads, load.connections)}",
         f"-c{load.connections}",
         f"-d{load.duration_s}s",

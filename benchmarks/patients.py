@@ -14,15 +14,22 @@ COUNTER_TOKEN = "__N__"
 
 PATIENT_TEMPLATE = (
     '{"resourceType":"Patient",'
-    '"identifier":[{"system":"urn:oid:2.16.840.1.113883.2.24.1.1","value":"BENCH-__N__"}],'
+    '"extension":[{"url":"https://fhir.sskdt.vn/StructureDefinition/patient-ethnicity",'
+    '"valueCoding":{"system":"https://fhir.sskdt.vn/CodeSystem/ethnic-group","code":"01",'
+    '"display":"Kinh"}}],'
+    '"identifier":[{"system":"http://fhir.ehealth.gov.vn/core/sid/national_id",'
+    '"value":"001085012345"},'
+    '{"system":"urn:oid:2.16.840.1.113883.2.24.1.1","value":"BENCH-__N__"}],'
     '"active":true,'
     '"name":[{"use":"official","family":"Nguyễn","given":["Văn","An __N__"],'
     '"text":"Nguyễn Văn An __N__"}],'
     '"telecom":[{"system":"phone","value":"0912345678","use":"mobile"}],'
     '"gender":"male","birthDate":"1985-04-12",'
-    '"address":[{"use":"home","line":["12 Phố Huế"],"district":"Hai Bà Trưng",'
-    '"city":"Hà Nội","country":"VN"}]}'
+    '"address":[{"use":"home","line":["12 Phố Huế"],"city":"Hà Nội","state":"Hà Nội",'
+    '"country":"VN","extension":[{"url":'
+    '"https://fhir.sskdt.vn/StructureDefinition/address-province-code","valueCode":"01"}]}]}'
 )
+"""A valid Vietnamese Patient (profile vn-patient): the server validates it fully."""
 
 
 def patient_document(counter: int) -> bytes:

@@ -95,6 +95,9 @@ class BenchContext:
     def _start(self, name: str) -> contextlib.AbstractContextManager[RunningServer]:
         port = free_port()
         command, ready = _SERVER_COMMANDS[name](self.settings, port)
+        env = _server_env()
+        if name == "fhir-noaudit":
+            env["FHIR_SERVER_AUDIT"] = "false"
         return running_server(
             name,
             command,
@@ -102,14 +105,14 @@ class BenchContext:
             ready_path=ready,
             cwd=REPO_ROOT,
             log_path=self.settings.workdir / f"{name}-server.log",
-            env=_server_env(),
+            env=env,
         )
 
     def seeded_ids(self) -> Path:
         """Return a file of ids of Patients created on the FHIR server (seeding them once)."""
         if self._seeded is None:
             base = self.server("fhir").base_url
-            ids = seed_patients(base, self.settings.seed_patients)
+            ids = seed_patients(base, self.settings.seed_patients, self.token())
             self._seeded = self.workfile("patient-ids.txt")
             self._seeded.write_text("\n".join(ids) + "\n")
         return self._seeded
@@ -119,8 +122,21 @@ class BenchContext:
         return self.settings.workdir / name
 
     def wrk(self, url: str, script: str, args: list[str]) -> WrkResult:
-        """Run wrk with ``lua/<script>`` against ``url`` under the run's load."""
-        return run_wrk(url, LUA_DIR / script, args, self.settings.load)
+        """Run wrk with ``lua/<script>`` against ``url`` under the run's load (with a token)."""
+        fhir = self._active is not None and self._active[0].startswith("fhir")
+        headers = [f"Authorization: Bearer {self.token()}"] if fhir else []
+        return run_wrk(url, LUA_DIR / script, args, self.settings.load, headers)
+
+    def token(self) -> str:
+        """A ``system/*.cruds`` token of the running FHIR server, signed with its own key."""
+        from fhir_server.security.keys import load_server_key
+        from fhir_server.security.tokens import mint_access_token
+
+        assert self._active is not None
+        base = self._active[1].base_url + "/fhir"
+        key = load_server_key(self.settings.workdir / "fhir-data")
+        return mint_access_token(key, issuer=base, audience=base, subject="benchmark",
+                                 scope="system/*.cruds", ttl=7200)
 
 
 def _server_env() -> dict[str, str]:
@@ -176,18 +192,19 @@ def _asgi_command(settings: BenchSettings, port: int) -> tuple[list[str], str]:
 
 _SERVER_COMMANDS: dict[str, Callable[[BenchSettings, int], tuple[list[str], str]]] = {
     "fhir": _fhir_command,
+    "fhir-noaudit": _fhir_command,
     "asgi": _asgi_command,
 }
 
 
-def seed_patients(base_url: str, count: int, connections: int = 8) -> list[str]:
+def seed_patients(base_url: str, count: int, token: str, connections: int = 8) -> list[str]:
     """Create ``count`` Patients over HTTP (keep-alive, in parallel); return their ids."""
     numbers = iter(range(count))
 
     def create_some(_: int) -> list[str]:
         conn = http.client.HTTPConnection(base_url.removeprefix("http://"), timeout=10)
         try:
-            return [_create(conn, n) for n in numbers]
+            return [_create(conn, n, token) for n in numbers]
         finally:
             conn.close()
 
@@ -196,12 +213,12 @@ def seed_patients(base_url: str, count: int, connections: int = 8) -> list[str]:
         return list(itertools.chain.from_iterable(pool.map(create_some, range(connections))))
 
 
-def _create(conn: http.client.HTTPConnection, number: int) -> str:
+def _create(conn: http.client.HTTPConnection, number: int, token: str) -> str:
     conn.request(
         "POST",
         "/fhir/Patient",
         body=patient_document(-1 - number),
-        headers={"Content-Type": "application/fhir+json"},
+        headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"},
     )
     answer = conn.getresponse()
     body = answer.read()
@@ -254,7 +271,15 @@ def run_fhir_read(context: BenchContext) -> list[Measurement]:
     ids = context.seeded_ids()
     url = context.server("fhir").base_url + "/fhir/Patient/"
     result = context.wrk(url, "read_patient.lua", [str(ids)])
-    return [_from_wrk("fhir-read", result, url, ("asgi-get", "sqlite-read"))]
+    return [_from_wrk("fhir-read", result, url, ("asgi-get", "sqlite-read", "fhir-read-noaudit"))]
+
+
+def run_fhir_read_noaudit(context: BenchContext) -> list[Measurement]:
+    """The read scenario on a server with auditing off: the baseline of audit's cost."""
+    ids = context.seeded_ids()
+    url = context.server("fhir-noaudit").base_url + "/fhir/Patient"
+    result = context.wrk(url, "read_patient.lua", [str(ids)])
+    return [_from_wrk("fhir-read-noaudit", result, url, ())]
 
 
 def run_asgi_baseline(context: BenchContext) -> list[Measurement]:
@@ -298,6 +323,8 @@ SCENARIOS: dict[str, Scenario] = {
             "fhir-create", "POST /fhir/Patient (201), body varies per request", run_fhir_create
         ),
         Scenario("fhir-read", "GET /fhir/Patient/{id} over seeded ids", run_fhir_read),
+        Scenario("fhir-read-noaudit", "the read scenario with auditing off (audit's cost)",
+                 run_fhir_read_noaudit),
         Scenario(
             "baseline-asgi",
             "bare ASGI app, same uvicorn and workers, fixed JSON",
@@ -312,7 +339,7 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "core": ("fhir-create", "fhir-read", "baseline-asgi", "baseline-sqlite"),
+    "core": ("fhir-create", "fhir-read", "fhir-read-noaudit", "baseline-asgi", "baseline-sqlite"),
 }
 
 

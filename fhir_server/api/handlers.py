@@ -57,7 +57,7 @@ def fhir_endpoint(func: Endpoint) -> Endpoint:
     @functools.wraps(func)
     async def wrapper(request: Request) -> Response:
         try:
-            if not (func is operation_endpoint and wants_html(request)):
+            if not (func.__name__ == "operation_endpoint" and wants_html(request)):
                 check_accept(request)
             return await func(request)
         except FhirError as exc:

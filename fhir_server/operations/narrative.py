@@ -47,77 +47,14 @@ __all__ = [
 
 XHTML_NS = "http://www.w3.org/1999/xhtml"
 #: The elements FHIR narrative allows (HTML 4.0 chapters 7-11 and 15, links, images).
-_ALLOWED_ELEMENTS = frozenset(
-    [
-        "a",
-        "abbr",
-        "acronym",
-        "b",
-        "big",
-        "blockquote",
-        "br",
-        "caption",
-        "cite",
-        "code",
-        "col",
-        "colgroup",
-        "dd",
-        "dfn",
-        "div",
-        "dl",
-        "dt",
-        "em",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "hr",
-        "i",
-        "img",
-        "kbd",
-        "li",
-        "ol",
-        "p",
-        "pre",
-        "q",
-        "samp",
-        "small",
-        "span",
-        "strong",
-        "sub",
-        "sup",
-        "table",
-        "tbody",
-        "td",
-        "tfoot",
-        "th",
-        "thead",
-        "tr",
-        "tt",
-        "ul",
-        "var",
-    ]
+_ELEMENT_NAMES = (
+    "a abbr acronym b big blockquote br caption cite code col colgroup dd dfn div dl dt em "
+    "h1 h2 h3 h4 h5 h6 hr i img kbd li ol p pre q samp small span strong sub sup table tbody "
+    "td tfoot th thead tr tt ul var"
 )
-_ALLOWED_ATTRIBUTES = frozenset(
-    [
-        "style",
-        "class",
-        "id",
-        "lang",
-        "dir",
-        "title",
-        "href",
-        "name",
-        "colspan",
-        "rowspan",
-        "src",
-        "alt",
-        "width",
-        "height",
-    ]
-)
+_ATTRIBUTE_NAMES = "style class id lang dir title href name colspan rowspan src alt width height"
+_ALLOWED_ELEMENTS = frozenset(_ELEMENT_NAMES.split())
+_ALLOWED_ATTRIBUTES = frozenset(_ATTRIBUTE_NAMES.split())
 
 
 class Markup(str):

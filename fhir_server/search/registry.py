@@ -9,7 +9,7 @@ replaces an R4 one with the same code on the same base.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -87,16 +87,33 @@ def _branch_root(branch: str) -> str:
     return head.split(".", 1)[0].split(" ", 1)[0]
 
 
+#: Types whose own parameters are limited to these codes. AuditEvents are written for every
+#: read, so indexing all 23 R4 parameters of each one would cost more than the read itself;
+#: the ones kept are those the audit trail is searched by (patient, agent, date, action,
+#: outcome...). The others are not registered, so searching by them answers "unknown".
+RESTRICTED_TYPES: dict[str, frozenset[str]] = {
+    "AuditEvent": frozenset({"patient", "agent", "entity", "date", "action", "outcome",
+                             "type", "subtype", "address"}),
+}
+
+
 class SearchParameterRegistry:
     """Lookup of search parameters by resource type and code, and by canonical url."""
 
-    def __init__(self, definitions: Iterable[SearchParameterDef]) -> None:
+    def __init__(
+        self,
+        definitions: Iterable[SearchParameterDef],
+        restricted: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self._by_type: dict[str, dict[str, SearchParameterDef]] = {}
         self._by_url: dict[str, SearchParameterDef] = {}
         self._expressions: dict[tuple[str, str], str | None] = {}
+        limits = restricted or {}
         for definition in definitions:
             self._by_url[definition.url] = definition
             for base in definition.base:
+                if base in limits and definition.code not in limits[base]:
+                    continue
                 self._by_type.setdefault(base, {})[definition.code] = definition
 
     @classmethod
@@ -105,7 +122,7 @@ class SearchParameterRegistry:
         definitions = list(_r4_definitions())
         if profiles_dir is not None and profiles_dir.is_dir():
             definitions.extend(_directory_definitions(profiles_dir))
-        return cls(definitions)
+        return cls(definitions, RESTRICTED_TYPES)
 
     def get(self, resource_type: str, code: str) -> SearchParameterDef | None:
         """Return the parameter ``code`` of ``resource_type`` (or of every resource), or None."""

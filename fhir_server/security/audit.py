@@ -266,7 +266,7 @@ class AuditTrail:
         self,
         write_batch: WriteBatch,
         *,
-        batch_size: int = 200,
+        batch_size: int = 50,
         flush_seconds: float = 1.0,
         capacity: int = 10_000,
     ) -> None:

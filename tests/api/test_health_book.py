@@ -21,8 +21,11 @@ CCCD_A, CCCD_B = "001090012345", "079085000111"
 def _put(resource: dict[str, Any], system: str, value: str, urn: str) -> dict[str, Any]:
     kind = resource["resourceType"]
     resource = {**resource, "identifier": [{"system": system, "value": value}]}
-    return {"fullUrl": urn, "resource": resource,
-            "request": {"method": "PUT", "url": f"{kind}?identifier={system}|{value}"}}
+    return {
+        "fullUrl": urn,
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"{kind}?identifier={system}|{value}"},
+    }
 
 
 def _subject_entries(cccd: str, facility: str) -> list[dict[str, Any]]:
@@ -31,83 +34,180 @@ def _subject_entries(cccd: str, facility: str) -> list[dict[str, Any]]:
     person = patient(cccd=cccd)
     person["identifier"].append(card)
     return [
-        {"fullUrl": "urn:uuid:p", "resource": person,
-         "request": {"method": "POST", "url": "Patient",
-                     "ifNoneExist": f"identifier={CCCD_SYSTEM}|{cccd}"}},
-        {"fullUrl": "urn:uuid:o", "resource": {
-            "resourceType": "Organization", "name": f"Bệnh viện {facility}",
-            "identifier": [{"system": ORG_SYSTEM, "value": facility}]},
-         "request": {"method": "POST", "url": "Organization",
-                     "ifNoneExist": f"identifier={ORG_SYSTEM}|{facility}"}},
+        {
+            "fullUrl": "urn:uuid:p",
+            "resource": person,
+            "request": {
+                "method": "POST",
+                "url": "Patient",
+                "ifNoneExist": f"identifier={CCCD_SYSTEM}|{cccd}",
+            },
+        },
+        {
+            "fullUrl": "urn:uuid:o",
+            "resource": {
+                "resourceType": "Organization",
+                "name": f"Bệnh viện {facility}",
+                "identifier": [{"system": ORG_SYSTEM, "value": facility}],
+            },
+            "request": {
+                "method": "POST",
+                "url": "Organization",
+                "ifNoneExist": f"identifier={ORG_SYSTEM}|{facility}",
+            },
+        },
     ]
 
 
-def visit_bundle(cccd: str, ma_lk: str, day: int, facility: str = "01929",
-                 diagnosis_text: str = "Viêm họng cấp") -> dict[str, Any]:
+def visit_bundle(
+    cccd: str, ma_lk: str, day: int, facility: str = "01929", diagnosis_text: str = "Viêm họng cấp"
+) -> dict[str, Any]:
     """A visit push: encounter, two diagnoses, a lab and a vital sign, a prescription from a
     doctor, and the discharge paper (a PDF attachment)."""
     record = f"https://fhir.sskdt.vn/sid/record/{facility}"
     when = f"2025-03-{day:02d}T08:00:00+07:00"
     subject, visit = {"reference": "urn:uuid:p"}, {"reference": "urn:uuid:e"}
-    doctor = {"resourceType": "Practitioner", "name": [{"text": "BS. Trần Thị Bình"}],
-              "identifier": [{"system": LICENSE_SYSTEM, "value": f"{facility}-BS1"}]}
-    entries = [*_subject_entries(cccd, facility), {
-        "fullUrl": "urn:uuid:dr", "resource": doctor,
-        "request": {"method": "POST", "url": "Practitioner",
-                    "ifNoneExist": f"identifier={LICENSE_SYSTEM}|{facility}-BS1"}}]
+    doctor = {
+        "resourceType": "Practitioner",
+        "name": [{"text": "BS. Trần Thị Bình"}],
+        "identifier": [{"system": LICENSE_SYSTEM, "value": f"{facility}-BS1"}],
+    }
+    entries = [
+        *_subject_entries(cccd, facility),
+        {
+            "fullUrl": "urn:uuid:dr",
+            "resource": doctor,
+            "request": {
+                "method": "POST",
+                "url": "Practitioner",
+                "ifNoneExist": f"identifier={LICENSE_SYSTEM}|{facility}-BS1",
+            },
+        },
+    ]
     encounter = {
-        "resourceType": "Encounter", "status": "finished",
+        "resourceType": "Encounter",
+        "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-        "type": [{"coding": [{"system": "https://fhir.sskdt.vn/CodeSystem/visit-type",
-                              "code": "01", "display": "Khám bệnh"}]}],
+        "type": [
+            {
+                "coding": [
+                    {
+                        "system": "https://fhir.sskdt.vn/CodeSystem/visit-type",
+                        "code": "01",
+                        "display": "Khám bệnh",
+                    }
+                ]
+            }
+        ],
         "period": {"start": when, "end": when.replace("T08", "T10")},
-        "subject": subject, "serviceProvider": {"reference": "urn:uuid:o"},
-        "diagnosis": [{"condition": {"reference": "urn:uuid:c1"}, "rank": 1},
-                      {"condition": {"reference": "urn:uuid:c2"}, "rank": 2}]}
-    entries.append(_put(encounter, f"https://fhir.sskdt.vn/sid/ma-lk/{facility}", ma_lk,
-                        "urn:uuid:e"))
+        "subject": subject,
+        "serviceProvider": {"reference": "urn:uuid:o"},
+        "diagnosis": [
+            {"condition": {"reference": "urn:uuid:c1"}, "rank": 1},
+            {"condition": {"reference": "urn:uuid:c2"}, "rank": 2},
+        ],
+    }
+    entries.append(
+        _put(encounter, f"https://fhir.sskdt.vn/sid/ma-lk/{facility}", ma_lk, "urn:uuid:e")
+    )
     for n, (code, text) in enumerate([("J02.9", diagnosis_text), ("R50.9", "Sốt")], 1):
         condition = {
             "resourceType": "Condition",
-            "clinicalStatus": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                "code": "resolved"}]},
-            "category": [{"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-category",
-                "code": "encounter-diagnosis"}]}],
-            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": code}],
-                     "text": text},
-            "subject": subject, "encounter": visit, "recordedDate": when}
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "resolved",
+                    }
+                ]
+            },
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                            "code": "encounter-diagnosis",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": code}],
+                "text": text,
+            },
+            "subject": subject,
+            "encounter": visit,
+            "recordedDate": when,
+        }
         entries.append(_put(condition, record, f"{ma_lk}/Condition/{n}", f"urn:uuid:c{n}"))
-    for n, category, code, text, value in [(1, "laboratory", "718-7", "Hemoglobin", 135),
-                                           (2, "vital-signs", "8867-4", "Mạch", 80)]:
+    for n, category, code, text, value in [
+        (1, "laboratory", "718-7", "Hemoglobin", 135),
+        (2, "vital-signs", "8867-4", "Mạch", 80),
+    ]:
         observation = {
-            "resourceType": "Observation", "status": "final",
-            "category": [{"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                "code": category}]}],
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": category,
+                        }
+                    ]
+                }
+            ],
             "code": {"coding": [{"system": "http://loinc.org", "code": code}], "text": text},
-            "subject": subject, "encounter": visit, "effectiveDateTime": when,
-            "valueQuantity": {"value": value, "unit": "g/L"}}
+            "subject": subject,
+            "encounter": visit,
+            "effectiveDateTime": when,
+            "valueQuantity": {"value": value, "unit": "g/L"},
+        }
         entries.append(_put(observation, record, f"{ma_lk}/Observation/{n}", f"urn:uuid:ob{n}"))
     prescription = {
-        "resourceType": "MedicationRequest", "status": "completed", "intent": "order",
+        "resourceType": "MedicationRequest",
+        "status": "completed",
+        "intent": "order",
         "medicationCodeableConcept": {
-            "coding": [{"system": "https://fhir.sskdt.vn/CodeSystem/active-ingredient",
-                        "code": "1.1", "display": "Paracetamol 500mg"}],
-            "text": "Paracetamol 500mg"}, "subject": subject,
-        "encounter": visit, "authoredOn": when, "requester": {"reference": "urn:uuid:dr"},
-        "dosageInstruction": [{"text": "1 viên/lần * 2 lần/ngày * 5 ngày"}]}
+            "coding": [
+                {
+                    "system": "https://fhir.sskdt.vn/CodeSystem/active-ingredient",
+                    "code": "1.1",
+                    "display": "Paracetamol 500mg",
+                }
+            ],
+            "text": "Paracetamol 500mg",
+        },
+        "subject": subject,
+        "encounter": visit,
+        "authoredOn": when,
+        "requester": {"reference": "urn:uuid:dr"},
+        "dosageInstruction": [{"text": "1 viên/lần * 2 lần/ngày * 5 ngày"}],
+    }
     entries.append(_put(prescription, record, f"{ma_lk}/MedicationRequest/1", "urn:uuid:m"))
     paper = {
-        "resourceType": "DocumentReference", "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "34133-9"}],
-                 "text": "Giấy ra viện"},
-        "subject": subject, "date": when, "author": [{"reference": "urn:uuid:o"}],
-        "content": [{"attachment": {"contentType": "application/pdf", "data": "JVBERi0xLjQK",
-                                    "title": "Giấy ra viện.pdf", "size": 9,
-                                    "hash": "lWB7AtSKeGy3hol9cnEU/HmBSx4="}}],
-        "context": {"encounter": [visit]}}
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "type": {
+            "coding": [{"system": "http://loinc.org", "code": "34133-9"}],
+            "text": "Giấy ra viện",
+        },
+        "subject": subject,
+        "date": when,
+        "author": [{"reference": "urn:uuid:o"}],
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "application/pdf",
+                    "data": "JVBERi0xLjQK",
+                    "title": "Giấy ra viện.pdf",
+                    "size": 9,
+                    "hash": "lWB7AtSKeGy3hol9cnEU/HmBSx4=",
+                }
+            }
+        ],
+        "context": {"encounter": [visit]},
+    }
     entries.append(_put(paper, record, f"{ma_lk}/DocumentReference/1", "urn:uuid:d"))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
@@ -119,23 +219,50 @@ def record_bundle(cccd: str, facility: str = "01929") -> dict[str, Any]:
     subject = {"reference": "urn:uuid:p"}
     resources = [
         {**valid_example("Coverage"), "beneficiary": subject},
-        {"resourceType": "Condition", "subject": subject, "recordedDate": "2024-01-01",
-         "clinicalStatus": {"coding": [{
-             "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-             "code": "active"}]},
-         "category": [{"coding": [{
-             "system": "http://terminology.hl7.org/CodeSystem/condition-category",
-             "code": "problem-list-item"}]}],
-         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}],
-                  "text": "Tăng huyết áp"}},
+        {
+            "resourceType": "Condition",
+            "subject": subject,
+            "recordedDate": "2024-01-01",
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                            "code": "problem-list-item",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}],
+                "text": "Tăng huyết áp",
+            },
+        },
         {**valid_example("Immunization"), "patient": subject},
-        {"resourceType": "AllergyIntolerance", "patient": subject,
-         "code": {"text": "Penicillin"}},
-        {"resourceType": "DiagnosticReport", "status": "final", "subject": subject,
-         "code": {"text": "Công thức máu"}, "effectiveDateTime": "2025-03-02"},
-        {"resourceType": "Appointment", "status": "booked", "description": "Tái khám",
-         "start": "2099-01-05T08:00:00+07:00", "end": "2099-01-05T08:30:00+07:00",
-         "participant": [{"actor": subject, "status": "accepted"}]},
+        {"resourceType": "AllergyIntolerance", "patient": subject, "code": {"text": "Penicillin"}},
+        {
+            "resourceType": "DiagnosticReport",
+            "status": "final",
+            "subject": subject,
+            "code": {"text": "Công thức máu"},
+            "effectiveDateTime": "2025-03-02",
+        },
+        {
+            "resourceType": "Appointment",
+            "status": "booked",
+            "description": "Tái khám",
+            "start": "2099-01-05T08:00:00+07:00",
+            "end": "2099-01-05T08:30:00+07:00",
+            "participant": [{"actor": subject, "status": "accepted"}],
+        },
     ]
     entries = _subject_entries(cccd, facility)[:1]
     for n, resource in enumerate(resources, 1):
@@ -148,8 +275,7 @@ async def push(client: httpx.AsyncClient, bundle: dict[str, Any]) -> list[str]:
     """POST a transaction; return the ``Type/id`` of each entry."""
     response = await client.post("/fhir", json=bundle, headers=FHIR)
     assert response.status_code == 200, response.text
-    return [e["response"]["location"].split("/_history")[0]
-            for e in response.json()["entry"]]
+    return [e["response"]["location"].split("/_history")[0] for e in response.json()["entry"]]
 
 
 async def patient_id(client: httpx.AsyncClient, cccd: str) -> str:
@@ -165,27 +291,37 @@ async def book(client: httpx.AsyncClient, visits: int = 3) -> dict[str, Any]:
     a_keys |= set(await push(client, record_bundle(CCCD_A)))
     b_keys: set[str] = set()
     for n in range(2):
-        b_keys |= set(await push(client, visit_bundle(CCCD_B, f"B{n}", day=n + 10,
-                                                      facility="79088")))
+        b_keys |= set(
+            await push(client, visit_bundle(CCCD_B, f"B{n}", day=n + 10, facility="79088"))
+        )
     shared = {k for k in a_keys & b_keys}
-    return {"a": await patient_id(client, CCCD_A), "b": await patient_id(client, CCCD_B),
-            "a_keys": a_keys, "b_keys": b_keys - shared}
+    return {
+        "a": await patient_id(client, CCCD_A),
+        "b": await patient_id(client, CCCD_B),
+        "a_keys": a_keys,
+        "b_keys": b_keys - shared,
+    }
 
 
-async def everything_pages(client: httpx.AsyncClient, url: str,
-                           **params: Any) -> list[dict[str, Any]]:
+async def everything_pages(
+    client: httpx.AsyncClient, url: str, **params: Any
+) -> list[dict[str, Any]]:
     """Follow ``next`` links from ``url``; return every page."""
     pages = [(await client.get(url, params=params or None)).json()]
-    while (link := next((x["url"] for x in pages[-1]["link"] if x["relation"] == "next"),
-                        None)):
+    assert "link" in pages[0], pages[0]
+    while link := next((x["url"] for x in pages[-1]["link"] if x["relation"] == "next"), None):
         pages.append((await client.get(link.removeprefix("http://test"))).json())
+        assert "link" in pages[-1], pages[-1]
     return pages
 
 
 def keys(pages: list[dict[str, Any]], mode: str | None = None) -> list[str]:
-    return [f"{e['resource']['resourceType']}/{e['resource']['id']}"
-            for page in pages for e in page.get("entry", [])
-            if mode is None or e["search"]["mode"] == mode]
+    return [
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for page in pages
+        for e in page.get("entry", [])
+        if mode is None or e["search"]["mode"] == mode
+    ]
 
 
 # $everything -----------------------------------------------------------------------------------
@@ -215,12 +351,12 @@ async def test_everything_pages_with_next_links_without_repeats_or_gaps(
     client: httpx.AsyncClient,
 ) -> None:
     data = await book(client)
-    pages = await everything_pages(client, f"/fhir/Patient/{data['a']}/$everything",
-                                   _count=4)
+    pages = await everything_pages(client, f"/fhir/Patient/{data['a']}/$everything", _count=4)
     matches = keys(pages, "match")
     assert len(pages) > 3
-    assert all(len([e for e in p.get("entry", []) if e["search"]["mode"] == "match"]) <= 4
-               for p in pages)
+    assert all(
+        len([e for e in p.get("entry", []) if e["search"]["mode"] == "match"]) <= 4 for p in pages
+    )
     assert len(matches) == len(set(matches))
     assert set(keys(pages)) == data["a_keys"]
 
@@ -232,20 +368,31 @@ async def test_everything_pages_stay_correct_while_hospitals_push(
     url = f"/fhir/Patient/{data['a']}/$everything"
     first = (await client.get(url, params={"_count": 5})).json()
     pushed = set(await push(client, visit_bundle(CCCD_A, "A-late", day=20)))
-    pages = [first, *(await everything_pages(client, next(
-        x["url"] for x in first["link"] if x["relation"] == "next").removeprefix("http://test")))]
+    pages = [
+        first,
+        *(
+            await everything_pages(
+                client,
+                next(x["url"] for x in first["link"] if x["relation"] == "next").removeprefix(
+                    "http://test"
+                ),
+            )
+        ),
+    ]
     matches = keys(pages, "match")
     assert len(matches) == len(set(matches))
-    assert set(matches) == data["a_keys"] - {k for k in data["a_keys"]
-                                             if k.split("/")[0] in ("Organization",
-                                                                    "Practitioner")}
+    assert set(matches) == data["a_keys"] - {
+        k for k in data["a_keys"] if k.split("/")[0] in ("Organization", "Practitioner")
+    }
     late = await everything_pages(client, url, _since=first["meta"]["lastUpdated"])
-    assert {k for k in pushed if k.split("/")[0] not in ("Organization", "Practitioner",
-                                                          "Patient")} <= set(keys(late))
+    assert {
+        k for k in pushed if k.split("/")[0] not in ("Organization", "Practitioner", "Patient")
+    } <= set(keys(late))
 
 
 async def test_everything_since_returns_only_what_changed(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from datetime import timedelta
 
@@ -263,12 +410,17 @@ async def test_everything_since_returns_only_what_changed(
     assert keys(again, "match") == []
 
 
-@pytest.mark.parametrize(("params", "expected_types"), [
-    ({"_type": "Encounter,Condition"}, {"Encounter", "Condition"}),
-    ({"_type": "Immunization"}, {"Immunization"}),
-])
+@pytest.mark.parametrize(
+    ("params", "expected_types"),
+    [
+        ({"_type": "Encounter,Condition"}, {"Encounter", "Condition"}),
+        ({"_type": "Immunization"}, {"Immunization"}),
+    ],
+)
 async def test_everything_type_limits_the_resource_types(
-    client: httpx.AsyncClient, params: dict[str, str], expected_types: set[str],
+    client: httpx.AsyncClient,
+    params: dict[str, str],
+    expected_types: set[str],
 ) -> None:
     data = await book(client)
     pages = await everything_pages(client, f"/fhir/Patient/{data['a']}/$everything", **params)
@@ -277,19 +429,35 @@ async def test_everything_type_limits_the_resource_types(
 
 async def test_everything_start_end_keep_care_in_the_range(client: httpx.AsyncClient) -> None:
     data = await book(client)
-    pages = await everything_pages(client, f"/fhir/Patient/{data['a']}/$everything",
-                                   start="2025-03-02", end="2025-03-02", _type="Encounter")
-    periods = [e["resource"]["period"]["start"][:10] for e in pages[0]["entry"]
-               if e["search"]["mode"] == "match"]
+    pages = await everything_pages(
+        client,
+        f"/fhir/Patient/{data['a']}/$everything",
+        start="2025-03-02",
+        end="2025-03-02",
+        _type="Encounter",
+    )
+    periods = [
+        e["resource"]["period"]["start"][:10]
+        for e in pages[0]["entry"]
+        if e["search"]["mode"] == "match"
+    ]
     assert periods == ["2025-03-02"]
 
 
-@pytest.mark.parametrize(("params", "status"), [
-    ({"_since": "yesterday"}, 400), ({"_type": "Organization"}, 400), ({"foo": "1"}, 400),
-    ({"start": "2025-13"}, 400), ({"_cursor": "forged"}, 400),
-])
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"_since": "yesterday"}, 400),
+        ({"_type": "Organization"}, 400),
+        ({"foo": "1"}, 400),
+        ({"start": "2025-13"}, 400),
+        ({"_cursor": "forged"}, 400),
+    ],
+)
 async def test_everything_rejects_invalid_parameters(
-    client: httpx.AsyncClient, params: dict[str, str], status: int,
+    client: httpx.AsyncClient,
+    params: dict[str, str],
+    status: int,
 ) -> None:
     data = await book(client, visits=1)
     response = await client.get(f"/fhir/Patient/{data['a']}/$everything", params=params)
@@ -301,27 +469,34 @@ async def test_everything_of_an_unknown_patient_is_404(client: httpx.AsyncClient
     assert response.status_code == 404
 
 
-
 # $summary --------------------------------------------------------------------------------------
 
 SECTION_OF = {  # where each pushed resource belongs in the book
-    "Coverage": "48768-6", "Encounter": "46240-8", "MedicationRequest": "10160-0",
-    "DiagnosticReport": "30954-2", "Immunization": "11369-6", "AllergyIntolerance": "48765-2",
-    "DocumentReference": "11503-0", "Appointment": "18776-5",
+    "Coverage": "48768-6",
+    "Encounter": "46240-8",
+    "MedicationRequest": "10160-0",
+    "DiagnosticReport": "30954-2",
+    "Immunization": "11369-6",
+    "AllergyIntolerance": "48765-2",
+    "DocumentReference": "11503-0",
+    "Appointment": "18776-5",
 }
 
 
 def composition_of(document: dict[str, Any]) -> dict[str, Any]:
-    first = document["entry"][0]["resource"]
+    first: dict[str, Any] = document["entry"][0]["resource"]
     assert first["resourceType"] == "Composition"
     return first
 
 
 def section_entries(document: dict[str, Any]) -> dict[str, set[str]]:
     """LOINC code of each section -> the ``Type/id`` of its entries."""
-    return {s["code"]["coding"][0]["code"]: {e["reference"].removeprefix("http://test/fhir/")
-                                             for e in s.get("entry", [])}
-            for s in composition_of(document)["section"]}
+    return {
+        s["code"]["coding"][0]["code"]: {
+            e["reference"].removeprefix("http://test/fhir/") for e in s.get("entry", [])
+        }
+        for s in composition_of(document)["section"]
+    }
 
 
 def expected_section(key: str, resource: dict[str, Any]) -> str | None:
@@ -345,8 +520,9 @@ async def test_summary_places_every_pushed_resource_in_its_section(
     assert document["type"] == "document" and document["identifier"]["value"]
     assert document["timestamp"]
     placed = section_entries(document)
-    in_bundle = {e["fullUrl"].removeprefix("http://test/fhir/"): e["resource"]
-                 for e in document["entry"]}
+    in_bundle = {
+        e["fullUrl"].removeprefix("http://test/fhir/"): e["resource"] for e in document["entry"]
+    }
     for key in data["a_keys"]:
         section = expected_section(key, in_bundle.get(key, {"resourceType": ""}) or {})
         if section is not None:
@@ -369,15 +545,18 @@ async def test_summary_composition_is_the_ips_shape_and_validates(
     assert composition["status"] == "final" and composition["title"] == "Sổ sức khỏe điện tử"
     assert composition["subject"]["reference"] == f"http://test/fhir/Patient/{data['a']}"
     author = composition["author"][0]["reference"]
-    assert any(e["fullUrl"] == author and e["resource"]["resourceType"] == "Device"
-               for e in document["entry"])
+    assert any(
+        e["fullUrl"] == author and e["resource"]["resourceType"] == "Device"
+        for e in document["entry"]
+    )
     for section in composition["section"]:
         assert section["code"]["coding"][0]["system"] == "http://loinc.org"
         assert check_narrative(section["text"]["div"]) == []
         assert ("entry" in section) != ("emptyReason" in section)
     profile = "https://fhir.sskdt.vn/StructureDefinition/vn-composition"
-    assert [i for i in default_validator().validate(composition, [profile])
-            if i.severity == "error"] == []
+    assert [
+        i for i in default_validator().validate(composition, [profile]) if i.severity == "error"
+    ] == []
     validate_structure(document, expected_type="Bundle")
     urls = [e["fullUrl"] for e in document["entry"]]
     assert len(urls) == len(set(urls))
@@ -388,8 +567,11 @@ async def test_summary_visits_are_newest_first_with_diagnoses_and_facility(
 ) -> None:
     data = await book(client, visits=3)
     document = (await client.get(f"/fhir/Patient/{data['a']}/$summary")).json()
-    visits = next(s for s in composition_of(document)["section"]
-                  if s["code"]["coding"][0]["code"] == "46240-8")
+    visits = next(
+        s
+        for s in composition_of(document)["section"]
+        if s["code"]["coding"][0]["code"] == "46240-8"
+    )
     div = visits["text"]["div"]
     positions = [div.index(f"0{day}/03/2025 08:00") for day in (3, 2, 1)]
     assert positions == sorted(positions)
@@ -398,8 +580,9 @@ async def test_summary_visits_are_newest_first_with_diagnoses_and_facility(
 
 async def test_summary_empty_sections_say_so(client: httpx.AsyncClient) -> None:
     await push(client, visit_bundle(CCCD_A, "A0", day=1))
-    document = (await client.get(f"/fhir/Patient/{await patient_id(client, CCCD_A)}"
-                                 "/$summary")).json()
+    document = (
+        await client.get(f"/fhir/Patient/{await patient_id(client, CCCD_A)}/$summary")
+    ).json()
     sections = {s["code"]["coding"][0]["code"]: s for s in composition_of(document)["section"]}
     for code in ("11369-6", "48765-2", "18776-5"):
         assert "entry" not in sections[code]
@@ -418,8 +601,10 @@ async def test_summary_narrative_makes_hostile_text_inert(client: httpx.AsyncCli
     for section in composition_of(document)["section"]:
         div = section["text"]["div"]
         assert "<script" not in div and check_narrative(div) == []
-    assert any("&lt;script&gt;alert('x')&lt;/script&gt; &amp; \"sốt\"" in s["text"]["div"]
-               for s in composition_of(document)["section"])
+    assert any(
+        "&lt;script&gt;alert('x')&lt;/script&gt; &amp; \"sốt\"" in s["text"]["div"]
+        for s in composition_of(document)["section"]
+    )
     page = render_document(document)
     assert "<script" not in page and "&lt;script&gt;" in page
 
@@ -428,16 +613,23 @@ async def test_summary_by_cccd_identifier(client: httpx.AsyncClient) -> None:
     data = await book(client, visits=1)
     for method in ("GET", "POST"):
         if method == "GET":
-            response = await client.get("/fhir/Patient/$summary",
-                                        params={"identifier": f"{CCCD_SYSTEM}|{CCCD_A}"})
+            response = await client.get(
+                "/fhir/Patient/$summary", params={"identifier": f"{CCCD_SYSTEM}|{CCCD_A}"}
+            )
         else:
-            response = await client.post("/fhir/Patient/$summary", headers=FHIR, json={
-                "resourceType": "Parameters", "parameter": [
-                    {"name": "identifier", "valueString": f"{CCCD_SYSTEM}|{CCCD_A}"}]})
+            response = await client.post(
+                "/fhir/Patient/$summary",
+                headers=FHIR,
+                json={
+                    "resourceType": "Parameters",
+                    "parameter": [{"name": "identifier", "valueString": f"{CCCD_SYSTEM}|{CCCD_A}"}],
+                },
+            )
         assert response.status_code == 200, response.text
         assert composition_of(response.json())["subject"]["reference"].endswith(data["a"])
-    missing = await client.get("/fhir/Patient/$summary",
-                               params={"identifier": f"{CCCD_SYSTEM}|000000000000"})
+    missing = await client.get(
+        "/fhir/Patient/$summary", params={"identifier": f"{CCCD_SYSTEM}|000000000000"}
+    )
     assert missing.status_code == 404
 
 
@@ -447,27 +639,50 @@ async def test_summary_html_page_is_printable_vietnamese(client: httpx.AsyncClie
     page = render_document(document)
     assert page.startswith("<!DOCTYPE html>")
     assert '<html lang="vi">' in page and '<meta charset="utf-8">' in page
-    for title in ("Sổ sức khỏe điện tử", "Lịch sử khám chữa bệnh", "Tiêm chủng",
-                  "Bệnh viện 01929", "@media print", "Chưa có thông tin"):
+    for title in (
+        "Sổ sức khỏe điện tử",
+        "Lịch sử khám chữa bệnh",
+        "Tiêm chủng",
+        "Bệnh viện 01929",
+        "@media print",
+        "Chưa có thông tin",
+    ):
         assert title in page
 
 
 def test_html_page_shows_a_foreign_narrative_as_text() -> None:
-    document = {"resourceType": "Bundle", "type": "document", "entry": [{"resource": {
-        "resourceType": "Composition", "title": "X", "section": [{"title": "S", "text": {
-            "div": '<div xmlns="http://www.w3.org/1999/xhtml"><p onclick="steal()">a</p>'
-                   '<script>steal()</script></div>'}}]}}]}
+    document = {
+        "resourceType": "Bundle",
+        "type": "document",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Composition",
+                    "title": "X",
+                    "section": [
+                        {
+                            "title": "S",
+                            "text": {
+                                "div": '<div xmlns="http://www.w3.org/1999/xhtml">'
+                                '<p onclick="steal()">a</p>'
+                                "<script>steal()</script></div>"
+                            },
+                        }
+                    ],
+                }
+            }
+        ],
+    }
     page = render_document(document)
     assert "<script" not in page and "onclick=" not in page.replace("onclick=&quot;", "")
 
 
-@pytest.mark.xfail(strict=True, reason="api/handlers.fhir_endpoint compares the undecorated "
-                   "function with the decorated operation_endpoint, so check_accept answers "
-                   "406 before the operation can render HTML")
-@pytest.mark.parametrize("ask", [{"headers": {"Accept": "text/html"}},
-                                 {"params": {"_format": "html"}}])
-async def test_summary_answers_html_over_http(client: httpx.AsyncClient,
-                                              ask: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "ask", [{"headers": {"Accept": "text/html"}}, {"params": {"_format": "html"}}]
+)
+async def test_summary_answers_html_over_http(
+    client: httpx.AsyncClient, ask: dict[str, Any]
+) -> None:
     data = await book(client, visits=1)
     response = await client.get(f"/fhir/Patient/{data['a']}/$summary", **ask)
     assert response.status_code == 200
@@ -496,8 +711,9 @@ async def test_visit_document_holds_the_visit_and_nothing_else(
     assert set(keys_a0) <= in_bundle
     assert not (set(keys_a1) - set(keys_a0)) & in_bundle
     profile = "https://fhir.sskdt.vn/StructureDefinition/vn-composition"
-    assert [i for i in default_validator().validate(composition, [profile])
-            if i.severity == "error"] == []
+    assert [
+        i for i in default_validator().validate(composition, [profile]) if i.severity == "error"
+    ] == []
     page = render_document(document)
     assert "Tóm tắt lượt khám" in page and "Giấy ra viện.pdf" in page
 
@@ -516,8 +732,6 @@ async def test_deletions_are_learned_from_type_history_since_the_watermark(
     assert (await client.delete(f"/fhir/{condition}")).status_code in (200, 204)
     changed = await everything_pages(client, url, _since=watermark)
     assert condition not in keys(changed)
-    history = (await client.get("/fhir/Condition/_history",
-                                params={"_since": watermark})).json()
-    deleted = [e["request"]["url"] for e in history["entry"]
-               if e["request"]["method"] == "DELETE"]
+    history = (await client.get("/fhir/Condition/_history", params={"_since": watermark})).json()
+    deleted = [e["request"]["url"] for e in history["entry"] if e["request"]["method"] == "DELETE"]
     assert deleted == [condition]
