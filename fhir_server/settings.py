@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_count: int = 1000
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_busy_timeout_s: float = 10.0
+    seed_search_parameters: bool = True
     profiles_dir: Path = PROJECT_DIR / "profiles"
     terminology_dir: Path = PROJECT_DIR / "terminology"
     auth: Literal["on", "off"] = "on"

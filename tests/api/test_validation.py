@@ -182,3 +182,14 @@ async def test_json_schema_over_http(client: httpx.AsyncClient) -> None:
     response = await client.get("/fhir/StructureDefinition/vn-patient/$json-schema")
     assert response.status_code == 200
     assert "properties" in response.json()
+
+
+async def test_search_parameters_are_listed_and_searchable(client_with: Any) -> None:
+    http = await client_with(seed_search_parameters=True)
+    listed = await http.get("/fhir/SearchParameter", params={"base": "Patient",
+                                                             "code": "birthdate"})
+    entries = listed.json()["entry"]
+    assert [e["resource"]["url"] for e in entries] == [
+        "http://hl7.org/fhir/SearchParameter/individual-birthdate"]
+    total = await http.get("/fhir/SearchParameter", params={"_summary": "count"})
+    assert total.json()["total"] > 1300

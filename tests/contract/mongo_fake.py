@@ -3,8 +3,11 @@
 No maintained fake speaks PyMongo's async API with transactions (``mongomock`` is synchronous
 and ignores sessions; ``mongomock-motor`` wraps Motor's API, not ``AsyncMongoClient``'s), so
 this one evaluates the filter and update documents the adapter produces: equality (arrays
-match by element, None matches a missing field), ``$in``, ``$lt/$lte/$gt/$gte``, ``$ne``,
-``$exists``, ``$elemMatch``, ``$and``, ``$or``; updates ``$set`` and ``$inc`` with upsert;
+match by element, None matches a missing field), ``$in``, ``$nin``, ``$lt/$lte/$gt/$gte``
+(within one BSON type only, as MongoDB's type bracketing), ``$ne``, ``$exists``, ``$regex``,
+``$elemMatch``, ``$and``, ``$or``, ``$nor``; sorts on dotted paths in BSON type order, an array
+by its least element ascending and its greatest descending, missing or null first ascending;
+``count_documents``; updates ``$set`` and ``$inc`` with upsert;
 unique indexes; sessions whose transactions work on a snapshot and commit first-committer-wins
 (a document changed by another commit since the snapshot fails the commit with a
 ``WriteConflict`` labelled ``TransientTransactionError``, as a real server would).
@@ -17,13 +20,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-__all__ = ["FakeMongoClient", "matches"]
+__all__ = ["FakeMongoClient", "matches", "sort_key"]
 
 Docs = dict[str, dict[Any, dict[str, Any]]]
 _MISSING = object()
@@ -78,6 +82,12 @@ def _operator(values: list[Any], op: str, arg: Any) -> bool:
         return not any(_equal(v, arg) for v in values)
     if op == "$in":
         return any(_equal(v, a) for v in values for a in arg)
+    if op == "$nin":
+        return not any(_equal(v, a) for v in values for a in arg)
+    if op == "$regex":
+        pattern = re.compile(arg)
+        return any(isinstance(c, str) and pattern.search(c) for v in values
+                   for c in _candidates(v))  # fmt: skip
     if op in ("$lt", "$lte", "$gt", "$gte"):
         return any(_compare(v, op, arg) for v in values)
     if op == "$exists":
@@ -104,11 +114,37 @@ def matches(doc: dict[str, Any], filter_: dict[str, Any]) -> bool:
             ok = all(matches(doc, sub) for sub in condition)
         elif key == "$or":
             ok = any(matches(doc, sub) for sub in condition)
+        elif key == "$nor":
+            ok = not any(matches(doc, sub) for sub in condition)
         else:
             ok = _field_matches(doc, key, condition)
         if not ok:
             return False
     return True
+
+
+_BSON_ORDER: tuple[tuple[type | tuple[type, ...], int], ...] = (
+    (bool, 8), ((int, float), 2), (str, 3), (dict, 4), (list, 5), (bytes, 6),
+)  # fmt: skip
+
+
+def _bson_key(value: Any) -> tuple[int, Any]:
+    """Order values as BSON does across types: null < numbers < strings < objects..."""
+    if value is None:
+        return (1, 0)
+    for kinds, rank in _BSON_ORDER:  # bool before int: a bool is an int in Python
+        if isinstance(value, kinds):
+            return (rank, value if rank in (2, 3, 6) else repr(value))
+    return (9, repr(value))
+
+
+def sort_key(doc: dict[str, Any], path: str, descending: bool) -> tuple[int, Any]:
+    """The value MongoDB sorts ``doc`` by: an array's least (ascending) or greatest element."""
+    leaves: list[Any] = []
+    for value in _values(doc, path.split(".")):
+        leaves.extend(value if isinstance(value, list) else [value])
+    keys = [_bson_key(v) for v in leaves if v is not _MISSING] or [_bson_key(None)]
+    return max(keys) if descending else min(keys)
 
 
 def _apply_update(doc: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -270,13 +306,19 @@ class FakeCollection:
     ) -> FakeCursor:
         found = self._matching(filter_ or {}, session)
         for name, direction in reversed(sort or []):
-            found.sort(key=lambda d, n=name: d.get(n), reverse=direction < 0)  # type: ignore[misc]
+            descending = direction < 0
+            found.sort(key=lambda d, n=name, r=descending: sort_key(d, n, r), reverse=descending)  # type: ignore[misc]
         if limit:
             found = found[:limit]
         if projection:
             keep = [k for k, v in projection.items() if v]
             found = [{k: d[k] for k in keep if k in d} for d in found]
         return FakeCursor(copy.deepcopy(found))
+
+    async def count_documents(
+        self, filter_: dict[str, Any], *, session: FakeSession | None = None
+    ) -> int:
+        return len(self._matching(filter_, session))
 
     async def insert_one(
         self, doc: dict[str, Any], *, session: FakeSession | None = None

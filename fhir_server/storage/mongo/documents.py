@@ -8,6 +8,8 @@ then cost no re-serialisation.
 
 ``pk`` is the partition key, the shard key of a sharded cluster: the patient whose health book
 holds the resource (its first compartment), or ``"Type/id"`` for resources in no compartment.
+``rid`` is the ``seq`` of the resource's first version, kept by every later version: the
+default search order and the keyset tie-breaker (the embedded store's row id plays that role).
 Every function here is pure: it builds a document and touches no database.
 """
 
@@ -20,6 +22,7 @@ from fhir_server.storage.port import HistoryQuery, StoredResource
 
 __all__ = [
     "ROW_FIELDS",
+    "SORT_FIELDS",
     "history_filter",
     "index_document",
     "partition_key",
@@ -47,6 +50,23 @@ Short names matter: they are repeated in every row of every resource, hundreds o
 of times, and MongoDB stores field names in each document.
 """
 
+SORT_FIELDS: dict[str, tuple[str, str]] = {
+    "strings": ("f", "f"),
+    "tokens": ("c", "c"),
+    "dates": ("lo", "hi"),
+    "numbers": ("lo", "hi"),
+    "quantities": ("lo", "hi"),
+    "references": ("i", "i"),
+    "uris": ("u", "u"),
+}
+"""The row field ``_sort`` orders by, ascending and descending, per row table.
+
+``idx.sa.<code>`` holds the least ascending value of a parameter and ``idx.sd.<code>`` the
+greatest descending one: scalars, because a MongoDB sort on an array field takes the min or
+max over every element, whatever its parameter, and a keyset comparison on an array matches
+any element. Resources sort by their lowest value ascending, their highest descending.
+"""
+
 _NOT_ROWS = frozenset({"resource_type", "id", "last_updated"})
 
 
@@ -65,8 +85,29 @@ def index_document(index: object | None) -> dict[str, Any] | None:
 
     Known row tables get named fields (``ROW_FIELDS``); composites nest one sub-document per
     element; any other tuple field is kept as a list of lists, so new index fields are
-    stored without a change here. Non-dataclass values (or None) give None.
+    stored without a change here. The sort keys ``sa``/``sd`` (``SORT_FIELDS``) are added at
+    the top level. Non-dataclass values (or None) give None.
     """
+    out = _rows_of(index)
+    if out is not None:
+        out.update(_sort_keys(out))
+    return out
+
+
+def _sort_keys(rows: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    least: dict[str, Any] = {}
+    greatest: dict[str, Any] = {}
+    for table, (ascending, descending) in SORT_FIELDS.items():
+        own = [row for row in rows.get(table, ()) if row["p"] not in least]
+        for code in dict.fromkeys(
+            row["p"] for row in own
+        ):  # one table per code: values stay comparable
+            least[code] = min(row[ascending] for row in own if row["p"] == code)
+            greatest[code] = max(row[descending] for row in own if row["p"] == code)
+    return {"sa": least, "sd": greatest} if least else {}
+
+
+def _rows_of(index: object | None) -> dict[str, Any] | None:
     if index is None or not dataclasses.is_dataclass(index) or isinstance(index, type):
         return None
     out: dict[str, Any] = {}
@@ -81,7 +122,7 @@ def index_document(index: object | None) -> dict[str, Any] | None:
 
 def _rows_document(name: str, rows: Any) -> list[Any]:
     if name == "composites":
-        return [{"p": code, "e": index_document(element)} for code, element in rows]
+        return [{"p": code, "e": _rows_of(element)} for code, element in rows]
     names = ROW_FIELDS.get(name)
     if names is None:
         return [list(row) if isinstance(row, tuple) else row for row in rows]

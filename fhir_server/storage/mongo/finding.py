@@ -24,11 +24,12 @@ from fhir_server.storage.mongo.writes import GuardWrite
 if TYPE_CHECKING:
     from fhir_server.storage.mongo.store import MongoStore
 
-__all__ = ["find_ids", "guard_key", "search_index"]
+__all__ = ["default_registry", "find_ids", "guard_key", "search_index"]
 
 
 @cache
-def _default_registry() -> SearchParameterRegistry:
+def default_registry() -> SearchParameterRegistry:
+    """Return the R4 registry, for a store whose ``registry`` was not set."""
     return SearchParameterRegistry.load()
 
 
@@ -74,7 +75,7 @@ async def find_ids(
     overlay: dict[str, dict[str, Any]],
 ) -> tuple[list[str], GuardWrite]:
     """Return the ids of current resources matching ``params``, and the search's guard."""
-    registry = store.registry or _default_registry()
+    registry = store.registry or default_registry()
     query = parse_search(resource_type, list(params), registry, strict=True).query
     candidates = {doc["_id"]: doc async for doc in store.db["resources"].find(query_filter(query))}
     candidates.update({k: d for k, d in overlay.items() if d["type"] == resource_type})

@@ -50,12 +50,6 @@ class TransactionsUnavailable(NotSupported):
     default_message_id = "MSG_TRANSACTIONS_UNAVAILABLE"
 
 
-class SearchNotImplemented(NotSupported):
-    """501: a feature this adapter does not have yet."""
-
-    status = 501
-
-
 class MongoStore:
     """``ResourceStore`` over a MongoDB database; see the module docstring."""
 
@@ -137,11 +131,11 @@ class MongoStore:
         return docs.stored_from_version(doc)
 
     async def search(self, query: SearchQuery) -> SearchResult:
-        """Searches are not compiled for MongoDB yet (issue 8): answer 501, never a guess."""
-        raise SearchNotImplemented(
-            "Search is not available on the MongoDB store yet; use the embedded store",
-            message_id="MSG_SEARCH_NOT_IMPLEMENTED",
-        )
+        """Run a compiled search (``search``): filter documents, keyset pages, includes."""
+        from fhir_server.storage.mongo.finding import default_registry
+        from fhir_server.storage.mongo.search import run_search
+
+        return await run_search(self.db, query, self.registry or default_registry())
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         """Return a page of versions newest first; the cursor is the last ``seq`` returned."""

@@ -229,22 +229,25 @@ async def _apply_version(db: Any, write: VersionWrite, session: Any) -> None:
     doc = write.resource
     key = doc["_id"]
     previous = write.previous
+    seq = await _next_seq(db, session)
     if previous is None:
         try:
-            await db["resources"].insert_one(doc, session=session)
+            await db["resources"].insert_one({**doc, "rid": seq}, session=session)
         except DuplicateKeyError:
             raise VersionConflict(f"{key} was created by another writer") from None
     else:
-        result = await db["resources"].replace_one(
-            {"_id": key, "pk": write.previous_pk, "version": previous}, doc, session=session
-        )
+        # $set of every field but _id and rid: the resource keeps its first version's rid.
+        fields = {name: value for name, value in doc.items() if name not in ("_id", "rid")}
+        result = await db["resources"].update_one(
+            {"_id": key, "pk": write.previous_pk, "version": previous}, {"$set": fields},
+            session=session,
+        )  # fmt: skip
         if result.matched_count != 1:
             raise VersionConflict(f"{key} was changed by another writer")
         await db["versions"].update_one(
             {"_id": docs.version_key(doc["type"], doc["id"], previous), "pk": write.previous_pk},
             {"$set": {"until": doc["lastUpdated"]}}, session=session,
         )  # fmt: skip
-    seq = await _next_seq(db, session)
     await db["versions"].insert_one(
         docs.version_document(docs.stored_from_resource(doc), seq, doc["pk"]), session=session
     )

@@ -74,3 +74,40 @@ def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
                  "https://fhir.sskdt.vn/StructureDefinition/vn-patient"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["properties"]["resourceType"]
+
+
+def test_reindex_rebuilds_lost_index_rows(tmp_path: Path) -> None:
+    import asyncio
+    import sqlite3
+
+    import httpx
+
+    from fhir_server.main import create_app
+    from tests.conftest import token_for
+
+    out, data = tmp_path / "gen", tmp_path / "data"
+    assert main(["generate", "--patients", "2", "--seed", "4", "--out", str(out)]) == 0
+    assert main(["load", str(out), "--data-dir", str(data)]) == 0
+    conn = sqlite3.connect(data / "fhir.sqlite3")
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'search_%'")]
+    for table in tables:
+        conn.execute(f'DELETE FROM "{table}"')
+    conn.commit()
+    conn.close()
+
+    async def count_patients() -> int:
+        settings = Settings(data_dir=data, base_url="http://test/fhir",
+                            seed_search_parameters=False)
+        app = create_app(settings)
+        headers = {"Authorization": f"Bearer {token_for(settings, 'system/*.rs')}"}
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers
+        ) as http:
+            found = await http.get("/fhir/Patient",
+                                    params={"gender": "male,female,other,unknown"})
+            return len(found.json().get("entry", []))
+
+    assert asyncio.run(count_patients()) == 0
+    assert main(["reindex", "--type", "Patient", "--data-dir", str(data)]) == 0
+    assert asyncio.run(count_patients()) == 2

@@ -109,7 +109,36 @@ def test_index_document_names_each_row_field() -> None:
             }
         ],
         "compartments": ["p1"],
+        "sa": {
+            "name": "nguyen",
+            "identifier": "001090012345",
+            "date": 10,
+            "value-quantity": 72.0,
+            "subject": "p1",
+        },
+        "sd": {
+            "name": "nguyen",
+            "identifier": "001090012345",
+            "date": 20,
+            "value-quantity": 72.0,
+            "subject": "p1",
+        },
     }
+
+
+def test_sort_keys_are_the_least_value_ascending_and_the_greatest_descending() -> None:
+    index = SearchIndex(
+        "Encounter",
+        "e1",
+        dates=(("date", 30, 40), ("date", 10, 20), ("period", 5, 50)),
+        strings=(("name", "b", "B"), ("name", "a", "A")),
+    )
+    stored = docs.index_document(index)
+    assert stored is not None
+    assert (stored["sa"], stored["sd"]) == (
+        {"name": "a", "date": 10, "period": 5},
+        {"name": "b", "date": 40, "period": 50},
+    )
 
 
 @pytest.mark.parametrize("value", [None, "not an index", SearchIndex], ids=["none", "str", "cls"])
