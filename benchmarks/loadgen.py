@@ -7,11 +7,10 @@ which are kept so that a fast run full of errors is not mistaken for a good one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 

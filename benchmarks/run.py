@@ -24,9 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from big_data import BIG_SCENARIOS
 from loadgen import INSTALL_HINT, wrk_version
 from results import Measurement, check_targets, format_table, report_json
-from scenarios import SCENARIOS, SUITES, BenchContext, BenchSettings, expand
+from scenarios import SCENARIOS, SUITES, BenchContext, BenchSettings, Scenario, expand
+
+for _name, (_description, _run) in BIG_SCENARIOS.items():
+    SCENARIOS[_name] = Scenario(_name, _description, _run)
+SUITES["big"] = tuple(BIG_SCENARIOS)
 
 __all__ = ["main"]
 
@@ -65,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"suites: {', '.join(SUITES)}; scenarios: {', '.join(SCENARIOS)}",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="use this prepared data directory (for --scenario big)")
     parser.add_argument(
         "--keep",
         action="store_true",
@@ -133,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fhir-bench-"))
     try:
         settings = BenchSettings(
-            args.duration, args.connections, args.threads, args.workers, args.seed_patients, workdir
+            args.duration, args.connections, args.threads, args.workers, args.seed_patients,
+            workdir, data_dir=args.data_dir,
         )
         run = _run_settings(settings, names)
         measurements = measure(settings, names)

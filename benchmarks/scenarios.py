@@ -56,6 +56,7 @@ class BenchSettings:
     seed_patients: int
     workdir: Path
     python: str = sys.executable
+    data_dir: Path | None = None
 
     @property
     def load(self) -> WrkLoad:
@@ -117,6 +118,11 @@ class BenchContext:
             self._seeded.write_text("\n".join(ids) + "\n")
         return self._seeded
 
+    @property
+    def data_dir(self) -> Path:
+        """The FHIR server's data directory (a prepared large data set, or a fresh one)."""
+        return self.settings.data_dir or self.settings.workdir / "fhir-data"
+
     def workfile(self, name: str) -> Path:
         """Return a path for a scratch file of this run."""
         return self.settings.workdir / name
@@ -134,7 +140,7 @@ class BenchContext:
 
         assert self._active is not None
         base = self._active[1].base_url + "/fhir"
-        key = load_server_key(self.settings.workdir / "fhir-data")
+        key = load_server_key(self.data_dir)
         return mint_access_token(key, issuer=base, audience=base, subject="benchmark",
                                  scope="system/*.cruds", ttl=7200)
 
@@ -147,7 +153,7 @@ def _server_env() -> dict[str, str]:
 
 
 def _fhir_command(settings: BenchSettings, port: int) -> tuple[list[str], str]:
-    data_dir = settings.workdir / "fhir-data"
+    data_dir = settings.data_dir or settings.workdir / "fhir-data"
     return (
         [
             settings.python,

@@ -1,0 +1,199 @@
+"""Scenarios over a large data set (``run.py --data-dir DIR --scenario big``).
+
+DIR is a data directory filled beforehand with ``fhir-server generate`` + ``fhir-server load``
+(about 1,000,000 resources: ``--patients 50000``). The scenarios sample real ids from the
+running server, write the request paths to a file, and drive them with wrk:
+
+- ``big-read``: a primary-key read of the sampled Patients (the baseline of this data set);
+- ``search-identifier``, ``search-observation``, ``search-name``, ``search-encounter``: the four
+  searches of issue 3 with their targets;
+- ``everything``, ``summary``: the health book of sampled patients (issue 7);
+- ``push``: new visit transaction Bundles from 8 connections (issue 4);
+- ``paging``: the cost of page 1 and page 100 of one search, following ``next`` links;
+- ``index-size``: search index storage against resource storage (SQLite dbstat).
+"""
+
+from __future__ import annotations
+
+import http.client
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from results import Measurement
+from scenarios import BenchContext, _from_wrk
+
+__all__ = ["BIG_SCENARIOS"]
+
+CCCD = "http://fhir.ehealth.gov.vn/core/sid/national_id"
+
+
+def _get(context: BenchContext, path: str) -> dict[str, Any]:
+    server = context.server("fhir")
+    conn = http.client.HTTPConnection(server.base_url.removeprefix("http://"), timeout=60)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {context.token()}"})
+        answer = conn.getresponse()
+        body = answer.read()
+    finally:
+        conn.close()
+    if answer.status != 200:
+        raise RuntimeError(f"GET {path}: {answer.status} {body[:300]!r}")
+    parsed: dict[str, Any] = orjson.loads(body)
+    return parsed
+
+
+def _patients(context: BenchContext) -> list[dict[str, Any]]:
+    """A sample of Patients of the data set (ids and CCCDs), cached for the run."""
+    cache = context.workfile("big-patients.json")
+    if cache.exists():
+        loaded: list[dict[str, Any]] = orjson.loads(cache.read_bytes())
+        return loaded
+    bundle = _get(context, "/fhir/Patient?_count=500&_elements=identifier")
+    sample = [e["resource"] for e in bundle.get("entry", [])
+              if e.get("search", {}).get("mode") == "match"]
+    cache.write_bytes(orjson.dumps(sample))
+    return sample
+
+
+def _cccd(patient: dict[str, Any]) -> str | None:
+    return next((i["value"] for i in patient.get("identifier", []) if i.get("system") == CCCD),
+                None)
+
+
+def _paths_file(context: BenchContext, name: str, paths: list[str]) -> str:
+    target = context.workfile(f"{name}.paths")
+    target.write_text("\n".join(paths) + "\n")
+    return str(target)
+
+
+def _run_paths(context: BenchContext, name: str, paths: list[str]) -> list[Measurement]:
+    url = context.server("fhir").base_url + "/fhir"
+    result = context.wrk(url, "get_paths.lua", [_paths_file(context, name, paths)])
+    return [_from_wrk(name, result, url + paths[0], ("big-read",))]
+
+
+def run_big_read(context: BenchContext) -> list[Measurement]:
+    paths = [f"/fhir/Patient/{p['id']}" for p in _patients(context)]
+    return _run_paths(context, "big-read", paths)
+
+
+def run_search_identifier(context: BenchContext) -> list[Measurement]:
+    paths = [f"/fhir/Patient?identifier={quote(CCCD)}%7C{c}" for p in _patients(context)
+             if (c := _cccd(p))]
+    return _run_paths(context, "search-identifier", paths)
+
+
+def run_search_observation(context: BenchContext) -> list[Measurement]:
+    paths = [f"/fhir/Observation?patient=Patient/{p['id']}&code=http://loinc.org%7C8867-4"
+             "&_sort=-date" for p in _patients(context)]
+    return _run_paths(context, "search-observation", paths)
+
+
+def run_search_name(context: BenchContext) -> list[Measurement]:
+    names = ["nguyen", "tran", "le", "pham", "hoang", "vu", "dang", "bui"]
+    paths = [f"/fhir/Patient?name={n}&birthdate=ge1990&_count=50" for n in names]
+    return _run_paths(context, "search-name", paths)
+
+
+def run_search_encounter(context: BenchContext) -> list[Measurement]:
+    paths = [f"/fhir/Encounter?patient={p['id']}&_include=Encounter:service-provider"
+             "&_revinclude=Condition:encounter" for p in _patients(context)]
+    return _run_paths(context, "search-encounter", paths)
+
+
+def run_everything(context: BenchContext) -> list[Measurement]:
+    paths = [f"/fhir/Patient/{p['id']}/$everything?_count=1000" for p in _patients(context)]
+    return _run_paths(context, "everything", paths)
+
+
+def run_summary(context: BenchContext) -> list[Measurement]:
+    paths = [f"/fhir/Patient/{p['id']}/$summary" for p in _patients(context)]
+    return _run_paths(context, "summary", paths)
+
+
+def run_push(context: BenchContext) -> list[Measurement]:
+    """New visit Bundles (seed 2, not in the data set) from 8 connections."""
+    from fhir_server.synthetic import generate
+
+    out = context.workfile("push-bundles")
+    if not out.exists():
+        generate(1000, 2, out)
+    lines = out / "visits-00001.ndjson"
+    url = context.server("fhir").base_url + "/fhir"
+    load = context.settings.load
+    threads = min(load.threads, 8)
+    from loadgen import WrkLoad, run_wrk
+    from scenarios import LUA_DIR
+
+    result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads)],
+                     WrkLoad(8, threads, load.duration_s),
+                     [f"Authorization: Bearer {context.token()}"])
+    measured = _from_wrk("push", result, url, ("big-read",))
+    entries = statistics.mean(len(orjson.loads(b)["entry"])
+                              for b in lines.read_bytes().splitlines()[:200])
+    return [Measurement(measured.name, measured.kind, measured.requests_per_s, measured.p50_ms,
+                        measured.p99_ms, measured.operations, measured.errors,
+                        measured.baselines,
+                        {**measured.detail,
+                         "resources_per_s": round(measured.requests_per_s * entries, 1),
+                         "entries_per_bundle": round(entries, 1)})]
+
+
+def _timed_get(context: BenchContext, path: str) -> tuple[float, dict[str, Any]]:
+    started = time.perf_counter()
+    body = _get(context, path)
+    return (time.perf_counter() - started) * 1000, body
+
+
+def run_paging(context: BenchContext) -> list[Measurement]:
+    """Follow next links to page 100; compare the latency of pages 1-5 and 96-100."""
+    path = "/fhir/Observation?code=http://loinc.org%7C8867-4&_count=20"
+    costs: list[float] = []
+    for _ in range(100):
+        elapsed, body = _timed_get(context, path)
+        costs.append(elapsed)
+        following = next((link["url"] for link in body.get("link", [])
+                          if link["relation"] == "next"), None)
+        if following is None:
+            break
+        path = "/fhir" + following.split("/fhir", 1)[1]
+    first, last = statistics.median(costs[:5]), statistics.median(costs[-5:])
+    return [Measurement("paging", "http", 1000 / last if last else 0.0, last, max(costs[-5:]),
+                        len(costs), 0, (), {"pages": len(costs), "page_1_5_ms": first,
+                                            "page_96_100_ms": last})]
+
+
+def run_index_size(context: BenchContext) -> list[Measurement]:
+    """Bytes of search index tables against bytes of the resources (versions) table."""
+    context.close()
+    database = Path(context.data_dir) / "fhir.sqlite3"
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        sizes = dict(conn.execute(
+            "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+    finally:
+        conn.close()
+    index = sum(v for k, v in sizes.items() if k.startswith(("search_", "sqlite_autoindex_search")))
+    content = sizes.get("versions", 0)
+    ratio = index / content if content else 0.0
+    return [Measurement("index-size", "in-process", ratio, 0.0, 0.0, 0, 0, (),
+                        {"index_bytes": index, "versions_bytes": content, "ratio": ratio})]
+
+
+BIG_SCENARIOS = {
+    "big-read": ("GET Patient/{id} on the large data set (baseline)", run_big_read),
+    "search-identifier": ("Patient?identifier=<cccd system>|<number>", run_search_identifier),
+    "search-observation": ("Observation?patient&code&_sort=-date", run_search_observation),
+    "search-name": ("Patient?name=nguyen&birthdate=ge1990&_count=50", run_search_name),
+    "search-encounter": ("Encounter?patient&_include&_revinclude", run_search_encounter),
+    "everything": ("Patient/{id}/$everything", run_everything),
+    "summary": ("Patient/{id}/$summary", run_summary),
+    "push": ("POST visit transaction Bundles, 8 connections", run_push),
+    "paging": ("next links to page 100 (page 96-100 vs 1-5)", run_paging),
+    "index-size": ("search index bytes / resource bytes", run_index_size),
+}
