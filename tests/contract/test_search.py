@@ -159,11 +159,23 @@ async def _all_pages(store: ResourceStore, query: SearchQuery) -> list[list[str]
         ("Patient", "_count=1&_sort=-organization", [["p3"], ["p1"], ["p2"], ["p4"]]),
         ("Patient", "_count=2&_sort=family", [["p3", "p1"], ["p4", "p2"]]),
         ("Observation", f"_count=1&code-value-quantity={LOINC}|8867-4$gt70", [["o1"], ["o3"]]),
+        (
+            "Observation",
+            f"_count=1&_sort=-date&code-value-quantity={LOINC}|8867-4$gt70",
+            [["o1"], ["o3"]],
+        ),
     ],
 )
 async def test_paging_through_next_links_visits_every_match_once_in_order(
-    seeded: ResourceStore, resource_type: str, text: str, expected: list[list[str]]
+    seeded: ResourceStore,
+    resource_type: str,
+    text: str,
+    expected: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Candidates the matcher decides are read one at a time here, so that the MongoDB store
+    # continues past a rejected candidate within a page.
+    monkeypatch.setattr("fhir_server.storage.mongo.search._BATCH", 1)
     assert await _all_pages(seeded, _query(resource_type, text)) == expected
 
 

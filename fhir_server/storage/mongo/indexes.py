@@ -44,6 +44,12 @@ INDEXES: tuple[IndexSpec, ...] = (
     ),
     _spec(
         "resources",
+        "type_rid",
+        (("type", 1), ("rid", 1)),
+        "search by type in the default order, keyset pages (rid > n)",
+    ),
+    _spec(
+        "resources",
         "token",
         (("idx.tokens.p", 1), ("idx.tokens.c", 1), ("idx.tokens.s", 1)),
         "identifier=system|value (conditional create of Patient by CCCD), code=...",
@@ -63,8 +69,8 @@ INDEXES: tuple[IndexSpec, ...] = (
     _spec(
         "resources",
         "compartment_type",
-        (("idx.compartments", 1), ("type", 1)),
-        "Patient/X/$everything, compartment searches, patient=X",
+        (("idx.compartments", 1), ("type", 1), ("rid", 1)),
+        "Patient/X/$everything, compartment searches in the default order, patient=X",
     ),
     _spec(
         "resources",

@@ -30,6 +30,7 @@ CCCD = "http://fhir.ehealth.gov.vn/core/sid/national_id"
 def test_index_specifications_are_exactly_the_documented_ones() -> None:
     assert [(s.collection, *s.create_args()) for s in INDEXES] == [
         ("resources", [("type", 1), ("lastUpdated", 1)], {"name": "type_lastUpdated"}),
+        ("resources", [("type", 1), ("rid", 1)], {"name": "type_rid"}),
         (
             "resources",
             [("idx.tokens.p", 1), ("idx.tokens.c", 1), ("idx.tokens.s", 1)],
@@ -45,7 +46,11 @@ def test_index_specifications_are_exactly_the_documented_ones() -> None:
             [("pk", 1), ("type", 1), ("idx.dates.p", 1), ("idx.dates.lo", 1)],
             {"name": "patient_type_date"},
         ),
-        ("resources", [("idx.compartments", 1), ("type", 1)], {"name": "compartment_type"}),
+        (
+            "resources",
+            [("idx.compartments", 1), ("type", 1), ("rid", 1)],
+            {"name": "compartment_type"},
+        ),
         (
             "resources",
             [("idx.references.i", 1), ("idx.references.t", 1), ("idx.references.p", 1)],
