@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"suites: {', '.join(SUITES)}; scenarios: {', '.join(SCENARIOS)}",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--storage", default=None,
+                        help="storage URL of the server under test (e.g. mongodb://...)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="use this prepared data directory (for --scenario big)")
     parser.add_argument(
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = BenchSettings(
             args.duration, args.connections, args.threads, args.workers, args.seed_patients,
-            workdir, data_dir=args.data_dir,
+            workdir, data_dir=args.data_dir, storage=args.storage,
         )
         run = _run_settings(settings, names)
         measurements = measure(settings, names)

@@ -57,6 +57,7 @@ class BenchSettings:
     workdir: Path
     python: str = sys.executable
     data_dir: Path | None = None
+    storage: str | None = None
 
     @property
     def load(self) -> WrkLoad:
@@ -97,6 +98,8 @@ class BenchContext:
         port = free_port()
         command, ready = _SERVER_COMMANDS[name](self.settings, port)
         env = _server_env()
+        if self.settings.storage and name.startswith("fhir"):
+            env["FHIR_SERVER_STORAGE"] = self.settings.storage
         if name == "fhir-noaudit":
             env["FHIR_SERVER_AUDIT"] = "false"
         return running_server(

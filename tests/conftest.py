@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,21 @@ from fhir_server.security.keys import load_server_key
 from fhir_server.security.tokens import mint_access_token
 from fhir_server.settings import Settings
 
+#: Point the API suite at another store, e.g. a MongoDB replica set:
+#: FHIR_SERVER_TEST_API_STORAGE=mongodb://localhost:27017 (one database per test).
+API_STORAGE = os.environ.get("FHIR_SERVER_TEST_API_STORAGE", "")
+on_sqlite_only = pytest.mark.skipif(bool(API_STORAGE), reason="inspects the SQLite file")
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings of a server whose data lives in the test's temporary directory."""
     # Storing the 1,369 SearchParameters costs ~0.5 s per fresh store: only the tests of
     # GET /SearchParameter turn it on.
-    return Settings(data_dir=tmp_path / "data", base_url="http://test/fhir",
+    storage = ""
+    if API_STORAGE:
+        storage = f"{API_STORAGE.rstrip('/')}/fhir_api_{uuid.uuid4().hex[:12]}"
+    return Settings(data_dir=tmp_path / "data", base_url="http://test/fhir", storage=storage,
                     max_body_bytes=64 * 1024, seed_search_parameters=False)
 
 

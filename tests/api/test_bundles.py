@@ -13,6 +13,7 @@ import pytest
 
 from fhir_server.settings import Settings
 from tests.builders import CCCD_SYSTEM, observation, patient
+from tests.conftest import on_sqlite_only
 
 FHIR = {"Content-Type": "application/fhir+json"}
 ORG_SYSTEM = "http://fhir.ehealth.gov.vn/core/sid/provider-code"
@@ -124,6 +125,7 @@ async def test_corrected_repush_updates_without_duplicates(client: httpx.AsyncCl
     assert await count(client, "Condition") == 1
 
 
+@on_sqlite_only
 async def test_failed_transaction_leaves_no_trace(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -139,6 +141,7 @@ async def test_failed_transaction_leaves_no_trace(
     assert store_snapshot(settings.data_dir) == before
 
 
+@on_sqlite_only
 async def test_failure_during_writes_rolls_back_everything(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:

@@ -30,24 +30,10 @@ ADAPTERS = [
 ]
 
 
-class NoIndexTables:
-    """Search index tables that store nothing (for when search is not built yet)."""
+def sqlite_index_tables() -> ModuleType:
+    """The search index tables of the embedded store."""
+    from fhir_server.storage.sqlite import search_tables
 
-    SCHEMA_SQL = ""
-
-    def replace_index(self, conn: Any, rid: int, index: Any) -> None:
-        """Store nothing."""
-
-    def delete_index(self, conn: Any, rid: int) -> None:
-        """Delete nothing."""
-
-
-def sqlite_index_tables() -> ModuleType | NoIndexTables:
-    """The real search tables when they exist, else tables that store nothing."""
-    try:
-        from fhir_server.storage.sqlite import search_tables
-    except ImportError:
-        return NoIndexTables()
     return search_tables
 
 
