@@ -115,14 +115,53 @@ def run_search_encounter(context: BenchContext) -> list[Measurement]:
     return _run_paths(context, "search-encounter", paths)
 
 
+def _post(context: BenchContext, body: bytes) -> None:
+    server = context.server("fhir")
+    conn = http.client.HTTPConnection(server.base_url.removeprefix("http://"), timeout=60)
+    try:
+        conn.request("POST", "/fhir", body=body, headers={
+            "Authorization": f"Bearer {context.token()}",
+            "Content-Type": "application/fhir+json"})
+        answer = conn.getresponse()
+        text = answer.read()
+    finally:
+        conn.close()
+    if answer.status != 200:
+        raise RuntimeError(f"push failed: {answer.status} {text[:300]!r}")
+
+
+def _twenty_visit_patient(context: BenchContext) -> str:
+    """Push 20 visits (about 250 resources) of one new patient; return the Patient id.
+
+    The visits are generated ones of several people, each re-pointed at the same Patient
+    entry (same CCCD, so the conditional create finds the one Patient).
+    """
+    from fhir_server.synthetic import generate
+
+    out = context.workfile("twenty-visits")
+    generate(30, 3, out)
+    bundles = [orjson.loads(line) for line in
+               (out / "visits-00001.ndjson").read_bytes().splitlines()[:20]]
+    person = bundles[0]["entry"][0]
+    for bundle in bundles:
+        entry = bundle["entry"][0]
+        entry["resource"], entry["request"] = person["resource"], person["request"]
+        _post(context, orjson.dumps(bundle))
+    cccd = _cccd(person["resource"])
+    found = _get(context, f"/fhir/Patient?identifier={quote(CCCD)}%7C{cccd}")
+    return str(found["entry"][0]["resource"]["id"])
+
+
 def run_everything(context: BenchContext) -> list[Measurement]:
-    paths = [f"/fhir/Patient/{p['id']}/$everything?_count=1000" for p in _patients(context)]
-    return _run_paths(context, "everything", paths)
+    """$everything of a patient with 20 visits."""
+    patient = _twenty_visit_patient(context)
+    return _run_paths(context, "everything", [f"/fhir/Patient/{patient}/$everything?_count=1000"])
 
 
 def run_summary(context: BenchContext) -> list[Measurement]:
-    paths = [f"/fhir/Patient/{p['id']}/$summary" for p in _patients(context)]
-    return _run_paths(context, "summary", paths)
+    """$summary of a patient with 20 visits."""
+    patient = _twenty_visit_patient(context)
+    return _run_paths(context, "summary", [f"/fhir/Patient/{patient}/$summary"])
 
 
 def run_push(context: BenchContext) -> list[Measurement]:
