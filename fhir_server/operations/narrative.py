@@ -17,7 +17,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from fhir_server.interactions.instants import SERVER_ZONE
+from fhir_server.search.dates import SERVER_ZONE
 
 __all__ = [
     "XHTML_NS",
