@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck unit bench clean
+.PHONY: serve test lint typecheck unit api-mongo-fake bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ lint: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-test: lint unit
+# The API suite once more, against the MongoDB adapter over its in-process stand-in.
+api-mongo-fake: $(VENV)/.installed-test
+	FHIR_SERVER_TEST_API_STORAGE=mongo-fake $(BIN)/python -m pytest -q tests/api
+
+test: lint unit api-mongo-fake
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run.py

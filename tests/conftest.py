@@ -17,8 +17,26 @@ from fhir_server.security.tokens import mint_access_token
 from fhir_server.settings import Settings
 
 #: Point the API suite at another store, e.g. a MongoDB replica set:
-#: FHIR_SERVER_TEST_API_STORAGE=mongodb://localhost:27017 (one database per test).
+#: FHIR_SERVER_TEST_API_STORAGE=mongodb://localhost:27017 (one database per test), or
+#: ``mongo-fake`` for the in-process stand-in of the contract suite.
 API_STORAGE = os.environ.get("FHIR_SERVER_TEST_API_STORAGE", "")
+
+
+@pytest.fixture(autouse=True)
+def _api_on_mongo_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``FHIR_SERVER_TEST_API_STORAGE=mongo-fake``, the app opens the stand-in."""
+    if API_STORAGE != "mongo-fake":
+        return
+    from fhir_server import main as app_module
+    from fhir_server.storage.mongo.store import MongoStore
+    from tests.contract.mongo_fake import FakeMongoClient
+
+    def open_fake(settings: Settings, registry: Any = None) -> Any:
+        store = MongoStore("mongodb://fake", database="fhir", client=FakeMongoClient())
+        store.registry = registry
+        return store
+
+    monkeypatch.setattr(app_module, "open_store", open_fake)
 on_sqlite_only = pytest.mark.skipif(bool(API_STORAGE), reason="inspects the SQLite file")
 
 
@@ -28,7 +46,7 @@ def settings(tmp_path: Path) -> Settings:
     # Storing the 1,369 SearchParameters costs ~0.5 s per fresh store: only the tests of
     # GET /SearchParameter turn it on.
     storage = ""
-    if API_STORAGE:
+    if API_STORAGE.startswith("mongodb"):
         storage = f"{API_STORAGE.rstrip('/')}/fhir_api_{uuid.uuid4().hex[:12]}"
     return Settings(data_dir=tmp_path / "data", base_url="http://test/fhir", storage=storage,
                     max_body_bytes=64 * 1024, seed_search_parameters=False)
