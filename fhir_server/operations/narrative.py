@@ -11,12 +11,12 @@ Also here: how values read in Vietnamese (dates in the server's zone, coded conc
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
 
+from fhir_server.conformance.xhtml import ALLOWED_ATTRIBUTES, ALLOWED_ELEMENTS, XHTML_NS, check_div
 from fhir_server.search.dates import SERVER_ZONE
 
 __all__ = [
@@ -45,17 +45,6 @@ __all__ = [
     "vn_date",
 ]
 
-XHTML_NS = "http://www.w3.org/1999/xhtml"
-#: The elements FHIR narrative allows (HTML 4.0 chapters 7-11 and 15, links, images).
-_ELEMENT_NAMES = (
-    "a abbr acronym b big blockquote br caption cite code col colgroup dd dfn div dl dt em "
-    "h1 h2 h3 h4 h5 h6 hr i img kbd li ol p pre q samp small span strong sub sup table tbody "
-    "td tfoot th thead tr tt ul var"
-)
-_ATTRIBUTE_NAMES = "style class id lang dir title href name colspan rowspan src alt width height"
-_ALLOWED_ELEMENTS = frozenset(_ELEMENT_NAMES.split())
-_ALLOWED_ATTRIBUTES = frozenset(_ATTRIBUTE_NAMES.split())
-
 
 class Markup(str):
     """XHTML made by this module: inserted as is, where a plain ``str`` would be escaped."""
@@ -69,12 +58,12 @@ def _content(part: str) -> str:
 
 def element(tag: str, *children: str, **attributes: str) -> Markup:
     """Return ``<tag attributes>children</tag>``; plain-string children are escaped."""
-    if tag not in _ALLOWED_ELEMENTS:
+    if tag not in ALLOWED_ELEMENTS:
         raise ValueError(f"<{tag}> is not allowed in FHIR narrative")
     attrs = ""
     for name, value in attributes.items():
         name = name.rstrip("_")  # class_ -> class
-        if name not in _ALLOWED_ATTRIBUTES:
+        if name not in ALLOWED_ATTRIBUTES:
             raise ValueError(f"attribute {name} is not allowed in FHIR narrative")
         attrs += f' {name}="{escape(value, quote=True)}"'
     return Markup(f"<{tag}{attrs}>{''.join(_content(c) for c in children)}</{tag}>")
@@ -100,22 +89,7 @@ def narrative(*children: str) -> dict[str, str]:
 
 def check_narrative(div: str) -> list[str]:
     """Return the ways ``div`` breaks the FHIR narrative rules (empty when it keeps them)."""
-    try:
-        root = ElementTree.fromstring(div)
-    except ElementTree.ParseError as exc:
-        return [f"not well-formed XHTML: {exc}"]
-    problems = []
-    if root.tag != f"{{{XHTML_NS}}}div":
-        problems.append("the root is not an XHTML div")
-    for node in root.iter():
-        namespace, _, local = node.tag.partition("}")
-        if namespace != f"{{{XHTML_NS}" or local not in _ALLOWED_ELEMENTS:
-            problems.append(f"element {node.tag} is not allowed")
-        problems += [f"attribute {name} on {local} is not allowed" for name in node.attrib
-                     if name not in _ALLOWED_ATTRIBUTES]  # fmt: skip
-    if not "".join(root.itertext()).strip():
-        problems.append("the narrative is empty")
-    return problems
+    return [issue.diagnostics for issue in check_div(div, "div")]
 
 
 def vn_date(value: str | None, with_time: bool = True) -> str:

@@ -29,6 +29,7 @@ from fhir_server.search.model import (
     ParsedSearch,
     SearchQuery,
     SortKey,
+    TokenValue,
     TotalMode,
 )
 from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry
@@ -39,7 +40,8 @@ _IGNORED = frozenset({"_format", "_pretty", "_type"})
 _UNSUPPORTED = frozenset({"_text", "_content", "_query", "_list", "_filter", "_contained"})
 _ALLOWED: dict[ParamType, frozenset[Modifier]] = {
     ParamType.STRING: frozenset({Modifier.EXACT, Modifier.CONTAINS, Modifier.MISSING}),
-    ParamType.TOKEN: frozenset({Modifier.NOT, Modifier.TEXT, Modifier.OF_TYPE, Modifier.MISSING}),
+    ParamType.TOKEN: frozenset({Modifier.NOT, Modifier.TEXT, Modifier.OF_TYPE, Modifier.MISSING,
+                                Modifier.IN, Modifier.NOT_IN, Modifier.ABOVE, Modifier.BELOW}),
     ParamType.DATE: frozenset({Modifier.MISSING}),
     ParamType.NUMBER: frozenset({Modifier.MISSING}),
     ParamType.QUANTITY: frozenset({Modifier.MISSING}),
@@ -149,6 +151,10 @@ class _Parser:
             return None
         if modifier is Modifier.MISSING:
             return Clause(code, definition.type, (_boolean(name, raw),), modifier)
+        if modifier in (Modifier.IN, Modifier.NOT_IN):
+            return _value_set_clause(code, modifier, name, raw)
+        if modifier in (Modifier.ABOVE, Modifier.BELOW) and definition.type is ParamType.TOKEN:
+            return _hierarchy_clause(code, modifier, name, raw)
         parsed = tuple(
             self.value(resource_type, definition, (modifier, target_type), name, part)
             for part in values.split_unescaped(raw, ",")
@@ -316,6 +322,46 @@ class _Parser:
         if value == "count":
             return replace(query, summary=value, count=0, total=TotalMode.ACCURATE)
         return replace(query, summary=value)
+
+
+def _value_set_clause(code: str, modifier: Modifier, name: str, raw: str) -> Clause:
+    """``:in``/``:not-in``: the codes of the ValueSets held by the server, as a token clause.
+
+    ``:in`` becomes the OR of every (system, code) of the expansions; ``:not-in`` the same
+    under ``:not``. An unknown ValueSet is a 400 naming the parameter.
+    """
+    from fhir_server.conformance.terminology import default_terminology
+    from fhir_server.errors import NotFound
+
+    codes: list[TokenValue] = []
+    for url in values.split_unescaped(raw, ","):
+        try:
+            codes += [TokenValue(c.system, c.code) for c in default_terminology().expand(url)]
+        except NotFound:
+            raise BadRequest(f"The search parameter {name} names an unknown ValueSet {url!r}",
+                             message_id="MSG_PARAM_INVALID") from None
+    negate = Modifier.NOT if modifier is Modifier.NOT_IN else None
+    return Clause(code, ParamType.TOKEN, tuple(codes) or (TokenValue("", ""),), negate)
+
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+
+def _hierarchy_clause(code: str, modifier: Modifier, name: str, raw: str) -> Clause:
+    """Token ``:below``/``:above`` on ICD-10 (the one hierarchical system the server knows):
+    the code with its descendants (``:below``) or its ancestors (``:above``), as an OR."""
+    from fhir_server.conformance.profiles import icd10_hierarchy
+
+    codes: list[TokenValue] = []
+    for part in values.split_unescaped(raw, ","):
+        system, bar, value = part.rpartition("|")
+        family = icd10_hierarchy(value, below=modifier is Modifier.BELOW) if bar else None
+        if system != ICD10 or family is None:
+            raise NotSupported(
+                f"{name}: :{modifier} is supported for ICD-10 codes ({ICD10}|<code>) only",
+                message_id="MSG_PARAM_MODIFIER_UNSUPPORTED")
+        codes += [TokenValue(ICD10, c) for c in (value, *family)]
+    return Clause(code, ParamType.TOKEN, tuple(codes), None)
 
 
 def _unknown(resource_type: str, code: str) -> BadRequest:

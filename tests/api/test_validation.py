@@ -193,3 +193,41 @@ async def test_search_parameters_are_listed_and_searchable(client_with: Any) -> 
         "http://hl7.org/fhir/SearchParameter/individual-birthdate"]
     total = await http.get("/fhir/SearchParameter", params={"_summary": "count"})
     assert total.json()["total"] > 1300
+
+
+async def test_token_in_and_not_in_use_the_servers_value_sets(client: httpx.AsyncClient) -> None:
+    kinds = [("https://fhir.sskdt.vn/CodeSystem/visit-type", "03"), ("urn:other", "x")]
+    ids = []
+    for system, code in kinds:
+        location = {"resourceType": "Location", "name": f"Khoa {code}",
+                    "type": [{"coding": [{"system": system, "code": code}]}]}
+        created = await client.post("/fhir/Location", json=location, headers=FHIR)
+        ids.append(created.json()["id"])
+    visit_types = "https://fhir.sskdt.vn/ValueSet/visit-type"
+    found = await client.get("/fhir/Location", params={"type:in": visit_types})
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [ids[0]]
+    others = await client.get("/fhir/Location", params={"type:not-in": visit_types})
+    assert [e["resource"]["id"] for e in others.json()["entry"]] == [ids[1]]
+    unknown = await client.get("/fhir/Location", params={"type:in": "urn:no-such-valueset"})
+    assert unknown.status_code == 400
+
+
+async def test_icd10_below_and_above(client: httpx.AsyncClient) -> None:
+    ids = {}
+    for code in ("J18.9", "J06.9", "J18"):
+        condition = valid_example("Condition")
+        condition["code"] = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10",
+                                         "code": code}]}
+        condition.pop("identifier", None)
+        created = await client.post("/fhir/Condition", json=condition, headers=FHIR)
+        assert created.status_code == 201, created.text
+        ids[code] = created.json()["id"]
+    below = await client.get("/fhir/Condition",
+                             params={"code:below": "http://hl7.org/fhir/sid/icd-10|J09-J18"})
+    assert {e["resource"]["id"] for e in below.json()["entry"]} == {ids["J18.9"], ids["J18"]}
+    above = await client.get("/fhir/Condition",
+                             params={"code:above": "http://hl7.org/fhir/sid/icd-10|J18.9"})
+    assert {e["resource"]["id"] for e in above.json()["entry"]} == {ids["J18.9"], ids["J18"]}
+    unsupported = await client.get("/fhir/Condition", params={"code:below": "urn:x|1"},
+                                   headers={"Prefer": "handling=strict"})
+    assert unsupported.status_code == 400
