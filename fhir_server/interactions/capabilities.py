@@ -12,6 +12,7 @@ from typing import Any
 from fhir_server import FHIR_VERSION, __version__
 from fhir_server.interactions.context import Services
 from fhir_server.resources import resource_types
+from fhir_server.search.parse import UNSUPPORTED_PARAMETERS
 
 __all__ = ["FEATURES", "capability_statement"]
 
@@ -19,9 +20,6 @@ TYPE_INTERACTIONS = (
     "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
 )
 SYSTEM_INTERACTIONS = ["history-system"]
-
-#: Registered parameters the search engine answers "not supported" for.
-UNSUPPORTED_PARAMS = frozenset({"_text", "_content", "_query", "_filter", "_list"})
 
 #: Optional features switched on as the modules that implement them are wired in.
 FEATURES: dict[str, bool] = {"search": True, "transaction": True, "batch": True}
@@ -35,7 +33,7 @@ def _search_params(services: Services, resource_type: str) -> list[dict[str, Any
     return [
         {"name": code, "definition": p.url, "type": str(p.type)}
         for code, p in sorted(params.items())
-        if code not in UNSUPPORTED_PARAMS
+        if code not in UNSUPPORTED_PARAMETERS
     ]
 
 

@@ -34,10 +34,12 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry
 
-__all__ = ["parse_search"]
+__all__ = ["UNSUPPORTED_PARAMETERS", "parse_search"]
 
 _IGNORED = frozenset({"_format", "_pretty", "_type"})
-_UNSUPPORTED = frozenset({"_text", "_content", "_query", "_list", "_filter", "_contained"})
+UNSUPPORTED_PARAMETERS = frozenset(
+    {"_text", "_content", "_query", "_list", "_filter", "_contained"}
+)
 _ALLOWED: dict[ParamType, frozenset[Modifier]] = {
     ParamType.STRING: frozenset({Modifier.EXACT, Modifier.CONTAINS, Modifier.MISSING}),
     ParamType.TOKEN: frozenset({Modifier.NOT, Modifier.TEXT, Modifier.OF_TYPE, Modifier.MISSING,
@@ -124,7 +126,7 @@ class _Parser:
             return replace(query, types=(*query.types, *kinds))
         if base in _IGNORED:
             return query
-        if base in _UNSUPPORTED:
+        if base in UNSUPPORTED_PARAMETERS:
             self.problem(
                 NotSupported(
                     f"The parameter {name} is not supported", message_id="MSG_PARAM_UNSUPPORTED"
