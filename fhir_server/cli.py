@@ -60,6 +60,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=settings.log_level,
         proxy_headers=False,
+        # Named, not "auto": without them uvicorn silently falls back to a transport that
+        # stalls every response about 40 ms with several workers (docs/performance.md).
+        loop="uvloop",
+        http="httptools",
     )
     return 0
 
