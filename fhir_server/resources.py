@@ -18,7 +18,7 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from fhir_server.conformance import structure
+from fhir_server.conformance import base_invariants, structure, xhtml
 from fhir_server.errors import BadRequest, InvalidResource, Issue, NotFound
 
 __all__ = [
@@ -101,6 +101,9 @@ def validate_structure(resource: dict[str, Any], *, expected_type: str | None = 
         issues = _model_issues(resource, resource_type)
     if not issues:
         issues = structure.check_required_bindings(resource)
+        issues += xhtml.check_narrative(resource)
+        # Warnings (dom-6: no narrative, con-3) never make a write fail; only errors are kept.
+        issues += [i for i in base_invariants.check_invariants(resource) if i.severity == "error"]
     if issues:
         raise InvalidResource(issues[0].diagnostics, issues=issues)
 

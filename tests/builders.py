@@ -78,6 +78,9 @@ _MINIMAL: dict[str, dict[str, Any]] = {
                      "vaccineCode": {"text": "BCG"}, "patient": {"reference": "Patient/p1"},
                      "occurrenceDateTime": "2020-01-01"},
     "AllergyIntolerance": {"resourceType": "AllergyIntolerance",
+                           "clinicalStatus": {"coding": [{
+                               "system": "http://terminology.hl7.org/CodeSystem/"
+                                         "allergyintolerance-clinical", "code": "active"}]},
                            "patient": {"reference": "Patient/p1"}, "code": {"text": "Penicillin"}},
     "Procedure": {"resourceType": "Procedure", "status": "completed",
                   "subject": {"reference": "Patient/p1"}},
@@ -105,7 +108,10 @@ _MINIMAL: dict[str, dict[str, Any]] = {
                 "scope": {"coding": [{"system":
                                       "http://terminology.hl7.org/CodeSystem/consentscope",
                                       "code": "patient-privacy"}]},
-                "category": [{"text": "privacy"}]},
+                "category": [{"text": "privacy"}],
+                "policyRule": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                    "code": "OPTIN"}]}},
     "AuditEvent": {"resourceType": "AuditEvent",
                    "type": {"system": "http://dicom.nema.org/resources/ontology/DCM",
                             "code": "110110"},

@@ -92,10 +92,10 @@ def check_div(div: object, path: str) -> list[Issue]:
         root = ElementTree.fromstring(div)
     except ElementTree.ParseError as exc:
         return [_issue("MSG_NARRATIVE_NOT_XHTML", f"not well-formed XHTML: {exc}", path)]
-    issues: list[Issue] = []
     if root.tag != f"{{{XHTML_NS}}}div":
         message = f'the root element must be an XHTML div (xmlns="{XHTML_NS}"), not {root.tag}'
-        issues.append(_issue("MSG_NARRATIVE_NAMESPACE", message, path))
+        return [_issue("MSG_NARRATIVE_NAMESPACE", message, path)]  # its children would repeat it
+    issues: list[Issue] = []
     for node in root.iter():
         issues += [
             _issue("MSG_INVARIANT_TXT_1", f"{_TXT_1}: {p}", path) for p in _node_problems(node)

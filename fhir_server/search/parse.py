@@ -156,7 +156,11 @@ class _Parser:
         if modifier in (Modifier.IN, Modifier.NOT_IN):
             return _value_set_clause(code, modifier, name, raw)
         if modifier in (Modifier.ABOVE, Modifier.BELOW) and definition.type is ParamType.TOKEN:
-            return _hierarchy_clause(code, modifier, name, raw)
+            try:
+                return _hierarchy_clause(code, modifier, name, raw)
+            except NotSupported as unsupported:
+                self.problem(unsupported)
+                return None
         parsed = tuple(
             self.value(resource_type, definition, (modifier, target_type), name, part)
             for part in values.split_unescaped(raw, ",")

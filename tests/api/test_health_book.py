@@ -247,7 +247,14 @@ def record_bundle(cccd: str, facility: str = "01929") -> dict[str, Any]:
             },
         },
         {**valid_example("Immunization"), "patient": subject},
-        {"resourceType": "AllergyIntolerance", "patient": subject, "code": {"text": "Penicillin"}},
+        {
+            "resourceType": "AllergyIntolerance",
+            "clinicalStatus": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                "code": "active"}]},
+            "patient": subject,
+            "code": {"text": "Penicillin"},
+        },
         {
             "resourceType": "DiagnosticReport",
             "status": "final",

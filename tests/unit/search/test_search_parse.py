@@ -229,7 +229,7 @@ def test_invalid_value_is_a_400_naming_the_parameter_even_when_lenient(
         ("shoe-size", BadRequest, "MSG_PARAM_UNKNOWN"),
         ("family:sounds-like", BadRequest, "MSG_PARAM_MODIFIER_INVALID"),
         ("identifier:below", NotSupported, "MSG_PARAM_MODIFIER_UNSUPPORTED"),
-        ("gender:in", NotSupported, "MSG_PARAM_MODIFIER_UNSUPPORTED"),
+        ("language:above", NotSupported, "MSG_PARAM_MODIFIER_UNSUPPORTED"),
         ("_text", NotSupported, "MSG_PARAM_UNSUPPORTED"),
         ("_content", NotSupported, "MSG_PARAM_UNSUPPORTED"),
     ],
