@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.conformance.base_invariants import check_invariants
 from fhir_server.conformance.profiles import default_validator
 from fhir_server.errors import BadRequest, FhirError, Issue
 from fhir_server.interactions.context import Outcome, Services
@@ -28,10 +29,12 @@ def validate_resource_issues(resource: dict[str, Any], resource_type: str | None
         validate_structure(resource, expected_type=resource_type)
     except FhirError as exc:
         return list(exc.issues)
+    # Writes keep only invariant errors; $validate also reports the warnings (dom-6...).
+    warnings = [i for i in check_invariants(resource) if i.severity == "warning"]
     validator = default_validator()
     if profile:
-        return validator.validate(resource, [profile])
-    return validator.validate_resource(resource)
+        return warnings + validator.validate(resource, [profile])
+    return warnings + validator.validate_resource(resource)
 
 
 async def validate_operation(services: Services, call: OperationInput) -> Outcome:
