@@ -73,3 +73,25 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url="http://test",
                                      headers=headers) as http:
             yield http
+
+
+@pytest.fixture
+async def client_with(settings: Settings) -> AsyncIterator[Any]:
+    """Make clients of apps whose settings differ from the default test settings."""
+    opened: list[tuple[Any, httpx.AsyncClient]] = []
+
+    async def make(**overrides: Any) -> httpx.AsyncClient:
+        changed = settings.model_copy(update=overrides)
+        app = create_app(changed)
+        context = app.router.lifespan_context(app)
+        await context.__aenter__()
+        headers = {"Authorization": f"Bearer {token_for(changed, 'system/*.cruds')}"}
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test", headers=headers)
+        opened.append((context, http))
+        return http
+
+    yield make
+    for context, http in opened:
+        await http.aclose()
+        await context.__aexit__(None, None, None)

@@ -309,9 +309,11 @@ async def search_endpoint(request: Request) -> Response:
     extra, policy_compartment = guard.narrowing()
     if resource_type is None and policy_compartment is not None:
         compartment = compartment or policy_compartment
+    settings = services.settings
     bundle = await search.search(services.store, services.registry, services.base_url,
                                  resource_type, params + extra, strict=strict,
-                                 compartment=compartment)
+                                 compartment=compartment, default_count=settings.default_count,
+                                 max_count=settings.max_count)
     return fhir_response(request, 200, guard.filter_bundle(bundle))
 
 

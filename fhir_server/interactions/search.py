@@ -49,13 +49,18 @@ async def search(
     *,
     strict: bool,
     compartment: tuple[str, str] | None = None,
+    default_count: int = 20,
+    max_count: int = 1000,
 ) -> dict[str, Any]:
     """Return the searchset Bundle for ``params`` on a type, a compartment or the system.
+
+    ``default_count`` and ``max_count`` bound the page size (``_count``).
 
     Raises ``BadRequest``/``NotSupported`` for invalid values (and, under ``strict``, unknown
     parameters or modifiers), ``BadRequest``/``Gone`` for an invalid or expired cursor.
     """
-    parsed = parse_search(resource_type, params, registry, strict=strict, base_url=base_url)
+    parsed = parse_search(resource_type, params, registry, strict=strict, base_url=base_url,
+                          default_count=default_count, max_count=max_count)
     query = parsed.query if compartment is None else replace(parsed.query, compartment=compartment)
     result = await store.search(query)
     path = _path(base_url.rstrip("/"), resource_type, compartment)

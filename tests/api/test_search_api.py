@@ -124,3 +124,13 @@ async def test_post_search_compartment_and_system_search(
     assert _ids(system) == [mine]
     counted = (await client.get("/fhir/Patient", params={"_summary": "count"})).json()
     assert counted["total"] == 3
+
+
+async def test_count_defaults_and_maximum_come_from_settings(client_with: Any) -> None:
+    http = await client_with(default_count=2, max_count=3)
+    for number in range(5):
+        await _create(http, patient(cccd=f"00109000002{number}"))
+    default = (await http.get("/fhir/Patient")).json()
+    assert len(_ids(default)) == 2
+    capped = (await http.get("/fhir/Patient", params={"_count": 100})).json()
+    assert len(_ids(capped)) == 3

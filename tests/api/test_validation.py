@@ -3,16 +3,12 @@ conformance resources served by the server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from fhir_server.main import create_app
-from fhir_server.settings import Settings
 from tests.builders import valid_example
-from tests.conftest import token_for
 
 FHIR = {"Content-Type": "application/fhir+json"}
 VN_PATIENT = "https://fhir.sskdt.vn/StructureDefinition/vn-patient"
@@ -27,26 +23,6 @@ def bad_patient() -> dict[str, Any]:
     patient["identifier"] = [{"system": "http://fhir.ehealth.gov.vn/core/sid/national_id",
                               "value": "12345"}]
     return patient
-
-
-@pytest.fixture
-async def client_with(settings: Settings) -> AsyncIterator[Any]:
-    clients: list[Any] = []
-
-    async def make(**overrides: Any) -> httpx.AsyncClient:
-        app = create_app(settings.model_copy(update=overrides))
-        context = app.router.lifespan_context(app)
-        await context.__aenter__()
-        headers = {"Authorization": f"Bearer {token_for(settings, 'system/*.cruds')}"}
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
-                                 headers=headers)
-        clients.append((context, http))
-        return http
-
-    yield make
-    for context, http in clients:
-        await http.aclose()
-        await context.__aexit__(None, None, None)
 
 
 async def test_enforce_rejects_invalid_write_with_422_and_stores_nothing(
