@@ -290,3 +290,15 @@ async def test_auth_off_serves_without_token_and_warns(
         response = await http.get("/fhir/Patient")
     assert response.status_code == 200
     assert any("access control is OFF" in r.getMessage() for r in caplog.records)
+
+
+async def test_token_naming_its_patient_by_cccd_is_resolved_to_the_patient(world: World) -> None:
+    token = token_for(world.settings, "patient/*.rs",
+                      patient_identifier=(CCCD_SYSTEM, "019203107473"))
+    own = await world.http.get("/fhir/Observation", headers=world.as_token(token))
+    assert ids_of(own) == {world.alice_obs}
+    nobody = token_for(world.settings, "patient/*.rs",
+                       patient_identifier=(CCCD_SYSTEM, "079099999999"))
+    refused = await world.http.get("/fhir/Observation", headers=world.as_token(nobody))
+    assert refused.status_code == 403
+    assert message_id(refused) == "MSG_TOKEN_PATIENT_UNKNOWN"
