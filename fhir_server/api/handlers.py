@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -128,8 +129,6 @@ def _not_modified(request: Request, version: int, last_updated: str) -> bool:
     since = parse_http_date(request.headers.get("if-modified-since"))
     if since is None:
         return False
-    from datetime import datetime
-
     return datetime.fromisoformat(last_updated).replace(microsecond=0) <= since
 
 

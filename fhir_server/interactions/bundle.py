@@ -15,7 +15,14 @@ from typing import Any
 
 from fhir_server.errors import BadRequest, FhirError, PayloadTooLarge
 from fhir_server.interactions import bundle_exec
-from fhir_server.interactions.bundle_entries import ORDER, PlannedEntry, at_entry, parse_entry
+from fhir_server.interactions.bundle_entries import (
+    ORDER,
+    PlannedEntry,
+    at_entry,
+    iter_references,
+    parse_entry,
+    status_text,
+)
 from fhir_server.interactions.context import Outcome, Services, new_id
 from fhir_server.interactions.prepare import prepare_resource
 from fhir_server.outcomes import operation_outcome
@@ -127,13 +134,11 @@ async def _batch_entry(services: Services, index: int, raw: object) -> dict[str,
             return response
     except FhirError as exc:
         located = at_entry(exc, index, entry.resource_type if entry else None)
-        return {"response": {"status": _status_text(located.status),
+        return {"response": {"status": status_text(located.status),
                              "outcome": operation_outcome(located.issues)}}
 
 
 def _refs(entry: PlannedEntry) -> list[dict[str, Any]]:
-    from fhir_server.interactions.bundle_entries import iter_references
-
     return list(iter_references(entry.resource)) if entry.resource else []
 
 
@@ -148,15 +153,6 @@ async def batch(services: Services, bundle: dict[str, Any]) -> Outcome:
                               message_id="MSG_BUNDLE_TOO_MANY_ENTRIES")
     responses = [await _batch_entry(services, i, e) for i, e in enumerate(raw_entries)]
     return Outcome(200, body=_response_bundle("batch-response", responses))
-
-
-def _status_text(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
 
 
 def _response_bundle(kind: str, responses: list[dict[str, Any]]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,6 +26,7 @@ __all__ = [
     "iter_references",
     "parse_entry",
     "rewrite_references",
+    "status_text",
 ]
 
 #: Processing order of a transaction (R4 3.1.0.11.2): DELETE, POST, PUT/PATCH, then GET/HEAD.
@@ -67,6 +69,14 @@ def _split_url(index: int, url: str, base_url: str) -> tuple[list[str], str | No
     elif "://" in path:
         raise _fail(index, f"request.url '{url}' is not on this server", "MSG_BUNDLE_URL")
     return [p for p in path.split("/") if p], (query if mark else None)
+
+
+def status_text(status: int) -> str:
+    """Return ``Bundle.entry.response.status`` for an HTTP status (``201 Created``)."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def parse_entry(index: int, entry: object, base_url: str) -> PlannedEntry:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -14,6 +15,7 @@ from fhir_server.interactions.bundle_entries import (
     PlannedEntry,
     iter_references,
     rewrite_references,
+    status_text,
 )
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.interactions.create import create_in
@@ -81,8 +83,6 @@ async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:
 
 
 def _criteria(query: str) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
     return parse_qsl(query.lstrip("?"), keep_blank_values=True)
 
 
@@ -162,10 +162,8 @@ async def check_integrity(
 def _response(
     outcome: Outcome, with_resource: bool = False, entry: PlannedEntry | None = None
 ) -> dict[str, Any]:
-    from fhir_server.interactions.bundle import _status_text
-
     stored = outcome.stored
-    response: dict[str, Any] = {"status": _status_text(outcome.status)}
+    response: dict[str, Any] = {"status": status_text(outcome.status)}
     result: dict[str, Any] = {"response": response}
     if stored is not None and not stored.deleted:
         response["location"] = f"{stored.resource_type}/{stored.id}/_history/{stored.version}"
