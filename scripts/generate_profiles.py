@@ -407,6 +407,19 @@ def composition() -> list[Json]:
     ]
 
 
+def document_bundle() -> list[Json]:
+    """vn-document-bundle: the health book and the per-visit document (``$summary``,
+    ``$document``); the base invariant bdl-11 already puts the Composition first."""
+    return [
+        el("Bundle.identifier", 1, "1"),
+        el("Bundle.type", 1, "1", patternCode="document"),
+        el("Bundle.timestamp", 1, "1"),
+        el("Bundle.entry", 2, "*"),
+        el("Bundle.entry.fullUrl", 1, "1"),
+        el("Bundle.entry.resource", 1, "1"),
+    ]
+
+
 # -- tables --------------------------------------------------------------------------------------
 
 # id: (resource type, title, description, differential builder)
@@ -438,6 +451,9 @@ PROFILES: dict[str, tuple[str, str, str]] = {
                        "Re-exam appointment (NGAY_TAI_KHAM)."),
     "vn-composition": ("Composition", "Sổ sức khỏe điện tử / Health book",
                        "The health-book document."),
+    "vn-document-bundle": ("Bundle", "Tài liệu sổ sức khỏe / Health-book document Bundle",
+                           "The document Bundle of $summary and Encounter/$document: "
+                           "identifier, timestamp, the Composition first, full URLs."),
 }  # fmt: skip
 
 # id: (title, context element, value type, binding or None, value regex or None)
@@ -472,7 +488,7 @@ BUILDERS = {
     "vn-medicationrequest": medication_request, "vn-documentreference": document_reference,
     "vn-immunization": immunization, "vn-organization": organization,
     "vn-practitioner": practitioner, "vn-coverage": coverage, "vn-appointment": appointment,
-    "vn-composition": composition,
+    "vn-composition": composition, "vn-document-bundle": document_bundle,
 }  # fmt: skip
 
 

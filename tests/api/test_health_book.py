@@ -565,6 +565,11 @@ async def test_summary_composition_is_the_ips_shape_and_validates(
         i for i in default_validator().validate(composition, [profile]) if i.severity == "error"
     ] == []
     validate_structure(document, expected_type="Bundle")
+    bundle_profile = "https://fhir.sskdt.vn/StructureDefinition/vn-document-bundle"
+    assert [
+        i for i in default_validator().validate(document, [bundle_profile])
+        if i.severity == "error"
+    ] == []
     urls = [e["fullUrl"] for e in document["entry"]]
     assert len(urls) == len(set(urls))
 
@@ -720,6 +725,11 @@ async def test_visit_document_holds_the_visit_and_nothing_else(
     profile = "https://fhir.sskdt.vn/StructureDefinition/vn-composition"
     assert [
         i for i in default_validator().validate(composition, [profile]) if i.severity == "error"
+    ] == []
+    bundle_profile = "https://fhir.sskdt.vn/StructureDefinition/vn-document-bundle"
+    assert [
+        i for i in default_validator().validate(document, [bundle_profile])
+        if i.severity == "error"
     ] == []
     page = render_document(document)
     assert "Tóm tắt lượt khám" in page and "Giấy ra viện.pdf" in page
