@@ -33,7 +33,8 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _schema_errors(resource: dict[str, Any]) -> list[str]:
-    schema = json_schema(required_profile(resource["resourceType"]) or "")
+    claimed = (resource.get("meta") or {}).get("profile") or [""]
+    schema = json_schema(required_profile(resource["resourceType"]) or claimed[0])
     return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(resource)]
 
 
