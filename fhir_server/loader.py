@@ -104,7 +104,10 @@ async def _worker(services: Services, queue: asyncio.Queue[tuple[str, bytes] | N
     while (job := await queue.get()) is not None:
         where, raw = job
         try:
-            summary.resources += await _load_item(services, orjson.loads(raw))
+            # Await first: "summary.resources += await ..." would read the counter before the
+            # await and lose the other workers' additions.
+            written = await _load_item(services, orjson.loads(raw))
+            summary.resources += written
         except (FhirError, orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
             summary.rejected += 1
             text = exc.diagnostics if isinstance(exc, FhirError) else str(exc)

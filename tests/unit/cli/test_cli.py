@@ -111,3 +111,16 @@ def test_reindex_rebuilds_lost_index_rows(tmp_path: Path) -> None:
     assert asyncio.run(count_patients()) == 0
     assert main(["reindex", "--type", "Patient", "--data-dir", str(data)]) == 0
     assert asyncio.run(count_patients()) == 2
+
+
+def test_concurrent_load_counts_every_resource(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "gen"
+    assert main(["generate", "--patients", "6", "--seed", "2", "--out", str(out)]) == 0
+    assert main(["load", str(out), "--data-dir", str(tmp_path / "one")]) == 0
+    single = capsys.readouterr().out.split("loaded ")[1].split(" resources")[0]
+    assert main(["load", str(out), "--data-dir", str(tmp_path / "four"),
+                 "--concurrency", "4"]) == 0
+    parallel = capsys.readouterr().out.split("loaded ")[1].split(" resources")[0]
+    assert parallel == single != "0"
