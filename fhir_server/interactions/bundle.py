@@ -34,7 +34,8 @@ from fhir_server.storage.port import StoreTransaction
 __all__ = ["process_bundle"]
 
 
-def _plan(services: Services, bundle: dict[str, Any]) -> list[PlannedEntry]:
+def _entries(services: Services, bundle: dict[str, Any]) -> list[Any]:
+    """``Bundle.entry`` as a list within the configured limit (413 beyond it)."""
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise BadRequest("Bundle.entry must be an array", message_id="MSG_BUNDLE_INVALID")
@@ -42,7 +43,12 @@ def _plan(services: Services, bundle: dict[str, Any]) -> list[PlannedEntry]:
     if len(entries) > limit:
         raise PayloadTooLarge(f"The Bundle has {len(entries)} entries; the limit is {limit}",
                               message_id="MSG_BUNDLE_TOO_MANY_ENTRIES")
-    return [parse_entry(i, e, services.base_url) for i, e in enumerate(entries)]
+    return entries
+
+
+def _plan(services: Services, bundle: dict[str, Any]) -> list[PlannedEntry]:
+    return [parse_entry(i, e, services.base_url)
+            for i, e in enumerate(_entries(services, bundle))]
 
 
 _ENTRY_INTERACTIONS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -144,13 +150,7 @@ def _refs(entry: PlannedEntry) -> list[dict[str, Any]]:
 
 async def batch(services: Services, bundle: dict[str, Any]) -> Outcome:
     """Process each entry of a batch Bundle on its own; return the batch-response Bundle."""
-    raw_entries = bundle.get("entry") or []
-    if not isinstance(raw_entries, list):
-        raise BadRequest("Bundle.entry must be an array", message_id="MSG_BUNDLE_INVALID")
-    limit = services.settings.max_bundle_entries
-    if len(raw_entries) > limit:
-        raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; the limit is {limit}",
-                              message_id="MSG_BUNDLE_TOO_MANY_ENTRIES")
+    raw_entries = _entries(services, bundle)
     responses = [await _batch_entry(services, i, e) for i, e in enumerate(raw_entries)]
     return Outcome(200, body=_response_bundle("batch-response", responses))
 
