@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from fhir_server.errors import BadRequest
 from fhir_server.search.dates import date_range
+from fhir_server.storage.versions import instant_text
 
 __all__ = ["instant_range", "to_storage_instant"]
 
@@ -16,7 +17,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def to_storage_instant(moment: datetime) -> str:
     """Format ``moment`` like the store's ``last_updated`` column (fixed width, UTC)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return instant_text(moment)
 
 
 def instant_range(value: str, name: str) -> tuple[datetime, datetime]:

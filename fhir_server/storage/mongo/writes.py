@@ -20,7 +20,7 @@ import orjson
 from fhir_server.errors import Conflict, VersionConflict
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.port import StoredResource, WriteResult
-from fhir_server.storage.sqlite.writes import content_equal, now_instant
+from fhir_server.storage.versions import content_equal, now_instant
 
 if TYPE_CHECKING:
     from fhir_server.storage.mongo.store import MongoStore

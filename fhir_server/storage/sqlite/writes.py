@@ -9,45 +9,23 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fhir_server.errors import Conflict, VersionConflict
 from fhir_server.storage.port import StoredResource, WriteResult
+from fhir_server.storage.versions import content_equal, now_instant
 
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite.store import SqliteStore
 
-__all__ = ["SqliteTransaction", "content_equal", "now_instant", "scan"]
+__all__ = ["SqliteTransaction", "scan"]
 
 _CURRENT_SQL = (
     "SELECT r.rid, r.version, r.last_updated, r.deleted, v.content, v.method FROM resources r "
     "JOIN versions v ON v.rid = r.rid AND v.version = r.version WHERE r.type = ? AND r.id = ?"
 )
-
-
-def now_instant() -> str:
-    """Return the current time as a fixed-width FHIR instant in UTC (sorts as text)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-
-
-def _without_version_meta(resource: dict[str, Any]) -> dict[str, Any]:
-    meta = resource.get("meta")
-    if not isinstance(meta, dict):
-        return resource
-    rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
-    out = {k: v for k, v in resource.items() if k != "meta"}
-    if rest:
-        out["meta"] = rest
-    return out
-
-
-def content_equal(stored: bytes, resource: dict[str, Any]) -> bool:
-    """Return True if ``resource`` equals the stored JSON, ignoring versionId/lastUpdated."""
-    current = orjson.loads(stored)
-    return bool(_without_version_meta(current) == _without_version_meta(resource))
 
 
 def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
