@@ -56,7 +56,6 @@ class Settings(BaseSettings):
         description="Per-type modes as JSON, e.g. {\"Observation\": \"warn\"}",
     )
     log_level: str = "info"
-    log_json: bool = True
 
     def validation_mode(self, resource_type: str) -> str:
         """Return the profile validation mode (enforce, warn, off) for a resource type."""

@@ -28,6 +28,15 @@ async def _canonical(services: Services, call: OperationInput, name: str) -> str
                      message_id="MSG_PARAM_MISSING", expression=(name,))
 
 
+def _required(call: OperationInput, name: str, operation: str) -> str:
+    """The value of a mandatory parameter; 400 naming it when absent."""
+    value = call.value(name)
+    if not value:
+        raise BadRequest(f"{operation} needs {name}", message_id="MSG_PARAM_MISSING",
+                         expression=(name,))
+    return value
+
+
 def _int(call: OperationInput, name: str, default: int | None) -> int | None:
     value = call.value(name)
     if value is None:
@@ -69,10 +78,7 @@ async def expand(services: Services, call: OperationInput) -> Outcome:
 async def lookup(services: Services, call: OperationInput) -> Outcome:
     """Return the concept's name, display and designations as Parameters."""
     system = await _canonical(services, call, "system")
-    code = call.value("code")
-    if not code:
-        raise BadRequest("$lookup needs code", message_id="MSG_PARAM_MISSING",
-                         expression=("code",))
+    code = _required(call, "code", "$lookup")
     terminology = default_terminology()
     concept = terminology.lookup(system, code, call.value("version"))
     if concept is None:
@@ -92,10 +98,7 @@ async def lookup(services: Services, call: OperationInput) -> Outcome:
 async def validate_code(services: Services, call: OperationInput) -> Outcome:
     """Return whether ``code`` (of ``system``) is in the value set, as Parameters."""
     url = await _canonical(services, call, "url")
-    code = call.value("code")
-    if not code:
-        raise BadRequest("$validate-code needs code", message_id="MSG_PARAM_MISSING",
-                         expression=("code",))
+    code = _required(call, "code", "$validate-code")
     result = default_terminology().validate_code(url, call.value("system"), code,
                                                  call.value("display"))
     body = parameters(("result", "Boolean", result.result),

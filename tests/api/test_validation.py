@@ -208,3 +208,14 @@ async def test_icd10_below_and_above(client: httpx.AsyncClient) -> None:
     unsupported = await client.get("/fhir/Condition", params={"code:below": "urn:x|1"},
                                    headers={"Prefer": "handling=strict"})
     assert unsupported.status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/fhir/CodeSystem/$lookup", "/fhir/ValueSet/$validate-code"])
+async def test_terminology_operations_name_a_missing_code(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path, params={
+        "system": "https://fhir.sskdt.vn/CodeSystem/visit-type",
+        "url": "https://fhir.sskdt.vn/ValueSet/visit-type"})
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["code"]
