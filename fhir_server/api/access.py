@@ -23,7 +23,7 @@ from fhir_server.errors import FhirError, Forbidden, NotFound
 from fhir_server.interactions.context import Services
 from fhir_server.operations import find_operation
 from fhir_server.security import guard
-from fhir_server.security.audit import audit_event, refuse_protected
+from fhir_server.security.audit import audit_record, refuse_protected
 from fhir_server.security.policy import AccessRequest
 from fhir_server.security.tokens import AccessContext
 
@@ -134,9 +134,9 @@ async def _audit(services: Services, name: str, request: Request,
         interaction = "$" + request.path_params["op"]
     elif name == "search":
         interaction = "search-type" if "type" in request.path_params else "search-system"
-    event = audit_event(
+    record = audit_record(
         interaction, status=status, context=security.context, touched=security.touched,
         patients=security.patients, network_address=security.address,
         query=request.url.query or None,
     )
-    await services.audit_trail.record(event)
+    await services.audit_trail.record(record)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.interactions.context import Services
-from fhir_server.security.audit import TOKEN_ISSUANCE, audit_event
+from fhir_server.security.audit import TOKEN_ISSUANCE, audit_record
 from fhir_server.security.client_assertion import SqliteJtiStore
 from fhir_server.security.clients import ClientRegistry, auth_database_path
 from fhir_server.security.keys import load_server_key
@@ -72,7 +72,7 @@ async def token(request: Request) -> Response:
     except OAuthError as exc:
         status, body, headers = exc.status, orjson.dumps(exc.to_json()), _NO_STORE
     if services.audit_trail is not None:
-        await services.audit_trail.record(audit_event(
+        await services.audit_trail.record(audit_record(
             TOKEN_ISSUANCE, status=status, client_id=client_id,
             network_address=request.client.host if request.client else None))
     return Response(body, status, headers, media_type=_JSON)

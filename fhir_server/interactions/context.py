@@ -8,12 +8,18 @@ tests.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from fhir_server.errors import Issue
 from fhir_server.settings import Settings
-from fhir_server.storage.port import ResourceStore, StoredResource, StoreTransaction
+from fhir_server.storage.port import (
+    AuditLogTransaction,
+    ResourceStore,
+    StoredResource,
+    StoreTransaction,
+)
 
 __all__ = ["Outcome", "Services", "new_id"]
 
@@ -82,13 +88,31 @@ class Services:
             await self._store_audit(tx, kind, security)
 
     async def _store_audit(self, tx: StoreTransaction, interaction: str, security: Any) -> None:
-        from fhir_server.security.audit import audit_event
+        from fhir_server.audit_record import audit_record
 
-        event = audit_event(interaction, status=200, context=security.context,
-                            touched=security.touched, patients=security.patients,
-                            network_address=security.address)
-        await tx.create(event, self.index(event))
+        record = audit_record(interaction, status=200, context=security.context,
+                              touched=security.touched, patients=security.patients,
+                              network_address=security.address)
+        await self.audit_in(tx, [record])
         security.touched, security.patients = [], set()
+
+    async def audit_in(self, tx: StoreTransaction, records: Sequence[Any]) -> None:
+        """Store audit records (``AuditRecord``, or AuditEvent dicts) inside ``tx``.
+
+        A store that keeps its own audit log (``separate_audit_log``, the SQLite store) takes
+        the compact records; any other store is given each AuditEvent with its search index.
+        """
+        if getattr(self.store, "separate_audit_log", False):
+            await cast(AuditLogTransaction, tx).append_audit(records)
+            return
+        for record in records:
+            event = record if isinstance(record, dict) else record.to_event()
+            await tx.create(event, self.index(event))
+
+    async def store_audit(self, records: Sequence[Any]) -> None:
+        """Store a batch of audit records in a transaction of their own."""
+        async with self.store.transaction() as tx:
+            await self.audit_in(tx, records)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from fhir_server.errors import Issue
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.security.audit import check_audit_search
 from fhir_server.storage.port import StoredResource
 
 __all__ = ["SearchStore", "search"]
@@ -62,6 +63,7 @@ async def search(
     parsed = parse_search(resource_type, params, registry, strict=strict, base_url=base_url,
                           default_count=default_count, max_count=max_count)
     query = parsed.query if compartment is None else replace(parsed.query, compartment=compartment)
+    check_audit_search(query)
     result = await store.search(query)
     path = _path(base_url.rstrip("/"), resource_type, compartment)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}

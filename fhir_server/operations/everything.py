@@ -35,6 +35,7 @@ from fhir_server.operations.parameters import OperationInput
 from fhir_server.search.dates import date_range
 from fhir_server.search.model import SearchQuery
 from fhir_server.search.parse import parse_search
+from fhir_server.security.audit import check_audit_search
 from fhir_server.storage.port import StoredResource
 
 __all__ = [
@@ -189,7 +190,9 @@ async def everything(services: Services, call: OperationInput) -> Outcome:
     """Run ``$everything`` for ``call.id``; 404/410 when the Patient is unknown or deleted."""
     await services.store.read("Patient", str(call.id))
     request = parse_request(call, services)
-    result = await cast(SearchStore, services.store).search(request.query(services.registry))
+    query = request.query(services.registry)
+    check_audit_search(query)  # _type=AuditEvent is asked for on its own
+    result = await cast(SearchStore, services.store).search(query)
     matches = [s for s in result.matches if _in_care_range(s, request.start, request.end)]
     included = await display_resources(services, matches)
     path = f"{services.base_url}/Patient/{request.patient_id}/$everything"

@@ -1,12 +1,10 @@
 """The audit trail: one R4 AuditEvent per interaction, and how they reach storage.
 
-:func:`audit_event` builds the AuditEvent of an interaction (REST type ``rest`` with the
-interaction as subtype; token issuance as DICOM "User Authentication"/"Login"), with the action
-(C/R/U/D/E), the outcome (0 success, 4 minor failure for a refused or invalid request, 8 serious
-failure for a server error), the agent (who called: the Patient of a ``patient/`` token, or the
-token's subject, with the client id as ``altId`` and the network address), the source (this
-server) and the entities (each resource touched, and each patient they belong to in the role
-"Patient", so ``AuditEvent?patient=Patient/123`` finds every access to a person's records).
+:func:`audit_record` notes the facts of an interaction as a compact
+:class:`~fhir_server.audit_record.AuditRecord` and :func:`audit_event` builds its AuditEvent
+(both in ``fhir_server.audit_record``, which describes the AuditEvent's content). A store that
+keeps its own audit log (``separate_audit_log``, the SQLite store) takes the records as they
+are; others are given the AuditEvents with their search index.
 
 Writes record their AuditEvent in the same store transaction (:func:`audit_write_in`). Reads
 go through :class:`AuditTrail`, a bounded buffer written in batches (every ``batch_size`` events
@@ -20,213 +18,50 @@ AuditEvents are evidence: :func:`is_protected` / :func:`refuse_protected` let th
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
-from enum import StrEnum
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fhir_server.errors import MethodNotAllowed
-from fhir_server.security.tokens import AccessContext
+from fhir_server.audit_record import (
+    TOKEN_ISSUANCE,
+    AuditOutcome,
+    AuditRecord,
+    action_of,
+    audit_event,
+    audit_record,
+    outcome_for_status,
+)
+from fhir_server.errors import BadRequest, MethodNotAllowed
+from fhir_server.search.model import (
+    AnyClause,
+    ChainClause,
+    Clause,
+    HasClause,
+    Modifier,
+    SearchQuery,
+)
 from fhir_server.storage.port import StoredResource, StoreTransaction
 
 __all__ = [
     "TOKEN_ISSUANCE",
     "AuditOutcome",
+    "AuditRecord",
     "AuditTrail",
     "action_of",
     "audit_event",
+    "audit_record",
     "audit_write_in",
+    "check_audit_search",
     "is_protected",
     "outcome_for_status",
     "refuse_protected",
 ]
 
-TOKEN_ISSUANCE = "token"
-DEFAULT_OBSERVER = "fhir-server"
 _LOG = logging.getLogger(__name__)
-_DCM = "http://dicom.nema.org/resources/ontology/DCM"
-_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
-_RESTFUL = "http://hl7.org/fhir/restful-interaction"
-_OPERATION_SYSTEM = "urn:fhir-server:operation"
-_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
-_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
-_SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
-_CLIENT_SYSTEM = "urn:fhir-server:client"
-_ACTIONS = {
-    "create": "C",
-    "read": "R", "vread": "R", "search-type": "R", "search-system": "R", "history-instance": "R",
-    "history-type": "R", "history-system": "R", "capabilities": "R",
-    "update": "U", "patch": "U",
-    "delete": "D",
-}  # fmt: skip
-_RESTFUL_CODES = frozenset(_ACTIONS) | {"transaction", "batch", "operation"}
 _IMMUTABLE = frozenset(
     {"update", "patch", "delete", "conditional-update", "conditional-patch", "conditional-delete"}
 )
-
-
-class AuditOutcome(StrEnum):
-    """AuditEvent.outcome (http://hl7.org/fhir/audit-event-outcome)."""
-
-    SUCCESS = "0"
-    MINOR_FAILURE = "4"
-    SERIOUS_FAILURE = "8"
-    MAJOR_FAILURE = "12"
-
-
-def outcome_for_status(status: int) -> AuditOutcome:
-    """Return the outcome of an HTTP status: a refused or invalid request is a minor failure,
-    a server error a serious one (major failure is left for the server becoming unavailable)."""
-    if status < 400:
-        return AuditOutcome.SUCCESS
-    return AuditOutcome.MINOR_FAILURE if status < 500 else AuditOutcome.SERIOUS_FAILURE
-
-
-def action_of(interaction: str) -> str:
-    """Return the AuditEvent.action (C, R, U, D or E) of an interaction or operation."""
-    return _ACTIONS.get(str(interaction), "E")
-
-
-def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
-    coding = {"system": system, "code": code}
-    if display:
-        coding["display"] = display
-    return coding
-
-
-def _type_and_subtype(interaction: str) -> tuple[dict[str, str], list[dict[str, str]]]:
-    if interaction == TOKEN_ISSUANCE:
-        return _coding(_DCM, "110114", "User Authentication"), [_coding(_DCM, "110122", "Login")]
-    rest = _coding(_EVENT_TYPE, "rest", "RESTful Operation")
-    if interaction.startswith("$"):
-        return rest, [_coding(_RESTFUL, "operation"), _coding(_OPERATION_SYSTEM, interaction)]
-    code = interaction if interaction in _RESTFUL_CODES else "operation"
-    return rest, [_coding(_RESTFUL, code)]
-
-
-def _requestor(
-    context: AccessContext | None, client_id: str | None, address: str | None
-) -> dict[str, Any]:
-    agent: dict[str, Any] = {
-        "type": {"coding": [_coding(_DCM, "110153", "Source Role ID")]},
-        "requestor": True,
-    }
-    if context is not None and context.patient_id:
-        agent["who"] = {"reference": f"Patient/{context.patient_id}"}
-    elif context is not None:
-        agent["who"] = {"identifier": {"system": context.issuer, "value": context.subject}}
-    client = client_id or (context.client_id if context else None)
-    if client:
-        agent["who"] = agent.get("who") or {
-            "identifier": {"system": _CLIENT_SYSTEM, "value": client}
-        }
-        agent["altId"] = client
-    if context is not None:
-        agent["name"] = context.subject
-    if address:
-        agent["network"] = {"address": address, "type": "2"}  # 2 = IP address
-    return agent
-
-
-def _agents(
-    context: AccessContext | None, client_id: str | None, address: str | None
-) -> list[dict[str, Any]]:
-    agents = [_requestor(context, client_id, address)]
-    if context is not None and context.organization:
-        # The facility the client acts for is a participant, not the requestor.
-        agents.append({"who": {"reference": context.organization}, "requestor": False})
-    return agents
-
-
-def _entities(
-    touched: Iterable[str], patients: Iterable[str], query: str | None
-) -> list[dict[str, Any]]:
-    patient_refs = [f"Patient/{pid}" for pid in dict.fromkeys(patients)]
-    entities = [_patient_entity(reference) for reference in patient_refs]
-    for reference in dict.fromkeys(touched):
-        if reference not in patient_refs:
-            entities.append(_resource_entity(reference))
-    if query:
-        encoded = base64.b64encode(query.encode("utf-8")).decode("ascii")
-        entities.append(
-            {
-                "type": _coding(_ENTITY_TYPE, "2", "System Object"),
-                "role": _coding(_OBJECT_ROLE, "24", "Query"),
-                "query": encoded,
-            }
-        )
-    return entities
-
-
-def _patient_entity(reference: str) -> dict[str, Any]:
-    return {
-        "what": {"reference": reference},
-        "type": _coding(_ENTITY_TYPE, "1", "Person"),
-        "role": _coding(_OBJECT_ROLE, "1", "Patient"),
-    }
-
-
-def _resource_entity(reference: str) -> dict[str, Any]:
-    return {
-        "what": {"reference": reference},
-        "type": _coding(_ENTITY_TYPE, "2", "System Object"),
-        "role": _coding(_OBJECT_ROLE, "4", "Domain Resource"),
-    }
-
-
-def _instant(moment: datetime | None) -> str:
-    value = (moment or datetime.now(UTC)).astimezone(UTC)
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def audit_event(
-    interaction: str,
-    *,
-    status: int,
-    context: AccessContext | None = None,
-    touched: Sequence[str] = (),
-    patients: Iterable[str] = (),
-    network_address: str | None = None,
-    outcome_desc: str | None = None,
-    query: str | None = None,
-    client_id: str | None = None,
-    observer: str = DEFAULT_OBSERVER,
-    recorded: datetime | None = None,
-) -> dict[str, Any]:
-    """Return the AuditEvent (with a new id) of one interaction.
-
-    ``interaction`` is an ``Interaction`` value (``read``, ``$everything``...), ``transaction``,
-    ``batch`` or :data:`TOKEN_ISSUANCE`; ``status`` the HTTP status answered; ``touched`` the
-    references of the resources read or written (``Observation/1/_history/2``); ``patients`` the
-    ids of the patients they belong to; ``query`` the query string of a search; ``client_id``
-    the client when there is no verified token (token issuance, refusals before verification).
-    """
-    kind, subtype = _type_and_subtype(str(interaction))
-    outcome = outcome_for_status(status)
-    event: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "id": str(uuid.uuid4()),
-        "type": kind,
-        "subtype": subtype,
-        "action": action_of(str(interaction)),
-        "recorded": _instant(recorded),
-        "outcome": outcome.value,
-        "agent": _agents(context, client_id, network_address),
-        "source": {
-            "observer": {"display": observer},
-            "type": [_coding(_SOURCE_TYPE, "4", "Application Server")],
-        },
-    }
-    if outcome_desc or outcome is not AuditOutcome.SUCCESS:
-        event["outcomeDesc"] = outcome_desc or f"HTTP {status}"
-    entities = _entities(touched, patients, query)
-    if entities:
-        event["entity"] = entities
-    return event
 
 
 async def audit_write_in(
@@ -249,11 +84,78 @@ def refuse_protected(resource_type: str | None, interaction: str) -> None:
         )
 
 
-WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
+#: What AuditEvents are searched by: the parameters the audit log keeps (registry
+#: ``RESTRICTED_TYPES``) plus ``_id`` and ``_lastUpdated``, sorted by date or ``_lastUpdated``.
+AUDIT_SEARCH_PARAMS = frozenset(
+    {"_id", "_lastUpdated", "patient", "agent", "entity", "date", "action", "outcome", "type",
+     "subtype", "address"}
+)  # fmt: skip
+AUDIT_SORTS = frozenset({"date", "_lastUpdated"})
+_AUDIT = "AuditEvent"
+_MODIFIERS = {
+    "_id": {None, Modifier.NOT},
+    "action": {None, Modifier.NOT},
+    "outcome": {None, Modifier.NOT},
+    "type": {None, Modifier.NOT},
+    "subtype": {None, Modifier.NOT},
+    "address": {None, Modifier.EXACT},
+    "agent": {None, Modifier.TYPE, Modifier.IDENTIFIER},
+    "patient": {None, Modifier.TYPE},
+    "entity": {None, Modifier.TYPE},
+}
+
+
+def _refuse(text: str) -> BadRequest:
+    return BadRequest(text, message_id="MSG_AUDIT_SEARCH")
+
+
+def check_audit_search(query: SearchQuery) -> None:
+    """Raise ``BadRequest`` (``MSG_AUDIT_SEARCH``) for what the audit log cannot answer.
+
+    The audit log (one append-only table, see ``storage.sqlite.audit_log``) answers AuditEvent
+    searches on their own, by ``AUDIT_SEARCH_PARAMS`` without chains, ``_has`` or includes;
+    and no search of other types can reach AuditEvents through ``_revinclude``, ``_include``,
+    chains or ``_has``. A system search without ``_type`` leaves AuditEvents out.
+    """
+    audit_only = query.resource_type == _AUDIT or query.types == (_AUDIT,)
+    if not audit_only and _AUDIT in query.types:
+        raise _refuse("AuditEvents are searched on their own (_type=AuditEvent)")
+    for item in (*query.includes, *query.revincludes):
+        if audit_only or _AUDIT in (item.source_type, item.target_type):
+            raise _refuse("_include and _revinclude do not reach AuditEvents")
+    for clause in query.clauses:
+        if audit_only:
+            _check_audit_clause(clause)
+        elif _reaches_audit(clause):
+            raise _refuse("Chains and _has do not reach AuditEvents")
+    for key in query.sort if audit_only else ():
+        if key.code not in AUDIT_SORTS:
+            raise _refuse(f"AuditEvents sort by date or _lastUpdated, not '{key.code}'")
+
+
+def _check_audit_clause(clause: AnyClause) -> None:
+    if not isinstance(clause, Clause):
+        raise _refuse("AuditEvent searches have no chains or _has")
+    if clause.code not in AUDIT_SEARCH_PARAMS:
+        raise _refuse(f"AuditEvents cannot be searched by '{clause.code}'")
+    allowed = _MODIFIERS.get(clause.code, {None})
+    if clause.modifier not in allowed:
+        raise _refuse(f"'{clause.code}:{clause.modifier}' is not supported on AuditEvent")
+
+
+def _reaches_audit(clause: AnyClause) -> bool:
+    if isinstance(clause, HasClause):
+        return clause.resource_type == _AUDIT or _reaches_audit(clause.inner)
+    if isinstance(clause, ChainClause):
+        return clause.target_types == (_AUDIT,) or _reaches_audit(clause.inner)
+    return clause.target_type == _AUDIT
+
+
+WriteBatch = Callable[[list[Any]], Awaitable[None]]
 
 
 class AuditTrail:
-    """A bounded buffer of read AuditEvents written in batches, losing none.
+    """A bounded buffer of the audit records of reads, written in batches, losing none.
 
     A background task (started by the first :meth:`record`) writes a batch when ``batch_size``
     events wait or every ``flush_seconds``. When ``capacity`` events wait, :meth:`record` makes
@@ -276,7 +178,7 @@ class AuditTrail:
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds
         self._capacity = capacity
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[Any] = []
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -287,7 +189,7 @@ class AuditTrail:
         """How many events wait to be written."""
         return len(self._buffer)
 
-    async def record(self, event: dict[str, Any]) -> None:
+    async def record(self, event: Any) -> None:
         """Queue one event; wait for a flush if the buffer is full."""
         if self._closed:
             raise RuntimeError("the audit trail is closed")

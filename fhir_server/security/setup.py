@@ -47,10 +47,7 @@ def audit_trail_for(services: Services) -> AuditTrail | None:
     if not services.settings.audit:
         return None
 
-    async def write_batch(events: list[dict[str, Any]]) -> None:
-        indexed = [(event, services.index(event)) for event in events]
-        async with services.store.transaction() as tx:
-            for event, index in indexed:
-                await tx.create(event, index)
+    async def write_batch(records: list[Any]) -> None:
+        await services.store_audit(records)
 
     return AuditTrail(write_batch)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from fhir_server.search.model import SearchQuery, SearchResult
 
 __all__ = [
+    "AuditLogTransaction",
     "HistoryPage",
     "HistoryQuery",
     "ResourceStore",
@@ -129,6 +130,16 @@ class StoreTransaction(Protocol):
 
     async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
         """Replace the search index of the current version of ``resource``."""
+        ...
+
+
+class AuditLogTransaction(Protocol):
+    """The transaction of a store that keeps AuditEvents in an audit log of its own
+    (``separate_audit_log = True`` on the store): it takes compact audit records
+    (``fhir_server.audit_record.AuditRecord``) or whole AuditEvents, and indexes them itself."""
+
+    async def append_audit(self, records: Sequence[Any]) -> None:
+        """Append audit records (``AuditRecord`` values or AuditEvent dicts with an id)."""
         ...
 
 

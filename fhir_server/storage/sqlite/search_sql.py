@@ -32,7 +32,14 @@ from fhir_server.storage.port import StoredResource
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key
 from fhir_server.storage.sqlite.search_where import Condition, WhereCompiler
 
-__all__ = ["MAX_INCLUDE_DEPTH", "find_ids", "run_search"]
+__all__ = [
+    "MAX_INCLUDE_DEPTH",
+    "after_condition",
+    "find_ids",
+    "page_boundary",
+    "row_stored",
+    "run_search",
+]
 
 MAX_INCLUDE_DEPTH = 4
 _STORED = "r.rid, r.type, r.id, r.version, r.last_updated, v.content"
@@ -76,11 +83,11 @@ def run_search(
     has_prev = (cursor is not None) if forward else more
     included = _included(conn, query, registry, [int(str(row[0])) for row in rows])
     return SearchResult(
-        matches=tuple(_stored(row) for row in rows),
+        matches=tuple(row_stored(row) for row in rows),
         included=tuple(included),
         total=_total(conn, query),
-        next_cursor=_boundary(query, rows[-1:], len(keys), has_next),
-        prev_cursor=_boundary(query, rows[:1], len(keys), has_prev, backward=True),
+        next_cursor=page_boundary(query, rows[-1:], len(keys), has_next),
+        prev_cursor=page_boundary(query, rows[:1], len(keys), has_prev, backward=True),
     )
 
 
@@ -135,7 +142,7 @@ def _page(
     params = [p for (_, ps), _ in keys for p in ps] + params
     after: Condition = ("1", [])
     if cursor is not None:
-        after = _after(order, cursor, rid_descending=not forward)
+        after = after_condition(order, cursor, rid_descending=not forward)
     order_sql = ", ".join(f"{name} {'DESC' if d else 'ASC'}" for name, d in order)
     rid_order = "rid DESC" if not forward else "rid ASC"
     sql = (
@@ -145,7 +152,9 @@ def _page(
     return list(conn.execute(sql, [*params, *after[1], query.count + 1]))
 
 
-def _after(order: list[tuple[str, bool]], cursor: Cursor, rid_descending: bool) -> Condition:
+def after_condition(
+    order: list[tuple[str, bool]], cursor: Cursor, rid_descending: bool
+) -> Condition:
     """Return "the row comes after the cursor" in the lexicographic ``order`` then rid.
 
     SQLite sorts NULL (a resource without the sort parameter) first ascending, last descending.
@@ -175,7 +184,7 @@ def _beyond(name: str, descending: bool, value: object) -> Condition:
     return (f"{name} IS NOT NULL", []) if value is None else (f"{name} > ?", [value])
 
 
-def _boundary(
+def page_boundary(
     query: SearchQuery, rows: Sequence[_Row], key_count: int, wanted: bool, backward: bool = False
 ) -> str | None:
     """Return the cursor of the page beyond ``rows[0]`` (if ``wanted`` and there is a row)."""
@@ -194,7 +203,7 @@ def _total(conn: sqlite3.Connection, query: SearchQuery) -> int | None:
     return int(found[0])
 
 
-def _stored(row: _Row) -> StoredResource:
+def row_stored(row: _Row) -> StoredResource:
     content = row[5]
     data = content.encode() if isinstance(content, str) else bytes(content)  # type: ignore[call-overload]
     return StoredResource(str(row[1]), str(row[2]), int(str(row[3])), str(row[4]), data)
@@ -222,7 +231,7 @@ def _included(
             if rid not in seen:
                 seen.add(rid)
                 frontier.append(rid)
-                found.append(_stored(row))
+                found.append(row_stored(row))
         if not frontier:
             break
     return found

@@ -33,7 +33,7 @@ from fhir_server.search.model import (
 from fhir_server.search.ranges import RangePredicate, range_predicate
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
-__all__ = ["Condition", "WhereCompiler"]
+__all__ = ["Condition", "WhereCompiler", "instant_bound"]
 
 Condition: TypeAlias = tuple[str, list[object]]
 """SQL text with ``?`` placeholders, and the values to bind to them in order."""
@@ -267,7 +267,7 @@ def _composite(code: str, value: ClauseValue, alias: str) -> Condition:
     return sql, [param_key(code), *inner_params]
 
 
-def _instant(micros: float) -> str:
+def instant_bound(micros: float) -> str:
     """The text of a microsecond bound, comparable with ``resources.last_updated``."""
     clamped = int(min(max(micros, MIN_MICROS), MAX_MICROS))
     if clamped <= -62135596800000000:  # before year 1: smaller than any stored instant
@@ -301,7 +301,7 @@ def _last_updated(predicate: RangePredicate, alias: str) -> Condition:
             " AND ",
             [
                 (f"{alias}.last_updated {b.op} ?",
-                 [_instant(b.value if b.column == "low" else b.value - 1)])
+                 [instant_bound(b.value if b.column == "low" else b.value - 1)])
                 for b in bounds
             ],
             "1",

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from fhir_server.errors import FhirError, Gone, NotFound
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
-from fhir_server.storage.sqlite import history, writes
+from fhir_server.storage.sqlite import audit_log, history, writes
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
 from fhir_server.storage.sqlite.search_sql import find_ids, run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys
@@ -80,6 +80,9 @@ class StorageBusy(FhirError):
 class SqliteStore:
     """``ResourceStore`` over a SQLite file; see the module docstring for concurrency."""
 
+    #: AuditEvents go to the audit log (``audit_log``), which indexes them itself.
+    separate_audit_log = True
+
     def __init__(
         self,
         path: Path | str,
@@ -122,7 +125,8 @@ class SqliteStore:
         self._writer.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         try:
             self._writer.executescript(
-                "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL + "COMMIT;"
+                "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL
+                + audit_log.AUDIT_SCHEMA_SQL + "COMMIT;"
             )
         except BaseException:
             if self._writer.in_transaction:
@@ -155,6 +159,8 @@ class SqliteStore:
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         """Return the current version; raise ``NotFound`` or ``Gone``."""
+        if resource_type == audit_log.AUDIT_TYPE:
+            return self._read_audit(id)
         row = self.reader.execute(_READ_SQL, (resource_type, id)).fetchone()
         if row is None:
             raise NotFound(f"{resource_type}/{id} is not known", message_id="MSG_NO_EXIST")
@@ -168,6 +174,8 @@ class SqliteStore:
 
     async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
         """Return one version; a deletion version raises ``Gone``."""
+        if resource_type == audit_log.AUDIT_TYPE and version == 1:
+            return self._read_audit(id)
         row = self.reader.execute(_VREAD_SQL, (resource_type, id, version)).fetchone()
         if row is None:
             raise NotFound(
@@ -180,11 +188,25 @@ class SqliteStore:
         return StoredResource(resource_type, id, found_version, last_updated, content, method)
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
-        """Return a page of versions, newest first (see ``history.fetch_page``)."""
+        """Return a page of versions, newest first (see ``history.fetch_page``).
+
+        AuditEvents live in the audit log (``audit_log``): their type and instance history
+        comes from there, and system history leaves them out.
+        """
+        if query.resource_type == audit_log.AUDIT_TYPE:
+            return audit_log.history(self.reader, query)
         return history.fetch_page(self.reader, query)
 
+    def _read_audit(self, id: str) -> StoredResource:
+        found = audit_log.read(self.reader, id)
+        if found is None:
+            raise NotFound(f"AuditEvent/{id} is not known", message_id="MSG_NO_EXIST")
+        return found
+
     async def search(self, query: SearchQuery) -> SearchResult:
-        """Run a compiled search on the reader connection."""
+        """Run a compiled search on the reader connection (AuditEvents: the audit log)."""
+        if query.resource_type == audit_log.AUDIT_TYPE or query.types == (audit_log.AUDIT_TYPE,):
+            return audit_log.search(self.reader, query)
         return run_search(self.reader, query, self.registry)
 
     async def scan(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:

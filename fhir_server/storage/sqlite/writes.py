@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fhir_server.errors import Conflict, VersionConflict
+from fhir_server.errors import Conflict, MethodNotAllowed, VersionConflict
 from fhir_server.storage.port import StoredResource, WriteResult
+from fhir_server.storage.sqlite import audit_log
 from fhir_server.storage.versions import content_equal, now_instant
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class SqliteTransaction:
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         """Return the current version (``deleted=True`` for a deleted one) or None."""
+        if resource_type == audit_log.AUDIT_TYPE:
+            return audit_log.read(self.conn, id)
         row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
         if row is None:
             return None
@@ -60,6 +63,10 @@ class SqliteTransaction:
     async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (type, id) pairs are current resources, in one query per 400 keys."""
         found: set[tuple[str, str]] = set()
+        audit = [id for kind, id in keys if kind == audit_log.AUDIT_TYPE]
+        if audit:
+            found.update((audit_log.AUDIT_TYPE, id) for id in audit_log.exists(self.conn, audit))
+            keys = [key for key in keys if key[0] != audit_log.AUDIT_TYPE]
         for start in range(0, len(keys), 400):
             chunk = keys[start:start + 400]
             values = ",".join("(?, ?)" for _ in chunk)
@@ -73,6 +80,10 @@ class SqliteTransaction:
     async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
         """Insert version 1 of a new resource; raise ``Conflict`` if the id is taken."""
         resource_type, id = resource["resourceType"], resource["id"]
+        if resource_type == audit_log.AUDIT_TYPE:
+            if audit_log.read(self.conn, id) is not None:
+                raise Conflict(f"AuditEvent/{id} already exists", message_id="MSG_ID_EXISTS")
+            return audit_log.create(self.conn, resource)
         if self.conn.execute(
             "SELECT 1 FROM resources WHERE type = ? AND id = ?", (resource_type, id)
         ).fetchone():
@@ -88,6 +99,8 @@ class SqliteTransaction:
     ) -> WriteResult:
         """Store a new version, create with a client id, or change nothing if equal."""
         resource_type, id = resource["resourceType"], resource["id"]
+        if resource_type == audit_log.AUDIT_TYPE:
+            return self._update_audit(resource, expected_version)
         row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
         if row is None:
             if expected_version is not None:
@@ -108,6 +121,9 @@ class SqliteTransaction:
 
     async def delete(self, resource_type: str, id: str) -> StoredResource | None:
         """Record a deletion version; None if the resource is unknown or already deleted."""
+        if resource_type == audit_log.AUDIT_TYPE:
+            raise MethodNotAllowed("AuditEvents cannot be deleted",
+                                   message_id="MSG_AUDIT_IMMUTABLE")
         row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
         if row is None or row[3]:
             return None
@@ -125,12 +141,27 @@ class SqliteTransaction:
         self.store.index_tables.delete_index(self.conn, rid)
         return StoredResource(resource_type, id, version, last_updated, b"", "DELETE", True)
 
+    async def append_audit(self, records: Sequence[Any]) -> None:
+        """Append audit records (compact ``AuditRecord`` values or AuditEvents) to the log."""
+        audit_log.append(self.conn, records)
+
+    def _update_audit(self, resource: dict[str, Any], expected: int | None) -> WriteResult:
+        """An AuditEvent is written once: a PUT may create it, or repeat it unchanged."""
+        current = audit_log.read(self.conn, resource["id"])
+        if current is None and expected is None:
+            return WriteResult(audit_log.create(self.conn, resource), created=True)
+        if current is not None and expected in (None, 1) and content_equal(
+            current.content, resource
+        ):
+            return WriteResult(current, created=False, changed=False)
+        raise MethodNotAllowed("AuditEvents cannot be updated", message_id="MSG_AUDIT_IMMUTABLE")
+
     async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
         """Replace the search index rows of the current version of ``resource``."""
         row = self.conn.execute(
             "SELECT rid FROM resources WHERE type = ? AND id = ? AND deleted = 0",
             (resource["resourceType"], resource["id"]),
-        ).fetchone()
+        ).fetchone()  # AuditEvents (in the audit log) have no rows here: nothing to index
         if row is not None and index is not None:
             self.store.index_tables.replace_index(self.conn, row[0], index)
 

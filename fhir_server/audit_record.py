@@ -1,0 +1,361 @@
+"""What an AuditEvent records, kept compact until someone reads it.
+
+Every interaction leaves an AuditEvent, so building one must cost next to nothing. An
+:class:`AuditRecord` holds the facts of one interaction (what was done, with which outcome,
+by whom, from where, on which resources and patients, when) as a few strings; its
+:meth:`~AuditRecord.to_event` builds the R4 AuditEvent from them, always the same JSON for the
+same record. Stores may keep records in this compact form (:meth:`~AuditRecord.compact`) and
+build the AuditEvent only when it is read; :meth:`~AuditRecord.refs` lists what it is searched
+by (the patients, entities and agents it names).
+
+The AuditEvent: type ``rest`` with the interaction as subtype (token issuance: DICOM "User
+Authentication"/"Login"), action (C/R/U/D/E), recorded time, outcome (0 success, 4 minor
+failure for a refused or invalid request, 8 serious failure for a server error), the agent
+(who called: the Patient of a ``patient/`` token, or the token's subject, with the client id as
+``altId`` and the network address; the Organization a client acts for as a second agent), the
+source (this server) and the entities (each resource touched, and each patient they belong to
+in the role "Patient", so ``AuditEvent?patient=Patient/123`` finds every access to a person's
+records; a search's query string as a "Query" entity).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import cache
+from typing import Any, Protocol
+
+__all__ = [
+    "DEFAULT_OBSERVER",
+    "TOKEN_ISSUANCE",
+    "AuditOutcome",
+    "AuditRecord",
+    "action_of",
+    "audit_event",
+    "audit_record",
+    "new_event_id",
+    "outcome_for_status",
+    "type_and_subtype_keys",
+]
+
+TOKEN_ISSUANCE = "token"
+DEFAULT_OBSERVER = "fhir-server"
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+_RESTFUL = "http://hl7.org/fhir/restful-interaction"
+_OPERATION_SYSTEM = "urn:fhir-server:operation"
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+_SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+_CLIENT_SYSTEM = "urn:fhir-server:client"
+_ACTIONS = {
+    "create": "C",
+    "read": "R", "vread": "R", "search-type": "R", "search-system": "R", "history-instance": "R",
+    "history-type": "R", "history-system": "R", "capabilities": "R",
+    "update": "U", "patch": "U",
+    "delete": "D",
+}  # fmt: skip
+_RESTFUL_CODES = frozenset(_ACTIONS) | {"transaction", "batch", "operation"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_COMPACT_VERSION = 1
+
+
+class AuditOutcome(StrEnum):
+    """AuditEvent.outcome (http://hl7.org/fhir/audit-event-outcome)."""
+
+    SUCCESS = "0"
+    MINOR_FAILURE = "4"
+    SERIOUS_FAILURE = "8"
+    MAJOR_FAILURE = "12"
+
+
+def outcome_for_status(status: int) -> AuditOutcome:
+    """Return the outcome of an HTTP status: a refused or invalid request is a minor failure,
+    a server error a serious one (major failure is left for the server becoming unavailable)."""
+    if status < 400:
+        return AuditOutcome.SUCCESS
+    return AuditOutcome.MINOR_FAILURE if status < 500 else AuditOutcome.SERIOUS_FAILURE
+
+
+def action_of(interaction: str) -> str:
+    """Return the AuditEvent.action (C, R, U, D or E) of an interaction or operation."""
+    return _ACTIONS.get(str(interaction), "E")
+
+
+class Caller(Protocol):
+    """What a record takes from a verified token (``security.tokens.AccessContext``)."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def patient_id(self) -> str | None: ...
+    @property
+    def organization(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """The facts of one interaction; ``recorded`` is in microseconds since 1970 (UTC).
+
+    ``has_caller`` tells whether a verified token was presented (``issuer``, ``subject``,
+    ``patient_id`` and ``organization`` come from it); ``client_id`` is the token's client,
+    or the client claimed by a request that had no valid token.
+    """
+
+    interaction: str
+    status: int
+    id: str
+    recorded: int
+    has_caller: bool = False
+    issuer: str | None = None
+    subject: str | None = None
+    patient_id: str | None = None
+    organization: str | None = None
+    client_id: str | None = None
+    touched: tuple[str, ...] = ()
+    patients: tuple[str, ...] = ()
+    address: str | None = None
+    query: str | None = None
+    outcome_desc: str | None = None
+    observer: str = DEFAULT_OBSERVER
+
+    @property
+    def action(self) -> str:
+        """AuditEvent.action."""
+        return action_of(self.interaction)
+
+    @property
+    def outcome(self) -> AuditOutcome:
+        """AuditEvent.outcome."""
+        return outcome_for_status(self.status)
+
+    @property
+    def recorded_instant(self) -> str:
+        """AuditEvent.recorded: the instant in UTC, to the millisecond."""
+        moment = _EPOCH + timedelta(microseconds=self.recorded)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def compact(self) -> list[Any]:
+        """Return the record as a JSON array (see :meth:`from_compact`)."""
+        return [_COMPACT_VERSION, self.interaction, self.status, self.id, self.recorded,
+                self.has_caller, self.issuer, self.subject, self.patient_id, self.organization,
+                self.client_id, self.touched, self.patients, self.address, self.query,
+                self.outcome_desc, self.observer]  # fmt: skip
+
+    @classmethod
+    def from_compact(cls, values: Sequence[Any]) -> AuditRecord:
+        """Return the record :meth:`compact` wrote."""
+        if not values or values[0] != _COMPACT_VERSION:
+            raise ValueError("not a compact audit record")
+        (_, interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
+         organization, client_id, touched, patients, address, query, outcome_desc,
+         observer) = values  # fmt: skip
+        return cls(interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
+                   organization, client_id, tuple(touched), tuple(patients), address, query,
+                   outcome_desc, observer)  # fmt: skip
+
+    def refs(self) -> set[tuple[str, str]]:
+        """Return what the AuditEvent is searched by, as ``(role, reference)`` pairs.
+
+        Roles: ``patient`` (an entity that is a Patient), ``entity`` (every other entity:
+        ``Type/id`` without ``_history``), ``agent`` (``Type/id`` or ``identifier|system|value``
+        of each agent's ``who``). So the R4 parameter ``patient`` is the roles patient and
+        agent, and ``entity`` the roles patient and entity.
+        """
+        found: set[tuple[str, str]] = set()
+        patients = _patient_refs(self.patients)
+        for reference in patients:
+            found.add(("patient", reference))
+        for reference in self.touched:
+            plain = reference.split("/_history/", 1)[0]
+            found.add(("patient" if plain.startswith("Patient/") else "entity", plain))
+        who = self._who()
+        if who is not None:
+            ref = who.get("reference")
+            if ref is None:
+                identifier = who["identifier"]
+                ref = f"identifier|{identifier['system']}|{identifier['value']}"
+            found.add(("agent", ref))
+        if self.has_caller and self.organization:
+            found.add(("agent", self.organization))
+        return found
+
+    def _who(self) -> dict[str, Any] | None:
+        if self.has_caller and self.patient_id:
+            return {"reference": f"Patient/{self.patient_id}"}
+        if self.has_caller:
+            return {"identifier": {"system": self.issuer, "value": self.subject}}
+        if self.client_id:
+            return {"identifier": {"system": _CLIENT_SYSTEM, "value": self.client_id}}
+        return None
+
+    def to_event(self) -> dict[str, Any]:
+        """Return the R4 AuditEvent of the record (without ``meta``)."""
+        kind, subtype = _type_and_subtype(self.interaction)
+        outcome = self.outcome
+        event: dict[str, Any] = {
+            "resourceType": "AuditEvent",
+            "id": self.id,
+            "type": dict(kind),
+            "subtype": [dict(coding) for coding in subtype],
+            "action": self.action,
+            "recorded": self.recorded_instant,
+            "outcome": outcome.value,
+            "agent": self._agents(),
+            "source": {
+                "observer": {"display": self.observer},
+                "type": [_coding(_SOURCE_TYPE, "4", "Application Server")],
+            },
+        }
+        if self.outcome_desc or outcome is not AuditOutcome.SUCCESS:
+            event["outcomeDesc"] = self.outcome_desc or f"HTTP {self.status}"
+        entities = _entities(self.touched, self.patients, self.query)
+        if entities:
+            event["entity"] = entities
+        return event
+
+    def _agents(self) -> list[dict[str, Any]]:
+        agent: dict[str, Any] = {
+            "type": {"coding": [_coding(_DCM, "110153", "Source Role ID")]},
+            "requestor": True,
+        }
+        who = self._who()
+        if who is not None:
+            agent["who"] = who
+        if self.client_id:
+            agent["altId"] = self.client_id
+        if self.has_caller and self.subject is not None:
+            agent["name"] = self.subject
+        if self.address:
+            agent["network"] = {"address": self.address, "type": "2"}  # 2 = IP address
+        agents = [agent]
+        if self.has_caller and self.organization:
+            # The facility the client acts for is a participant, not the requestor.
+            agents.append({"who": {"reference": self.organization}, "requestor": False})
+        return agents
+
+
+def audit_record(
+    interaction: str,
+    *,
+    status: int,
+    context: Caller | None = None,
+    touched: Sequence[str] = (),
+    patients: Iterable[str] = (),
+    network_address: str | None = None,
+    outcome_desc: str | None = None,
+    query: str | None = None,
+    client_id: str | None = None,
+    observer: str = DEFAULT_OBSERVER,
+    recorded: datetime | None = None,
+) -> AuditRecord:
+    """Return the record (with a new id) of one interaction.
+
+    ``interaction`` is an ``Interaction`` value (``read``, ``$everything``...), ``transaction``,
+    ``batch`` or :data:`TOKEN_ISSUANCE`; ``status`` the HTTP status answered; ``touched`` the
+    references of the resources read or written (``Observation/1/_history/2``); ``patients`` the
+    ids of the patients they belong to; ``query`` the query string of a search; ``client_id``
+    the client when there is no verified token (token issuance, refusals before verification).
+    """
+    if recorded is None:
+        micros = time.time_ns() // 1000
+    else:
+        micros = (recorded.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+    if context is None:
+        return AuditRecord(str(interaction), status, new_event_id(micros), micros,
+                           client_id=client_id, touched=tuple(touched),
+                           patients=tuple(dict.fromkeys(patients)), address=network_address,
+                           query=query, outcome_desc=outcome_desc, observer=observer)
+    return AuditRecord(
+        str(interaction), status, new_event_id(micros), micros, True, context.issuer,
+        context.subject, context.patient_id, context.organization,
+        client_id or context.client_id, tuple(touched), tuple(dict.fromkeys(patients)),
+        network_address, query, outcome_desc, observer,
+    )
+
+
+def new_event_id(micros: int) -> str:
+    """Return a new AuditEvent id that sorts by time: 48 bits of milliseconds and 80 random
+    bits, laid out like a UUID (as UUIDv7 does), so the id index of an append-only log grows
+    at its end instead of at random places."""
+    bits = ((micros // 1000) & 0xFFFFFFFFFFFF) << 80 | int.from_bytes(os.urandom(10), "big")
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def audit_event(interaction: str, **facts: Any) -> dict[str, Any]:
+    """Return the AuditEvent (with a new id) of one interaction (see :func:`audit_record`)."""
+    return audit_record(interaction, **facts).to_event()
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
+    coding = {"system": system, "code": code}
+    if display:
+        coding["display"] = display
+    return coding
+
+
+@cache
+def _type_and_subtype(interaction: str) -> tuple[dict[str, str], tuple[dict[str, str], ...]]:
+    if interaction == TOKEN_ISSUANCE:
+        return _coding(_DCM, "110114", "User Authentication"), (_coding(_DCM, "110122", "Login"),)
+    rest = _coding(_EVENT_TYPE, "rest", "RESTful Operation")
+    if interaction.startswith("$"):
+        return rest, (_coding(_RESTFUL, "operation"), _coding(_OPERATION_SYSTEM, interaction))
+    code = interaction if interaction in _RESTFUL_CODES else "operation"
+    return rest, (_coding(_RESTFUL, code),)
+
+
+def type_and_subtype_keys(interaction: str) -> tuple[str, tuple[str, ...]]:
+    """Return ``system|code`` of the AuditEvent type and of each subtype of an interaction."""
+    kind, subtype = _type_and_subtype(interaction)
+    return f"{kind['system']}|{kind['code']}", tuple(f"{c['system']}|{c['code']}" for c in subtype)
+
+
+def _patient_refs(patients: Iterable[str]) -> list[str]:
+    return [f"Patient/{pid}" for pid in dict.fromkeys(patients)]
+
+
+def _entities(
+    touched: Iterable[str], patients: Iterable[str], query: str | None
+) -> list[dict[str, Any]]:
+    patient_refs = _patient_refs(patients)
+    entities = [_patient_entity(reference) for reference in patient_refs]
+    for reference in dict.fromkeys(touched):
+        if reference not in patient_refs:
+            entities.append(_resource_entity(reference))
+    if query:
+        encoded = base64.b64encode(query.encode("utf-8")).decode("ascii")
+        entities.append(
+            {
+                "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(_OBJECT_ROLE, "24", "Query"),
+                "query": encoded,
+            }
+        )
+    return entities
+
+
+def _patient_entity(reference: str) -> dict[str, Any]:
+    return {
+        "what": {"reference": reference},
+        "type": _coding(_ENTITY_TYPE, "1", "Person"),
+        "role": _coding(_OBJECT_ROLE, "1", "Patient"),
+    }
+
+
+def _resource_entity(reference: str) -> dict[str, Any]:
+    return {
+        "what": {"reference": reference},
+        "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+        "role": _coding(_OBJECT_ROLE, "4", "Domain Resource"),
+    }

@@ -1,0 +1,377 @@
+"""The audit log of the embedded store: AuditEvents in an append-only table of their own.
+
+Every read of the server writes an AuditEvent, so the audit trail grows at the rate of all
+traffic together. Stored like other resources (a ``resources`` row, a ``versions`` row and
+about twenty search index rows) an event cost more to write than the read it records. Here
+an event is one ``audit_events`` row (its JSON plus the few columns it is searched by) and one
+``audit_refs`` row per patient, entity and agent it names: about six B-tree insertions
+instead of forty.
+
+AuditEvents are never updated or deleted (the API refuses it), so there is one version per
+event and no history beyond it. They are searched by the parameters of
+``SUPPORTED_PARAMS`` (the ones an administrator or a citizen looks for: who, whose records,
+when, what, how it ended); the search layer refuses the rest (see
+``fhir_server.security.audit.check_audit_search``).
+
+Columns: ``at``/``at_high`` is the ``[low, high)`` microsecond range of ``recorded``;
+``type`` and ``subtype`` hold the codings as ``\\x1fsystem|code\\x1f`` runs so a
+token is one ``instr``; ``audit_refs.kind`` is 0 for an entity that is a Patient, 1 for any other
+entity, 2 for an agent (``Type/id``, or ``identifier|system|value``); the R4 parameter
+``patient`` looks in kinds 0 and 2 (a Patient as entity or as agent), ``entity`` in 0 and 1.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from fhir_server.audit_record import AuditRecord, type_and_subtype_keys
+from fhir_server.errors import BadRequest
+from fhir_server.search.cursor import decode_cursor
+from fhir_server.search.dates import date_range
+from fhir_server.search.model import (
+    Clause,
+    ClauseValue,
+    DateValue,
+    Modifier,
+    ReferenceValue,
+    SearchQuery,
+    SearchResult,
+    StringValue,
+    TokenValue,
+    TotalMode,
+)
+from fhir_server.search.ranges import range_predicate
+from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
+from fhir_server.storage.sqlite.search_sql import after_condition, page_boundary, row_stored
+from fhir_server.storage.sqlite.search_where import Condition, instant_bound
+from fhir_server.storage.versions import now_instant
+
+__all__ = [
+    "AUDIT_SCHEMA_SQL",
+    "AUDIT_TYPE",
+    "append",
+    "content_of",
+    "create",
+    "exists",
+    "history",
+    "read",
+    "search",
+]
+
+AUDIT_TYPE = "AuditEvent"
+AUDIT_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS audit_events (
+  seq INTEGER PRIMARY KEY, id TEXT NOT NULL, last_updated TEXT NOT NULL,
+  at INTEGER NOT NULL, at_high INTEGER NOT NULL, action TEXT, outcome TEXT,
+  type TEXT NOT NULL, subtype TEXT NOT NULL, address TEXT, content BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS audit_events_id ON audit_events (id);
+CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
+CREATE TABLE IF NOT EXISTS audit_refs (
+  kind INTEGER NOT NULL, ref TEXT NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY (kind, ref, seq)) WITHOUT ROWID;
+"""
+_PATIENT, _ENTITY, _AGENT = 0, 1, 2
+_SEP = "\x1f"
+_ACTION_SYSTEM = "http://hl7.org/fhir/audit-event-action"
+_OUTCOME_SYSTEM = "http://hl7.org/fhir/audit-event-outcome"
+_INSERT = (
+    "INSERT INTO audit_events (seq, id, last_updated, at, at_high, action, outcome, type, "
+    "subtype, address, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STORED = "a.seq AS rid, 'AuditEvent' AS type, a.id, 1 AS version, a.last_updated, a.content"
+SUPPORTED_PARAMS = frozenset(
+    {"_id", "_lastUpdated", "patient", "agent", "entity", "date", "action", "outcome", "type",
+     "subtype", "address"}
+)  # fmt: skip
+SUPPORTED_SORTS = frozenset({"date", "_lastUpdated"})
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def append(conn: sqlite3.Connection, records: Sequence[AuditRecord | dict[str, Any]]) -> None:
+    """Store audit records (compact) and AuditEvents (as given); call in a write transaction.
+
+    A record is stored as its compact JSON array and becomes an AuditEvent when read; an
+    AuditEvent created through the API is stored as its JSON. Either way, version 1.
+    """
+    if not records:
+        return
+    last_updated = now_instant()
+    row = conn.execute("SELECT max(seq) FROM audit_events").fetchone()
+    seq = int(row[0] or 0)
+    rows, refs = [], []
+    for item in records:
+        seq += 1
+        if isinstance(item, AuditRecord):
+            rows.append(_record_row(seq, item, last_updated))
+            refs += [(_KINDS[role], ref, seq) for role, ref in item.refs()]
+        else:
+            rows.append(_event_row(seq, item, last_updated))
+            refs += [(kind, ref, seq) for kind, ref in _refs(item)]
+    conn.executemany(_INSERT, rows)
+    conn.executemany("INSERT OR IGNORE INTO audit_refs VALUES (?, ?, ?)", refs)
+
+
+def create(conn: sqlite3.Connection, event: dict[str, Any]) -> StoredResource:
+    """Store one AuditEvent (its ``id`` assigned) and return it as stored."""
+    append(conn, [event])
+    found = read(conn, event["id"])
+    assert found is not None
+    return found
+
+
+_KINDS = {"patient": 0, "entity": 1, "agent": 2}
+
+
+def _record_row(seq: int, record: AuditRecord, last_updated: str) -> tuple[object, ...]:
+    kind, subtypes = type_and_subtype_keys(record.interaction)
+    low = record.recorded - record.recorded % 1000  # recorded is kept to the millisecond
+    return (seq, record.id, last_updated, low, low + 1000, record.action, record.outcome.value,
+            _SEP + kind + _SEP, _SEP + _SEP.join(subtypes) + _SEP, record.address,
+            orjson.dumps(record.compact()))  # fmt: skip
+
+
+def _event_row(seq: int, event: dict[str, Any], last_updated: str) -> tuple[object, ...]:
+    recorded = event.get("recorded")
+    low, high = date_range(recorded) if isinstance(recorded, str) else (0, 0)
+    network = [a.get("network") for a in _list(event.get("agent"))]
+    addresses = [n.get("address") for n in network if isinstance(n, dict)]
+    content = orjson.dumps(_with_meta(event, last_updated))
+    kinds = _codings([event.get("type")]), _codings(_list(event.get("subtype")))
+    return (seq, event["id"], last_updated, low, high, _text(event.get("action")),
+            _text(event.get("outcome")), *kinds, next(iter(addresses), None), content)  # fmt: skip
+
+
+def _with_meta(event: dict[str, Any], last_updated: str) -> dict[str, Any]:
+    meta = dict(event.get("meta") or {})
+    meta["versionId"] = "1"
+    meta["lastUpdated"] = last_updated
+    event["meta"] = meta
+    return event
+
+
+def content_of(stored: bytes, last_updated: str) -> bytes:
+    """Return the AuditEvent JSON of a stored row (building it from a compact record)."""
+    if stored[:1] != b"[":
+        return stored
+    event = AuditRecord.from_compact(orjson.loads(stored)).to_event()
+    return orjson.dumps(_with_meta(event, last_updated))
+
+
+def _list(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _codings(codings: Sequence[object]) -> str:
+    parts = [f"{c.get('system', '')}|{c.get('code', '')}" for c in codings if isinstance(c, dict)]
+    return _SEP + _SEP.join(parts) + _SEP
+
+
+def _reference(target: object) -> str | None:
+    if not isinstance(target, dict):
+        return None
+    reference = target.get("reference")
+    if isinstance(reference, str):
+        return reference.split("/_history/", 1)[0]
+    identifier = target.get("identifier")
+    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+        return f"identifier|{identifier.get('system', '')}|{identifier['value']}"
+    return None
+
+
+def _refs(event: dict[str, Any]) -> Iterable[tuple[int, str]]:
+    found: set[tuple[int, str]] = set()
+    for item in _list(event.get("entity")):
+        ref = _reference(item.get("what"))
+        if ref is not None:
+            found.add((_PATIENT if ref.startswith("Patient/") else _ENTITY, ref))
+    for item in _list(event.get("agent")):
+        ref = _reference(item.get("who"))
+        if ref is not None:
+            found.add((_AGENT, ref))
+    return sorted(found)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def read(conn: sqlite3.Connection, id: str) -> StoredResource | None:
+    """Return the AuditEvent ``id`` or None."""
+    row = conn.execute(
+        "SELECT last_updated, content FROM audit_events WHERE id = ?", (id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return StoredResource(AUDIT_TYPE, id, 1, row[0], content_of(bytes(row[1]), row[0]), "POST")
+
+
+def exists(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    """Return which of ``ids`` are stored AuditEvents."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start:start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(f"SELECT id FROM audit_events WHERE id IN ({marks})", chunk)
+        found.update(row[0] for row in rows)
+    return found
+
+
+def history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
+    """Type or instance history of AuditEvents: each event's single version, newest first."""
+    where, args = ["1"], []
+    for sql, value in (("id = ?", query.id), ("last_updated >= ?", query.since),
+                       ("last_updated <= ?", query.at), ("seq < ?", query.before_seq)):
+        if value is not None:
+            where.append(sql)
+            args.append(value)
+    rows = conn.execute(
+        f"SELECT seq, id, last_updated, content FROM audit_events WHERE {' AND '.join(where)} "
+        "ORDER BY seq DESC LIMIT ?", [*args, query.count + 1]).fetchall()  # fmt: skip
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    entries = [StoredResource(AUDIT_TYPE, id, 1, lu, content_of(bytes(c), lu), "POST")
+               for _, id, lu, c in rows]
+    return HistoryPage(entries, next_seq=rows[-1][0] if more and rows else None,
+                       seqs=[row[0] for row in rows])
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
+    """Run an AuditEvent search (its clauses already checked by the search layer)."""
+    where, params = _filter(query)
+    cursor = decode_cursor(query, query.cursor) if query.cursor else None
+    forward = cursor is None or cursor.forward
+    keys = [(_SORT_COLUMNS[key.code], key.descending) for key in query.sort]
+    order = [(f"k{i}", descending != (not forward)) for i, (_, descending) in enumerate(keys)]
+    selected = "".join(f", {column} AS k{i}" for i, (column, _) in enumerate(keys))
+    after: Condition = ("1", [])
+    if cursor is not None:
+        after = after_condition(order, cursor, rid_descending=not forward)
+    order_sql = "".join(f"{name} {'DESC' if d else 'ASC'}, " for name, d in order)
+    sql = (
+        f"SELECT * FROM (SELECT {_STORED}{selected} FROM audit_events a WHERE {where}) "
+        f"WHERE {after[0]} ORDER BY {order_sql}rid {'ASC' if forward else 'DESC'} LIMIT ?"
+    )
+    rows = list(conn.execute(sql, [*params, *after[1], query.count + 1])) if query.count else []
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    if not forward:
+        rows.reverse()
+    total = None
+    if query.total is not TotalMode.NONE:
+        total = int(conn.execute(
+            f"SELECT COUNT(*) FROM audit_events a WHERE {where}", params).fetchone()[0])
+    return SearchResult(
+        matches=tuple(_stored(row) for row in rows),
+        total=total,
+        next_cursor=page_boundary(query, rows[-1:], len(keys), more if forward else True),
+        prev_cursor=page_boundary(query, rows[:1], len(keys),
+                                  (cursor is not None) if forward else more, backward=True),
+    )
+
+
+_SORT_COLUMNS = {"date": "a.at", "_lastUpdated": "a.last_updated"}
+
+
+def _stored(row: tuple[object, ...]) -> StoredResource:
+    stored = row_stored(row)
+    return replace(stored, content=content_of(stored.content, stored.last_updated))
+
+
+def _filter(query: SearchQuery) -> Condition:
+    parts: list[Condition] = []
+    if query.compartment is not None:
+        parts.append(_ref_in(_PATIENT, f"Patient/{query.compartment[1]}"))
+    for clause in query.clauses:
+        if not isinstance(clause, Clause):
+            raise BadRequest("AuditEvent searches have no chains or _has",
+                             message_id="MSG_AUDIT_SEARCH")
+        alternatives = [_value(clause, value) for value in clause.values]
+        sql = " OR ".join(f"({s})" for s, _ in alternatives) or "0"
+        negate = clause.modifier is Modifier.NOT
+        parts.append((f"NOT ({sql})" if negate else sql, [p for _, ps in alternatives for p in ps]))
+    if not parts:
+        return "1", []
+    return " AND ".join(f"({s})" for s, _ in parts), [p for _, ps in parts for p in ps]
+
+
+#: The ``audit_refs`` kinds each reference parameter looks in (see the module docstring).
+_PARAM_KINDS = {_PATIENT: "kind IN (0, 2)", _ENTITY: "kind IN (0, 1)", _AGENT: "kind = 2"}
+
+
+def _ref_in(param: int, ref: str) -> Condition:
+    return f"a.seq IN (SELECT seq FROM audit_refs WHERE {_PARAM_KINDS[param]} AND ref = ?)", [ref]
+
+
+def _value(clause: Clause, value: ClauseValue) -> Condition:
+    code = clause.code
+    if isinstance(value, DateValue):
+        predicate = range_predicate(value.prefix, value.low, value.high)
+        alternatives: list[Condition] = []
+        for bounds in predicate.alternatives:
+            terms: list[Condition] = []
+            for bound in bounds:
+                if code == "_lastUpdated":  # a stored instant t stands for [t, t + 1 us)
+                    micros = bound.value if bound.column == "low" else bound.value - 1
+                    terms.append((f"a.last_updated {bound.op} ?", [instant_bound(micros)]))
+                else:
+                    column = "a.at" if bound.column == "low" else "a.at_high"
+                    terms.append((f"{column} {bound.op} ?", [int(bound.value)]))
+            alternatives.append((" AND ".join(s for s, _ in terms) or "1",
+                                 [p for _, ps in terms for p in ps]))
+        sql = " OR ".join(f"({s})" for s, _ in alternatives) or "0"
+        params = [p for _, ps in alternatives for p in ps]
+        return (f"NOT ({sql})" if predicate.negated else sql), params
+    if isinstance(value, ReferenceValue):
+        kind = {"patient": _PATIENT, "entity": _ENTITY}.get(code, _AGENT)
+        target = value.type or clause.target_type or ("Patient" if kind == _PATIENT else None)
+        if value.url is not None:
+            return _ref_in(kind, value.url)
+        if target is None:
+            return (f"a.seq IN (SELECT seq FROM audit_refs WHERE {_PARAM_KINDS[kind]} AND "
+                    "substr(ref, -length(?)) = ?)", [f"/{value.id}", f"/{value.id}"])
+        return _ref_in(kind, f"{target}/{value.id}")
+    if isinstance(value, TokenValue):
+        return _token(clause, value)
+    if isinstance(value, StringValue) and code == "address":
+        if clause.modifier is Modifier.EXACT:
+            return "a.address = ?", [value.text]
+        return "substr(lower(a.address), 1, length(?)) = ?", [value.folded, value.folded]
+    raise BadRequest(f"AuditEvent cannot be searched by '{code}' that way",
+                     message_id="MSG_AUDIT_SEARCH")
+
+
+def _token(clause: Clause, value: TokenValue) -> Condition:
+    code = clause.code
+    if code == "_id":
+        return "a.id = ?", [value.code]
+    if code == "agent":  # agent:identifier=system|value
+        if value.system is not None:
+            return _ref_in(_AGENT, f"identifier|{value.system}|{value.code or ''}")
+        suffix = f"|{value.code}"
+        return ("a.seq IN (SELECT seq FROM audit_refs WHERE kind = 2 AND "
+                "ref >= 'identifier|' AND ref < 'identifier}' AND substr(ref, -length(?)) = ?)",
+                [suffix, suffix])
+    if code in ("action", "outcome"):
+        system = _ACTION_SYSTEM if code == "action" else _OUTCOME_SYSTEM
+        if value.system not in (None, system) or value.code is None:
+            return "0", []
+        return f"a.{code} = ?", [value.code]
+    column = "a.subtype" if code == "subtype" else "a.type"
+    if value.system is None:
+        return f"instr({column}, ?) > 0", [f"|{value.code}{_SEP}"]
+    if value.code is None:
+        return f"instr({column}, ?) > 0", [f"{_SEP}{value.system}|"]
+    return f"instr({column}, ?) > 0", [f"{_SEP}{value.system}|{value.code}{_SEP}"]

@@ -1,0 +1,226 @@
+"""Searching, reading and paging the audit trail over the API (on every store).
+
+The SQLite store keeps AuditEvents in an audit log of its own (``storage.sqlite.audit_log``);
+these tests hold it to the same answers as the generic storage of other stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_server.interactions.context import Services
+from fhir_server.main import create_app
+from fhir_server.settings import Settings
+from tests.builders import CCCD_SYSTEM, observation, valid_example
+from tests.conftest import token_for
+
+FHIR = {"Content-Type": "application/fhir+json"}
+
+
+@dataclass
+class Trail:
+    """An app where a hospital client wrote two patients' records and a citizen read hers."""
+
+    http: httpx.AsyncClient
+    services: Services
+    settings: Settings
+    alice: str
+    bob: str
+    alice_obs: str
+
+    def headers(self, scope: str, **claims: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token_for(self.settings, scope, **claims)}"}
+
+    async def search(self, *pairs: tuple[str, str], **headers: str) -> httpx.Response:
+        await self.services.audit_trail.flush()
+        return await self.http.get("/fhir/AuditEvent", params=[*pairs, ("_count", "200")],
+                                   headers=headers or None)
+
+    async def events(self, *pairs: tuple[str, str]) -> list[dict[str, Any]]:
+        response = await self.search(*pairs)
+        assert response.status_code == 200, response.text
+        return [e["resource"] for e in response.json().get("entry", [])]
+
+
+@pytest.fixture
+async def trail(settings: Settings) -> AsyncIterator[Trail]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        hospital = {"Authorization": "Bearer " + token_for(
+            settings, "system/*.cruds", client_id="bv-bach-mai", organization="Organization/bm")}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://test", headers=hospital) as http:
+            ids = []
+            for cccd in ("019203107473", "001090012345"):
+                patient = valid_example("Patient")
+                patient["identifier"] = [{"system": CCCD_SYSTEM, "value": cccd}]
+                created = await http.post("/fhir/Patient", json=patient, headers=FHIR)
+                ids.append(created.json()["id"])
+            obs = await http.post("/fhir/Observation", json=observation(f"Patient/{ids[0]}"),
+                                  headers=FHIR)
+            world = Trail(http, app.state.services, settings, ids[0], ids[1], obs.json()["id"])
+            citizen = world.headers("patient/*.rs", patient_id=ids[0], subject="cccd-019")
+            assert (await http.get(f"/fhir/Observation/{obs.json()['id']}",
+                                   headers=citizen)).status_code == 200
+            assert (await http.get(f"/fhir/Patient/{ids[1]}", headers=citizen)).status_code == 404
+            yield world
+
+
+def _subtypes(event: dict[str, Any]) -> set[str]:
+    return {c["code"] for c in event["subtype"]}
+
+
+async def test_each_parameter_of_the_audit_log_finds_its_events(trail: Trail) -> None:
+    everything = await trail.events()
+    assert len(everything) >= 5  # 3 creates, 2 reads (one refused)
+    reads = await trail.events(("subtype", "read"))
+    assert reads and all("read" in _subtypes(e) for e in reads)
+    creates = await trail.events(("action", "C"))
+    assert len(creates) == 3 and all(e["action"] == "C" for e in creates)
+    refused = await trail.events(("outcome", "4"))
+    assert [e["outcome"] for e in refused] == ["4"]
+    alice = await trail.events(("patient", f"Patient/{trail.alice}"), ("subtype", "read,create"))
+    entities = {x["what"]["reference"].split("/_history")[0]
+                for e in alice for x in e.get("entity", []) if "what" in x}
+    assert f"Observation/{trail.alice_obs}" in entities
+    assert f"Patient/{trail.bob}" not in entities
+    by_obs = await trail.events(("entity", f"Observation/{trail.alice_obs}"))
+    assert {e["action"] for e in by_obs} == {"C", "R"}
+    by_org = await trail.events(("agent", "Organization/bm"), ("action", "C"))
+    assert len(by_org) == 3
+    as_agent = await trail.events(("agent", f"Patient/{trail.alice}"))
+    assert as_agent and all("read" in _subtypes(e) for e in as_agent)
+    by_type = await trail.events(
+        ("type", "http://terminology.hl7.org/CodeSystem/audit-event-type|rest"),
+        ("subtype", "read,create"))
+    assert len(by_type) == 5
+    assert await trail.events(("type", "http://other.example|rest")) == []
+    first = everything[0]
+    assert await trail.events(("_id", first["id"])) == [first]
+
+
+async def test_date_and_sort_of_the_audit_log(trail: Trail) -> None:
+    visits = ("subtype", "read,create")  # not the events of these searches themselves
+    everything = await trail.events(("_sort", "-date"), visits)
+    recorded = [e["recorded"] for e in everything]
+    assert recorded == sorted(recorded, reverse=True) and len(recorded) == 5
+    assert recorded != sorted(recorded)
+    newest, oldest = recorded[0], recorded[-1]
+    assert await trail.events(("date", f"gt{newest}"), visits) == []
+    assert len(await trail.events(("date", f"le{newest}"), visits)) == 5
+    assert len(await trail.events(("date", f"gt{oldest}"), visits)) == 4
+    assert len(await trail.events(("date", "ge2020-01-01"), ("date", "lt2999"), visits)) == 5
+    assert await trail.events(("_lastUpdated", "lt2020-01-01")) == []
+
+
+async def test_the_audit_log_pages_with_cursors(trail: Trail) -> None:
+    await trail.services.audit_trail.flush()
+    seen: list[str] = []
+    response = await trail.http.get("/fhir/AuditEvent",
+                                    params={"_count": "2", "_total": "accurate"})
+    total = response.json()["total"]
+    while True:
+        body = response.json()
+        seen += [e["resource"]["id"] for e in body.get("entry", [])]
+        nxt = [link["url"] for link in body["link"] if link["relation"] == "next"]
+        if not nxt:
+            break
+        response = await trail.http.get(nxt[0].removeprefix("http://test"))
+        assert response.status_code == 200
+    assert len(seen) == len(set(seen)) == total
+
+
+async def test_an_audit_event_reads_and_vreads_as_stored(trail: Trail) -> None:
+    event = (await trail.events(("action", "R")))[0]
+    read = await trail.http.get(f"/fhir/AuditEvent/{event['id']}")
+    assert read.status_code == 200 and read.json() == event
+    assert read.headers["etag"] == 'W/"1"'
+    vread = await trail.http.get(f"/fhir/AuditEvent/{event['id']}/_history/1")
+    assert vread.json() == event
+    history = await trail.http.get(f"/fhir/AuditEvent/{event['id']}/_history")
+    assert [e["resource"]["id"] for e in history.json()["entry"]] == [event["id"]]
+    assert (await trail.http.get("/fhir/AuditEvent/no-such-event")).status_code == 404
+
+
+async def test_a_posted_audit_event_is_kept_and_searchable(trail: Trail) -> None:
+    event = {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110100"},
+        "action": "E",
+        "recorded": "2026-03-01T08:00:00+07:00",
+        "outcome": "0",
+        "agent": [{"who": {"reference": "Practitioner/dr-1"}, "requestor": True,
+                   "network": {"address": "10.1.2.3", "type": "2"}}],
+        "source": {"observer": {"display": "emr"}},
+        "entity": [{"what": {"reference": f"Patient/{trail.bob}"}}],
+    }
+    created = await trail.http.post("/fhir/AuditEvent", json=event, headers=FHIR)
+    assert created.status_code == 201, created.text
+    new_id = created.json()["id"]
+    for pairs in ([("agent", "Practitioner/dr-1")], [("address", "10.1")],
+                  [("patient", trail.bob), ("action", "E")],
+                  [("date", "2026-03-01")], [("date", "eq2026-03-01T01:00:00Z")],
+                  [("type", "110100")]):
+        found = await trail.events(*pairs)
+        assert new_id in {e["id"] for e in found}, pairs
+    assert await trail.events(("date", "2026-03-02")) == []
+
+
+@pytest.mark.parametrize("query", [
+    {"_tag": "x"},                                   # not a parameter the audit log keeps
+    {"_include": "AuditEvent:patient"},
+    {"patient.name": "nguyen"},                      # chain
+    {"_has:Observation:patient:code": "x"},
+    {"_sort": "action"},
+    {"action:missing": "true"},
+])
+async def test_searches_the_audit_log_cannot_answer_are_refused(
+    trail: Trail, query: dict[str, str]
+) -> None:
+    response = await trail.http.get("/fhir/AuditEvent", params=query)
+    assert response.status_code == 400, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("path, query", [
+    ("/fhir/Patient", {"_revinclude": "AuditEvent:patient"}),
+    ("/fhir/Patient", {"_has:AuditEvent:patient:action": "R"}),
+    ("/fhir", {"_type": "AuditEvent,Patient"}),
+])
+async def test_no_other_search_reaches_into_the_audit_log(
+    trail: Trail, path: str, query: dict[str, str]
+) -> None:
+    response = await trail.http.get(path, params=query)
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "MSG_AUDIT_SEARCH"
+
+
+async def test_everything_gives_the_audit_trail_only_when_asked_alone(trail: Trail) -> None:
+    await trail.services.audit_trail.flush()
+    alone = await trail.http.get(f"/fhir/Patient/{trail.alice}/$everything",
+                                 params={"_type": "AuditEvent"})
+    assert alone.status_code == 200
+    kinds = {e["resource"]["resourceType"] for e in alone.json()["entry"]}
+    assert kinds == {"AuditEvent"}
+    mixed = await trail.http.get(f"/fhir/Patient/{trail.alice}/$everything",
+                                 params={"_type": "AuditEvent,Observation"})
+    assert mixed.status_code == 400
+
+
+async def test_a_citizen_sees_only_the_audit_events_of_her_records(trail: Trail) -> None:
+    citizen = trail.headers("patient/AuditEvent.rs", patient_id=trail.alice)
+    response = await trail.search(**citizen)
+    assert response.status_code == 200
+    events = [e["resource"] for e in response.json()["entry"]]
+    assert events
+    for event in events:
+        named = {x["what"]["reference"] for x in event.get("entity", []) if "what" in x}
+        named |= {a["who"].get("reference", "") for a in event["agent"] if "who" in a}
+        assert f"Patient/{trail.alice}" in named
+        assert f"Patient/{trail.bob}" not in named
