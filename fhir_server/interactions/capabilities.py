@@ -13,6 +13,7 @@ from fhir_server import FHIR_VERSION, __version__
 from fhir_server.interactions.context import Services
 from fhir_server.resources import resource_types
 from fhir_server.search.parse import UNSUPPORTED_PARAMETERS
+from fhir_server.security.audit import AUDIT_SEARCH_PARAMS
 
 __all__ = ["FEATURES", "capability_statement"]
 
@@ -53,12 +54,24 @@ def _resource_entry(services: Services, resource_type: str) -> dict[str, Any]:
         "conditionalDelete": "single",
     }
     params = _search_params(services, resource_type)
+    if resource_type == "AuditEvent":
+        _audit_entry(entry)
+        params = [p for p in params if p["name"] in AUDIT_SEARCH_PARAMS]
     if params:
         entry["searchParam"] = params
     operations = _operations(services, resource_type)
     if operations:
         entry["operation"] = operations
     return entry
+
+
+def _audit_entry(entry: dict[str, Any]) -> None:
+    """AuditEvents are evidence: created, read and searched, never changed or deleted."""
+    entry["interaction"] = [i for i in entry["interaction"]
+                            if i["code"] not in ("update", "patch", "delete")]
+    entry.update(updateCreate=False, conditionalUpdate=False, conditionalDelete="not-supported",
+                 documentation="Kept in the audit log: never updated or deleted; searched by "
+                               "the parameters listed, without chains, _has or includes.")
 
 
 def _operations(services: Services, resource_type: str | None) -> list[dict[str, str]]:

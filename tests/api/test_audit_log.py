@@ -224,3 +224,19 @@ async def test_a_citizen_sees_only_the_audit_events_of_her_records(trail: Trail)
         named |= {a["who"].get("reference", "") for a in event["agent"] if "who" in a}
         assert f"Patient/{trail.alice}" in named
         assert f"Patient/{trail.bob}" not in named
+
+
+async def test_the_capability_statement_says_what_the_audit_log_does(trail: Trail) -> None:
+    statement = (await trail.http.get("/fhir/metadata")).json()
+    entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    codes = {i["code"] for i in entry["interaction"]}
+    assert codes == {"read", "vread", "create", "history-instance", "history-type",
+                     "search-type"}
+    params = {p["name"] for p in entry["searchParam"]}
+    assert {"patient", "agent", "entity", "date", "action", "outcome"} <= params
+    assert "_tag" not in params and "name" not in params
+    values = {"token": "x", "date": "2020", "reference": "Patient/x", "string": "x"}
+    for param in entry["searchParam"]:  # each listed parameter is answered
+        response = await trail.http.get("/fhir/AuditEvent", params={
+            param["name"]: values[param["type"]]}, headers={"Prefer": "handling=strict"})
+        assert response.status_code == 200, (param, response.text)
