@@ -2,10 +2,11 @@
 
 The R4 expressions are nearly all simple paths: ``Patient.name``, unions ``A.x | A.y``, choice
 types ``(Observation.value as Quantity)`` / ``.as(X)`` / ``.ofType(X)``, reference filters
-``.where(resolve() is Patient)``, equality filters ``.where(system='phone')`` and
-``.exists()``. ``compile_expression`` turns those into small walker functions over the JSON
-(dicts and lists), about a hundred times faster than a general FHIRPath engine, and falls back
-to ``fhirpathpy`` (with the R4 model) for every other shape.
+``.where(resolve() is Patient)``, equality filters ``.where(system='phone')``, ``.exists()``
+and ``P.exists() and P != false``. ``compile_expression`` turns those into small walker
+functions over the JSON (dicts and lists), about a hundred times faster than a general FHIRPath
+engine, and falls back to ``fhirpathpy`` (with the R4 model) for every other shape (today only
+``Bundle.entry[0].resource``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _AS = re.compile(r"(?:as|ofType)\((\w+)\)")
 _RESOLVE = re.compile(r"where\(resolve\(\) is (\w+)\)")
 _WHERE_EQ = re.compile(r"where\((\w+)\s*=\s*'([^']*)'\)")
 _CAST = re.compile(r"^\((.+) as (\w+)\)(.*)$")
+_EXISTS_NOT_FALSE = re.compile(r"^([A-Za-z][\w.]*)\.exists\(\) and \1 != false$")
 _CHOICES: dict[str, list[str]] = models["r4"]["choiceTypePaths"]
 
 
@@ -77,6 +79,9 @@ def reference_type(reference: str) -> str | None:
 
 
 def _compile_branch(branch: str, context: str | None) -> Walker:
+    flag = _EXISTS_NOT_FALSE.fullmatch(branch.strip())
+    if flag is not None and (inner := _steps(flag.group(1), context)) is not None:
+        return _exists_not_false(inner)
     steps = _steps(branch, context)
     if steps is None:
         return _fhirpath_walker(branch)
@@ -88,6 +93,19 @@ def _compile_branch(branch: str, context: str | None) -> Walker:
             if not values:
                 break
         return values
+
+    return walk
+
+
+def _exists_not_false(steps: list[_Step]) -> Walker:
+    """``P.exists() and P != false`` (Patient.deceased): true when P has a value that is not
+    the boolean false (a deceasedDateTime counts), else false."""
+
+    def walk(node: Any) -> list[Any]:
+        values = [node]
+        for step in steps:
+            values = step(values)
+        return [len(values) == 1 and values[0] is not False]
 
     return walk
 
@@ -116,9 +134,10 @@ def _steps(branch: str, context: str | None) -> list[_Step] | None:
     segments = _segments(_normalize(branch))
     path = context
     if context is None:
-        if not _ROOT.fullmatch(segments[0]):
-            return None
-        path, segments = segments[0], segments[1:]
+        if _ROOT.fullmatch(segments[0]):
+            path, segments = segments[0], segments[1:]
+        elif not _FIELD.fullmatch(segments[0]):
+            return None  # else a path without its root (R4 InsurancePlan-name: name | alias)
     steps: list[_Step] = []
     previous_field: str | None = None
     for segment in segments:
