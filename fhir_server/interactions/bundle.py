@@ -11,7 +11,7 @@ and reports each entry's own status or OperationOutcome.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fhir_server.errors import BadRequest, FhirError, PayloadTooLarge
 from fhir_server.interactions import bundle_exec
@@ -87,11 +87,13 @@ async def _run_transaction(
     services: Services, tx: StoreTransaction, entries: list[PlannedEntry]
 ) -> list[dict[str, Any]]:
     ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+    # Every criterion of the Bundle is found in one go; nothing is written before execute.
+    finds = cast(StoreTransaction, await bundle_exec.PrefetchedFinds.of(tx, entries))
     for entry in ordered:
-        await _guard(entry, bundle_exec.resolve_target(tx, entry))
+        await _guard(entry, bundle_exec.resolve_target(finds, entry))
     targets = bundle_exec.fullurl_targets(entries)
     for entry in ordered:
-        await _guard(entry, bundle_exec.resolve_references(tx, entry, targets))
+        await _guard(entry, bundle_exec.resolve_references(finds, entry, targets))
     await bundle_exec.check_integrity(services, tx, entries)
     responses: dict[int, dict[str, Any]] = {}
     for entry in ordered:

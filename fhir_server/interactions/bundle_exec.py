@@ -4,12 +4,13 @@ rewrite its references, check referential integrity, execute it, describe the re
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
-from fhir_server.errors import BadRequest, Gone, NotFound, PreconditionFailed
+from fhir_server.errors import BadRequest, FhirError, Gone, NotFound, PreconditionFailed
 from fhir_server.interactions import read
 from fhir_server.interactions.bundle_entries import (
     PlannedEntry,
@@ -24,10 +25,12 @@ from fhir_server.interactions.preconditions import parse_version_tag
 from fhir_server.interactions.prepare import match_single, prepare_resource
 from fhir_server.interactions.update import check_body_id, resolve_conditional_id, update_in
 from fhir_server.outcomes import operation_outcome
+from fhir_server.resources import is_resource_type
 from fhir_server.security import guard
 from fhir_server.storage.port import StoredResource, StoreTransaction
 
 __all__ = [
+    "PrefetchedFinds",
     "check_integrity",
     "check_put_id",
     "execute",
@@ -57,6 +60,52 @@ def patch_operations(entry: PlannedEntry) -> None:
     except (ValueError, orjson.JSONDecodeError):
         raise BadRequest("The PATCH entry's Binary.data is not base64 JSON",
                          message_id="MSG_PATCH_INVALID") from None
+
+
+class PrefetchedFinds:
+    """A transaction whose ``find`` answers from the Bundle's criteria found set-wise.
+
+    Before anything of a transaction is written, every criterion it holds (``ifNoneExist``,
+    conditional update, patch and delete, conditional references) is found with one
+    ``find_many`` call; resolving targets and references then asks this object, which answers
+    from those results and passes anything else on. Only valid until the first write.
+    """
+
+    def __init__(self, tx: StoreTransaction, found: dict[tuple[str, tuple[Any, ...]], list[str]]):
+        self._tx = tx
+        self._found = found
+
+    @classmethod
+    async def of(cls, tx: StoreTransaction, entries: list[PlannedEntry]) -> PrefetchedFinds:
+        """Find every criterion of ``entries`` at once."""
+        queries: dict[tuple[str, tuple[Any, ...]], None] = {}
+        for entry in entries:
+            if entry.method == "POST" and entry.if_none_exist:
+                queries[(entry.resource_type, tuple(_criteria(entry.if_none_exist)))] = None
+            elif entry.query is not None and entry.method in ("PUT", "DELETE", "PATCH"):
+                queries[(entry.resource_type, tuple(entry.criteria))] = None
+            if entry.resource is not None and entry.method in ("POST", "PUT"):
+                for holder in iter_references(entry.resource):
+                    kind, mark, query = holder["reference"].partition("?")
+                    if mark and "/" not in kind and is_resource_type(kind):
+                        queries[(kind, tuple(parse_qsl(query, keep_blank_values=True)))] = None
+        keys = list(queries)
+        try:
+            answers = await tx.find_many([(kind, list(params)) for kind, params in keys])
+        except FhirError:
+            answers = None  # an invalid criterion fails later, at its own entry
+        found = dict(zip(keys, answers, strict=True)) if answers is not None else {}
+        return cls(tx, found)
+
+    async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+        """The prefetched answer, or the transaction's own ``find``."""
+        answer = self._found.get((resource_type, tuple(params)))
+        if answer is not None:
+            return list(answer)
+        return await self._tx.find(resource_type, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
 
 
 async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:

@@ -101,6 +101,13 @@ class StoreTransaction(Protocol):
         """Return the ids of current resources matching the search parameters."""
         ...
 
+    async def find_many(
+        self, queries: Sequence[tuple[str, Sequence[tuple[str, str]]]]
+    ) -> list[list[str]]:
+        """``find`` of each (type, params) query, in order; stores answer common shapes
+        (a Bundle's ``identifier=system|value`` criteria) set-wise."""
+        ...
+
     async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which of the (type, id) pairs are current, not deleted, resources."""
         ...

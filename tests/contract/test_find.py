@@ -69,3 +69,31 @@ async def test_reindex_replaces_what_find_matches(searchable: ResourceStore) -> 
         await tx.reindex(resource, index_resource(resource, _REGISTRY))
     async with searchable.transaction() as tx:
         assert await tx.find("Patient", [("gender", "male")]) == ["a"]
+
+
+async def test_find_many_answers_each_query_as_find_does(searchable: ResourceStore) -> None:
+    async with searchable.transaction() as tx:
+        await _create(tx, {**patient(cccd="001090000001"), "id": "a"})
+        await _create(tx, {**patient(cccd="001090000002", family="Trần"), "id": "b"})
+        await _create(tx, {**patient(cccd="001090000002"), "id": "c"})  # a duplicate CCCD
+        await _create(tx, {**patient(cccd="001090000003"), "id": "d"})
+    async with searchable.transaction() as tx:
+        await tx.delete("Patient", "d")
+    queries: list[tuple[str, list[tuple[str, str]]]] = [
+        ("Patient", [("identifier", f"{CCCD_SYSTEM}|001090000001")]),
+        ("Patient", [("identifier", f"{CCCD_SYSTEM}|001090000002")]),
+        ("Patient", [("identifier", f"{CCCD_SYSTEM}|001090000003")]),  # deleted
+        ("Patient", [("identifier", f"{CCCD_SYSTEM}|001090000009")]),  # none
+        ("Patient", [("identifier", "001090000001")]),                 # no system
+        ("Patient", [("family", "tran")]),                             # not an identifier
+        ("Encounter", [("identifier", f"{CCCD_SYSTEM}|001090000001")]),  # another type
+        ("Patient", [("identifier", f"{CCCD_SYSTEM}|001090000001")]),  # asked twice
+    ]
+    async with searchable.transaction() as tx:
+        many = await tx.find_many(queries)
+    one_by_one = []
+    for kind, params in queries:
+        async with searchable.transaction() as tx:
+            one_by_one.append(sorted(await tx.find(kind, params)))
+    assert [sorted(ids) for ids in many] == one_by_one
+    assert one_by_one[:4] == [["a"], ["b", "c"], [], []]

@@ -117,6 +117,18 @@ class MongoTransaction:
         self.plan.append(guard)
         return ids
 
+
+    async def find_many(
+        self, queries: Sequence[tuple[str, Sequence[tuple[str, str]]]]
+    ) -> list[list[str]]:
+        """``find`` of each query, in order (each distinct query is run, and guarded, once)."""
+        answers: dict[tuple[str, tuple[tuple[str, str], ...]], list[str]] = {}
+        for resource_type, params in queries:
+            key = (resource_type, tuple(params))
+            if key not in answers:
+                answers[key] = await self.find(resource_type, params)
+        return [list(answers[(kind, tuple(params))]) for kind, params in queries]
+
     async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (type, id) pairs are current resources, in one query."""
         wanted = {docs.resource_key(t, i): (t, i) for t, i in keys}
