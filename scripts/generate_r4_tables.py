@@ -7,13 +7,15 @@ folder ``/work/shared/fhir-r4``, or the first argument) and writes:
 - ``compartment_patient.json``: the search parameters that put each type in the Patient compartment;
 - ``summary_elements.json``: top-level ``isSummary`` elements and mandatory elements per type;
 - ``required_bindings.json``: required bindings on code/Coding/CodeableConcept and their codes;
-- ``r4_only_elements.json``: element tables of the R4 types that ``fhir.resources.R4B`` lacks,
-  with the datatype tables and primitive regexes they need.
+- ``r4_elements.json``: the element table of every R4 resource type, of their backbone elements
+  and of every complex datatype, with the regexes of the primitive types: what the structural
+  checker (``fhir_server.conformance.elements``) walks.
 
 The packaging adds a few non-R4 elements (Meta.project..., Binary.url, R5-style ResearchStudy and
 EvidenceVariable elements, the R4B SubscriptionStatus). An element introduced by a specialization
 (its ``base.path`` is its own path) that is missing from the differential is such an addition:
-the R4 differentials list every element a specialization introduces. Those are dropped.
+the R4 differentials list every element a specialization introduces. Those are dropped. Where the
+packaging changed an R4 element itself (``R4_CORRECTIONS``), the R4 4.0.1 element is restored.
 
 Run: ``.venv/bin/python scripts/generate_r4_tables.py [/path/to/fhir-r4]``; it prints the value
 sets it could not expand.
@@ -35,9 +37,35 @@ R4_VERSION = "4.0.1"
 BOUND_TYPES = ("code", "Coding", "CodeableConcept")
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 REGEX_EXT = "http://hl7.org/fhir/StructureDefinition/regex"
-# Datatypes the binding walk never enters: extension contents follow their own definitions,
-# and Meta carries the packaging's additions.
-UNWALKED_TYPES = frozenset({"Extension", "Meta", "Resource"})
+#: The elements the packaging changed R5-style in ResearchStudy and EvidenceVariable (additions are
+#: dropped by ``is_addition``), as R4 4.0.1 defines them (hl7.org/fhir/R4/researchstudy.html,
+#: hl7.org/fhir/R4/evidencevariable.html): path -> None (not in R4), or min, max, type codes and
+#: required value set. R4 needs every EvidenceVariable to have a characteristic with one
+#: definition[x]; R5 made both optional. The packaging also narrows Bundle's outcome to
+#: OperationOutcome, where R4 types it Resource (bundle.html#resource).
+R4_CORRECTIONS: dict[str, tuple[int, str, tuple[str, ...], str | None] | None] = {
+    "Bundle.entry.response.outcome": (0, "1", ("Resource",), None),
+    "ResearchStudy.studyDesign": None,
+    "EvidenceVariable.characteristic": (1, "*", ("BackboneElement",), None),
+    "EvidenceVariable.characteristic.description": (0, "1", ("string",), None),
+    "EvidenceVariable.characteristic.definition[x]": (
+        1,
+        "1",
+        ("Reference", "canonical", "CodeableConcept", "Expression", "DataRequirement",
+         "TriggerDefinition"),
+        None,
+    ),
+    "EvidenceVariable.characteristic.usageContext": (0, "*", ("UsageContext",), None),
+    "EvidenceVariable.characteristic.participantEffective[x]": (
+        0, "1", ("dateTime", "Period", "Duration", "Timing"), None
+    ),
+    "EvidenceVariable.characteristic.timeFromStart": (0, "1", ("Duration",), None),
+    "EvidenceVariable.characteristic.groupMeasure": (
+        0, "1", ("code",), "http://hl7.org/fhir/ValueSet/group-measure|4.0.1"
+    ),
+}
+#: The abstract bases every resource structure inherits elements from.
+ABSTRACT_RESOURCES = ("Resource", "DomainResource")
 
 Json = dict[str, Any]
 
@@ -65,7 +93,35 @@ def r4_elements(definition: Json) -> list[Json]:
         return list(elements)
     differential = {e["path"] for e in definition["differential"]["element"]}
     dropped = [e["path"] for e in elements if is_addition(e, differential)]
-    return [e for e in elements if not any(_under(e["path"], d) for d in dropped)]
+    kept = [e for e in elements if not any(_under(e["path"], d) for d in dropped)]
+    return corrected(definition["type"], kept)
+
+
+def corrected(type_name: str, elements: list[Json]) -> list[Json]:
+    """Apply ``R4_CORRECTIONS`` to the elements of one definition (others pass unchanged)."""
+    corrections = {p: c for p, c in R4_CORRECTIONS.items() if p.split(".", 1)[0] == type_name}
+    if not corrections:
+        return elements
+    removed = [path for path, change in corrections.items() if change is None]
+    out = [e for e in elements if not any(_under(e["path"], r) for r in removed)]
+    present = {e["path"]: index for index, e in enumerate(out)}
+    for path, change in corrections.items():
+        if change is None:
+            continue
+        low, high, codes, value_set = change
+        element = dict(out[present[path]]) if path in present else {"path": path, "base": {}}
+        element.update(min=low, max=high, type=[{"code": code} for code in codes])
+        element["base"] = {"path": path, "min": low, "max": high}
+        if value_set:
+            element["binding"] = {"strength": "required", "valueSet": value_set}
+        if path in present:
+            out[present[path]] = element
+        else:
+            parent = path.rsplit(".", 1)[0]
+            last = max(i for i, e in enumerate(out) if _under(e["path"], parent))
+            out.insert(last + 1, element)
+            present = {e["path"]: index for index, e in enumerate(out)}
+    return out
 
 
 def _under(path: str, ancestor: str) -> bool:
@@ -234,114 +290,102 @@ def _concept_codes(concepts: list[Json]) -> Iterator[str]:
 
 
 class BindingCollector:
-    """Collects required bindings, datatype edges and content references, per structure."""
+    """Collects the required bindings (on code, Coding, CodeableConcept) of every element."""
 
-    def __init__(self, terminology: Terminology, datatypes: dict[str, Json]) -> None:
+    def __init__(self, terminology: Terminology) -> None:
         self.terminology = terminology
-        self.datatypes = datatypes
         self.bindings: dict[str, dict[str, str]] = {code: {} for code in BOUND_TYPES}
         self.value_sets: dict[str, dict[str, list[str]]] = {}
-        self.edges: dict[str, str] = {}
-        self.references: dict[str, str] = {}
 
     def collect(self, definition: Json) -> None:
-        """Record the required bindings and typed edges of one StructureDefinition."""
+        """Record the required bindings of one StructureDefinition, by JSON element path."""
         for element in r4_elements(definition):
-            if "contentReference" in element:
-                self.references[element["path"]] = element["contentReference"].lstrip("#")
+            binding = element.get("binding")
+            if not binding or binding["strength"] != "required":
                 continue
             codes = [type_code(t) for t in element.get("type", [])]
             for name, code in zip(json_names(element), codes, strict=False):
-                path = element["path"].rsplit(".", 1)[0] + "." + name
-                self._record(path, code, element.get("binding"))
+                if code in BOUND_TYPES:
+                    self._record(element["path"].rsplit(".", 1)[0] + "." + name, code, binding)
 
-    def _record(self, path: str, code: str, binding: Json | None) -> None:
-        if code in BOUND_TYPES and binding and binding["strength"] == "required":
-            canonical = binding.get("valueSet", "")
-            expansion = self.terminology.expand(canonical)
-            if expansion is not None:
-                url = canonical.partition("|")[0]
-                self.value_sets[url] = expansion
-                self.bindings[code][path] = url
-        elif code in self.datatypes and code not in UNWALKED_TYPES and path.count(".") > 0:
-            self.edges[path] = code
+    def _record(self, path: str, code: str, binding: Json) -> None:
+        canonical = binding.get("valueSet", "")
+        expansion = self.terminology.expand(canonical)
+        if expansion is not None:
+            url = canonical.partition("|")[0]
+            self.value_sets[url] = expansion
+            self.bindings[code][path] = url
 
     def table(self) -> Json:
-        """Return the required_bindings.json content, keeping only edges that lead to bindings."""
-        bound = {path.split(".", 1)[0] for paths in self.bindings.values() for path in paths}
-        edges = self._edges_to_bindings(bound)
-        walked = [*edges, *(p for paths in self.bindings.values() for p in paths)]
-        references = {
-            path: target
-            for path, target in sorted(self.references.items())
-            if any(_under(p, target) for p in walked)
-        }
-        grouped: dict[str, dict[str, str]] = {}
-        for path, code in sorted(edges.items()):
-            owner, relative = path.split(".", 1)
-            grouped.setdefault(owner, {})[relative] = code
+        """Return the required_bindings.json content."""
         return {
             "_source": source_line("profiles-resources.json, profiles-types.json, valuesets.json"),
             "valueSets": dict(sorted(self.value_sets.items())),
             "bindings": {code: dict(sorted(p.items())) for code, p in self.bindings.items() if p},
-            "datatypes": grouped,
-            "contentReferences": references,
         }
-
-    def _edges_to_bindings(self, bound_types: set[str]) -> dict[str, str]:
-        """Keep datatype edges whose datatype (transitively) carries a required binding."""
-        carriers = set(bound_types)
-        changed = True
-        while changed:
-            before = len(carriers)
-            carriers |= {e.split(".", 1)[0] for e, t in self.edges.items() if t in carriers}
-            changed = len(carriers) != before
-        return {path: code for path, code in self.edges.items() if code in carriers}
 
 
 def required_bindings_table(
     resources: dict[str, Json], datatypes: dict[str, Json], terminology: Terminology
 ) -> Json:
     """Return the required_bindings.json content."""
-    collector = BindingCollector(terminology, datatypes)
+    collector = BindingCollector(terminology)
     for definition in [*datatypes.values(), *resources.values()]:
         collector.collect(definition)
     return collector.table()
 
 
-# -- element tables of the R4-only resource types ----------------------------------------------
+# -- element tables ------------------------------------------------------------------------------
 
 
-def r4b_missing_types(resources: dict[str, Json]) -> list[str]:
-    """Return the R4 resource types that fhir.resources.R4B has no model for."""
-    from fhir.resources.R4B import get_fhir_model_class
-
-    missing = []
-    for name in sorted(resources):
-        try:
-            get_fhir_model_class(name)
-        except (ValueError, KeyError, ImportError, AttributeError):
-            missing.append(name)
-    return missing
+def abstract_definitions(source: Path) -> dict[str, Json]:
+    """Return the definitions of the abstract Resource and DomainResource."""
+    return {
+        r["type"]: r
+        for r in load_bundle(source, "profiles-resources.json")
+        if r["resourceType"] == "StructureDefinition" and r["type"] in ABSTRACT_RESOURCES
+    }
 
 
-def element_tables(definition: Json, root_id_type: str = "string") -> dict[str, Json]:
-    """Return {structure path: {element name: [min, max, [types]]}} for one definition.
+def structure_tables(definition: Json) -> dict[str, list[Any]]:
+    """Return {structure path: [base, {element name: [min, max, [types]]}]} for one definition.
 
-    A BackboneElement or Element type means "children listed under my own path"; a
-    ``#path`` type is a contentReference to another structure of the same definition.
+    The root's base is the type it specializes; a backbone element's base is its type
+    (``BackboneElement`` or ``Element``), whose children are listed under its own path. A
+    ``#path`` type is a contentReference to another structure of the same definition. A
+    resource's ``id`` is typed ``id`` (R4 resource.html#id), not the ``string`` of the snapshot.
     """
-    tables: dict[str, Json] = {}
+    root = definition["type"]
+    base = definition.get("baseDefinition", "").rsplit("/", 1)[-1] or None
+    is_resource = definition["kind"] == "resource"
+    tables: dict[str, list[Any]] = {root: [base, {}]}
     for element in r4_elements(definition)[1:]:
         parent, name = element["path"].rsplit(".", 1)
         if "contentReference" in element:
             types = [element["contentReference"]]
         else:
             types = [type_code(t) for t in element["type"]]
-        if parent == definition["type"] and name == "id":
-            types = [root_id_type]
-        tables.setdefault(parent, {})[name] = [element["min"], element["max"], types]
+        if is_resource and parent == root and name == "id":
+            types = ["id"]
+        if types in (["BackboneElement"], ["Element"]):
+            tables[element["path"]] = [types[0], {}]
+        tables[parent][1][name] = [element["min"], element["max"], types]
     return tables
+
+
+def drop_inherited(tables: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Leave out of each structure the elements its base chain defines identically."""
+
+    def inherited(path: str | None) -> dict[str, Any]:
+        if path is None:
+            return {}
+        base, elements = tables[path]
+        return {**inherited(base), **elements}
+
+    return {
+        path: [base, {n: s for n, s in elements.items() if inherited(base).get(n) != s}]
+        for path, (base, elements) in tables.items()
+    }
 
 
 def primitive_regexes(datatypes: dict[str, Json]) -> dict[str, str]:
@@ -357,19 +401,18 @@ def primitive_regexes(datatypes: dict[str, Json]) -> dict[str, str]:
     return dict(sorted(regexes.items()))
 
 
-def r4_only_table(resources: dict[str, Json], datatypes: dict[str, Json]) -> Json:
-    """Return the r4_only_elements.json content: resource and datatype element tables."""
-    structures: dict[str, Json] = {}
-    for name in r4b_missing_types(resources):
-        structures.update(element_tables(resources[name], root_id_type="id"))
-    for definition in datatypes.values():
-        if definition.get("kind") == "complex-type":
-            structures.update(element_tables(definition))
+def elements_table(
+    resources: dict[str, Json], datatypes: dict[str, Json], abstract: dict[str, Json]
+) -> Json:
+    """Return the r4_elements.json content: one structure per key, after the primitives."""
+    tables: dict[str, list[Any]] = {}
+    for definition in [*abstract.values(), *datatypes.values(), *resources.values()]:
+        if definition["kind"] in ("resource", "complex-type"):
+            tables.update(structure_tables(definition))
     return {
         "_source": source_line("profiles-resources.json, profiles-types.json"),
-        "resourceTypes": r4b_missing_types(resources),
-        "primitives": primitive_regexes(datatypes),
-        "structures": dict(sorted(structures.items())),
+        "_primitives": primitive_regexes(datatypes),
+        **dict(sorted(drop_inherited(tables).items())),
     }
 
 
@@ -397,7 +440,7 @@ def main(source: Path, out_dir: Path = OUT_DIR) -> None:
         "compartment_patient.json": compartment_table(source, resources),
         "summary_elements.json": summary_table(resources),
         "required_bindings.json": required_bindings_table(resources, datatypes, terminology),
-        "r4_only_elements.json": r4_only_table(resources, datatypes),
+        "r4_elements.json": elements_table(resources, datatypes, abstract_definitions(source)),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
