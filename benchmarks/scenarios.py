@@ -21,7 +21,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -40,6 +40,8 @@ __all__ = ["SCENARIOS", "SUITES", "BenchContext", "BenchSettings", "Scenario", "
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_DIR = BENCH_DIR / "lua"
+#: Seconds of load every fresh server gets before its first measured run (not reported).
+WARMUP_S = 3
 REPO_ROOT = BENCH_DIR.parent
 # Settings the runner decides; inherited values could point the server at real data.
 _CONTROLLED_ENV = ("STORAGE", "DATA_DIR", "HOST", "PORT", "WORKERS")
@@ -71,6 +73,7 @@ class BenchContext:
     def __init__(self, settings: BenchSettings) -> None:
         self.settings = settings
         self._active: tuple[str, RunningServer, contextlib.ExitStack] | None = None
+        self._warmed: set[str] = set()
         self._seeded: Path | None = None
 
     def close(self) -> None:
@@ -134,6 +137,12 @@ class BenchContext:
         """Run wrk with ``lua/<script>`` against ``url`` under the run's load (with a token)."""
         fhir = self._active is not None and self._active[0].startswith("fhir")
         headers = [f"Authorization: Bearer {self.token()}"] if fhir else []
+        if self._active is not None and self._active[0] not in self._warmed:
+            # Every worker process of a fresh server is warmed up (imports, tables compiled
+            # on first use, caches) before the measured run, so servers compare fairly.
+            self._warmed.add(self._active[0])
+            warm = replace(self.settings.load, duration_s=WARMUP_S)
+            run_wrk(url, LUA_DIR / script, args, warm, headers)
         return run_wrk(url, LUA_DIR / script, args, self.settings.load, headers)
 
     def token(self) -> str:

@@ -21,6 +21,7 @@ records; a search's query string as a "Query" entity).
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -31,7 +32,10 @@ from functools import cache
 from typing import Any, Protocol
 
 __all__ = [
+    "AGENT_REF",
     "DEFAULT_OBSERVER",
+    "ENTITY_REF",
+    "PATIENT_REF",
     "TOKEN_ISSUANCE",
     "AuditOutcome",
     "AuditRecord",
@@ -62,6 +66,8 @@ _ACTIONS = {
 }  # fmt: skip
 _RESTFUL_CODES = frozenset(_ACTIONS) | {"transaction", "batch", "operation"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The kinds of :meth:`AuditRecord.refs`.
+PATIENT_REF, ENTITY_REF, AGENT_REF = 0, 1, 2
 _COMPACT_VERSION = 1
 
 
@@ -163,30 +169,25 @@ class AuditRecord:
                    organization, client_id, tuple(touched), tuple(patients), address, query,
                    outcome_desc, observer)  # fmt: skip
 
-    def refs(self) -> set[tuple[str, str]]:
-        """Return what the AuditEvent is searched by, as ``(role, reference)`` pairs.
+    def refs(self) -> set[tuple[int, str]]:
+        """Return what the AuditEvent is searched by, as ``(kind, reference)`` pairs.
 
-        Roles: ``patient`` (an entity that is a Patient), ``entity`` (every other entity:
-        ``Type/id`` without ``_history``), ``agent`` (``Type/id`` or ``identifier|system|value``
-        of each agent's ``who``). So the R4 parameter ``patient`` is the roles patient and
-        agent, and ``entity`` the roles patient and entity.
+        Kinds: :data:`PATIENT_REF` (an entity that is a Patient), :data:`ENTITY_REF` (every
+        other entity: ``Type/id`` without ``_history``), :data:`AGENT_REF` (``Type/id`` or
+        ``identifier|system|value`` of each agent's ``who``). So the R4 parameter ``patient``
+        is the kinds patient and agent, and ``entity`` the kinds patient and entity.
         """
-        found: set[tuple[str, str]] = set()
-        patients = _patient_refs(self.patients)
-        for reference in patients:
-            found.add(("patient", reference))
+        found = {(PATIENT_REF, f"Patient/{pid}") for pid in self.patients}
         for reference in self.touched:
             plain = reference.split("/_history/", 1)[0]
-            found.add(("patient" if plain.startswith("Patient/") else "entity", plain))
-        who = self._who()
-        if who is not None:
-            ref = who.get("reference")
-            if ref is None:
-                identifier = who["identifier"]
-                ref = f"identifier|{identifier['system']}|{identifier['value']}"
-            found.add(("agent", ref))
-        if self.has_caller and self.organization:
-            found.add(("agent", self.organization))
+            found.add((PATIENT_REF if plain.startswith("Patient/") else ENTITY_REF, plain))
+        if self.has_caller:
+            found.add((AGENT_REF, f"Patient/{self.patient_id}" if self.patient_id
+                       else f"identifier|{self.issuer}|{self.subject}"))
+            if self.organization:
+                found.add((AGENT_REF, self.organization))
+        elif self.client_id:
+            found.add((AGENT_REF, f"identifier|{_CLIENT_SYSTEM}|{self.client_id}"))
         return found
 
     def _who(self) -> dict[str, Any] | None:
@@ -284,12 +285,19 @@ def audit_record(
 
 
 def new_event_id(micros: int) -> str:
-    """Return a new AuditEvent id that sorts by time: 48 bits of milliseconds and 80 random
-    bits, laid out like a UUID (as UUIDv7 does), so the id index of an append-only log grows
-    at its end instead of at random places."""
-    bits = ((micros // 1000) & 0xFFFFFFFFFFFF) << 80 | int.from_bytes(os.urandom(10), "big")
+    """Return a new AuditEvent id that sorts by time, laid out like a UUID.
+
+    48 bits of milliseconds, then 32 random bits drawn once per process and a 48-bit counter
+    (as UUIDv7 puts time first), so the id index of an append-only log grows at its end and no
+    system call is needed per event; processes differ by their random bits.
+    """
+    bits = ((micros // 1000) & 0xFFFFFFFFFFFF) << 80 | _ID_PREFIX << 48 | next(_ID_COUNTER)
     text = f"{bits:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_ID_PREFIX = int.from_bytes(os.urandom(4), "big")
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
 def audit_event(interaction: str, **facts: Any) -> dict[str, Any]:

@@ -137,6 +137,6 @@ async def _audit(services: Services, name: str, request: Request,
     record = audit_record(
         interaction, status=status, context=security.context, touched=security.touched,
         patients=security.patients, network_address=security.address,
-        query=request.url.query or None,
+        query=request.scope.get("query_string", b"").decode("latin-1") or None,
     )
     await services.audit_trail.record(record)

@@ -50,4 +50,4 @@ def audit_trail_for(services: Services) -> AuditTrail | None:
     async def write_batch(records: list[Any]) -> None:
         await services.store_audit(records)
 
-    return AuditTrail(write_batch)
+    return AuditTrail(write_batch, batch_size=500, flush_seconds=1.0)

@@ -181,8 +181,12 @@ class ResourceStore(Protocol):
         """Run a search: a page of matches (and included resources) for the query."""
         ...
 
-    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
-        """Open an atomic write scope holding the store's write lock."""
+    def transaction(self, *, durable: bool = True) -> AbstractAsyncContextManager[StoreTransaction]:
+        """Open an atomic write scope holding the store's write lock.
+
+        ``durable=False`` allows the store to acknowledge the scope before it is on stable
+        storage (it must still survive a crash of the process); read audit batches use it.
+        """
         ...
 
     def scan(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:

@@ -167,8 +167,11 @@ class MongoStore:
                 return
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[MongoTransaction]:
-        """Plan writes in the scope; apply them together on normal exit, drop them otherwise."""
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[MongoTransaction]:
+        """Plan writes in the scope; apply them together on normal exit, drop them otherwise.
+
+        Every scope is written with the store's write concern (``durable`` changes nothing).
+        """
         scope = MongoTransaction(self)
         yield scope
         if scope.plan:

@@ -22,6 +22,7 @@ entity, 2 for an agent (``Type/id``, or ``identifier|system|value``); the R4 par
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -29,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.audit_record import AuditRecord, type_and_subtype_keys
+from fhir_server.audit_record import AuditRecord, action_of, type_and_subtype_keys
 from fhir_server.errors import BadRequest
 from fhir_server.search.cursor import decode_cursor
 from fhir_server.search.dates import date_range
@@ -110,7 +111,7 @@ def append(conn: sqlite3.Connection, records: Sequence[AuditRecord | dict[str, A
         seq += 1
         if isinstance(item, AuditRecord):
             rows.append(_record_row(seq, item, last_updated))
-            refs += [(_KINDS[role], ref, seq) for role, ref in item.refs()]
+            refs += [(kind, ref, seq) for kind, ref in item.refs()]
         else:
             rows.append(_event_row(seq, item, last_updated))
             refs += [(kind, ref, seq) for kind, ref in _refs(item)]
@@ -126,15 +127,20 @@ def create(conn: sqlite3.Connection, event: dict[str, Any]) -> StoredResource:
     return found
 
 
-_KINDS = {"patient": 0, "entity": 1, "agent": 2}
+@functools.cache
+def _interaction_columns(interaction: str) -> tuple[str, str, str]:
+    """The ``action``, ``type`` and ``subtype`` columns of a record's interaction."""
+    kind, subtypes = type_and_subtype_keys(interaction)
+    return action_of(interaction), _SEP + kind + _SEP, _SEP + _SEP.join(subtypes) + _SEP
 
 
 def _record_row(seq: int, record: AuditRecord, last_updated: str) -> tuple[object, ...]:
-    kind, subtypes = type_and_subtype_keys(record.interaction)
+    action, kind, subtypes = _interaction_columns(record.interaction)
+    status = record.status
+    outcome = "0" if status < 400 else "4" if status < 500 else "8"  # as outcome_for_status
     low = record.recorded - record.recorded % 1000  # recorded is kept to the millisecond
-    return (seq, record.id, last_updated, low, low + 1000, record.action, record.outcome.value,
-            _SEP + kind + _SEP, _SEP + _SEP.join(subtypes) + _SEP, record.address,
-            orjson.dumps(record.compact()))  # fmt: skip
+    return (seq, record.id, last_updated, low, low + 1000, action, outcome, kind, subtypes,
+            record.address, orjson.dumps(record.compact()))  # fmt: skip
 
 
 def _event_row(seq: int, event: dict[str, Any], last_updated: str) -> tuple[object, ...]:

@@ -67,6 +67,7 @@ class _Group:
 
     done: asyncio.Future[None]
     members: int = 0
+    durable: bool = True
 
 
 class StorageBusy(FhirError):
@@ -99,6 +100,7 @@ class SqliteStore:
         self._write_lock = asyncio.Lock()
         self._waiting = 0
         self._group: _Group | None = None
+        self._sync_mode = synchronous
         self.registry: Any = None
         self.index_tables = index_tables or _default_index_tables()
 
@@ -215,7 +217,7 @@ class SqliteStore:
             yield item
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[writes.SqliteTransaction]:
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[writes.SqliteTransaction]:
         """An atomic write scope; group commit makes concurrent scopes share one fsync.
 
         Scopes run one at a time (the write lock), each inside a SAVEPOINT of an outer SQLite
@@ -223,8 +225,13 @@ class SqliteStore:
         open for them; the last one of the group commits (the fsync runs in a thread, so
         reads go on). Every scope returns only after the commit that includes it, so an
         acknowledged write is durable; a failing scope rolls back to its own savepoint only.
+
+        ``durable=False`` (the batches of read AuditEvents) lets the commit skip the fsync when
+        no durable scope shares it (``synchronous=NORMAL`` for that group): still atomic, and
+        it survives the process being killed, but not a power cut. A durable scope never joins
+        such a group; it commits it first and starts its own.
         """
-        conn = await self._enter()
+        conn = await self._enter(durable)
         group = self._group
         assert group is not None
         try:
@@ -237,7 +244,7 @@ class SqliteStore:
         await self._leave(group)
         await self._committed(group)
 
-    async def _enter(self) -> sqlite3.Connection:
+    async def _enter(self, durable: bool = True) -> sqlite3.Connection:
         self._waiting += 1
         try:
             await self._write_lock.acquire()
@@ -247,14 +254,24 @@ class SqliteStore:
         try:
             if conn is None:
                 raise RuntimeError("store is not open")
+            if self._group is not None and durable and not self._group.durable:
+                await self._commit(self._group)
             if self._group is None:
+                self._set_durability(conn, durable)
                 await self._begin(conn)
-                self._group = _Group(asyncio.get_running_loop().create_future())
+                self._group = _Group(asyncio.get_running_loop().create_future(), durable=durable)
             conn.execute("SAVEPOINT scope")
         except BaseException:
             self._write_lock.release()
             raise
         return conn
+
+    def _set_durability(self, conn: sqlite3.Connection, durable: bool) -> None:
+        """``synchronous`` for the next group (it cannot change inside a transaction)."""
+        wanted = self.synchronous if durable else "NORMAL"
+        if wanted != self._sync_mode:
+            conn.execute(f"PRAGMA synchronous={'FULL' if wanted == 'FULL' else 'NORMAL'}")
+            self._sync_mode = wanted
 
     def _undo_scope(self, conn: sqlite3.Connection, group: _Group) -> None:
         if conn.in_transaction:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,40 @@ async def test_sequential_scopes_each_commit(tmp_path: Path, size: int) -> None:
             other.close()
     finally:
         await store.close()
+
+
+async def _scope(store: SqliteStore, number: int, durable: bool) -> None:
+    async with store.transaction(durable=durable) as tx:
+        await tx.create({**patient(cccd=f"{number:012d}"), "id": f"p{number}"}, None)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("order, commits", [
+    ((False,), [(False, 1)]),                    # alone: synchronous=NORMAL, no fsync
+    ((True, False), [(True, 2)]),                # a relaxed scope may join a durable group
+    ((False, True), [(False, 1), (True, 2)]),    # a durable one never joins a relaxed group
+    ((False, False, True, False), [(False, 1), (True, 2)]),
+])
+async def test_relaxed_scopes_skip_the_fsync_only_among_themselves(
+    tmp_path: Path, order: tuple[bool, ...], commits: list[tuple[bool, int]]
+) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3", synchronous="FULL")
+    await store.open()
+    seen: list[tuple[bool, int]] = []
+    commit = store._commit
+
+    async def spying(group: Any) -> None:
+        assert store._writer is not None
+        level = store._writer.execute("PRAGMA synchronous").fetchone()[0]  # 1 NORMAL, 2 FULL
+        seen.append((group.durable, level))
+        await commit(group)
+
+    store._commit = spying  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(*(_scope(store, n, durable) for n, durable in enumerate(order)))
+    finally:
+        await store.close()
+    assert seen == commits
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    assert conn.execute("SELECT count(*) FROM resources").fetchone()[0] == len(order)
+    conn.close()
