@@ -186,7 +186,23 @@ def _not_home(node: Json, resource: Json, root: Json) -> bool:
     return node.get("use") != "home"
 
 
+_UCUM = "http://unitsofmeasure.org"
+
+
+def _drt_1(node: Json, resource: Json, root: Json) -> bool:
+    """A Duration with a code needs UCUM and a value. FHIRPath's three-valued logic: without
+    a system, ``system = %ucum`` is empty, so only a missing value makes it false."""
+    if "code" not in node:
+        return True
+    has_value = "value" in node or "_value" in node
+    system = node.get("system")
+    if system is None:
+        return has_value
+    return system == _UCUM and has_value
+
+
 _TWINS: dict[tuple[str, str], Check] = {
+    ("drt-1", "code.exists() implies ((system = %ucum) and value.exists())"): _drt_1,
     ("dom-2", "contained.contained.empty()"): (
         lambda node, resource, root: not any("contained" in c for c in _contained(node))
     ),

@@ -163,13 +163,16 @@ Resolver = Callable[[str, list[tuple[str, str]]], Awaitable[str]]
 
 
 async def rewrite_references(
-    resource: dict[str, Any], targets: dict[str, str], resolve_conditional: Resolver
+    resource: dict[str, Any],
+    targets: dict[str, str],
+    resolve_conditional: Resolver,
+    holders: list[dict[str, Any]] | None = None,
 ) -> None:
     """Point references at their entries' final ``Type/id`` and resolve conditional ones.
 
     A ``urn:uuid:``/``urn:oid:`` reference that names no entry raises ``BadRequest``.
     """
-    for holder in iter_references(resource):
+    for holder in iter_references(resource) if holders is None else holders:
         reference: str = holder["reference"]
         if reference in targets:
             holder["reference"] = targets[reference]

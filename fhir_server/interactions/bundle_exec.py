@@ -36,6 +36,7 @@ __all__ = [
     "execute",
     "fullurl_targets",
     "patch_operations",
+    "reference_holders",
     "resolve_references",
     "resolve_target",
 ]
@@ -62,6 +63,15 @@ def patch_operations(entry: PlannedEntry) -> None:
                          message_id="MSG_PATCH_INVALID") from None
 
 
+def reference_holders(entry: PlannedEntry) -> list[dict[str, Any]]:
+    """The objects of the entry's resource that carry a ``reference`` (found once; the
+    rewriting of references changes their values, not which objects hold them)."""
+    holders = entry.extra.get("reference_holders")
+    if holders is None:
+        holders = entry.extra["reference_holders"] = list(iter_references(entry.resource))
+    return list(holders)
+
+
 class PrefetchedFinds:
     """A transaction whose ``find`` answers from the Bundle's criteria found set-wise.
 
@@ -85,7 +95,7 @@ class PrefetchedFinds:
             elif entry.query is not None and entry.method in ("PUT", "DELETE", "PATCH"):
                 queries[(entry.resource_type, tuple(entry.criteria))] = None
             if entry.resource is not None and entry.method in ("POST", "PUT"):
-                for holder in iter_references(entry.resource):
+                for holder in reference_holders(entry):
                     kind, mark, query = holder["reference"].partition("?")
                     if mark and "/" not in kind and is_resource_type(kind):
                         queries[(kind, tuple(parse_qsl(query, keep_blank_values=True)))] = None
@@ -168,7 +178,7 @@ async def resolve_references(
                              message_id="MSG_BUNDLE_CONDITIONAL_REFERENCE")
         return ids[0]
 
-    await rewrite_references(entry.resource, targets, resolve)
+    await rewrite_references(entry.resource, targets, resolve, reference_holders(entry))
 
 
 def _local_target(reference: str, base_url: str) -> tuple[str, str] | None:
@@ -195,7 +205,7 @@ async def check_integrity(
             continue
         if entry.method == "POST" and "existing" in entry.extra:
             continue
-        for holder in iter_references(entry.resource):
+        for holder in reference_holders(entry):
             target = _local_target(holder["reference"], services.base_url)
             if target and target not in in_bundle:
                 wanted.setdefault(target, entry.index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 __all__ = ["MAX_MICROS", "MIN_MICROS", "SERVER_ZONE", "date_range", "micros_to_instant"]
 
@@ -42,10 +43,12 @@ def _next_month(year: int, month: int) -> tuple[int, int]:
     return (year + 1, 1) if month == 12 else (year, month + 1)
 
 
+@lru_cache(maxsize=1 << 16)
 def date_range(text: str) -> tuple[int, int]:
     """Return the half-open range ``[low, high)`` in UTC microseconds that ``text`` denotes.
 
-    Raises ``ValueError`` when ``text`` is not a FHIR date, dateTime or instant.
+    Raises ``ValueError`` when ``text`` is not a FHIR date, dateTime or instant. Cached: dates
+    repeat (birth dates, visit days), and parsing one costs several microseconds.
     """
     found = _PATTERN.fullmatch(text.strip())
     if found is None:

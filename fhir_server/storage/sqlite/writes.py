@@ -22,7 +22,7 @@ from fhir_server.storage.versions import content_equal, now_instant
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite.store import SqliteStore
 
-__all__ = ["SqliteTransaction", "scan"]
+__all__ = ["SqliteTransaction", "identifiers_sql", "scan"]
 
 _CURRENT_SQL = (
     "SELECT r.rid, r.version, r.last_updated, r.deleted, v.content, v.method FROM resources r "
@@ -36,6 +36,21 @@ def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
     meta["lastUpdated"] = last_updated
     resource["meta"] = meta
     return orjson.dumps(resource)
+
+
+def identifiers_sql(count: int) -> str:
+    """The statement finding ``count`` (type, system key, value) identifiers at once.
+
+    CROSS JOIN keeps this order: each wanted value, then its index rows by (param, code,
+    system), then the resource; never a scan of all identifier rows.
+    """
+    values = ", ".join("(?, ?, ?)" for _ in range(count))
+    return (
+        "SELECT r.type, t.system, t.code, r.id FROM (SELECT column1 AS type, "
+        f"column2 AS system, column3 AS code FROM (VALUES {values})) w "
+        "CROSS JOIN search_token t ON t.param = ? AND t.code = w.code AND t.system = w.system "
+        "CROSS JOIN resources r ON r.rid = t.rid WHERE r.type = w.type AND r.deleted = 0"
+    )
 
 
 class SqliteTransaction:
@@ -78,12 +93,9 @@ class SqliteTransaction:
         found: dict[tuple[str, int, str], list[str]] = {key: [] for key in keys}
         for start in range(0, len(keys), 200):
             chunk = keys[start:start + 200]
-            values = ", ".join("(?, ?, ?)" for _ in chunk)
             rows = self.conn.execute(
-                "SELECT r.type, t.system, t.code, r.id FROM search_token t "
-                "JOIN resources r ON r.rid = t.rid WHERE t.param = ? AND r.deleted = 0 AND "
-                f"(r.type, t.system, t.code) IN (VALUES {values})",
-                [param_key("identifier"), *(part for key in chunk for part in key)],
+                identifiers_sql(len(chunk)),
+                [*(part for key in chunk for part in key), param_key("identifier")],
             )
             for rtype, system, code, id in rows:
                 found[(rtype, system, code)].append(id)

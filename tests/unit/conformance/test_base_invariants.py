@@ -320,3 +320,21 @@ def test_every_invariant_expression_compiles_for_its_context() -> None:
     for context in table["invariants"]:
         for invariant in base_invariants.invariants_of(context):
             assert invariant.check is not None
+
+
+@pytest.mark.parametrize("duration", [
+    {}, {"value": 3}, {"value": 3, "code": "d"}, {"code": "d"},
+    {"value": 3, "code": "d", "system": "http://unitsofmeasure.org"},
+    {"code": "d", "system": "http://unitsofmeasure.org"},
+    {"value": 3, "code": "d", "system": "http://other.example"},
+    {"_value": {"extension": [{"url": "x", "valueString": "y"}]}, "code": "d",
+     "system": "http://unitsofmeasure.org"},
+])
+def test_the_duration_twin_agrees_with_fhirpathpy(duration: Json) -> None:
+    import fhirpathpy
+
+    expression = "code.exists() implies ((system = %ucum) and value.exists())"
+    check = base_invariant_twins.twin("drt-1", expression)
+    assert check is not None
+    engine = fhirpathpy.evaluate(duration, expression, {"ucum": "http://unitsofmeasure.org"})
+    assert check(duration, duration, duration) == (False not in engine)

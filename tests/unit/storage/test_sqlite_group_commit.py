@@ -104,3 +104,17 @@ async def test_relaxed_scopes_skip_the_fsync_only_among_themselves(
     conn = sqlite3.connect(tmp_path / "db.sqlite3")
     assert conn.execute("SELECT count(*) FROM resources").fetchone()[0] == len(order)
     conn.close()
+
+
+async def test_finding_identifiers_set_wise_uses_the_token_index(tmp_path: Path) -> None:
+    from fhir_server.storage.sqlite.writes import identifiers_sql
+
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        assert store._writer is not None
+        plan = " ".join(str(row[3]) for row in store._writer.execute(
+            "EXPLAIN QUERY PLAN " + identifiers_sql(3), ["Patient", 1, "x"] * 3 + [7]))
+    finally:
+        await store.close()
+    assert "search_token_value (param=? AND code=? AND system=?)" in plan
