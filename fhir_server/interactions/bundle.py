@@ -88,7 +88,8 @@ async def _run_transaction(
 ) -> list[dict[str, Any]]:
     ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
     # Every criterion of the Bundle is found in one go; nothing is written before execute.
-    finds = cast(StoreTransaction, await bundle_exec.PrefetchedFinds.of(tx, entries))
+    finds = cast(StoreTransaction, await bundle_exec.PrefetchedFinds.of(tx, entries,
+                                                                        tx.find_many))
     for entry in ordered:
         await _guard(entry, bundle_exec.resolve_target(finds, entry))
     targets = bundle_exec.fullurl_targets(entries)
@@ -114,6 +115,8 @@ async def transaction(services: Services, bundle: dict[str, Any]) -> Outcome:
     for entry in entries:
         _prepare(services, entry)
     _collect_audit()
+    # Resolve and index a copy outside the write lock; the transaction reuses what still holds.
+    await bundle_exec.optimistic_indexes(services, entries)
     async with services.store.transaction() as tx:
         responses = await _run_transaction(services, tx, entries)
         await services.record_bundle(tx, "transaction")

@@ -4,8 +4,9 @@ rewrite its references, check referential integrity, execute it, describe the re
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import orjson
@@ -13,12 +14,13 @@ import orjson
 from fhir_server.errors import BadRequest, FhirError, Gone, NotFound, PreconditionFailed
 from fhir_server.interactions import read
 from fhir_server.interactions.bundle_entries import (
+    ORDER,
     PlannedEntry,
     iter_references,
     rewrite_references,
     status_text,
 )
-from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.context import Outcome, Services, new_id
 from fhir_server.interactions.create import create_in
 from fhir_server.interactions.patch import apply_patch
 from fhir_server.interactions.preconditions import parse_version_tag
@@ -30,12 +32,15 @@ from fhir_server.security import guard
 from fhir_server.storage.port import StoredResource, StoreTransaction
 
 __all__ = [
+    "NotPrefetched",
     "PrefetchedFinds",
     "check_integrity",
     "check_put_id",
     "execute",
     "fullurl_targets",
+    "optimistic_indexes",
     "patch_operations",
+    "precomputed_index",
     "reference_holders",
     "resolve_references",
     "resolve_target",
@@ -72,22 +77,34 @@ def reference_holders(entry: PlannedEntry) -> list[dict[str, Any]]:
     return list(holders)
 
 
+FindMany = Callable[[list[tuple[str, Sequence[tuple[str, str]]]]], Awaitable[list[list[str]]]]
+
+
+class NotPrefetched(Exception):
+    """A criterion that was not found beforehand, where no transaction can find it."""
+
+
 class PrefetchedFinds:
     """A transaction whose ``find`` answers from the Bundle's criteria found set-wise.
 
     Before anything of a transaction is written, every criterion it holds (``ifNoneExist``,
     conditional update, patch and delete, conditional references) is found with one
     ``find_many`` call; resolving targets and references then asks this object, which answers
-    from those results and passes anything else on. Only valid until the first write.
+    from those results and passes anything else on to ``tx`` (or raises ``NotPrefetched``
+    without one). Only valid until the first write.
     """
 
-    def __init__(self, tx: StoreTransaction, found: dict[tuple[str, tuple[Any, ...]], list[str]]):
+    def __init__(
+        self, tx: StoreTransaction | None, found: dict[tuple[str, tuple[Any, ...]], list[str]]
+    ) -> None:
         self._tx = tx
         self._found = found
 
     @classmethod
-    async def of(cls, tx: StoreTransaction, entries: list[PlannedEntry]) -> PrefetchedFinds:
-        """Find every criterion of ``entries`` at once."""
+    async def of(
+        cls, tx: StoreTransaction | None, entries: list[PlannedEntry], find_many: FindMany
+    ) -> PrefetchedFinds:
+        """Find every criterion of ``entries`` at once with ``find_many``."""
         queries: dict[tuple[str, tuple[Any, ...]], None] = {}
         for entry in entries:
             if entry.method == "POST" and entry.if_none_exist:
@@ -101,7 +118,7 @@ class PrefetchedFinds:
                         queries[(kind, tuple(parse_qsl(query, keep_blank_values=True)))] = None
         keys = list(queries)
         try:
-            answers = await tx.find_many([(kind, list(params)) for kind, params in keys])
+            answers = await find_many([(kind, list(params)) for kind, params in keys])
         except FhirError:
             answers = None  # an invalid criterion fails later, at its own entry
         found = dict(zip(keys, answers, strict=True)) if answers is not None else {}
@@ -112,10 +129,59 @@ class PrefetchedFinds:
         answer = self._found.get((resource_type, tuple(params)))
         if answer is not None:
             return list(answer)
+        if self._tx is None:
+            raise NotPrefetched(resource_type)
         return await self._tx.find(resource_type, params)
 
     def __getattr__(self, name: str) -> Any:
+        if self._tx is None:
+            raise NotPrefetched(name)
         return getattr(self._tx, name)
+
+
+async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) -> None:
+    """Resolve a copy of the Bundle outside the write lock and index its resources there.
+
+    Uses the store's ``find_many`` on committed data (stores without one skip this). Each
+    entry that would be written keeps ``(resolved copy, index)`` in ``extra["optimistic"]``;
+    inside the transaction, the real resolution runs again and the index is reused only when
+    the resource came out equal to the copy (``precomputed_index``), so a concurrent change
+    costs a recomputation, never a wrong index.
+    """
+    find_many = getattr(services.store, "find_many", None)
+    if find_many is None or services.registry is None:
+        return
+    copies = [_copy(entry) for entry in entries]
+    try:
+        finds = cast(StoreTransaction, await PrefetchedFinds.of(None, copies, find_many))
+        ordered = sorted(copies, key=lambda e: (ORDER[e.method], e.index))
+        for entry in ordered:
+            await resolve_target(finds, entry)
+        targets = fullurl_targets(copies)
+        for entry in ordered:
+            await resolve_references(finds, entry, targets)
+    except (FhirError, NotPrefetched):
+        return  # the transaction finds the error (or the answer) under the lock
+    for original, copy in zip(entries, copies, strict=True):
+        if copy.resource is not None and copy.method in ("POST", "PUT") \
+                and "existing" not in copy.extra:
+            original.extra["optimistic"] = (copy.resource, services.index(copy.resource))
+
+
+def _copy(entry: PlannedEntry) -> PlannedEntry:
+    if entry.query is not None and entry.method == "PUT":
+        entry.extra.setdefault("fresh_id", new_id())
+    resource = orjson.loads(orjson.dumps(entry.resource)) if entry.resource is not None else None
+    extra = {k: v for k, v in entry.extra.items() if k != "reference_holders"}
+    return replace(entry, resource=resource, extra=extra)
+
+
+def precomputed_index(entry: PlannedEntry) -> object | None:
+    """The index computed outside the lock, if the resource resolved to the same content."""
+    optimistic = entry.extra.get("optimistic")
+    if optimistic is not None and optimistic[0] == entry.resource:
+        return cast(object, optimistic[1])
+    return None
 
 
 async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:
@@ -132,7 +198,10 @@ async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:
         entry.id = entry.resource["id"]
     elif entry.query is not None and entry.method == "PUT":
         assert entry.resource is not None
-        await resolve_conditional_id(tx, entry.resource, entry.criteria)
+        # The id a non-matching conditional PUT creates is drawn once per entry, so that
+        # resolving a copy outside the lock and the entry inside it agree.
+        fresh = entry.extra.setdefault("fresh_id", new_id())
+        await resolve_conditional_id(tx, entry.resource, entry.criteria, fresh)
         entry.id = entry.resource["id"]
     elif entry.query is not None and entry.method in ("DELETE", "PATCH"):
         entry.id = await match_single(tx, entry.resource_type, entry.criteria)
@@ -254,13 +323,15 @@ async def execute(services: Services, tx: StoreTransaction, entry: PlannedEntry)
         assert entry.resource is not None
         if "existing" in entry.extra:
             return _response(Outcome(200, await tx.read(entry.resource_type, entry.id or "")))
-        return _response(await create_in(tx, services, entry.resource, None), entry=entry)
+        return _response(await create_in(tx, services, entry.resource, None,
+                                         precomputed_index(entry)), entry=entry)
     if entry.method == "PATCH":
         return await _patch(services, tx, entry)
     assert entry.resource is not None and entry.id is not None
     if_match = _check_if_match(entry, await tx.read(entry.resource_type, entry.id)) \
         if entry.if_match else None
-    return _response(await update_in(tx, services, entry.resource, if_match), entry=entry)
+    return _response(await update_in(tx, services, entry.resource, if_match,
+                                     precomputed_index(entry)), entry=entry)
 
 
 async def _delete(

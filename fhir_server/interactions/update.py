@@ -68,9 +68,13 @@ async def update(
 
 
 async def resolve_conditional_id(
-    tx: StoreTransaction, resource: dict[str, Any], params: list[tuple[str, str]]
+    tx: StoreTransaction,
+    resource: dict[str, Any],
+    params: list[tuple[str, str]],
+    fresh_id: str | None = None,
 ) -> None:
-    """Set ``resource.id`` from the one match of ``params`` (or a new id); 412 if several."""
+    """Set ``resource.id`` from the one match of ``params`` (or ``fresh_id``, else a new id);
+    412 if several."""
     match = await match_single(tx, resource["resourceType"], params)
     body_id = resource.get("id")
     if match is not None:
@@ -81,7 +85,7 @@ async def resolve_conditional_id(
             )
         resource["id"] = match
     elif body_id is None:
-        resource["id"] = new_id()
+        resource["id"] = fresh_id or new_id()
 
 
 async def conditional_update(

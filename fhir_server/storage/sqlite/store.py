@@ -332,6 +332,12 @@ class SqliteStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.002)
 
+    async def find_many(
+        self, queries: Sequence[tuple[str, Sequence[tuple[str, str]]]]
+    ) -> list[list[str]]:
+        """``find_many`` on the committed data (the reader connection), outside any lock."""
+        return await writes.SqliteTransaction(self.reader, self).find_many(queries)
+
     def find_ids_in(self, conn: sqlite3.Connection, resource_type: str,
                     params: Sequence[tuple[str, str]]) -> list[str]:
         """Return ids of current resources matching ``params``, on ``conn``."""
