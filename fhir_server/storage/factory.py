@@ -19,7 +19,8 @@ def open_store(settings: Settings, registry: Any = None) -> ResourceStore:
     url = settings.storage_url()
     if url.startswith("sqlite:"):
         store = SqliteStore.from_url(url, synchronous=settings.sqlite_synchronous,
-                                     busy_timeout_s=settings.sqlite_busy_timeout_s)
+                                     busy_timeout_s=settings.sqlite_busy_timeout_s,
+                                     cache_mb=settings.sqlite_cache_mb)
         store.registry = registry
         return store
     if url.startswith(("mongodb://", "mongodb+srv://")):

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 """
 
 
-def configure_connection(conn: sqlite3.Connection, synchronous: str) -> None:
+def configure_connection(conn: sqlite3.Connection, synchronous: str, cache_mb: int = 64) -> None:
     """Apply the pragmas every connection of the store uses.
 
     WAL lets readers run beside the one writer; ``synchronous=FULL`` makes each commit durable
@@ -50,6 +50,6 @@ def configure_connection(conn: sqlite3.Connection, synchronous: str) -> None:
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
     conn.execute("PRAGMA busy_timeout=50")
     conn.execute("PRAGMA temp_store=MEMORY")
-    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute(f"PRAGMA cache_size={-1024 * max(1, int(cache_mb))}")
     conn.execute("PRAGMA mmap_size=268435456")
     conn.execute("PRAGMA foreign_keys=OFF")

@@ -90,11 +90,13 @@ class SqliteStore:
         *,
         synchronous: str = "FULL",
         busy_timeout_s: float = 10.0,
+        cache_mb: int = 64,
         index_tables: IndexTables | ModuleType | None = None,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous
         self.busy_timeout_s = busy_timeout_s
+        self.cache_mb = cache_mb
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -112,7 +114,7 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        configure_connection(conn, self.synchronous)
+        configure_connection(conn, self.synchronous, self.cache_mb)
         return conn
 
     async def open(self) -> None:

@@ -118,3 +118,15 @@ async def test_finding_identifiers_set_wise_uses_the_token_index(tmp_path: Path)
     finally:
         await store.close()
     assert "search_token_value (param=? AND code=? AND system=?)" in plan
+
+
+async def test_the_page_cache_setting_reaches_both_connections(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3", cache_mb=32)
+    await store.open()
+    try:
+        assert store._writer is not None
+        sizes = {conn.execute("PRAGMA cache_size").fetchone()[0]
+                 for conn in (store.reader, store._writer)}
+    finally:
+        await store.close()
+    assert sizes == {-32 * 1024}
