@@ -10,7 +10,10 @@ loop in ``busy_timeout``) until ``busy_timeout_s`` has passed.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -70,6 +73,72 @@ class _Group:
     durable: bool = True
 
 
+class _WriterTurn:
+    """Whose turn it is to write, among the processes sharing the file: an ``flock``.
+
+    Waiting for SQLite's own lock means polling (``BEGIN IMMEDIATE`` and a back-off sleep),
+    and the process that just committed usually takes the lock again before a sleeping one
+    wakes up. The ``flock`` hands over instead: a process that wants its turn while another
+    writes blocks in a thread until the kernel wakes it on release, and a process that has
+    just released its turn queues behind any waiter. ``timeout_s`` bounds the wait
+    (``StorageBusy``). Without a file (``:memory:``) there is nothing to share.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._held = False
+        self._released_at = 0.0
+
+    def open(self) -> None:
+        if self._path is not None and self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def close(self) -> None:
+        self.release()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    async def acquire(self, timeout_s: float) -> None:
+        fd = self._fd
+        if fd is None or self._held:
+            return
+        if time.monotonic() - self._released_at > _TURN_COURTESY_S:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._held = True
+                return
+            except BlockingIOError:
+                pass
+        given_up = threading.Event()
+
+        def wait_for_turn() -> None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if given_up.is_set():  # the caller stopped waiting: pass the turn on
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+        waiting = asyncio.ensure_future(asyncio.to_thread(wait_for_turn))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), timeout_s)
+        except TimeoutError:
+            given_up.set()
+            # Had the thread taken the turn just before giving up was noted, pass it on.
+            waiting.add_done_callback(lambda _: fcntl.flock(fd, fcntl.LOCK_UN))
+            raise StorageBusy("The database is busy; try again later") from None
+        self._held = True
+
+    def release(self) -> None:
+        if self._fd is not None and self._held:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._held = False
+            self._released_at = time.monotonic()
+
+
+#: A process that released its turn this recently queues behind waiting processes.
+_TURN_COURTESY_S = 0.005
+
+
 class StorageBusy(FhirError):
     """503: the database stayed locked by other writers for longer than the busy timeout."""
 
@@ -103,6 +172,7 @@ class SqliteStore:
         self._waiting = 0
         self._group: _Group | None = None
         self._sync_mode = synchronous
+        self._turn = _WriterTurn(None if self.path == ":memory:" else f"{self.path}-writer")
         self.registry: Any = None
         self.index_tables = index_tables or _default_index_tables()
 
@@ -136,8 +206,10 @@ class SqliteStore:
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
             raise
-        # The writer never waits inside SQLite: _begin backs off with asyncio.sleep instead.
+        # The writer never waits inside SQLite: it waits for its turn (_WriterTurn), and
+        # _begin backs off with asyncio.sleep for writers outside the server.
         self._writer.execute("PRAGMA busy_timeout=0")
+        self._turn.open()
         self._reader = self._connect()
 
     async def close(self) -> None:
@@ -148,6 +220,7 @@ class SqliteStore:
             for conn in (self._reader, self._writer):
                 if conn is not None:
                     conn.close()
+            self._turn.close()
             self._reader = self._writer = None
 
     @property
@@ -260,7 +333,12 @@ class SqliteStore:
                 await self._commit(self._group)
             if self._group is None:
                 self._set_durability(conn, durable)
-                await self._begin(conn)
+                await self._turn.acquire(self.busy_timeout_s)
+                try:
+                    await self._begin(conn)
+                except BaseException:
+                    self._turn.release()
+                    raise
                 self._group = _Group(asyncio.get_running_loop().create_future(), durable=durable)
             conn.execute("SAVEPOINT scope")
         except BaseException:
@@ -282,6 +360,7 @@ class SqliteStore:
             return
         # SQLite abandoned the whole outer transaction: every scope of the group is lost.
         self._group = None
+        self._turn.release()
         if not group.done.done():
             group.done.set_exception(StorageBusy("The write was rolled back; try again"))
 
@@ -305,6 +384,8 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             group.done.set_exception(exc)
             raise
+        finally:
+            self._turn.release()
         group.done.set_result(None)
 
     async def _committed(self, group: _Group) -> None:

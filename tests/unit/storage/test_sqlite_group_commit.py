@@ -130,3 +130,39 @@ async def test_the_page_cache_setting_reaches_both_connections(tmp_path: Path) -
     finally:
         await store.close()
     assert sizes == {-32 * 1024}
+
+
+async def test_two_writers_on_one_file_take_turns_and_both_progress(tmp_path: Path) -> None:
+    """Two stores on one file stand for two worker processes (each has its own ``flock``)."""
+    first, second = (SqliteStore(tmp_path / "db.sqlite3") for _ in range(2))
+    await first.open()
+    await second.open()
+    try:
+        writes = [_write(store, n, fail=False)
+                  for n in range(40) for store in ((first, second)[n % 2],)]
+        await asyncio.gather(*writes)
+    finally:
+        await first.close()
+        await second.close()
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    assert conn.execute("SELECT count(*) FROM resources").fetchone()[0] == 40
+    conn.close()
+
+
+async def test_waiting_too_long_for_the_turn_is_busy_and_leaks_nothing(tmp_path: Path) -> None:
+    from fhir_server.storage.sqlite.store import StorageBusy
+
+    holder = SqliteStore(tmp_path / "db.sqlite3")
+    waiter = SqliteStore(tmp_path / "db.sqlite3", busy_timeout_s=0.2)
+    await holder.open()
+    await waiter.open()
+    try:
+        await holder._turn.acquire(1.0)
+        with pytest.raises(StorageBusy):
+            await _write(waiter, 1, fail=False)
+        holder._turn.release()  # the abandoned waiting thread takes the turn and passes it on
+        assert await _write(waiter, 2, fail=False) == "p2"
+        assert await _write(holder, 3, fail=False) == "p3"
+    finally:
+        await holder.close()
+        await waiter.close()
