@@ -10,6 +10,7 @@ loop in ``busy_timeout``) until ``busy_timeout_s`` has passed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -135,6 +136,8 @@ class _WriterTurn:
             self._released_at = time.monotonic()
 
 
+#: How often the background task checkpoints the WAL into the database file.
+_CHECKPOINT_EVERY_S = 1.0
 #: A process that released its turn this recently queues behind waiting processes.
 _TURN_COURTESY_S = 0.005
 
@@ -172,6 +175,7 @@ class SqliteStore:
         self._waiting = 0
         self._group: _Group | None = None
         self._sync_mode = synchronous
+        self._checkpointer: asyncio.Task[None] | None = None
         self._turn = _WriterTurn(None if self.path == ":memory:" else f"{self.path}-writer")
         self.registry: Any = None
         self.index_tables = index_tables or _default_index_tables()
@@ -209,11 +213,36 @@ class SqliteStore:
         # The writer never waits inside SQLite: it waits for its turn (_WriterTurn), and
         # _begin backs off with asyncio.sleep for writers outside the server.
         self._writer.execute("PRAGMA busy_timeout=0")
+        # Commits do not copy the WAL back into the database (a checkpoint of a large store
+        # writes pages all over the file and fsyncs it, stalling every writer behind the
+        # lock); a background task checkpoints passively instead, beside the writers.
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
         self._turn.open()
+        if self.path != ":memory:":
+            self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
         self._reader = self._connect()
 
+    async def _checkpoints(self) -> None:
+        """Every ``_CHECKPOINT_EVERY_S``, a PASSIVE checkpoint on a connection of its own, in a
+        thread: it copies what no reader still needs and never waits for or blocks a writer."""
+        conn = self._connect()
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                await asyncio.sleep(_CHECKPOINT_EVERY_S)
+                # OperationalError: another process is checkpointing; its turn.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
     async def close(self) -> None:
-        """Close both connections."""
+        """Close both connections (and stop the checkpoints; the last closer checkpoints)."""
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
         async with self._write_lock:
             if self._group is not None:
                 await self._commit(self._group)

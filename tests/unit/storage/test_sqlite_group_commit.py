@@ -166,3 +166,31 @@ async def test_waiting_too_long_for_the_turn_is_busy_and_leaks_nothing(tmp_path:
     finally:
         await holder.close()
         await waiter.close()
+
+
+async def test_commits_leave_checkpoints_to_the_background_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)  # not during the writes
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    database = tmp_path / "db.sqlite3"
+    try:
+        assert store._writer is not None
+        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size_before = database.stat().st_size
+        await asyncio.gather(*(_write(store, n, fail=False) for n in range(300)))
+        assert database.stat().st_size == size_before  # everything is still in the WAL
+        monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 0.001)
+        assert store._checkpointer is not None
+        store._checkpointer.cancel()
+        store._checkpointer = asyncio.get_running_loop().create_task(store._checkpoints())
+        for _ in range(500):  # wait (bounded) for the task to copy the pages back
+            await asyncio.sleep(0.01)
+            if database.stat().st_size > size_before:
+                break
+        assert database.stat().st_size > size_before
+    finally:
+        await store.close()
