@@ -181,7 +181,7 @@ def run_push(context: BenchContext) -> list[Measurement]:
     result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads)],
                      WrkLoad(8, threads, load.duration_s),
                      [f"Authorization: Bearer {context.token()}"])
-    measured = _from_wrk("push", result, url, ("big-read",))
+    measured = _from_wrk("push", result, url, ("push-sqlite",))
     entries = statistics.mean(len(orjson.loads(b)["entry"])
                               for b in lines.read_bytes().splitlines()[:200])
     return [Measurement(measured.name, measured.kind, measured.requests_per_s, measured.p50_ms,
@@ -233,6 +233,23 @@ def run_index_size(context: BenchContext) -> list[Measurement]:
                         {"index_bytes": index, "versions_bytes": content, "ratio": ratio})]
 
 
+def run_push_sqlite(context: BenchContext) -> list[Measurement]:
+    """The same visit Bundles' resources inserted raw into a fresh SQLite file, one
+    transaction (WAL, synchronous=FULL) per Bundle, no FHIR processing: push's baseline."""
+    from sqlite_inserts import measure_bundle_inserts
+
+    from fhir_server.synthetic import generate
+
+    out = context.workfile("push-bundles")
+    if not out.exists():
+        generate(1000, 2, out)
+    bundles = (out / "visits-00001.ndjson").read_bytes().splitlines()
+    figures = measure_bundle_inserts(context.workfile("push-baseline.sqlite3"), bundles,
+                                     context.settings.load.duration_s)
+    return [Measurement("push-sqlite", "in-process", figures.per_s, figures.p50_ms,
+                        figures.p99_ms, figures.operations)]
+
+
 BIG_SCENARIOS = {
     "big-read": ("GET Patient/{id} on the large data set (baseline)", run_big_read),
     "search-identifier": ("Patient?identifier=<cccd system>|<number>", run_search_identifier),
@@ -241,6 +258,7 @@ BIG_SCENARIOS = {
     "search-encounter": ("Encounter?patient&_include&_revinclude", run_search_encounter),
     "everything": ("Patient/{id}/$everything", run_everything),
     "summary": ("Patient/{id}/$summary", run_summary),
+    "push-sqlite": ("raw SQLite inserts of the push's Bundles (baseline)", run_push_sqlite),
     "push": ("POST visit transaction Bundles, 8 connections", run_push),
     "paging": ("next links to page 100 (page 96-100 vs 1-5)", run_paging),
     "index-size": ("search index bytes / resource bytes", run_index_size),

@@ -84,6 +84,30 @@ def measure_inserts(path: Path, duration_s: float) -> SqliteFigures:
         conn.close()
 
 
+def measure_bundle_inserts(
+    path: Path, bundles: list[bytes], duration_s: float
+) -> SqliteFigures:
+    """Each visit Bundle's entry resources as rows, one transaction per Bundle: the raw
+    SQLite work of a push without any FHIR processing (the baseline of ``push``)."""
+    import orjson
+
+    documents = [[orjson.dumps(entry["resource"]) for entry in orjson.loads(bundle)["entry"]]
+                 for bundle in bundles]
+    conn = _connect(path)
+
+    def insert_bundle(n: int) -> int:
+        rows = [(str(uuid.uuid4()), document) for document in documents[n % len(documents)]]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(_INSERT, rows)
+        conn.execute("COMMIT")
+        return 1
+
+    try:
+        return _timed_loop(insert_bundle, duration_s)
+    finally:
+        conn.close()
+
+
 def measure_batched_inserts(path: Path, duration_s: float, batch: int = 100) -> SqliteFigures:
     """``batch`` Patients per transaction; latency is per insert (the batch's time / batch)."""
     conn = _connect(path)
