@@ -169,8 +169,8 @@ async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) ->
 
 
 def _copy(entry: PlannedEntry) -> PlannedEntry:
-    if entry.query is not None and entry.method == "PUT":
-        entry.extra.setdefault("fresh_id", new_id())
+    if entry.query is not None and entry.method == "PUT" and "fresh_id" not in entry.extra:
+        entry.extra["fresh_id"] = new_id()
     resource = orjson.loads(orjson.dumps(entry.resource)) if entry.resource is not None else None
     extra = {k: v for k, v in entry.extra.items() if k != "reference_holders"}
     return replace(entry, resource=resource, extra=extra)
@@ -200,8 +200,9 @@ async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:
         assert entry.resource is not None
         # The id a non-matching conditional PUT creates is drawn once per entry, so that
         # resolving a copy outside the lock and the entry inside it agree.
-        fresh = entry.extra.setdefault("fresh_id", new_id())
-        await resolve_conditional_id(tx, entry.resource, entry.criteria, fresh)
+        if "fresh_id" not in entry.extra:
+            entry.extra["fresh_id"] = new_id()
+        await resolve_conditional_id(tx, entry.resource, entry.criteria, entry.extra["fresh_id"])
         entry.id = entry.resource["id"]
     elif entry.query is not None and entry.method in ("DELETE", "PATCH"):
         entry.id = await match_single(tx, entry.resource_type, entry.criteria)
