@@ -194,3 +194,16 @@ async def test_commits_leave_checkpoints_to_the_background_task(
         assert database.stat().st_size > size_before
     finally:
         await store.close()
+
+
+def test_stored_instants_are_fixed_width_and_sort_as_text() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from fhir_server.storage.versions import instant_text
+
+    moments = [datetime(500, 1, 1, tzinfo=UTC), datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC),
+               datetime(2026, 11, 23, 15, 0, 0, 120000, tzinfo=timezone(timedelta(hours=7)))]
+    texts = [instant_text(moment) for moment in moments]
+    assert texts[0] == "0500-01-01T00:00:00.000000+00:00"
+    assert texts[2] == "2026-11-23T08:00:00.120000+00:00"
+    assert {len(text) for text in texts} == {32} and texts == sorted(texts)
