@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl
 
 import orjson
@@ -16,6 +16,7 @@ from fhir_server.interactions import read
 from fhir_server.interactions.bundle_entries import (
     ORDER,
     PlannedEntry,
+    at_entry,
     iter_references,
     rewrite_references,
     status_text,
@@ -38,10 +39,12 @@ __all__ = [
     "check_put_id",
     "execute",
     "fullurl_targets",
+    "located",
     "optimistic_indexes",
     "patch_operations",
     "precomputed_index",
     "reference_holders",
+    "resolve_entries",
     "resolve_references",
     "resolve_target",
 ]
@@ -77,6 +80,7 @@ def reference_holders(entry: PlannedEntry) -> list[dict[str, Any]]:
     return list(holders)
 
 
+T = TypeVar("T")
 FindMany = Callable[[list[tuple[str, Sequence[tuple[str, str]]]]], Awaitable[list[list[str]]]]
 
 
@@ -139,6 +143,29 @@ class PrefetchedFinds:
         return getattr(self._tx, name)
 
 
+async def resolve_entries(
+    tx: StoreTransaction | None, entries: list[PlannedEntry], find_many: FindMany
+) -> None:
+    """Fix every entry's target and rewrite its references, in processing order, from the
+    Bundle's criteria found at once with ``find_many`` (``tx`` finds anything else; without
+    one, ``NotPrefetched``). A failure raises located at its ``Bundle.entry[n]``."""
+    ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+    finds = cast(StoreTransaction, await PrefetchedFinds.of(tx, entries, find_many))
+    for entry in ordered:
+        await located(entry, resolve_target(finds, entry))
+    targets = fullurl_targets(entries)
+    for entry in ordered:
+        await located(entry, resolve_references(finds, entry, targets))
+
+
+async def located(entry: PlannedEntry, step: Awaitable[T]) -> T:
+    """Await ``step``; a ``FhirError`` it raises is re-raised located at the entry."""
+    try:
+        return await step
+    except FhirError as exc:
+        raise at_entry(exc, entry.index, entry.resource_type) from None
+
+
 async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) -> None:
     """Resolve a copy of the Bundle outside the write lock and index its resources there.
 
@@ -153,13 +180,7 @@ async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) ->
         return
     copies = [_copy(entry) for entry in entries]
     try:
-        finds = cast(StoreTransaction, await PrefetchedFinds.of(None, copies, find_many))
-        ordered = sorted(copies, key=lambda e: (ORDER[e.method], e.index))
-        for entry in ordered:
-            await resolve_target(finds, entry)
-        targets = fullurl_targets(copies)
-        for entry in ordered:
-            await resolve_references(finds, entry, targets)
+        await resolve_entries(None, copies, find_many)
     except (FhirError, NotPrefetched):
         return  # the transaction finds the error (or the answer) under the lock
     for original, copy in zip(entries, copies, strict=True):

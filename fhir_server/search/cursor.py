@@ -18,17 +18,26 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from fhir_server.errors import BadRequest, Gone
 from fhir_server.search.model import SearchQuery
 
-__all__ = ["CURSOR_LIFETIME_S", "Cursor", "decode_cursor", "encode_cursor", "set_cursor_secret"]
+__all__ = [
+    "CURSOR_LIFETIME_S",
+    "Cursor",
+    "decode_cursor",
+    "encode_cursor",
+    "page_window",
+    "set_cursor_secret",
+]
 
 CURSOR_LIFETIME_S = 24 * 3600
+T = TypeVar("T")
 _secret = secrets.token_bytes(32)
 
 
@@ -39,6 +48,23 @@ class Cursor:
     keys: tuple[Any, ...]
     rid: int
     forward: bool = True
+
+
+def page_window(
+    fetched: Sequence[T], count: int, cursor: Cursor | None
+) -> tuple[list[T], bool, bool]:
+    """Return the page in display order out of the up to ``count + 1`` rows a keyset query
+    fetched after (or, backwards, before) ``cursor``, and whether a next and a previous page
+    exist. Going forward, a next page exists if a row beyond this page was found, and a
+    previous one if this page was reached by a cursor; going backward, the other way round."""
+    forward = cursor is None or cursor.forward
+    more = len(fetched) > count
+    rows = list(fetched[:count])
+    if not forward:
+        rows.reverse()
+    has_next = more if forward else True
+    has_prev = (cursor is not None) if forward else more
+    return rows, has_next, has_prev
 
 
 def set_cursor_secret(secret: bytes) -> None:

@@ -12,7 +12,14 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 
-__all__ = ["MAX_MICROS", "MIN_MICROS", "SERVER_ZONE", "date_range", "micros_to_instant"]
+__all__ = [
+    "MAX_MICROS",
+    "MIN_MICROS",
+    "SERVER_ZONE",
+    "date_range",
+    "instant_bound",
+    "micros_to_instant",
+]
 
 SERVER_ZONE = timezone(timedelta(hours=7))
 MIN_MICROS = -(2**62)
@@ -86,3 +93,14 @@ def micros_to_instant(micros: int) -> str:
     """Return the UTC instant (``2026-11-23T10:50:54.123456+00:00``) of a microsecond count."""
     moment = _EPOCH + timedelta(microseconds=micros)
     return moment.isoformat(timespec="microseconds")
+
+
+def instant_bound(micros: float) -> str:
+    """The text of a microsecond search bound, comparable with stored ``lastUpdated`` instants
+    (fixed width, so they compare as text); beyond the years 1-9999, "0" or "A"."""
+    clamped = int(min(max(micros, MIN_MICROS), MAX_MICROS))
+    if clamped <= -62135596800000000:  # before year 1: smaller than any stored instant
+        return "0"
+    if clamped >= 253402300799000000:  # after 9999-12-31T23:59:59Z: greater than any
+        return "A"
+    return micros_to_instant(clamped)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_server.search.cursor import Cursor, decode_cursor, encode_cursor
+from fhir_server.search.cursor import Cursor, decode_cursor, encode_cursor, page_window
 from fhir_server.search.matching import matches
 from fhir_server.search.model import (
     AnyClause,
@@ -184,14 +184,8 @@ async def run_search(
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
     plan = await plan_search(db, scope_filter(query), query.clauses)
     fields = sort_fields(query, registry)
-    rows = await _page(db, query, plan, fields, cursor) if query.count > 0 else []
-    forward = cursor is None or cursor.forward
-    more = len(rows) > query.count
-    rows = rows[: query.count]
-    if not forward:
-        rows.reverse()
-    has_next = more if forward else True
-    has_prev = (cursor is not None) if forward else more
+    fetched = await _page(db, query, plan, fields, cursor) if query.count > 0 else []
+    rows, has_next, has_prev = page_window(fetched, query.count, cursor)
     return SearchResult(
         matches=tuple(stored_from_resource(doc) for doc in rows),
         included=tuple(await included(db, query, registry, rows)),

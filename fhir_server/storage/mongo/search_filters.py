@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-from fhir_server.search.dates import MAX_MICROS, MIN_MICROS, micros_to_instant
+from fhir_server.search.dates import instant_bound
 from fhir_server.search.model import (
     Clause,
     ClauseValue,
@@ -230,23 +230,13 @@ def _uri(modifier: Modifier | None, value: UriValue) -> Any:
     return value.uri
 
 
-def _instant(micros: float) -> str:
-    """The text of a microsecond bound, comparable with the stored ``lastUpdated``."""
-    clamped = int(min(max(micros, MIN_MICROS), MAX_MICROS))
-    if clamped <= -62135596800000000:  # before year 1: smaller than any stored instant
-        return "0"
-    if clamped >= 253402300799000000:  # after 9999-12-31T23:59:59Z: greater than any
-        return "A"
-    return micros_to_instant(clamped)
-
-
 def _last_updated(bounds: Sequence[Bound]) -> Filter:
     # The stored instant t stands for [t, t + 1 microsecond): "high op v" is "t op v - 1",
     # and instants of one fixed width compare as text.
     out: Filter = {}
     for b in bounds:
         value = b.value if b.column == "low" else b.value - 1
-        out.setdefault("lastUpdated", {})[_OPERATORS[b.op]] = _instant(value)
+        out.setdefault("lastUpdated", {})[_OPERATORS[b.op]] = instant_bound(value)
     return out
 
 

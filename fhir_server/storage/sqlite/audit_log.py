@@ -9,9 +9,9 @@ instead of forty.
 
 AuditEvents are never updated or deleted (the API refuses it), so there is one version per
 event and no history beyond it. They are searched by the parameters of
-``SUPPORTED_PARAMS`` (the ones an administrator or a citizen looks for: who, whose records,
-when, what, how it ended); the search layer refuses the rest (see
-``fhir_server.security.audit.check_audit_search``).
+``fhir_server.security.audit.AUDIT_SEARCH_PARAMS`` (the ones an administrator or a citizen
+looks for: who, whose records, when, what, how it ended); ``check_audit_search`` refuses the
+rest before the query reaches the store.
 
 Columns: ``at``/``at_high`` is the ``[low, high)`` microsecond range of ``recorded``;
 ``type`` and ``subtype`` hold the codings as ``\\x1fsystem|code\\x1f`` runs so a
@@ -30,9 +30,14 @@ from typing import Any
 
 import orjson
 
-from fhir_server.audit_record import AuditRecord, action_of, type_and_subtype_keys
+from fhir_server.audit_record import (
+    AuditRecord,
+    action_of,
+    outcome_for_status,
+    type_and_subtype_keys,
+)
 from fhir_server.errors import BadRequest
-from fhir_server.search.cursor import decode_cursor
+from fhir_server.search.cursor import decode_cursor, page_window
 from fhir_server.search.dates import date_range
 from fhir_server.search.model import (
     Clause,
@@ -48,8 +53,12 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.ranges import range_predicate
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
-from fhir_server.storage.sqlite.search_sql import after_condition, page_boundary, row_stored
-from fhir_server.storage.sqlite.search_where import Condition, instant_bound
+from fhir_server.storage.sqlite.search_sql import keyset_page, page_boundary, row_stored
+from fhir_server.storage.sqlite.search_where import (
+    Condition,
+    last_updated_condition,
+    range_condition,
+)
 from fhir_server.storage.versions import now_instant
 
 __all__ = [
@@ -85,11 +94,6 @@ _INSERT = (
     "subtype, address, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _STORED = "a.seq AS rid, 'AuditEvent' AS type, a.id, 1 AS version, a.last_updated, a.content"
-SUPPORTED_PARAMS = frozenset(
-    {"_id", "_lastUpdated", "patient", "agent", "entity", "date", "action", "outcome", "type",
-     "subtype", "address"}
-)  # fmt: skip
-SUPPORTED_SORTS = frozenset({"date", "_lastUpdated"})
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -139,8 +143,7 @@ def _interaction_columns(interaction: str) -> tuple[str, str, str]:
 
 def _record_row(seq: int, record: AuditRecord, last_updated: str) -> tuple[object, ...]:
     action, kind, subtypes = _interaction_columns(record.interaction)
-    status = record.status
-    outcome = "0" if status < 400 else "4" if status < 500 else "8"  # as outcome_for_status
+    outcome = outcome_for_status(record.status).value
     low = record.recorded - record.recorded % 1000  # recorded is kept to the millisecond
     return (seq, record.id, last_updated, low, low + 1000, action, outcome, kind, subtypes,
             record.address, orjson.dumps(record.compact()))  # fmt: skip
@@ -261,23 +264,12 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
     """Run an AuditEvent search (its clauses already checked by the search layer)."""
     where, params = _filter(query)
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
-    forward = cursor is None or cursor.forward
-    keys = [(_SORT_COLUMNS[key.code], key.descending) for key in query.sort]
-    order = [(f"k{i}", descending != (not forward)) for i, (_, descending) in enumerate(keys)]
-    selected = "".join(f", {column} AS k{i}" for i, (column, _) in enumerate(keys))
-    after: Condition = ("1", [])
-    if cursor is not None:
-        after = after_condition(order, cursor, rid_descending=not forward)
-    order_sql = "".join(f"{name} {'DESC' if d else 'ASC'}, " for name, d in order)
-    sql = (
-        f"SELECT * FROM (SELECT {_STORED}{selected} FROM audit_events a WHERE {where}) "
-        f"WHERE {after[0]} ORDER BY {order_sql}rid {'ASC' if forward else 'DESC'} LIMIT ?"
-    )
-    rows = list(conn.execute(sql, [*params, *after[1], query.count + 1])) if query.count else []
-    more = len(rows) > query.count
-    rows = rows[: query.count]
-    if not forward:
-        rows.reverse()
+    keys: list[tuple[Condition, bool]] = [
+        ((_SORT_COLUMNS[key.code], []), key.descending) for key in query.sort
+    ]
+    source = f"SELECT {_STORED}{{keys}} FROM audit_events a WHERE {where}"
+    fetched = keyset_page(conn, (source, params), keys, cursor, query.count) if query.count else []
+    rows, has_next, has_prev = page_window(fetched, query.count, cursor)
     total = None
     if query.total is not TotalMode.NONE:
         total = int(conn.execute(
@@ -285,9 +277,8 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
     return SearchResult(
         matches=tuple(_stored(row) for row in rows),
         total=total,
-        next_cursor=page_boundary(query, rows[-1:], len(keys), more if forward else True),
-        prev_cursor=page_boundary(query, rows[:1], len(keys),
-                                  (cursor is not None) if forward else more, backward=True),
+        next_cursor=page_boundary(query, rows[-1:], len(keys), has_next),
+        prev_cursor=page_boundary(query, rows[:1], len(keys), has_prev, backward=True),
     )
 
 
@@ -328,21 +319,9 @@ def _value(clause: Clause, value: ClauseValue) -> Condition:
     code = clause.code
     if isinstance(value, DateValue):
         predicate = range_predicate(value.prefix, value.low, value.high)
-        alternatives: list[Condition] = []
-        for bounds in predicate.alternatives:
-            terms: list[Condition] = []
-            for bound in bounds:
-                if code == "_lastUpdated":  # a stored instant t stands for [t, t + 1 us)
-                    micros = bound.value if bound.column == "low" else bound.value - 1
-                    terms.append((f"a.last_updated {bound.op} ?", [instant_bound(micros)]))
-                else:
-                    column = "a.at" if bound.column == "low" else "a.at_high"
-                    terms.append((f"{column} {bound.op} ?", [int(bound.value)]))
-            alternatives.append((" AND ".join(s for s, _ in terms) or "1",
-                                 [p for _, ps in terms for p in ps]))
-        sql = " OR ".join(f"({s})" for s, _ in alternatives) or "0"
-        params = [p for _, ps in alternatives for p in ps]
-        return (f"NOT ({sql})" if predicate.negated else sql), params
+        if code == "_lastUpdated":
+            return last_updated_condition(predicate, "a")
+        return range_condition(predicate, ("a.at", "a.at_high"))
     if isinstance(value, ReferenceValue):
         kind = {"patient": _PATIENT, "entity": _ENTITY}.get(code, _AGENT)
         target = value.type or clause.target_type or ("Patient" if kind == _PATIENT else None)

@@ -18,7 +18,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from fhir_server.search.cursor import Cursor, decode_cursor, encode_cursor
+from fhir_server.search.cursor import Cursor, decode_cursor, encode_cursor, page_window
 from fhir_server.search.model import (
     Include,
     ParamType,
@@ -71,16 +71,8 @@ def run_search(
     """
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
     keys = [_sort_key(key, query, registry) for key in query.sort]
-    rows = _page(conn, query, keys, cursor) if query.count > 0 else []
-    forward = cursor is None or cursor.forward
-    more = len(rows) > query.count
-    rows = rows[: query.count]
-    if not forward:
-        rows.reverse()
-    # Going forward, a next page exists if a row beyond this page was found, and a previous
-    # one if this page was reached by a cursor; going backward, the other way round.
-    has_next = more if forward else True
-    has_prev = (cursor is not None) if forward else more
+    fetched = _page(conn, query, keys, cursor) if query.count > 0 else []
+    rows, has_next, has_prev = page_window(fetched, query.count, cursor)
     included = _included(conn, query, registry, [int(str(row[0])) for row in rows])
     return SearchResult(
         matches=tuple(row_stored(row) for row in rows),
@@ -134,22 +126,39 @@ def _page(
     keys: list[tuple[Condition, bool]],
     cursor: Cursor | None,
 ) -> list[_Row]:
-    """Return up to ``count + 1`` rows after (or, backwards, before) the cursor."""
+    """Return up to ``count + 1`` current resources after (or, backwards, before) the cursor."""
+    where, params = _filter(query)
+    source = f"SELECT {_STORED}{{keys}} FROM resources r {_CURRENT} WHERE {where}"
+    return keyset_page(conn, (source, params), keys, cursor, query.count)
+
+
+def keyset_page(
+    conn: sqlite3.Connection,
+    source: Condition,
+    keys: list[tuple[Condition, bool]],
+    cursor: Cursor | None,
+    count: int,
+) -> list[_Row]:
+    """Return up to ``count + 1`` rows of ``source`` after (or, backwards, before) the cursor.
+
+    ``source`` selects the stored columns (``rid, type, id, version, last_updated, content``)
+    and has a ``{keys}`` placeholder where the sort key expressions go, as ``k0``, ``k1``...
+    Rows are ordered by the keys then ``rid``.
+    """
     forward = cursor is None or cursor.forward
     order = [(f"k{i}", descending != (not forward)) for i, (_, descending) in enumerate(keys)]
-    where, params = _filter(query)
     selected = "".join(f", {sql} AS k{i}" for i, ((sql, _), _) in enumerate(keys))
-    params = [p for (_, ps), _ in keys for p in ps] + params
+    params = [p for (_, ps), _ in keys for p in ps] + list(source[1])
     after: Condition = ("1", [])
     if cursor is not None:
         after = after_condition(order, cursor, rid_descending=not forward)
     order_sql = ", ".join(f"{name} {'DESC' if d else 'ASC'}" for name, d in order)
     rid_order = "rid DESC" if not forward else "rid ASC"
     sql = (
-        f"SELECT * FROM (SELECT {_STORED}{selected} FROM resources r {_CURRENT} WHERE {where}) "
+        f"SELECT * FROM ({source[0].replace('{keys}', selected)}) "
         f"WHERE {after[0]} ORDER BY {order_sql + ', ' if order_sql else ''}{rid_order} LIMIT ?"
     )
-    return list(conn.execute(sql, [*params, *after[1], query.count + 1]))
+    return list(conn.execute(sql, [*params, *after[1], count + 1]))
 
 
 def after_condition(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from typing import TypeAlias
 
-from fhir_server.search.dates import MAX_MICROS, MIN_MICROS, micros_to_instant
+from fhir_server.search.dates import instant_bound
 from fhir_server.search.model import (
     AnyClause,
     ChainClause,
@@ -33,7 +33,7 @@ from fhir_server.search.model import (
 from fhir_server.search.ranges import RangePredicate, range_predicate
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
-__all__ = ["Condition", "WhereCompiler", "instant_bound"]
+__all__ = ["Condition", "WhereCompiler", "last_updated_condition", "range_condition"]
 
 Condition: TypeAlias = tuple[str, list[object]]
 """SQL text with ``?`` placeholders, and the values to bind to them in order."""
@@ -170,9 +170,9 @@ def _value(clause: Clause, value: ClauseValue) -> Condition:
     if isinstance(value, TokenValue):
         return _token(clause.modifier, value)
     if isinstance(value, DateValue):
-        return _range(range_predicate(value.prefix, value.low, value.high))
+        return range_condition(range_predicate(value.prefix, value.low, value.high))
     if isinstance(value, NumberValue):
-        return _range(range_predicate(value.prefix, value.low, value.high))
+        return range_condition(range_predicate(value.prefix, value.low, value.high))
     if isinstance(value, QuantityValue):
         return _quantity(value)
     if isinstance(value, ReferenceValue):
@@ -202,9 +202,13 @@ def _token(modifier: Modifier | None, value: TokenValue) -> Condition:
     return _join(" AND ", parts, "1")
 
 
-def _range(predicate: RangePredicate) -> Condition:
+def range_condition(
+    predicate: RangePredicate, columns: tuple[str, str] = ("low", "high")
+) -> Condition:
+    """The predicate over the target range held in ``columns`` (low, high)."""
+    names = dict(zip(("low", "high"), columns, strict=True))
     alternatives = [
-        _join(" AND ", [(f"{b.column} {b.op} ?", [b.value]) for b in bounds], "1")
+        _join(" AND ", [(f"{names[b.column]} {b.op} ?", [b.value]) for b in bounds], "1")
         for bounds in predicate.alternatives
     ]
     sql, params = _join(" OR ", alternatives, "0")
@@ -213,7 +217,7 @@ def _range(predicate: RangePredicate) -> Condition:
 
 def _quantity(value: QuantityValue) -> Condition:
     number = value.number
-    parts = [_range(range_predicate(number.prefix, number.low, number.high))]
+    parts = [range_condition(range_predicate(number.prefix, number.low, number.high))]
     if value.code is not None:
         parts.append(("code = ?", [value.code]))
     if value.system is not None:
@@ -267,16 +271,6 @@ def _composite(code: str, value: ClauseValue, alias: str) -> Condition:
     return sql, [param_key(code), *inner_params]
 
 
-def instant_bound(micros: float) -> str:
-    """The text of a microsecond bound, comparable with ``resources.last_updated``."""
-    clamped = int(min(max(micros, MIN_MICROS), MAX_MICROS))
-    if clamped <= -62135596800000000:  # before year 1: smaller than any stored instant
-        return "0"
-    if clamped >= 253402300799000000:  # after 9999-12-31T23:59:59Z: greater than any
-        return "A"
-    return micros_to_instant(clamped)
-
-
 def _resource_column(clause: Clause, alias: str) -> Condition:
     """``_id`` and ``_lastUpdated`` are columns of ``resources``, not index rows."""
     if clause.modifier is Modifier.MISSING:
@@ -289,11 +283,12 @@ def _resource_column(clause: Clause, alias: str) -> Condition:
     for value in clause.values:
         if isinstance(value, DateValue):
             predicate = range_predicate(value.prefix, value.low, value.high)
-            parts.append(_last_updated(predicate, alias))
+            parts.append(last_updated_condition(predicate, alias))
     return _join(" OR ", parts, "0")
 
 
-def _last_updated(predicate: RangePredicate, alias: str) -> Condition:
+def last_updated_condition(predicate: RangePredicate, alias: str) -> Condition:
+    """The predicate over ``<alias>.last_updated``, a stored instant."""
     # The stored instant t stands for the range [t, t + 1 microsecond): "high op v" is
     # "t op v - 1", and instants of fixed width compare as text.
     alternatives = [
