@@ -129,7 +129,7 @@ async def _audit(services: Services, name: str, request: Request,
                  security: guard.RequestSecurity, status: int) -> None:
     if services.audit_trail is None:
         return
-    interaction = _INTERACTIONS.get(name, name)
+    interaction = security.interaction or _INTERACTIONS.get(name, name)
     if name == "operation":
         interaction = "$" + request.path_params["op"]
     elif name == "search":

@@ -11,7 +11,7 @@ and reports each entry's own status or OperationOutcome.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from fhir_server.errors import BadRequest, FhirError, PayloadTooLarge
 from fhir_server.interactions import bundle_exec
@@ -86,27 +86,14 @@ def _prepare(services: Services, entry: PlannedEntry) -> None:
 async def _run_transaction(
     services: Services, tx: StoreTransaction, entries: list[PlannedEntry]
 ) -> list[dict[str, Any]]:
-    ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
     # Every criterion of the Bundle is found in one go; nothing is written before execute.
-    finds = cast(StoreTransaction, await bundle_exec.PrefetchedFinds.of(tx, entries,
-                                                                        tx.find_many))
-    for entry in ordered:
-        await _guard(entry, bundle_exec.resolve_target(finds, entry))
-    targets = bundle_exec.fullurl_targets(entries)
-    for entry in ordered:
-        await _guard(entry, bundle_exec.resolve_references(finds, entry, targets))
+    await bundle_exec.resolve_entries(tx, entries, tx.find_many)
     await bundle_exec.check_integrity(services, tx, entries)
     responses: dict[int, dict[str, Any]] = {}
-    for entry in ordered:
-        responses[entry.index] = await _guard(entry, bundle_exec.execute(services, tx, entry))
+    for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
+        responses[entry.index] = await bundle_exec.located(
+            entry, bundle_exec.execute(services, tx, entry))
     return [responses[e.index] for e in entries]
-
-
-async def _guard(entry: PlannedEntry, step: Any) -> Any:
-    try:
-        return await step
-    except FhirError as exc:
-        raise at_entry(exc, entry.index, entry.resource_type) from None
 
 
 async def transaction(services: Services, bundle: dict[str, Any]) -> Outcome:
@@ -173,6 +160,9 @@ async def process_bundle(services: Services, bundle: dict[str, Any]) -> Outcome:
         raise BadRequest("Only a Bundle can be posted to the base URL",
                          message_id="MSG_BUNDLE_EXPECTED", expression=("resourceType",))
     kind = bundle.get("type")
+    security = guard.current.get()
+    if security is not None and kind in ("transaction", "batch"):
+        security.interaction = str(kind)  # its AuditEvent's subtype, refused or not
     if kind == "transaction":
         return await transaction(services, bundle)
     if kind == "batch":

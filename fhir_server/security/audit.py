@@ -6,7 +6,7 @@
 keeps its own audit log (``separate_audit_log``, the SQLite store) takes the records as they
 are; others are given the AuditEvents with their search index.
 
-Writes record their AuditEvent in the same store transaction (:func:`audit_write_in`). Reads
+Writes record their AuditEvent in the same store transaction (``Services.record_write``). Reads
 go through :class:`AuditTrail`, a bounded buffer written in batches (every ``batch_size`` events
 or ``flush_seconds``, and on :meth:`AuditTrail.close`); a full buffer makes the caller wait for a
 flush instead of dropping events, and a failed batch stays buffered for the next attempt.
@@ -41,7 +41,6 @@ from fhir_server.search.model import (
     Modifier,
     SearchQuery,
 )
-from fhir_server.storage.port import StoredResource, StoreTransaction
 
 __all__ = [
     "TOKEN_ISSUANCE",
@@ -51,7 +50,6 @@ __all__ = [
     "action_of",
     "audit_event",
     "audit_record",
-    "audit_write_in",
     "check_audit_search",
     "is_protected",
     "outcome_for_status",
@@ -62,13 +60,6 @@ _LOG = logging.getLogger(__name__)
 _IMMUTABLE = frozenset(
     {"update", "patch", "delete", "conditional-update", "conditional-patch", "conditional-delete"}
 )
-
-
-async def audit_write_in(
-    tx: StoreTransaction, event: dict[str, Any], index: object | None
-) -> StoredResource:
-    """Store the AuditEvent of a write inside the write's own transaction."""
-    return await tx.create(event, index)
 
 
 def is_protected(resource_type: str | None, interaction: str) -> bool:

@@ -38,6 +38,9 @@ class RequestSecurity:
     touched: list[str] = field(default_factory=list)
     patients: set[str] = field(default_factory=set)
     bundle: bool = False
+    #: The interaction the request turned out to be, when its endpoint alone does not say
+    #: (a Bundle posted to the base is a ``transaction`` or a ``batch``).
+    interaction: str | None = None
 
 
 current: ContextVar[RequestSecurity | None] = ContextVar("fhir_request_security", default=None)

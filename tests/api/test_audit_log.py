@@ -240,3 +240,27 @@ async def test_the_capability_statement_says_what_the_audit_log_does(trail: Trai
         response = await trail.http.get("/fhir/AuditEvent", params={
             param["name"]: values[param["type"]]}, headers={"Prefer": "handling=strict"})
         assert response.status_code == 200, (param, response.text)
+
+
+async def test_a_writes_audit_event_commits_or_rolls_back_with_it(trail: Trail) -> None:
+    """A transaction stores its AuditEvent in its own store transaction: a failed Bundle
+    leaves only the audit of the refusal, a good one its write event naming what it wrote."""
+    def bundle(subject: str) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": observation(subject), "request": {"method": "POST",
+                                                           "url": "Observation"}}]}
+
+    failed = await trail.http.post("/fhir", json=bundle("Patient/no-such-patient"),
+                                   headers=FHIR)
+    assert failed.status_code == 400
+    good = await trail.http.post("/fhir", json=bundle(f"Patient/{trail.bob}"), headers=FHIR)
+    assert good.status_code == 200
+    created = good.json()["entry"][0]["response"]["location"].split("/_history")[0]
+    events = await trail.events(("subtype", "transaction"))
+    assert sorted(e["outcome"] for e in events) == ["0", "4"]
+    written = next(e for e in events if e["outcome"] == "0")
+    named = {x["what"]["reference"].split("/_history")[0] for x in written["entity"]}
+    assert named == {created, f"Patient/{trail.bob}"}
+    refused = next(e for e in events if e["outcome"] == "4")
+    assert "entity" not in refused or all(
+        "Observation" not in x.get("what", {}).get("reference", "") for x in refused["entity"])

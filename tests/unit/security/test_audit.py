@@ -15,7 +15,6 @@ from fhir_server.security.audit import (
     TOKEN_ISSUANCE,
     AuditTrail,
     audit_event,
-    audit_write_in,
     is_protected,
     outcome_for_status,
     refuse_protected,
@@ -167,23 +166,6 @@ def test_audit_events_cannot_be_updated_or_deleted(
         assert caught.value.message_id == "MSG_AUDIT_IMMUTABLE"
     else:
         refuse_protected(resource_type, interaction)
-
-
-class RecordingTransaction:
-    def __init__(self) -> None:
-        self.created: list[tuple[dict[str, Any], object | None]] = []
-
-    async def create(self, resource: dict[str, Any], index: object | None) -> Any:
-        self.created.append((resource, index))
-        return "stored"
-
-
-async def test_a_write_records_its_audit_event_in_the_same_transaction() -> None:
-    tx = RecordingTransaction()
-    event = audit_event("create", status=201, context=hospital())
-    stored: object = await audit_write_in(tx, event, "index")  # type: ignore[arg-type]
-    assert stored == "stored"
-    assert tx.created == [(event, "index")]
 
 
 # -- the batched trail -------------------------------------------------------------------------
