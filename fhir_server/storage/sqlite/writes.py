@@ -7,6 +7,7 @@ resource's search index rows, all in the caller's transaction.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -200,8 +201,14 @@ class SqliteTransaction:
         return StoredResource(resource_type, id, version, last_updated, b"", "DELETE", True)
 
     async def append_audit(self, records: Sequence[Any]) -> None:
-        """Append audit records (compact ``AuditRecord`` values or AuditEvents) to the log."""
-        audit_log.append(self.conn, records)
+        """Append audit records (compact ``AuditRecord`` values or AuditEvents) to the log.
+
+        Moving the waiting reference rows into their index (every ``MERGE_ROWS`` rows) takes
+        tens of milliseconds: it runs in a thread, so the event loop serves reads meanwhile
+        (this scope holds the write lock, so nothing else uses the connection).
+        """
+        if audit_log.append(self.conn, records):
+            await asyncio.to_thread(audit_log.merge_recent_refs, self.conn)
 
     def _update_audit(self, resource: dict[str, Any], expected: int | None) -> WriteResult:
         """An AuditEvent is written once: a PUT may create it, or repeat it unchanged."""

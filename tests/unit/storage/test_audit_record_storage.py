@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -76,3 +77,29 @@ def test_event_ids_are_valid_fhir_ids_that_sort_by_time() -> None:
 def test_the_outcome_column_is_the_records_outcome(record: AuditRecord) -> None:
     row = audit_log._record_row(1, record, "2026-01-01T00:00:00.000000+00:00")
     assert row[5:7] == (record.action, record.outcome.value)
+
+
+def test_reference_rows_are_found_before_and_after_they_move_into_the_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reference rows wait unindexed, then move into ``audit_refs``; searches see both."""
+    monkeypatch.setattr(audit_log, "MERGE_ROWS", 7)
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(audit_log.AUDIT_SCHEMA_SQL)
+    where, args = audit_log._ref_in(audit_log._PATIENT, "Patient/p1")
+    expected: list[int] = []
+    for batch in range(5):
+        records = [AuditRecord("read", 200, new_event_id(n), n, patients=(f"p{n % 2}",),
+                               client_id="c1") for n in range(batch * 3, batch * 3 + 3)]
+        conn.execute("BEGIN")
+        if audit_log.append(conn, records):
+            audit_log.merge_recent_refs(conn)
+        conn.execute("COMMIT")
+        expected += [batch * 3 + i + 1 for i in range(3) if (batch * 3 + i) % 2 == 1]
+        found = [row[0] for row in conn.execute(
+            f"SELECT a.seq FROM audit_events a WHERE {where} ORDER BY a.seq", args)]
+        assert found == expected
+        waiting = conn.execute("SELECT count(*) FROM audit_refs_recent").fetchone()[0]
+        assert waiting < 7  # two rows per record: a merge happens every fourth record
+    merged = conn.execute("SELECT count(*) FROM audit_refs").fetchone()[0]
+    assert merged + waiting == 30 and merged > 0
