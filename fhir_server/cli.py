@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from fhir_server.cli_conformance import add_conformance_commands
 from fhir_server.cli_security import add_security_commands
+from fhir_server.logs import configure_logging
 from fhir_server.settings import Settings
 
 __all__ = ["main"]
@@ -36,12 +36,6 @@ def _export_settings(settings: Settings) -> None:
     """Put the effective settings into the environment so worker processes see them."""
     for key in ("host", "port", "data_dir", "storage", "workers"):
         os.environ[f"FHIR_SERVER_{key.upper()}"] = str(getattr(settings, key))
-
-
-def configure_logging(level: str) -> None:
-    """One line per record on stderr; access lines are JSON made by the middleware."""
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from fhir_server.api.middleware import RequestLogMiddleware
 from fhir_server.api.routes import ROUTES
 from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.interactions.context import Services
+from fhir_server.logs import configure_logging
 from fhir_server.search.setup import prepare_search
 from fhir_server.security.setup import audit_trail_for, token_verifier
 from fhir_server.settings import Settings
@@ -31,6 +32,7 @@ log = logging.getLogger("fhir_server")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Return the FHIR server application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
+    configure_logging(settings.log_level)  # in each worker process (see fhir_server.logs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

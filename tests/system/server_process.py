@@ -25,10 +25,13 @@ def free_port() -> int:
 class ServerProcess:
     """A server subprocess on a loopback port with its own data directory."""
 
-    def __init__(self, data_dir: Path, workers: int = 1, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, workers: int = 1, port: int | None = None,
+                 log_path: Path | None = None) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.port = port or free_port()
+        #: Where stderr goes, at log level info; without it, stderr is dropped (level warning).
+        self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,7 +54,9 @@ class ServerProcess:
         return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
 
     def start(self, timeout: float = 30.0) -> None:
-        env = {**os.environ, "FHIR_SERVER_LOG_LEVEL": "warning"}
+        level = "info" if self.log_path is not None else "warning"
+        env = {**os.environ, "FHIR_SERVER_LOG_LEVEL": level}
+        stderr = self.log_path.open("ab") if self.log_path is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -67,9 +72,11 @@ class ServerProcess:
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=stderr,
             start_new_session=True,
         )
+        if self.log_path is not None:
+            stderr.close()  # type: ignore[union-attr]  # the child has its own descriptor
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
