@@ -30,6 +30,9 @@ from scenarios import BenchContext, _from_wrk
 __all__ = ["BIG_SCENARIOS"]
 
 CCCD = "http://fhir.ehealth.gov.vn/core/sid/national_id"
+#: The push's Bundles come from a seed of their own in every run: with a fixed seed, every run
+#: after the first on a data directory re-pushed visits it already held (no writes at all).
+PUSH_SEED = 1_000 + int(time.time()) % 1_000_000_000
 
 
 def _get(context: BenchContext, path: str) -> dict[str, Any]:
@@ -164,13 +167,19 @@ def run_summary(context: BenchContext) -> list[Measurement]:
     return _run_paths(context, "summary", [f"/fhir/Patient/{patient}/$summary"])
 
 
-def run_push(context: BenchContext) -> list[Measurement]:
-    """New visit Bundles (seed 2, not in the data set) from 8 connections."""
+def _push_bundles(context: BenchContext) -> Path:
+    """The push's Bundles: 1,000 new patients' visits, from this run's seed."""
     from fhir_server.synthetic import generate
 
     out = context.workfile("push-bundles")
     if not out.exists():
-        generate(1000, 2, out)
+        generate(1000, PUSH_SEED, out)
+    return out
+
+
+def run_push(context: BenchContext) -> list[Measurement]:
+    """New visit Bundles (of new patients: ``PUSH_SEED``) from 8 connections."""
+    out = _push_bundles(context)
     lines = out / "visits-00001.ndjson"
     url = context.server("fhir").base_url + "/fhir"
     load = context.settings.load
@@ -189,6 +198,7 @@ def run_push(context: BenchContext) -> list[Measurement]:
                         measured.baselines,
                         {**measured.detail,
                          "resources_per_s": round(measured.requests_per_s * entries, 1),
+                         "seed": PUSH_SEED,
                          "entries_per_bundle": round(entries, 1)})]
 
 
@@ -238,11 +248,7 @@ def run_push_sqlite(context: BenchContext) -> list[Measurement]:
     transaction (WAL, synchronous=FULL) per Bundle, no FHIR processing: push's baseline."""
     from sqlite_inserts import measure_bundle_inserts
 
-    from fhir_server.synthetic import generate
-
-    out = context.workfile("push-bundles")
-    if not out.exists():
-        generate(1000, 2, out)
+    out = _push_bundles(context)
     bundles = (out / "visits-00001.ndjson").read_bytes().splitlines()
     figures = measure_bundle_inserts(context.workfile("push-baseline.sqlite3"), bundles,
                                      context.settings.load.duration_s)
