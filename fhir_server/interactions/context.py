@@ -7,6 +7,8 @@ tests.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,8 +27,20 @@ __all__ = ["Outcome", "Services", "new_id"]
 
 
 def new_id() -> str:
-    """Return a new server-assigned logical id."""
-    return str(uuid.uuid4())
+    """Return a new server-assigned logical id: a UUID version 7 (RFC 9562).
+
+    48 bits of milliseconds since 1970, then 74 random bits (from ``os.urandom``). The random
+    part keeps ids unguessable, as version 4 ids were; the time first makes the ids of new
+    resources, and the references to them, sort together: in a large store each new row of the
+    ``(type, id)`` index, of the reference index and of the compartment index then lands
+    next to the newest ones instead of on a random page that must be read and written again
+    (docs/performance.md).
+    """
+    millis = time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80 | 0x7 << 76 | (random_bits >> 62 & 0xFFF) << 64
+             | 0b10 << 62 | random_bits & 0x3FFF_FFFF_FFFF_FFFF)
+    return str(uuid.UUID(int=value))
 
 
 @dataclass
