@@ -68,7 +68,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     summary = asyncio.run(load_paths(settings, [Path(p) for p in args.paths],
-                                     concurrency=args.concurrency))
+                                     concurrency=args.concurrency, processes=args.processes))
     print(summary.describe())
     return 0 if summary.rejected == 0 else 1
 
@@ -113,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     load = sub.add_parser("load", help="load resources, Bundles or NDJSON files")
     load.add_argument("paths", nargs="+")
-    load.add_argument("--concurrency", type=int, default=1)
+    load.add_argument("--concurrency", type=int, default=1,
+                      help="items in flight in each process (default 1)")
+    load.add_argument("--processes", type=int, default=1,
+                      help="loader processes on the same store, each taking every n-th item "
+                           "(default 1; one per CPU keeps all CPUs busy)")
     _common(load)
     load.set_defaults(func=cmd_load)
     gen = sub.add_parser("generate", help="write synthetic Vietnamese visit Bundles")

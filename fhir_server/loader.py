@@ -5,14 +5,21 @@ Inputs are JSON files (one resource or Bundle), NDJSON files (one per line) or d
 them. Transaction and batch Bundles go through ``interactions.bundle``; other Bundles load
 their entries' resources; a resource with an id is an update (create-as-update), without one
 a create.
+
+``processes`` > 1 starts that many loader processes on the same store, each taking every n-th
+item (validation and indexing need a CPU each; the store serialises their writes, and its
+conditional creates are safe across processes, so two Bundles naming one new Patient still make
+one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +66,17 @@ def _files(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
+def _share(paths: list[Path], share: tuple[int, int]) -> Iterator[tuple[str, bytes]]:
+    """The items of ``paths`` numbered ``k`` modulo ``n`` (``share`` = (k, n)), in order."""
+    k, n = share
+    number = 0
+    for path in _files(paths):
+        for job in _items(path):
+            if number % n == k:
+                yield job
+            number += 1
+
+
 def _items(path: Path) -> Iterator[tuple[str, bytes]]:
     if path.suffix == ".ndjson":
         with path.open("rb") as handle:
@@ -89,14 +107,18 @@ async def _load_item(services: Services, item: dict[str, Any]) -> int:
     return 1
 
 
-async def _progress(summary: LoadSummary, started: float, stop: asyncio.Event) -> None:
+def _print_progress(items: int, resources: int, rejected: int, elapsed: float) -> None:
+    print(f"\r{items} items, {resources} resources, {rejected} rejected, {elapsed:.0f} s",
+          end="", file=sys.stderr, flush=True)
+
+
+async def _progress(summary: LoadSummary, report: Callable[[LoadSummary], None],
+                    stop: asyncio.Event) -> None:
     while not stop.is_set():
-        elapsed = time.monotonic() - started
-        print(f"\r{summary.items} items, {summary.resources} resources, {summary.rejected} "
-              f"rejected, {elapsed:.0f} s", end="", file=sys.stderr, flush=True)
+        report(summary)
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-    print(file=sys.stderr)
+    report(summary)
 
 
 async def _worker(services: Services, queue: asyncio.Queue[tuple[str, bytes] | None],
@@ -115,26 +137,85 @@ async def _worker(services: Services, queue: asyncio.Queue[tuple[str, bytes] | N
         summary.items += 1
 
 
-async def load_paths(settings: Settings, paths: list[Path], concurrency: int = 1) -> LoadSummary:
+async def load_paths(settings: Settings, paths: list[Path], concurrency: int = 1,
+                     processes: int = 1) -> LoadSummary:
     """Load every item of ``paths`` into the configured store; return the summary."""
-    summary = LoadSummary()
     started = time.monotonic()
+    if processes > 1:
+        summary = await asyncio.to_thread(_load_in_processes, settings, paths, concurrency,
+                                          processes)
+    else:
+        def report(current: LoadSummary) -> None:
+            _print_progress(current.items, current.resources, current.rejected,
+                            time.monotonic() - started)
+
+        summary = await _load_share(settings, paths, concurrency, (0, 1), report)
+        print(file=sys.stderr)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def _load_share(settings: Settings, paths: list[Path], concurrency: int,
+                      share: tuple[int, int], report: Callable[[LoadSummary], None]
+                      ) -> LoadSummary:
+    summary = LoadSummary()
     async with open_services(settings) as services:
         queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=concurrency * 4)
         workers = [asyncio.create_task(_worker(services, queue, summary))
                    for _ in range(max(1, concurrency))]
         stop = asyncio.Event()
-        progress = asyncio.create_task(_progress(summary, started, stop))
-        for path in _files(paths):
-            for job in _items(path):
-                await queue.put(job)
+        progress = asyncio.create_task(_progress(summary, report, stop))
+        for job in _share(paths, share):
+            await queue.put(job)
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)
         stop.set()
         await progress
-    summary.seconds = time.monotonic() - started
     return summary
+
+
+#: In a loader process: its slot in the counters shared with the parent (items, resources,
+#: rejected for each process), set by ``_child_init``.
+_counters: Any = None
+
+
+def _child_init(counters: Any) -> None:
+    global _counters
+    _counters = counters
+
+
+def _child_load(settings: Settings, paths: list[Path], concurrency: int,
+                share: tuple[int, int]) -> LoadSummary:
+    slot = share[0] * 3
+
+    def report(current: LoadSummary) -> None:
+        _counters[slot:slot + 3] = [current.items, current.resources, current.rejected]
+
+    return asyncio.run(_load_share(settings, paths, concurrency, share, report))
+
+
+def _load_in_processes(settings: Settings, paths: list[Path], concurrency: int,
+                       processes: int) -> LoadSummary:
+    """Run ``processes`` loader processes, each on its share of the items; merge the counts."""
+    context = multiprocessing.get_context("spawn")  # no inherited SQLite handles or event loop
+    counters = context.Array("q", 3 * processes)
+    started = time.monotonic()
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_child_init,
+                             initargs=(counters,)) as pool:
+        futures = [pool.submit(_child_load, settings, paths, concurrency, (k, processes))
+                   for k in range(processes)]
+        while not all(future.done() for future in futures):
+            values = counters[:]
+            _print_progress(sum(values[0::3]), sum(values[1::3]), sum(values[2::3]),
+                            time.monotonic() - started)
+            time.sleep(1.0)
+        parts = [future.result() for future in futures]
+    print(file=sys.stderr)
+    return LoadSummary(items=sum(p.items for p in parts),
+                       resources=sum(p.resources for p in parts),
+                       rejected=sum(p.rejected for p in parts),
+                       reasons=[reason for p in parts for reason in p.reasons])
 
 
 @asynccontextmanager

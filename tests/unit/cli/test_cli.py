@@ -124,3 +124,27 @@ def test_concurrent_load_counts_every_resource(
                  "--concurrency", "4"]) == 0
     parallel = capsys.readouterr().out.split("loaded ")[1].split(" resources")[0]
     assert parallel == single != "0"
+
+
+def test_load_in_two_processes_stores_what_one_process_stores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each process takes every other item; shared Organizations and each Patient stay single."""
+    import sqlite3
+
+    out = tmp_path / "gen"
+    assert main(["generate", "--patients", "8", "--seed", "4", "--out", str(out)]) == 0
+    assert main(["load", str(out), "--data-dir", str(tmp_path / "one")]) == 0
+    single = capsys.readouterr().out.split("loaded ")[1].split(" resources")[0]
+    assert main(["load", str(out), "--data-dir", str(tmp_path / "two"),
+                 "--processes", "2", "--concurrency", "2"]) == 0
+    report = capsys.readouterr().out
+    assert report.split("loaded ")[1].split(" resources")[0] == single != "0"
+
+    def counts(data: str) -> dict[str, int]:
+        with sqlite3.connect(tmp_path / data / "fhir.sqlite3") as conn:
+            rows = conn.execute("SELECT type, count(*) FROM resources GROUP BY type")
+            return dict(rows.fetchall())
+
+    assert counts("two") == counts("one")
+    assert counts("two")["Patient"] == 8
