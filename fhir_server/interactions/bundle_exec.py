@@ -29,6 +29,7 @@ from fhir_server.interactions.prepare import match_single, prepare_resource
 from fhir_server.interactions.update import check_body_id, resolve_conditional_id, update_in
 from fhir_server.outcomes import operation_outcome
 from fhir_server.resources import is_resource_type
+from fhir_server.search.indexing import renamed_index
 from fhir_server.security import guard
 from fhir_server.storage.port import StoredResource, StoreTransaction
 
@@ -40,6 +41,7 @@ __all__ = [
     "execute",
     "fullurl_targets",
     "located",
+    "note_renames",
     "optimistic_indexes",
     "patch_operations",
     "precomputed_index",
@@ -184,6 +186,8 @@ async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) ->
     except (FhirError, NotPrefetched):
         return  # the transaction finds the error (or the answer) under the lock
     for original, copy in zip(entries, copies, strict=True):
+        if copy.id is not None:
+            original.extra["copy_target"] = f"{copy.resource_type}/{copy.id}"
         if copy.resource is not None and copy.method in ("POST", "PUT") \
                 and "existing" not in copy.extra:
             original.extra["optimistic"] = (copy.resource, services.index(copy.resource))
@@ -197,12 +201,49 @@ def _copy(entry: PlannedEntry) -> PlannedEntry:
     return replace(entry, resource=resource, extra=extra)
 
 
+def note_renames(entries: list[PlannedEntry]) -> None:
+    """After the resolution under the lock: which targets differ from the copy's.
+
+    The usual cause: another Bundle created the Patient (or Organization) meanwhile, so the
+    conditional create the copy planned became a match, and every resource of this Bundle
+    refers to the existing one instead of the planned id.
+    """
+    renames = {entry.extra["copy_target"]: f"{entry.resource_type}/{entry.id}"
+               for entry in entries
+               if "copy_target" in entry.extra and entry.id is not None
+               and entry.extra["copy_target"] != f"{entry.resource_type}/{entry.id}"}
+    if renames:
+        for entry in entries:
+            entry.extra["renames"] = renames
+
+
 def precomputed_index(entry: PlannedEntry) -> object | None:
-    """The index computed outside the lock, if the resource resolved to the same content."""
+    """The index computed outside the lock, if the resource resolved to the same content.
+
+    When the only differences are references to targets resolved differently under the lock
+    (``note_renames``), the index is patched instead of recomputed under the lock.
+    """
     optimistic = entry.extra.get("optimistic")
-    if optimistic is not None and optimistic[0] == entry.resource:
-        return cast(object, optimistic[1])
+    if optimistic is None:
+        return None
+    resource, index = optimistic
+    if resource == entry.resource:
+        return cast(object, index)
+    renames = entry.extra.get("renames")
+    if renames and _renamed(resource, renames) == entry.resource:
+        return renamed_index(index, renames)
     return None
+
+
+def _renamed(value: Any, renames: dict[str, str]) -> Any:
+    """``value`` with every string that is a key of ``renames`` replaced by its value."""
+    if isinstance(value, str):
+        return renames.get(value, value)
+    if isinstance(value, dict):
+        return {key: _renamed(item, renames) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_renamed(item, renames) for item in value]
+    return value
 
 
 async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:

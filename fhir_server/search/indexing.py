@@ -10,8 +10,8 @@ and so on. ``_id`` and ``_lastUpdated`` are not index rows: stores keep them as 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -23,7 +23,7 @@ from fhir_server.search.expressions import Walker, compile_expression, root_fiel
 from fhir_server.search.model import ParamType, SearchIndex
 from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry
 
-__all__ = ["index_resource"]
+__all__ = ["index_resource", "renamed_index"]
 
 _NOT_INDEXED = frozenset({"_id", "_lastUpdated", "_text", "_content", "_query"})
 
@@ -82,6 +82,33 @@ def index_resource(resource: dict[str, Any], registry: SearchParameterRegistry) 
         last_updated=meta.get("lastUpdated"),
         compartments=_compartments(resource, rows),
         **rows.frozen(),
+    )
+
+
+def renamed_index(index: SearchIndex, renames: Mapping[str, str]) -> SearchIndex:
+    """Return ``index`` as if the references it holds to ``renames``' keys named its values.
+
+    ``renames`` maps ``Type/id`` to ``Type/id``. Equal to indexing the resource with those
+    references rewritten, provided the old ids occur in the resource only as relative
+    references (a Bundle's planned ids, which are new UUIDs): only reference rows, the
+    compartments derived from them and composite elements hold reference targets.
+    """
+    def row(value: tuple[str, str, str, str]) -> tuple[str, str, str, str]:
+        code, kind, ident, url = value
+        target = renames.get(f"{kind}/{ident}")
+        if target is None or url:
+            return value
+        new_kind, new_ident = target.split("/", 1)
+        return code, new_kind, new_ident, url
+
+    patients = {old.split("/", 1)[1]: new.split("/", 1)[1] for old, new in renames.items()
+                if old.startswith("Patient/") and new.startswith("Patient/")}
+    return replace(
+        index,
+        references=tuple(dict.fromkeys(row(r) for r in index.references)),
+        compartments=tuple(sorted({patients.get(p, p) for p in index.compartments})),
+        composites=tuple((code, renamed_index(element, renames))
+                         for code, element in index.composites),
     )
 
 

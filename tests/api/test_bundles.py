@@ -262,6 +262,44 @@ async def test_concurrent_pushes_of_one_new_patient_make_one_patient(
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses][:2]
     assert await count(client, "Patient") == 1
     assert await count(client, "Encounter") == 50
+    await assert_encounters_of_the_one_patient(client, 50)
+
+
+async def assert_encounters_of_the_one_patient(client: httpx.AsyncClient, expected: int) -> None:
+    """Searches by the Patient (reference, compartment, $everything) find every Encounter."""
+    found = (await client.get("/fhir/Patient", headers=FHIR)).json()["entry"][0]["resource"]
+    for params in ({"subject": f"Patient/{found['id']}"}, {"patient": found["id"]}):
+        page = await client.get("/fhir/Encounter", params={**params, "_summary": "count"},
+                                headers=FHIR)
+        assert page.json()["total"] == expected, params
+    everything = await client.get(f"/fhir/Patient/{found['id']}/$everything",
+                                  params={"_type": "Encounter", "_count": "100"}, headers=FHIR)
+    assert sum(1 for e in everything.json()["entry"]
+               if e["resource"]["resourceType"] == "Encounter") == expected
+
+
+async def test_bundles_planned_before_a_concurrent_create_index_the_patient_found_under_the_lock(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Bundle resolves and indexes its copy before any of them writes, so each plans a
+    new Patient; under the lock all but the first find the one the first created. Their
+    resources refer to that Patient, and their indexes (patched, not recomputed) must too."""
+    from fhir_server.interactions import bundle_exec
+
+    pushes = 5
+    barrier = asyncio.Barrier(pushes)
+    planned = bundle_exec.optimistic_indexes
+
+    async def plan_then_wait(services: Any, entries: Any) -> None:
+        await planned(services, entries)
+        await barrier.wait()
+
+    monkeypatch.setattr(bundle_exec, "optimistic_indexes", plan_then_wait)
+    bundles = [visit_bundle(ma_lk=f"LK{i}") for i in range(pushes)]
+    responses = await asyncio.gather(*(post(client, b) for b in bundles))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses][:2]
+    assert await count(client, "Patient") == 1
+    await assert_encounters_of_the_one_patient(client, pushes)
 
 
 async def test_concurrent_repushes_of_one_visit_make_one_encounter(

@@ -54,28 +54,65 @@ async def test_a_new_visit_is_indexed_outside_the_write_lock(
     assert calls and set(calls) == {"outside"}
 
 
-async def test_a_stale_optimistic_answer_is_recomputed_under_the_lock(
-    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The patient exists, but the optimistic finds say nothing does (as if another worker
-    had just created it): the copy points at a new Patient id, the real resolution at the
-    existing one, so the index is computed again and the Encounter is found by its patient."""
-    first, second = _visits(tmp_path, 2)[:2]
-    await process_bundle(services, first)
-    patient_entry = next(e for e in first["entry"] if e["resource"]["resourceType"] == "Patient")
-    second["entry"][0] = {**patient_entry, "fullUrl": second["entry"][0]["fullUrl"]}
+def _stale_finds(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimistic finds say nothing exists (as if another worker had just created it)."""
 
     async def nothing_found(queries: Sequence[Any]) -> list[list[str]]:
         return [[] for _ in queries]
 
     monkeypatch.setattr(services.store, "find_many", nothing_found)
+
+
+async def _encounters_of(services: Services, patient_id: str) -> list[str]:
+    async with services.store.transaction() as tx:
+        return await tx.find("Encounter", [("subject", f"Patient/{patient_id}")])
+
+
+async def test_a_stale_optimistic_patient_is_patched_into_the_index_not_recomputed(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The patient exists, but the optimistic finds say it does not: the copy points at a new
+    Patient id, the real resolution at the existing one. The resources differ only in those
+    references, so their indexes are patched (no indexing under the lock), and the Encounter
+    is found by its patient."""
+    first, second = _visits(tmp_path, 2)[:2]
+    await process_bundle(services, first)
+    patient_entry = next(e for e in first["entry"] if e["resource"]["resourceType"] == "Patient")
+    second["entry"][0] = {**patient_entry, "fullUrl": second["entry"][0]["fullUrl"]}
+    _stale_finds(services, monkeypatch)
     calls = _count_index_calls(services, monkeypatch)
     outcome = await process_bundle(services, second)
     assert outcome.body is not None
-    assert "in lock" in calls
-    patient_location = outcome.body["entry"][0]["response"]["location"]
+    assert calls and "in lock" not in calls
     assert outcome.body["entry"][0]["response"]["status"] == "200 OK"  # the existing one
-    patient_id = patient_location.split("/")[1]
-    async with services.store.transaction() as tx:
-        encounters = await tx.find("Encounter", [("subject", f"Patient/{patient_id}")])
-    assert len(encounters) == 2  # both visits, each indexed under the existing Patient
+    patient_id = outcome.body["entry"][0]["response"]["location"].split("/")[1]
+    assert len(await _encounters_of(services, patient_id)) == 2  # both visits
+
+
+def test_the_precomputed_index_is_kept_patched_or_dropped() -> None:
+    """Equal copy: its index. Copy differing only in renamed references: the patched index.
+    Anything else (here the resource's own id): none, so the index is computed again."""
+    from types import SimpleNamespace
+
+    from fhir_server.interactions.bundle_exec import precomputed_index
+    from fhir_server.search.model import SearchIndex
+
+    copy = {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}}
+    index = SearchIndex("Encounter", "e1", references=(("subject", "Patient", "p1", ""),),
+                        compartments=("p1",))
+    renames = {"Patient/p1": "Patient/p0"}
+
+    def entry(resource: dict[str, Any], renamed: dict[str, str] | None = None) -> Any:
+        extra: dict[str, Any] = {"optimistic": (copy, index)}
+        if renamed:
+            extra["renames"] = renamed
+        return SimpleNamespace(resource=resource, extra=extra)
+
+    assert precomputed_index(entry(dict(copy))) is index
+    found = {**copy, "subject": {"reference": "Patient/p0"}}
+    assert precomputed_index(entry(found)) is None  # no renames noted: not the same resource
+    patched = precomputed_index(entry(found, renames))
+    assert patched == SearchIndex("Encounter", "e1", references=(
+        ("subject", "Patient", "p0", ""),), compartments=("p0",))
+    assert precomputed_index(entry({**found, "id": "e0"}, renames)) is None
+    assert precomputed_index(entry({**found, "status": "finished"}, renames)) is None
