@@ -98,7 +98,8 @@ def secured(name: str, endpoint: Endpoint) -> Endpoint:
     async def wrapper(request: Request) -> Response:
         services: Services = request.app.state.services
         address = request.client.host if request.client else None
-        security = guard.RequestSecurity(None, address)
+        security = guard.RequestSecurity(None, address,
+                                          audited=services.audit_trail is not None)
         token = guard.current.set(security)
         status = 500
         try:

@@ -41,6 +41,9 @@ class RequestSecurity:
     #: The interaction the request turned out to be, when its endpoint alone does not say
     #: (a Bundle posted to the base is a ``transaction`` or a ``batch``).
     interaction: str | None = None
+    #: Whether the request leaves an AuditEvent: only then are ``touched`` and ``patients``
+    #: (which cost a walk of every resource read) collected.
+    audited: bool = True
 
 
 current: ContextVar[RequestSecurity | None] = ContextVar("fhir_request_security", default=None)
@@ -96,7 +99,7 @@ def prepare_write(resource: dict[str, Any], interaction: str) -> None:
 def note_touched(resources: Sequence[dict[str, Any]]) -> None:
     """Remember the resources (and their patients) the request touched, for its AuditEvent."""
     security = current.get()
-    if security is None:
+    if security is None or not security.audited:
         return
     for resource in resources[:50]:
         kind, id = resource.get("resourceType"), resource.get("id")

@@ -264,3 +264,34 @@ async def test_a_writes_audit_event_commits_or_rolls_back_with_it(trail: Trail) 
     refused = next(e for e in events if e["outcome"] == "4")
     assert "entity" not in refused or all(
         "Observation" not in x.get("what", {}).get("reference", "") for x in refused["entity"])
+
+
+async def test_without_auditing_reads_do_not_collect_what_an_audit_event_would_name(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``FHIR_SERVER_AUDIT=false`` no AuditEvent is written, so the patients of what a
+    request touched (a walk of every resource read) are not worked out either."""
+    from fhir_server.security import guard, policy
+
+    app = create_app(settings.model_copy(update={"audit": False}))
+    async with app.router.lifespan_context(app):
+        headers = {"Authorization": "Bearer " + token_for(settings, "system/*.cruds")}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://test", headers=headers) as http:
+            created = await http.post("/fhir/Observation", headers=FHIR,
+                                      json=observation("Patient/p-1"))
+            assert created.status_code == 201, created.text
+            walks: list[str] = []
+            compartment_patients = policy.compartment_patients
+
+            def counting(resource: dict[str, Any]) -> frozenset[str]:
+                walks.append(resource["resourceType"])
+                return compartment_patients(resource)
+
+            monkeypatch.setattr(policy, "compartment_patients", counting)
+            read = await http.get(f"/fhir/Observation/{created.json()['id']}")
+            assert read.status_code == 200
+            assert walks == []
+            guard.current.set(guard.RequestSecurity(None, audited=True))
+            guard.note_touched([read.json()])  # what an audited request does
+            assert walks == ["Observation"]
