@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -118,8 +119,11 @@ def _write_response(request: Request, outcome: Outcome) -> Response:
 
 @fhir_endpoint
 async def metadata(request: Request) -> Response:
-    """GET [base]/metadata: the CapabilityStatement."""
-    return fhir_response(request, 200, capability_statement(services_of(request)))
+    """GET [base]/metadata: the CapabilityStatement (built once; ~8 ms each time otherwise)."""
+    services = services_of(request)
+    if services.capabilities is None:
+        services.capabilities = orjson.dumps(capability_statement(services))
+    return fhir_response(request, 200, services.capabilities)
 
 
 def _not_modified(request: Request, version: int, last_updated: str) -> bool:

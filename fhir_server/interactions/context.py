@@ -56,6 +56,9 @@ class Services:
     registry: Any = None
     verifier: Any = None
     audit_trail: Any = None
+    #: The CapabilityStatement's JSON, built on first request (it depends only on the
+    #: settings and the search registry, both fixed for the life of the services).
+    capabilities: bytes | None = None
 
     @property
     def base_url(self) -> str:

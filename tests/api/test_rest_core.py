@@ -329,6 +329,29 @@ async def test_capability_statement_lists_types_and_interactions(
     assert {"read", "vread", "create", "update", "patch", "delete", "history-instance"} <= codes
 
 
+async def test_the_capability_statement_is_built_once_and_still_shaped_per_request(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_server.api import handlers
+
+    builds: list[int] = []
+    build = handlers.capability_statement
+
+    def counting(services: Any) -> dict[str, Any]:
+        builds.append(1)
+        return build(services)
+
+    monkeypatch.setattr(handlers, "capability_statement", counting)
+    first = await client.get("/fhir/metadata")
+    second = await client.get("/fhir/metadata")
+    assert first.json() == second.json() and first.json()["resourceType"] == "CapabilityStatement"
+    assert len(builds) == 1
+    pretty = await client.get("/fhir/metadata", params={"_pretty": "true"})
+    assert pretty.text.startswith("{\n") and pretty.json() == first.json()
+    summary = await client.get("/fhir/metadata", params={"_elements": "fhirVersion"})
+    assert summary.json()["fhirVersion"] == "4.0.1" and "rest" not in summary.json()
+
+
 async def test_concurrent_updates_with_same_if_match_have_exactly_one_winner(
     client: httpx.AsyncClient,
 ) -> None:
