@@ -75,12 +75,15 @@ class Services:
 
 
     async def record_write(
-        self, tx: StoreTransaction, stored: StoredResource, interaction: str
+        self, tx: StoreTransaction, stored: StoredResource, interaction: str,
+        resource: dict[str, Any] | None = None,
     ) -> None:
         """Note a write for the request's AuditEvent; single writes store it right away.
 
-        Inside a Bundle (``security.bundle`` set) the writes are collected and the Bundle
-        stores one AuditEvent for all of them (``record_bundle``), in the same transaction.
+        ``resource`` is the written content as a dict when the caller has it, which spares
+        parsing ``stored`` again to find the patients it belongs to. Inside a Bundle
+        (``security.bundle`` set) the writes are collected and the Bundle stores one
+        AuditEvent for all of them (``record_bundle``), in the same transaction.
         """
         from fhir_server.security import guard
 
@@ -92,7 +95,8 @@ class Services:
         if not stored.deleted:
             from fhir_server.security.policy import compartment_patients
 
-            security.patients |= compartment_patients(stored.resource())
+            written = resource if resource is not None else stored.resource()
+            security.patients |= compartment_patients(written)
         if not security.bundle:
             await self._store_audit(tx, interaction, security)
 

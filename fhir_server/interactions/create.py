@@ -33,7 +33,7 @@ async def create_in(
     if index is None:
         index = services.index(resource)
     stored = await tx.create(resource, index)
-    await services.record_write(tx, stored, "create")
+    await services.record_write(tx, stored, "create", resource)
     return Outcome(201, stored)
 
 

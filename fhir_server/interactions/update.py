@@ -47,7 +47,8 @@ async def update_in(
         if if_match is None:
             raise
         raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
-    await services.record_write(tx, result.stored, "update")
+    await services.record_write(tx, result.stored, "update",
+                                resource if result.changed else None)
     return Outcome(201 if result.created else 200, result.stored)
 
 
