@@ -19,7 +19,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,11 +205,10 @@ def _load_in_processes(settings: Settings, paths: list[Path], concurrency: int,
                              initargs=(counters,)) as pool:
         futures = [pool.submit(_child_load, settings, paths, concurrency, (k, processes))
                    for k in range(processes)]
-        while not all(future.done() for future in futures):
+        while wait(futures, timeout=1.0).not_done:
             values = counters[:]
             _print_progress(sum(values[0::3]), sum(values[1::3]), sum(values[2::3]),
                             time.monotonic() - started)
-            time.sleep(1.0)
         parts = [future.result() for future in futures]
     print(file=sys.stderr)
     return LoadSummary(items=sum(p.items for p in parts),

@@ -150,9 +150,11 @@ def merge_recent_refs(conn: sqlite3.Connection) -> None:
 
 
 def create(conn: sqlite3.Connection, event: dict[str, Any]) -> StoredResource:
-    """Store one AuditEvent (its ``id`` assigned) and return it as stored."""
-    if append(conn, [event]):
-        merge_recent_refs(conn)
+    """Store one AuditEvent (its ``id`` assigned) and return it as stored.
+
+    Its reference rows wait with the others; the next batch of records moves them.
+    """
+    append(conn, [event])
     found = read(conn, event["id"])
     assert found is not None
     return found
