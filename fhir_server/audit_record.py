@@ -68,7 +68,9 @@ _RESTFUL_CODES = frozenset(_ACTIONS) | {"transaction", "batch", "operation"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The kinds of :meth:`AuditRecord.refs`.
 PATIENT_REF, ENTITY_REF, AGENT_REF = 0, 1, 2
-_COMPACT_VERSION = 1
+#: Version 1 of the compact form held the id and the recorded time; version 2 leaves them to
+#: the store, which keeps both in columns of their own.
+_COMPACT_VERSION = 2
 
 
 class AuditOutcome(StrEnum):
@@ -108,9 +110,12 @@ class Caller(Protocol):
     def organization(self) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditRecord:
     """The facts of one interaction; ``recorded`` is in microseconds since 1970 (UTC).
+
+    Not frozen (a frozen dataclass sets each field through ``object.__setattr__``, which made
+    building one cost 3.5 µs instead of 0.5 µs, on every request): treat it as a value.
 
     ``has_caller`` tells whether a verified token was presented (``issuer``, ``subject``,
     ``patient_id`` and ``organization`` come from it); ``client_id`` is the token's client,
@@ -151,20 +156,26 @@ class AuditRecord:
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def compact(self) -> list[Any]:
-        """Return the record as a JSON array (see :meth:`from_compact`)."""
-        return [_COMPACT_VERSION, self.interaction, self.status, self.id, self.recorded,
-                self.has_caller, self.issuer, self.subject, self.patient_id, self.organization,
-                self.client_id, self.touched, self.patients, self.address, self.query,
-                self.outcome_desc, self.observer]  # fmt: skip
+        """Return the record as a JSON array, without ``id`` and ``recorded`` (the store keeps
+        those beside it; see :meth:`from_compact`)."""
+        return [_COMPACT_VERSION, self.interaction, self.status, self.has_caller, self.issuer,
+                self.subject, self.patient_id, self.organization, self.client_id,
+                self.touched, self.patients, self.address, self.query, self.outcome_desc,
+                self.observer]  # fmt: skip
 
     @classmethod
-    def from_compact(cls, values: Sequence[Any]) -> AuditRecord:
-        """Return the record :meth:`compact` wrote."""
-        if not values or values[0] != _COMPACT_VERSION:
+    def from_compact(cls, values: Sequence[Any], id: str, recorded: int) -> AuditRecord:
+        """Return the record :meth:`compact` wrote (``id`` and ``recorded`` are only used for
+        version 2; version 1 arrays carry their own)."""
+        if values and values[0] == 1:
+            (_, interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
+             organization, client_id, touched, patients, address, query, outcome_desc,
+             observer) = values  # fmt: skip
+        elif values and values[0] == _COMPACT_VERSION:
+            (_, interaction, status, has_caller, issuer, subject, patient_id, organization,
+             client_id, touched, patients, address, query, outcome_desc, observer) = values
+        else:
             raise ValueError("not a compact audit record")
-        (_, interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
-         organization, client_id, touched, patients, address, query, outcome_desc,
-         observer) = values  # fmt: skip
         return cls(interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
                    organization, client_id, tuple(touched), tuple(patients), address, query,
                    outcome_desc, observer)  # fmt: skip
@@ -291,12 +302,12 @@ def new_event_id(micros: int) -> str:
     (as UUIDv7 puts time first), so the id index of an append-only log grows at its end and no
     system call is needed per event; processes differ by their random bits.
     """
-    bits = ((micros // 1000) & 0xFFFFFFFFFFFF) << 80 | _ID_PREFIX << 48 | next(_ID_COUNTER)
-    text = f"{bits:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    millis = f"{(micros // 1000) & 0xFFFFFFFFFFFF:012x}"
+    return f"{millis[:8]}-{millis[8:]}-{_ID_PREFIX}-{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
-_ID_PREFIX = int.from_bytes(os.urandom(4), "big")
+_PREFIX_HEX = os.urandom(4).hex()
+_ID_PREFIX = f"{_PREFIX_HEX[:4]}-{_PREFIX_HEX[4:]}"
 _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 

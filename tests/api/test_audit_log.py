@@ -165,7 +165,9 @@ async def test_a_posted_audit_event_is_kept_and_searchable(trail: Trail) -> None
     for pairs in ([("agent", "Practitioner/dr-1")], [("address", "10.1")],
                   [("patient", trail.bob), ("action", "E")],
                   [("date", "2026-03-01")], [("date", "eq2026-03-01T01:00:00Z")],
-                  [("type", "110100")]):
+                  [("type", "110100")],
+                  [("type", "http://dicom.nema.org/resources/ontology/DCM|110100")],
+                  [("type", "http://dicom.nema.org/resources/ontology/DCM|")]):
         found = await trail.events(*pairs)
         assert new_id in {e["id"] for e in found}, pairs
     assert await trail.events(("date", "2026-03-02")) == []

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -55,7 +54,7 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.ranges import range_predicate
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
-from fhir_server.storage.sqlite.search_sql import keyset_page, page_boundary, row_stored
+from fhir_server.storage.sqlite.search_sql import keyset_page, page_boundary
 from fhir_server.storage.sqlite.search_where import (
     Condition,
     last_updated_condition,
@@ -80,73 +79,115 @@ AUDIT_SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS audit_events (
   seq INTEGER PRIMARY KEY, id TEXT NOT NULL, last_updated TEXT NOT NULL,
   at INTEGER NOT NULL, at_high INTEGER NOT NULL, action TEXT, outcome TEXT,
-  type TEXT NOT NULL, subtype TEXT NOT NULL, address TEXT, content BLOB NOT NULL);
+  type TEXT NOT NULL, subtype TEXT NOT NULL, address TEXT, content BLOB NOT NULL, refs TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS audit_events_id ON audit_events (id);
 CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
 CREATE TABLE IF NOT EXISTS audit_refs (
   kind INTEGER NOT NULL, ref TEXT NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY (kind, ref, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit_refs_recent (
-  kind INTEGER NOT NULL, ref TEXT NOT NULL, seq INTEGER NOT NULL);
-CREATE VIEW IF NOT EXISTS audit_refs_all AS
-  SELECT kind, ref, seq FROM audit_refs UNION ALL SELECT kind, ref, seq FROM audit_refs_recent;
+CREATE TABLE IF NOT EXISTS audit_merged (seq INTEGER NOT NULL);
 """
-#: Reference rows wait in ``audit_refs_recent`` (appended in arrival order, no index) until
-#: there are this many; then they move into ``audit_refs`` in key order, in one statement.
-MERGE_ROWS = 16_384
+#: The reference rows of the events after the last merge, read from their ``refs`` column.
+_TAIL_REFS = (
+    "SELECT CAST(substr(j.value, 1, 1) AS INTEGER) AS kind, substr(j.value, 2) AS ref, "
+    "a.seq AS seq FROM audit_events a, json_each(a.refs) j "
+    "WHERE a.seq > (SELECT seq FROM audit_merged)"
+)
+_VIEW_SQL = (
+    "CREATE VIEW audit_refs_all AS SELECT kind, ref, seq FROM audit_refs UNION ALL " + _TAIL_REFS
+)
+#: Events wait with their reference rows in their ``refs`` column (no index, nothing more to
+#: write) until this many have come since the last merge; then the rows move into
+#: ``audit_refs`` in key order, in one statement.
+MERGE_EVENTS = 8_192
 _PATIENT, _ENTITY, _AGENT = 0, 1, 2
 _SEP = "\x1f"
+#: The code systems of every record's type and subtype, stored as one character each in those
+#: columns (110 bytes less per event); logs written before hold them whole, and searches look
+#: for both forms.
+_SHORT_SYSTEMS = {
+    "http://terminology.hl7.org/CodeSystem/audit-event-type": "\x01",
+    "http://hl7.org/fhir/restful-interaction": "\x02",
+    "urn:fhir-server:operation": "\x03",
+    "http://dicom.nema.org/resources/ontology/DCM": "\x04",
+}
 _ACTION_SYSTEM = "http://hl7.org/fhir/audit-event-action"
 _OUTCOME_SYSTEM = "http://hl7.org/fhir/audit-event-outcome"
 _INSERT = (
     "INSERT INTO audit_events (seq, id, last_updated, at, at_high, action, outcome, type, "
-    "subtype, address, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "subtype, address, content, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_STORED = "a.seq AS rid, 'AuditEvent' AS type, a.id, 1 AS version, a.last_updated, a.content"
+#: Six columns, as ``search_sql.keyset_page`` wants, the second being ``at`` (see :func:`_stored`).
+_STORED = "a.seq AS rid, a.at, a.id, 1 AS version, a.last_updated, a.content"
 
 
 # -- writing -----------------------------------------------------------------------------------
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the audit log's tables; call in a write transaction.
+
+    A log written before the ``refs`` column existed kept its waiting reference rows in a
+    table ``audit_refs_recent``: they move into ``audit_refs`` here, once.
+    """
+    for statement in AUDIT_SCHEMA_SQL.split(";"):  # executescript would commit first
+        if statement.strip():
+            conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_events)")}
+    if "refs" not in columns:
+        conn.execute("ALTER TABLE audit_events ADD COLUMN refs TEXT")
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    if "audit_refs_recent" in tables:
+        conn.execute("DROP VIEW IF EXISTS audit_refs_all")
+        conn.execute("INSERT OR IGNORE INTO audit_refs SELECT kind, ref, seq "
+                     "FROM audit_refs_recent ORDER BY kind, ref, seq")
+        conn.execute("DROP TABLE audit_refs_recent")
+        tables.discard("audit_refs_all")
+    if conn.execute("SELECT count(*) FROM audit_merged").fetchone()[0] == 0:
+        # Every event before this point has its reference rows in audit_refs already.
+        conn.execute("INSERT INTO audit_merged SELECT coalesce(max(seq), 0) FROM audit_events")
+    if "audit_refs_all" not in tables:
+        conn.execute(_VIEW_SQL)
 
 
 def append(conn: sqlite3.Connection, records: Sequence[AuditRecord | dict[str, Any]]) -> bool:
     """Store audit records (compact) and AuditEvents (as given); call in a write transaction.
 
     A record is stored as its compact JSON array and becomes an AuditEvent when read; an
-    AuditEvent created through the API is stored as its JSON. Either way, version 1. Returns
-    whether enough reference rows wait for :func:`merge_recent_refs` (the caller runs it).
+    AuditEvent created through the API is stored as its JSON. Either way, version 1, and one
+    row: what it is searched by waits in its ``refs`` column. Returns whether enough events
+    wait for :func:`merge_recent_refs` (the caller runs it).
     """
     if not records:
         return False
     last_updated = now_instant()
     row = conn.execute("SELECT max(seq) FROM audit_events").fetchone()
     seq = int(row[0] or 0)
-    rows, refs = [], []
+    rows = []
     for item in records:
         seq += 1
         if isinstance(item, AuditRecord):
             rows.append(_record_row(seq, item, last_updated))
-            refs += [(kind, ref, seq) for kind, ref in item.refs()]
         else:
             rows.append(_event_row(seq, item, last_updated))
-            refs += [(kind, ref, seq) for kind, ref in _refs(item)]
     conn.executemany(_INSERT, rows)
-    conn.executemany("INSERT INTO audit_refs_recent VALUES (?, ?, ?)", refs)
-    waiting = conn.execute("SELECT max(rowid) FROM audit_refs_recent").fetchone()[0]
-    return waiting is not None and waiting >= MERGE_ROWS
+    merged = conn.execute("SELECT seq FROM audit_merged").fetchone()[0]
+    return bool(seq - merged >= MERGE_EVENTS)
 
 
 def merge_recent_refs(conn: sqlite3.Connection) -> None:
-    """Move the waiting reference rows into ``audit_refs``; call in a write transaction.
+    """Move the reference rows of the events since the last merge into ``audit_refs``; call
+    in a write transaction.
 
     A patient's reference row inserted straight into ``audit_refs`` lands at that patient's
     place in the B-tree: each event dirtied a page of its own, written to the WAL at commit and
-    again by the checkpoint (about 1.1 pages per read event, measured). Appended to the
-    unindexed ``audit_refs_recent`` they fill pages in order, and the periodic move in key order
-    writes each leaf page once for all the events of its patients since the last move.
+    again by the checkpoint (about 1.1 pages per read event, measured). Kept in the event's own
+    row until a merge, and moved then in key order, each leaf page is written once for all the
+    events of its patients since the last merge.
     """
-    conn.execute("INSERT OR IGNORE INTO audit_refs SELECT kind, ref, seq FROM audit_refs_recent "
+    conn.execute(f"INSERT OR IGNORE INTO audit_refs SELECT kind, ref, seq FROM ({_TAIL_REFS}) "
                  "ORDER BY kind, ref, seq")
-    conn.execute("DELETE FROM audit_refs_recent")
+    conn.execute("UPDATE audit_merged SET seq = (SELECT coalesce(max(seq), 0) FROM audit_events)")
 
 
 def create(conn: sqlite3.Connection, event: dict[str, Any]) -> StoredResource:
@@ -164,15 +205,22 @@ def create(conn: sqlite3.Connection, event: dict[str, Any]) -> StoredResource:
 def _interaction_columns(interaction: str) -> tuple[str, str, str]:
     """The ``action``, ``type`` and ``subtype`` columns of a record's interaction."""
     kind, subtypes = type_and_subtype_keys(interaction)
-    return action_of(interaction), _SEP + kind + _SEP, _SEP + _SEP.join(subtypes) + _SEP
+    short = [_short_key(*key.split("|", 1)) for key in subtypes]
+    type_column = _SEP + _short_key(*kind.split("|", 1)) + _SEP
+    return action_of(interaction), type_column, _SEP + _SEP.join(short) + _SEP
+
+
+def _short_key(system: str, code: str) -> str:
+    return f"{_SHORT_SYSTEMS.get(system, system)}|{code}"
 
 
 def _record_row(seq: int, record: AuditRecord, last_updated: str) -> tuple[object, ...]:
     action, kind, subtypes = _interaction_columns(record.interaction)
     outcome = outcome_for_status(record.status).value
     low = record.recorded - record.recorded % 1000  # recorded is kept to the millisecond
+    refs = orjson.dumps([f"{k}{ref}" for k, ref in record.refs()]).decode()
     return (seq, record.id, last_updated, low, low + 1000, action, outcome, kind, subtypes,
-            record.address, orjson.dumps(record.compact()))  # fmt: skip
+            record.address, orjson.dumps(record.compact()), refs)  # fmt: skip
 
 
 def _event_row(seq: int, event: dict[str, Any], last_updated: str) -> tuple[object, ...]:
@@ -182,8 +230,10 @@ def _event_row(seq: int, event: dict[str, Any], last_updated: str) -> tuple[obje
     addresses = [n.get("address") for n in network if isinstance(n, dict)]
     content = orjson.dumps(_with_meta(event, last_updated))
     kinds = _codings([event.get("type")]), _codings(_list(event.get("subtype")))
+    refs = orjson.dumps([f"{k}{ref}" for k, ref in _refs(event)]).decode()
     return (seq, event["id"], last_updated, low, high, _text(event.get("action")),
-            _text(event.get("outcome")), *kinds, next(iter(addresses), None), content)  # fmt: skip
+            _text(event.get("outcome")), *kinds, next(iter(addresses), None), content,
+            refs)  # fmt: skip
 
 
 def _with_meta(event: dict[str, Any], last_updated: str) -> dict[str, Any]:
@@ -194,11 +244,12 @@ def _with_meta(event: dict[str, Any], last_updated: str) -> dict[str, Any]:
     return event
 
 
-def content_of(stored: bytes, last_updated: str) -> bytes:
-    """Return the AuditEvent JSON of a stored row (building it from a compact record)."""
+def content_of(stored: bytes, last_updated: str, id: str, at: int) -> bytes:
+    """Return the AuditEvent JSON of a stored row (building it from a compact record, whose
+    ``id`` and ``at`` columns give the id and recorded time)."""
     if stored[:1] != b"[":
         return stored
-    event = AuditRecord.from_compact(orjson.loads(stored)).to_event()
+    event = AuditRecord.from_compact(orjson.loads(stored), id, at).to_event()
     return orjson.dumps(_with_meta(event, last_updated))
 
 
@@ -211,7 +262,8 @@ def _text(value: object) -> str | None:
 
 
 def _codings(codings: Sequence[object]) -> str:
-    parts = [f"{c.get('system', '')}|{c.get('code', '')}" for c in codings if isinstance(c, dict)]
+    parts = [_short_key(str(c.get("system", "")), str(c.get("code", "")))
+             for c in codings if isinstance(c, dict)]
     return _SEP + _SEP.join(parts) + _SEP
 
 
@@ -246,11 +298,12 @@ def _refs(event: dict[str, Any]) -> Iterable[tuple[int, str]]:
 def read(conn: sqlite3.Connection, id: str) -> StoredResource | None:
     """Return the AuditEvent ``id`` or None."""
     row = conn.execute(
-        "SELECT last_updated, content FROM audit_events WHERE id = ?", (id,)
+        "SELECT last_updated, content, at FROM audit_events WHERE id = ?", (id,)
     ).fetchone()
     if row is None:
         return None
-    return StoredResource(AUDIT_TYPE, id, 1, row[0], content_of(bytes(row[1]), row[0]), "POST")
+    content = content_of(bytes(row[1]), row[0], id, row[2])
+    return StoredResource(AUDIT_TYPE, id, 1, row[0], content, "POST")
 
 
 def exists(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
@@ -273,12 +326,12 @@ def history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
             where.append(sql)
             args.append(value)
     rows = conn.execute(
-        f"SELECT seq, id, last_updated, content FROM audit_events WHERE {' AND '.join(where)} "
+        f"SELECT seq, id, last_updated, content, at FROM audit_events WHERE {' AND '.join(where)} "
         "ORDER BY seq DESC LIMIT ?", [*args, query.count + 1]).fetchall()  # fmt: skip
     more = len(rows) > query.count
     rows = rows[: query.count]
-    entries = [StoredResource(AUDIT_TYPE, id, 1, lu, content_of(bytes(c), lu), "POST")
-               for _, id, lu, c in rows]
+    entries = [StoredResource(AUDIT_TYPE, id, 1, lu, content_of(bytes(c), lu, id, at), "POST")
+               for _, id, lu, c, at in rows]
     return HistoryPage(entries, next_seq=rows[-1][0] if more and rows else None,
                        seqs=[row[0] for row in rows])
 
@@ -311,9 +364,10 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
 _SORT_COLUMNS = {"date": "a.at", "_lastUpdated": "a.last_updated"}
 
 
-def _stored(row: tuple[object, ...]) -> StoredResource:
-    stored = row_stored(row)
-    return replace(stored, content=content_of(stored.content, stored.last_updated))
+def _stored(row: tuple[Any, ...]) -> StoredResource:
+    _, at, id, _, last_updated, content = row[:6]
+    return StoredResource(AUDIT_TYPE, id, 1, last_updated,
+                          content_of(bytes(content), last_updated, id, at))
 
 
 def _filter(query: SearchQuery) -> Condition:
@@ -387,6 +441,9 @@ def _token(clause: Clause, value: TokenValue) -> Condition:
     column = "a.subtype" if code == "subtype" else "a.type"
     if value.system is None:
         return f"instr({column}, ?) > 0", [f"|{value.code}{_SEP}"]
-    if value.code is None:
-        return f"instr({column}, ?) > 0", [f"{_SEP}{value.system}|"]
-    return f"instr({column}, ?) > 0", [f"{_SEP}{value.system}|{value.code}{_SEP}"]
+    code_part = "" if value.code is None else f"{value.code}{_SEP}"
+    short = _SHORT_SYSTEMS.get(value.system, value.system)
+    needles: list[object] = list(
+        dict.fromkeys((f"{_SEP}{short}|{code_part}", f"{_SEP}{value.system}|{code_part}"))
+    )
+    return " OR ".join(f"instr({column}, ?) > 0" for _ in needles), needles

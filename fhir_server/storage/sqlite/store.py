@@ -204,8 +204,9 @@ class SqliteStore:
         try:
             self._writer.executescript(
                 "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL
-                + audit_log.AUDIT_SCHEMA_SQL + "COMMIT;"
             )
+            audit_log.create_schema(self._writer)
+            self._writer.execute("COMMIT")
         except BaseException:
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
