@@ -3,11 +3,12 @@
 Every read of the server writes an AuditEvent, so the audit trail grows at the rate of all
 traffic together. Stored like other resources (a ``resources`` row, a ``versions`` row and
 about twenty search index rows) an event cost more to write than the read it records. Here
-an event is one ``audit_events`` row (its JSON plus the few columns it is searched by) and one
-reference row per patient, entity and agent it names: about six B-tree insertions instead of
-forty. Reference rows are appended to ``audit_refs_recent`` (no index, so they fill pages in
-order) and moved into the indexed ``audit_refs`` every :data:`MERGE_ROWS` rows, in key order;
-searches read both through the view ``audit_refs_all``.
+an event is one ``audit_events`` row (its JSON plus the few columns it is searched by) and,
+later, one reference row per patient, entity and agent it names: about six B-tree insertions
+instead of forty. The references wait in the event's ``refs`` column (a JSON array of
+``<kind><reference>`` strings) and move into the indexed ``audit_refs`` every
+:data:`MERGE_EVENTS` events, in key order; searches read both through the view
+``audit_refs_all``, and ``audit_merged`` holds the last event moved.
 
 AuditEvents are never updated or deleted (the API refuses it), so there is one version per
 event and no history beyond it. They are searched by the parameters of
@@ -16,10 +17,11 @@ looks for: who, whose records, when, what, how it ended); ``check_audit_search``
 rest before the query reaches the store.
 
 Columns: ``at``/``at_high`` is the ``[low, high)`` microsecond range of ``recorded``;
-``type`` and ``subtype`` hold the codings as ``\\x1fsystem|code\\x1f`` runs so a
-token is one ``instr``; a reference row's ``kind`` is 0 for an entity that is a Patient, 1
-for any other entity, 2 for an agent (``Type/id``, or ``identifier|system|value``); the R4 parameter
-``patient`` looks in kinds 0 and 2 (a Patient as entity or as agent), ``entity`` in 0 and 1.
+``type`` and ``subtype`` hold the codings as ``\\x1fsystem|code\\x1f`` runs so a token is one
+``instr`` (known systems shortened, see ``_SHORT_SYSTEMS``); a reference's ``kind`` is 0 for
+an entity that is a Patient, 1 for any other entity, 2 for an agent (``Type/id``, or
+``identifier|system|value``); the R4 parameter ``patient`` looks in kinds 0 and 2 (a Patient
+as entity or as agent), ``entity`` in 0 and 1.
 """
 
 from __future__ import annotations
