@@ -27,6 +27,7 @@ from fhir_server.errors import FhirError, Gone, NotFound
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
 from fhir_server.storage.sqlite import audit_log, history, writes
+from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
 from fhir_server.storage.sqlite.search_sql import find_ids, run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys
@@ -233,7 +234,7 @@ class SqliteStore:
                 await asyncio.sleep(_CHECKPOINT_EVERY_S)
                 # OperationalError: another process is checkpointing; its turn.
                 with contextlib.suppress(sqlite3.OperationalError):
-                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    await run_to_end(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
 
@@ -408,7 +409,7 @@ class SqliteStore:
         assert conn is not None
         self._group = None
         try:
-            await asyncio.to_thread(conn.execute, "COMMIT")
+            await run_to_end(conn.execute, "COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -7,7 +7,6 @@ resource's search index rows, all in the caller's transaction.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ import orjson
 from fhir_server.errors import Conflict, MethodNotAllowed, VersionConflict
 from fhir_server.storage.port import StoredResource, WriteResult
 from fhir_server.storage.sqlite import audit_log
+from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.search_tables import param_key, system_key
 from fhir_server.storage.versions import content_equal, now_instant
 
@@ -208,7 +208,7 @@ class SqliteTransaction:
         (this scope holds the write lock, so nothing else uses the connection).
         """
         if audit_log.append(self.conn, records):
-            await asyncio.to_thread(audit_log.merge_recent_refs, self.conn)
+            await run_to_end(audit_log.merge_recent_refs, self.conn)
 
     def _update_audit(self, resource: dict[str, Any], expected: int | None) -> WriteResult:
         """An AuditEvent is written once: a PUT may create it, or repeat it unchanged."""
