@@ -68,7 +68,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     summary = asyncio.run(load_paths(settings, [Path(p) for p in args.paths],
-                                     concurrency=args.concurrency, processes=args.processes))
+                                     concurrency=args.concurrency, processes=args.processes,
+                                     defer_indexes=args.defer_indexes))
     print(summary.describe())
     return 0 if summary.rejected == 0 else 1
 
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--processes", type=int, default=1,
                       help="loader processes on the same store, each taking every n-th item "
                            "(default 1; one per CPU keeps all CPUs busy)")
+    load.add_argument("--defer-indexes", choices=("auto", "on", "off"), default="auto",
+                      help="build the search value indexes after loading instead of row by "
+                           "row (SQLite; auto: when the store holds under 100,000 resources)")
     _common(load)
     load.set_defaults(func=cmd_load)
     gen = sub.add_parser("generate", help="write synthetic Vietnamese visit Bundles")

@@ -33,6 +33,7 @@ from fhir_server.interactions.context import Services
 from fhir_server.search.setup import prepare_search
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
+from fhir_server.storage.sqlite.store import SqliteStore
 
 __all__ = ["LoadSummary", "load_paths", "open_services", "reindex"]
 
@@ -46,12 +47,18 @@ class LoadSummary:
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Seconds spent building the search value indexes a load into an empty store deferred
+    #: (None when it did not defer them); part of ``seconds``.
+    index_seconds: float | None = None
 
     def describe(self) -> str:
         """Return the human summary printed at the end of a load."""
         rate = self.resources / self.seconds if self.seconds else 0.0
         lines = [f"loaded {self.resources} resources from {self.items} items in "
                  f"{self.seconds:.1f} s ({rate:.0f} resources/s); rejected {self.rejected}"]
+        if self.index_seconds is not None:
+            lines.append(f"  search value indexes built after the load in "
+                         f"{self.index_seconds:.1f} s (included above)")
         lines += [f"  rejected: {reason}" for reason in self.reasons[:20]]
         if len(self.reasons) > 20:
             lines.append(f"  ... and {len(self.reasons) - 20} more")
@@ -138,28 +145,61 @@ async def _worker(services: Services, queue: asyncio.Queue[tuple[str, bytes] | N
 
 
 async def load_paths(settings: Settings, paths: list[Path], concurrency: int = 1,
-                     processes: int = 1) -> LoadSummary:
-    """Load every item of ``paths`` into the configured store; return the summary."""
+                     processes: int = 1, defer_indexes: str = "auto") -> LoadSummary:
+    """Load every item of ``paths`` into the configured store; return the summary.
+
+    ``defer_indexes``: ``on`` drops the search value indexes while loading and builds them at
+    the end (SQLite store), ``off`` keeps them, ``auto`` defers them when the store holds fewer
+    than :data:`SMALL_STORE` resources when the load starts (a new store, or one holding only
+    the conformance resources a server stores at start-up). Searches run meanwhile by a server
+    on the same store stay correct but slow.
+    """
     started = time.monotonic()
+    defer = await _should_defer(settings, defer_indexes)
     if processes > 1:
         summary = await asyncio.to_thread(_load_in_processes, settings, paths, concurrency,
-                                          processes)
+                                          processes, defer)
     else:
         def report(current: LoadSummary) -> None:
             _print_progress(current.items, current.resources, current.rejected,
                             time.monotonic() - started)
 
-        summary = await _load_share(settings, paths, concurrency, (0, 1), report)
+        summary = await _load_share(settings, paths, concurrency, (0, 1), report, defer)
         print(file=sys.stderr)
+    if defer:
+        building = time.monotonic()
+        async with open_services(settings):  # opening the store creates missing indexes
+            pass
+        summary.index_seconds = time.monotonic() - building
     summary.seconds = time.monotonic() - started
     return summary
 
 
+#: ``defer_indexes="auto"`` defers below this many resources: building the indexes of what
+#: is already stored again at the end then costs a second or two.
+SMALL_STORE = 100_000
+
+
+async def _should_defer(settings: Settings, mode: str) -> bool:
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"defer_indexes is auto, on or off, not {mode!r}")
+    if mode == "off":
+        return False
+    async with open_services(settings) as services:
+        store = services.store
+        if not isinstance(store, SqliteStore):
+            return False  # MongoDB keeps its indexes
+        return mode == "on" or await store.holds_fewer_than(SMALL_STORE)
+
+
 async def _load_share(settings: Settings, paths: list[Path], concurrency: int,
-                      share: tuple[int, int], report: Callable[[LoadSummary], None]
-                      ) -> LoadSummary:
+                      share: tuple[int, int], report: Callable[[LoadSummary], None],
+                      defer: bool = False) -> LoadSummary:
     summary = LoadSummary()
     async with open_services(settings) as services:
+        if defer and isinstance(services.store, SqliteStore):
+            # After this process's open, which creates any missing index.
+            await services.store.defer_value_indexes()
         queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=concurrency * 4)
         workers = [asyncio.create_task(_worker(services, queue, summary))
                    for _ in range(max(1, concurrency))]
@@ -186,24 +226,24 @@ def _child_init(counters: Any) -> None:
 
 
 def _child_load(settings: Settings, paths: list[Path], concurrency: int,
-                share: tuple[int, int]) -> LoadSummary:
+                share: tuple[int, int], defer: bool) -> LoadSummary:
     slot = share[0] * 3
 
     def report(current: LoadSummary) -> None:
         _counters[slot:slot + 3] = [current.items, current.resources, current.rejected]
 
-    return asyncio.run(_load_share(settings, paths, concurrency, share, report))
+    return asyncio.run(_load_share(settings, paths, concurrency, share, report, defer))
 
 
 def _load_in_processes(settings: Settings, paths: list[Path], concurrency: int,
-                       processes: int) -> LoadSummary:
+                       processes: int, defer: bool) -> LoadSummary:
     """Run ``processes`` loader processes, each on its share of the items; merge the counts."""
     context = multiprocessing.get_context("spawn")  # no inherited SQLite handles or event loop
     counters = context.Array("q", 3 * processes)
     started = time.monotonic()
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_child_init,
                              initargs=(counters,)) as pool:
-        futures = [pool.submit(_child_load, settings, paths, concurrency, (k, processes))
+        futures = [pool.submit(_child_load, settings, paths, concurrency, (k, processes), defer)
                    for k in range(processes)]
         while wait(futures, timeout=1.0).not_done:
             values = counters[:]

@@ -121,6 +121,27 @@ def system_key(system: str) -> int:
     )
 
 
+#: The value indexes a bulk load into an empty store drops and builds again at its end: built
+#: from the finished tables they cost one sorted pass, instead of an insertion at a random
+#: place of a growing B-tree for every index row. The token index stays, because conditional
+#: creates look identifiers up while the load runs; so do the ``rid`` keys of every table.
+DEFERRABLE_INDEXES = (
+    "search_string_value", "search_text_value", "search_date_value", "search_number_value",
+    "search_quantity_value", "search_reference_value", "search_uri_value",
+)  # fmt: skip
+
+
+def drop_deferrable_indexes(conn: sqlite3.Connection) -> None:
+    """Drop :data:`DEFERRABLE_INDEXES` (call in a write transaction).
+
+    Searches stay correct without them, only slower. Every open of the store creates missing
+    indexes again (``SCHEMA_SQL`` says ``CREATE INDEX IF NOT EXISTS``), so a load that stops
+    half-way leaves no store without them once it is opened again.
+    """
+    for name in DEFERRABLE_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
 def check_param_keys(codes: Iterable[str]) -> None:
     """Raise ``ValueError`` if two distinct codes share a key (checked at start-up)."""
     seen: dict[int, str] = {}

@@ -30,7 +30,7 @@ from fhir_server.storage.sqlite import audit_log, history, writes
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
 from fhir_server.storage.sqlite.search_sql import find_ids, run_search
-from fhir_server.storage.sqlite.search_tables import check_param_keys
+from fhir_server.storage.sqlite.search_tables import check_param_keys, drop_deferrable_indexes
 
 __all__ = ["SqliteStore", "StorageBusy"]
 
@@ -253,6 +253,19 @@ class SqliteStore:
                     conn.close()
             self._turn.close()
             self._reader = self._writer = None
+
+    async def holds_fewer_than(self, count: int) -> bool:
+        """Whether the store holds fewer than ``count`` resources (deleted ones count, the
+        audit log does not); reads at most ``count`` rows."""
+        found = self.reader.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM resources LIMIT ?)", (count,)).fetchone()[0]
+        return bool(found < count)
+
+    async def defer_value_indexes(self) -> None:
+        """Drop the search value indexes a bulk load builds again at its end
+        (``search_tables.DEFERRABLE_INDEXES``); the next :meth:`open` creates them."""
+        async with self.transaction() as tx:
+            drop_deferrable_indexes(tx.conn)
 
     @property
     def reader(self) -> sqlite3.Connection:

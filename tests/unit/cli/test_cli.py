@@ -148,3 +148,80 @@ def test_load_in_two_processes_stores_what_one_process_stores(
 
     assert counts("two") == counts("one")
     assert counts("two")["Patient"] == 8
+
+
+def _value_indexes(data: Path) -> set[str]:
+    import sqlite3
+
+    from fhir_server.storage.sqlite.search_tables import DEFERRABLE_INDEXES
+
+    with sqlite3.connect(data / "fhir.sqlite3") as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    return names & set(DEFERRABLE_INDEXES)
+
+
+def test_a_load_into_a_small_store_builds_the_value_indexes_at_its_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While loading, the value indexes are gone; after, they are back."""
+    from fhir_server import loader
+    from fhir_server.storage.sqlite.search_tables import DEFERRABLE_INDEXES
+
+    out, data = tmp_path / "gen", tmp_path / "data"
+    assert main(["generate", "--patients", "3", "--seed", "5", "--out", str(out)]) == 0
+    seen_during_load: list[set[str]] = []
+    load_item = loader._load_item
+
+    async def spying(services: object, item: dict[str, object]) -> int:
+        seen_during_load.append(_value_indexes(data))
+        return await load_item(services, item)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "_load_item", spying)
+    assert main(["load", str(out), "--data-dir", str(data)]) == 0
+    report = capsys.readouterr().out
+    assert "search value indexes built after the load" in report
+    assert seen_during_load and all(not names for names in seen_during_load)
+    assert _value_indexes(data) == set(DEFERRABLE_INDEXES)
+
+    # A store of SMALL_STORE resources or more keeps them (auto).
+    monkeypatch.setattr(loader, "SMALL_STORE", 5)
+    seen_during_load.clear()
+    assert main(["load", str(out), "--data-dir", str(data)]) == 0
+    assert "search value indexes" not in capsys.readouterr().out
+    assert seen_during_load and all(n == set(DEFERRABLE_INDEXES) for n in seen_during_load)
+
+
+def test_defer_indexes_off_keeps_them_and_on_defers_into_a_full_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "gen"
+    assert main(["generate", "--patients", "2", "--seed", "6", "--out", str(out)]) == 0
+    assert main(["load", str(out), "--data-dir", str(tmp_path / "a"),
+                 "--defer-indexes", "off"]) == 0
+    assert "search value indexes" not in capsys.readouterr().out
+    assert main(["load", str(out), "--data-dir", str(tmp_path / "a"),
+                 "--defer-indexes", "on"]) == 0
+    assert "search value indexes built after the load" in capsys.readouterr().out
+
+
+def test_a_store_left_without_value_indexes_gets_them_back_when_opened(tmp_path: Path) -> None:
+    """A load that stops half-way (killed) leaves the indexes dropped: the next open builds them."""
+    import asyncio
+
+    from fhir_server.storage.sqlite.search_tables import DEFERRABLE_INDEXES
+    from fhir_server.storage.sqlite.store import SqliteStore
+
+    async def scenario() -> set[str]:
+        store = SqliteStore(tmp_path / "fhir.sqlite3")
+        await store.open()
+        assert await store.holds_fewer_than(1)
+        await store.defer_value_indexes()
+        after_drop = _value_indexes(tmp_path)
+        await store.close()
+        reopened = SqliteStore(tmp_path / "fhir.sqlite3")
+        await reopened.open()
+        await reopened.close()
+        return after_drop
+
+    assert asyncio.run(scenario()) == set()
+    assert _value_indexes(tmp_path) == set(DEFERRABLE_INDEXES)
