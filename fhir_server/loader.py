@@ -33,7 +33,7 @@ from fhir_server.interactions.context import Services
 from fhir_server.search.setup import prepare_search
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
-from fhir_server.storage.sqlite.store import SqliteStore
+from fhir_server.storage.port import DeferrableIndexes
 
 __all__ = ["LoadSummary", "load_paths", "open_services", "reindex"]
 
@@ -187,7 +187,7 @@ async def _should_defer(settings: Settings, mode: str) -> bool:
         return False
     async with open_services(settings) as services:
         store = services.store
-        if not isinstance(store, SqliteStore):
+        if not isinstance(store, DeferrableIndexes):
             return False  # MongoDB keeps its indexes
         return mode == "on" or await store.holds_fewer_than(SMALL_STORE)
 
@@ -197,7 +197,7 @@ async def _load_share(settings: Settings, paths: list[Path], concurrency: int,
                       defer: bool = False) -> LoadSummary:
     summary = LoadSummary()
     async with open_services(settings) as services:
-        if defer and isinstance(services.store, SqliteStore):
+        if defer and isinstance(services.store, DeferrableIndexes):
             # After this process's open, which creates any missing index.
             await services.store.defer_value_indexes()
         queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=concurrency * 4)

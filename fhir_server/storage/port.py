@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditLogTransaction",
+    "DeferrableIndexes",
     "HistoryPage",
     "HistoryQuery",
     "ResourceStore",
@@ -147,6 +148,20 @@ class AuditLogTransaction(Protocol):
 
     async def append_audit(self, records: Sequence[Any]) -> None:
         """Append audit records (``AuditRecord`` values or AuditEvent dicts with an id)."""
+        ...
+
+
+@runtime_checkable
+class DeferrableIndexes(Protocol):
+    """A store whose search value indexes a bulk load may drop and have built at its end (the
+    SQLite store: ``fhir-server load --defer-indexes``); opening the store builds them."""
+
+    async def holds_fewer_than(self, count: int) -> bool:
+        """Whether the store holds fewer than ``count`` resources."""
+        ...
+
+    async def defer_value_indexes(self) -> None:
+        """Drop the value indexes until the store is next opened."""
         ...
 
 
