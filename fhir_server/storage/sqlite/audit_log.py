@@ -7,8 +7,9 @@ an event is one ``audit_events`` row (its JSON plus the few columns it is search
 later, one reference row per patient, entity and agent it names: about six B-tree insertions
 instead of forty. The references wait in the event's ``refs`` column (a JSON array of
 ``<kind><reference>`` strings) and move into the indexed ``audit_refs`` every
-:data:`MERGE_EVENTS` events, in key order; searches read both through the view
-``audit_refs_all``, and ``audit_merged`` holds the last event moved.
+:data:`MERGE_ROWS` references wait, in key order; searches read both through the view
+``audit_refs_all``, and ``audit_merged`` holds the last event moved and how many references
+wait.
 
 AuditEvents are never updated or deleted (the API refuses it), so there is one version per
 event and no history beyond it. They are searched by the parameters of
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -87,7 +88,7 @@ CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
 CREATE TABLE IF NOT EXISTS audit_refs (
   kind INTEGER NOT NULL, ref TEXT NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY (kind, ref, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit_merged (seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_merged (seq INTEGER NOT NULL, waiting INTEGER NOT NULL DEFAULT 0);
 """
 #: The reference rows of the events after the last merge, read from their ``refs`` column.
 _TAIL_REFS = (
@@ -98,10 +99,10 @@ _TAIL_REFS = (
 _VIEW_SQL = (
     "CREATE VIEW audit_refs_all AS SELECT kind, ref, seq FROM audit_refs UNION ALL " + _TAIL_REFS
 )
-#: Events wait with their reference rows in their ``refs`` column (no index, nothing more to
-#: write) until this many have come since the last merge; then the rows move into
-#: ``audit_refs`` in key order, in one statement.
-MERGE_EVENTS = 8_192
+#: Events keep their references in their ``refs`` column (no index, nothing more to write)
+#: until this many references wait; then they move into ``audit_refs`` in key order, in one
+#: statement (a read's event names two, a visit push's about fourteen).
+MERGE_ROWS = 16_384
 _PATIENT, _ENTITY, _AGENT = 0, 1, 2
 _SEP = "\x1f"
 #: The code systems of every record's type and subtype, stored as one character each in those
@@ -138,6 +139,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_events)")}
     if "refs" not in columns:
         conn.execute("ALTER TABLE audit_events ADD COLUMN refs TEXT")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_merged)")}
+    if "waiting" not in columns:
+        conn.execute("ALTER TABLE audit_merged ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0")
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     if "audit_refs_recent" in tables:
         conn.execute("DROP VIEW IF EXISTS audit_refs_all")
@@ -147,7 +151,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
         tables.discard("audit_refs_all")
     if conn.execute("SELECT count(*) FROM audit_merged").fetchone()[0] == 0:
         # Every event before this point has its reference rows in audit_refs already.
-        conn.execute("INSERT INTO audit_merged SELECT coalesce(max(seq), 0) FROM audit_events")
+        conn.execute("INSERT INTO audit_merged (seq) "
+                     "SELECT coalesce(max(seq), 0) FROM audit_events")
     if "audit_refs_all" not in tables:
         conn.execute(_VIEW_SQL)
 
@@ -157,7 +162,7 @@ def append(conn: sqlite3.Connection, records: Sequence[AuditRecord | dict[str, A
 
     A record is stored as its compact JSON array and becomes an AuditEvent when read; an
     AuditEvent created through the API is stored as its JSON. Either way, version 1, and one
-    row: what it is searched by waits in its ``refs`` column. Returns whether enough events
+    row: what it is searched by waits in its ``refs`` column. Returns whether enough references
     wait for :func:`merge_recent_refs` (the caller runs it).
     """
     if not records:
@@ -165,16 +170,19 @@ def append(conn: sqlite3.Connection, records: Sequence[AuditRecord | dict[str, A
     last_updated = now_instant()
     row = conn.execute("SELECT max(seq) FROM audit_events").fetchone()
     seq = int(row[0] or 0)
-    rows = []
+    rows, references = [], 0
     for item in records:
         seq += 1
+        refs = sorted(item.refs()) if isinstance(item, AuditRecord) else _refs(item)
+        references += len(refs)
         if isinstance(item, AuditRecord):
-            rows.append(_record_row(seq, item, last_updated))
+            rows.append(_record_row(seq, item, last_updated, refs))
         else:
-            rows.append(_event_row(seq, item, last_updated))
+            rows.append(_event_row(seq, item, last_updated, refs))
     conn.executemany(_INSERT, rows)
-    merged = conn.execute("SELECT seq FROM audit_merged").fetchone()[0]
-    return bool(seq - merged >= MERGE_EVENTS)
+    conn.execute("UPDATE audit_merged SET waiting = waiting + ?", (references,))
+    waiting = conn.execute("SELECT waiting FROM audit_merged").fetchone()[0]
+    return bool(waiting >= MERGE_ROWS)
 
 
 def merge_recent_refs(conn: sqlite3.Connection) -> None:
@@ -189,7 +197,8 @@ def merge_recent_refs(conn: sqlite3.Connection) -> None:
     """
     conn.execute(f"INSERT OR IGNORE INTO audit_refs SELECT kind, ref, seq FROM ({_TAIL_REFS}) "
                  "ORDER BY kind, ref, seq")
-    conn.execute("UPDATE audit_merged SET seq = (SELECT coalesce(max(seq), 0) FROM audit_events)")
+    conn.execute("UPDATE audit_merged SET seq = (SELECT coalesce(max(seq), 0) FROM audit_events), "
+                 "waiting = 0")
 
 
 def create(conn: sqlite3.Connection, event: dict[str, Any]) -> StoredResource:
@@ -216,26 +225,31 @@ def _short_key(system: str, code: str) -> str:
     return f"{_SHORT_SYSTEMS.get(system, system)}|{code}"
 
 
-def _record_row(seq: int, record: AuditRecord, last_updated: str) -> tuple[object, ...]:
+def _record_row(seq: int, record: AuditRecord, last_updated: str,
+                refs: Sequence[tuple[int, str]]) -> tuple[object, ...]:
     action, kind, subtypes = _interaction_columns(record.interaction)
     outcome = outcome_for_status(record.status).value
     low = record.recorded - record.recorded % 1000  # recorded is kept to the millisecond
-    refs = orjson.dumps([f"{k}{ref}" for k, ref in record.refs()]).decode()
     return (seq, record.id, last_updated, low, low + 1000, action, outcome, kind, subtypes,
-            record.address, orjson.dumps(record.compact()), refs)  # fmt: skip
+            record.address, orjson.dumps(record.compact()), _refs_column(refs))  # fmt: skip
 
 
-def _event_row(seq: int, event: dict[str, Any], last_updated: str) -> tuple[object, ...]:
+def _event_row(seq: int, event: dict[str, Any], last_updated: str,
+               refs: Sequence[tuple[int, str]]) -> tuple[object, ...]:
     recorded = event.get("recorded")
     low, high = date_range(recorded) if isinstance(recorded, str) else (0, 0)
     network = [a.get("network") for a in _list(event.get("agent"))]
     addresses = [n.get("address") for n in network if isinstance(n, dict)]
     content = orjson.dumps(_with_meta(event, last_updated))
     kinds = _codings([event.get("type")]), _codings(_list(event.get("subtype")))
-    refs = orjson.dumps([f"{k}{ref}" for k, ref in _refs(event)]).decode()
     return (seq, event["id"], last_updated, low, high, _text(event.get("action")),
             _text(event.get("outcome")), *kinds, next(iter(addresses), None), content,
-            refs)  # fmt: skip
+            _refs_column(refs))  # fmt: skip
+
+
+def _refs_column(refs: Sequence[tuple[int, str]]) -> str:
+    """The ``refs`` column: a JSON array of ``<kind><reference>`` (see ``_TAIL_REFS``)."""
+    return orjson.dumps([f"{kind}{ref}" for kind, ref in refs]).decode()
 
 
 def _with_meta(event: dict[str, Any], last_updated: str) -> dict[str, Any]:
@@ -281,7 +295,7 @@ def _reference(target: object) -> str | None:
     return None
 
 
-def _refs(event: dict[str, Any]) -> Iterable[tuple[int, str]]:
+def _refs(event: dict[str, Any]) -> list[tuple[int, str]]:
     found: set[tuple[int, str]] = set()
     for item in _list(event.get("entity")):
         ref = _reference(item.get("what"))

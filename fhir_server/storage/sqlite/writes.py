@@ -203,7 +203,7 @@ class SqliteTransaction:
     async def append_audit(self, records: Sequence[Any]) -> None:
         """Append audit records (compact ``AuditRecord`` values or AuditEvents) to the log.
 
-        Moving the waiting reference rows into their index (every ``MERGE_EVENTS`` events) takes
+        Moving the waiting reference rows into their index (every ``MERGE_ROWS`` rows) takes
         tens of milliseconds: it runs in a thread, so the event loop serves reads meanwhile
         (this scope holds the write lock, so nothing else uses the connection).
         """

@@ -93,16 +93,16 @@ def test_event_ids_are_valid_fhir_ids_that_sort_by_time() -> None:
 
 @given(records)
 def test_the_outcome_column_is_the_records_outcome(record: AuditRecord) -> None:
-    row = audit_log._record_row(1, record, "2026-01-01T00:00:00.000000+00:00")
+    row = audit_log._record_row(1, record, "2026-01-01T00:00:00.000000+00:00", [])
     assert row[5:7] == (record.action, record.outcome.value)
 
 
 def test_reference_rows_are_found_before_and_after_they_move_into_the_index(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Reference rows wait in their event's row, then move into ``audit_refs``; searches see
-    both."""
-    monkeypatch.setattr(audit_log, "MERGE_EVENTS", 4)
+    """Reference rows wait in their event's row, then move into ``audit_refs`` once eight
+    wait; searches see both."""
+    monkeypatch.setattr(audit_log, "MERGE_ROWS", 8)
     conn = _log()
     where, args = audit_log._ref_in(audit_log._PATIENT, "Patient/p1")
     expected: list[int] = []
@@ -119,8 +119,8 @@ def test_reference_rows_are_found_before_and_after_they_move_into_the_index(
         found = [row[0] for row in conn.execute(
             f"SELECT a.seq FROM audit_events a WHERE {where} ORDER BY a.seq", args)]
         assert found == expected
-        merged_up_to = conn.execute("SELECT seq FROM audit_merged").fetchone()[0]
-        assert (batch + 1) * 3 - merged_up_to < 4  # a merge once four events wait
+        merged_up_to, waiting = conn.execute("SELECT seq, waiting FROM audit_merged").fetchone()
+        assert waiting == 2 * ((batch + 1) * 3 - merged_up_to) < 8  # two rows per record
     merged = conn.execute("SELECT count(*) FROM audit_refs").fetchone()[0]
     assert merges == 2 and merged == 2 * merged_up_to == 24  # a patient and an agent row each
     waiting = conn.execute("SELECT count(*) FROM audit_refs_all").fetchone()[0]
@@ -192,3 +192,14 @@ def test_type_searches_find_short_and_whole_code_systems() -> None:
     assert ids("subtype", "http://hl7.org/fhir/restful-interaction", "read") == {"new", "old"}
     assert ids("type", "http://dicom.nema.org/resources/ontology/DCM", "110114") == {"login"}
     assert ids("type", "http://other.example", "rest") == set()
+
+
+def test_a_merge_counter_is_added_to_a_log_that_had_none() -> None:
+    conn = _log()
+    conn.executescript("DROP TABLE audit_merged; CREATE TABLE audit_merged (seq INTEGER NOT NULL);"
+                       "INSERT INTO audit_merged VALUES (0);")
+    conn.execute("BEGIN")
+    audit_log.create_schema(conn)
+    audit_log.append(conn, [AuditRecord("read", 200, "e1", 1_000, patients=("p1",))])
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT seq, waiting FROM audit_merged").fetchone() == (0, 1)
