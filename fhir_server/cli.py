@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="items in flight in each process (default 1)")
     load.add_argument("--processes", type=int, default=1,
                       help="loader processes on the same store, each taking every n-th item "
-                           "(default 1; one per CPU keeps all CPUs busy)")
+                           "(default 1; one more than the CPUs keeps them all busy)")
     load.add_argument("--defer-indexes", choices=("auto", "on", "off"), default="auto",
                       help="build the search value indexes after loading instead of row by "
                            "row (SQLite; auto: when the store holds under 100,000 resources)")
