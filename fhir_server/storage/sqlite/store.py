@@ -423,6 +423,15 @@ class SqliteStore:
         self._group = None
         try:
             await run_to_end(conn.execute, "COMMIT")
+        except asyncio.CancelledError:
+            # run_to_end let the COMMIT finish: the group's fate is the connection's state, not
+            # the cancellation of the task that happened to commit for it.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+                group.done.set_exception(StorageBusy("The write was not committed; try again"))
+            else:
+                group.done.set_result(None)
+            raise
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -207,3 +207,33 @@ def test_stored_instants_are_fixed_width_and_sort_as_text() -> None:
     assert texts[0] == "0500-01-01T00:00:00.000000+00:00"
     assert texts[2] == "2026-11-23T08:00:00.120000+00:00"
     assert {len(text) for text in texts} == {32} and texts == sorted(texts)
+
+
+async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancellation reaches the task that committed; the scopes sharing its commit succeed."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+
+    async def commit_then_cancelled(call: Any, *args: Any) -> Any:
+        call(*args)
+        raise asyncio.CancelledError
+
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        monkeypatch.setattr(store_module, "run_to_end", commit_then_cancelled)
+        results = await asyncio.gather(*(_write(store, n, fail=False) for n in range(3)),
+                                       return_exceptions=True)
+        monkeypatch.undo()
+    finally:
+        await store.close()
+    # One scope committed for all three and was cancelled; the other two succeeded.
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 1
+    assert sum(isinstance(r, str) for r in results) == 2
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    ids = {row[0] for row in conn.execute("SELECT id FROM resources")}
+    conn.close()
+    assert ids == {"p0", "p1", "p2"}
