@@ -143,6 +143,18 @@ _CHECKPOINT_EVERY_S = 1.0
 _TURN_COURTESY_S = 0.005
 
 
+#: A WAL of this many frames (pages of 4 KiB: 32 MiB) is started again from its beginning.
+_RESTART_FRAMES = 8192
+#: How long the restarting checkpoint waits for readers still on the old WAL.
+_RESTART_WAIT_MS = 200
+
+
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
+    """Run ``PRAGMA wal_checkpoint(mode)``: (busy, frames in the WAL, frames copied)."""
+    row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    return (int(row[0]), int(row[1]), int(row[2]))
+
+
 class StorageBusy(FhirError):
     """503: the database stayed locked by other writers for longer than the busy timeout."""
 
@@ -225,18 +237,49 @@ class SqliteStore:
         self._reader = self._connect()
 
     async def _checkpoints(self) -> None:
-        """Every ``_CHECKPOINT_EVERY_S``, a PASSIVE checkpoint on a connection of its own, in a
-        thread: it copies what no reader still needs and never waits for or blocks a writer."""
+        """Every ``_CHECKPOINT_EVERY_S``, a checkpoint step on a connection of its own, in a
+        thread: a PASSIVE checkpoint copies what no reader still needs and never waits for or
+        blocks a writer; now and then a short RESTART one keeps the WAL small."""
         conn = self._connect()
         conn.execute("PRAGMA busy_timeout=0")
         try:
             while True:
                 await asyncio.sleep(_CHECKPOINT_EVERY_S)
-                # OperationalError: another process is checkpointing; its turn.
-                with contextlib.suppress(sqlite3.OperationalError):
-                    await run_to_end(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                await self._checkpoint_step(conn)
         finally:
             conn.close()
+
+    async def _checkpoint_step(self, conn: sqlite3.Connection) -> None:
+        """One PASSIVE checkpoint; if the WAL has grown past ``_RESTART_FRAMES``, also one
+        that lets the next writer start the WAL again from its beginning.
+
+        A PASSIVE checkpoint never finishes while writes keep coming (each one appends frames
+        while it copies), and SQLite starts the WAL over only when a writer finds it fully
+        copied; under a steady write load the file grew without end (1 GB after 40,000
+        creates), and with it the page cache and the checkpoint's work.
+        """
+        # OperationalError: another process is checkpointing; its turn.
+        with contextlib.suppress(sqlite3.OperationalError, StorageBusy):
+            frames = (await run_to_end(_checkpoint, conn, "PASSIVE"))[1]
+            if frames >= _RESTART_FRAMES:
+                await self._restart_wal(conn)
+
+    async def _restart_wal(self, conn: sqlite3.Connection) -> None:
+        """A RESTART checkpoint while this process holds its write lock and turn, so no frame
+        is added meanwhile: it copies the frames the PASSIVE one just left (a second's worth)
+        and waits up to ``_RESTART_WAIT_MS`` for readers still on the old WAL."""
+        async with self._write_lock:
+            if self._group is not None:
+                await self._commit(self._group)
+            await self._turn.acquire(self.busy_timeout_s)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
+                try:
+                    await run_to_end(_checkpoint, conn, "RESTART")
+                finally:
+                    conn.execute("PRAGMA busy_timeout=0")
+            finally:
+                self._turn.release()
 
     async def close(self) -> None:
         """Close both connections (and stop the checkpoints; the last closer checkpoints)."""

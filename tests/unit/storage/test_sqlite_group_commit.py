@@ -237,3 +237,70 @@ async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_gr
     ids = {row[0] for row in conn.execute("SELECT id FROM resources")}
     conn.close()
     assert ids == {"p0", "p1", "p2"}
+
+
+def _wal_frames(database: Path) -> int:
+    """The frames in the WAL now (a PASSIVE checkpoint on a connection of its own)."""
+    conn = sqlite3.connect(database)
+    try:
+        return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        conn.close()
+
+
+async def test_a_wal_written_during_every_checkpoint_starts_again_from_its_beginning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a steady write load each PASSIVE checkpoint runs while a write is open, so the
+    WAL is never wholly copied when a writer begins and SQLite never starts it over; the
+    checkpoint step does, once it holds more than ``_RESTART_FRAMES``."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)  # steps run by hand
+    monkeypatch.setattr(store_module, "_RESTART_FRAMES", 50)
+    database = tmp_path / "db.sqlite3"
+    store = SqliteStore(database)
+    await store.open()
+    checkpointer = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    checkpointer.execute("PRAGMA busy_timeout=0")
+    number = 0
+    try:
+        for _ in range(30):
+            async with store.transaction() as tx:  # a write open while the step starts
+                for _ in range(20):
+                    number += 1
+                    await tx.create({**patient(cccd=f"{number:012d}"), "id": f"p{number}"}, None)
+                step = asyncio.ensure_future(store._checkpoint_step(checkpointer))
+                await asyncio.sleep(0.05)
+            await step
+        await _write(store, number + 1, fail=False)
+        frames_after_one_write = _wal_frames(database)
+    finally:
+        checkpointer.close()
+        await store.close()
+    # The WAL holds the last write only (33 frames here); without the restarts, all 31 (460).
+    assert frames_after_one_write < 100
+
+
+async def test_the_checkpoint_step_leaves_a_small_wal_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    restarts: list[object] = []
+
+    async def restart(conn: object) -> None:
+        restarts.append(conn)
+
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    monkeypatch.setattr(store, "_restart_wal", restart)
+    checkpointer = sqlite3.connect(tmp_path / "db.sqlite3", check_same_thread=False)
+    try:
+        await _write(store, 1, fail=False)
+        await store._checkpoint_step(checkpointer)
+    finally:
+        checkpointer.close()
+        await store.close()
+    assert restarts == []
