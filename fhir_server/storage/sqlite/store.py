@@ -143,8 +143,10 @@ _CHECKPOINT_EVERY_S = 1.0
 _TURN_COURTESY_S = 0.005
 
 
-#: A WAL of this many frames (pages of 4 KiB: 32 MiB) is started again from its beginning.
-_RESTART_FRAMES = 8192
+#: A WAL of this many frames (pages of 4 KiB: 256 MiB) is started again from its beginning.
+#: The restart holds the write turn for 25-120 ms on a store of 1,000,000 resources (measured
+#: under the visit push), so it should come seldom: at 8,192 frames it came every second or two.
+_RESTART_FRAMES = 65536
 #: How long the restarting checkpoint waits for readers still on the old WAL.
 _RESTART_WAIT_MS = 200
 
