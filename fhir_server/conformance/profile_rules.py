@@ -5,6 +5,10 @@ form and appends :class:`~fhir_server.errors.Issue` objects with a FHIRPath ``ex
 (``Patient.identifier[0].value``). Paths are tuples of JSON names relative to the rule's root
 (the resource, or one item of a slice); a ``name[x]`` part matches any ``nameType`` key.
 
+The FHIRPath of a visited value is kept as a :data:`Location` (its parent's location, the JSON
+name and the item index) and rendered as text by :func:`expression` only when an issue reports
+it: most values are visited and found valid, and building their text was most of the cost.
+
 Message ids: MSG_PROFILE_CARDINALITY, MSG_PROFILE_SLICE (a slice's value format),
 MSG_PROFILE_PATTERN (fixed/pattern/regex), MSG_PROFILE_TYPE (choice type not allowed),
 MSG_PROFILE_BINDING (code not in a required value set; extensible gives a warning),
@@ -27,6 +31,7 @@ __all__ = [
     "CodeCheck",
     "ExtensionDefinition",
     "InvariantRule",
+    "Location",
     "Node",
     "PatternRule",
     "RegexRule",
@@ -34,11 +39,15 @@ __all__ = [
     "Slice",
     "SliceGroupRule",
     "TypeRule",
+    "expression",
     "select",
 ]
 
 Json = dict[str, Any]
-Node = tuple[Any, str]
+# Where a value is: its FHIRPath text, or (parent location, JSON name, index of the item in the
+# array, None for a single value), rendered by :func:`expression` when an issue needs it.
+Location = str | tuple["Location", str, int | None]
+Node = tuple[Any, Location]
 # (system, code) -> None if valid, else an (severity, message id, text) problem.
 CodeCheck = Callable[[str | None, str], "tuple[str, str, str] | None"]
 
@@ -47,34 +56,71 @@ class Rule(Protocol):
     """One compiled constraint."""
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        """Append the issues of ``root`` (a value and its FHIRPath) to ``issues``."""
+        """Append the issues of ``root`` (a value and its location) to ``issues``."""
 
 
-def _children(value: Any, name: str, expr: str) -> list[Node]:
-    """The values of ``name`` under ``value`` with their FHIRPath; ``x[x]`` matches choices."""
+def expression(location: Location) -> str:
+    """The FHIRPath text of ``location`` (``Patient.identifier[0].value``)."""
+    if isinstance(location, str):
+        return location
+    parent, key, index = location
+    text = f"{expression(parent)}.{key}"
+    return text if index is None else f"{text}[{index}]"
+
+
+def _choice_keys(value: Json, stem: str) -> list[str]:
+    """The keys of ``value`` that are a type of the choice element ``stem[x]``."""
+    size = len(stem)
+    return [k for k in value if k.startswith(stem) and k[size : size + 1].isupper()]
+
+
+def _children(value: Any, name: str, location: Location) -> list[Node]:
+    """The values of ``name`` under ``value`` with their location; ``x[x]`` matches choices."""
     if not isinstance(value, dict):
         return []
     if name.endswith("[x]"):
-        stem = name[:-3]
-        keys = [k for k in value if k.startswith(stem) and k[len(stem) : len(stem) + 1].isupper()]
-    else:
-        keys = [name] if name in value else []
-    out: list[Node] = []
-    for key in keys:
-        child = value[key]
-        if isinstance(child, list):
-            out.extend((item, f"{expr}.{key}[{i}]") for i, item in enumerate(child))
-        else:
-            out.append((child, f"{expr}.{key}"))
-    return out
+        out: list[Node] = []
+        for key in _choice_keys(value, name[:-3]):
+            child = value[key]
+            if isinstance(child, list):
+                out.extend([(item, (location, key, i)) for i, item in enumerate(child)])
+            else:
+                out.append((child, (location, key, None)))
+        return out
+    if name not in value:
+        return []
+    child = value[name]
+    if isinstance(child, list):
+        return [(item, (location, name, i)) for i, item in enumerate(child)]
+    return [(child, (location, name, None))]
 
 
-def select(root: Node, path: tuple[str, ...]) -> list[Node]:
-    """Every value at ``path`` under ``root``, with its FHIRPath."""
-    nodes = [root]
-    for name in path:
-        nodes = [child for value, expr in nodes for child in _children(value, name, expr)]
+def _count(value: Any, name: str) -> int:
+    """How many values ``_children(value, name, ...)`` has (an array counts its items)."""
+    if not isinstance(value, dict):
+        return 0
+    if name.endswith("[x]"):
+        children = [value[key] for key in _choice_keys(value, name[:-3])]
+        return sum(len(child) if isinstance(child, list) else 1 for child in children)
+    if name not in value:
+        return 0
+    child = value[name]
+    return len(child) if isinstance(child, list) else 1
+
+
+def _select(root: Node, path: tuple[str, ...]) -> list[Node]:
+    """Every value at ``path`` under ``root``, with its location."""
+    if not path:
+        return [root]
+    nodes = _children(root[0], path[0], root[1])
+    for name in path[1:]:
+        nodes = [child for value, where in nodes for child in _children(value, name, where)]
     return nodes
+
+
+def select(root: Node, path: tuple[str, ...]) -> list[tuple[Any, str]]:
+    """Every value at ``path`` under ``root``, with its FHIRPath text."""
+    return [(value, expression(where)) for value, where in _select(root, path)]
 
 
 def _issue(severity: str, code: str, message_id: str, text: str, expr: str) -> Issue:
@@ -92,10 +138,10 @@ class CardinalityRule:
     label: str
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, expr in select(root, self.parent):
-            count = len(_children(value, self.name, expr))
+        for value, location in _select(root, self.parent):
+            count = _count(value, self.name)
             if count < self.min or (self.max is not None and count > self.max):
-                where = f"{expr}.{self.name.removesuffix('[x]')}"
+                where = f"{expression(location)}.{self.name.removesuffix('[x]')}"
                 upper = "*" if self.max is None else self.max
                 text = f"{self.label}: found {count}, allowed {self.min}..{upper}"
                 code = "required" if count < self.min else "structure"
@@ -112,8 +158,9 @@ class RegexRule:
     label: str = ""
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, expr in select(root, self.path):
+        for value, location in _select(root, self.path):
             if not isinstance(value, str) or not self.pattern.search(value):
+                expr = expression(location)
                 text = f"{self.label or expr}: '{value}' does not match {self.pattern.pattern}"
                 issues.append(_issue("error", "value", self.message_id, text, expr))
 
@@ -139,9 +186,10 @@ class PatternRule:
     exact: bool
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, expr in select(root, self.path):
+        for value, location in _select(root, self.path):
             ok = value == self.value if self.exact else _contains(value, self.value)
             if not ok:
+                expr = expression(location)
                 kind = "fixed" if self.exact else "pattern"
                 text = f"{expr} does not match the {kind} value {self.value!r}"
                 issues.append(_issue("error", "value", "MSG_PROFILE_PATTERN", text, expr))
@@ -157,10 +205,11 @@ class TypeRule:
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
         stem = self.name.removesuffix("[x]")
-        for value, expr in select(root, self.parent):
+        for value, location in _select(root, self.parent):
             for key in value if isinstance(value, dict) else ():
                 suffix = key[len(stem) :]
                 if key.startswith(stem) and suffix[:1].isupper() and suffix not in self.allowed:
+                    expr = expression(location)
                     text = f"{expr}.{key}: type {suffix} not allowed (only {sorted(self.allowed)})"
                     issues.append(_issue("error", "structure", "MSG_PROFILE_TYPE", text,
                                          f"{expr}.{key}"))  # fmt: skip
@@ -191,15 +240,17 @@ class BindingRule:
     check_code: CodeCheck
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, expr in select(root, self.path):
-            problems = [p for s, c in _codings(value) if (p := self.check_code(s, c))]
+        for value, location in _select(root, self.path):
             codes = _codings(value)
+            problems = [p for s, c in codes if (p := self.check_code(s, c))]
             if self.strength == "required" and (not codes or len(problems) == len(codes)):
+                expr = expression(location)
                 text = f"{expr}: no code from the required value set {self.value_set}"
                 issues.append(_issue("error", "code-invalid", "MSG_PROFILE_BINDING", text, expr))
             elif self.strength == "extensible":
                 for severity, message_id, text in problems:
-                    issues.append(_issue(severity, "code-invalid", message_id, text, expr))
+                    issues.append(_issue(severity, "code-invalid", message_id, text,
+                                         expression(location)))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,10 +266,11 @@ class InvariantRule:
     evaluate: Callable[[Any, Json], bool]
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, expr in select(root, self.context):
+        for value, location in _select(root, self.context):
             if not self.evaluate(value, resource):
                 text = f"{self.key}: {self.human}"
-                issues.append(_issue(self.severity, "invariant", self.message_id, text, expr))
+                issues.append(_issue(self.severity, "invariant", self.message_id, text,
+                                     expression(location)))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,24 +311,29 @@ class SliceGroupRule:
     slices: tuple[Slice, ...]
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, expr in select(root, self.parent):
-            counts = dict.fromkeys((s.name for s in self.slices), 0)
-            for item in _children(value, self.name, expr):
+        for value, location in _select(root, self.parent):
+            counts = dict.fromkeys([s.name for s in self.slices], 0)
+            for item in _children(value, self.name, location):
                 found = self._slice_of(item[0])
                 if found is not None:
                     counts[found.name] += 1
                     for rule in found.rules:
                         rule.check(item, resource, issues)
-            self._check_counts(counts, f"{expr}.{self.name}", issues)
+            self._check_counts(counts, location, issues)
 
     def _slice_of(self, item: Any) -> Slice | None:
         key = item.get(self.discriminator) if isinstance(item, dict) else None
-        return next((s for s in self.slices if s.matches(key)), None)
+        for piece in self.slices:
+            if piece.matches(key):
+                return piece
+        return None
 
-    def _check_counts(self, counts: dict[str, int], where: str, issues: list[Issue]) -> None:
+    def _check_counts(self, counts: dict[str, int], parent: Location, issues: list[Issue]) -> None:
+        where = ""
         for piece in self.slices:
             count = counts[piece.name]
             if count < piece.min or (piece.max is not None and count > piece.max):
+                where = where or f"{expression(parent)}.{self.name}"
                 upper = "*" if piece.max is None else piece.max
                 text = f"{where}:{piece.name}: found {count}, allowed {piece.min}..{upper}"
                 code = "required" if count < piece.min else "structure"

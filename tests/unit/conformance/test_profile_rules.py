@@ -81,3 +81,45 @@ def test_select_follows_arrays_and_choice_types() -> None:
     resource = {"resourceType": "Observation", "component": [{"valueQuantity": {"value": 1}}]}
     found = r.select((resource, "Observation"), ("component", "value[x]", "value"))
     assert found == [(1, "Observation.component[0].valueQuantity.value")]
+
+
+def test_expression_renders_a_location_built_while_walking() -> None:
+    location: r.Location = ((("Patient", "contact", 1), "telecom", 0), "value", None)
+    assert r.expression(location) == "Patient.contact[1].telecom[0].value"
+    assert r.expression("Patient") == "Patient"
+
+
+def test_issues_of_nested_slices_carry_their_full_path_and_text() -> None:
+    phone = r.Slice("phone", 1, 1, value="phone",
+                    rules=[r.RegexRule(("value",), re.compile(r"^0\d{9}$"))])  # fmt: skip
+    rule = r.SliceGroupRule(("contact",), "telecom", "system", (phone,))
+    resource = {"resourceType": "Patient", "contact": [
+        {"telecom": [{"system": "email", "value": "a@b"}, {"system": "phone", "value": "12"}]},
+        {"telecom": {"system": "phone", "value": "0912345678"}},
+        {},
+    ]}  # fmt: skip
+    issues: list[Issue] = []
+    rule.check((resource, "Patient"), resource, issues)
+    where = "Patient.contact[0].telecom[1].value"
+    assert issues == [
+        Issue("error", "value", "MSG_PROFILE_PATTERN",
+              f"{where}: '12' does not match ^0\\d{{9}}$", (where,)),
+        Issue("error", "required", "MSG_PROFILE_CARDINALITY",
+              "Patient.contact[2].telecom:phone: found 0, allowed 1..1",
+              ("Patient.contact[2].telecom",)),
+    ]  # fmt: skip
+
+
+def test_cardinality_counts_every_type_of_a_choice_and_every_array_item() -> None:
+    rule = r.CardinalityRule(("component",), "value[x]", 1, 1, "value")
+    resource = {"resourceType": "Observation", "component": [
+        {"valueString": "a", "valueInteger": 1}, {"valueQuantity": [{}, {}]}, {"value": 1},
+        {"valueString": "b"},
+    ]}  # fmt: skip
+    issues: list[Issue] = []
+    rule.check((resource, "Observation"), resource, issues)
+    assert [(i.code, i.diagnostics, i.expression) for i in issues] == [
+        ("structure", "value: found 2, allowed 1..1", ("Observation.component[0].value",)),
+        ("structure", "value: found 2, allowed 1..1", ("Observation.component[1].value",)),
+        ("required", "value: found 0, allowed 1..1", ("Observation.component[2].value",)),
+    ]
