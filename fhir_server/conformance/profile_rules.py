@@ -100,8 +100,11 @@ def _count(value: Any, name: str) -> int:
     if not isinstance(value, dict):
         return 0
     if name.endswith("[x]"):
-        children = [value[key] for key in _choice_keys(value, name[:-3])]
-        return sum(len(child) if isinstance(child, list) else 1 for child in children)
+        count = 0
+        for key in _choice_keys(value, name[:-3]):
+            child = value[key]
+            count += len(child) if isinstance(child, list) else 1
+        return count
     if name not in value:
         return 0
     child = value[name]
@@ -138,7 +141,7 @@ class CardinalityRule:
     label: str
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.parent):
+        for value, location in _select(root, self.parent) if self.parent else (root,):
             count = _count(value, self.name)
             if count < self.min or (self.max is not None and count > self.max):
                 where = f"{expression(location)}.{self.name.removesuffix('[x]')}"
@@ -158,7 +161,7 @@ class RegexRule:
     label: str = ""
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.path):
+        for value, location in _select(root, self.path) if self.path else (root,):
             if not isinstance(value, str) or not self.pattern.search(value):
                 expr = expression(location)
                 text = f"{self.label or expr}: '{value}' does not match {self.pattern.pattern}"
@@ -186,7 +189,7 @@ class PatternRule:
     exact: bool
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.path):
+        for value, location in _select(root, self.path) if self.path else (root,):
             ok = value == self.value if self.exact else _contains(value, self.value)
             if not ok:
                 expr = expression(location)
@@ -205,7 +208,7 @@ class TypeRule:
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
         stem = self.name.removesuffix("[x]")
-        for value, location in _select(root, self.parent):
+        for value, location in _select(root, self.parent) if self.parent else (root,):
             for key in value if isinstance(value, dict) else ():
                 suffix = key[len(stem) :]
                 if key.startswith(stem) and suffix[:1].isupper() and suffix not in self.allowed:
@@ -240,7 +243,7 @@ class BindingRule:
     check_code: CodeCheck
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.path):
+        for value, location in _select(root, self.path) if self.path else (root,):
             codes = _codings(value)
             problems = [p for s, c in codes if (p := self.check_code(s, c))]
             if self.strength == "required" and (not codes or len(problems) == len(codes)):
@@ -266,7 +269,7 @@ class InvariantRule:
     evaluate: Callable[[Any, Json], bool]
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.context):
+        for value, location in _select(root, self.context) if self.context else (root,):
             if not self.evaluate(value, resource):
                 text = f"{self.key}: {self.human}"
                 issues.append(_issue(self.severity, "invariant", self.message_id, text,
@@ -311,7 +314,7 @@ class SliceGroupRule:
     slices: tuple[Slice, ...]
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.parent):
+        for value, location in _select(root, self.parent) if self.parent else (root,):
             counts = dict.fromkeys([s.name for s in self.slices], 0)
             for item in _children(value, self.name, location):
                 found = self._slice_of(item[0])
