@@ -68,20 +68,17 @@ def expression(location: Location) -> str:
     return text if index is None else f"{text}[{index}]"
 
 
-def _choice_keys(value: Json, stem: str) -> list[str]:
-    """The keys of ``value`` that are a type of the choice element ``stem[x]``."""
-    size = len(stem)
-    return [k for k in value if k.startswith(stem) and k[size : size + 1].isupper()]
-
-
 def _children(value: Any, name: str, location: Location) -> list[Node]:
     """The values of ``name`` under ``value`` with their location; ``x[x]`` matches choices."""
     if not isinstance(value, dict):
         return []
     if name.endswith("[x]"):
+        stem = name[:-3]
+        size = len(stem)
         out: list[Node] = []
-        for key in _choice_keys(value, name[:-3]):
-            child = value[key]
+        for key, child in value.items():
+            if not (key.startswith(stem) and key[size : size + 1].isupper()):
+                continue
             if isinstance(child, list):
                 out.extend([(item, (location, key, i)) for i, item in enumerate(child)])
             else:
@@ -100,10 +97,12 @@ def _count(value: Any, name: str) -> int:
     if not isinstance(value, dict):
         return 0
     if name.endswith("[x]"):
+        stem = name[:-3]
+        size = len(stem)
         count = 0
-        for key in _choice_keys(value, name[:-3]):
-            child = value[key]
-            count += len(child) if isinstance(child, list) else 1
+        for key, child in value.items():
+            if key.startswith(stem) and key[size : size + 1].isupper():
+                count += len(child) if isinstance(child, list) else 1
         return count
     if name not in value:
         return 0
