@@ -120,3 +120,45 @@ def test_unknown_profile_url_is_an_error() -> None:
 def test_validator_loads_profiles_from_a_given_folder(tmp_path: Path) -> None:
     validator = ProfileValidator.from_directory(tmp_path)
     assert validator.profiles == {}
+
+
+def _paths(rules: Any) -> set[tuple[str, ...]]:
+    """Every path a rule walks from its root (slice rules from the root of their items)."""
+    found: set[tuple[str, ...]] = set()
+    for rule in rules:
+        for name in ("parent", "path", "context"):
+            found.add(getattr(rule, name, ()))
+        if isinstance(rule, SliceGroupRule):
+            found.add((*rule.parent, rule.name))
+            for piece in rule.slices:
+                found |= {(*rule.parent, rule.name, *p) for p in _paths(piece.rules)}
+    return found
+
+
+def _eager_select(value: Any, expr: str, path: tuple[str, ...]) -> list[tuple[Any, str]]:
+    """A plain reference walk that formats every FHIRPath as it goes."""
+    if not path:
+        return [(value, expr)]
+    name, rest = path[0], path[1:]
+    if not isinstance(value, dict):
+        return []
+    stem = name.removesuffix("[x]")
+    keys = [k for k in value if k == name or (name.endswith("[x]") and k.startswith(stem)
+                                              and k[len(stem):][:1].isupper())]  # fmt: skip
+    out: list[tuple[Any, str]] = []
+    for key in keys:
+        items = value[key] if isinstance(value[key], list) else [value[key]]
+        for i, item in enumerate(items):
+            at = f"{expr}.{key}[{i}]" if isinstance(value[key], list) else f"{expr}.{key}"
+            out.extend(_eager_select(item, at, rest))
+    return out
+
+
+def test_select_renders_the_same_paths_as_a_plain_walk(tmp_path: Path) -> None:
+    validator = default_validator()
+    resources = [_load(p) for p in (*VALID, *INVALID)] + _generated_resources(tmp_path)[:200]
+    for profile in validator.profiles.values():
+        for path in sorted(_paths(profile.rules)):
+            for resource in (r for r in resources if r["resourceType"] == profile.type):
+                root = (resource, resource["resourceType"])
+                assert select(root, path) == _eager_select(resource, profile.type, path)
