@@ -72,7 +72,7 @@ def _children(value: Any, name: str, location: Location) -> list[Node]:
     """The values of ``name`` under ``value`` with their location; ``x[x]`` matches choices."""
     if not isinstance(value, dict):
         return []
-    if name.endswith("[x]"):
+    if "[" in name and name.endswith("[x]"):  # the cheap test first: most names are plain
         stem = name[:-3]
         size = len(stem)
         out: list[Node] = []
@@ -96,7 +96,7 @@ def _count(value: Any, name: str) -> int:
     """How many values ``_children(value, name, ...)`` has (an array counts its items)."""
     if not isinstance(value, dict):
         return 0
-    if name.endswith("[x]"):
+    if "[" in name and name.endswith("[x]"):
         stem = name[:-3]
         size = len(stem)
         count = 0
