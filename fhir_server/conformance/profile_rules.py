@@ -7,7 +7,7 @@ form and appends :class:`~fhir_server.errors.Issue` objects with a FHIRPath ``ex
 
 The FHIRPath of a visited value is kept as a :data:`Location` (its parent's location, the JSON
 name and the item index) and rendered as text by :func:`expression` only when an issue reports
-it: most values are visited and found valid, and building their text was most of the cost.
+it: most visited values are valid, and formatting a path for each was much of the cost.
 
 Message ids: MSG_PROFILE_CARDINALITY, MSG_PROFILE_SLICE (a slice's value format),
 MSG_PROFILE_PATTERN (fixed/pattern/regex), MSG_PROFILE_TYPE (choice type not allowed),
