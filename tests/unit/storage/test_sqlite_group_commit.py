@@ -304,3 +304,37 @@ async def test_the_checkpoint_step_leaves_a_small_wal_alone(
         checkpointer.close()
         await store.close()
     assert restarts == []
+
+
+async def test_the_database_file_is_synced_outside_the_write_lock_before_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restart holds every writer: what the PASSIVE checkpoints copied is synced first."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    monkeypatch.setattr(store_module, "_RESTART_FRAMES", 1)
+    steps: list[str] = []
+    checkpoint, sync = store_module._checkpoint, store_module._sync_file
+    store = SqliteStore(tmp_path / "db.sqlite3")
+
+    def traced_checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
+        steps.append(f"{mode} locked={store._write_lock.locked()}")
+        return checkpoint(conn, mode)
+
+    def traced_sync(path: str) -> None:
+        steps.append(f"sync locked={store._write_lock.locked()}")
+        sync(path)
+
+    monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
+    monkeypatch.setattr(store_module, "_sync_file", traced_sync)
+    await store.open()
+    checkpointer = sqlite3.connect(tmp_path / "db.sqlite3", check_same_thread=False)
+    try:
+        await _write(store, 1, fail=False)
+        await store._checkpoint_step(checkpointer)
+    finally:
+        checkpointer.close()
+        await store.close()
+    assert steps == ["PASSIVE locked=False", "sync locked=False", "PASSIVE locked=False",
+                     "RESTART locked=True"]
