@@ -55,6 +55,9 @@ class IndexTables(Protocol):
 
     def delete_index(self, conn: sqlite3.Connection, rid: int) -> None: ...
 
+    def insert_fresh(self, conn: sqlite3.Connection, items: Sequence[tuple[int, Any]]) -> None:
+        ...
+
 
 def _default_index_tables() -> IndexTables | ModuleType:
     from fhir_server.storage.sqlite import search_tables
@@ -414,8 +417,10 @@ class SqliteStore:
         conn = await self._enter(durable)
         group = self._group
         assert group is not None
+        tx = writes.SqliteTransaction(conn, self)
         try:
-            yield writes.SqliteTransaction(conn, self)
+            yield tx
+            tx.flush()  # the index rows it kept back (SqliteTransaction.flush)
         except BaseException:
             self._undo_scope(conn, group)
             await self._leave(group)

@@ -60,6 +60,18 @@ class SqliteTransaction:
     def __init__(self, conn: sqlite3.Connection, store: SqliteStore) -> None:
         self.conn = conn
         self.store = store
+        self._fresh: list[tuple[int, Any]] = []
+
+    def flush(self) -> None:
+        """Insert the index rows kept back for the resources this scope inserted.
+
+        A new resource's rows wait here so that a Bundle's go in with one statement per table
+        (``insert_fresh``); anything that reads the index tables or replaces rows flushes
+        them first, and the store flushes at the end of the scope, before it is released.
+        """
+        if self._fresh:
+            fresh, self._fresh = self._fresh, []
+            self.store.index_tables.insert_fresh(self.conn, fresh)
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         """Return the current version (``deleted=True`` for a deleted one) or None."""
@@ -75,6 +87,7 @@ class SqliteTransaction:
 
     async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
         """Return ids of current resources matching ``params`` (full search semantics)."""
+        self.flush()
         return self.store.find_ids_in(self.conn, resource_type, params)
 
     async def find_many(
@@ -82,6 +95,7 @@ class SqliteTransaction:
     ) -> list[list[str]]:
         """``find`` for many queries at once: ``identifier=system|value`` criteria (what a
         hospital push uses for every entry) in one statement per 200, others one by one."""
+        self.flush()
         results: list[list[str] | None] = [None] * len(queries)
         wanted: dict[tuple[str, int, str], list[int]] = {}
         for position, (resource_type, params) in enumerate(queries):
@@ -197,6 +211,7 @@ class SqliteTransaction:
             "UPDATE resources SET version = ?, last_updated = ?, deleted = 1 WHERE rid = ?",
             (version, last_updated, rid),
         )
+        self.flush()
         self.store.index_tables.delete_index(self.conn, rid)
         return StoredResource(resource_type, id, version, last_updated, b"", "DELETE", True)
 
@@ -228,6 +243,7 @@ class SqliteTransaction:
             (resource["resourceType"], resource["id"]),
         ).fetchone()  # AuditEvents (in the audit log) have no rows here: nothing to index
         if row is not None and index is not None:
+            self.flush()
             self.store.index_tables.replace_index(self.conn, row[0], index)
 
     def _insert_version(
@@ -259,8 +275,11 @@ class SqliteTransaction:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (rid, resource_type, id, version, last_updated, method, content),
         )
-        if index is not None:
-            self.store.index_tables.replace_index(self.conn, rid, index, fresh)
+        if index is not None and fresh:
+            self._fresh.append((rid, index))
+        elif index is not None:
+            self.flush()
+            self.store.index_tables.replace_index(self.conn, rid, index)
         return StoredResource(resource_type, id, version, last_updated, content, method)
 
 

@@ -1,0 +1,84 @@
+"""The embedded store writes a scope's new index rows together (``insert_fresh``): the same
+rows as one resource at a time, and never missing from anything that reads them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_server.search.indexing import index_resource
+from fhir_server.search.setup import prepare_search
+from fhir_server.settings import Settings
+from fhir_server.storage.sqlite import search_tables
+from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL
+from fhir_server.storage.sqlite.store import SqliteStore
+from tests.builders import patient
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "visit-bundle.json"
+TABLES = ("search_string", "search_token", "search_text", "search_date", "search_number",
+          "search_quantity", "search_reference", "search_uri", "search_composite",
+          "search_compartment")
+
+
+def _visit_resources() -> list[dict[str, Any]]:
+    bundle = orjson.loads(EXAMPLE.read_bytes())
+    resources = []
+    for n, entry in enumerate(bundle["entry"]):
+        resources.append({**entry["resource"], "id": f"r{n}"})
+    return resources
+
+
+def _contents(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in TABLES}
+
+
+def test_rows_inserted_together_equal_rows_inserted_one_resource_at_a_time() -> None:
+    registry = prepare_search(Settings(seed_search_parameters=False))
+    items = [(rid, index_resource(resource, registry))
+             for rid, resource in enumerate(_visit_resources(), start=1)]
+    assert any(index.composites for _, index in items)  # the Observations have composites
+    together, one_by_one = (sqlite3.connect(":memory:") for _ in range(2))
+    for conn in (together, one_by_one):
+        conn.executescript(CORE_SCHEMA_SQL + search_tables.SCHEMA_SQL)
+    search_tables.insert_fresh(together, items)
+    for rid, index in items:
+        search_tables.replace_index(one_by_one, rid, index, fresh=True)
+    rows = _contents(together)
+    assert rows == _contents(one_by_one)
+    assert sum(map(len, rows.values())) > 100
+
+
+async def test_a_scope_s_kept_back_rows_are_seen_by_its_own_finds_and_written_at_its_end(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    store.registry = prepare_search(Settings(seed_search_parameters=False))
+    await store.open()
+    identifier = "http://fhir.ehealth.gov.vn/core/sid/national_id|001085000001"
+    try:
+        async with store.transaction() as tx:
+            first = {**patient(cccd="001085000001"), "id": "p1"}
+            await tx.create(first, index_resource(first, store.registry))
+            assert tx._fresh  # kept back...
+            assert await tx.find("Patient", [("identifier", identifier)]) == ["p1"]  # ...not lost
+            assert not tx._fresh
+            second = {**patient(cccd="001085000002"), "id": "p2"}
+            await tx.create(second, index_resource(second, store.registry))
+            gone = {**patient(cccd="001085000003"), "id": "p3"}
+            await tx.create(gone, index_resource(gone, store.registry))
+            await tx.delete("Patient", "p3")  # rows of a resource made in this scope go too
+        async with store.transaction() as tx:
+            found = await tx.find_many([
+                ("Patient", [("identifier", identifier[:-1] + "2")]),
+                ("Patient", [("identifier", identifier[:-1] + "3")]),
+            ])
+    finally:
+        await store.close()
+    assert found == [["p2"], []]
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    rids = {rid for (rid,) in conn.execute("SELECT rid FROM search_token")}
+    deleted = conn.execute("SELECT rid FROM resources WHERE id = 'p3'").fetchone()[0]
+    assert deleted not in rids and len(rids) == 2
