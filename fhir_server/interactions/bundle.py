@@ -79,6 +79,8 @@ def _prepare(services: Services, entry: PlannedEntry) -> None:
                 entry.resource["id"] = new_id()
             elif entry.id is not None:
                 bundle_exec.check_put_id(entry)
+            # Found here, not under the write lock (the resolution there rewrites their values).
+            bundle_exec.reference_holders(entry)
     except FhirError as exc:
         raise at_entry(exc, entry.index, entry.resource_type) from None
 
