@@ -116,3 +116,48 @@ def test_the_precomputed_index_is_kept_patched_or_dropped() -> None:
         ("subject", "Patient", "p0", ""),), compartments=("p0",))
     assert precomputed_index(entry({**found, "id": "e0"}, renames)) is None
     assert precomputed_index(entry({**found, "status": "finished"}, renames)) is None
+
+
+async def test_preparing_a_bundle_lets_other_tasks_run_between_its_entries(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that holds the store's turn must not wait for a whole Bundle's preparation."""
+    import asyncio
+    from itertools import pairwise
+
+    from fhir_server.interactions import bundle as bundle_module
+
+    ticks = 0
+    seen_by_prepare: list[int] = []
+    seen_by_index: list[int] = []
+    prepare, index = bundle_module._prepare, Services.index
+
+    def spying_prepare(services: Services, entry: Any) -> None:
+        seen_by_prepare.append(ticks)
+        prepare(services, entry)
+
+    def spying_index(self: Services, resource: dict[str, Any]) -> object | None:
+        seen_by_index.append(ticks)
+        return index(self, resource)
+
+    monkeypatch.setattr(bundle_module, "_prepare", spying_prepare)
+    monkeypatch.setattr(Services, "index", spying_index)
+    done = False
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_task())
+    await asyncio.sleep(0)
+    try:
+        outcome = await process_bundle(services, _visits(tmp_path, 1)[0])
+    finally:
+        done = True
+        await other
+    assert outcome.status == 200
+    assert len(seen_by_prepare) >= 5 and len(seen_by_index) >= 5
+    for seen in (seen_by_prepare, seen_by_index):
+        assert all(later > earlier for earlier, later in pairwise(seen))
