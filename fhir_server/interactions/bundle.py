@@ -23,7 +23,7 @@ from fhir_server.interactions.bundle_entries import (
     parse_entry,
     status_text,
 )
-from fhir_server.interactions.context import Outcome, Services, new_id, pass_turn
+from fhir_server.interactions.context import Outcome, Services, new_id
 from fhir_server.interactions.prepare import prepare_resource
 from fhir_server.outcomes import operation_outcome
 from fhir_server.security import guard
@@ -104,7 +104,6 @@ async def transaction(services: Services, bundle: dict[str, Any]) -> Outcome:
     entries = _plan(services, bundle)
     for entry in entries:
         _prepare(services, entry)
-        await pass_turn()
     _collect_audit()
     # Resolve and index a copy outside the write lock; the transaction reuses what still holds.
     await bundle_exec.optimistic_indexes(services, entries)

@@ -21,7 +21,7 @@ from fhir_server.interactions.bundle_entries import (
     rewrite_references,
     status_text,
 )
-from fhir_server.interactions.context import Outcome, Services, new_id, pass_turn
+from fhir_server.interactions.context import Outcome, Services, new_id
 from fhir_server.interactions.create import create_in
 from fhir_server.interactions.patch import apply_patch
 from fhir_server.interactions.preconditions import parse_version_tag
@@ -191,7 +191,6 @@ async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) ->
         if copy.resource is not None and copy.method in ("POST", "PUT") \
                 and "existing" not in copy.extra:
             original.extra["optimistic"] = (copy.resource, services.index(copy.resource))
-            await pass_turn()
 
 
 def _copy(entry: PlannedEntry) -> PlannedEntry:

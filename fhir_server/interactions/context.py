@@ -7,7 +7,6 @@ tests.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
@@ -24,7 +23,7 @@ from fhir_server.storage.port import (
     StoreTransaction,
 )
 
-__all__ = ["Outcome", "Services", "new_id", "pass_turn"]
+__all__ = ["Outcome", "Services", "new_id"]
 
 
 def new_id() -> str:
@@ -42,19 +41,6 @@ def new_id() -> str:
     value = (millis << 80 | 0x7 << 76 | (random_bits >> 62 & 0xFFF) << 64
              | 0b10 << 62 | random_bits & 0x3FFF_FFFF_FFFF_FFFF)
     return str(uuid.UUID(int=value))
-
-
-async def pass_turn() -> None:
-    """Let the event loop run what is ready before going on with a long piece of CPU work.
-
-    Preparing a Bundle (validating and indexing a dozen resources) takes milliseconds of CPU
-    without awaiting anything. Meanwhile a write of the same process may hold the store's
-    write turn, which every worker process waits for, and be ready to go on: without a pause
-    between entries it waited for the whole preparation (measured under the visit push on
-    the 1M store: 4.8-8.4 ms on average from being given the turn to using it, 0.7-1.5 ms
-    with a pause after each entry, which costs about 5 µs).
-    """
-    await asyncio.sleep(0)
 
 
 @dataclass
