@@ -169,15 +169,10 @@ def _rows(rid: int, index: SearchIndex) -> dict[str, list[tuple[object, ...]]]:
     }
 
 
-def replace_index(
-    conn: sqlite3.Connection, rid: int, index: SearchIndex, fresh: bool = False
-) -> None:
-    """Replace the index rows of resource ``rid`` (call inside the write's transaction).
-
-    ``fresh`` says the resource was just inserted, so it has no old rows to delete.
-    """
-    if not fresh:
-        delete_index(conn, rid)
+def replace_index(conn: sqlite3.Connection, rid: int, index: SearchIndex) -> None:
+    """Replace the index rows of resource ``rid`` (call inside the write's transaction);
+    a resource just inserted has none to delete: :func:`insert_fresh`."""
+    delete_index(conn, rid)
     insert_fresh(conn, [(rid, index)])
 
 

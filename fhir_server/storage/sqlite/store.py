@@ -49,9 +49,7 @@ class IndexTables(Protocol):
 
     SCHEMA_SQL: str
 
-    def replace_index(
-        self, conn: sqlite3.Connection, rid: int, index: Any, fresh: bool = False
-    ) -> None: ...
+    def replace_index(self, conn: sqlite3.Connection, rid: int, index: Any) -> None: ...
 
     def delete_index(self, conn: sqlite3.Connection, rid: int) -> None: ...
 
@@ -147,8 +145,8 @@ _TURN_COURTESY_S = 0.005
 
 
 #: A WAL of this many frames (pages of 4 KiB: 256 MiB) is started again from its beginning.
-#: The restart holds the write turn for 25-120 ms on a store of 1,000,000 resources (measured
-#: under the visit push), so it should come seldom: at 8,192 frames it came every second or two.
+#: The restart holds the write turn (15-35 ms on a store of 1,000,000 resources under the visit
+#: push), so it should come seldom: at 8,192 frames it came every second or two.
 _RESTART_FRAMES = 65536
 #: How long the restarting checkpoint waits for readers still on the old WAL.
 _RESTART_WAIT_MS = 200

@@ -282,6 +282,17 @@ async def test_a_wal_written_during_every_checkpoint_starts_again_from_its_begin
     assert frames_after_one_write < 100
 
 
+async def _one_write_and_checkpoint_step(store: SqliteStore, database: Path) -> None:
+    """Write once to the opened ``store``, run one checkpoint step, close the store."""
+    checkpointer = sqlite3.connect(database, check_same_thread=False)
+    try:
+        await _write(store, 1, fail=False)
+        await store._checkpoint_step(checkpointer)
+    finally:
+        checkpointer.close()
+        await store.close()
+
+
 async def test_the_checkpoint_step_leaves_a_small_wal_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,13 +307,7 @@ async def test_the_checkpoint_step_leaves_a_small_wal_alone(
     store = SqliteStore(tmp_path / "db.sqlite3")
     await store.open()
     monkeypatch.setattr(store, "_restart_wal", restart)
-    checkpointer = sqlite3.connect(tmp_path / "db.sqlite3", check_same_thread=False)
-    try:
-        await _write(store, 1, fail=False)
-        await store._checkpoint_step(checkpointer)
-    finally:
-        checkpointer.close()
-        await store.close()
+    await _one_write_and_checkpoint_step(store, tmp_path / "db.sqlite3")
     assert restarts == []
 
 
@@ -329,12 +334,6 @@ async def test_the_database_file_is_synced_outside_the_write_lock_before_a_resta
     monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
     monkeypatch.setattr(store_module, "_sync_file", traced_sync)
     await store.open()
-    checkpointer = sqlite3.connect(tmp_path / "db.sqlite3", check_same_thread=False)
-    try:
-        await _write(store, 1, fail=False)
-        await store._checkpoint_step(checkpointer)
-    finally:
-        checkpointer.close()
-        await store.close()
+    await _one_write_and_checkpoint_step(store, tmp_path / "db.sqlite3")
     assert steps == ["PASSIVE locked=False", "sync locked=False", "PASSIVE locked=False",
                      "RESTART locked=True"]

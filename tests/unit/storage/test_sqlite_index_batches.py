@@ -45,7 +45,7 @@ def test_rows_inserted_together_equal_rows_inserted_one_resource_at_a_time() -> 
         conn.executescript(CORE_SCHEMA_SQL + search_tables.SCHEMA_SQL)
     search_tables.insert_fresh(together, items)
     for rid, index in items:
-        search_tables.replace_index(one_by_one, rid, index, fresh=True)
+        search_tables.replace_index(one_by_one, rid, index)
     rows = _contents(together)
     assert rows == _contents(one_by_one)
     assert sum(map(len, rows.values())) > 100
