@@ -76,14 +76,27 @@ async def _scope(store: SqliteStore, number: int, durable: bool) -> None:
 
 
 @pytest.mark.parametrize("order, commits", [
-    ((False,), [(False, 1)]),                    # alone: synchronous=NORMAL, no fsync
-    ((True, False), [(True, 2)]),                # a relaxed scope may join a durable group
-    ((False, True), [(False, 1), (True, 2)]),    # a durable one never joins a relaxed group
-    ((False, False, True, False), [(False, 1), (True, 2)]),
+    ((False,), [(False, 1)]),                    # alone: no fsync at all
+    ((True, False), [(True, 1)]),                # a relaxed scope may join a durable group
+    ((False, True), [(True, 1)]),                # a durable one makes the group durable
+    ((False, False, True, False), [(True, 1)]),
 ])
 async def test_relaxed_scopes_skip_the_fsync_only_among_themselves(
-    tmp_path: Path, order: tuple[bool, ...], commits: list[tuple[bool, int]]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: tuple[bool, ...],
+    commits: list[tuple[bool, int]],
 ) -> None:
+    """The writer runs synchronous=NORMAL; a group with a durable scope is synced after it."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    synced: list[str] = []
+    sync = store_module._sync_file
+
+    def traced_sync(path: str) -> None:
+        synced.append(path)
+        sync(path)
+
+    monkeypatch.setattr(store_module, "_sync_file", traced_sync)
     store = SqliteStore(tmp_path / "db.sqlite3", synchronous="FULL")
     await store.open()
     seen: list[tuple[bool, int]] = []
@@ -101,9 +114,152 @@ async def test_relaxed_scopes_skip_the_fsync_only_among_themselves(
     finally:
         await store.close()
     assert seen == commits
+    assert synced == [f"{tmp_path / 'db.sqlite3'}-wal"] * sum(d for d, _ in commits)
     conn = sqlite3.connect(tmp_path / "db.sqlite3")
     assert conn.execute("SELECT count(*) FROM resources").fetchone()[0] == len(order)
     conn.close()
+
+
+async def test_a_durable_write_returns_after_a_wal_sync_made_outside_the_lock_and_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """synchronous=FULL would fsync inside COMMIT, holding every writer of every process."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    store = SqliteStore(tmp_path / "db.sqlite3", synchronous="FULL")
+    steps: list[str] = []
+
+    def traced_sync(path: str) -> None:
+        held = store._write_lock.locked() or store._turn._held
+        steps.append(f"sync {Path(path).name} held={held} "
+                     f"committed={_count_elsewhere(tmp_path)}")
+
+    monkeypatch.setattr(store_module, "_sync_file", traced_sync)
+    await store.open()
+    try:
+        await _write(store, 1, fail=False)
+        steps.append("returned")
+    finally:
+        await store.close()
+    assert steps == ["sync db.sqlite3-wal held=False committed=1", "returned"]
+
+
+def _count_elsewhere(tmp_path: Path) -> int:
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    try:
+        return int(conn.execute("SELECT count(*) FROM resources").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_groups_committed_during_a_sync_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    release = threading.Event()
+    syncs: list[int] = []
+
+    def slow_sync(path: str) -> None:
+        syncs.append(_count_elsewhere(tmp_path))
+        if len(syncs) == 1:
+            assert release.wait(10)
+
+    monkeypatch.setattr(store_module, "_sync_file", slow_sync)
+    store = SqliteStore(tmp_path / "db.sqlite3", synchronous="FULL")
+    await store.open()
+    try:
+        first = asyncio.ensure_future(_write(store, 0, fail=False))
+        while not syncs:
+            await asyncio.sleep(0.001)
+        # The first group is committed and its sync is running: two more groups commit.
+        later = [asyncio.ensure_future(_write(store, n, fail=False)) for n in (1, 2)]
+        while _count_elsewhere(tmp_path) < 3:
+            await asyncio.sleep(0.001)
+        assert not first.done() and not any(task.done() for task in later)
+        release.set()
+        await asyncio.gather(first, *later)
+    finally:
+        await store.close()
+    assert syncs == [1, 3]  # one sync for the first group, one for the two after it
+
+
+async def test_a_failed_wal_sync_fails_the_writes_it_would_acknowledge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_server.storage.sqlite import store as store_module
+    from fhir_server.storage.sqlite.store import StorageNotSynced
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+
+    def failing_sync(path: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(store_module, "_sync_file", failing_sync)
+    store = SqliteStore(tmp_path / "db.sqlite3", synchronous="FULL")
+    await store.open()
+    try:
+        with pytest.raises(StorageNotSynced) as failed:
+            await _write(store, 1, fail=False)
+    finally:
+        await store.close()
+    assert failed.value.status == 500
+    assert "synced" in str(failed.value)
+
+
+async def test_a_store_run_with_synchronous_normal_never_syncs_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    synced: list[str] = []
+    monkeypatch.setattr(store_module, "_sync_file", synced.append)
+    store = SqliteStore(tmp_path / "db.sqlite3", synchronous="NORMAL")
+    await store.open()
+    try:
+        await asyncio.gather(*(_write(store, n, fail=False) for n in range(3)))
+    finally:
+        await store.close()
+    assert synced == []
+
+
+async def test_a_wal_deleted_by_the_last_closer_is_synced_as_the_database_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process closing last checkpoints the WAL into the database file and deletes it
+    between our COMMIT and our sync (seen in a three-process load): the commits are in the
+    database file, which is synced instead, and the write succeeds."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    synced: list[str] = []
+    sync = store_module._sync_file
+    database = tmp_path / "db.sqlite3"
+
+    def sync_after_the_wal_went(path: str) -> None:
+        if path.endswith("-wal"):
+            other = sqlite3.connect(database)  # the checkpoint and delete of a last closer
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            other.close()
+            Path(path).unlink()
+        synced.append(Path(path).name)
+        sync(path)
+
+    monkeypatch.setattr(store_module, "_sync_file", sync_after_the_wal_went)
+    store = SqliteStore(database, synchronous="FULL")
+    await store.open()
+    try:
+        assert await _write(store, 1, fail=False) == "p1"
+    finally:
+        monkeypatch.undo()
+        await store.close()
+    assert synced == ["db.sqlite3-wal", "db.sqlite3"]
+    assert _count_elsewhere(tmp_path) == 1
 
 
 async def test_finding_identifiers_set_wise_uses_the_token_index(tmp_path: Path) -> None:
@@ -217,7 +373,11 @@ async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_gr
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
 
+    real_run_to_end = store_module.run_to_end
+
     async def commit_then_cancelled(call: Any, *args: Any) -> Any:
+        if args != ("COMMIT",):  # the WAL sync after it
+            return await real_run_to_end(call, *args)
         call(*args)
         raise asyncio.CancelledError
 
@@ -328,7 +488,8 @@ async def test_the_database_file_is_synced_outside_the_write_lock_before_a_resta
         return checkpoint(conn, mode)
 
     def traced_sync(path: str) -> None:
-        steps.append(f"sync locked={store._write_lock.locked()}")
+        if not path.endswith("-wal"):  # the WAL's own sync acknowledges the write
+            steps.append(f"sync locked={store._write_lock.locked()}")
         sync(path)
 
     monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
