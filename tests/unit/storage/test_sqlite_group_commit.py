@@ -145,12 +145,17 @@ async def test_a_durable_write_returns_after_a_wal_sync_made_outside_the_lock_an
     assert steps == ["sync db.sqlite3-wal held=False committed=1", "returned"]
 
 
-def _count_elsewhere(tmp_path: Path) -> int:
-    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+def _scalar(database: Path, sql: str, column: int = 0) -> int:
+    """One number read on a connection of its own (another process's view)."""
+    conn = sqlite3.connect(database)
     try:
-        return int(conn.execute("SELECT count(*) FROM resources").fetchone()[0])
+        return int(conn.execute(sql).fetchone()[column])
     finally:
         conn.close()
+
+
+def _count_elsewhere(tmp_path: Path) -> int:
+    return _scalar(tmp_path / "db.sqlite3", "SELECT count(*) FROM resources")
 
 
 async def test_groups_committed_during_a_sync_share_the_next_one(
@@ -400,11 +405,7 @@ async def test_a_scope_cancelled_while_its_group_syncs_leaves_the_others_acknowl
 
 def _wal_frames(database: Path) -> int:
     """The frames in the WAL now (a PASSIVE checkpoint on a connection of its own)."""
-    conn = sqlite3.connect(database)
-    try:
-        return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
-    finally:
-        conn.close()
+    return _scalar(database, "PRAGMA wal_checkpoint(PASSIVE)", column=1)
 
 
 async def test_a_wal_written_during_every_checkpoint_starts_again_from_its_beginning(
