@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -186,6 +187,9 @@ class StorageBusy(FhirError):
     status = 503
     issue_code = "transient"
     default_message_id = "MSG_STORAGE_BUSY"
+
+
+_LOG = logging.getLogger("fhir_server.storage")
 
 
 class StorageNotSynced(FhirError):
@@ -562,6 +566,9 @@ class SqliteStore:
                 await run_to_end(_sync_commits, self.path)
             except BaseException as exc:
                 failure = StorageNotSynced(f"The write could not be synced to disk: {exc}")
+                if isinstance(exc, Exception):
+                    _LOG.error("syncing the WAL of %s failed (%d commits not acknowledged): %r",
+                               self.path, len(batch), exc)
                 if not isinstance(exc, Exception):  # cancelled: fail everything still waiting
                     batch, self._unsynced = batch + self._unsynced, []
                 for group in batch:

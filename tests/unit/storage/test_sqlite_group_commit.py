@@ -194,7 +194,7 @@ async def test_groups_committed_during_a_sync_share_the_next_one(
 
 
 async def test_a_failed_wal_sync_fails_the_writes_it_would_acknowledge(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from fhir_server.storage.sqlite import store as store_module
     from fhir_server.storage.sqlite.store import StorageNotSynced
@@ -214,6 +214,8 @@ async def test_a_failed_wal_sync_fails_the_writes_it_would_acknowledge(
         await store.close()
     assert failed.value.status == 500
     assert "synced" in str(failed.value)
+    assert any("syncing the WAL" in r.getMessage() and r.levelname == "ERROR"
+               for r in caplog.records)
 
 
 async def test_a_store_run_with_synchronous_normal_never_syncs_the_wal(
