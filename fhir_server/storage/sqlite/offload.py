@@ -1,8 +1,8 @@
 """Running a blocking SQLite call in a thread without leaving it behind on cancellation.
 
 ``asyncio.to_thread`` returns as soon as the awaiting task is cancelled, but the thread goes on
-running the call. If the caller then uses or closes the same connection (a rollback, or
-``close()`` after a cancelled checkpoint), two threads are inside one SQLite
+running the call. If the caller then uses or closes the same connection (a rollback after a
+cancelled commit, ``close()`` after a cancelled checkpoint), two threads are inside one SQLite
 connection at once, which can crash the process (seen as a segmentation fault in
 ``libsqlite3`` when a loader process closed its store during a checkpoint).
 :func:`run_to_end` waits for the thread to finish before the cancellation goes on.

@@ -522,18 +522,20 @@ class SqliteStore:
             self._write_lock.release()
 
     async def _commit(self, group: _Group) -> None:
-        """COMMIT on the event loop's thread, then ``_settle``.
-
-        The writer runs ``synchronous=NORMAL`` (``_own_sync``; an in-memory store has no disk),
-        so COMMIT only writes the group's pages into the WAL: a thread hop cost more, and held
-        the turn longer (create, alternating runs: 0.59-0.83 ms of turn per create inline,
-        0.81-1.05 ms in a thread). Being synchronous, it is never cut by a cancellation.
-        """
         conn = self._writer
         assert conn is not None
         self._group = None
         try:
-            conn.execute("COMMIT")
+            await run_to_end(conn.execute, "COMMIT")
+        except asyncio.CancelledError:
+            # run_to_end let the COMMIT finish: the group's fate is the connection's state, not
+            # the cancellation of the task that happened to commit for it.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+                group.done.set_exception(StorageBusy("The write was not committed; try again"))
+            else:
+                self._settle(group)
+            raise
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

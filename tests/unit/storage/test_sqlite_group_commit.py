@@ -372,11 +372,45 @@ def test_stored_instants_are_fixed_width_and_sort_as_text() -> None:
     assert {len(text) for text in texts} == {32} and texts == sorted(texts)
 
 
+async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancellation reaches the task that committed; the scopes sharing its commit succeed."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+
+    real_run_to_end = store_module.run_to_end
+
+    async def commit_then_cancelled(call: Any, *args: Any) -> Any:
+        if args != ("COMMIT",):  # the WAL sync after it
+            return await real_run_to_end(call, *args)
+        call(*args)
+        raise asyncio.CancelledError
+
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        monkeypatch.setattr(store_module, "run_to_end", commit_then_cancelled)
+        results = await asyncio.gather(*(_write(store, n, fail=False) for n in range(3)),
+                                       return_exceptions=True)
+        monkeypatch.undo()
+    finally:
+        await store.close()
+    # One scope committed for all three and was cancelled; the other two succeeded.
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 1
+    assert sum(isinstance(r, str) for r in results) == 2
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    ids = {row[0] for row in conn.execute("SELECT id FROM resources")}
+    conn.close()
+    assert ids == {"p0", "p1", "p2"}
+
+
 async def test_a_scope_cancelled_while_its_group_syncs_leaves_the_others_acknowledged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The COMMIT runs on the loop and cannot be cut; a cancellation can only reach a scope
-    waiting for the WAL sync: its write is committed, and the scopes sharing it succeed."""
+    """A cancellation that reaches a scope waiting for the WAL sync: its write is committed,
+    and the scopes sharing it succeed."""
     import threading
 
     from fhir_server.storage.sqlite import store as store_module
