@@ -154,7 +154,8 @@ _RESTART_WAIT_MS = 200
 
 
 def _sync_file(path: str) -> None:
-    """fsync a file (the database, whose pages checkpoints copied) through a fd of its own."""
+    """fsync a file (the WAL, or the database whose pages checkpoints copied) through a fd of
+    its own."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -200,6 +201,12 @@ class StorageNotSynced(FhirError):
     default_message_id = "MSG_STORAGE_SYNC"
 
 
+def _fail(groups: list[_Group], exc: BaseException) -> None:
+    failure = StorageNotSynced(f"The write could not be synced to disk: {exc}")
+    for group in groups:
+        group.done.set_exception(failure)
+
+
 class SqliteStore:
     """``ResourceStore`` over a SQLite file; see the module docstring for concurrency."""
 
@@ -224,9 +231,8 @@ class SqliteStore:
         self._write_lock = asyncio.Lock()
         self._waiting = 0
         self._group: _Group | None = None
-        self._sync_mode = synchronous
         # synchronous=FULL is kept by syncing the WAL after COMMIT ourselves (_settle), outside
-        # the write lock and turn: the writer connection itself runs NORMAL.
+        # the write lock and turn: the writer connection itself always runs NORMAL.
         self._own_sync = synchronous == "FULL" and self.path != ":memory:"
         self._unsynced: list[_Group] = []
         self._syncer: asyncio.Task[None] | None = None
@@ -273,9 +279,8 @@ class SqliteStore:
         # writes pages all over the file and fsyncs it, stalling every writer behind the
         # lock); a background task checkpoints passively instead, beside the writers.
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
-        if self._own_sync:
-            self._writer.execute("PRAGMA synchronous=NORMAL")
-            self._sync_mode = "NORMAL"
+        # No fsync inside COMMIT: durable groups are synced after the lock (_settle).
+        self._writer.execute("PRAGMA synchronous=NORMAL")
         self._turn.open()
         if self.path != ":memory:":
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
@@ -344,8 +349,7 @@ class SqliteStore:
             if self._group is not None:
                 await self._commit(self._group)
             if self._syncer is not None:
-                with contextlib.suppress(Exception):
-                    await self._syncer
+                await asyncio.wait({self._syncer})  # its failures went to the groups
             for conn in (self._reader, self._writer):
                 if conn is not None:
                     conn.close()
@@ -439,14 +443,14 @@ class SqliteStore:
 
         Scopes run one at a time (the write lock), each inside a SAVEPOINT of an outer SQLite
         transaction. A scope that ends while others are waiting leaves the outer transaction
-        open for them; the last one of the group commits (the fsync runs in a thread, so
-        reads go on). Every scope returns only after the commit that includes it, so an
-        acknowledged write is durable; a failing scope rolls back to its own savepoint only.
+        open for them; the last one of the group commits (in a thread, so reads go on). Every
+        scope returns only after the commit that includes it is on disk (``_settle``: the WAL
+        sync after the lock), so an acknowledged write is durable; a failing scope rolls back
+        to its own savepoint only.
 
-        ``durable=False`` (the batches of read AuditEvents) lets the commit skip the fsync when
-        no durable scope shares it (``synchronous=NORMAL`` for that group): still atomic, and
-        it survives the process being killed, but not a power cut. A durable scope never joins
-        such a group; it commits it first and starts its own.
+        ``durable=False`` (the batches of read AuditEvents) lets the group skip the WAL sync
+        when no durable scope shares it: still atomic, and it survives the process being
+        killed, but not a power cut. A durable scope joining such a group makes it durable.
         """
         conn = await self._enter(durable)
         group = self._group
@@ -473,13 +477,11 @@ class SqliteStore:
         try:
             if conn is None:
                 raise RuntimeError("store is not open")
-            if self._group is not None and durable and not self._group.durable:
-                if self._own_sync:
-                    self._group.durable = True  # the WAL sync after its commit covers it
-                else:
-                    await self._commit(self._group)
-            if self._group is None:
-                self._set_durability(conn, durable)
+            if self._group is not None:
+                # A durable scope joining a relaxed group: the WAL sync after its commit covers
+                # every scope of it.
+                self._group.durable = self._group.durable or durable
+            else:
                 await self._turn.acquire(self.busy_timeout_s)
                 try:
                     await self._begin(conn)
@@ -492,14 +494,6 @@ class SqliteStore:
             self._write_lock.release()
             raise
         return conn
-
-    def _set_durability(self, conn: sqlite3.Connection, durable: bool) -> None:
-        """``synchronous`` for the next group (it cannot change inside a transaction); with
-        our own WAL sync (``_own_sync``) the writer always runs NORMAL."""
-        wanted = self.synchronous if durable and not self._own_sync else "NORMAL"
-        if wanted != self._sync_mode:
-            conn.execute(f"PRAGMA synchronous={'FULL' if wanted == 'FULL' else 'NORMAL'}")
-            self._sync_mode = wanted
 
     def _undo_scope(self, conn: sqlite3.Connection, group: _Group) -> None:
         if conn.in_transaction:
@@ -566,18 +560,15 @@ class SqliteStore:
             batch, self._unsynced = self._unsynced, []
             try:
                 await run_to_end(_sync_commits, self.path)
-            except BaseException as exc:
-                failure = StorageNotSynced(f"The write could not be synced to disk: {exc}")
-                if isinstance(exc, Exception):
-                    _LOG.error("syncing the WAL of %s failed (%d commits not acknowledged): %r",
-                               self.path, len(batch), exc)
-                if not isinstance(exc, Exception):  # cancelled: fail everything still waiting
-                    batch, self._unsynced = batch + self._unsynced, []
-                for group in batch:
-                    group.done.set_exception(failure)
-                if not isinstance(exc, Exception):
-                    raise
+            except Exception as exc:
+                _LOG.error("syncing the WAL of %s failed (%d commits not acknowledged): %r",
+                           self.path, len(batch), exc)
+                _fail(batch, exc)
                 continue
+            except BaseException as exc:  # cancelled: fail everything still waiting
+                _fail(batch + self._unsynced, exc)
+                self._unsynced = []
+                raise
             for group in batch:
                 group.done.set_result(None)
 
