@@ -118,6 +118,9 @@ def _add_composites(rows: _Rows, plan: _Plan, elements: list[Any]) -> None:
         for position, (kind, walker) in enumerate(plan.components):
             for value in walker(element):
                 parts.add(str(position), kind, value)
+        # A component takes no modifier, so the ``:text`` rows of its tokens would never be
+        # read: not storing them saves about 11 rows per visit Bundle.
+        parts.tables["texts"].clear()
         element_index = SearchIndex(resource_type="", id="", **parts.frozen())  # type: ignore[arg-type]
         if len(element_index.codes()) == len(plan.components):
             rows.tables["composites"][(plan.code, element_index)] = None

@@ -176,6 +176,23 @@ def _sync_commits(database: str) -> None:
         _sync_file(database)
 
 
+def _commit_passing_turn(conn: sqlite3.Connection, turn: _WriterTurn,
+                         committed: list[bool]) -> None:
+    """COMMIT (or roll back what failed to commit), then release the turn; in a thread.
+
+    ``committed`` gets ``True`` once the COMMIT has succeeded, for a caller cancelled meanwhile.
+    """
+    try:
+        conn.execute("COMMIT")
+        committed.append(True)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        turn.release()
+
+
 def _checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
     """Run ``PRAGMA wal_checkpoint(mode)``: (busy, frames in the WAL, frames copied)."""
     row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
@@ -516,27 +533,29 @@ class SqliteStore:
             self._write_lock.release()
 
     async def _commit(self, group: _Group) -> None:
+        """COMMIT in a thread that passes the turn on as soon as SQLite is done.
+
+        Released from the event loop instead, the turn stayed held until the loop finished
+        whatever step it was running (validating another Bundle: several ms), which was more
+        than half of each commit's hold under the visit push (docs/performance.md).
+        """
         conn = self._writer
         assert conn is not None
         self._group = None
+        committed: list[bool] = []
         try:
-            await run_to_end(conn.execute, "COMMIT")
+            await run_to_end(_commit_passing_turn, conn, self._turn, committed)
         except asyncio.CancelledError:
-            # run_to_end let the COMMIT finish: the group's fate is the connection's state, not
-            # the cancellation of the task that happened to commit for it.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-                group.done.set_exception(StorageBusy("The write was not committed; try again"))
-            else:
+            # run_to_end let the COMMIT finish: the group's fate is what it did, not the
+            # cancellation of the task that happened to commit for it.
+            if committed:
                 self._settle(group)
+            else:
+                group.done.set_exception(StorageBusy("The write was not committed; try again"))
             raise
         except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             group.done.set_exception(exc)
             raise
-        finally:
-            self._turn.release()
         self._settle(group)
 
     def _settle(self, group: _Group) -> None:

@@ -75,6 +75,15 @@ def test_composite_keeps_components_of_the_same_element_together() -> None:
     assert ("1", UCUM, "mm[Hg]", 120.0, 120.0) in rows[0].quantities
 
 
+def test_composite_element_keeps_no_text_rows_that_no_search_could_read() -> None:
+    systolic = {**BLOOD_PRESSURE[0], "code": {
+        "coding": [{"system": LOINC, "code": "8480-6", "display": "Systolic"}], "text": "SBP"}}
+    indexed = index(observation(component=[systolic]))
+    elements = [element for _, element in indexed.composites]
+    assert elements and all(element.texts == () for element in elements)
+    assert ("component-code", "systolic") in indexed.texts  # the plain parameter keeps them
+
+
 def test_composite_over_the_whole_resource_needs_no_rows_of_its_own() -> None:
     indexed = index(observation())
     assert not [code for code, _ in indexed.composites if code == "code-value-quantity"]

@@ -372,6 +372,67 @@ def test_stored_instants_are_fixed_width_and_sort_as_text() -> None:
     assert {len(text) for text in texts} == {32} and texts == sorted(texts)
 
 
+async def test_the_commit_passes_the_turn_on_while_the_event_loop_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may write as soon as SQLite has committed, not once this process's
+    event loop is free again (it may be validating a Bundle for milliseconds)."""
+    import fcntl
+    import os
+    import threading
+    import time
+
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    real_run_to_end = store_module.run_to_end
+    free_while_busy: list[bool] = []
+
+    async def commit_beside_a_busy_loop(call: Any, *args: Any) -> Any:
+        if call is not store_module._commit_passing_turn:
+            return await real_run_to_end(call, *args)
+        started = threading.Event()
+
+        def noted(*call_args: Any) -> Any:
+            started.set()
+            return call(*call_args)
+
+        work = asyncio.ensure_future(real_run_to_end(noted, *args))
+        while not started.is_set():
+            await asyncio.sleep(0)
+        # The COMMIT's thread runs; the loop is blocked from here until the turn is seen free.
+        fd = os.open(tmp_path / "db.sqlite3-writer", os.O_RDWR)
+        try:
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would
+                except BlockingIOError:
+                    time.sleep(0.001)
+                    continue
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                free_while_busy.append(True)
+                break
+        finally:
+            os.close(fd)
+        return await work
+
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        monkeypatch.setattr(store_module, "run_to_end", commit_beside_a_busy_loop)
+        await _write(store, 1, fail=False)
+        monkeypatch.undo()
+        await _write(store, 2, fail=False)  # the turn is taken again as usual
+    finally:
+        await store.close()
+    assert free_while_busy == [True]
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    ids = {row[0] for row in conn.execute("SELECT id FROM resources")}
+    conn.close()
+    assert ids == {"p1", "p2"}
+
+
 async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -383,7 +444,7 @@ async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_gr
     real_run_to_end = store_module.run_to_end
 
     async def commit_then_cancelled(call: Any, *args: Any) -> Any:
-        if args != ("COMMIT",):  # the WAL sync after it
+        if call is not store_module._commit_passing_turn:  # the WAL sync after it
             return await real_run_to_end(call, *args)
         call(*args)
         raise asyncio.CancelledError
