@@ -556,6 +556,8 @@ class SqliteStore:
         except BaseException as exc:
             group.done.set_exception(exc)
             raise
+        finally:
+            self._turn.release()  # a no-op, unless the thread never ran
         self._settle(group)
 
     def _settle(self, group: _Group) -> None:
