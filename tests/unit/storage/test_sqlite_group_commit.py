@@ -27,6 +27,15 @@ async def _write(store: SqliteStore, number: int, fail: bool) -> str:
     return resource["id"]
 
 
+def _stored_ids(tmp_path: Path) -> set[str]:
+    """The ids of the stored resources, read on a connection of its own."""
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    try:
+        return {row[0] for row in conn.execute("SELECT id FROM resources")}
+    finally:
+        conn.close()
+
+
 async def test_concurrent_scopes_commit_and_a_failing_one_leaves_no_trace(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "db.sqlite3")
     await store.open()
@@ -36,10 +45,7 @@ async def test_concurrent_scopes_commit_and_a_failing_one_leaves_no_trace(tmp_pa
     finally:
         await store.close()
     assert sum(isinstance(r, Boom) for r in results) == 1
-    conn = sqlite3.connect(tmp_path / "db.sqlite3")
-    ids = {row[0] for row in conn.execute("SELECT id FROM resources")}
-    conn.close()
-    assert ids == {f"p{n}" for n in range(30) if n != 7}
+    assert _stored_ids(tmp_path) == {f"p{n}" for n in range(30) if n != 7}
 
 
 async def test_scope_returns_only_after_its_commit(tmp_path: Path) -> None:
@@ -427,10 +433,7 @@ async def test_the_commit_passes_the_turn_on_while_the_event_loop_is_busy(
     finally:
         await store.close()
     assert free_while_busy == [True]
-    conn = sqlite3.connect(tmp_path / "db.sqlite3")
-    ids = {row[0] for row in conn.execute("SELECT id FROM resources")}
-    conn.close()
-    assert ids == {"p1", "p2"}
+    assert _stored_ids(tmp_path) == {"p1", "p2"}
 
 
 async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_group(
@@ -461,10 +464,7 @@ async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_gr
     # One scope committed for all three and was cancelled; the other two succeeded.
     assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 1
     assert sum(isinstance(r, str) for r in results) == 2
-    conn = sqlite3.connect(tmp_path / "db.sqlite3")
-    ids = {row[0] for row in conn.execute("SELECT id FROM resources")}
-    conn.close()
-    assert ids == {"p0", "p1", "p2"}
+    assert _stored_ids(tmp_path) == {"p0", "p1", "p2"}
 
 
 async def test_a_scope_cancelled_while_its_group_syncs_leaves_the_others_acknowledged(
