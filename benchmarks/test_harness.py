@@ -127,3 +127,16 @@ def test_sqlite_loops_count_inserts_and_reads_within_their_time(tmp_path: Path) 
     assert single.operations > 0 and single.per_s > 0
     assert batched.operations % 10 == 0 and batched.operations > 0
     assert reads.operations > 0 and reads.p50_ms <= reads.p99_ms
+
+
+def test_the_push_generates_new_visits_for_the_whole_run(tmp_path: Path) -> None:
+    """A push of ``d`` seconds at ``PUSH_MAX_RATE`` Bundles/s never runs out of new visits
+    (wrk's script would start over and re-push, which costs a fraction of a new visit)."""
+    from big_data import PUSH_MAX_RATE, push_patients
+
+    from fhir_server.synthetic import generate
+
+    duration = 4
+    generate(push_patients(duration), 11, tmp_path)
+    visits = (tmp_path / "visits-00001.ndjson").read_bytes().splitlines()
+    assert len(visits) >= PUSH_MAX_RATE * duration

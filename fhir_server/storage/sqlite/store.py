@@ -139,6 +139,38 @@ class _WriterTurn:
             self._released_at = time.monotonic()
 
 
+class _Claim:
+    """A claim one process at a time holds, taken without waiting: an ``flock`` on a file of
+    its own (nothing to share without a file, ``:memory:``: always taken)."""
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def open(self) -> None:
+        if self._path is not None and self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # gives the claim back with it
+            self._fd = None
+
+    def take(self) -> bool:
+        """Whether this process holds the claim now (``False``: another one does)."""
+        if self._fd is None:
+            return True
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def give_back(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
 #: How often the background task checkpoints the WAL into the database file.
 _CHECKPOINT_EVERY_S = 1.0
 #: A process that released its turn this recently queues behind waiting processes.
@@ -254,7 +286,9 @@ class SqliteStore:
         self._unsynced: list[_Group] = []
         self._syncer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
-        self._turn = _WriterTurn(None if self.path == ":memory:" else f"{self.path}-writer")
+        shared = None if self.path == ":memory:" else self.path
+        self._turn = _WriterTurn(shared and f"{shared}-writer")
+        self._checkpoint_claim = _Claim(shared and f"{shared}-checkpoint")
         self.registry: Any = None
         self.index_tables = index_tables or _default_index_tables()
 
@@ -299,6 +333,7 @@ class SqliteStore:
         # No fsync inside COMMIT: durable groups are synced after the lock (_settle).
         self._writer.execute("PRAGMA synchronous=NORMAL")
         self._turn.open()
+        self._checkpoint_claim.open()
         if self.path != ":memory:":
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
         self._reader = self._connect()
@@ -325,18 +360,26 @@ class SqliteStore:
         copied; under a steady write load the file grew without end (1 GB after 40,000
         creates), and with it the page cache and the checkpoint's work.
         """
-        # OperationalError: another process is checkpointing; its turn.
-        with contextlib.suppress(sqlite3.OperationalError, StorageBusy):
-            frames = (await run_to_end(_checkpoint, conn, "PASSIVE"))[1]
-            if frames >= _RESTART_FRAMES:
-                # SQLite syncs the database file only after a checkpoint that copied the whole
-                # WAL, which a PASSIVE one under load never does: the pages they copied wait
-                # in the OS cache, and the restart under the write lock would sync all of them
-                # (seconds into a 3 GB store, with every writer waiting). Synced here, outside
-                # the lock, with one more PASSIVE pass, the restart has a few pages left.
-                await run_to_end(_sync_file, self.path)
-                await run_to_end(_checkpoint, conn, "PASSIVE")
-                await self._restart_wal(conn)
+        # One process checkpoints at a time: two would find each other busy, and both
+        # would restart the WAL, each holding the write turn.
+        if not self._checkpoint_claim.take():
+            return
+        # OperationalError: a checkpoint from outside the server is running; its turn.
+        try:
+            with contextlib.suppress(sqlite3.OperationalError, StorageBusy):
+                frames = (await run_to_end(_checkpoint, conn, "PASSIVE"))[1]
+                if frames >= _RESTART_FRAMES:
+                    # SQLite syncs the database file only after a checkpoint that copied the
+                    # whole WAL, which a PASSIVE one under load never does: the pages they
+                    # copied wait in the OS cache, and the restart under the write lock would
+                    # sync all of them (seconds into a 3 GB store, with every writer waiting).
+                    # Synced here, outside the lock, with one more PASSIVE pass, the restart
+                    # has a few pages left.
+                    await run_to_end(_sync_file, self.path)
+                    await run_to_end(_checkpoint, conn, "PASSIVE")
+                    await self._restart_wal(conn)
+        finally:
+            self._checkpoint_claim.give_back()
 
     async def _restart_wal(self, conn: sqlite3.Connection) -> None:
         """A RESTART checkpoint while this process holds its write lock and turn, so no frame
@@ -371,6 +414,7 @@ class SqliteStore:
                 if conn is not None:
                     conn.close()
             self._turn.close()
+            self._checkpoint_claim.close()
             self._reader = self._writer = None
 
     async def holds_fewer_than(self, count: int) -> bool:

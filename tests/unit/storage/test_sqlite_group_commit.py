@@ -595,3 +595,38 @@ async def test_the_database_file_is_synced_outside_the_write_lock_before_a_resta
     await _one_write_and_checkpoint_step(store, tmp_path / "db.sqlite3")
     assert steps == ["PASSIVE locked=False", "sync locked=False", "PASSIVE locked=False",
                      "RESTART locked=True"]
+
+
+async def test_one_process_at_a_time_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores on one file (two processes' worth of open files): while one holds the
+    checkpoint claim, the other's step does nothing; once it is given back, the step runs."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    modes: list[str] = []
+    checkpoint = store_module._checkpoint
+
+    def traced_checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
+        modes.append(mode)
+        return checkpoint(conn, mode)
+
+    monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
+    database = tmp_path / "db.sqlite3"
+    first, second = SqliteStore(database), SqliteStore(database)
+    await first.open()
+    await second.open()
+    checkpointer = sqlite3.connect(database, check_same_thread=False)
+    try:
+        await _write(second, 1, fail=False)
+        assert first._checkpoint_claim.take()
+        await second._checkpoint_step(checkpointer)
+        assert modes == []
+        first._checkpoint_claim.give_back()
+        await second._checkpoint_step(checkpointer)
+        assert modes == ["PASSIVE"]
+    finally:
+        checkpointer.close()
+        await first.close()
+        await second.close()
