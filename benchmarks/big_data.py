@@ -178,15 +178,19 @@ VISITS_PER_PATIENT = 1.8
 
 
 def _push_bundles(context: BenchContext) -> Path:
-    """The push's Bundles: enough new patients' visits for the whole run, from this run's
-    seed (``PUSH_MAX_RATE``)."""
+    """The NDJSON file of the push's Bundles: enough new patients' visits for the whole run,
+    from this run's seed (``PUSH_MAX_RATE``)."""
     from fhir_server.synthetic import generate
 
     out = context.workfile("push-bundles")
-    if not out.exists():
-        duration = context.settings.load.duration_s
-        generate(push_patients(duration), PUSH_SEED, out)
-    return out
+    lines = context.workfile("push-bundles.ndjson")
+    if not lines.exists():
+        generate(push_patients(context.settings.load.duration_s), PUSH_SEED, out)
+        # One file for wrk's script: the generator writes 10,000 Bundles per file.
+        with lines.open("wb") as joined:
+            for part in sorted(out.glob("visits-*.ndjson")):
+                joined.write(part.read_bytes())
+    return lines
 
 
 def push_patients(duration_s: int) -> int:
@@ -196,8 +200,7 @@ def push_patients(duration_s: int) -> int:
 
 def run_push(context: BenchContext) -> list[Measurement]:
     """New visit Bundles (of new patients: ``PUSH_SEED``) from 8 connections."""
-    out = _push_bundles(context)
-    lines = out / "visits-00001.ndjson"
+    lines = _push_bundles(context)
     url = context.server("fhir").base_url + "/fhir"
     load = context.settings.load
     threads = min(load.threads, 8)
@@ -272,8 +275,7 @@ def run_push_sqlite(context: BenchContext) -> list[Measurement]:
     transaction (WAL, synchronous=FULL) per Bundle, no FHIR processing: push's baseline."""
     from sqlite_inserts import measure_bundle_inserts
 
-    out = _push_bundles(context)
-    bundles = (out / "visits-00001.ndjson").read_bytes().splitlines()
+    bundles = _push_bundles(context).read_bytes().splitlines()
     figures = measure_bundle_inserts(context.workfile("push-baseline.sqlite3"), bundles,
                                      context.settings.load.duration_s)
     return [Measurement("push-sqlite", "in-process", figures.per_s, figures.p50_ms,
