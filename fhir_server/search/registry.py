@@ -108,6 +108,7 @@ class SearchParameterRegistry:
         self._by_type: dict[str, dict[str, SearchParameterDef]] = {}
         self._by_url: dict[str, SearchParameterDef] = {}
         self._expressions: dict[tuple[str, str], str | None] = {}
+        self._unions: dict[str, tuple[str, ...]] | None = None
         limits = restricted or {}
         for definition in definitions:
             self._by_url[definition.url] = definition
@@ -185,6 +186,56 @@ class SearchParameterRegistry:
                 return None
             codes.append(target.code)
         return tuple(codes)
+
+    def unions(self) -> Mapping[str, tuple[str, ...]]:
+        """Codes whose values are exactly those of other parameters together, by code.
+
+        Observation ``combo-code`` is ``Observation.code | Observation.component.code``:
+        the values of ``code`` and of ``component-code``, so its index rows would repeat
+        theirs (18 of a visit Bundle's 196 rows, with ``combo-value-quantity``), and a store
+        may search their rows instead of keeping its own. A code counts only if every type
+        that has it is such a union of the same members, because index rows carry codes, not
+        types. Not for references (their targets would have to agree too) or composites
+        (their elements are not the members' rows); never for the common parameters.
+        """
+        if self._unions is None:
+            found: dict[str, set[tuple[str, ...] | None]] = {}
+            for resource_type in self.resource_types():
+                for code, definition in self.for_type(resource_type).items():
+                    found.setdefault(code, set()).add(
+                        self._members(resource_type, code, definition))
+            common = {code for base in _COMMON_BASES for code in self._by_type.get(base, {})}
+            unions: dict[str, tuple[str, ...]] = {}
+            for code, answers in found.items():
+                only = next(iter(answers)) if len(answers) == 1 else None
+                if only is not None and code not in common:
+                    unions[code] = only
+            # A member that is itself a union has no rows of its own to search.
+            self._unions = {code: members for code, members in unions.items()
+                            if not any(member in unions for member in members)}
+        return self._unions
+
+    def _members(
+        self, resource_type: str, code: str, definition: SearchParameterDef
+    ) -> tuple[str, ...] | None:
+        """The parameters of the type whose branches make up exactly ``code``'s, or None."""
+        if definition.type in (ParamType.REFERENCE, ParamType.COMPOSITE, ParamType.SPECIAL):
+            return None
+        own = self._branches(resource_type, code)
+        if len(own) < 2:
+            return None
+        members = sorted(
+            other for other, candidate in self.for_type(resource_type).items()
+            if other != code and candidate.type is definition.type and not other.startswith("_")
+            and 0 < len(self._branches(resource_type, other)) < len(own)
+            and self._branches(resource_type, other) <= own
+        )
+        covered = frozenset().union(*(self._branches(resource_type, m) for m in members))
+        return tuple(members) if members and covered == own else None
+
+    def _branches(self, resource_type: str, code: str) -> frozenset[str]:
+        expression = self.expression_for(resource_type, code)
+        return frozenset(split_union(expression)) if expression else frozenset()
 
     def __iter__(self) -> Iterator[SearchParameterDef]:
         return iter(self._by_url.values())

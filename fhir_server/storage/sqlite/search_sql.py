@@ -30,7 +30,7 @@ from fhir_server.search.model import (
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.port import StoredResource
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key
-from fhir_server.storage.sqlite.search_where import Condition, WhereCompiler
+from fhir_server.storage.sqlite.search_where import Condition, Unions, WhereCompiler, param_keys
 
 __all__ = [
     "MAX_INCLUDE_DEPTH",
@@ -56,34 +56,42 @@ _SORT_COLUMNS: dict[ParamType, tuple[str, str]] = {
 _Row = tuple[object, ...]
 
 
-def find_ids(conn: sqlite3.Connection, query: SearchQuery) -> list[str]:
-    """Return the ids of the current resources matching the query's clauses (no paging)."""
-    sql, params = _filter(query)
+def find_ids(
+    conn: sqlite3.Connection, query: SearchQuery, unions: Unions | None = None
+) -> list[str]:
+    """Return the ids of the current resources matching the query's clauses (no paging).
+
+    ``unions``: the codes whose rows are not stored, with the members searched instead
+    (``SearchParameterRegistry.unions``); the same in every function here.
+    """
+    sql, params = _filter(query, unions or {})
     return [row[0] for row in conn.execute(f"SELECT r.id FROM resources r WHERE {sql}", params)]
 
 
 def run_search(
-    conn: sqlite3.Connection, query: SearchQuery, registry: SearchParameterRegistry
+    conn: sqlite3.Connection, query: SearchQuery, registry: SearchParameterRegistry,
+    unions: Unions | None = None,
 ) -> SearchResult:
     """Return one page of matches, the included resources, the cursors and the total.
 
     Raises ``BadRequest`` for an invalid cursor and ``Gone`` for an expired one.
     """
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
-    keys = [_sort_key(key, query, registry) for key in query.sort]
-    fetched = _page(conn, query, keys, cursor) if query.count > 0 else []
+    unions = unions or {}
+    keys = [_sort_key(key, query, registry, unions) for key in query.sort]
+    fetched = _page(conn, query, keys, cursor, unions) if query.count > 0 else []
     rows, has_next, has_prev = page_window(fetched, query.count, cursor)
     included = _included(conn, query, registry, [int(str(row[0])) for row in rows])
     return SearchResult(
         matches=tuple(row_stored(row) for row in rows),
         included=tuple(included),
-        total=_total(conn, query),
+        total=_total(conn, query, unions),
         next_cursor=page_boundary(query, rows[-1:], len(keys), has_next),
         prev_cursor=page_boundary(query, rows[:1], len(keys), has_prev, backward=True),
     )
 
 
-def _filter(query: SearchQuery) -> Condition:
+def _filter(query: SearchQuery, unions: Unions) -> Condition:
     parts: list[Condition] = [("r.deleted = 0", [])]
     if query.resource_type is not None:
         parts.append(("r.type = ?", [query.resource_type]))
@@ -94,12 +102,12 @@ def _filter(query: SearchQuery) -> Condition:
             ("r.rid IN (SELECT rid FROM search_compartment WHERE patient = ?)",
              [query.compartment[1]])
         )  # fmt: skip
-    parts.append(WhereCompiler().clauses(query.clauses, "r"))
+    parts.append(WhereCompiler(unions).clauses(query.clauses, "r"))
     return " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
 
 
 def _sort_key(
-    key: SortKey, query: SearchQuery, registry: SearchParameterRegistry
+    key: SortKey, query: SearchQuery, registry: SearchParameterRegistry, unions: Unions
 ) -> tuple[Condition, bool]:
     """Return the SQL value a resource sorts by, and whether descending.
 
@@ -116,8 +124,9 @@ def _sort_key(
     column = _SORT_COLUMNS[definition.type][1 if key.descending else 0]
     aggregate = "MAX" if key.descending else "MIN"
     table = TABLES[definition.type]
-    sql = f"(SELECT {aggregate}({column}) FROM {table} WHERE rid = r.rid AND param = ?)"
-    return (sql, [param_key(key.code)]), key.descending
+    keys = param_keys(key.code, unions)
+    sql = f"(SELECT {aggregate}({column}) FROM {table} WHERE rid = r.rid AND {keys[0]})"
+    return (sql, keys[1]), key.descending
 
 
 def _page(
@@ -125,9 +134,10 @@ def _page(
     query: SearchQuery,
     keys: list[tuple[Condition, bool]],
     cursor: Cursor | None,
+    unions: Unions,
 ) -> list[_Row]:
     """Return up to ``count + 1`` current resources after (or, backwards, before) the cursor."""
-    where, params = _filter(query)
+    where, params = _filter(query, unions)
     source = f"SELECT {_STORED}{{keys}} FROM resources r {_CURRENT} WHERE {where}"
     return keyset_page(conn, (source, params), keys, cursor, query.count)
 
@@ -204,10 +214,10 @@ def page_boundary(
     return encode_cursor(query, Cursor(keys, int(str(row[0])), forward=not backward))
 
 
-def _total(conn: sqlite3.Connection, query: SearchQuery) -> int | None:
+def _total(conn: sqlite3.Connection, query: SearchQuery, unions: Unions) -> int | None:
     if query.total is TotalMode.NONE:
         return None
-    where, params = _filter(query)
+    where, params = _filter(query, unions)
     found = conn.execute(f"SELECT COUNT(*) FROM resources r WHERE {where}", params).fetchone()
     return int(found[0])
 

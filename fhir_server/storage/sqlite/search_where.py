@@ -10,6 +10,7 @@ chains and reverse chains nest to any depth. The meaning of each value mirrors
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import TypeAlias
 
 from fhir_server.search.dates import instant_bound
@@ -33,10 +34,26 @@ from fhir_server.search.model import (
 from fhir_server.search.ranges import RangePredicate, range_predicate
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
-__all__ = ["Condition", "WhereCompiler", "last_updated_condition", "range_condition"]
+__all__ = [
+    "Condition", "Unions", "WhereCompiler", "last_updated_condition", "param_keys",
+    "range_condition",
+]  # fmt: skip
 
 Condition: TypeAlias = tuple[str, list[object]]
 """SQL text with ``?`` placeholders, and the values to bind to them in order."""
+Unions: TypeAlias = Mapping[str, tuple[str, ...]]
+"""Codes whose rows the store does not keep, with the codes whose rows hold their values."""
+
+
+def param_keys(code: str, unions: Unions) -> Condition:
+    """``param = ?`` for the rows of ``code`` (``code:identifier`` and ``code:of-type``
+    too); for a union (``combo-code``), ``param IN (...)`` over its members' rows."""
+    base, colon, variant = code.partition(":")
+    members = unions.get(base)
+    if not members:
+        return "param = ?", [param_key(code)]
+    keys: list[object] = [param_key(f"{member}{colon}{variant}") for member in members]
+    return f"param IN ({', '.join('?' for _ in keys)})", keys
 
 _PREFIX_END = "\U0010ffff"  # the greatest code point: "starts with p" is p <= x < p + this
 _VALUE_TABLES: dict[type, str] = {
@@ -53,8 +70,9 @@ _VALUE_TABLES: dict[type, str] = {
 class WhereCompiler:
     """Compiles clauses; holds the counter that names nested aliases uniquely."""
 
-    def __init__(self) -> None:
+    def __init__(self, unions: Unions | None = None) -> None:
         self._aliases = itertools.count(1)
+        self._unions: Unions = unions or {}
 
     def clauses(self, clauses: tuple[AnyClause, ...], alias: str) -> Condition:
         """Return the AND of ``clauses`` on the resources row ``alias``.
@@ -78,14 +96,16 @@ class WhereCompiler:
         if clause.modifier is Modifier.MISSING:
             table = TABLES[clause.type]
             missing = clause.values[0] is True
-            return _rows_exist(alias, table, ("1", []), missing, probe, clause.code)
+            keys = param_keys(clause.code, self._unions)
+            return _rows_exist(alias, table, ("1", []), missing, probe, keys)
         if clause.type is ParamType.COMPOSITE:
             parts = [_composite(clause.code, value, alias) for value in clause.values]
             return _join(" OR ", parts, "0")
         table, code = _table_and_code(clause)
         conditions = [_value(clause, value) for value in clause.values]
         inner = _join(" OR ", conditions, "0")
-        return _rows_exist(alias, table, inner, clause.modifier is Modifier.NOT, probe, code)
+        keys = param_keys(code, self._unions)
+        return _rows_exist(alias, table, inner, clause.modifier is Modifier.NOT, probe, keys)
 
     def chain(self, clause: ChainClause, alias: str) -> Condition:
         """``code.inner``: a reference to a live target of the given types where inner holds."""
@@ -136,16 +156,17 @@ def _selectivity_rank(clause: AnyClause) -> int:
 
 
 def _rows_exist(
-    alias: str, table: str, condition: Condition, negate: bool, probe: bool, code: str
+    alias: str, table: str, condition: Condition, negate: bool, probe: bool, keys: Condition
 ) -> Condition:
-    """Return "``alias`` has (or, negated, has no) rows of ``code`` meeting ``condition``"."""
+    """Return "``alias`` has (or, negated, has no) rows of ``keys`` meeting ``condition``"."""
     not_ = "NOT " if negate else ""
     if probe:
-        sql = (f"{not_}EXISTS (SELECT 1 FROM {table} WHERE rid = {alias}.rid AND param = ? "
+        sql = (f"{not_}EXISTS (SELECT 1 FROM {table} WHERE rid = {alias}.rid AND {keys[0]} "
                f"AND ({condition[0]}))")  # fmt: skip
     else:
-        sql = f"{alias}.rid {not_}IN (SELECT rid FROM {table} WHERE param = ? AND ({condition[0]}))"
-    return sql, [param_key(code), *condition[1]]
+        sql = (f"{alias}.rid {not_}IN (SELECT rid FROM {table} WHERE {keys[0]} "
+               f"AND ({condition[0]}))")  # fmt: skip
+    return sql, [*keys[1], *condition[1]]
 
 
 def _join(operator: str, parts: list[Condition], empty: str) -> Condition:

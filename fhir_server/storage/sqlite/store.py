@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +50,16 @@ class IndexTables(Protocol):
 
     SCHEMA_SQL: str
 
-    def replace_index(self, conn: sqlite3.Connection, rid: int, index: Any) -> None: ...
+    def replace_index(
+        self, conn: sqlite3.Connection, rid: int, index: Any, skip: Collection[str] = ()
+    ) -> None: ...
 
     def delete_index(self, conn: sqlite3.Connection, rid: int) -> None: ...
 
-    def insert_fresh(self, conn: sqlite3.Connection, items: Sequence[tuple[int, Any]]) -> None:
-        ...
+    def insert_fresh(
+        self, conn: sqlite3.Connection, items: Sequence[tuple[int, Any]],
+        skip: Collection[str] = (),
+    ) -> None: ...
 
 
 def _default_index_tables() -> IndexTables | ModuleType:
@@ -290,6 +294,7 @@ class SqliteStore:
         self._turn = _WriterTurn(shared and f"{shared}-writer")
         self._checkpoint_claim = _Claim(shared and f"{shared}-checkpoint")
         self.registry: Any = None
+        self._unstored: tuple[Any, frozenset[str]] | None = None
         self.index_tables = index_tables or _default_index_tables()
 
     @classmethod
@@ -431,6 +436,20 @@ class SqliteStore:
             drop_deferrable_indexes(tx.conn)
 
     @property
+    def unions(self) -> Mapping[str, tuple[str, ...]]:
+        """The registry's union parameters: their rows are not stored, and searches read
+        their members' rows instead (``SearchParameterRegistry.unions``)."""
+        return {} if self.registry is None else self.registry.unions()
+
+    @property
+    def unstored_codes(self) -> frozenset[str]:
+        """The codes whose index rows the store does not keep (see :attr:`unions`)."""
+        registry = self.registry
+        if self._unstored is None or self._unstored[0] is not registry:
+            self._unstored = (registry, frozenset(self.unions))
+        return self._unstored[1]
+
+    @property
     def reader(self) -> sqlite3.Connection:
         """The connection used for reads outside write transactions."""
         if self._reader is None:
@@ -491,7 +510,7 @@ class SqliteStore:
         """Run a compiled search on the reader connection (AuditEvents: the audit log)."""
         if query.resource_type == audit_log.AUDIT_TYPE or query.types == (audit_log.AUDIT_TYPE,):
             return audit_log.search(self.reader, query)
-        return run_search(self.reader, query, self.registry)
+        return run_search(self.reader, query, self.registry, self.unions)
 
     async def scan(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         """Yield every current resource (of one type, or all), in batches by ``rid``."""
@@ -676,4 +695,4 @@ class SqliteStore:
         from fhir_server.search.parse import parse_search
 
         parsed = parse_search(resource_type, list(params), self.registry, strict=True)
-        return find_ids(conn, parsed.query)
+        return find_ids(conn, parsed.query, self.unions)

@@ -71,7 +71,7 @@ class SqliteTransaction:
         """
         if self._fresh:
             fresh, self._fresh = self._fresh, []
-            self.store.index_tables.insert_fresh(self.conn, fresh)
+            self.store.index_tables.insert_fresh(self.conn, fresh, self.store.unstored_codes)
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         """Return the current version (``deleted=True`` for a deleted one) or None."""
@@ -244,7 +244,8 @@ class SqliteTransaction:
         ).fetchone()  # AuditEvents (in the audit log) have no rows here: nothing to index
         if row is not None and index is not None:
             self.flush()
-            self.store.index_tables.replace_index(self.conn, row[0], index)
+            self.store.index_tables.replace_index(
+                self.conn, row[0], index, self.store.unstored_codes)
 
     def _insert_version(
         self,
@@ -279,7 +280,8 @@ class SqliteTransaction:
             self._fresh.append((rid, index))
         elif index is not None:
             self.flush()
-            self.store.index_tables.replace_index(self.conn, rid, index)
+            self.store.index_tables.replace_index(
+                self.conn, rid, index, self.store.unstored_codes)
         return StoredResource(resource_type, id, version, last_updated, content, method)
 
 

@@ -124,7 +124,9 @@ class Database:
             "VALUES (?, ?, ?, ?, ?, 'PUT', ?)",
             (rid, kind, ident, version, last_updated, orjson.dumps(resource)),
         )
-        replace_index(self.conn, int(rid), index_resource(resource, registry()))
+        # As the store does: the rows of union parameters (combo-code...) are not kept.
+        unstored = frozenset(registry().unions())
+        replace_index(self.conn, int(rid), index_resource(resource, registry()), unstored)
         return int(rid)
 
     def delete(self, resource_type: str, id: str) -> None:
@@ -137,7 +139,7 @@ class Database:
 
     def search(self, resource_type: str | None, text: str) -> SearchResult:
         """Run the search ``text`` (a query string) and return the result."""
-        return run_search(self.conn, query(resource_type, text), registry())
+        return run_search(self.conn, query(resource_type, text), registry(), registry().unions())
 
     def ids(self, resource_type: str | None, text: str) -> list[str]:
         """Return the ids of the first page of matches, in order."""

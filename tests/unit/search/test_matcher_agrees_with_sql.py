@@ -75,6 +75,7 @@ patient_params = st.one_of(
     st.builds(lambda v: f"identifier={v}", st.sampled_from([f"{CCCD}|0010", "0020", "|0030"])),
     st.builds(lambda v: f"_id={v}", st.sampled_from(["p1", "p2,p3"])),
     st.builds(lambda c: f"_has:Observation:patient:code={c}", st.sampled_from(CODES)),
+    st.builds(lambda c: f"_has:Observation:patient:combo-code={c}", st.sampled_from(CODES)),
 )
 observation_params = st.one_of(
     st.builds(lambda c: f"code={c}", st.sampled_from([*CODES, f"{LOINC}|8867-4", "x|8867-4"])),
@@ -94,6 +95,16 @@ observation_params = st.one_of(
         st.sampled_from(["gt5", "lt100", "72"]),
     ),
     st.just("value-quantity:missing=true"),
+    # Union parameters: the SQL reads the rows of code and component-code (none of their own).
+    st.builds(lambda c: f"combo-code={c}", st.sampled_from([*CODES, "8462-4", f"{LOINC}|8480-6"])),
+    st.builds(lambda c: f"combo-code:not={c}", st.sampled_from(["8480-6", "8867-4"])),
+    st.builds(lambda v: f"combo-code:missing={v}", st.sampled_from(["true", "false"])),
+    st.builds(
+        lambda p, v: f"combo-value-quantity={p}{v}",
+        st.sampled_from(PREFIXES),
+        st.sampled_from(["5", "72", "80", "120"]),
+    ),
+    st.builds(lambda v: f"combo-value-quantity:missing={v}", st.sampled_from(["true", "false"])),
     st.builds(
         lambda c, v: f"component-code-value-quantity={c}${v}",
         st.sampled_from(["8480-6", "8462-4"]),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fhir_server.search.model import ParamType
-from fhir_server.search.registry import SearchParameterRegistry, split_union
+from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry, split_union
 from tests.unit.search.search_builders import registry
 
 
@@ -71,3 +72,44 @@ def test_profiles_directory_adds_vietnamese_search_parameters(tmp_path: Path) ->
     found = loaded.get("Patient", "ethnic")
     assert found is not None and found.type is ParamType.TOKEN
     assert loaded.by_url(url) is found
+
+
+def test_unions_are_the_parameters_made_of_other_parameters_values() -> None:
+    assert dict(registry().unions()) == {
+        "combo-code": ("code", "component-code"),
+        "combo-data-absent-reason": ("component-data-absent-reason", "data-absent-reason"),
+        "combo-value-concept": ("component-value-concept", "value-concept"),
+        "combo-value-quantity": ("component-value-quantity", "value-quantity"),
+    }
+
+
+def _param(code: str, expression: str, base: str = "Observation", kind: str = "token") -> Any:
+    return SearchParameterDef(code=code, url=f"http://example.org/sp/{base}-{code}",
+                              type=ParamType(kind), base=(base,), expression=expression)
+
+
+def test_a_union_needs_every_branch_covered_and_members_of_its_own_type() -> None:
+    found = SearchParameterRegistry([
+        _param("a", "Observation.code"),
+        _param("b", "Observation.category"),
+        _param("ab", "Observation.code | Observation.category"),
+        _param("abc", "Observation.code | Observation.category | Observation.method"),
+        _param("ad", "Observation.code | Observation.issued"),
+        _param("d", "Observation.issued", kind="date"),
+    ]).unions()
+    assert dict(found) == {"ab": ("a", "b")}
+
+
+def test_a_union_member_that_is_a_union_itself_and_a_code_that_differs_by_type() -> None:
+    found = SearchParameterRegistry([
+        _param("a", "Observation.code"),
+        _param("b", "Observation.category"),
+        _param("c", "Observation.method"),
+        _param("ab", "Observation.code | Observation.category"),
+        _param("abc", "Observation.code | Observation.category | Observation.method"),
+        # "x" is a union on Observation but not on Condition: its rows are kept.
+        _param("x", "Observation.code | Observation.method"),
+        _param("x", "Condition.code | Condition.category", base="Condition"),
+    ]).unions()
+    # abc's members include ab, which keeps no rows: abc keeps its own.
+    assert dict(found) == {"ab": ("a", "b")}

@@ -213,3 +213,48 @@ def test_values_are_bound_never_spliced_into_sql(text: str) -> None:
     db.search("Patient", text.replace("-date", "-birthdate"))
     assert db.ids("Patient", "name=nguyen") == ["p1"]
     assert db.search("Patient", "name=x' OR 1=1 --").matches == ()
+
+
+def _coded(code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": "http://loinc.org", "code": code, "display": display}]}
+
+
+def test_union_parameters_keep_no_rows_and_search_their_members_rows() -> None:
+    """combo-code is code | component-code: the store keeps only the members' rows."""
+    from fhir_server.storage.sqlite.search_tables import param_key
+
+    db = Database()
+    db.add(observation("heart", code=_coded("8867-4", "Heart rate")))
+    db.add(observation("bp", code=_coded("85354-9", "Blood pressure"), valueQuantity=None,
+                       component=[{"code": _coded("8480-6", "Systolic"),
+                                   "valueQuantity": {"value": 120, "code": "mm[Hg]"}},
+                                  {"code": _coded("9279-1", "Respiratory rate")}]))
+    db.add(observation("none", code=None, valueQuantity=None))
+    combo = [param_key(code) for code in ("combo-code", "combo-value-quantity")]
+    for table in ("search_token", "search_text", "search_quantity"):
+        stored = db.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE param IN (?, ?)", combo)
+        assert stored.fetchone()[0] == 0
+    assert db.ids("Observation", "combo-code=8480-6") == ["bp"]
+    assert db.ids("Observation", "combo-code=85354-9,8867-4&_sort=_id") == ["bp", "heart"]
+    assert db.ids("Observation", "combo-code:text=systol") == ["bp"]
+    assert db.ids("Observation", "combo-code:not=8480-6&_sort=_id") == ["heart", "none"]
+    assert db.ids("Observation", "combo-code:missing=true") == ["none"]
+    assert db.ids("Observation", "combo-value-quantity=gt100") == ["bp"]
+    assert db.ids("Observation", "combo-value-quantity=72") == ["heart"]
+    # Sorted by the lowest (highest) code of each, code and components together: bp has
+    # 8480-6 and 9279-1 in its components, around heart's 8867-4 and its own 85354-9.
+    assert db.ids("Observation", "combo-code:missing=false&_sort=combo-code") == ["bp", "heart"]
+    assert db.ids("Observation", "combo-code:missing=false&_sort=-combo-code") == ["bp", "heart"]
+
+
+def test_rows_of_a_union_written_before_are_harmless() -> None:
+    """A store written before the unions holds combo-code rows; they are simply not read."""
+    from fhir_server.search.indexing import index_resource
+    from fhir_server.storage.sqlite.search_tables import replace_index
+
+    db = Database()
+    rid = db.add(observation("old"))
+    replace_index(db.conn, rid, index_resource(observation("old"), registry()))  # all rows
+    db.add(observation("new"))
+    assert db.ids("Observation", "combo-code=8867-4&_sort=_id") == ["new", "old"]
+    assert db.ids("Observation", "combo-code:not=8867-4") == []

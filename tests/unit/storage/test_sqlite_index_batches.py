@@ -82,3 +82,29 @@ async def test_a_scope_s_kept_back_rows_are_seen_by_its_own_finds_and_written_at
     rids = {rid for (rid,) in conn.execute("SELECT rid FROM search_token")}
     deleted = conn.execute("SELECT rid FROM resources WHERE id = 'p3'").fetchone()[0]
     assert deleted not in rids and len(rids) == 2
+
+
+async def test_the_store_keeps_no_rows_of_union_parameters(tmp_path: Path) -> None:
+    """The visit's Observations have combo-code and combo-value-quantity values; the store
+    keeps the rows of code, component-code and value-quantity only, on create and update."""
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    store.registry = prepare_search(Settings(seed_search_parameters=False))
+    await store.open()
+    observations = [r for r in _visit_resources() if r["resourceType"] == "Observation"]
+    try:
+        async with store.transaction() as tx:
+            for resource in observations:
+                await tx.create(resource, index_resource(resource, store.registry))
+        async with store.transaction() as tx:  # an update replaces the rows
+            changed = {**observations[0], "status": "amended"}
+            await tx.update(changed, index_resource(changed, store.registry))
+        keys = {search_tables.param_key(code): code
+                for code in ("combo-code", "combo-value-quantity", "code", "value-quantity")}
+        conn = sqlite3.connect(tmp_path / "db.sqlite3")
+        stored = {keys[key] for table in ("search_token", "search_text", "search_quantity")
+                  for (key,) in conn.execute(f"SELECT DISTINCT param FROM {table}")
+                  if key in keys}
+        conn.close()
+    finally:
+        await store.close()
+    assert stored == {"code", "value-quantity"}
