@@ -69,9 +69,6 @@ def _default_index_tables() -> IndexTables | ModuleType:
 
 
 _GROUP_LIMIT = 64
-#: A group that changed at most this many rows commits on the event loop's thread: its COMMIT
-#: writes a few dozen pages into the WAL, less than the hop to a thread and back costs.
-_INLINE_COMMIT_ROWS = 500
 _GROUP_WAIT_S = 0.05
 
 
@@ -82,7 +79,6 @@ class _Group:
     done: asyncio.Future[None]
     members: int = 0
     durable: bool = True
-    changes_at_begin: int = 0
 
 
 class _WriterTurn:
@@ -572,8 +568,7 @@ class SqliteStore:
                 except BaseException:
                     self._turn.release()
                     raise
-                self._group = _Group(asyncio.get_running_loop().create_future(),
-                                     durable=durable, changes_at_begin=conn.total_changes)
+                self._group = _Group(asyncio.get_running_loop().create_future(), durable=durable)
             conn.execute("SAVEPOINT scope")
         except BaseException:
             self._write_lock.release()
@@ -605,21 +600,14 @@ class SqliteStore:
 
         Released from the event loop instead, the turn stayed held until the loop finished
         whatever step it was running (validating another Bundle: several ms), which was more
-        than half of each commit's hold under the visit push (docs/performance.md). A group
-        that changed at most ``_INLINE_COMMIT_ROWS`` rows (a few creates) commits on the
-        loop's thread instead: the hop would cost more than its COMMIT. A large one (a bulk
-        load's dozens of Bundles) stays in the thread, where SQLite releases the GIL and the
-        loop prepares the next writes meanwhile.
+        than half of each commit's hold under the visit push (docs/performance.md).
         """
         conn = self._writer
         assert conn is not None
         self._group = None
         committed: list[bool] = []
         try:
-            if conn.total_changes - group.changes_at_begin <= _INLINE_COMMIT_ROWS:
-                _commit_passing_turn(conn, self._turn, committed)
-            else:
-                await run_to_end(_commit_passing_turn, conn, self._turn, committed)
+            await run_to_end(_commit_passing_turn, conn, self._turn, committed)
         except asyncio.CancelledError:
             # run_to_end let the COMMIT finish: the group's fate is what it did, not the
             # cancellation of the task that happened to commit for it.

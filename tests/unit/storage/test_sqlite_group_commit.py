@@ -9,9 +9,6 @@ from typing import Any
 
 import pytest
 
-from fhir_server.search.indexing import index_resource
-from fhir_server.search.setup import prepare_search
-from fhir_server.settings import Settings
 from fhir_server.storage.sqlite.store import SqliteStore
 from tests.builders import patient
 
@@ -394,7 +391,6 @@ async def test_the_commit_passes_the_turn_on_while_the_event_loop_is_busy(
     from fhir_server.storage.sqlite import store as store_module
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
-    monkeypatch.setattr(store_module, "_INLINE_COMMIT_ROWS", -1)  # every COMMIT in a thread
     real_run_to_end = store_module.run_to_end
     free_while_busy: list[bool] = []
 
@@ -447,7 +443,6 @@ async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_gr
     from fhir_server.storage.sqlite import store as store_module
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
-    monkeypatch.setattr(store_module, "_INLINE_COMMIT_ROWS", -1)  # every COMMIT in a thread
 
     real_run_to_end = store_module.run_to_end
 
@@ -635,35 +630,3 @@ async def test_one_process_at_a_time_checkpoints(
         checkpointer.close()
         await first.close()
         await second.close()
-
-
-@pytest.mark.parametrize(("creates", "threaded"), [(1, False), (40, True)])
-async def test_a_small_group_commits_on_the_loop_and_a_large_one_in_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, creates: int, threaded: bool
-) -> None:
-    """One Patient changes a few dozen rows: its COMMIT is cheaper than the hop to a thread.
-    Forty change more than ``_INLINE_COMMIT_ROWS``: the loop goes on while SQLite writes."""
-    from fhir_server.storage.sqlite import store as store_module
-
-    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
-    real_run_to_end = store_module.run_to_end
-    in_thread: list[bool] = []
-
-    async def noted(call: Any, *args: Any) -> Any:
-        if call is store_module._commit_passing_turn:
-            in_thread.append(True)
-        return await real_run_to_end(call, *args)
-
-    monkeypatch.setattr(store_module, "run_to_end", noted)
-    store = SqliteStore(tmp_path / "db.sqlite3")
-    store.registry = prepare_search(Settings(seed_search_parameters=False))
-    await store.open()
-    try:
-        async with store.transaction() as tx:
-            for number in range(creates):
-                resource = {**patient(cccd=f"{number:012d}"), "id": f"p{number}"}
-                await tx.create(resource, index_resource(resource, store.registry))
-        assert _stored_ids(tmp_path) == {f"p{n}" for n in range(creates)}
-    finally:
-        await store.close()
-    assert bool(in_thread) is threaded
