@@ -134,3 +134,34 @@ async def test_count_defaults_and_maximum_come_from_settings(client_with: Any) -
     assert len(_ids(default)) == 2
     capped = (await http.get("/fhir/Patient", params={"_count": 100})).json()
     assert len(_ids(capped)) == 3
+
+
+async def test_combo_parameters_search_code_and_components_together(
+    client: httpx.AsyncClient, people: dict[str, str]
+) -> None:
+    """combo-code and combo-value-quantity span the Observation and its components (the
+    embedded store keeps no rows of its own for them: docs/search.md)."""
+    subject = f"Patient/{people['an']}"
+    heart = await _create(client, observation(subject, "8867-4", 72))
+    pressure = observation(subject, "85354-9", 0)
+    del pressure["valueQuantity"]
+    pressure["component"] = [
+        {"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+         "valueQuantity": {"value": value, "unit": "mm[Hg]", "system": "http://unitsofmeasure.org",
+                           "code": "mm[Hg]"}}
+        for code, value in (("8480-6", 130), ("8462-4", 85))
+    ]
+    bp = await _create(client, pressure)
+
+    async def ids(**params: str) -> list[str]:
+        answer = await client.get("/fhir/Observation", params={**params, "_count": "50"})
+        assert answer.status_code == 200, answer.text
+        return _ids(answer.json())
+
+    assert await ids(**{"combo-code": "8480-6"}) == [bp]
+    assert sorted(await ids(**{"combo-code": "http://loinc.org|8867-4,8462-4"})) == sorted(
+        [heart, bp])
+    assert await ids(**{"combo-code:not": "8462-4", "subject": subject}) == [heart]
+    assert await ids(**{"combo-value-quantity": "gt100"}) == [bp]
+    assert await ids(**{"combo-value-quantity": "lt80", "subject": subject}) == [heart]
+    assert await ids(**{"combo-code:missing": "false", "_sort": "combo-code"}) == [bp, heart]
