@@ -89,8 +89,8 @@ async def _run_transaction(
     services: Services, tx: StoreTransaction, entries: list[PlannedEntry]
 ) -> list[dict[str, Any]]:
     # Every criterion of the Bundle is found in one go; nothing is written before execute.
-    answers = await bundle_exec.resolve_entries(tx, entries, tx.find_many)
-    bundle_exec.note_resolution(entries, answers)
+    await bundle_exec.resolve_entries(tx, entries, tx.find_many)
+    bundle_exec.note_renames(entries)
     await bundle_exec.check_integrity(services, tx, entries)
     responses: dict[int, dict[str, Any]] = {}
     for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):

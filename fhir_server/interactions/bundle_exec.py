@@ -106,11 +106,6 @@ class PrefetchedFinds:
         self._tx = tx
         self._found = found
 
-    @property
-    def answers(self) -> dict[tuple[str, tuple[Any, ...]], list[str]]:
-        """What the set-wise find answered, by (type, criteria)."""
-        return self._found
-
     @classmethod
     async def of(
         cls, tx: StoreTransaction | None, entries: list[PlannedEntry], find_many: FindMany
@@ -152,23 +147,17 @@ class PrefetchedFinds:
 
 async def resolve_entries(
     tx: StoreTransaction | None, entries: list[PlannedEntry], find_many: FindMany
-) -> dict[tuple[str, tuple[Any, ...]], list[str]]:
+) -> None:
     """Fix every entry's target and rewrite its references, in processing order, from the
     Bundle's criteria found at once with ``find_many`` (``tx`` finds anything else; without
-    one, ``NotPrefetched``). A failure raises located at its ``Bundle.entry[n]``.
-
-    Returns what ``find_many`` answered: the resolution is a function of the entries and of
-    these answers, and of nothing else when no other ``find`` was needed.
-    """
+    one, ``NotPrefetched``). A failure raises located at its ``Bundle.entry[n]``."""
     ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
-    prefetched = await PrefetchedFinds.of(tx, entries, find_many)
-    finds = cast(StoreTransaction, prefetched)
+    finds = cast(StoreTransaction, await PrefetchedFinds.of(tx, entries, find_many))
     for entry in ordered:
         await located(entry, resolve_target(finds, entry))
     targets = fullurl_targets(entries)
     for entry in ordered:
         await located(entry, resolve_references(finds, entry, targets))
-    return prefetched.answers
 
 
 async def located(entry: PlannedEntry, step: Awaitable[T]) -> T:
@@ -193,11 +182,10 @@ async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) ->
         return
     copies = [_copy(entry) for entry in entries]
     try:
-        answers = await resolve_entries(None, copies, find_many)
+        await resolve_entries(None, copies, find_many)
     except (FhirError, NotPrefetched):
         return  # the transaction finds the error (or the answer) under the lock
     for original, copy in zip(entries, copies, strict=True):
-        original.extra["copy_answers"] = answers
         if copy.id is not None:
             original.extra["copy_target"] = f"{copy.resource_type}/{copy.id}"
         if copy.resource is not None and copy.method in ("POST", "PUT") \
@@ -211,22 +199,6 @@ def _copy(entry: PlannedEntry) -> PlannedEntry:
     resource = orjson.loads(orjson.dumps(entry.resource)) if entry.resource is not None else None
     extra = {k: v for k, v in entry.extra.items() if k != "reference_holders"}
     return replace(entry, resource=resource, extra=extra)
-
-
-def note_resolution(
-    entries: list[PlannedEntry], answers: dict[tuple[str, tuple[Any, ...]], list[str]]
-) -> None:
-    """After the resolution under the lock: whether it saw what the copy's saw.
-
-    The copy was resolved from the same entries, and only from its own finds' answers (any
-    other read would have stopped it: ``NotPrefetched``). Given the same answers, every
-    resource came out as its copy did, and its index holds without comparing the two.
-    Otherwise: which targets differ (``note_renames``).
-    """
-    for entry in entries:
-        if entry.extra.get("copy_answers") == answers:
-            entry.extra["resolved_as_copy"] = True
-    note_renames(entries)
 
 
 def note_renames(entries: list[PlannedEntry]) -> None:
@@ -255,7 +227,7 @@ def precomputed_index(entry: PlannedEntry) -> object | None:
     if optimistic is None:
         return None
     resource, index = optimistic
-    if entry.extra.get("resolved_as_copy") or resource == entry.resource:
+    if resource == entry.resource:
         return cast(object, index)
     renames = entry.extra.get("renames")
     if renames and _renamed(resource, renames) == entry.resource:

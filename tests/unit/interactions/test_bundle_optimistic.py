@@ -116,29 +116,3 @@ def test_the_precomputed_index_is_kept_patched_or_dropped() -> None:
         ("subject", "Patient", "p0", ""),), compartments=("p0",))
     assert precomputed_index(entry({**found, "id": "e0"}, renames)) is None
     assert precomputed_index(entry({**found, "status": "finished"}, renames)) is None
-
-
-def test_a_resolution_that_saw_the_copy_s_answers_keeps_its_index_without_comparing() -> None:
-    """Same answers under the lock as outside it: every resource came out as its copy did, so
-    the copy's index is kept as it is (the resources are not compared). Other answers: the
-    comparison decides, and a rename is noted."""
-    from types import SimpleNamespace
-
-    from fhir_server.interactions.bundle_exec import note_resolution, precomputed_index
-    from fhir_server.search.model import SearchIndex
-
-    criteria = ("Patient", (("identifier", "sys|1"),))
-    copy = {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}}
-    index = SearchIndex("Encounter", "e1", references=(("subject", "Patient", "p1", ""),))
-
-    def entry(answers: dict[Any, list[str]], resource: dict[str, Any]) -> Any:
-        return SimpleNamespace(resource=resource, id="e1", resource_type="Encounter", extra={
-            "optimistic": (copy, index), "copy_answers": answers, "copy_target": "Encounter/e1"})
-
-    # A stand-in for "came out as the copy": the comparison would have said otherwise.
-    same = entry({criteria: []}, {**copy, "status": "ignored"})
-    note_resolution([same], {criteria: []})
-    assert precomputed_index(same) is index
-    other = entry({criteria: []}, {**copy, "status": "ignored"})
-    note_resolution([other], {criteria: ["p0"]})
-    assert "resolved_as_copy" not in other.extra and precomputed_index(other) is None
