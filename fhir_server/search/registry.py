@@ -66,6 +66,13 @@ class SearchParameterDef:
 
 def split_union(expression: str) -> list[str]:
     """Split a FHIRPath expression on its top-level ``|`` (not inside parentheses or quotes)."""
+    return list(_split_union(expression))
+
+
+@cache
+def _split_union(expression: str) -> tuple[str, ...]:
+    """:func:`split_union`, once per expression: shared parameters (``clinical-code``, 20
+    types) are split again for every type."""
     branches, depth, quoted, start = [], 0, False, 0
     for position, char in enumerate(expression):
         if char == "'":
@@ -78,7 +85,7 @@ def split_union(expression: str) -> list[str]:
             branches.append(expression[start:position].strip())
             start = position + 1
     branches.append(expression[start:].strip())
-    return [branch for branch in branches if branch]
+    return tuple(branch for branch in branches if branch)
 
 
 def _branch_root(branch: str) -> str:
@@ -192,7 +199,7 @@ class SearchParameterRegistry:
 
         Observation ``combo-code`` is ``Observation.code | Observation.component.code``:
         the values of ``code`` and of ``component-code``, so its index rows would repeat
-        theirs (18 of a visit Bundle's 196 rows, with ``combo-value-quantity``), and a store
+        theirs (18 of a visit Bundle's 201 rows, with ``combo-value-quantity``), and a store
         may search their rows instead of keeping its own. A code counts only if every type
         that has it is such a union of the same members, because index rows carry codes, not
         types. Not for references (their targets would have to agree too) or composites
@@ -201,9 +208,11 @@ class SearchParameterRegistry:
         if self._unions is None:
             found: dict[str, set[tuple[str, ...] | None]] = {}
             for resource_type in self.resource_types():
-                for code, definition in self.for_type(resource_type).items():
+                params = self.for_type(resource_type)
+                branches = {code: self._branches(resource_type, code) for code in params}
+                for code, definition in params.items():
                     found.setdefault(code, set()).add(
-                        self._members(resource_type, code, definition))
+                        _members(code, definition, params, branches))
             common = {code for base in _COMMON_BASES for code in self._by_type.get(base, {})}
             unions: dict[str, tuple[str, ...]] = {}
             for code, answers in found.items():
@@ -215,30 +224,31 @@ class SearchParameterRegistry:
                             if not any(member in unions for member in members)}
         return self._unions
 
-    def _members(
-        self, resource_type: str, code: str, definition: SearchParameterDef
-    ) -> tuple[str, ...] | None:
-        """The parameters of the type whose branches make up exactly ``code``'s, or None."""
-        if definition.type in (ParamType.REFERENCE, ParamType.COMPOSITE, ParamType.SPECIAL):
-            return None
-        own = self._branches(resource_type, code)
-        if len(own) < 2:
-            return None
-        members = sorted(
-            other for other, candidate in self.for_type(resource_type).items()
-            if other != code and candidate.type is definition.type and not other.startswith("_")
-            and 0 < len(self._branches(resource_type, other)) < len(own)
-            and self._branches(resource_type, other) <= own
-        )
-        covered = frozenset().union(*(self._branches(resource_type, m) for m in members))
-        return tuple(members) if members and covered == own else None
-
     def _branches(self, resource_type: str, code: str) -> frozenset[str]:
         expression = self.expression_for(resource_type, code)
         return frozenset(split_union(expression)) if expression else frozenset()
 
     def __iter__(self) -> Iterator[SearchParameterDef]:
         return iter(self._by_url.values())
+
+
+def _members(
+    code: str, definition: SearchParameterDef, params: Mapping[str, SearchParameterDef],
+    branches: Mapping[str, frozenset[str]],
+) -> tuple[str, ...] | None:
+    """The parameters of a type whose branches make up exactly ``code``'s, or None."""
+    if definition.type in (ParamType.REFERENCE, ParamType.COMPOSITE, ParamType.SPECIAL):
+        return None
+    own = branches[code]
+    if len(own) < 2:
+        return None
+    members = sorted(
+        other for other, candidate in params.items()
+        if other != code and candidate.type is definition.type and not other.startswith("_")
+        and 0 < len(branches[other]) < len(own) and branches[other] <= own
+    )
+    covered = frozenset().union(*(branches[member] for member in members))
+    return tuple(members) if members and covered == own else None
 
 
 @cache

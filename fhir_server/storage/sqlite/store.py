@@ -315,6 +315,7 @@ class SqliteStore:
         if self.registry is not None:
             # Parameter codes are stored as hashes: a custom SearchParameter must not collide.
             check_param_keys(definition.code for definition in self.registry)
+            _ = self.unstored_codes  # found now (about 20 ms), not by the first write
         self._writer = self._connect()
         # Start-up may block: other workers may be creating the same schema right now.
         self._writer.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
