@@ -3,6 +3,8 @@ lifespan, routes come from ``api.routes``, endpoints from ``api.handlers``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections import defaultdict
@@ -18,6 +20,7 @@ from fhir_server.api.handlers import ENDPOINTS
 from fhir_server.api.middleware import RequestLogMiddleware
 from fhir_server.api.routes import ROUTES
 from fhir_server.conformance.seeding import seed_conformance
+from fhir_server.heap import keep_frozen
 from fhir_server.interactions.context import Services
 from fhir_server.logs import configure_logging
 from fhir_server.search.setup import prepare_search
@@ -49,9 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # as long as the process; frozen, the full collections stop walking it each time
         # (one took ~20 ms, a pause for every request in flight).
         gc.freeze()
+        refreezing = asyncio.get_running_loop().create_task(keep_frozen())
         try:
             yield
         finally:
+            refreezing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refreezing
             if services.audit_trail is not None:
                 await services.audit_trail.close()
             await store.close()
