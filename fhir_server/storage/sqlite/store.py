@@ -90,6 +90,9 @@ class _WriterTurn:
     writes blocks in a thread until the kernel wakes it on release, and a process that has
     just released its turn queues behind any waiter. ``timeout_s`` bounds the wait
     (``StorageBusy``). Without a file (``:memory:``) there is nothing to share.
+
+    The checkpoint claim is another one, on its own file, taken only without waiting
+    (:meth:`try_acquire`).
     """
 
     def __init__(self, path: str | None) -> None:
@@ -107,6 +110,17 @@ class _WriterTurn:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def try_acquire(self) -> bool:
+        """Take the turn if no other process holds it; whether this process holds it now."""
+        if self._fd is None or self._held:
+            return True
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._held = True
+        return True
 
     async def acquire(self, timeout_s: float) -> None:
         fd = self._fd
@@ -141,38 +155,6 @@ class _WriterTurn:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._held = False
             self._released_at = time.monotonic()
-
-
-class _Claim:
-    """A claim one process at a time holds, taken without waiting: an ``flock`` on a file of
-    its own (nothing to share without a file, ``:memory:``: always taken)."""
-
-    def __init__(self, path: str | None) -> None:
-        self._path = path
-        self._fd: int | None = None
-
-    def open(self) -> None:
-        if self._path is not None and self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # gives the claim back with it
-            self._fd = None
-
-    def take(self) -> bool:
-        """Whether this process holds the claim now (``False``: another one does)."""
-        if self._fd is None:
-            return True
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def give_back(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 #: How often the background task checkpoints the WAL into the database file.
@@ -292,9 +274,8 @@ class SqliteStore:
         self._checkpointer: asyncio.Task[None] | None = None
         shared = None if self.path == ":memory:" else self.path
         self._turn = _WriterTurn(shared and f"{shared}-writer")
-        self._checkpoint_claim = _Claim(shared and f"{shared}-checkpoint")
+        self._checkpoint_claim = _WriterTurn(shared and f"{shared}-checkpoint")
         self.registry: Any = None
-        self._unstored: tuple[Any, frozenset[str]] | None = None
         self.index_tables = index_tables or _default_index_tables()
 
     @classmethod
@@ -315,7 +296,7 @@ class SqliteStore:
         if self.registry is not None:
             # Parameter codes are stored as hashes: a custom SearchParameter must not collide.
             check_param_keys(definition.code for definition in self.registry)
-            _ = self.unstored_codes  # found now (about 20 ms), not by the first write
+            self.registry.unions()  # found now (about 20 ms), not by the first write
         self._writer = self._connect()
         # Start-up may block: other workers may be creating the same schema right now.
         self._writer.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
@@ -368,7 +349,7 @@ class SqliteStore:
         """
         # One process checkpoints at a time: two would find each other busy, and both
         # would restart the WAL, each holding the write turn.
-        if not self._checkpoint_claim.take():
+        if not self._checkpoint_claim.try_acquire():
             return
         # OperationalError: a checkpoint from outside the server is running; its turn.
         try:
@@ -385,7 +366,7 @@ class SqliteStore:
                     await run_to_end(_checkpoint, conn, "PASSIVE")
                     await self._restart_wal(conn)
         finally:
-            self._checkpoint_claim.give_back()
+            self._checkpoint_claim.release()
 
     async def _restart_wal(self, conn: sqlite3.Connection) -> None:
         """A RESTART checkpoint while this process holds its write lock and turn, so no frame
@@ -438,17 +419,10 @@ class SqliteStore:
 
     @property
     def unions(self) -> Mapping[str, tuple[str, ...]]:
-        """The registry's union parameters: their rows are not stored, and searches read
-        their members' rows instead (``SearchParameterRegistry.unions``)."""
+        """The registry's union parameters: their rows are not stored (the codes are the
+        ``skip`` of the index writes), and searches read their members' rows instead
+        (``SearchParameterRegistry.unions``)."""
         return {} if self.registry is None else self.registry.unions()
-
-    @property
-    def unstored_codes(self) -> frozenset[str]:
-        """The codes whose index rows the store does not keep (see :attr:`unions`)."""
-        registry = self.registry
-        if self._unstored is None or self._unstored[0] is not registry:
-            self._unstored = (registry, frozenset(self.unions))
-        return self._unstored[1]
 
     @property
     def reader(self) -> sqlite3.Connection:

@@ -71,7 +71,7 @@ class SqliteTransaction:
         """
         if self._fresh:
             fresh, self._fresh = self._fresh, []
-            self.store.index_tables.insert_fresh(self.conn, fresh, self.store.unstored_codes)
+            self.store.index_tables.insert_fresh(self.conn, fresh, self.store.unions)
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         """Return the current version (``deleted=True`` for a deleted one) or None."""
@@ -245,7 +245,7 @@ class SqliteTransaction:
         if row is not None and index is not None:
             self.flush()
             self.store.index_tables.replace_index(
-                self.conn, row[0], index, self.store.unstored_codes)
+                self.conn, row[0], index, self.store.unions)
 
     def _insert_version(
         self,
@@ -281,7 +281,7 @@ class SqliteTransaction:
         elif index is not None:
             self.flush()
             self.store.index_tables.replace_index(
-                self.conn, rid, index, self.store.unstored_codes)
+                self.conn, rid, index, self.store.unions)
         return StoredResource(resource_type, id, version, last_updated, content, method)
 
 

@@ -125,8 +125,8 @@ class Database:
             (rid, kind, ident, version, last_updated, orjson.dumps(resource)),
         )
         # As the store does: the rows of union parameters (combo-code...) are not kept.
-        unstored = frozenset(registry().unions())
-        replace_index(self.conn, int(rid), index_resource(resource, registry()), unstored)
+        replace_index(self.conn, int(rid), index_resource(resource, registry()),
+                      registry().unions())
         return int(rid)
 
     def delete(self, resource_type: str, id: str) -> None:

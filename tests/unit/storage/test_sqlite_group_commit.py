@@ -620,10 +620,10 @@ async def test_one_process_at_a_time_checkpoints(
     checkpointer = sqlite3.connect(database, check_same_thread=False)
     try:
         await _write(second, 1, fail=False)
-        assert first._checkpoint_claim.take()
+        assert first._checkpoint_claim.try_acquire()
         await second._checkpoint_step(checkpointer)
         assert modes == []
-        first._checkpoint_claim.give_back()
+        first._checkpoint_claim.release()
         await second._checkpoint_step(checkpointer)
         assert modes == ["PASSIVE"]
     finally:
