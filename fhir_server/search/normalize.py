@@ -14,7 +14,10 @@ from fhir_server.folding import fold
 from fhir_server.search.dates import MAX_MICROS, MIN_MICROS, date_range
 from fhir_server.search.expressions import reference_type
 
-__all__ = ["dates", "numbers", "quantities", "references", "strings", "tokens", "uris"]
+__all__ = [
+    "absolute_target_id", "dates", "numbers", "quantities", "references", "strings", "tokens",
+    "uris",
+]
 
 Tables = dict[str, dict[tuple[Any, ...], None]]
 
@@ -167,13 +170,20 @@ def references(tables: Tables, code: str, value: Any) -> None:
             tables["tokens"][row] = None
 
 
+def absolute_target_id(url: str) -> str:
+    """The id kept with an absolute reference (without its history or version): the last
+    segment when the one before it names a resource type, else ``""``. A search by url asks
+    for the same id, which the store's reference index leads with."""
+    return url.rstrip("/").rsplit("/", 1)[-1] if reference_type(url) else ""
+
+
 def _add_reference(tables: Tables, code: str, reference: str) -> None:
     if reference.startswith("#"):
         return  # a contained resource is not searchable by reference
     kind = reference_type(reference)
     plain = reference.split("/_history/", 1)[0].split("|", 1)[0]
     if "://" in reference or reference.startswith("urn:"):
-        ident = plain.rstrip("/").rsplit("/", 1)[-1] if kind else ""
+        ident = absolute_target_id(plain)
         tables["references"][(code, kind or "", ident, plain)] = None
     elif kind:
         tables["references"][(code, kind, plain.split("/")[-1], "")] = None

@@ -31,6 +31,7 @@ from fhir_server.search.model import (
     TokenValue,
     UriValue,
 )
+from fhir_server.search.normalize import absolute_target_id
 from fhir_server.search.ranges import RangePredicate, range_predicate
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
@@ -97,6 +98,9 @@ class WhereCompiler:
             table = TABLES[clause.type]
             missing = clause.values[0] is True
             keys = param_keys(clause.code, self._unions)
+            # The reference index leads with the target id, which :missing does not name:
+            # probe each resource's own rows (primary key) instead of scanning the index.
+            probe = probe or clause.type is ParamType.REFERENCE
             return _rows_exist(alias, table, ("1", []), missing, probe, keys)
         if clause.type is ParamType.COMPOSITE:
             parts = [_composite(clause.code, value, alias) for value in clause.values]
@@ -249,7 +253,7 @@ def _quantity(value: QuantityValue) -> Condition:
 def _reference(target_type: str | None, value: ReferenceValue) -> Condition:
     parts: list[Condition] = []
     if value.url is not None:
-        parts.append(("url = ?", [value.url]))
+        parts.append(("id = ? AND url = ?", [absolute_target_id(value.url), value.url]))
     else:
         parts.append(("id = ?", [value.id]))
         if value.type is not None:

@@ -8,7 +8,7 @@ import pytest
 
 from fhir_server.errors import BadRequest, Gone
 from fhir_server.search import cursor as cursor_module
-from fhir_server.storage.sqlite.search_sql import find_ids, run_search
+from fhir_server.storage.sqlite.search_sql import _filter, find_ids, run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys
 from tests.unit.search.search_builders import Database, observation, patient, query, registry
 from tests.unit.search.test_search_matching import CASES
@@ -258,3 +258,23 @@ def test_rows_of_a_union_written_before_are_harmless() -> None:
     db.add(observation("new"))
     assert db.ids("Observation", "combo-code=8867-4&_sort=_id") == ["new", "old"]
     assert db.ids("Observation", "combo-code:not=8867-4") == []
+
+
+def _plan(db: Database, sql: str, params: list[Any]) -> str:
+    return " ".join(row[3] for row in db.conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+def test_reference_searches_read_the_target_first_index() -> None:
+    db = Database()
+    db.add(observation("o1", subject={"reference": "Patient/p1"}))
+    db.add(observation("o2", subject={"reference": "http://other.vn/fhir/Organization/9"}))
+    db.add(observation("o3", subject={"reference": "http://other.vn/canonical"}))
+    assert db.ids("Observation", "subject=Patient/p1") == ["o1"]
+    assert db.ids("Observation", "subject=http://other.vn/fhir/Organization/9") == ["o2"]
+    assert db.ids("Observation", "subject=http://other.vn/canonical") == ["o3"]
+    for text in ("subject=Patient/p1", "subject=http://other.vn/canonical"):
+        where, params = _filter(query("Observation", text), {})
+        plan = _plan(db, f"SELECT r.id FROM resources r WHERE {where}", params)
+        assert "search_reference_target (id=? AND param=?" in plan
+    assert sorted(db.ids("Observation", "subject:missing=false")) == ["o1", "o2", "o3"]
+    assert db.ids("Observation", "subject:missing=true") == []

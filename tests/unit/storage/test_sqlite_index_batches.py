@@ -108,3 +108,21 @@ async def test_the_store_keeps_no_rows_of_union_parameters(tmp_path: Path) -> No
     finally:
         await store.close()
     assert stored == {"code", "value-quantity"}
+
+
+async def test_a_store_with_the_old_reference_index_gets_the_target_first_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(CORE_SCHEMA_SQL + search_tables.SCHEMA_SQL.replace(
+        "CREATE INDEX IF NOT EXISTS search_reference_target ON search_reference (id, param, type)",
+        "CREATE INDEX IF NOT EXISTS search_reference_value ON search_reference (param, id, type)"))
+    old.close()
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(path)
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
+    assert "search_reference_target" in names
+    assert "search_reference_value" not in names
