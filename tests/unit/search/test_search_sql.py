@@ -278,3 +278,8 @@ def test_reference_searches_read_the_target_first_index() -> None:
         assert "search_reference_target (id=? AND param=?" in plan
     assert sorted(db.ids("Observation", "subject:missing=false")) == ["o1", "o2", "o3"]
     assert db.ids("Observation", "subject:missing=true") == []
+    # :missing names no target: each Observation's own rows are probed by rid.
+    where, params = _filter(query("Observation", "subject:missing=false"), {})
+    plan = _plan(db, f"SELECT r.id FROM resources r WHERE {where}", params)
+    assert "search_reference USING PRIMARY KEY (rid=? AND param=?)" in plan
+    assert "search_reference_target" not in plan

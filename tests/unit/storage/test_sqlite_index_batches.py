@@ -118,11 +118,16 @@ async def test_a_store_with_the_old_reference_index_gets_the_target_first_one(
     old.executescript(CORE_SCHEMA_SQL + search_tables.SCHEMA_SQL.replace(
         "CREATE INDEX IF NOT EXISTS search_reference_target ON search_reference (id, param, type)",
         "CREATE INDEX IF NOT EXISTS search_reference_value ON search_reference (param, id, type)"))
+    assert _indexes(old) >= {"search_reference_value"}
+    assert "search_reference_target" not in _indexes(old)
     old.close()
     store = SqliteStore(path)
     await store.open()
     await store.close()
-    conn = sqlite3.connect(path)
-    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
+    names = _indexes(sqlite3.connect(path))
     assert "search_reference_target" in names
     assert "search_reference_value" not in names
+
+
+def _indexes(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
