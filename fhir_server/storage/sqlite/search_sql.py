@@ -264,6 +264,17 @@ def _fetch_include(
     reverse: bool,
 ) -> list[_Row]:
     """Return the rows one include parameter adds for the resources ``rids``."""
+    return list(conn.execute(*include_sql(registry, item, rids, reverse)))
+
+
+def include_sql(
+    registry: SearchParameterRegistry, item: Include, rids: list[int], reverse: bool
+) -> tuple[str, list[object]]:
+    """The query of one include step, read from the frontier ``rids`` outwards.
+
+    ``CROSS JOIN`` keeps SQLite's join order: without statistics the planner would rather
+    scan every resource of the other type and probe the frontier for each.
+    """
     codes = [item.code]
     if item.code == "*":
         parameters = registry.for_type(item.source_type).values()
@@ -276,16 +287,16 @@ def _fetch_include(
         target, params = " AND ref.type = ?", [*params, item.target_type]
     if reverse:  # referring resources of source_type, pointing at the frontier
         sql = (
-            f"SELECT {_STORED} FROM resources t JOIN search_reference ref "
-            f"ON ref.type = t.type AND ref.id = t.id JOIN resources r ON r.rid = ref.rid "
+            f"SELECT {_STORED} FROM resources t CROSS JOIN search_reference ref "
+            f"ON ref.id = t.id AND ref.type = t.type CROSS JOIN resources r ON r.rid = ref.rid "
             f"{_CURRENT} WHERE t.rid IN (SELECT value FROM json_each(?)) AND r.type = ? "
             f"AND ref.param IN ({marks}) AND r.deleted = 0{target}"
         )
     else:  # resources the frontier (of source_type) points at
         sql = (
-            f"SELECT {_STORED} FROM search_reference ref JOIN resources s ON s.rid = ref.rid "
-            f"JOIN resources r ON r.type = ref.type AND r.id = ref.id {_CURRENT} "
-            f"WHERE ref.rid IN (SELECT value FROM json_each(?)) AND s.type = ? "
+            f"SELECT {_STORED} FROM search_reference ref CROSS JOIN resources s "
+            f"ON s.rid = ref.rid CROSS JOIN resources r ON r.type = ref.type AND r.id = ref.id "
+            f"{_CURRENT} WHERE ref.rid IN (SELECT value FROM json_each(?)) AND s.type = ? "
             f"AND ref.param IN ({marks}) AND r.deleted = 0{target}"
         )
-    return list(conn.execute(sql, params))
+    return sql, params

@@ -8,7 +8,8 @@ import pytest
 
 from fhir_server.errors import BadRequest, Gone
 from fhir_server.search import cursor as cursor_module
-from fhir_server.storage.sqlite.search_sql import _filter, find_ids, run_search
+from fhir_server.search.model import Include
+from fhir_server.storage.sqlite.search_sql import _filter, find_ids, include_sql, run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys
 from tests.unit.search.search_builders import Database, observation, patient, query, registry
 from tests.unit.search.test_search_matching import CASES
@@ -283,3 +284,22 @@ def test_reference_searches_read_the_target_first_index() -> None:
     plan = _plan(db, f"SELECT r.id FROM resources r WHERE {where}", params)
     assert "search_reference USING PRIMARY KEY (rid=? AND param=?)" in plan
     assert "search_reference_target" not in plan
+
+
+@pytest.mark.parametrize("reverse", [True, False], ids=["revinclude", "include"])
+def test_include_steps_read_from_the_frontier_outwards(reverse: bool) -> None:
+    db = Database()
+    patient_rid = db.add(patient("p1"))
+    db.add(patient("p2"))
+    observation_rid = db.add(observation("o1", subject={"reference": "Patient/p1"}))
+    db.add(observation("o2", subject={"reference": "Patient/p2"}))
+    frontier = [patient_rid] if reverse else [observation_rid]
+    sql, params = include_sql(registry(), Include("Observation", "subject"), frontier, reverse)
+    assert [row[2] for row in db.conn.execute(sql, params)] == ["o1" if reverse else "p1"]
+    steps = [row[3] for row in db.conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    # The first step reads the frontier by its rids; nothing walks a whole resource type.
+    first = "SEARCH t USING INTEGER PRIMARY KEY" if reverse else "SEARCH ref USING PRIMARY KEY"
+    assert steps[0].startswith(first)
+    assert not any(step.endswith("(type=?)") or step.startswith("SCAN r") for step in steps)
+    if reverse:
+        assert any("search_reference_target (id=? AND param=?" in step for step in steps)
