@@ -159,6 +159,9 @@ class _WriterTurn:
 
 #: How often the background task checkpoints the WAL into the database file.
 _CHECKPOINT_EVERY_S = 1.0
+#: How long opening the store waits for another process's schema work (an index build of a
+#: very large store takes minutes); StorageBusy after that.
+_OPEN_WAIT_S = 3600.0
 #: A process that released its turn this recently queues behind waiting processes.
 _TURN_COURTESY_S = 0.005
 
@@ -298,7 +301,13 @@ class SqliteStore:
             check_param_keys(definition.code for definition in self.registry)
             self.registry.unions()  # found now (about 20 ms), not by the first write
         self._writer = self._connect()
-        # Start-up may block: other workers may be creating the same schema right now.
+        # Start-up may block: another worker may be creating the schema or building an index
+        # of a new layout right now (8 s on a store of 1,000,000 resources). It does so holding
+        # the turn, so the wait is for the turn, as long as the build takes; SQLite's busy
+        # timeout is left for writers outside the server.
+        self._turn.open()
+        self._checkpoint_claim.open()
+        await self._turn.acquire(_OPEN_WAIT_S)
         self._writer.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         try:
             self._writer.executescript(
@@ -310,6 +319,8 @@ class SqliteStore:
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
             raise
+        finally:
+            self._turn.release()
         # The writer never waits inside SQLite: it waits for its turn (_WriterTurn), and
         # _begin backs off with asyncio.sleep for writers outside the server.
         self._writer.execute("PRAGMA busy_timeout=0")
@@ -319,8 +330,6 @@ class SqliteStore:
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
         # No fsync inside COMMIT: durable groups are synced after the lock (_settle).
         self._writer.execute("PRAGMA synchronous=NORMAL")
-        self._turn.open()
-        self._checkpoint_claim.open()
         if self.path != ":memory:":
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
         self._reader = self._connect()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -630,3 +633,40 @@ async def test_one_process_at_a_time_checkpoints(
         checkpointer.close()
         await first.close()
         await second.close()
+
+
+async def test_opening_waits_for_another_workers_schema_work_past_the_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    """A worker building an index at open holds the turn and SQLite's write lock for as long
+    as the build takes; a second worker opening meanwhile waits for it, not only for
+    ``busy_timeout_s``."""
+    first = SqliteStore(tmp_path / "db.sqlite3")
+    await first.open()
+    await first.close()
+    fd = os.open(tmp_path / "db.sqlite3-writer", os.O_RDWR)
+    building = sqlite3.connect(
+        tmp_path / "db.sqlite3", isolation_level=None, check_same_thread=False
+    )
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    building.execute("BEGIN IMMEDIATE")
+
+    def finish_the_build() -> None:
+        time.sleep(0.6)
+        try:
+            building.execute("COMMIT")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    second = SqliteStore(tmp_path / "db.sqlite3", busy_timeout_s=0.1)
+    build = asyncio.ensure_future(asyncio.to_thread(finish_the_build))
+    try:
+        await second.open()
+        assert build.done()  # it opened once the build was over
+        await _write(second, 1, fail=False)
+    finally:
+        await build
+        await second.close()
+        building.close()
+        os.close(fd)
+    assert _stored_ids(tmp_path) == {"p1"}
