@@ -17,6 +17,7 @@ from fhir_server.cli_conformance import add_conformance_commands
 from fhir_server.cli_security import add_security_commands
 from fhir_server.logs import configure_logging
 from fhir_server.settings import Settings
+from fhir_server.supervision import SUPERVISOR_ENV
 
 __all__ = ["main"]
 
@@ -45,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _export_settings(settings)
     configure_logging(settings.log_level)
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # the workers end with this process
     uvicorn.run(
         "fhir_server.main:create_app",
         factory=True,

@@ -27,6 +27,7 @@ from fhir_server.search.setup import prepare_search
 from fhir_server.security.setup import audit_trail_for, token_verifier
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
+from fhir_server.supervision import follow_supervisor
 
 __all__ = ["create_app"]
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Return the FHIR server application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)  # in each worker process (see fhir_server.logs)
+    follow_supervisor()  # a worker of `serve --workers N` ends with its supervisor
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
