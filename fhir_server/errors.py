@@ -28,6 +28,7 @@ __all__ = [
     "NotSupported",
     "PayloadTooLarge",
     "PreconditionFailed",
+    "SearchTooCostly",
     "Unauthorized",
     "Unprocessable",
     "UnsupportedMediaType",
@@ -205,6 +206,14 @@ class PayloadTooLarge(FhirError):
     status = 413
     issue_code = "too-costly"
     default_message_id = "MSG_BODY_TOO_LARGE"
+
+
+class SearchTooCostly(FhirError):
+    """503: a search ran past the configured time limit (``search_timeout_s``) and was stopped."""
+
+    status = 503
+    issue_code = "too-costly"
+    default_message_id = "MSG_SEARCH_TOO_COSTLY"
 
 
 class UnsupportedMediaType(FhirError):

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     referential_integrity: bool = True
     default_count: int = 20
     max_count: int = 1000
+    #: A search still running after this many seconds is stopped (503, ``too-costly``).
+    search_timeout_s: float = 30.0
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_busy_timeout_s: float = 10.0
     #: Page cache of each SQLite connection, in MiB (grows only as pages are used). Writes

@@ -20,14 +20,15 @@ def open_store(settings: Settings, registry: Any = None) -> ResourceStore:
     if url.startswith("sqlite:"):
         store = SqliteStore.from_url(url, synchronous=settings.sqlite_synchronous,
                                      busy_timeout_s=settings.sqlite_busy_timeout_s,
-                                     cache_mb=settings.sqlite_cache_mb)
+                                     cache_mb=settings.sqlite_cache_mb,
+                                     search_timeout_s=settings.search_timeout_s)
         store.registry = registry
         return store
     if url.startswith(("mongodb://", "mongodb+srv://")):
         # Imported here so that the embedded store runs without pymongo installed.
         from fhir_server.storage.mongo.store import MongoStore
 
-        mongo = MongoStore.from_url(url)
+        mongo = MongoStore.from_url(url, search_timeout_s=settings.search_timeout_s)
         mongo.registry = registry
         return mongo
     raise ValueError(

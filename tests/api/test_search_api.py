@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.builders import CCCD_SYSTEM, observation, patient
+from tests.conftest import on_sqlite_only
 
 FHIR = {"Content-Type": "application/fhir+json"}
 
@@ -165,3 +166,29 @@ async def test_combo_parameters_search_code_and_components_together(
     assert await ids(**{"combo-value-quantity": "gt100"}) == [bp]
     assert await ids(**{"combo-value-quantity": "lt80", "subject": subject}) == [heart]
     assert await ids(**{"combo-code:missing": "false", "_sort": "combo-code"}) == [bp, heart]
+
+
+@on_sqlite_only
+async def test_a_search_past_the_time_limit_answers_503_too_costly(
+    client_with: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_server.storage.sqlite import store as store_module
+
+    http = await client_with(search_timeout_s=0.1)
+    await _create(http, patient(cccd="001090000001", family="Nguyễn"))
+    real = store_module.run_search
+
+    def endless(conn: Any, *args: Any) -> Any:
+        conn.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                     "LIMIT 200000000) SELECT count(*) FROM c").fetchone()
+        return real(conn, *args)
+
+    monkeypatch.setattr(store_module, "run_search", endless)
+    response = await http.get("/fhir/Patient", params={"family": "nguyen"})
+    assert response.status_code == 503
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "too-costly"
+    assert issue["details"]["coding"][0]["code"] == "MSG_SEARCH_TOO_COSTLY"
+    monkeypatch.undo()
+    again = await http.get("/fhir/Patient", params={"family": "nguyen"})
+    assert again.status_code == 200 and len(_ids(again.json())) == 1

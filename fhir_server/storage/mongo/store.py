@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from fhir_server.errors import Gone, NotFound, NotSupported, VersionConflict
+from fhir_server.errors import Gone, NotFound, NotSupported, SearchTooCostly, VersionConflict
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo.indexes import INDEXES
@@ -53,8 +53,10 @@ class TransactionsUnavailable(NotSupported):
 class MongoStore:
     """``ResourceStore`` over a MongoDB database; see the module docstring."""
 
-    def __init__(self, url: str, *, database: str = "fhir", client: Any = None) -> None:
+    def __init__(self, url: str, *, database: str = "fhir", client: Any = None,
+                 search_timeout_s: float = 30.0) -> None:
         self.url = url
+        self.search_timeout_s = search_timeout_s
         self.database = database
         self.registry: Any = None
         self.transactions_supported = False
@@ -132,10 +134,23 @@ class MongoStore:
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Run a compiled search (``search``): filter documents, keyset pages, includes."""
+        import pymongo
+        from pymongo.errors import PyMongoError
+
         from fhir_server.storage.mongo.finding import default_registry
         from fhir_server.storage.mongo.search import run_search
 
-        return await run_search(self.db, query, self.registry or default_registry())
+        # The driver's operation timeout covers every round trip of the search.
+        with pymongo.timeout(self.search_timeout_s):
+            try:
+                return await run_search(self.db, query, self.registry or default_registry())
+            except PyMongoError as exc:
+                if not exc.timeout:
+                    raise
+                raise SearchTooCostly(
+                    f"The search ran longer than {self.search_timeout_s:g} s and was stopped; "
+                    "narrow it (more parameters, fewer includes) or ask for fewer results"
+                ) from None
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         """Return a page of versions newest first; the cursor is the last ``seq`` returned."""

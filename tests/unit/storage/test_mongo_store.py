@@ -172,3 +172,32 @@ async def test_a_resource_carries_its_index_and_moves_with_its_owning_patient() 
     assert (stored["pk"], stored["version"]) == ("p2", 2)
     assert [documents["versions"][f"Observation/o1/{n}"]["pk"] for n in (1, 2)] == ["p1", "p2"]
     assert documents["versions"]["Observation/o1/1"]["until"] == stored["lastUpdated"]
+
+
+async def test_a_search_runs_under_the_operation_timeout_and_a_timeout_is_too_costly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pymongo import _csot  # the driver's own view of the timeout in force
+    from pymongo.errors import ExecutionTimeout, OperationFailure
+
+    from fhir_server.errors import SearchTooCostly
+    from fhir_server.search.model import SearchQuery
+    from fhir_server.storage.mongo import search as search_module
+
+    client = FakeMongoClient()
+    store = MongoStore("mongodb://fake/fhir", client=client, search_timeout_s=2.5)
+    await store.open()
+    seen: list[float | None] = []
+    failure: list[Exception] = [ExecutionTimeout("operation exceeded time limit")]
+
+    async def timed(*args: Any) -> Any:
+        seen.append(_csot.get_timeout())
+        raise failure[0]
+
+    monkeypatch.setattr(search_module, "run_search", timed)
+    with pytest.raises(SearchTooCostly):
+        await store.search(SearchQuery("Patient"))
+    assert seen == [2.5]
+    failure[0] = OperationFailure("something else")
+    with pytest.raises(OperationFailure):  # other driver errors are not timeouts
+        await store.search(SearchQuery("Patient"))
