@@ -323,7 +323,14 @@ class SqliteStore:
         # timeout is left for writers outside the server.
         self._turn.open()
         self._checkpoint_claim.open()
-        await self._turn.acquire(_OPEN_WAIT_S)
+        try:
+            await self._turn.acquire(_OPEN_WAIT_S)
+        except BaseException:
+            self._writer.close()
+            self._writer = None
+            self._turn.close()
+            self._checkpoint_claim.close()
+            raise
         self._writer.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         try:
             self._writer.executescript(

@@ -670,3 +670,23 @@ async def test_opening_waits_for_another_workers_schema_work_past_the_busy_timeo
         building.close()
         os.close(fd)
     assert _stored_ids(tmp_path) == {"p1"}
+
+
+async def test_opening_that_gives_up_waiting_leaves_nothing_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_server.storage.sqlite import store as store_module
+
+    first = SqliteStore(tmp_path / "db.sqlite3")
+    await first.open()
+    await first.close()
+    monkeypatch.setattr(store_module, "_OPEN_WAIT_S", 0.1)
+    fd = os.open(tmp_path / "db.sqlite3-writer", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another worker's build that outlasts the wait
+    try:
+        second = SqliteStore(tmp_path / "db.sqlite3")
+        with pytest.raises(store_module.StorageBusy):
+            await second.open()
+        assert second._writer is None and second._turn._fd is None
+    finally:
+        os.close(fd)
