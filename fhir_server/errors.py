@@ -215,6 +215,14 @@ class SearchTooCostly(FhirError):
     issue_code = "too-costly"
     default_message_id = "MSG_SEARCH_TOO_COSTLY"
 
+    @classmethod
+    def after(cls, seconds: float) -> SearchTooCostly:
+        """The error for a search stopped once it had run ``seconds``."""
+        return cls(
+            f"The search ran longer than {seconds:g} s and was stopped; narrow it (more "
+            "parameters, fewer includes) or ask for fewer results"
+        )
+
 
 class UnsupportedMediaType(FhirError):
     """415: the request body is in a format the server does not read."""

@@ -25,17 +25,16 @@ _PR_SET_PDEATHSIG = 1
 log = logging.getLogger("fhir_server")
 
 
-def follow_supervisor() -> bool:
-    """In a worker of ``serve``, end with the supervisor; whether that was arranged."""
+def follow_supervisor() -> None:
+    """In a worker of ``serve``, arrange to end with the supervisor; elsewhere do nothing."""
     supervisor = os.environ.get(SUPERVISOR_ENV)
     if not supervisor or not supervisor.isdigit() or os.getpid() == int(supervisor):
-        return False  # not a spawned worker (`serve` in one process, tests, the loader)
+        return  # not a spawned worker (`serve` in one process, tests, the loader)
     if not sys.platform.startswith("linux"):
-        return False
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
         log.warning("cannot follow the supervisor: prctl errno %d", ctypes.get_errno())
-        return False
+        return
     if os.getppid() != int(supervisor):  # it ended before (or while) the worker started
         os.kill(os.getpid(), signal.SIGTERM)
-    return True

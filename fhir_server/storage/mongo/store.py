@@ -147,10 +147,7 @@ class MongoStore:
             except PyMongoError as exc:
                 if not exc.timeout:
                     raise
-                raise SearchTooCostly(
-                    f"The search ran longer than {self.search_timeout_s:g} s and was stopped; "
-                    "narrow it (more parameters, fewer includes) or ask for fewer results"
-                ) from None
+                raise SearchTooCostly.after(self.search_timeout_s) from None
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         """Return a page of versions newest first; the cursor is the last ``seq`` returned."""

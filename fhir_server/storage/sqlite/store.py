@@ -277,8 +277,7 @@ class SqliteStore:
         self.cache_mb = cache_mb
         self._reader: sqlite3.Connection | None = None
         self.search_timeout_s = search_timeout_s
-        #: Searches run in threads, each on a connection of this pool (see ``search``).
-        self._searchers: list[sqlite3.Connection] = []
+        #: The connections searches run on in threads (see ``search``), while none uses them.
         self._idle_searchers: list[sqlite3.Connection] = []
         self._search_slots = asyncio.Semaphore(_SEARCH_THREADS)
         self._writer: sqlite3.Connection | None = None
@@ -323,24 +322,21 @@ class SqliteStore:
         # timeout is left for writers outside the server.
         self._turn.open()
         self._checkpoint_claim.open()
-        try:
-            await self._turn.acquire(_OPEN_WAIT_S)
-        except BaseException:
-            self._writer.close()
-            self._writer = None
-            self._turn.close()
-            self._checkpoint_claim.close()
-            raise
         self._writer.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         try:
+            await self._turn.acquire(_OPEN_WAIT_S)
             self._writer.executescript(
                 "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL
             )
             audit_log.create_schema(self._writer)
             self._writer.execute("COMMIT")
-        except BaseException:
+        except BaseException:  # nothing of a failed open stays open
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
+            self._writer.close()
+            self._writer = None
+            self._turn.close()
+            self._checkpoint_claim.close()
             raise
         finally:
             self._turn.release()
@@ -431,10 +427,11 @@ class SqliteStore:
                 await asyncio.wait({self._syncer})  # its failures went to the groups
             for _ in range(_SEARCH_THREADS):  # searches in flight end first
                 await self._search_slots.acquire()
-            for conn in (self._reader, self._writer, *self._searchers):
+            # With every slot held, every search connection is idle.
+            for conn in (self._reader, self._writer, *self._idle_searchers):
                 if conn is not None:
                     conn.close()
-            self._searchers, self._idle_searchers = [], []
+            self._idle_searchers = []
             for _ in range(_SEARCH_THREADS):
                 self._search_slots.release()
             self._turn.close()
@@ -539,23 +536,15 @@ class SqliteStore:
             if self.path == ":memory:":  # another connection would be another database
                 conn = reader
             else:
-                conn = self._idle_searchers.pop() if self._idle_searchers else self._searcher()
+                conn = self._idle_searchers.pop() if self._idle_searchers else self._connect()
             try:
                 deadline = started + self.search_timeout_s
                 return await run_to_end(self._search_until, conn, query, deadline)
             except _OutOfTime:
-                raise SearchTooCostly(
-                    f"The search ran longer than {self.search_timeout_s:g} s and was stopped; "
-                    "narrow it (more parameters, fewer includes) or ask for fewer results"
-                ) from None
+                raise SearchTooCostly.after(self.search_timeout_s) from None
             finally:
                 if conn is not reader:
                     self._idle_searchers.append(conn)
-
-    def _searcher(self) -> sqlite3.Connection:
-        conn = self._connect()
-        self._searchers.append(conn)
-        return conn
 
     def _search_until(
         self, conn: sqlite3.Connection, query: SearchQuery, deadline: float

@@ -63,7 +63,7 @@ async def test_a_cheap_search_runs_on_the_loop_and_a_long_one_moves_to_a_thread(
     try:
         found = await store.search(SearchQuery("Patient"))
         assert [stored.id for stored in found.matches] == ["p1"]
-        assert store._searchers == []  # the cheap search needed no thread
+        assert store._idle_searchers == []  # the cheap search needed no thread
         monkeypatch.setattr(store_module, "run_search", long_search)
         search = asyncio.ensure_future(store.search(SearchQuery("Patient")))
         while len(ran_on) < 2:
@@ -111,6 +111,6 @@ async def test_searches_beyond_the_threads_wait_and_all_answer(
     try:
         results = await asyncio.gather(*(store.search(SearchQuery("Patient")) for _ in range(5)))
         assert all([s.id for s in r.matches] == ["p1"] for r in results)
-        assert 1 <= len(store._searchers) <= store_module._SEARCH_THREADS
+        assert 1 <= len(store._idle_searchers) <= store_module._SEARCH_THREADS
     finally:
         await store.close()
