@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl
 
@@ -169,36 +168,89 @@ async def located(entry: PlannedEntry, step: Awaitable[T]) -> T:
 
 
 async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) -> None:
-    """Resolve a copy of the Bundle outside the write lock and index its resources there.
+    """Resolve the Bundle outside the write lock, index its resources there, and undo the
+    resolution.
 
     Uses the store's ``find_many`` on committed data (stores without one skip this). Each
-    entry that would be written keeps ``(resolved copy, index)`` in ``extra["optimistic"]``;
-    inside the transaction, the real resolution runs again and the index is reused only when
-    the resource came out equal to the copy (``precomputed_index``), so a concurrent change
-    costs a recomputation, never a wrong index.
+    entry that would be written keeps ``(signature, index)`` in ``extra["optimistic"]``: the
+    signature is what the resolution changed in the resource (its id and the values of its
+    references, ``resolution_signature``), and nothing else changes it. Inside the transaction
+    the real resolution runs again, and the index is reused only when it left the same
+    signature (``precomputed_index``), so a concurrent change costs a recomputation, never a
+    wrong index. Resolving in place and undoing it costs less than resolving a copy (no copy
+    of the resources, no second walk for their references, no deep comparison under the lock).
     """
     find_many = getattr(services.store, "find_many", None)
     if find_many is None or services.registry is None:
         return
-    copies = [_copy(entry) for entry in entries]
+    for entry in entries:
+        if entry.query is not None and entry.method == "PUT" and "fresh_id" not in entry.extra:
+            entry.extra["fresh_id"] = new_id()  # the same id outside the lock and inside it
+    unresolved = [_Unresolved(entry) for entry in entries]
+    planned: list[tuple[str | None, tuple[Signature, object] | None]] = []
     try:
-        await resolve_entries(None, copies, find_many)
+        await resolve_entries(None, entries, find_many)
+        for entry in entries:
+            target = f"{entry.resource_type}/{entry.id}" if entry.id is not None else None
+            optimistic = None
+            if entry.resource is not None and entry.method in ("POST", "PUT") \
+                    and "existing" not in entry.extra:
+                optimistic = (resolution_signature(entry), services.index(entry.resource))
+            planned.append((target, optimistic))
     except (FhirError, NotPrefetched):
-        return  # the transaction finds the error (or the answer) under the lock
-    for original, copy in zip(entries, copies, strict=True):
-        if copy.id is not None:
-            original.extra["copy_target"] = f"{copy.resource_type}/{copy.id}"
-        if copy.resource is not None and copy.method in ("POST", "PUT") \
-                and "existing" not in copy.extra:
-            original.extra["optimistic"] = (copy.resource, services.index(copy.resource))
+        planned = []  # the transaction finds the error (or the answer) under the lock
+    finally:
+        for saved in unresolved:
+            saved.restore()
+    for entry, (target, optimistic) in zip(entries, planned, strict=False):
+        if target is not None:
+            entry.extra["copy_target"] = target
+        if optimistic is not None:
+            entry.extra["optimistic"] = optimistic
 
 
-def _copy(entry: PlannedEntry) -> PlannedEntry:
-    if entry.query is not None and entry.method == "PUT" and "fresh_id" not in entry.extra:
-        entry.extra["fresh_id"] = new_id()
-    resource = orjson.loads(orjson.dumps(entry.resource)) if entry.resource is not None else None
-    extra = {k: v for k, v in entry.extra.items() if k != "reference_holders"}
-    return replace(entry, resource=resource, extra=extra)
+class _Unresolved:
+    """What resolving an entry changes, as it was before: its id and extras, its resource's
+    id, and the values of its references."""
+
+    def __init__(self, entry: PlannedEntry) -> None:
+        self.entry = entry
+        self.references = [(holder, holder["reference"]) for holder in
+                           (reference_holders(entry) if _resolvable(entry) else ())]
+        self.id = entry.id
+        self.extra = dict(entry.extra)
+        resource = entry.resource
+        self.resource_id = resource.get("id", _ABSENT) if resource is not None else _ABSENT
+
+    def restore(self) -> None:
+        entry = self.entry
+        entry.id = self.id
+        entry.extra.clear()
+        entry.extra.update(self.extra)
+        if entry.resource is not None:
+            if self.resource_id is _ABSENT:
+                entry.resource.pop("id", None)
+            else:
+                entry.resource["id"] = self.resource_id
+        for holder, reference in self.references:
+            holder["reference"] = reference
+
+
+_ABSENT = object()
+#: A resource's id and the values of its references, after resolution.
+Signature = tuple[object, tuple[object, ...]]
+
+
+def _resolvable(entry: PlannedEntry) -> bool:
+    return entry.resource is not None and entry.method in ("POST", "PUT")
+
+
+def resolution_signature(entry: Any) -> Signature:
+    """What resolving the entry set in its resource: its id and its references' values
+    (``reference_holders``, the objects resolution rewrites)."""
+    resource = entry.resource or {}
+    return resource.get("id"), tuple(holder.get("reference") for holder in
+                                     reference_holders(entry))
 
 
 def note_renames(entries: list[PlannedEntry]) -> None:
@@ -218,7 +270,8 @@ def note_renames(entries: list[PlannedEntry]) -> None:
 
 
 def precomputed_index(entry: PlannedEntry) -> object | None:
-    """The index computed outside the lock, if the resource resolved to the same content.
+    """The index computed outside the lock, if the resolution under it changed the resource
+    in the same way (the same ``resolution_signature``).
 
     When the only differences are references to targets resolved differently under the lock
     (``note_renames``), the index is patched instead of recomputed under the lock.
@@ -226,24 +279,16 @@ def precomputed_index(entry: PlannedEntry) -> object | None:
     optimistic = entry.extra.get("optimistic")
     if optimistic is None:
         return None
-    resource, index = optimistic
-    if resource == entry.resource:
+    signature, index = optimistic
+    found = resolution_signature(entry)
+    if found == signature:
         return cast(object, index)
     renames = entry.extra.get("renames")
-    if renames and _renamed(resource, renames) == entry.resource:
+    resource_id, references = signature
+    if renames and (resource_id, tuple(renames.get(r, r) if isinstance(r, str) else r
+                                       for r in references)) == found:
         return renamed_index(index, renames)
     return None
-
-
-def _renamed(value: Any, renames: dict[str, str]) -> Any:
-    """``value`` with every string that is a key of ``renames`` replaced by its value."""
-    if isinstance(value, str):
-        return renames.get(value, value)
-    if isinstance(value, dict):
-        return {key: _renamed(item, renames) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_renamed(item, renames) for item in value]
-    return value
 
 
 async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:

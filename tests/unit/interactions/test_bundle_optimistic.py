@@ -90,29 +90,61 @@ async def test_a_stale_optimistic_patient_is_patched_into_the_index_not_recomput
 
 
 def test_the_precomputed_index_is_kept_patched_or_dropped() -> None:
-    """Equal copy: its index. Copy differing only in renamed references: the patched index.
-    Anything else (here the resource's own id): none, so the index is computed again."""
+    """Same resolution: its index. Differing only in renamed references: the patched index.
+    Anything else (here the resource's own id, or another reference): none, so the index is
+    computed again."""
     from types import SimpleNamespace
 
-    from fhir_server.interactions.bundle_exec import precomputed_index
+    from fhir_server.interactions.bundle_exec import precomputed_index, resolution_signature
     from fhir_server.search.model import SearchIndex
 
-    copy = {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}}
+    planned = {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"},
+               "serviceProvider": {"reference": "Organization/o1"}}
     index = SearchIndex("Encounter", "e1", references=(("subject", "Patient", "p1", ""),),
                         compartments=("p1",))
     renames = {"Patient/p1": "Patient/p0"}
+    signature = resolution_signature(SimpleNamespace(resource=planned, extra={}))
 
     def entry(resource: dict[str, Any], renamed: dict[str, str] | None = None) -> Any:
-        extra: dict[str, Any] = {"optimistic": (copy, index)}
+        extra: dict[str, Any] = {"optimistic": (signature, index)}
         if renamed:
             extra["renames"] = renamed
         return SimpleNamespace(resource=resource, extra=extra)
 
-    assert precomputed_index(entry(dict(copy))) is index
-    found = {**copy, "subject": {"reference": "Patient/p0"}}
+    assert precomputed_index(entry(orjson.loads(orjson.dumps(planned)))) is index
+    found = {**planned, "subject": {"reference": "Patient/p0"}}
     assert precomputed_index(entry(found)) is None  # no renames noted: not the same resource
     patched = precomputed_index(entry(found, renames))
     assert patched == SearchIndex("Encounter", "e1", references=(
         ("subject", "Patient", "p0", ""),), compartments=("p0",))
     assert precomputed_index(entry({**found, "id": "e0"}, renames)) is None
-    assert precomputed_index(entry({**found, "status": "finished"}, renames)) is None
+    elsewhere = {**found, "serviceProvider": {"reference": "Organization/o2"}}
+    assert precomputed_index(entry(elsewhere, renames)) is None
+
+
+async def test_resolving_outside_the_lock_leaves_the_entries_as_they_were(
+    services: Services, tmp_path: Path
+) -> None:
+    """The optimistic resolution runs on the entries themselves and is undone: afterwards
+    each entry has its own id, extras, resource id and references back (with the signature
+    and index it planned kept aside, and the id a conditional PUT would create), so the
+    resolution under the lock starts from the Bundle as it was posted."""
+    from fhir_server.interactions import bundle
+    from fhir_server.interactions.bundle_exec import optimistic_indexes, reference_holders
+
+    posted = _visits(tmp_path, 1)[0]
+    entries = bundle._plan(services, posted)
+    for entry in entries:
+        bundle._prepare(services, entry)
+    before = [(e.id, {k: v for k, v in e.extra.items()}, orjson.dumps(e.resource))
+              for e in entries]
+    await optimistic_indexes(services, entries)
+    urns = [h["reference"] for e in entries for h in reference_holders(e)]
+    assert any(r.startswith("urn:uuid:") for r in urns)  # not rewritten to Type/id
+    for entry, (id, extra, resource) in zip(entries, before, strict=True):
+        assert entry.id == id
+        assert orjson.dumps(entry.resource) == resource
+        planned = {k: v for k, v in entry.extra.items() if k not in extra}
+        assert set(planned) <= {"copy_target", "optimistic", "fresh_id"}
+        assert {k: entry.extra[k] for k in extra} == extra
+    assert sum("optimistic" in e.extra for e in entries) == len(entries)

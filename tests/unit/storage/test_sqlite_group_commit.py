@@ -304,6 +304,20 @@ async def test_the_page_cache_setting_reaches_both_connections(tmp_path: Path) -
     assert sizes == {-32 * 1024}
 
 
+async def test_connections_zero_freed_bytes_only_where_it_costs_no_io(tmp_path: Path) -> None:
+    """``secure_delete=FAST`` (2) on every connection, whatever the SQLite build's default
+    (Debian's is ON, which zeroes every cell an index insert moves)."""
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        assert store._writer is not None
+        modes = {conn.execute("PRAGMA secure_delete").fetchone()[0]
+                 for conn in (store.reader, store._writer)}
+    finally:
+        await store.close()
+    assert modes == {2}
+
+
 async def test_two_writers_on_one_file_take_turns_and_both_progress(tmp_path: Path) -> None:
     """Two stores on one file stand for two worker processes (each has its own ``flock``)."""
     first, second = (SqliteStore(tmp_path / "db.sqlite3") for _ in range(2))
