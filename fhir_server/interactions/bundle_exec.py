@@ -193,8 +193,8 @@ async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) ->
         for entry in entries:
             target = f"{entry.resource_type}/{entry.id}" if entry.id is not None else None
             optimistic = None
-            if entry.resource is not None and entry.method in ("POST", "PUT") \
-                    and "existing" not in entry.extra:
+            if _resolvable(entry) and "existing" not in entry.extra:
+                assert entry.resource is not None
                 optimistic = (resolution_signature(entry), services.index(entry.resource))
             planned.append((target, optimistic))
     except (FhirError, NotPrefetched):
@@ -238,7 +238,7 @@ class _Unresolved:
 
 _ABSENT = object()
 #: A resource's id and the values of its references, after resolution.
-Signature = tuple[object, tuple[object, ...]]
+Signature = tuple[object, tuple[str, ...]]
 
 
 def _resolvable(entry: PlannedEntry) -> bool:
@@ -249,8 +249,7 @@ def resolution_signature(entry: Any) -> Signature:
     """What resolving the entry set in its resource: its id and its references' values
     (``reference_holders``, the objects resolution rewrites)."""
     resource = entry.resource or {}
-    return resource.get("id"), tuple(holder.get("reference") for holder in
-                                     reference_holders(entry))
+    return resource.get("id"), tuple(holder["reference"] for holder in reference_holders(entry))
 
 
 def note_renames(entries: list[PlannedEntry]) -> None:
@@ -285,8 +284,7 @@ def precomputed_index(entry: PlannedEntry) -> object | None:
         return cast(object, index)
     renames = entry.extra.get("renames")
     resource_id, references = signature
-    if renames and (resource_id, tuple(renames.get(r, r) if isinstance(r, str) else r
-                                       for r in references)) == found:
+    if renames and (resource_id, tuple(renames.get(r, r) for r in references)) == found:
         return renamed_index(index, renames)
     return None
 

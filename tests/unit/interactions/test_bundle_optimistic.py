@@ -136,7 +136,7 @@ async def test_resolving_outside_the_lock_leaves_the_entries_as_they_were(
     entries = bundle._plan(services, posted)
     for entry in entries:
         bundle._prepare(services, entry)
-    before = [(e.id, {k: v for k, v in e.extra.items()}, orjson.dumps(e.resource))
+    before = [(e.id, dict(e.extra), orjson.dumps(e.resource))
               for e in entries]
     await optimistic_indexes(services, entries)
     urns = [h["reference"] for e in entries for h in reference_holders(e)]

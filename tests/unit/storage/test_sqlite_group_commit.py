@@ -292,30 +292,27 @@ async def test_finding_identifiers_set_wise_uses_the_token_index(tmp_path: Path)
     assert "search_token_value (param=? AND code=? AND system=?)" in plan
 
 
-async def test_the_page_cache_setting_reaches_both_connections(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db.sqlite3", cache_mb=32)
+async def _pragma_on_both_connections(store: SqliteStore, pragma: str) -> set[object]:
+    """The values of ``PRAGMA pragma`` on the reader and the writer of a freshly opened store."""
     await store.open()
     try:
         assert store._writer is not None
-        sizes = {conn.execute("PRAGMA cache_size").fetchone()[0]
-                 for conn in (store.reader, store._writer)}
+        return {conn.execute(f"PRAGMA {pragma}").fetchone()[0]
+                for conn in (store.reader, store._writer)}
     finally:
         await store.close()
-    assert sizes == {-32 * 1024}
+
+
+async def test_the_page_cache_setting_reaches_both_connections(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3", cache_mb=32)
+    assert await _pragma_on_both_connections(store, "cache_size") == {-32 * 1024}
 
 
 async def test_connections_zero_freed_bytes_only_where_it_costs_no_io(tmp_path: Path) -> None:
     """``secure_delete=FAST`` (2) on every connection, whatever the SQLite build's default
     (Debian's is ON, which zeroes every cell an index insert moves)."""
     store = SqliteStore(tmp_path / "db.sqlite3")
-    await store.open()
-    try:
-        assert store._writer is not None
-        modes = {conn.execute("PRAGMA secure_delete").fetchone()[0]
-                 for conn in (store.reader, store._writer)}
-    finally:
-        await store.close()
-    assert modes == {2}
+    assert await _pragma_on_both_connections(store, "secure_delete") == {2}
 
 
 async def test_two_writers_on_one_file_take_turns_and_both_progress(tmp_path: Path) -> None:
