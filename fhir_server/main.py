@@ -28,6 +28,7 @@ from fhir_server.security.setup import audit_trail_for, token_verifier
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 from fhir_server.supervision import follow_supervisor
+from fhir_server.warmup import warm_up
 
 __all__ = ["create_app"]
 
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.audit_trail = audit_trail_for(services)
         app.state.services = services
         await seed_conformance(services)
+        # Before the first request: what the first push would build (fhir_server.warmup).
+        warm_up(settings, registry)
         # What start-up built (search registry, profiles, code systems: ~70,000 objects) lives
         # as long as the process; frozen, the full collections stop walking it each time
         # (one took ~20 ms, a pause for every request in flight).

@@ -8,11 +8,11 @@ Patients are drawn one after another, so a smaller run is a prefix of a larger o
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -23,7 +23,7 @@ from fhir_server.synthetic.patients import PatientFacts, draw_patient
 from fhir_server.synthetic.tables import load_tables
 from fhir_server.synthetic.visit import Visit, draw_schedule
 
-__all__ = ["BUNDLES_PER_FILE", "GenerateSummary", "generate"]
+__all__ = ["BUNDLES_PER_FILE", "GenerateSummary", "generate", "visit_bundles"]
 
 BUNDLES_PER_FILE = 10_000
 PROGRESS_EVERY = 1_000
@@ -100,6 +100,24 @@ def _clear_old_parts(out: Path) -> None:
         stale.unlink()
 
 
+def visit_bundles(
+    patients: int, seed: int, progress: Callable[[int], None] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the visit Bundles of `patients` patients drawn from `seed`, in order (what
+    :func:`generate` writes); `progress` gets the patients done every ``PROGRESS_EVERY``."""
+    rng = random.Random(seed)
+    tables = load_tables()
+    directory = FacilityDirectory(facility_pool(tables))
+    visits = 0
+    issued: set[str] = set()
+    for done in range(1, patients + 1):
+        for visit in _visits(rng, draw_patient(rng, tables, issued), directory, visits):
+            yield visit_bundle(rng, visit)
+            visits += 1
+        if progress is not None and (done % PROGRESS_EVERY == 0 or done == patients):
+            progress(done)
+
+
 def generate(
     patients: int, seed: int, out: Path, progress: Callable[[int], None] | None = None
 ) -> GenerateSummary:
@@ -110,20 +128,12 @@ def generate(
     """
     if patients < 0:
         raise ValueError("patients must not be negative")
-    rng = random.Random(seed)
-    tables = load_tables()
-    directory = FacilityDirectory(facility_pool(tables))
     out.mkdir(parents=True, exist_ok=True)
     _clear_old_parts(out)
     visits = resources = 0
-    issued: set[str] = set()
     with _NdjsonParts(out, BUNDLES_PER_FILE) as parts:
-        for done in range(1, patients + 1):
-            for visit in _visits(rng, draw_patient(rng, tables, issued), directory, visits):
-                bundle = visit_bundle(rng, visit)
-                resources += len(bundle["entry"])
-                parts.write(orjson.dumps(bundle, option=orjson.OPT_APPEND_NEWLINE))
-                visits += 1
-            if progress is not None and (done % PROGRESS_EVERY == 0 or done == patients):
-                progress(done)
+        for bundle in visit_bundles(patients, seed, progress):
+            resources += len(bundle["entry"])
+            parts.write(orjson.dumps(bundle, option=orjson.OPT_APPEND_NEWLINE))
+            visits += 1
     return GenerateSummary(patients, visits, visits, resources, parts.files)
