@@ -140,3 +140,19 @@ def test_the_push_generates_new_visits_for_the_whole_run(tmp_path: Path) -> None
     generate(push_patients(duration), 11, tmp_path)
     visits = (tmp_path / "visits-00001.ndjson").read_bytes().splitlines()
     assert len(visits) >= PUSH_MAX_RATE * duration
+
+
+def test_the_push_warm_up_pushes_other_patients_than_the_measured_run(tmp_path: Path) -> None:
+    """The push's warm-up Bundles (seed + 1) share no patient with the measured ones, so the
+    measured run's visits are still all new."""
+    from big_data import PUSH_SEED
+
+    from fhir_server.synthetic.generation import visit_bundles
+
+    def patients(seed: int) -> set[str]:
+        return {str(bundle["entry"][0]["request"]["ifNoneExist"])
+                for bundle in visit_bundles(200, seed)}
+
+    measured, warm_up = patients(PUSH_SEED), patients(PUSH_SEED + 1)
+    assert len(measured) > 150 and len(warm_up) > 150
+    assert not measured & warm_up
