@@ -608,7 +608,41 @@ async def test_the_database_file_is_synced_outside_the_write_lock_before_a_resta
     await store.open()
     await _one_write_and_checkpoint_step(store, tmp_path / "db.sqlite3")
     assert steps == ["PASSIVE locked=False", "sync locked=False", "PASSIVE locked=False",
-                     "RESTART locked=True"]
+                     "sync locked=False", "RESTART locked=True"]
+
+
+@pytest.mark.parametrize(("copied", "passes"), [
+    ((10, 60, 75), 2),  # the second pass copied 15 frames: few enough
+    ((10, 60, 110, 160, 210, 260), 4),  # never few: at most _CATCH_UP_PASSES
+])
+async def test_passes_before_a_restart_go_on_until_one_copies_few_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copied: tuple[int, ...], passes: int
+) -> None:
+    """Writes go on while the database file is synced; PASSIVE passes copy them until one
+    copies fewer than ``_CATCH_UP_FRAMES`` (the restart, under the lock, finds about as many
+    left), then what they copied is synced, still outside the lock."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    monkeypatch.setattr(store_module, "_RESTART_FRAMES", 1)
+    monkeypatch.setattr(store_module, "_CATCH_UP_FRAMES", 20)
+    steps: list[str] = []
+    answers = iter(copied)
+
+    def scripted_checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
+        steps.append(mode)
+        return (0, 300, next(answers)) if mode == "PASSIVE" else (0, 0, 0)
+
+    def traced_sync(path: str) -> None:
+        if not path.endswith("-wal"):
+            steps.append("sync")
+
+    monkeypatch.setattr(store_module, "_checkpoint", scripted_checkpoint)
+    monkeypatch.setattr(store_module, "_sync_file", traced_sync)
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    await _one_write_and_checkpoint_step(store, tmp_path / "db.sqlite3")
+    assert steps == ["PASSIVE", "sync", *["PASSIVE"] * passes, "sync", "RESTART"]
 
 
 async def test_one_process_at_a_time_checkpoints(
