@@ -294,6 +294,9 @@ class SqliteStore:
         self._unsynced: list[_Group] = []
         self._syncer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        #: The WAL's frames when this process's last RESTART checkpoint succeeded: until a
+        #: writer starts the WAL over, every PASSIVE one finds that many frames.
+        self._restarted_at: int | None = None
         shared = None if self.path == ":memory:" else self.path
         self._turn = _WriterTurn(shared and f"{shared}-writer")
         self._checkpoint_claim = _WriterTurn(shared and f"{shared}-checkpoint")
@@ -387,9 +390,11 @@ class SqliteStore:
         try:
             with contextlib.suppress(sqlite3.OperationalError, StorageBusy):
                 _, frames, copied = await run_to_end(_checkpoint, conn, "PASSIVE")
-                if frames >= _RESTART_FRAMES:
+                # Restarted and nothing written since: the next writer starts the WAL over.
+                if frames >= _RESTART_FRAMES and frames != self._restarted_at:
                     await self._catch_up(conn, copied)
-                    await self._restart_wal(conn)
+                    busy, frames, _ = await self._restart_wal(conn)
+                    self._restarted_at = None if busy else frames
         finally:
             self._checkpoint_claim.release()
 
@@ -414,10 +419,11 @@ class SqliteStore:
                 break
         await run_to_end(_sync_file, self.path)
 
-    async def _restart_wal(self, conn: sqlite3.Connection) -> None:
+    async def _restart_wal(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
         """A RESTART checkpoint while this process holds its write lock and turn, so no frame
-        is added meanwhile: it copies the frames the PASSIVE one just left (a second's worth)
-        and waits up to ``_RESTART_WAIT_MS`` for readers still on the old WAL."""
+        is added meanwhile: it copies the frames the PASSIVE ones left and waits up to
+        ``_RESTART_WAIT_MS`` for readers still on the old WAL. Returns its (busy, frames,
+        frames copied)."""
         async with self._write_lock:
             if self._group is not None:
                 await self._commit(self._group)
@@ -425,7 +431,7 @@ class SqliteStore:
             try:
                 conn.execute(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
                 try:
-                    await run_to_end(_checkpoint, conn, "RESTART")
+                    return await run_to_end(_checkpoint, conn, "RESTART")
                 finally:
                     conn.execute("PRAGMA busy_timeout=0")
             finally:

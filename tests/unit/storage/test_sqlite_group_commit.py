@@ -735,3 +735,38 @@ async def test_opening_that_gives_up_waiting_leaves_nothing_open(
         assert second._writer is None and second._turn._fd is None
     finally:
         os.close(fd)
+
+
+async def test_an_idle_wal_already_restarted_is_not_restarted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a RESTART checkpoint the next writer starts the WAL over; until one comes, the
+    WAL keeps its frames, and the steps of an idle store leave it (and the write lock) alone.
+    A write makes the next large WAL due again."""
+    from fhir_server.storage.sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    monkeypatch.setattr(store_module, "_RESTART_FRAMES", 1)
+    modes: list[str] = []
+    checkpoint = store_module._checkpoint
+
+    def traced_checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
+        modes.append(mode)
+        return checkpoint(conn, mode)
+
+    monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
+    database = tmp_path / "db.sqlite3"
+    store = SqliteStore(database)
+    await store.open()
+    checkpointer = sqlite3.connect(database, check_same_thread=False)
+    try:
+        await _write(store, 1, fail=False)
+        for _ in range(3):  # one restart, then two idle steps
+            await store._checkpoint_step(checkpointer)
+        assert modes.count("RESTART") == 1
+        await _write(store, 2, fail=False)
+        await store._checkpoint_step(checkpointer)
+        assert modes.count("RESTART") == 2
+    finally:
+        checkpointer.close()
+        await store.close()
