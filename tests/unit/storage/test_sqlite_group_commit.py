@@ -645,11 +645,8 @@ async def test_passes_before_a_restart_go_on_until_one_copies_few_frames(
     assert steps == ["PASSIVE", "sync", *["PASSIVE"] * passes, "sync", "RESTART"]
 
 
-async def test_one_process_at_a_time_checkpoints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two stores on one file (two processes' worth of open files): while one holds the
-    checkpoint claim, the other's step does nothing; once it is given back, the step runs."""
+def _checkpoint_modes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Checkpoint steps run by hand only; the list gets the mode of every checkpoint run."""
     from fhir_server.storage.sqlite import store as store_module
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
@@ -661,6 +658,15 @@ async def test_one_process_at_a_time_checkpoints(
         return checkpoint(conn, mode)
 
     monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
+    return modes
+
+
+async def test_one_process_at_a_time_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores on one file (two processes' worth of open files): while one holds the
+    checkpoint claim, the other's step does nothing; once it is given back, the step runs."""
+    modes = _checkpoint_modes(monkeypatch)
     database = tmp_path / "db.sqlite3"
     first, second = SqliteStore(database), SqliteStore(database)
     await first.open()
@@ -745,16 +751,8 @@ async def test_an_idle_wal_already_restarted_is_not_restarted_again(
     A write makes the next large WAL due again."""
     from fhir_server.storage.sqlite import store as store_module
 
-    monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
     monkeypatch.setattr(store_module, "_RESTART_FRAMES", 1)
-    modes: list[str] = []
-    checkpoint = store_module._checkpoint
-
-    def traced_checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
-        modes.append(mode)
-        return checkpoint(conn, mode)
-
-    monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
+    modes = _checkpoint_modes(monkeypatch)
     database = tmp_path / "db.sqlite3"
     store = SqliteStore(database)
     await store.open()
