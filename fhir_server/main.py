@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         await seed_conformance(services)
         # Before the first request: what the first push would build (fhir_server.warmup).
-        warm_up(settings, registry)
+        warm_up(services)
         # What start-up built (search registry, profiles, code systems: ~70,000 objects) lives
         # as long as the process; frozen, the full collections stop walking it each time
         # (one took ~20 ms, a pause for every request in flight).

@@ -15,12 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from fhir_server.resources import validate_structure
-from fhir_server.search.indexing import index_resource
-from fhir_server.search.registry import SearchParameterRegistry
-from fhir_server.settings import Settings
+from fhir_server.interactions.context import Services
+from fhir_server.interactions.prepare import prepare_resource
 
 __all__ = ["WarmUp", "warm_up"]
 
@@ -39,31 +36,28 @@ class WarmUp:
     seconds: float
 
 
-def warm_up(settings: Settings, registry: SearchParameterRegistry) -> WarmUp:
-    """Validate and index the resources of a synthetic visit, as a push would, and store
-    nothing.
+def warm_up(services: Services) -> WarmUp | None:
+    """Prepare (``prepare_resource``: structure, then profiles where validation is on for the
+    type) and index (``Services.index``) the resources of a synthetic visit, as a push does
+    before the write lock, and store nothing.
 
-    Profile validation runs where ``settings`` has it on for the type, as in a request. A
-    failure is logged and the server starts anyway: the warm-up only moves work earlier.
+    Returns what it prepared, or None when it failed: the failure is logged and the server
+    starts anyway, since the warm-up only moves work earlier.
     """
-    from fhir_server.conformance.profiles import default_validator
     from fhir_server.synthetic.generation import visit_bundles
 
     started = time.perf_counter()
-    resources: list[dict[str, Any]] = []
     try:
-        bundle = next(visit_bundles(1, _SEED))
-        resources = [entry["resource"] for entry in bundle["entry"]]
+        resources = [entry["resource"] for entry in next(visit_bundles(1, _SEED))["entry"]]
         for resource in resources:
-            validate_structure(resource)
-            if settings.validation_mode(resource["resourceType"]) != "off":
-                default_validator().validate_resource(resource)
-            index_resource(resource, registry)
+            prepare_resource(services, resource, resource["resourceType"])
+            services.index(resource)
     except Exception:
         log.warning("the start-up warm-up failed; the first requests build what it would have",
                     exc_info=True)
+        return None
     done = WarmUp(len(resources), frozenset(r["resourceType"] for r in resources),
                   time.perf_counter() - started)
-    log.info("warmed up: %d resources of %d types validated and indexed in %.2f s",
+    log.info("warmed up: %d resources of %d types prepared and indexed in %.2f s",
              done.resources, len(done.types), done.seconds)
     return done

@@ -11,15 +11,23 @@ import httpx
 import pytest
 
 from fhir_server.conformance import elements, profiles
+from fhir_server.interactions.context import Services
 from fhir_server.main import create_app
 from fhir_server.search import indexing
 from fhir_server.search.setup import prepare_search
 from fhir_server.settings import Settings
+from fhir_server.storage.sqlite.store import SqliteStore
 from fhir_server.warmup import warm_up
 from tests.conftest import token_for
 
 PUSH_TYPES = {"Patient", "Organization", "Encounter", "Condition", "Observation",
               "MedicationRequest", "DocumentReference"}
+
+
+def _services(settings: Settings) -> Services:
+    """What the warm-up is given; the store is never opened (nothing is stored)."""
+    return Services(store=SqliteStore(":memory:"), settings=settings,
+                    registry=prepare_search(settings))
 
 
 @pytest.fixture
@@ -36,23 +44,21 @@ def cold() -> Iterator[None]:
 def test_the_warm_up_builds_the_tables_the_validator_and_the_plans_of_every_push_type(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(data_dir=tmp_path)
-    registry = prepare_search(settings)
-    done = warm_up(settings, registry)
-    assert done.types == PUSH_TYPES
+    services = _services(Settings(data_dir=tmp_path))
+    done = warm_up(services)
+    assert done is not None and done.types == PUSH_TYPES
     assert done.resources >= len(PUSH_TYPES)
     assert elements._structures.cache_info().currsize == 1
     assert profiles.default_validator.cache_info().currsize == 1
-    assert set(indexing._TYPE_PLANS[registry]) >= PUSH_TYPES
+    assert set(indexing._TYPE_PLANS[services.registry]) >= PUSH_TYPES
 
 
 @pytest.mark.usefixtures("cold")
 def test_without_profile_validation_the_warm_up_leaves_the_validator_unbuilt(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(data_dir=tmp_path, validation="off")
-    done = warm_up(settings, prepare_search(settings))
-    assert done.types == PUSH_TYPES
+    done = warm_up(_services(Settings(data_dir=tmp_path, validation="off")))
+    assert done is not None and done.types == PUSH_TYPES
     assert profiles.default_validator.cache_info().currsize == 0
     assert elements._structures.cache_info().currsize == 1  # structure is always checked
 
@@ -63,13 +69,13 @@ def test_a_failing_warm_up_is_logged_and_the_start_goes_on(
     def broken(*args: object) -> None:
         raise RuntimeError("no plans today")
 
-    monkeypatch.setattr("fhir_server.warmup.index_resource", broken)
-    settings = Settings(data_dir=tmp_path)
+    services = _services(Settings(data_dir=tmp_path))
+    monkeypatch.setattr(services, "index", broken)
     with caplog.at_level(logging.INFO, logger="fhir_server"):
-        done = warm_up(settings, prepare_search(settings))
+        done = warm_up(services)
+    assert done is None
     assert "warm-up failed" in caplog.text and "no plans today" in caplog.text
-    assert "warmed up" in caplog.text  # the start goes on, and says so
-    assert done.resources >= len(PUSH_TYPES)
+    assert "warmed up" not in caplog.text
 
 
 @pytest.mark.usefixtures("cold")
