@@ -19,8 +19,8 @@ from fhir_server.interactions.bundle_entries import (
     ORDER,
     PlannedEntry,
     at_entry,
-    iter_references,
     parse_entry,
+    references_in,
     status_text,
 )
 from fhir_server.interactions.context import Outcome, Services, new_id
@@ -140,7 +140,7 @@ async def _batch_entry(services: Services, index: int, raw: object) -> dict[str,
 
 
 def _refs(entry: PlannedEntry) -> list[dict[str, Any]]:
-    return list(iter_references(entry.resource)) if entry.resource else []
+    return references_in(entry.resource) if entry.resource else []
 
 
 async def batch(services: Services, bundle: dict[str, Any]) -> Outcome:

@@ -16,7 +16,7 @@ from fhir_server.interactions.bundle_entries import (
     ORDER,
     PlannedEntry,
     at_entry,
-    iter_references,
+    references_in,
     rewrite_references,
     status_text,
 )
@@ -77,7 +77,7 @@ def reference_holders(entry: PlannedEntry) -> list[dict[str, Any]]:
     rewriting of references changes their values, not which objects hold them)."""
     holders = entry.extra.get("reference_holders")
     if holders is None:
-        holders = entry.extra["reference_holders"] = list(iter_references(entry.resource))
+        holders = entry.extra["reference_holders"] = references_in(entry.resource)
     return list(holders)
 
 
