@@ -10,7 +10,7 @@ and so on. ``_id`` and ``_lastUpdated`` are not index rows: stores keep them as 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
@@ -38,50 +38,52 @@ class _Plan:
     roots: frozenset[str] | None
     components: tuple[tuple[ParamType, Walker], ...] = ()
 
+    def step(self) -> _Step:
+        """The plan as :func:`index_resource` runs it (composites have no normalizer)."""
+        normalizer = None if self.type is ParamType.COMPOSITE else _NORMALIZERS[self.type]
+        return self.code, self.walker, normalizer, self
 
-class _Rows:
+
+Tables = dict[str, dict[tuple[Any, ...], None]]
+Normalizer = Callable[[Tables, str, Any], None]
+#: A plan unpacked: code, walker, normalizer (None for a composite), the plan.
+_Step = tuple[str, Walker, "Normalizer | None", _Plan]
+
+
+def _tables() -> Tables:
     """The rows collected for one resource (or one composite element), deduplicated."""
+    return {"strings": {}, "tokens": {}, "texts": {}, "dates": {}, "numbers": {},
+            "quantities": {}, "references": {}, "uris": {}, "composites": {}}
 
-    def __init__(self) -> None:
-        self.tables: dict[str, dict[tuple[Any, ...], None]] = {
-            name: {}
-            for name in (
-                "strings", "tokens", "texts", "dates", "numbers", "quantities",
-                "references", "uris", "composites",
-            )
-        }  # fmt: skip
 
-    def add(self, code: str, kind: ParamType, value: Any) -> None:
-        """Normalize ``value`` as a ``kind`` and add its rows under ``code``."""
-        _NORMALIZERS[kind](self, code, value)
-
-    def frozen(self) -> dict[str, tuple[tuple[Any, ...], ...]]:
-        return {name: tuple(rows) for name, rows in self.tables.items()}
+def _frozen(tables: Tables) -> dict[str, tuple[tuple[Any, ...], ...]]:
+    return {name: tuple(rows) for name, rows in tables.items()}
 
 
 def index_resource(resource: dict[str, Any], registry: SearchParameterRegistry) -> SearchIndex:
     """Return the search index of ``resource`` under the parameters of ``registry``."""
     resource_type = resource["resourceType"]
-    rows = _Rows()
-    keys = resource.keys()
+    tables = _tables()
     selected: dict[Walker, list[Any]] = {}  # parameters sharing an expression walk it once
-    for plan in _plans(registry, resource_type):
-        if plan.roots is not None and plan.roots.isdisjoint(keys):
-            continue
-        if plan.walker not in selected:
-            selected[plan.walker] = plan.walker(resource)
-        if plan.type is ParamType.COMPOSITE:
-            _add_composites(rows, plan, selected[plan.walker])
-            continue
-        for value in selected[plan.walker]:
-            rows.add(plan.code, plan.type, value)
+    # The plans run as unpacked tuples calling their normalizer directly, only those whose
+    # root keys the resource has: the loop over a type's 30 to 50 parameters was a fifth of
+    # the indexing (docs/performance.md).
+    for code, walker, normalizer, plan in _applicable(registry, resource_type, resource.keys()):
+        values = selected.get(walker)
+        if values is None:
+            values = selected[walker] = walker(resource)
+        if normalizer is None:
+            _add_composites(tables, plan, values)
+        else:
+            for value in values:
+                normalizer(tables, code, value)
     meta = resource.get("meta") or {}
     return SearchIndex(
         resource_type=resource_type,
         id=resource.get("id", ""),
         last_updated=meta.get("lastUpdated"),
-        compartments=_compartments(resource, rows),
-        **rows.frozen(),
+        compartments=_compartments(resource, tables),
+        **_frozen(tables),
     )
 
 
@@ -112,31 +114,58 @@ def renamed_index(index: SearchIndex, renames: Mapping[str, str]) -> SearchIndex
     )
 
 
-def _add_composites(rows: _Rows, plan: _Plan, elements: list[Any]) -> None:
+def _add_composites(tables: Tables, plan: _Plan, elements: list[Any]) -> None:
     for element in elements:
-        parts = _Rows()
+        parts = _tables()
         for position, (kind, walker) in enumerate(plan.components):
+            normalizer = _NORMALIZERS[kind]
             for value in walker(element):
-                parts.add(str(position), kind, value)
+                normalizer(parts, str(position), value)
         # A component takes no modifier, so the ``:text`` rows of its tokens would never be
         # read: not storing them saves about 11 rows per visit Bundle.
-        parts.tables["texts"].clear()
-        element_index = SearchIndex(resource_type="", id="", **parts.frozen())  # type: ignore[arg-type]
+        parts["texts"].clear()
+        element_index = SearchIndex(resource_type="", id="", **_frozen(parts))  # type: ignore[arg-type]
         if len(element_index.codes()) == len(plan.components):
-            rows.tables["composites"][(plan.code, element_index)] = None
+            tables["composites"][(plan.code, element_index)] = None
 
 
 _TYPE_PLANS: weakref.WeakKeyDictionary[SearchParameterRegistry, dict[str, tuple[_Plan, ...]]] = (
     weakref.WeakKeyDictionary()
 )
+_APPLICABLE: weakref.WeakKeyDictionary[
+    SearchParameterRegistry, dict[tuple[str, frozenset[str]], tuple[_Step, ...]]
+] = weakref.WeakKeyDictionary()
+#: Distinct (type, top-level keys) shapes remembered per registry before the memo starts over.
+_SHAPES = 4096
 
 
 def _plans(registry: SearchParameterRegistry, resource_type: str) -> tuple[_Plan, ...]:
     """Return (and cache per registry) the compiled parameters of a resource type."""
     by_type = _TYPE_PLANS.setdefault(registry, {})
-    if resource_type not in by_type:
-        by_type[resource_type] = tuple(_build_plans(registry, resource_type))
-    return by_type[resource_type]
+    plans = by_type.get(resource_type)
+    if plans is None:
+        plans = by_type[resource_type] = tuple(_build_plans(registry, resource_type))
+    return plans
+
+
+def _applicable(
+    registry: SearchParameterRegistry, resource_type: str, keys: Iterable[str]
+) -> tuple[_Step, ...]:
+    """The plans of the type that can select something from a resource with these top-level
+    ``keys``: a parameter whose root keys it lacks selects nothing. Memoized by the key set,
+    since the resources of a type come in few shapes."""
+    memo = _APPLICABLE.get(registry)
+    if memo is None:
+        memo = _APPLICABLE[registry] = {}
+    shape = (resource_type, frozenset(keys))
+    steps = memo.get(shape)
+    if steps is None:
+        if len(memo) >= _SHAPES:
+            memo.clear()
+        steps = memo[shape] = tuple(
+            plan.step() for plan in _plans(registry, resource_type)
+            if plan.roots is None or not plan.roots.isdisjoint(shape[1]))
+    return steps
 
 
 def _build_plans(registry: SearchParameterRegistry, resource_type: str) -> list[_Plan]:
@@ -193,22 +222,27 @@ def _compartment_table() -> dict[str, tuple[str, ...]]:
     return {kind: tuple(codes) for kind, codes in data.items() if not kind.startswith("_")}
 
 
-def _compartments(resource: dict[str, Any], rows: _Rows) -> tuple[str, ...]:
+def _compartments(resource: dict[str, Any], tables: Tables) -> tuple[str, ...]:
     """Return the ids of the patients in whose compartment the resource is."""
     kind = resource["resourceType"]
-    codes = set(_compartment_table().get(kind, ()))
-    ids = {row[2] for row in rows.tables["references"] if row[0] in codes and row[1] == "Patient"}
+    codes = _compartment_codes(kind)
+    ids = {row[2] for row in tables["references"] if row[1] == "Patient" and row[0] in codes}
     if kind == "Patient" and resource.get("id"):
         ids.add(resource["id"])
     return tuple(sorted(ids))
 
 
-_NORMALIZERS: dict[ParamType, Callable[[_Rows, str, Any], None]] = {
-    ParamType.STRING: lambda rows, code, value: normalize.strings(rows.tables, code, value),
-    ParamType.TOKEN: lambda rows, code, value: normalize.tokens(rows.tables, code, value),
-    ParamType.DATE: lambda rows, code, value: normalize.dates(rows.tables, code, value),
-    ParamType.NUMBER: lambda rows, code, value: normalize.numbers(rows.tables, code, value),
-    ParamType.QUANTITY: lambda rows, code, value: normalize.quantities(rows.tables, code, value),
-    ParamType.REFERENCE: lambda rows, code, value: normalize.references(rows.tables, code, value),
-    ParamType.URI: lambda rows, code, value: normalize.uris(rows.tables, code, value),
+@cache
+def _compartment_codes(kind: str) -> frozenset[str]:
+    return frozenset(_compartment_table().get(kind, ()))
+
+
+_NORMALIZERS: dict[ParamType, Normalizer] = {
+    ParamType.STRING: normalize.strings,
+    ParamType.TOKEN: normalize.tokens,
+    ParamType.DATE: normalize.dates,
+    ParamType.NUMBER: normalize.numbers,
+    ParamType.QUANTITY: normalize.quantities,
+    ParamType.REFERENCE: normalize.references,
+    ParamType.URI: normalize.uris,
 }

@@ -130,3 +130,17 @@ def test_deceased_is_evaluated_natively_as_fhirpath_does(deceased: dict[str, obj
     native = expressions.compile_expression(expression)
     assert native.__qualname__.startswith("_exists_not_false")
     assert native(patient) == fhirpathpy.evaluate(patient, expression, {}, models["r4"])
+
+
+def test_resources_of_one_type_in_other_shapes_each_get_the_rows_of_their_own_keys() -> None:
+    # The parameters run are chosen by the resource's top-level keys (and remembered per key
+    # set): a second shape must neither lose rows nor keep the first shape's.
+    without_name = {key: value for key, value in patient().items() if key != "name"}
+    assert not [row for row in index(without_name).strings if row[0] == "family"]
+    assert ("family", "nguyen", "Nguyễn") in index(patient()).strings
+    again = index(without_name)
+    assert not [row for row in again.strings if row[0] == "family"]
+    assert ("identifier", CCCD, "001090012345") in again.tokens
+    with_phone = index(patient(telecom=[{"system": "phone", "value": "0912345678"}]))
+    assert ("phone", "phone", "0912345678") in with_phone.tokens
+    assert ("family", "nguyen", "Nguyễn") in with_phone.strings
