@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl
 
 import orjson
 
@@ -16,6 +15,7 @@ from fhir_server.interactions.bundle_entries import (
     ORDER,
     PlannedEntry,
     at_entry,
+    query_pairs,
     references_in,
     rewrite_references,
     status_text,
@@ -120,7 +120,7 @@ class PrefetchedFinds:
                 for holder in reference_holders(entry):
                     kind, mark, query = holder["reference"].partition("?")
                     if mark and "/" not in kind and is_resource_type(kind):
-                        queries[(kind, tuple(parse_qsl(query, keep_blank_values=True)))] = None
+                        queries[(kind, tuple(query_pairs(query)))] = None
         keys = list(queries)
         try:
             answers = await find_many([(kind, list(params)) for kind, params in keys])
@@ -317,7 +317,7 @@ async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:
 
 
 def _criteria(query: str) -> list[tuple[str, str]]:
-    return parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    return query_pairs(query.lstrip("?"))
 
 
 def fullurl_targets(entries: list[PlannedEntry]) -> dict[str, str]:
