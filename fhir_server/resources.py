@@ -101,7 +101,7 @@ def validate_structure(resource: dict[str, Any], *, expected_type: str | None = 
     if all(issue.code in _CHECKABLE_WITH for issue in issues):
         # Invariants need a well-formed resource; a wrong code or narrative does not stop them.
         # Warnings (dom-6: no narrative, con-3) never make a write fail; only errors are kept.
-        issues += [i for i in base_invariants.check_invariants(resource) if i.severity == "error"]
+        issues += base_invariants.check_invariants(resource, errors_only=True)
     if issues:
         raise InvalidResource(issues[0].diagnostics, issues=issues)
 

@@ -126,48 +126,72 @@ def _edges(context: str) -> dict[str, str]:
     return {**_IMPLIED, **inherited, **table["elements"].get(context, {})}
 
 
-def check_invariants(resource: Json) -> list[Issue]:
+def check_invariants(resource: Json, *, errors_only: bool = False) -> list[Issue]:
     """Return an issue per base R4 invariant ``resource`` breaks (contained/nested included).
 
     Severities are the constraints' own: a ``warning`` (``dom-6``: no narrative) is reported
-    but is not an error.
+    but is not an error; ``errors_only`` leaves the warnings unevaluated.
     """
     issues: list[Issue] = []
     resource_type = resource.get("resourceType")
     if isinstance(resource_type, str):
-        _walk(resource, resource_type, resource_type, resource, resource, issues)
+        _walk(resource, resource_type, resource_type, resource, resource, issues, errors_only)
     return issues
 
 
+#: Where a node lies: the resource type, or (parent, member, index; -1 for a single value).
+#: The path text is made only for an issue (a walk meets some 40 nodes per visit resource).
+_Loc = str | tuple["_Loc", str, int]
+
+
+def _path(loc: _Loc) -> str:
+    if isinstance(loc, str):
+        return loc
+    parent, name, index = loc
+    return f"{_path(parent)}.{name}" if index < 0 else f"{_path(parent)}.{name}[{index}]"
+
+
 def _walk(
-    node: Json, context: str, path: str, resource: Json, root: Json, out: list[Issue]
+    node: Json, context: str, loc: _Loc, resource: Json, root: Json, out: list[Issue],
+    errors_only: bool,
 ) -> None:
-    for invariant in invariants_of(context):
+    checks, edges = _node(context, errors_only)
+    for invariant in checks:
         if not invariant.check(node, resource, root):
-            out.append(invariant.issue(path))
-    edges = _edges(context)
+            out.append(invariant.issue(_path(loc)))
     for name, value in node.items():
         child = edges.get(name) or (_PRIMITIVE_ELEMENT if name[0] == "_" else None)
         if child is None:
             continue
         if isinstance(value, list):
             for index, item in enumerate(value):
-                _visit(item, child, f"{path}.{name}[{index}]", name, resource, root, out)
-        else:
-            _visit(value, child, f"{path}.{name}", name, resource, root, out)
+                if isinstance(item, dict):
+                    _visit(item, child, (loc, name, index), name, resource, root, out, errors_only)
+        elif isinstance(value, dict):
+            _visit(value, child, (loc, name, -1), name, resource, root, out, errors_only)
 
 
 def _visit(
-    value: Any, child: str, path: str, name: str, resource: Json, root: Json, out: list[Issue]
+    value: Json, child: str, loc: _Loc, name: str, resource: Json, root: Json, out: list[Issue],
+    errors_only: bool,
 ) -> None:
-    if not isinstance(value, dict):
-        return
     if child != "Resource":
-        _walk(value, child, path, resource, root, out)
+        _walk(value, child, loc, resource, root, out, errors_only)
         return
     nested_type = value.get("resourceType")
     if isinstance(nested_type, str):
         # A contained resource's %rootResource is its container; any other nested resource
         # (Bundle entry, Parameters value) is a root of its own.
         nested_root = root if name == "contained" else value
-        _walk(value, nested_type, path, value, nested_root, out)
+        _walk(value, nested_type, loc, value, nested_root, out, errors_only)
+
+
+@functools.cache
+def _node(context: str, errors_only: bool) -> tuple[tuple[Invariant, ...], dict[str, str]]:
+    """The invariants evaluated on a node of ``context`` (errors only, or all) and its edges."""
+    checks = invariants_of(context)
+    if errors_only:
+        checks = tuple(invariant for invariant in checks if invariant.severity == "error")
+    return checks, _edges(context)
+
+

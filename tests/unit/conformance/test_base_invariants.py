@@ -338,3 +338,13 @@ def test_the_duration_twin_agrees_with_fhirpathpy(duration: Json) -> None:
     assert check is not None
     engine = fhirpathpy.evaluate(duration, expression, {"ucum": "http://unitsofmeasure.org"})
     assert check(duration, duration, duration) == (False not in engine)
+
+
+def test_errors_only_reports_the_same_errors_and_no_warnings() -> None:
+    broken = PAT | {"contact": [{"gender": "male"}, {"gender": "female"}]}
+    every = base_invariants.check_invariants(broken)
+    only = base_invariants.check_invariants(broken, errors_only=True)
+    assert [i for i in every if i.severity == "error"] == only
+    assert [i.expression for i in only] == [("Patient.contact[0]",), ("Patient.contact[1]",)]
+    assert any(i.severity == "warning" for i in every)
+    assert base_invariants.check_invariants({"resourceType": "Patient"}, errors_only=True) == []
