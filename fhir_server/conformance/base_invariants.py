@@ -160,7 +160,7 @@ def _walk(
         if not invariant.check(node, resource, root):
             out.append(invariant.issue(_path(loc)))
     for name, value in node.items():
-        child = edges.get(name) or (_PRIMITIVE_ELEMENT if name[0] == "_" else None)
+        child = edges.get(name) or (_PRIMITIVE_ELEMENT if name[:1] == "_" else None)
         if child is None:
             continue
         if isinstance(value, list):

@@ -194,8 +194,10 @@ def _components(
     context = (definition.expression or "").split(" | ")[0]
     for component in definition.components:
         target = registry.by_url(component.definition)
-        if target is None or component.expression.startswith("%"):
-            return None
+        if target is None or component.expression.startswith("%") or (
+            target.type not in _NORMALIZERS
+        ):
+            return None  # a component of a type with no rows of its own (composite, special)
         parts.append((target.type, _compiled(component.expression, context)))
     return tuple(parts)
 

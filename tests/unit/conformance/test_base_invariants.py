@@ -348,3 +348,9 @@ def test_errors_only_reports_the_same_errors_and_no_warnings() -> None:
     assert [i.expression for i in only] == [("Patient.contact[0]",), ("Patient.contact[1]",)]
     assert any(i.severity == "warning" for i in every)
     assert base_invariants.check_invariants({"resourceType": "Patient"}, errors_only=True) == []
+
+
+def test_an_empty_member_name_is_no_invariant_error() -> None:
+    # The structure check refuses such a member; the walk itself must not fail on it.
+    odd = {"resourceType": "Patient", "": 1}
+    assert base_invariants.check_invariants(odd, errors_only=True) == []
