@@ -26,6 +26,7 @@ from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
 
 from fhir_server.conformance.base_invariant_twins import Check, twin
+from fhir_server.conformance.elements import Location, location_path
 from fhir_server.errors import Issue
 
 __all__ = ["Invariant", "check_invariants", "fhirpath_check", "invariants_of"]
@@ -139,26 +140,14 @@ def check_invariants(resource: Json, *, errors_only: bool = False) -> list[Issue
     return issues
 
 
-#: Where a node lies: the resource type, or (parent, member, index; -1 for a single value).
-#: The path text is made only for an issue (a walk meets some 40 nodes per visit resource).
-_Loc = str | tuple["_Loc", str, int]
-
-
-def _path(loc: _Loc) -> str:
-    if isinstance(loc, str):
-        return loc
-    parent, name, index = loc
-    return f"{_path(parent)}.{name}" if index < 0 else f"{_path(parent)}.{name}[{index}]"
-
-
 def _walk(
-    node: Json, context: str, loc: _Loc, resource: Json, root: Json, out: list[Issue],
+    node: Json, context: str, loc: Location, resource: Json, root: Json, out: list[Issue],
     errors_only: bool,
 ) -> None:
     checks, edges = _node(context, errors_only)
     for invariant in checks:
         if not invariant.check(node, resource, root):
-            out.append(invariant.issue(_path(loc)))
+            out.append(invariant.issue(location_path(loc)))
     for name, value in node.items():
         child = edges.get(name) or (_PRIMITIVE_ELEMENT if name[:1] == "_" else None)
         if child is None:
@@ -172,7 +161,7 @@ def _walk(
 
 
 def _visit(
-    value: Json, child: str, loc: _Loc, name: str, resource: Json, root: Json, out: list[Issue],
+    value: Json, child: str, loc: Location, name: str, resource: Json, root: Json, out: list[Issue],
     errors_only: bool,
 ) -> None:
     if child != "Resource":

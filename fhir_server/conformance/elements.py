@@ -38,12 +38,15 @@ from typing import Any, TypeAlias
 from fhir_server.conformance import structure, xhtml
 from fhir_server.errors import Issue
 
-__all__ = ["check_required_bindings", "check_structure", "structure_names"]
+__all__ = [
+    "Location", "check_required_bindings", "check_structure", "location_path", "structure_names",
+]
 
 _Json = dict[str, Any]
-#: Where a value sits: the resource's type, or (parent location, JSON name, index or -1).
-_Loc: TypeAlias = str | tuple["_Loc", str, int]
-_Check = Callable[["_Element", Any, _Json, "_Loc", list[Issue]], None]
+#: Where a value sits: the resource's type, or (parent location, JSON name, index or -1);
+#: made into FHIRPath text (:func:`location_path`) only for an issue.
+Location: TypeAlias = str | tuple["Location", str, int]
+_Check = Callable[["_Element", Any, _Json, "Location", list[Issue]], None]
 _Valid = Callable[[Any], bool]
 
 _MANY = 2**31  # max of a "*" element
@@ -383,7 +386,7 @@ def _resource_structure(resource_type: Any) -> _Structure | None:
     return _structures()[resource_type]
 
 
-def _walk(obj: _Json, target: _Structure, loc: _Loc, issues: list[Issue]) -> None:
+def _walk(obj: _Json, target: _Structure, loc: Location, issues: list[Issue]) -> None:
     elements = target.elements
     chosen: dict[str, str] | None = None
     for key, value in obj.items():
@@ -404,17 +407,17 @@ def _walk(obj: _Json, target: _Structure, loc: _Loc, issues: list[Issue]) -> Non
             if key in obj:
                 break
         else:
-            where = _path((loc, label, -1))
+            where = location_path((loc, label, -1))
             issues.append(_issue("required", "MSG_CARDINALITY", where,
                                  f"required element missing (min {low})"))
 
 
-def _noop(element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]) -> None:
+def _noop(element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]) -> None:
     return None
 
 
 def _one_primitive(
-    element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]
+    element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]
 ) -> None:
     if element.valid(value):
         binding = element.binding
@@ -426,15 +429,15 @@ def _one_primitive(
         _bad_value(element, value, (loc, element.key, -1), issues)
 
 
-def _xhtml(element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]) -> None:
+def _xhtml(element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]) -> None:
     if element.valid(value):
-        issues += xhtml.check_div(value, _path((loc, element.key, -1)))
+        issues += xhtml.check_div(value, location_path((loc, element.key, -1)))
     else:
         _one_primitive(element, value, obj, loc, issues)
 
 
 def _many_primitive(
-    element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]
+    element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]
 ) -> None:
     if not _array_ok(element, value, loc, issues):
         return
@@ -455,7 +458,7 @@ def _has_extension(obj: _Json, key: str, index: int) -> bool:
 
 
 def _one_object(
-    element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]
+    element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]
 ) -> None:
     if isinstance(value, dict) and value:
         assert element.child is not None
@@ -470,7 +473,7 @@ def _one_object(
 
 
 def _many_objects(
-    element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]
+    element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]
 ) -> None:
     if not _array_ok(element, value, loc, issues):
         return
@@ -488,7 +491,7 @@ def _many_objects(
 
 
 def _many_extensions(
-    element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]
+    element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]
 ) -> None:
     values = obj.get(element.value_key)
     if isinstance(values, list):
@@ -496,7 +499,7 @@ def _many_extensions(
             _array_ok(element, value, loc, issues)
             return
         if len(values) != len(value):
-            where = _path((loc, element.key, -1))
+            where = location_path((loc, element.key, -1))
             text = f"has {len(value)} items but {element.value_key} has {len(values)}"
             issues.append(_issue("structure", "MSG_ARRAY_LENGTH", where, text))
     elif not _array_ok(element, value, loc, issues):
@@ -512,7 +515,7 @@ def _many_extensions(
 
 
 def _one_resource(
-    element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]
+    element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]
 ) -> None:
     if isinstance(value, list):
         _single_expected(element, loc, issues)
@@ -521,7 +524,7 @@ def _one_resource(
 
 
 def _many_resources(
-    element: _Element, value: Any, obj: _Json, loc: _Loc, issues: list[Issue]
+    element: _Element, value: Any, obj: _Json, loc: Location, issues: list[Issue]
 ) -> None:
     if _array_ok(element, value, loc, issues):
         key = element.key
@@ -529,30 +532,30 @@ def _many_resources(
             _resource(item, (loc, key, index), issues)
 
 
-def _resource(value: Any, loc: _Loc, issues: list[Issue]) -> None:
+def _resource(value: Any, loc: Location, issues: list[Issue]) -> None:
     target = _resource_structure(value.get("resourceType")) if isinstance(value, dict) else None
     if target is not None:
         _walk(value, target, loc, issues)
     elif value is None or value == {}:
-        issues.append(_empty(_path(loc), "null" if value is None else "object"))
+        issues.append(_empty(location_path(loc), "null" if value is None else "object"))
     else:
-        issues.append(_issue("structure", "MSG_RESOURCE_TYPE", _path(loc),
+        issues.append(_issue("structure", "MSG_RESOURCE_TYPE", location_path(loc),
                              "needs the resourceType of an R4 resource"))
 
 
-def _array_ok(element: _Element, value: Any, loc: _Loc, issues: list[Issue]) -> bool:
+def _array_ok(element: _Element, value: Any, loc: Location, issues: list[Issue]) -> bool:
     """Tell whether a repeating element's value is a non-empty array within its max."""
     if isinstance(value, list):
         if value and len(value) <= element.max:
             return True
-        where = _path((loc, element.key, -1))
+        where = location_path((loc, element.key, -1))
         if not value:
             issues.append(_empty(where, "array"))
             return False
         text = f"{len(value)} items, more than the maximum of {element.max}"
         issues.append(_issue("structure", "MSG_CARDINALITY", where, text))
         return True
-    where = _path((loc, element.key, -1))
+    where = location_path((loc, element.key, -1))
     if value is None:
         issues.append(_empty(where, "null"))
     else:
@@ -564,12 +567,12 @@ def _array_ok(element: _Element, value: Any, loc: _Loc, issues: list[Issue]) -> 
 # -- issues ------------------------------------------------------------------------------------
 
 
-def _path(loc: _Loc) -> str:
+def location_path(loc: Location) -> str:
     """Format a location as FHIRPath: ``Patient.name[0].given``."""
     if isinstance(loc, str):
         return loc
     parent, name, index = loc
-    text = f"{_path(parent)}.{name}"
+    text = f"{location_path(parent)}.{name}"
     return text if index < 0 else f"{text}[{index}]"
 
 
@@ -582,23 +585,25 @@ def _empty(where: str, what: str) -> Issue:
     return Issue("error", "structure", "MSG_EMPTY_VALUE", text, (where,))
 
 
-def _unknown(target: _Structure, loc: _Loc, key: str, issues: list[Issue]) -> None:
+def _unknown(target: _Structure, loc: Location, key: str, issues: list[Issue]) -> None:
     text = f"unknown element: the FHIR R4 {target.path} has no '{key}'"
-    issues.append(_issue("structure", "MSG_UNKNOWN_ELEMENT", _path((loc, key, -1)), text))
+    issues.append(_issue("structure", "MSG_UNKNOWN_ELEMENT", location_path((loc, key, -1)), text))
 
 
-def _two_choices(element: _Element, first: str, loc: _Loc, issues: list[Issue]) -> None:
+def _two_choices(element: _Element, first: str, loc: Location, issues: list[Issue]) -> None:
     text = f"only one of the {element.choice}[x] choices is allowed, not {first} and {element.name}"
-    issues.append(_issue("structure", "MSG_CARDINALITY", _path((loc, element.key, -1)), text))
+    where = location_path((loc, element.key, -1))
+    issues.append(_issue("structure", "MSG_CARDINALITY", where, text))
 
 
-def _single_expected(element: _Element, loc: _Loc, issues: list[Issue]) -> None:
+def _single_expected(element: _Element, loc: Location, issues: list[Issue]) -> None:
     text = f"must be a single value, not an array (cardinality {element.min}..{element.max})"
-    issues.append(_issue("structure", "MSG_CARDINALITY", _path((loc, element.key, -1)), text))
+    where = location_path((loc, element.key, -1))
+    issues.append(_issue("structure", "MSG_CARDINALITY", where, text))
 
 
-def _bad_value(element: _Element, value: Any, loc: _Loc, issues: list[Issue]) -> None:
-    where = _path(loc)
+def _bad_value(element: _Element, value: Any, loc: Location, issues: list[Issue]) -> None:
+    where = location_path(loc)
     if value is None:
         issues.append(_empty(where, "null"))
     elif isinstance(value, str) and (not value or value.isspace()):
@@ -608,8 +613,8 @@ def _bad_value(element: _Element, value: Any, loc: _Loc, issues: list[Issue]) ->
         issues.append(_issue("value", "MSG_VALUE_INVALID", where, text))
 
 
-def _bad_object(element: _Element, value: Any, loc: _Loc, issues: list[Issue]) -> None:
-    where = _path(loc)
+def _bad_object(element: _Element, value: Any, loc: Location, issues: list[Issue]) -> None:
+    where = location_path(loc)
     if value is None or value == {}:
         issues.append(_empty(where, "null" if value is None else "object"))
     else:
@@ -617,8 +622,8 @@ def _bad_object(element: _Element, value: Any, loc: _Loc, issues: list[Issue]) -
         issues.append(_issue("structure", "MSG_OBJECT_EXPECTED", where, text))
 
 
-def _not_in_value_set(binding: _Binding, value: Any, loc: _Loc, issues: list[Issue]) -> None:
-    where = _path(loc)
+def _not_in_value_set(binding: _Binding, value: Any, loc: Location, issues: list[Issue]) -> None:
+    where = location_path(loc)
     shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = f"{where}: {shown} is not in the required value set {binding.url}"
     issues.append(Issue("error", "code-invalid", "MSG_CODE_INVALID", text, (where,)))

@@ -21,6 +21,7 @@ import orjson
 from fhir_server.search import normalize
 from fhir_server.search.expressions import Walker, compile_expression, root_fields
 from fhir_server.search.model import ParamType, SearchIndex
+from fhir_server.search.normalize import Tables
 from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry
 
 __all__ = ["index_resource", "renamed_index"]
@@ -36,7 +37,7 @@ class _Plan:
     type: ParamType
     walker: Walker
     roots: frozenset[str] | None
-    components: tuple[tuple[ParamType, Walker], ...] = ()
+    components: tuple[tuple[Normalizer, Walker], ...] = ()
 
     def step(self) -> _Step:
         """The plan as :func:`index_resource` runs it (composites have no normalizer)."""
@@ -44,7 +45,6 @@ class _Plan:
         return self.code, self.walker, normalizer, self
 
 
-Tables = dict[str, dict[tuple[Any, ...], None]]
 Normalizer = Callable[[Tables, str, Any], None]
 #: A plan unpacked: code, walker, normalizer (None for a composite), the plan.
 _Step = tuple[str, Walker, "Normalizer | None", _Plan]
@@ -117,8 +117,7 @@ def renamed_index(index: SearchIndex, renames: Mapping[str, str]) -> SearchIndex
 def _add_composites(tables: Tables, plan: _Plan, elements: list[Any]) -> None:
     for element in elements:
         parts = _tables()
-        for position, (kind, walker) in enumerate(plan.components):
-            normalizer = _NORMALIZERS[kind]
+        for position, (normalizer, walker) in enumerate(plan.components):
             for value in walker(element):
                 normalizer(parts, str(position), value)
         # A component takes no modifier, so the ``:text`` rows of its tokens would never be
@@ -189,16 +188,15 @@ def _build_plans(registry: SearchParameterRegistry, resource_type: str) -> list[
 
 def _components(
     registry: SearchParameterRegistry, definition: SearchParameterDef
-) -> tuple[tuple[ParamType, Walker], ...] | None:
+) -> tuple[tuple[Normalizer, Walker], ...] | None:
     parts = []
     context = (definition.expression or "").split(" | ")[0]
     for component in definition.components:
         target = registry.by_url(component.definition)
-        if target is None or component.expression.startswith("%") or (
-            target.type not in _NORMALIZERS
-        ):
-            return None  # a component of a type with no rows of its own (composite, special)
-        parts.append((target.type, _compiled(component.expression, context)))
+        normalizer = _NORMALIZERS.get(target.type) if target is not None else None
+        if normalizer is None or component.expression.startswith("%"):
+            return None  # unknown, or of a type with no rows of its own (composite, special)
+        parts.append((normalizer, _compiled(component.expression, context)))
     return tuple(parts)
 
 
@@ -218,25 +216,20 @@ def _compiled(expression: str, context: str | None) -> Walker:
 
 
 @cache
-def _compartment_table() -> dict[str, tuple[str, ...]]:
+def _compartment_table() -> dict[str, frozenset[str]]:
     table = resources.files("fhir_server").joinpath("data/r4/compartment_patient.json")
     data = orjson.loads(table.read_bytes())
-    return {kind: tuple(codes) for kind, codes in data.items() if not kind.startswith("_")}
+    return {kind: frozenset(codes) for kind, codes in data.items() if not kind.startswith("_")}
 
 
 def _compartments(resource: dict[str, Any], tables: Tables) -> tuple[str, ...]:
     """Return the ids of the patients in whose compartment the resource is."""
     kind = resource["resourceType"]
-    codes = _compartment_codes(kind)
+    codes = _compartment_table().get(kind, frozenset())
     ids = {row[2] for row in tables["references"] if row[1] == "Patient" and row[0] in codes}
     if kind == "Patient" and resource.get("id"):
         ids.add(resource["id"])
     return tuple(sorted(ids))
-
-
-@cache
-def _compartment_codes(kind: str) -> frozenset[str]:
-    return frozenset(_compartment_table().get(kind, ()))
 
 
 _NORMALIZERS: dict[ParamType, Normalizer] = {

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fhir_server.search.dates import date_range
+from fhir_server.search.indexing import index_resource
+from fhir_server.search.model import ParamType
+from fhir_server.search.registry import Component, SearchParameterDef, SearchParameterRegistry
 from tests.unit.search.search_builders import (
     BLOOD_PRESSURE,
     CCCD,
@@ -144,3 +147,23 @@ def test_resources_of_one_type_in_other_shapes_each_get_the_rows_of_their_own_ke
     with_phone = index(patient(telecom=[{"system": "phone", "value": "0912345678"}]))
     assert ("phone", "phone", "0912345678") in with_phone.tokens
     assert ("family", "nguyen", "Nguyễn") in with_phone.strings
+
+
+def test_a_composite_with_a_component_that_has_no_rows_of_its_own_is_left_unindexed() -> None:
+    def param(code: str, kind: str, expression: str, *parts: Component) -> SearchParameterDef:
+        return SearchParameterDef(code=code, url=f"http://example.org/sp/{code}",
+                                  type=ParamType(kind), base=("Observation",),
+                                  expression=expression, components=parts)
+
+    code = Component("http://example.org/sp/code", "code")
+    registry = SearchParameterRegistry([
+        param("code", "token", "Observation.code"),
+        param("code-text", "special", "Observation.code.text"),
+        param("plain", "composite", "Observation.component", code, code),
+        param("odd", "composite", "Observation.component", code,
+              Component("http://example.org/sp/code-text", "code")),
+    ])
+    heart = {"coding": [{"system": LOINC, "code": "8867-4"}]}
+    indexed = index_resource(observation(component=[{"code": heart}]), registry)
+    assert [name for name, _ in indexed.composites] == ["plain"]
+    assert ("code", LOINC, "8867-4") in indexed.tokens
