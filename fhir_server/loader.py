@@ -28,9 +28,11 @@ from typing import Any
 import orjson
 
 from fhir_server.errors import FhirError
-from fhir_server.interactions import bundle, create, update
 from fhir_server.interactions.context import Services
+from fhir_server.router.door import handle
+from fhir_server.router.request import FhirRequest
 from fhir_server.search.setup import prepare_search
+from fhir_server.security.caller import SERVER
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 from fhir_server.storage.port import DeferrableIndexes
@@ -95,22 +97,24 @@ def _items(path: Path) -> Iterator[tuple[str, bytes]]:
 
 
 async def _load_item(services: Services, item: dict[str, Any]) -> int:
-    """Load one resource or Bundle; return how many resources it wrote."""
-    if item.get("resourceType") == "Bundle" and item.get("type") in ("transaction", "batch"):
-        outcome = await bundle.process_bundle(services, item)
-        entries = (outcome.body or {}).get("entry", [])
+    """Load one resource or Bundle through the router, as the server itself; return how many
+    resources it wrote."""
+    kind = str(item.get("resourceType"))
+    if kind == "Bundle" and item.get("type") in ("transaction", "batch"):
+        answer = await handle(services, FhirRequest("POST", "bundle", body=item), SERVER)
+        entries = answer.body.get("entry", []) if isinstance(answer.body, dict) else []
         return sum(1 for e in entries if e["response"]["status"].startswith("201")
                    or e["response"].get("etag", "") not in ("", 'W/"1"'))
-    if item.get("resourceType") == "Bundle":
+    if kind == "Bundle":
         written = 0
         for entry in item.get("entry") or []:
             if isinstance(entry.get("resource"), dict):
                 written += await _load_item(services, entry["resource"])
         return written
     if item.get("id"):
-        result = await update.update(services, item["resourceType"], item["id"], item)
-        return 1 if result.status == 201 else 0
-    await create.create(services, str(item.get("resourceType")), item)
+        request = FhirRequest("PUT", "update", kind, str(item["id"]), body=item)
+        return 1 if (await handle(services, request, SERVER)).status == 201 else 0
+    await handle(services, FhirRequest("POST", "create", kind, body=item), SERVER)
     return 1
 
 

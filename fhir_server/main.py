@@ -7,18 +7,17 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 
-from fhir_server.api.access import secured
+from fhir_server.api.endpoints import ENDPOINTS
 from fhir_server.api.errors import http_exception_handler
-from fhir_server.api.handlers import ENDPOINTS
+from fhir_server.api.fhir import fhir_endpoint
 from fhir_server.api.middleware import RequestLogMiddleware
-from fhir_server.api.routes import ROUTES
+from fhir_server.api.routes import FHIR_BASE_PATH, OTHER_ROUTES
 from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.heap import keep_frozen
 from fhir_server.interactions.context import Services
@@ -70,12 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="fhir-server", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    methods: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for method, path, name in ROUTES:
-        methods[path].append((method, name))
-    for path, pairs in methods.items():
-        for method, name in pairs:
-            app.add_route(path, secured(name, ENDPOINTS[name]), methods=[method], name=name)
+    for method, path, name in OTHER_ROUTES:
+        app.add_route(path, ENDPOINTS[name], methods=[method], name=name)
+    every_method = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+    app.add_route(FHIR_BASE_PATH, fhir_endpoint, methods=every_method, name="fhir-base")
+    app.add_route(FHIR_BASE_PATH + "/{path:path}", fhir_endpoint, methods=every_method,
+                  name="fhir")
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_middleware(RequestLogMiddleware)
     return app

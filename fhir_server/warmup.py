@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from fhir_server.interactions.context import Services
 from fhir_server.interactions.prepare import prepare_resource
+from fhir_server.security.caller import SERVER
+from fhir_server.security.policy import Access
 
 __all__ = ["WarmUp", "warm_up"]
 
@@ -49,8 +51,9 @@ def warm_up(services: Services) -> WarmUp | None:
     started = time.perf_counter()
     try:
         resources = [entry["resource"] for entry in next(visit_bundles(1, _SEED))["entry"]]
+        server = Access(SERVER, services.registry)
         for resource in resources:
-            prepare_resource(services, resource, resource["resourceType"])
+            prepare_resource(services, server, resource, resource["resourceType"])
             services.index(resource)
     except Exception:
         log.warning("the start-up warm-up failed; the first requests build what it would have",

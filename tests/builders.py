@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from fhir_server.search.model import SearchQuery
+from fhir_server.search.parse import parse_search
+from fhir_server.search.registry import SearchParameterRegistry
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "valid"
+
+
+@cache
+def _registry() -> SearchParameterRegistry:
+    return SearchParameterRegistry.load()
+
+
+def criteria(resource_type: str, params: Sequence[tuple[str, str]]) -> SearchQuery:
+    """The parsed search a conditional interaction would run (``StoreTransaction.find``)."""
+    return parse_search(resource_type, list(params), _registry(), strict=True).query
 
 
 def valid_example(resource_type: str) -> dict[str, Any]:

@@ -49,7 +49,8 @@ def settings(tmp_path: Path) -> Settings:
     if API_STORAGE.startswith("mongodb"):
         storage = f"{API_STORAGE.rstrip('/')}/fhir_api_{uuid.uuid4().hex[:12]}"
     return Settings(data_dir=tmp_path / "data", base_url="http://test/fhir", storage=storage,
-                    max_body_bytes=64 * 1024, seed_search_parameters=False)
+                    max_body_bytes=64 * 1024, seed_search_parameters=False,
+                    referential_integrity=False)
 
 
 def token_for(settings: Settings, scope: str, **claims: Any) -> str:

@@ -82,8 +82,9 @@ def require_content_type(request: Request, allowed: set[str] | None = None) -> N
         )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the request body, refusing (413) as soon as it exceeds ``limit`` bytes."""
+async def read_body(request: Request, limit: int, required: bool = True) -> bytes:
+    """Read the request body, refusing (413) as soon as it exceeds ``limit`` bytes; an empty
+    body is a 400 when ``required``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
@@ -95,7 +96,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
-    if not body:
+    if not body and required:
         raise BadRequest("The request has no body", message_id="MSG_BODY_MISSING")
     return body
 

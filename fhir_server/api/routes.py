@@ -1,40 +1,28 @@
-"""The route table of the HTTP API: (method, path pattern, endpoint name). No logic here.
-
-Order matters: literal segments (``metadata``, ``_history``) come before ``{type}``.
+"""The HTTP routes: the endpoints outside FHIR (health, the authorization server) and, below
+the FHIR base, the router's own table (``router.routes.ROUTES``), which one endpoint serves.
+No logic here.
 """
 
 from __future__ import annotations
 
-__all__ = ["ROUTES"]
+from fhir_server.router.routes import ROUTES as FHIR_ROUTES
 
-ROUTES: list[tuple[str, str, str]] = [
+__all__ = ["FHIR_BASE_PATH", "OTHER_ROUTES", "ROUTES"]
+
+FHIR_BASE_PATH = "/fhir"
+
+#: (method, path, endpoint name) of what is not a FHIR interaction. Matched before the FHIR
+#: routes.
+OTHER_ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/healthz", "healthz"),
     ("GET", "/readyz", "readyz"),
-    ("GET", "/fhir/metadata", "metadata"),
     ("GET", "/fhir/.well-known/smart-configuration", "smart-configuration"),
     ("GET", "/fhir/.well-known/jwks.json", "jwks"),
     ("POST", "/fhir/auth/token", "token"),
-    ("POST", "/fhir", "bundle"),
-    ("GET", "/fhir", "search"),
-    ("POST", "/fhir/_search", "search"),
-    ("POST", "/fhir/{type}/_search", "search"),
-    ("GET", "/fhir/${op}", "operation"),
-    ("POST", "/fhir/${op}", "operation"),
-    ("GET", "/fhir/{type}/${op}", "operation"),
-    ("POST", "/fhir/{type}/${op}", "operation"),
-    ("GET", "/fhir/{type}/{id}/${op}", "operation"),
-    ("POST", "/fhir/{type}/{id}/${op}", "operation"),
-    ("GET", "/fhir/_history", "history-system"),
-    ("GET", "/fhir/{type}/_history", "history-type"),
-    ("GET", "/fhir/{type}/{id}/_history", "history-instance"),
-    ("GET", "/fhir/{type}/{id}/_history/{vid}", "vread"),
-    ("GET", "/fhir/{type}", "search"),
-    ("POST", "/fhir/{type}", "create"),
-    ("PUT", "/fhir/{type}", "conditional-update"),
-    ("DELETE", "/fhir/{type}", "conditional-delete"),
-    ("GET", "/fhir/{compartment}/{id}/{type}", "search"),
-    ("GET", "/fhir/{type}/{id}", "read"),
-    ("PUT", "/fhir/{type}/{id}", "update"),
-    ("PATCH", "/fhir/{type}/{id}", "patch"),
-    ("DELETE", "/fhir/{type}/{id}", "delete"),
+]
+
+#: Every (method, path pattern, name) the server answers, the FHIR ones under the base.
+ROUTES: list[tuple[str, str, str]] = OTHER_ROUTES + [
+    (route.method, f"{FHIR_BASE_PATH}/{route.pattern}".rstrip("/"), route.name)
+    for route in FHIR_ROUTES
 ]

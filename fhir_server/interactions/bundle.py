@@ -1,37 +1,62 @@
 """batch and transaction (R4 http.html#transaction): ``POST [base]`` with a Bundle.
 
-A transaction is all or nothing: every entry is validated before the write lock is taken;
-then, in one store transaction, conditional targets (``ifNoneExist``, conditional update and
-delete) and conditional references are resolved, references are rewritten to the final ids,
-referential integrity is checked, and the entries are executed in the specification's order
-(DELETE, POST, PUT/PATCH, GET). Any failure rolls everything back and answers one
-OperationOutcome naming ``Bundle.entry[n]``. A batch runs each entry in its own transaction
-and reports each entry's own status or OperationOutcome.
+Every entry is a request of its own: matched against the route table, authorized by the
+access policy and prepared exactly as the same request over HTTP (``Door``). A transaction
+is all or nothing: every write is prepared before the write lock is taken; then, in one store
+transaction, conditional targets (``ifNoneExist``, conditional update, patch and delete) and
+conditional references are resolved, references are rewritten to the final ids, referential
+integrity is checked, and the writes are applied in the specification's order (DELETE, POST,
+PUT/PATCH). Any failure rolls everything back and answers one OperationOutcome naming
+``Bundle.entry[n]``. The reads (GET and HEAD entries: reads, searches, operations) run last,
+after the writes are committed, each through the router as a request of its own. A batch
+runs each entry on its own and reports each entry's status or OperationOutcome.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+from typing import Any, Protocol
+
+import orjson
 
 from fhir_server.errors import BadRequest, FhirError, PayloadTooLarge
 from fhir_server.interactions import bundle_exec
 from fhir_server.interactions.bundle_entries import (
-    ORDER,
-    PlannedEntry,
+    Entry,
     at_entry,
     parse_entry,
-    references_in,
     status_text,
 )
-from fhir_server.interactions.context import Outcome, Services, new_id
-from fhir_server.interactions.prepare import prepare_resource
+from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.create import prepare_create
+from fhir_server.interactions.delete import prepare_conditional_delete, prepare_delete
+from fhir_server.interactions.patch import prepare_conditional_patch, prepare_patch
+from fhir_server.interactions.preconditions import parse_version_tag
+from fhir_server.interactions.references import references_in
+from fhir_server.interactions.update import prepare_conditional_update, prepare_update
+from fhir_server.interactions.write import Write
 from fhir_server.outcomes import operation_outcome
-from fhir_server.security import guard
-from fhir_server.security.audit import refuse_protected
-from fhir_server.security.policy import AccessRequest
-from fhir_server.storage.port import StoreTransaction
+from fhir_server.router.request import FhirRequest, FhirResponse
+from fhir_server.security.audit import AuditNote
+from fhir_server.security.caller import Caller
+from fhir_server.security.policy import Access
 
-__all__ = ["process_bundle"]
+__all__ = ["Door", "process_bundle"]
+
+
+class Door(Protocol):
+    """How a Bundle's entries reach the server: the same policy and router as any request."""
+
+    caller: Caller
+
+    def authorize(self, request: FhirRequest) -> Access:
+        """The access policy's decision on one entry's request (raises when refused)."""
+        ...
+
+    async def handle(self, request: FhirRequest, note: AuditNote) -> FhirResponse:
+        """Answer a read entry as the router answers any request (its reads noted in
+        ``note``, the Bundle's AuditEvent)."""
+        ...
 
 
 def _entries(services: Services, bundle: dict[str, Any]) -> list[Any]:
@@ -46,107 +71,163 @@ def _entries(services: Services, bundle: dict[str, Any]) -> list[Any]:
     return entries
 
 
-def _plan(services: Services, bundle: dict[str, Any]) -> list[PlannedEntry]:
-    return [parse_entry(i, e, services.base_url)
-            for i, e in enumerate(_entries(services, bundle))]
+def _check_full_urls(entries: list[Entry]) -> None:
+    """bdl-7: ``fullUrl`` is unique in a Bundle (unless the versions differ)."""
+    seen: dict[tuple[str, object], int] = {}
+    for entry in entries:
+        if entry.full_url is None:
+            continue
+        version = ((entry.resource or {}).get("meta") or {}).get("versionId")
+        key = (entry.full_url, version)
+        if key in seen:
+            raise BadRequest(
+                f"Bundle.entry[{seen[key]}] and Bundle.entry[{entry.index}] have the same "
+                f"fullUrl {entry.full_url} (bdl-7)", message_id="MSG_BUNDLE_DUPLICATE_FULLURL",
+                expression=(f"Bundle.entry[{entry.index}].fullUrl",))
+        seen[key] = entry.index
 
 
-_ENTRY_INTERACTIONS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
-
-
-def _authorize(entry: PlannedEntry) -> None:
-    """Ask the policy about the entry, as if it were a request of its own."""
-    if entry.method in ("GET", "HEAD"):
-        interaction = ("vread" if entry.version else "read") if entry.id else "search-type"
-    else:
-        interaction = _ENTRY_INTERACTIONS[entry.method]
-    refuse_protected(entry.resource_type, interaction)
-    target_id = None if entry.method == "POST" else entry.id
-    guard.authorize(AccessRequest(interaction, entry.resource_type, target_id))
-
-
-def _prepare(services: Services, entry: PlannedEntry) -> None:
-    """Authorize and validate the entry; give POST entries their new id (outside the lock)."""
+async def _prepare(services: Services, door: Door, entry: Entry, transaction: bool) -> None:
+    """Authorize the entry's request and prepare its write (outside the lock)."""
     try:
-        _authorize(entry)
-        if entry.method == "PATCH":
-            bundle_exec.patch_operations(entry)
-        elif entry.resource is not None and entry.method in ("POST", "PUT"):
-            entry.extra["issues"] = prepare_resource(
-                services, entry.resource, entry.resource_type, _ENTRY_INTERACTIONS[entry.method]
-            )
-            if entry.method == "POST":
-                entry.resource["id"] = new_id()
-            elif entry.id is not None:
-                bundle_exec.check_put_id(entry)
-            # Found here, not under the write lock (the resolution there rewrites their values).
-            bundle_exec.reference_holders(entry)
+        entry.access = door.authorize(entry.request)
+        if entry.method not in ("GET", "HEAD"):
+            entry.write = await _write(services, entry, transaction)
+            if entry.resource is not None and entry.method in ("POST", "PUT"):
+                entry.holders = references_in(entry.resource)
     except FhirError as exc:
         raise at_entry(exc, entry.index, entry.resource_type) from None
 
 
-async def _run_transaction(
-    services: Services, tx: StoreTransaction, entries: list[PlannedEntry]
-) -> list[dict[str, Any]]:
-    # Every criterion of the Bundle is found in one go; nothing is written before execute.
-    await bundle_exec.resolve_entries(tx, entries, tx.find_many)
-    bundle_exec.note_renames(entries)
-    await bundle_exec.check_integrity(services, tx, entries)
-    responses: dict[int, dict[str, Any]] = {}
-    for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
-        responses[entry.index] = await bundle_exec.located(
-            entry, bundle_exec.execute(services, tx, entry))
-    return [responses[e.index] for e in entries]
+async def _write(services: Services, entry: Entry, transaction: bool) -> Write:
+    request, access, resource = entry.request, entry.access, entry.resource
+    assert access is not None
+    kind, route = entry.resource_type, request.route
+    if_match = parse_version_tag(request.if_match, "ifMatch") if request.if_match else None
+    if route in ("delete", "conditional-delete"):
+        if request.id is not None:
+            return prepare_delete(access, kind, request.id, if_match)
+        return prepare_conditional_delete(services, access, kind, request.params)
+    if route in ("patch", "conditional-patch"):
+        operations = _patch_operations(resource)
+        if request.id is not None:
+            return await prepare_patch(services, access, kind, request.id, operations, if_match)
+        return prepare_conditional_patch(services, access, kind, request.params, operations)
+    if resource is None:
+        raise BadRequest(f"a {entry.method} entry needs a resource",
+                         message_id="MSG_BUNDLE_RESOURCE_MISSING")
+    if route == "create":
+        return prepare_create(services, access, kind, resource, request.if_none_exist,
+                              indexed=not transaction)
+    if request.id is not None:
+        return prepare_update(services, access, kind, request.id, resource, if_match,
+                              indexed=not transaction)
+    return prepare_conditional_update(services, access, kind, request.params, resource,
+                                      if_match)
 
 
-async def transaction(services: Services, bundle: dict[str, Any]) -> Outcome:
+def _patch_operations(resource: dict[str, Any] | None) -> object:
+    """Decode a PATCH entry's Binary (``application/json-patch+json``) into operations."""
+    resource = resource or {}
+    if resource.get("resourceType") != "Binary" or not str(
+        resource.get("contentType", "")
+    ).startswith("application/json-patch+json"):
+        raise BadRequest("A PATCH entry carries a Binary with a JSON Patch document "
+                         "(FHIRPath Patch is not supported)", message_id="MSG_PATCH_INVALID")
+    try:
+        return orjson.loads(base64.b64decode(resource.get("data", "")))
+    except (ValueError, orjson.JSONDecodeError):
+        raise BadRequest("The PATCH entry's Binary.data is not base64 JSON",
+                         message_id="MSG_PATCH_INVALID") from None
+
+
+async def transaction(
+    services: Services, bundle: dict[str, Any], door: Door, note: AuditNote
+) -> Outcome:
     """Process a transaction Bundle atomically; return the transaction-response Bundle."""
-    entries = _plan(services, bundle)
+    entries = [parse_entry(i, e, services.base_url)
+               for i, e in enumerate(_entries(services, bundle))]
+    _check_full_urls(entries)
     for entry in entries:
-        _prepare(services, entry)
-    _collect_audit()
-    # Resolve and index a copy outside the write lock; the transaction reuses what still holds.
-    await bundle_exec.optimistic_indexes(services, entries)
-    async with services.store.transaction() as tx:
-        responses = await _run_transaction(services, tx, entries)
-        await services.record_bundle(tx, "transaction")
-    return Outcome(200, body=_response_bundle("transaction-response", responses))
+        await _prepare(services, door, entry, transaction=True)
+    writes = [entry for entry in entries if entry.write is not None]
+    # Resolve and index outside the write lock; the transaction reuses what still holds.
+    await bundle_exec.optimistic_indexes(services, writes)
+    responses: dict[int, dict[str, Any]] = {}
+    if writes:
+        async with services.store.transaction() as tx:
+            await bundle_exec.resolve_entries(tx, services, writes, tx.find_many)
+            bundle_exec.note_renames(writes)
+            await bundle_exec.check_integrity(services, tx, writes)
+            for entry in bundle_exec.ordered(writes):
+                responses[entry.index] = await bundle_exec.located(
+                    entry, bundle_exec.execute(services, tx, entry, note))
+            await services.audit_write(tx, note, door.caller)
+    for entry in entries:
+        if entry.write is None:
+            responses[entry.index] = await _read(door, entry, note)
+    return Outcome(200, body=_response_bundle("transaction-response",
+                                              [responses[e.index] for e in entries]))
 
 
-def _collect_audit() -> None:
-    """Make the Bundle's writes share one AuditEvent, stored with them."""
-    security = guard.current.get()
-    if security is not None:
-        security.bundle = True
+async def _read(door: Door, entry: Entry, note: AuditNote) -> dict[str, Any]:
+    """Answer a read entry through the router; a failure is that entry's response."""
+    try:
+        answer = await door.handle(entry.request, note)
+    except FhirError as exc:
+        return _failed(at_entry(exc, entry.index, entry.resource_type))
+    response: dict[str, Any] = {"status": status_text(answer.status)}
+    for header, field in (("ETag", "etag"), ("Location", "location"),
+                          ("Last-Modified", "lastModified")):
+        if header in answer.headers:
+            response[field] = answer.headers[header]
+    if answer.stored is not None:
+        response["lastModified"] = answer.stored.last_updated
+    result: dict[str, Any] = {"response": response}
+    body = answer.body
+    if isinstance(body, bytes):
+        body = orjson.loads(body)
+    if body is not None:
+        result["resource"] = body
+    return result
 
 
-async def _batch_entry(services: Services, index: int, raw: object) -> dict[str, Any]:
-    entry: PlannedEntry | None = None
+def _failed(error: FhirError) -> dict[str, Any]:
+    return {"response": {"status": status_text(error.status),
+                         "outcome": operation_outcome(error.issues)}}
+
+
+async def _batch_entry(
+    services: Services, index: int, raw: object, door: Door, note: AuditNote
+) -> dict[str, Any]:
+    entry: Entry | None = None
     try:
         entry = parse_entry(index, raw, services.base_url)
-        _prepare(services, entry)
-        if any(r.get("reference", "").startswith("urn:") for r in _refs(entry)):
+        await _prepare(services, door, entry, transaction=False)
+        if entry.write is None:
+            return await _read(door, entry, note)
+        if any(h["reference"].startswith("urn:") for h in entry.holders):
             raise BadRequest("Entries of a batch cannot refer to each other",
                              message_id="MSG_BATCH_INTERDEPENDENT")
-        _collect_audit()
+        entry_note = AuditNote("batch", enabled=note.enabled)
         async with services.store.transaction() as tx:
-            response = (await _run_transaction(services, tx, [entry]))[0]
-            await services.record_bundle(tx, "batch")
+            await bundle_exec.resolve_entries(tx, services, [entry], tx.find_many)
+            await bundle_exec.check_integrity(services, tx, [entry])
+            response = await bundle_exec.located(
+                entry, bundle_exec.execute(services, tx, entry, entry_note))
+            await services.audit_write(tx, entry_note, door.caller)
             return response
     except FhirError as exc:
-        located = at_entry(exc, index, entry.resource_type if entry else None)
-        return {"response": {"status": status_text(located.status),
-                             "outcome": operation_outcome(located.issues)}}
+        return _failed(at_entry(exc, index, entry.resource_type if entry else None))
 
 
-def _refs(entry: PlannedEntry) -> list[dict[str, Any]]:
-    return references_in(entry.resource) if entry.resource else []
-
-
-async def batch(services: Services, bundle: dict[str, Any]) -> Outcome:
+async def batch(
+    services: Services, bundle: dict[str, Any], door: Door, note: AuditNote
+) -> Outcome:
     """Process each entry of a batch Bundle on its own; return the batch-response Bundle."""
     raw_entries = _entries(services, bundle)
-    responses = [await _batch_entry(services, i, e) for i, e in enumerate(raw_entries)]
+    responses = [await _batch_entry(services, i, e, door, note)
+                 for i, e in enumerate(raw_entries)]
     return Outcome(200, body=_response_bundle("batch-response", responses))
 
 
@@ -157,19 +238,19 @@ def _response_bundle(kind: str, responses: list[dict[str, Any]]) -> dict[str, An
     return bundle
 
 
-async def process_bundle(services: Services, bundle: dict[str, Any]) -> Outcome:
+async def process_bundle(
+    services: Services, bundle: object, door: Door, note: AuditNote
+) -> Outcome:
     """Dispatch a Bundle posted to the base: transaction or batch; anything else is 400."""
-    if bundle.get("resourceType") != "Bundle":
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("Only a Bundle can be posted to the base URL",
                          message_id="MSG_BUNDLE_EXPECTED", expression=("resourceType",))
     kind = bundle.get("type")
-    security = guard.current.get()
-    if security is not None and kind in ("transaction", "batch"):
-        security.interaction = str(kind)  # its AuditEvent's subtype, refused or not
+    if kind in ("transaction", "batch"):
+        note.interaction = str(kind)  # its AuditEvent's subtype, refused or not
     if kind == "transaction":
-        return await transaction(services, bundle)
+        return await transaction(services, bundle, door, note)
     if kind == "batch":
-        return await batch(services, bundle)
+        return await batch(services, bundle, door, note)
     raise BadRequest(f"Bundle.type must be transaction or batch, not '{kind}'",
                      message_id="MSG_BUNDLE_TYPE", expression=("Bundle.type",))
-

@@ -1,92 +1,74 @@
-"""The steps of processing one Bundle entry inside a store transaction: resolve its target,
-rewrite its references, check referential integrity, execute it, describe the response."""
+"""The steps of a transaction's writes: find every criterion of the Bundle at once, fix each
+entry's target in processing order, point references at their targets, check referential
+integrity, then apply each prepared ``Write``.
+
+The resolution also runs once outside the write lock, on committed data
+(:func:`optimistic_indexes`), so that the search indexes of the resources it resolves are
+computed there; under the lock an entry reuses its index when the real resolution left the
+resource as the optimistic one did.
+"""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
-import orjson
-
-from fhir_server.errors import BadRequest, FhirError, Gone, NotFound, PreconditionFailed
-from fhir_server.interactions import read
+from fhir_server.errors import BadRequest, FhirError
 from fhir_server.interactions.bundle_entries import (
     ORDER,
-    PlannedEntry,
+    Entry,
+    Optimistic,
+    Signature,
     at_entry,
+    conditional_reference,
     query_pairs,
-    references_in,
     rewrite_references,
     status_text,
 )
-from fhir_server.interactions.context import Outcome, Services, new_id
-from fhir_server.interactions.create import create_in
-from fhir_server.interactions.patch import apply_patch
-from fhir_server.interactions.preconditions import parse_version_tag
-from fhir_server.interactions.prepare import match_single, prepare_resource
-from fhir_server.interactions.update import check_body_id, resolve_conditional_id, update_in
+from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.prepare import parse_criteria
+from fhir_server.interactions.references import local_target
+from fhir_server.interactions.write import apply, match_single, resolve_target
 from fhir_server.outcomes import operation_outcome
 from fhir_server.resources import is_resource_type
 from fhir_server.search.indexing import renamed_index
-from fhir_server.security import guard
-from fhir_server.storage.port import StoredResource, StoreTransaction
+from fhir_server.search.model import SearchQuery
+from fhir_server.security.audit import AuditNote
+from fhir_server.security.scopes import Interaction
+from fhir_server.storage.port import StoreTransaction
 
 __all__ = [
     "NotPrefetched",
     "PrefetchedFinds",
     "check_integrity",
-    "check_put_id",
     "execute",
-    "fullurl_targets",
     "located",
     "note_renames",
     "optimistic_indexes",
-    "patch_operations",
-    "precomputed_index",
-    "reference_holders",
+    "ordered",
     "resolve_entries",
-    "resolve_references",
-    "resolve_target",
 ]
 
-
-def check_put_id(entry: PlannedEntry) -> None:
-    """A PUT ``Type/id`` entry's resource must carry that id."""
-    assert entry.resource is not None and entry.id is not None
-    check_body_id(entry.resource, entry.id)
-
-
-def patch_operations(entry: PlannedEntry) -> None:
-    """Decode a PATCH entry's Binary (``application/json-patch+json``) into operations."""
-    resource = entry.resource or {}
-    if resource.get("resourceType") != "Binary" or not str(
-        resource.get("contentType", "")
-    ).startswith("application/json-patch+json"):
-        raise BadRequest("A PATCH entry carries a Binary with a JSON Patch document "
-                         "(FHIRPath Patch is not supported)", message_id="MSG_PATCH_INVALID")
-    try:
-        entry.extra["operations"] = orjson.loads(base64.b64decode(resource.get("data", "")))
-    except (ValueError, orjson.JSONDecodeError):
-        raise BadRequest("The PATCH entry's Binary.data is not base64 JSON",
-                         message_id="MSG_PATCH_INVALID") from None
-
-
-def reference_holders(entry: PlannedEntry) -> list[dict[str, Any]]:
-    """The objects of the entry's resource that carry a ``reference`` (found once; the
-    rewriting of references changes their values, not which objects hold them)."""
-    holders = entry.extra.get("reference_holders")
-    if holders is None:
-        holders = entry.extra["reference_holders"] = references_in(entry.resource)
-    return list(holders)
-
-
 T = TypeVar("T")
-FindMany = Callable[[list[tuple[str, Sequence[tuple[str, str]]]]], Awaitable[list[list[str]]]]
+FindMany = Callable[[list[SearchQuery]], Awaitable[list[list[str]]]]
 
 
 class NotPrefetched(Exception):
     """A criterion that was not found beforehand, where no transaction can find it."""
+
+
+def _conditional_query(services: Services, entry: Entry, reference: str) -> SearchQuery | None:
+    """The search of a conditional reference of the entry (limited to what its caller may
+    see), parsed once per entry; None for another kind of reference."""
+    found = conditional_reference(reference)
+    if found is None or not is_resource_type(found[0]):
+        return None
+    cached = entry.conditions.get(reference)
+    if cached is None:
+        assert entry.access is not None
+        cached = parse_criteria(services, entry.access, found[0], query_pairs(found[1]))
+        entry.conditions[reference] = cached
+    return cached
 
 
 class PrefetchedFinds:
@@ -94,72 +76,55 @@ class PrefetchedFinds:
 
     Before anything of a transaction is written, every criterion it holds (``ifNoneExist``,
     conditional update, patch and delete, conditional references) is found with one
-    ``find_many`` call; resolving targets and references then asks this object, which answers
-    from those results and passes anything else on to ``tx`` (or raises ``NotPrefetched``
-    without one). Only valid until the first write.
+    ``find_many`` call; resolving targets and references then asks this object, which
+    answers from those results and passes anything else on to ``tx`` (or raises
+    ``NotPrefetched`` without one). Only valid until the first write.
     """
 
-    def __init__(
-        self, tx: StoreTransaction | None, found: dict[tuple[str, tuple[Any, ...]], list[str]]
-    ) -> None:
+    def __init__(self, tx: StoreTransaction | None, found: dict[SearchQuery, list[str]]) -> None:
         self._tx = tx
         self._found = found
 
     @classmethod
     async def of(
-        cls, tx: StoreTransaction | None, entries: list[PlannedEntry], find_many: FindMany
+        cls, tx: StoreTransaction | None, services: Services, entries: list[Entry],
+        find_many: FindMany,
     ) -> PrefetchedFinds:
         """Find every criterion of ``entries`` at once with ``find_many``."""
-        queries: dict[tuple[str, tuple[Any, ...]], None] = {}
+        queries: dict[SearchQuery, None] = {}
         for entry in entries:
-            if entry.method == "POST" and entry.if_none_exist:
-                queries[(entry.resource_type, tuple(_criteria(entry.if_none_exist)))] = None
-            elif entry.query is not None and entry.method in ("PUT", "DELETE", "PATCH"):
-                queries[(entry.resource_type, tuple(entry.criteria))] = None
-            if entry.resource is not None and entry.method in ("POST", "PUT"):
-                for holder in reference_holders(entry):
-                    kind, mark, query = holder["reference"].partition("?")
-                    if mark and "/" not in kind and is_resource_type(kind):
-                        queries[(kind, tuple(query_pairs(query)))] = None
+            write = entry.write
+            if write is None:
+                continue
+            for query in (write.if_none_exist, write.criteria):
+                if query is not None:
+                    queries[query] = None
+            for holder in entry.holders:
+                try:
+                    query = _conditional_query(services, entry, holder["reference"])
+                except FhirError:
+                    continue  # an invalid criterion fails later, at its own entry
+                if query is not None:
+                    queries[query] = None
         keys = list(queries)
         try:
-            answers = await find_many([(kind, list(params)) for kind, params in keys])
+            answers = await find_many(keys) if keys else []
         except FhirError:
-            answers = None  # an invalid criterion fails later, at its own entry
+            answers = None
         found = dict(zip(keys, answers, strict=True)) if answers is not None else {}
         return cls(tx, found)
 
-    async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+    async def find(self, query: SearchQuery) -> list[str]:
         """The prefetched answer, or the transaction's own ``find``."""
-        answer = self._found.get((resource_type, tuple(params)))
+        answer = self._found.get(query)
         if answer is not None:
             return list(answer)
         if self._tx is None:
-            raise NotPrefetched(resource_type)
-        return await self._tx.find(resource_type, params)
-
-    def __getattr__(self, name: str) -> Any:
-        if self._tx is None:
-            raise NotPrefetched(name)
-        return getattr(self._tx, name)
+            raise NotPrefetched(query.resource_type)
+        return await self._tx.find(query)
 
 
-async def resolve_entries(
-    tx: StoreTransaction | None, entries: list[PlannedEntry], find_many: FindMany
-) -> None:
-    """Fix every entry's target and rewrite its references, in processing order, from the
-    Bundle's criteria found at once with ``find_many`` (``tx`` finds anything else; without
-    one, ``NotPrefetched``). A failure raises located at its ``Bundle.entry[n]``."""
-    ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
-    finds = cast(StoreTransaction, await PrefetchedFinds.of(tx, entries, find_many))
-    for entry in ordered:
-        await located(entry, resolve_target(finds, entry))
-    targets = fullurl_targets(entries)
-    for entry in ordered:
-        await located(entry, resolve_references(finds, entry, targets))
-
-
-async def located(entry: PlannedEntry, step: Awaitable[T]) -> T:
+async def located(entry: Entry, step: Awaitable[T]) -> T:
     """Await ``step``; a ``FhirError`` it raises is re-raised located at the entry."""
     try:
         return await step
@@ -167,66 +132,139 @@ async def located(entry: PlannedEntry, step: Awaitable[T]) -> T:
         raise at_entry(exc, entry.index, entry.resource_type) from None
 
 
-async def optimistic_indexes(services: Services, entries: list[PlannedEntry]) -> None:
+def ordered(entries: list[Entry]) -> list[Entry]:
+    """The entries in processing order (DELETE, POST, PUT/PATCH, GET), else as given."""
+    return sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+
+
+async def resolve_entries(
+    tx: StoreTransaction | None, services: Services, entries: list[Entry], find_many: FindMany
+) -> None:
+    """Fix every write's target and rewrite its references, in processing order, from the
+    Bundle's criteria found at once with ``find_many`` (``tx`` finds anything else; without
+    one, ``NotPrefetched``). A failure raises located at its ``Bundle.entry[n]``."""
+    writes = [entry for entry in ordered(entries) if entry.write is not None]
+    finds = cast(StoreTransaction, await PrefetchedFinds.of(tx, services, writes, find_many))
+    for entry in writes:
+        await located(entry, _resolve_target(finds, entry))
+    targets = _fullurl_targets(writes)
+    for entry in writes:
+        await located(entry, _resolve_references(finds, services, entry, targets))
+
+
+async def _resolve_target(finds: StoreTransaction, entry: Entry) -> None:
+    """Fix the entry's target id: conditional matches come from ``finds``."""
+    write = entry.write
+    assert write is not None
+    if write.if_none_exist is not None:
+        found = await match_single(finds, write.if_none_exist)
+        write.if_none_exist = None
+        if found is not None:
+            entry.existing = write.id = found
+        return
+    if write.criteria is None:
+        return
+    if write.interaction is Interaction.DELETE:
+        write.id = await match_single(finds, write.criteria)
+    else:
+        await resolve_target(finds, write)
+    write.criteria = None
+
+
+def _fullurl_targets(entries: list[Entry]) -> dict[str, str]:
+    """Map each entry's ``fullUrl`` to ``Type/id``; two writes of one resource are an error."""
+    targets: dict[str, str] = {}
+    written: dict[str, int] = {}
+    for entry in entries:
+        key = entry.target
+        if key is None:
+            continue
+        if entry.existing is None:
+            if key in written:
+                raise BadRequest(f"Bundle.entry[{written[key]}] and Bundle.entry[{entry.index}] "
+                                 f"both change {key}", message_id="MSG_BUNDLE_DUPLICATE")
+            written[key] = entry.index
+        if entry.full_url:
+            targets[entry.full_url] = key
+    return targets
+
+
+async def _resolve_references(
+    finds: StoreTransaction, services: Services, entry: Entry, targets: dict[str, str]
+) -> None:
+    """Rewrite the entry resource's references (fullUrls and conditional references)."""
+    if not entry.holders or entry.existing is not None:
+        return
+
+    async def resolve(kind: str, query: str) -> str:
+        search = _conditional_query(services, entry, f"{kind}?{query}")
+        assert search is not None
+        ids = await finds.find(search)
+        if len(ids) != 1:
+            raise BadRequest(f"A conditional reference to {kind} matched {len(ids)} "
+                             "resources; exactly one is required",
+                             message_id="MSG_BUNDLE_CONDITIONAL_REFERENCE")
+        return ids[0]
+
+    await rewrite_references(entry.holders, targets, resolve)
+
+
+# -- the resolution outside the lock -----------------------------------------------------------
+
+
+async def optimistic_indexes(services: Services, entries: list[Entry]) -> None:
     """Resolve the Bundle outside the write lock, index its resources there, and undo the
     resolution.
 
     Uses the store's ``find_many`` on committed data (stores without one skip this). Each
-    entry that would be written keeps ``(signature, index)`` in ``extra["optimistic"]``: the
-    signature is what the resolution changed in the resource (its id and the values of its
-    references, ``resolution_signature``), and nothing else changes it. Inside the transaction
-    the real resolution runs again, and the index is reused only when it left the same
-    signature (``precomputed_index``), so a concurrent change costs a recomputation, never a
-    wrong index. Resolving in place and undoing it costs less than resolving a copy (no copy
-    of the resources, no second walk for their references, no deep comparison under the lock).
+    entry that would be written keeps, in ``optimistic``, its target and the signature of
+    its resolved resource (its id and the values of its references, the only things the
+    resolution changes) with that resource's index. Under the lock the real resolution runs
+    again, and an index is reused only when it left the same signature
+    (:func:`precomputed_index`): a concurrent change costs a recomputation, never a wrong
+    index. Resolving in place and restoring costs less than resolving a copy.
     """
     find_many = getattr(services.store, "find_many", None)
     if find_many is None or services.registry is None:
         return
-    for entry in entries:
-        if entry.query is not None and entry.method == "PUT" and "fresh_id" not in entry.extra:
-            entry.extra["fresh_id"] = new_id()  # the same id outside the lock and inside it
-    unresolved = [_Unresolved(entry) for entry in entries]
-    planned: list[tuple[str | None, tuple[Signature, object] | None]] = []
+    snapshots = [_Snapshot(entry) for entry in entries if entry.write is not None]
+    found: list[tuple[Entry, Optimistic]] = []
     try:
-        await resolve_entries(None, entries, find_many)
-        for entry in entries:
-            target = f"{entry.resource_type}/{entry.id}" if entry.id is not None else None
-            optimistic = None
-            if _resolvable(entry) and "existing" not in entry.extra:
+        await resolve_entries(None, services, entries, find_many)
+        for snapshot in snapshots:
+            entry = snapshot.entry
+            optimistic = Optimistic(entry.target)
+            if _resolvable(entry) and entry.existing is None:
                 assert entry.resource is not None
-                optimistic = (resolution_signature(entry), services.index(entry.resource))
-            planned.append((target, optimistic))
+                optimistic.signature = _signature(entry)
+                optimistic.index = services.index(entry.resource)
+            found.append((entry, optimistic))
     except (FhirError, NotPrefetched):
-        planned = []  # the transaction finds the error (or the answer) under the lock
+        found = []  # the transaction finds the error (or the answer) under the lock
     finally:
-        for saved in unresolved:
-            saved.restore()
-    for entry, (target, optimistic) in zip(entries, planned, strict=False):
-        if target is not None:
-            entry.extra["copy_target"] = target
-        if optimistic is not None:
-            entry.extra["optimistic"] = optimistic
+        for snapshot in snapshots:
+            snapshot.restore()
+    for entry, optimistic in found:
+        entry.optimistic = optimistic
 
 
-class _Unresolved:
-    """What resolving an entry changes, as it was before: its id and extras, its resource's
-    id, and the values of its references."""
+class _Snapshot:
+    """What resolving an entry changes, as it was before: its write's target, criteria and
+    index, the resource's id and the values of its references."""
 
-    def __init__(self, entry: PlannedEntry) -> None:
+    def __init__(self, entry: Entry) -> None:
+        write = entry.write
+        assert write is not None
         self.entry = entry
-        self.references = [(holder, holder["reference"]) for holder in
-                           (reference_holders(entry) if _resolvable(entry) else ())]
-        self.id = entry.id
-        self.extra = dict(entry.extra)
-        resource = entry.resource
-        self.resource_id = resource.get("id", _ABSENT) if resource is not None else _ABSENT
+        self.fields = (write.id, write.criteria, write.if_none_exist, write.index)
+        self.references = [(holder, holder["reference"]) for holder in entry.holders]
+        self.resource_id = (entry.resource or {}).get("id", _ABSENT)
 
     def restore(self) -> None:
-        entry = self.entry
-        entry.id = self.id
-        entry.extra.clear()
-        entry.extra.update(self.extra)
+        entry, write = self.entry, self.entry.write
+        assert write is not None
+        write.id, write.criteria, write.if_none_exist, write.index = self.fields
+        entry.existing = None
         if entry.resource is not None:
             if self.resource_id is _ABSENT:
                 entry.resource.pop("id", None)
@@ -237,154 +275,67 @@ class _Unresolved:
 
 
 _ABSENT = object()
-#: A resource's id and the values of its references, after resolution.
-Signature = tuple[object, tuple[str, ...]]
 
 
-def _resolvable(entry: PlannedEntry) -> bool:
+def _resolvable(entry: Entry) -> bool:
     return entry.resource is not None and entry.method in ("POST", "PUT")
 
 
-def resolution_signature(entry: Any) -> Signature:
-    """What resolving the entry set in its resource: its id and its references' values
-    (``reference_holders``, the objects resolution rewrites)."""
+def _signature(entry: Entry) -> Signature:
     resource = entry.resource or {}
-    return resource.get("id"), tuple(holder["reference"] for holder in reference_holders(entry))
+    return resource.get("id"), tuple(holder["reference"] for holder in entry.holders)
 
 
-def note_renames(entries: list[PlannedEntry]) -> None:
-    """After the resolution under the lock: which targets differ from the copy's.
+def note_renames(entries: list[Entry]) -> None:
+    """After the resolution under the lock: which targets differ from the optimistic ones.
 
     The usual cause: another Bundle created the Patient (or Organization) meanwhile, so the
-    conditional create the copy planned became a match, and every resource of this Bundle
+    conditional create planned here became a match, and every resource of this Bundle
     refers to the existing one instead of the planned id.
     """
-    renames = {entry.extra["copy_target"]: f"{entry.resource_type}/{entry.id}"
-               for entry in entries
-               if "copy_target" in entry.extra and entry.id is not None
-               and entry.extra["copy_target"] != f"{entry.resource_type}/{entry.id}"}
+    renames = {entry.optimistic.target: entry.target for entry in entries
+               if entry.optimistic is not None and entry.optimistic.target is not None
+               and entry.target is not None and entry.optimistic.target != entry.target}
     if renames:
         for entry in entries:
-            entry.extra["renames"] = renames
+            entry.renames = renames
 
 
-def precomputed_index(entry: PlannedEntry) -> object | None:
+def precomputed_index(entry: Entry) -> object | None:
     """The index computed outside the lock, if the resolution under it changed the resource
-    in the same way (the same ``resolution_signature``).
-
-    When the only differences are references to targets resolved differently under the lock
-    (``note_renames``), the index is patched instead of recomputed under the lock.
-    """
-    optimistic = entry.extra.get("optimistic")
-    if optimistic is None:
+    in the same way; when it differs only by renamed targets, that index patched."""
+    optimistic = entry.optimistic
+    if optimistic is None or optimistic.signature is None:
         return None
-    signature, index = optimistic
-    found = resolution_signature(entry)
-    if found == signature:
-        return cast(object, index)
-    renames = entry.extra.get("renames")
-    resource_id, references = signature
+    found = _signature(entry)
+    if found == optimistic.signature:
+        return optimistic.index
+    resource_id, references = optimistic.signature
+    renames = entry.renames
     if renames and (resource_id, tuple(renames.get(r, r) for r in references)) == found:
-        return renamed_index(index, renames)
+        return renamed_index(optimistic.index, renames)  # type: ignore[arg-type]
     return None
 
 
-async def resolve_target(tx: StoreTransaction, entry: PlannedEntry) -> None:
-    """Fix the entry's target id: conditional matches are searched inside the transaction."""
-    if entry.method == "POST":
-        assert entry.resource is not None
-        if entry.if_none_exist:
-            params = _criteria(entry.if_none_exist)
-            existing = await match_single(tx, entry.resource_type, params)
-            if existing is not None:
-                entry.extra["existing"] = existing
-                entry.id = existing
-                return
-        entry.id = entry.resource["id"]
-    elif entry.query is not None and entry.method == "PUT":
-        assert entry.resource is not None
-        # The id a non-matching conditional PUT creates is drawn once per entry, so that
-        # resolving a copy outside the lock and the entry inside it agree.
-        if "fresh_id" not in entry.extra:
-            entry.extra["fresh_id"] = new_id()
-        await resolve_conditional_id(tx, entry.resource, entry.criteria, entry.extra["fresh_id"])
-        entry.id = entry.resource["id"]
-    elif entry.query is not None and entry.method in ("DELETE", "PATCH"):
-        entry.id = await match_single(tx, entry.resource_type, entry.criteria)
-        if entry.id is None and entry.method == "PATCH":
-            raise NotFound("The conditional PATCH matched no resource",
-                           message_id="MSG_NO_MATCH")
+# -- under the lock ----------------------------------------------------------------------------
 
 
-def _criteria(query: str) -> list[tuple[str, str]]:
-    return query_pairs(query.lstrip("?"))
-
-
-def fullurl_targets(entries: list[PlannedEntry]) -> dict[str, str]:
-    """Map each entry's ``fullUrl`` to ``Type/id``; two writes of one resource are an error."""
-    targets: dict[str, str] = {}
-    written: dict[str, int] = {}
-    for entry in entries:
-        if entry.id is None or entry.method == "GET":
-            continue
-        key = f"{entry.resource_type}/{entry.id}"
-        if entry.method != "POST" or "existing" not in entry.extra:
-            if key in written:
-                raise BadRequest(f"Bundle.entry[{written[key]}] and Bundle.entry[{entry.index}] "
-                                 f"both change {key}", message_id="MSG_BUNDLE_DUPLICATE")
-            written[key] = entry.index
-        if entry.full_url:
-            targets[entry.full_url] = key
-    return targets
-
-
-async def resolve_references(
-    tx: StoreTransaction, entry: PlannedEntry, targets: dict[str, str]
-) -> None:
-    """Rewrite the entry resource's references (fullUrls and conditional references)."""
-    if entry.resource is None or entry.method not in ("POST", "PUT"):
-        return
-
-    async def resolve(resource_type: str, params: list[tuple[str, str]]) -> str:
-        ids = await tx.find(resource_type, params)
-        if len(ids) != 1:
-            raise BadRequest(f"A conditional reference to {resource_type} matched {len(ids)} "
-                             "resources; exactly one is required",
-                             message_id="MSG_BUNDLE_CONDITIONAL_REFERENCE")
-        return ids[0]
-
-    await rewrite_references(entry.resource, targets, resolve, reference_holders(entry))
-
-
-def _local_target(reference: str, base_url: str) -> tuple[str, str] | None:
-    if reference.startswith(base_url + "/"):
-        reference = reference[len(base_url) + 1:]
-    if "?" in reference or "://" in reference or reference.startswith(("#", "urn:")):
-        return None
-    parts = reference.split("/")
-    if len(parts) == 2 or (len(parts) == 4 and parts[2] == "_history"):
-        return parts[0], parts[1]
-    return None
-
-
-async def check_integrity(
-    services: Services, tx: StoreTransaction, entries: list[PlannedEntry]
-) -> None:
-    """Refuse local references to resources that exist neither here nor in the Bundle."""
+async def check_integrity(services: Services, tx: StoreTransaction, entries: list[Entry]) -> None:
+    """Refuse local references to resources that exist neither here nor in the Bundle (one
+    query per 400 references)."""
     if not services.settings.referential_integrity:
         return
-    in_bundle = {(e.resource_type, e.id) for e in entries if e.id and e.method != "DELETE"}
+    written = {e.target for e in entries if e.target and e.method != "DELETE"}
     wanted: dict[tuple[str, str], int] = {}
     for entry in entries:
-        if entry.resource is None or entry.method not in ("POST", "PUT"):
+        if (not _resolvable(entry) or entry.existing is not None
+                or entry.resource_type == "AuditEvent"):  # see write.check_references
             continue
-        if entry.method == "POST" and "existing" in entry.extra:
-            continue
-        for holder in reference_holders(entry):
-            target = _local_target(holder["reference"], services.base_url)
-            if target and target not in in_bundle:
+        for holder in entry.holders:
+            target = local_target(holder["reference"], services.base_url)
+            if target and f"{target[0]}/{target[1]}" not in written:
                 wanted.setdefault(target, entry.index)
-    missing = set(wanted) - await tx.existing(list(wanted))
+    missing = set(wanted) - await tx.existing(list(wanted)) if wanted else set()
     if missing:
         first = min(missing, key=lambda t: wanted[t])
         raise BadRequest(
@@ -393,100 +344,28 @@ async def check_integrity(
             expression=(f"Bundle.entry[{wanted[first]}].resource",))
 
 
-def _response(
-    outcome: Outcome, with_resource: bool = False, entry: PlannedEntry | None = None
+async def execute(
+    services: Services, tx: StoreTransaction, entry: Entry, note: AuditNote
 ) -> dict[str, Any]:
+    """Apply the entry's write inside ``tx``; return its ``Bundle.entry`` of the response."""
+    write = entry.write
+    assert write is not None
+    if entry.existing is not None:
+        return _response(Outcome(200, await tx.read(entry.resource_type, entry.existing)))
+    if entry.optimistic is not None or entry.holders:
+        # References were resolved since prepare: the index of the content as it is now.
+        write.index = precomputed_index(entry)
+    outcome = await apply(tx, services, write, note, integrity=False)
+    return _response(outcome, write.issues)
+
+
+def _response(outcome: Outcome, issues: Sequence[Any] = ()) -> dict[str, Any]:
     stored = outcome.stored
     response: dict[str, Any] = {"status": status_text(outcome.status)}
-    result: dict[str, Any] = {"response": response}
-    if stored is not None and not stored.deleted:
+    if stored is not None and not stored.deleted and outcome.status != 204:
         response["location"] = f"{stored.resource_type}/{stored.id}/_history/{stored.version}"
         response["etag"] = f'W/"{stored.version}"'
         response["lastModified"] = stored.last_updated
-        if with_resource:
-            result["resource"] = stored.resource()
-    issues = entry.extra.get("issues") if entry is not None else None
     if issues:
-        response["outcome"] = operation_outcome(issues)
-    return result
-
-
-def _check_if_match(entry: PlannedEntry, current: StoredResource | None) -> int | None:
-    wanted = parse_version_tag(entry.if_match) if entry.if_match else None
-    if wanted is not None and (current is None or current.version != wanted):
-        raise PreconditionFailed(f"ifMatch {entry.if_match} does not hold",
-                                 message_id="MSG_VERSION_MISMATCH")
-    return wanted
-
-
-async def execute(services: Services, tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
-    """Execute the entry inside ``tx``; return its ``Bundle.entry`` of the response."""
-    if entry.method == "GET" or entry.method == "HEAD":
-        return await _get(services, tx, entry)
-    if entry.method == "DELETE":
-        return await _delete(services, tx, entry)
-    if entry.method == "POST":
-        assert entry.resource is not None
-        if "existing" in entry.extra:
-            return _response(Outcome(200, await tx.read(entry.resource_type, entry.id or "")))
-        return _response(await create_in(tx, services, entry.resource, None,
-                                         precomputed_index(entry)), entry=entry)
-    if entry.method == "PATCH":
-        return await _patch(services, tx, entry)
-    assert entry.resource is not None and entry.id is not None
-    if_match = _check_if_match(entry, await tx.read(entry.resource_type, entry.id)) \
-        if entry.if_match else None
-    return _response(await update_in(tx, services, entry.resource, if_match,
-                                     precomputed_index(entry)), entry=entry)
-
-
-async def _delete(
-    services: Services, tx: StoreTransaction, entry: PlannedEntry
-) -> dict[str, Any]:
-    if entry.id is None:
-        return {"response": {"status": "204 No Content"}}
-    current = await tx.read(entry.resource_type, entry.id)
-    if current is None:
-        raise NotFound(f"{entry.resource_type}/{entry.id} is not known",
-                       message_id="MSG_NO_EXIST")
-    _check_if_match(entry, current)
-    marker = await tx.delete(entry.resource_type, entry.id)
-    if marker is not None:
-        await services.record_write(tx, marker, "delete")
-    return {"response": {"status": "204 No Content"}}
-
-
-async def _patch(services: Services, tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
-    current = await tx.read(entry.resource_type, entry.id or "")
-    if current is None or current.deleted:
-        raise NotFound(f"{entry.resource_type}/{entry.id} is not known",
-                       message_id="MSG_NO_EXIST")
-    if_match = _check_if_match(entry, current)
-    patched = apply_patch(current.resource(), entry.extra["operations"], entry.resource_type,
-                          entry.id or "")
-    entry.extra["issues"] = prepare_resource(services, patched, entry.resource_type, "patch")
-    return _response(await update_in(tx, services, patched, if_match or current.version),
-                     entry=entry)
-
-
-async def _get(services: Services, tx: StoreTransaction, entry: PlannedEntry) -> dict[str, Any]:
-    if entry.id is None:
-        raise BadRequest("Search entries in Bundles are not supported yet",
-                         message_id="MSG_BUNDLE_SEARCH_NOT_SUPPORTED")
-    if entry.version is not None:
-        outcome = await read.vread(services, entry.resource_type, entry.id, entry.version)
-    else:
-        current = await tx.read(entry.resource_type, entry.id)
-        if current is None:
-            raise NotFound(f"{entry.resource_type}/{entry.id} is not known",
-                           message_id="MSG_NO_EXIST")
-        if current.deleted:
-            raise Gone(f"{entry.resource_type}/{entry.id} was deleted")
-        outcome = Outcome(200, current)
-    stored = outcome.stored
-    if stored is not None:
-        guard.check_visible(stored.resource())
-    tag = parse_version_tag(entry.if_none_match, "ifNoneMatch") if entry.if_none_match else None
-    if stored is not None and tag == stored.version:
-        return {"response": {"status": "304 Not Modified", "etag": f'W/"{stored.version}"'}}
-    return _response(outcome, with_resource=True)
+        response["outcome"] = operation_outcome(list(issues))
+    return {"response": response}

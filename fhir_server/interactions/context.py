@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from fhir_server.errors import Issue
+from fhir_server.search.indexing import index_resource
+from fhir_server.security.audit import AuditNote
+from fhir_server.security.caller import Caller
 from fhir_server.settings import Settings
 from fhir_server.storage.port import (
     AuditLogTransaction,
@@ -69,53 +72,14 @@ class Services:
         """Return the search index of ``resource`` (computed outside the write lock)."""
         if self.registry is None:
             return None
-        from fhir_server.search.indexing import index_resource
-
         return index_resource(resource, self.registry)
 
-
-    async def record_write(
-        self, tx: StoreTransaction, stored: StoredResource, interaction: str,
-        resource: dict[str, Any] | None = None,
-    ) -> None:
-        """Note a write for the request's AuditEvent; single writes store it right away.
-
-        ``resource`` is the written content as a dict when the caller has it, which spares
-        parsing ``stored`` again to find the patients it belongs to. Inside a Bundle
-        (``security.bundle`` set) the writes are collected and the Bundle stores one
-        AuditEvent for all of them (``record_bundle``), in the same transaction.
-        """
-        from fhir_server.security import guard
-
-        security = guard.current.get()
-        if self.audit_trail is None or security is None:
+    async def audit_write(self, tx: StoreTransaction, note: AuditNote, caller: Caller) -> None:
+        """Store the request's AuditEvent inside ``tx``, with the writes it names."""
+        if self.audit_trail is None or not note.touched:
             return
-        reference = f"{stored.resource_type}/{stored.id}/_history/{stored.version}"
-        security.touched.append(reference)
-        if not stored.deleted:
-            from fhir_server.security.policy import compartment_patients
-
-            written = resource if resource is not None else stored.resource()
-            security.patients |= compartment_patients(written)
-        if not security.bundle:
-            await self._store_audit(tx, interaction, security)
-
-    async def record_bundle(self, tx: StoreTransaction, kind: str) -> None:
-        """Store the one AuditEvent of a transaction or batch entry's writes."""
-        from fhir_server.security import guard
-
-        security = guard.current.get()
-        if self.audit_trail is not None and security is not None and security.touched:
-            await self._store_audit(tx, kind, security)
-
-    async def _store_audit(self, tx: StoreTransaction, interaction: str, security: Any) -> None:
-        from fhir_server.audit_record import audit_record
-
-        record = audit_record(interaction, status=200, context=security.context,
-                              touched=security.touched, patients=security.patients,
-                              network_address=security.address)
-        await self.audit_in(tx, [record])
-        security.touched, security.patients = [], set()
+        await self.audit_in(tx, [note.record(caller, 200)])
+        note.stored = True
 
     async def audit_in(self, tx: StoreTransaction, records: Sequence[Any]) -> None:
         """Store audit records (``AuditRecord``, or AuditEvent dicts) inside ``tx``.

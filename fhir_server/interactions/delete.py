@@ -2,35 +2,35 @@
 
 A deletion is a new version in history; later reads answer 410 Gone. Deleting a resource
 that is already deleted succeeds again (204); deleting an unknown one answers 404.
-Conditional delete removes the single match (none: 204; several: 412).
+Conditional delete removes the single match (none: 204; several: 412). With referential
+integrity on, a resource that others refer to is not deleted (409).
 """
 
 from __future__ import annotations
 
-from fhir_server.errors import NotFound
-from fhir_server.interactions.context import Outcome, Services
-from fhir_server.interactions.prepare import match_single, parse_criteria
+from collections.abc import Sequence
 
-__all__ = ["conditional_delete", "delete"]
+from fhir_server.interactions.context import Services
+from fhir_server.interactions.prepare import parse_criteria
+from fhir_server.interactions.write import Write
+from fhir_server.security.policy import Access
+from fhir_server.security.scopes import Interaction
 
-
-async def delete(services: Services, resource_type: str, id: str) -> Outcome:
-    """Delete ``resource_type/id``; 204 on success."""
-    async with services.store.transaction() as tx:
-        current = await tx.read(resource_type, id)
-        if current is None:
-            raise NotFound(f"{resource_type}/{id} is not known", message_id="MSG_NO_EXIST")
-        marker = await tx.delete(resource_type, id)
-        await services.record_write(tx, marker or current, "delete")
-    return Outcome(204, marker or current)
+__all__ = ["prepare_conditional_delete", "prepare_delete"]
 
 
-async def conditional_delete(services: Services, resource_type: str, criteria: str) -> Outcome:
-    """Delete the single match of ``criteria``; 204 also when nothing matched."""
-    params = parse_criteria(criteria)
-    async with services.store.transaction() as tx:
-        match = await match_single(tx, resource_type, params)
-        marker = await tx.delete(resource_type, match) if match is not None else None
-        if marker is not None:
-            await services.record_write(tx, marker, "delete")
-    return Outcome(204, marker)
+def prepare_delete(
+    access: Access, resource_type: str, id: str, if_match: int | None = None
+) -> Write:
+    """The deletion of ``resource_type/id``."""
+    return Write(Interaction.DELETE, resource_type, access, id=id, expected_version=if_match,
+                 if_match=if_match is not None)
+
+
+def prepare_conditional_delete(
+    services: Services, access: Access, resource_type: str,
+    criteria: str | Sequence[tuple[str, str]],
+) -> Write:
+    """The deletion of the single match of ``criteria``."""
+    query = parse_criteria(services, access, resource_type, criteria)
+    return Write(Interaction.DELETE, resource_type, access, criteria=query)

@@ -3,10 +3,16 @@
 Parameters ``_count``, ``_since`` and ``_at``; pages are linked with a keyset cursor
 (``_cursor``, the write sequence number below which the next page starts), so a page does not
 shift while others write.
+
+A caller sees only versions it may see: the store narrows type and system history to the
+resources visible now (``HistoryQuery.visibility``), and each version's content is judged as a
+read would judge it. Instance history of a resource the caller may not see answers 404, as
+for an unknown id; deletions are listed for resources the caller sees.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -14,6 +20,8 @@ from urllib.parse import urlencode
 from fhir_server.errors import BadRequest, NotFound
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.interactions.instants import instant_range, to_storage_instant
+from fhir_server.interactions.read import check_deleted_visible
+from fhir_server.security.policy import Access
 from fhir_server.storage.port import HistoryQuery, StoredResource
 
 __all__ = ["HistoryRequest", "history", "parse_count"]
@@ -39,7 +47,8 @@ def parse_count(value: str | None, default: int, maximum: int) -> int:
     return min(int(value), maximum)
 
 
-def _query(services: Services, target: HistoryRequest, params: dict[str, str]) -> HistoryQuery:
+def _query(services: Services, access: Access, target: HistoryRequest,
+           params: dict[str, str]) -> HistoryQuery:
     unknown = sorted(set(params) - _KNOWN)
     if unknown:
         raise BadRequest(f"Unknown history parameter(s): {', '.join(unknown)}",
@@ -58,12 +67,29 @@ def _query(services: Services, target: HistoryRequest, params: dict[str, str]) -
         at=to_storage_instant(instant_range(at, "_at")[1]) if at else None,
         count=count,
         before_seq=int(cursor) if cursor else None,
+        visibility=access.visibility if target.id is None else None,
     )
 
 
 def _path(services: Services, target: HistoryRequest) -> str:
     parts = [p for p in (target.resource_type, target.id) if p]
     return "/".join([services.base_url, *parts, "_history"])
+
+
+async def _check_instance(services: Services, access: Access, target: HistoryRequest) -> None:
+    """404 for the history of a resource the caller may not see (as for an unknown id)."""
+    if access.visibility is None:
+        return
+    assert target.resource_type is not None and target.id is not None
+    await check_deleted_visible(services, access, target.resource_type, target.id)
+
+
+def _visible(access: Access, entries: Sequence[StoredResource]) -> list[StoredResource]:
+    """The versions the caller may see; a deletion is kept (its resource was judged by the
+    store's narrowing, or by ``_check_instance``)."""
+    if access.visibility is None:
+        return list(entries)
+    return [s for s in entries if s.deleted or access.readable(s.resource())]
 
 
 def _entry(base: str, stored: StoredResource) -> dict[str, Any]:
@@ -79,9 +105,13 @@ def _entry(base: str, stored: StoredResource) -> dict[str, Any]:
     return entry
 
 
-async def history(services: Services, target: HistoryRequest, params: dict[str, str]) -> Outcome:
+async def history(
+    services: Services, access: Access, target: HistoryRequest, params: dict[str, str]
+) -> Outcome:
     """Return a ``history`` Bundle of the requested level, newest first."""
-    query = _query(services, target, params)
+    query = _query(services, access, target, params)
+    if target.id is not None:
+        await _check_instance(services, access, target)
     page = await services.store.history(query)
     if target.id is not None and not page.entries and query == HistoryQuery(
         target.resource_type, target.id, count=query.count
@@ -98,7 +128,7 @@ async def history(services: Services, target: HistoryRequest, params: dict[str, 
         "resourceType": "Bundle",
         "type": "history",
         "link": links,
-        "entry": [_entry(services.base_url, stored) for stored in page.entries],
+        "entry": [_entry(services.base_url, stored) for stored in _visible(access, page.entries)],
     }
     if not bundle["entry"]:
         del bundle["entry"]

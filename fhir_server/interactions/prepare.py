@@ -1,38 +1,42 @@
-"""Preparation shared by every write: structural validation and the search criteria of
-conditional interactions (R4 http.html#ccreate, #cond-update, #cdelete)."""
+"""What every write prepares outside the write lock: structural and profile validation, the
+record of who writes (``meta.source``), the search criteria of conditional interactions
+(R4 http.html#ccreate, #cond-update, #cdelete) and the application of a JSON Patch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhir_server.errors import BadRequest, Issue, MultipleMatches, Unprocessable
+import jsonpatch
+
+from fhir_server.conformance.profiles import default_validator
+from fhir_server.errors import BadRequest, Issue, Unprocessable
 from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
-from fhir_server.security import guard
-from fhir_server.storage.port import StoreTransaction
+from fhir_server.search.model import SearchQuery
+from fhir_server.search.parse import parse_search
+from fhir_server.security.policy import Access
 
-__all__ = ["match_single", "parse_criteria", "prepare_resource"]
+__all__ = ["apply_patch", "parse_criteria", "prepare_resource"]
 
 
 def prepare_resource(
-    services: Services, resource: dict[str, Any], resource_type: str, interaction: str = "create"
+    services: Services, access: Access, resource: dict[str, Any], resource_type: str
 ) -> tuple[Issue, ...]:
-    """Validate ``resource`` as a ``resource_type``: base R4 structure always, then profiles.
+    """Validate the content to store as a ``resource_type`` and record who writes it
+    (``meta.source``): base R4 structure always, then profiles.
 
     Profiles (those in ``meta.profile`` and the Vietnamese profile required for the type) are
     checked unless validation is ``off`` for the type. Under ``enforce`` any error raises
     ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
-    response. Raises ``InvalidResource`` (400) for structural errors. The caller's right to
-    write it is checked first and ``meta.source`` records who wrote it (``guard``).
+    response. Raises ``InvalidResource`` (400) for structural errors.
     """
     validate_structure(resource, expected_type=resource_type)
-    guard.prepare_write(resource, interaction)
+    access.stamp(resource)
     mode = services.settings.validation_mode(resource_type)
     if mode == "off":
         return ()
-    from fhir_server.conformance.profiles import default_validator
-
     issues = default_validator().validate_resource(resource)
     if mode == "enforce" and any(i.severity in ("error", "fatal") for i in issues):
         first = next(i for i in issues if i.severity in ("error", "fatal"))
@@ -40,25 +44,45 @@ def prepare_resource(
     return tuple(issues)
 
 
-def parse_criteria(query: str) -> list[tuple[str, str]]:
-    """Parse the search part of a conditional interaction; it must not be empty."""
-    params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
-    params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+def parse_criteria(
+    services: Services, access: Access, resource_type: str,
+    criteria: str | Sequence[tuple[str, str]],
+) -> SearchQuery:
+    """Parse the search of a conditional interaction, limited to what the caller may see
+    (another patient's resource never matches). ``criteria`` is a query string, with or
+    without ``?``, or the full form ``Type?query`` (as ``ifNoneExist`` is often written).
+    It must not be empty. Unknown parameters are refused (strict handling): a criterion that
+    silently matched everything would act on the wrong resource."""
+    if isinstance(criteria, str):
+        query = criteria.lstrip("?")
+        head, mark, rest = query.partition("?")
+        criteria = parse_qsl(rest if mark and head == resource_type else query,
+                             keep_blank_values=True)
+    params = [(k, v) for k, v in criteria if k not in ("_format", "_pretty")]
     if not params:
-        raise BadRequest(
-            "A conditional interaction needs search criteria",
-            message_id="MSG_CONDITIONAL_NO_CRITERIA",
-        )
-    return params
+        raise BadRequest("A conditional interaction needs search criteria",
+                         message_id="MSG_CONDITIONAL_NO_CRITERIA")
+    parsed = parse_search(resource_type, params, services.registry, strict=True)
+    return access.scoped(parsed.query)
 
 
-async def match_single(
-    tx: StoreTransaction, resource_type: str, params: list[tuple[str, str]]
-) -> str | None:
-    """Return the id of the one match, None for no match; raise ``MultipleMatches``."""
-    ids = await tx.find(resource_type, params)
-    if len(ids) > 1:
-        raise MultipleMatches(
-            f"The criteria matched {len(ids)} {resource_type} resources; expected at most one"
-        )
-    return ids[0] if ids else None
+def apply_patch(
+    current: dict[str, Any], operations: object, resource_type: str, id: str
+) -> dict[str, Any]:
+    """Return ``current`` with the JSON Patch (RFC 6902) applied; it may not change the type
+    or the id. Raises ``BadRequest`` (not a patch) or ``Unprocessable`` (does not apply)."""
+    if not isinstance(operations, list):
+        raise BadRequest("A JSON Patch document is an array", message_id="MSG_PATCH_INVALID")
+    try:
+        patched = jsonpatch.JsonPatch(operations).apply(current)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise Unprocessable(str(exc), message_id="MSG_PATCH_TEST_FAILED") from None
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+        raise Unprocessable(f"The patch cannot be applied: {exc}",
+                            message_id="MSG_PATCH_FAILED") from None
+    if not isinstance(patched, dict):
+        raise Unprocessable("The patch did not produce a resource", message_id="MSG_PATCH_FAILED")
+    if patched.get("id") != id or patched.get("resourceType") != resource_type:
+        raise Unprocessable("A patch may not change id or resourceType",
+                            message_id="MSG_PATCH_ID_CHANGED")
+    return patched

@@ -1,20 +1,67 @@
-"""read and vread (R4 http.html#read, http.html#vread)."""
+"""read and vread (R4 http.html#read, http.html#vread).
+
+The caller sees only what the access policy lets it see: another patient's resource, deleted
+or not, answers exactly like an unknown id (404); a deletion answers 410 only to a caller who
+could see the resource's last content.
+"""
 
 from __future__ import annotations
 
-from fhir_server.errors import NotFound
+from typing import Any
+
+from fhir_server.errors import Gone, NotFound
 from fhir_server.interactions.context import Outcome, Services
+from fhir_server.security.policy import Access
+from fhir_server.storage.port import HistoryQuery
 
-__all__ = ["read", "vread"]
+__all__ = ["check_deleted_visible", "read", "read_resource", "vread"]
 
 
-async def read(services: Services, resource_type: str, id: str) -> Outcome:
+async def read(services: Services, access: Access, resource_type: str, id: str) -> Outcome:
     """Return the current version; raises ``NotFound`` (404) or ``Gone`` (410)."""
-    return Outcome(200, await services.store.read(resource_type, id))
+    try:
+        stored = await services.store.read(resource_type, id)
+    except Gone:
+        await check_deleted_visible(services, access, resource_type, id)
+        raise
+    if access.visibility is not None:
+        access.check_readable(stored.resource())
+    return Outcome(200, stored)
 
 
-async def vread(services: Services, resource_type: str, id: str, version: str) -> Outcome:
+async def read_resource(
+    services: Services, access: Access, resource_type: str, id: str
+) -> dict[str, Any]:
+    """The current content of a resource the caller may see (``read``'s errors)."""
+    stored = (await read(services, access, resource_type, id)).stored
+    assert stored is not None
+    return stored.resource()
+
+
+async def vread(
+    services: Services, access: Access, resource_type: str, id: str, version: str
+) -> Outcome:
     """Return one version of a resource; raises ``NotFound`` for an unknown version."""
-    if not version.isdigit():
+    if not version.isdigit() or len(version) > 18:
         raise NotFound(f"Version '{version}' is not known", message_id="MSG_NO_EXIST_VERSION")
-    return Outcome(200, await services.store.vread(resource_type, id, int(version)))
+    try:
+        stored = await services.store.vread(resource_type, id, int(version))
+    except Gone:
+        await check_deleted_visible(services, access, resource_type, id)
+        raise
+    if access.visibility is not None:
+        access.check_readable(stored.resource())
+    return Outcome(200, stored)
+
+
+async def check_deleted_visible(
+    services: Services, access: Access, resource_type: str, id: str
+) -> None:
+    """Raise the ``NotFound`` of an unknown id unless the caller could see the deleted
+    resource's last content (another patient's deletion is none of the caller's business)."""
+    if access.visibility is None:
+        return
+    page = await services.store.history(HistoryQuery(resource_type, id, count=50))
+    last = next((s for s in page.entries if not s.deleted), None)
+    if last is None or not access.readable(last.resource()):
+        raise NotFound(f"{resource_type}/{id} is not known", message_id="MSG_NO_EXIST")

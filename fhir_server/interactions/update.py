@@ -7,15 +7,17 @@ updates carrying the same version exactly one succeeds and the other gets 412.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
 
-from fhir_server.errors import BadRequest, PreconditionFailed, VersionConflict
-from fhir_server.interactions.context import Outcome, Services, new_id
-from fhir_server.interactions.prepare import match_single, parse_criteria, prepare_resource
-from fhir_server.storage.port import StoreTransaction
+from fhir_server.errors import BadRequest
+from fhir_server.interactions.context import Services, new_id
+from fhir_server.interactions.prepare import parse_criteria, prepare_resource
+from fhir_server.interactions.write import Write
+from fhir_server.security.policy import Access
+from fhir_server.security.scopes import Interaction
 
-__all__ = ["conditional_update", "resolve_conditional_id", "update", "update_in"]
+__all__ = ["check_body_id", "prepare_conditional_update", "prepare_update"]
 
 
 def check_body_id(resource: dict[str, Any], id: str) -> None:
@@ -31,75 +33,37 @@ def check_body_id(resource: dict[str, Any], id: str) -> None:
         )
 
 
-async def update_in(
-    tx: StoreTransaction,
+def prepare_update(
     services: Services,
-    resource: dict[str, Any],
-    if_match: int | None = None,
-    index: object | None = None,
-) -> Outcome:
-    """Inside ``tx``: store ``resource`` as a new version (or create it); 412 on If-Match."""
-    if index is None:
-        index = services.index(resource)
-    try:
-        result = await tx.update(resource, index, expected_version=if_match)
-    except VersionConflict as exc:
-        if if_match is None:
-            raise
-        raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
-    await services.record_write(tx, result.stored, "update",
-                                resource if result.changed else None)
-    return Outcome(201 if result.created else 200, result.stored)
-
-
-async def update(
-    services: Services,
+    access: Access,
     resource_type: str,
     id: str,
     resource: dict[str, Any],
     if_match: int | None = None,
-) -> Outcome:
-    """Store a new version (200), create with the client's id (201), or change nothing."""
-    warnings = prepare_resource(services, resource, resource_type, "update")
+    indexed: bool = True,
+) -> Write:
+    """A new version of ``resource_type/id`` (200), its creation with the client's id (201),
+    or nothing when the content is unchanged (``indexed``: see ``prepare_create``)."""
+    issues = prepare_resource(services, access, resource, resource_type)
     check_body_id(resource, id)
-    index = services.index(resource)
-    async with services.store.transaction() as tx:
-        outcome = await update_in(tx, services, resource, if_match, index)
-    return replace(outcome, issues=warnings)
+    return Write(Interaction.UPDATE, resource_type, access, id=id, resource=resource,
+                 index=services.index(resource) if indexed else None,
+                 expected_version=if_match,
+                 if_match=if_match is not None, issues=issues)
 
 
-async def resolve_conditional_id(
-    tx: StoreTransaction,
-    resource: dict[str, Any],
-    params: list[tuple[str, str]],
-    fresh_id: str | None = None,
-) -> None:
-    """Set ``resource.id`` from the one match of ``params`` (or ``fresh_id``, else a new id);
-    412 if several."""
-    match = await match_single(tx, resource["resourceType"], params)
-    body_id = resource.get("id")
-    if match is not None:
-        if body_id is not None and body_id != match:
-            raise BadRequest(
-                f"The id in the body ({body_id}) is not the matched resource ({match})",
-                message_id="MSG_RES_ID_MISMATCH", expression=("id",),
-            )
-        resource["id"] = match
-    elif body_id is None:
-        resource["id"] = fresh_id or new_id()
-
-
-async def conditional_update(
+def prepare_conditional_update(
     services: Services,
+    access: Access,
     resource_type: str,
-    criteria: str,
+    criteria: str | Sequence[tuple[str, str]],
     resource: dict[str, Any],
     if_match: int | None = None,
-) -> Outcome:
-    """Update the one match of ``criteria``, create if none, 412 if several."""
-    params = parse_criteria(criteria)
-    warnings = prepare_resource(services, resource, resource_type, "update")
-    async with services.store.transaction() as tx:
-        await resolve_conditional_id(tx, resource, params)
-        outcome = await update_in(tx, services, resource, if_match)
-    return replace(outcome, issues=warnings)
+) -> Write:
+    """The update of the one match of ``criteria``; a create if none (with the body's id,
+    or a new one); 412 if several."""
+    issues = prepare_resource(services, access, resource, resource_type)
+    query = parse_criteria(services, access, resource_type, criteria)
+    return Write(Interaction.UPDATE, resource_type, access, resource=resource, criteria=query,
+                 expected_version=if_match, if_match=if_match is not None, fresh_id=new_id(),
+                 issues=issues)

@@ -1,4 +1,6 @@
-"""FHIR operations (``$name``), each a function of ``Services`` and an ``OperationInput``.
+"""FHIR operations (``$name``), each a function of ``Services``, the request's ``Access``
+(what the caller may see: every read of an operation goes through it) and an
+``OperationInput``.
 
 ``OPERATIONS`` maps (level, resource type or ``*``, name) to the function; the CapabilityStatement
 and the HTTP routes are built from it, so a listed operation is one that works.
@@ -12,10 +14,11 @@ from typing import Any
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.operations import document, everything, summary, terminology_ops, validate
 from fhir_server.operations.parameters import OperationInput
+from fhir_server.security.policy import Access
 
 __all__ = ["OPERATIONS", "Operation", "find_operation", "render_html"]
 
-Operation = Callable[[Services, OperationInput], Awaitable[Outcome]]
+Operation = Callable[[Services, Access, OperationInput], Awaitable[Outcome]]
 
 #: (level: "type" | "instance" | "system", resource type or "*", operation name) -> function
 OPERATIONS: dict[tuple[str, str, str], Operation] = {

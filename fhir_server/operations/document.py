@@ -12,6 +12,7 @@ from typing import Any
 
 from fhir_server.errors import NotFound
 from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.read import read
 from fhir_server.operations.everything import (
     compartment_resources,
     display_resources,
@@ -26,6 +27,7 @@ from fhir_server.operations.summary import (
     composition,
     document_bundle,
 )
+from fhir_server.security.policy import Access
 
 __all__ = ["VISIT_SECTIONS", "encounter_document"]
 
@@ -53,15 +55,20 @@ def _patient_id(encounter: dict[str, Any]) -> str:
     return id
 
 
-async def encounter_document(services: Services, call: OperationInput) -> Outcome:
-    """Run ``$document`` on an Encounter: the visit's document Bundle."""
-    encounter = (await services.store.read("Encounter", str(call.id))).resource()
+async def encounter_document(
+    services: Services, access: Access, call: OperationInput
+) -> Outcome:
+    """Run ``$document`` on an Encounter: the visit's document Bundle (of what the caller may
+    see)."""
+    found = (await read(services, access, "Encounter", str(call.id))).stored
+    assert found is not None
+    encounter = found.resource()
     key = ("Encounter", encounter["id"])
-    stored = await compartment_resources(services, _patient_id(encounter))
+    stored = await compartment_resources(services, access, _patient_id(encounter))
     part = [s for s in stored if (s.resource_type == "Encounter" and s.id == encounter["id"])
             or key in set(references_of(s.resource()))]  # fmt: skip
     patients = [s for s in stored if s.resource_type == "Patient"]
-    part += await display_resources(services, part)
+    part += await display_resources(services, access, part)
     resources = [s.resource() for s in [*part, *patients]]
     lookup = Lookup(services.base_url, resources)
     patient = lookup.get(f"Patient/{_patient_id(encounter)}") or {}

@@ -30,12 +30,14 @@ from fhir_server.errors import BadRequest
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.interactions.history import parse_count
 from fhir_server.interactions.instants import instant_range, to_storage_instant
+from fhir_server.interactions.read import read
 from fhir_server.interactions.search import SearchStore
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.search.dates import date_range
 from fhir_server.search.model import SearchQuery
 from fhir_server.search.parse import parse_search
 from fhir_server.security.audit import check_audit_search
+from fhir_server.security.policy import Access
 from fhir_server.storage.port import StoredResource
 
 __all__ = [
@@ -186,15 +188,16 @@ def watermark(until: str) -> str:
     return to_storage_instant(moment)
 
 
-async def everything(services: Services, call: OperationInput) -> Outcome:
-    """Run ``$everything`` for ``call.id``; 404/410 when the Patient is unknown or deleted."""
-    await services.store.read("Patient", str(call.id))
+async def everything(services: Services, access: Access, call: OperationInput) -> Outcome:
+    """Run ``$everything`` for ``call.id``; 404/410 when the Patient is unknown or deleted
+    (or not the caller's to see)."""
+    await read(services, access, "Patient", str(call.id))
     request = parse_request(call, services)
-    query = request.query(services.registry)
+    query = access.scoped(request.query(services.registry))
     check_audit_search(query)  # _type=AuditEvent is asked for on its own
     result = await cast(SearchStore, services.store).search(query)
     matches = [s for s in result.matches if _in_care_range(s, request.start, request.end)]
-    included = await display_resources(services, matches)
+    included = await display_resources(services, access, matches)
     path = f"{services.base_url}/Patient/{request.patient_id}/$everything"
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
@@ -235,12 +238,15 @@ def _in_care_range(stored: StoredResource, start: int | None, end: int | None) -
     return (start is None or high > start) and (end is None or low < end)
 
 
-async def compartment_resources(services: Services, patient_id: str) -> list[StoredResource]:
-    """Return every current resource of the Patient's compartment (default types), set-wise."""
+async def compartment_resources(
+    services: Services, access: Access, patient_id: str
+) -> list[StoredResource]:
+    """Return every current resource of the Patient's compartment (default types) that the
+    caller may see, set-wise."""
     request = EverythingRequest(
         patient_id, count=services.settings.max_count, types=_default_types(), until=_now()
     )
-    query = request.query(services.registry)
+    query = access.scoped(request.query(services.registry))
     found: list[StoredResource] = []
     while True:
         result = await cast(SearchStore, services.store).search(query)
@@ -251,9 +257,10 @@ async def compartment_resources(services: Services, patient_id: str) -> list[Sto
 
 
 async def display_resources(
-    services: Services, resources: Sequence[StoredResource]
+    services: Services, access: Access, resources: Sequence[StoredResource]
 ) -> list[StoredResource]:
-    """Return the ``DISPLAY_TYPES`` resources that ``resources`` refer to (two levels deep).
+    """Return the ``DISPLAY_TYPES`` resources that ``resources`` refer to (two levels deep)
+    that the caller may see.
 
     One query per referenced type and level; a facility's parent or a role's practitioner is
     the second level.
@@ -264,14 +271,16 @@ async def display_resources(
     for _level in range(2):
         wanted = {key for r in frontier for key in references_of(r)
                   if key[0] in DISPLAY_TYPES and key not in have}  # fmt: skip
-        fetched = await _fetch(services, wanted)
+        fetched = await _fetch(services, access, wanted)
         have |= {(s.resource_type, s.id) for s in fetched}
         found += fetched
         frontier = [s.resource() for s in fetched]
     return found
 
 
-async def _fetch(services: Services, keys: Iterable[tuple[str, str]]) -> list[StoredResource]:
+async def _fetch(
+    services: Services, access: Access, keys: Iterable[tuple[str, str]]
+) -> list[StoredResource]:
     """Read resources by (type, id): one ``_id`` search per type and 500 ids."""
     by_type: dict[str, list[str]] = {}
     for kind, id in sorted(keys):
@@ -284,7 +293,8 @@ async def _fetch(services: Services, keys: Iterable[tuple[str, str]]) -> list[St
             clauses = parse_search(
                 kind, [("_id", ",".join(chunk))], services.registry, strict=True
             ).query.clauses
-            result = await store.search(SearchQuery(kind, clauses=clauses, count=len(chunk)))
+            query = access.scoped(SearchQuery(kind, clauses=clauses, count=len(chunk)))
+            result = await store.search(query)
             found.extend(result.matches)
     return found
 

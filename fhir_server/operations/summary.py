@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from fhir_server.errors import MultipleMatches, NotFound
 from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.read import read
 from fhir_server.interactions.search import SearchStore
 from fhir_server.operations import narrative as text
 from fhir_server.operations.everything import (
@@ -31,6 +32,7 @@ from fhir_server.operations.narrative import Lookup, Markup, narrative, paragrap
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.search.model import SearchQuery
 from fhir_server.search.parse import parse_search
+from fhir_server.security.policy import Access
 from fhir_server.storage.port import StoredResource
 
 __all__ = ["SECTIONS", "Section", "document_bundle", "summary"]
@@ -225,10 +227,15 @@ def composition(
     }
 
 
-async def _resolve_patient(services: Services, call: OperationInput) -> StoredResource:
-    """The Patient of the call: by id, or by ``identifier=<system>|<value>`` (the CCCD)."""
+async def _resolve_patient(
+    services: Services, access: Access, call: OperationInput
+) -> StoredResource:
+    """The Patient of the call: by id, or by ``identifier=<system>|<value>`` (the CCCD),
+    among those the caller may see."""
     if call.id is not None:
-        return await services.store.read("Patient", call.id)
+        stored = (await read(services, access, "Patient", call.id)).stored
+        assert stored is not None
+        return stored
     identifier = call.value("identifier")
     if not identifier:
         raise NotFound(
@@ -240,7 +247,7 @@ async def _resolve_patient(services: Services, call: OperationInput) -> StoredRe
         "Patient", [("identifier", identifier)], services.registry, strict=True
     ).query.clauses
     found = await cast(SearchStore, services.store).search(
-        SearchQuery("Patient", clauses=clauses, count=2)
+        access.scoped(SearchQuery("Patient", clauses=clauses, count=2))
     )
     if not found.matches:
         raise NotFound("No Patient has that identifier", message_id="MSG_NO_EXIST")
@@ -253,11 +260,12 @@ async def _resolve_patient(services: Services, call: OperationInput) -> StoredRe
     return found.matches[0]
 
 
-async def summary(services: Services, call: OperationInput) -> Outcome:
-    """Run ``$summary``: the health book of one Patient as a document Bundle."""
-    patient = await _resolve_patient(services, call)
-    stored = await compartment_resources(services, patient.id)
-    stored += await display_resources(services, stored)
+async def summary(services: Services, access: Access, call: OperationInput) -> Outcome:
+    """Run ``$summary``: the health book of one Patient as a document Bundle (of what the
+    caller may see)."""
+    patient = await _resolve_patient(services, access, call)
+    stored = await compartment_resources(services, access, patient.id)
+    stored += await display_resources(services, access, stored)
     resources = [s.resource() for s in stored]
     lookup = Lookup(services.base_url, resources)
     patient_resource = lookup.get(f"Patient/{patient.id}") or patient.resource()

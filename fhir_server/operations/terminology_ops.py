@@ -10,18 +10,22 @@ from typing import Any
 from fhir_server.conformance.terminology import default_terminology
 from fhir_server.errors import BadRequest, NotFound
 from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.read import read_resource
 from fhir_server.operations.parameters import OperationInput, parameters
+from fhir_server.security.policy import Access
 
 __all__ = ["expand", "lookup", "validate_code"]
 
 
-async def _canonical(services: Services, call: OperationInput, name: str) -> str:
+async def _canonical(
+    services: Services, access: Access, call: OperationInput, name: str
+) -> str:
     """The canonical URL named by ``url`` (or ``system``), or by the instance in the path."""
     given = call.value(name)
     if given:
         return given
     if call.id is not None and call.resource_type is not None:
-        url = (await services.store.read(call.resource_type, call.id)).resource().get("url")
+        url = (await read_resource(services, access, call.resource_type, call.id)).get("url")
         if isinstance(url, str):
             return url
     raise BadRequest(f"The operation needs the parameter '{name}'",
@@ -47,9 +51,9 @@ def _int(call: OperationInput, name: str, default: int | None) -> int | None:
     return int(value)
 
 
-async def expand(services: Services, call: OperationInput) -> Outcome:
+async def expand(services: Services, access: Access, call: OperationInput) -> Outcome:
     """Return the ValueSet with an ``expansion`` of the codes matching ``filter``."""
-    url = await _canonical(services, call, "url")
+    url = await _canonical(services, access, call, "url")
     terminology = default_terminology()
     offset = _int(call, "offset", 0) or 0
     count = _int(call, "count", None)
@@ -75,9 +79,9 @@ async def expand(services: Services, call: OperationInput) -> Outcome:
     return Outcome(200, body=body)
 
 
-async def lookup(services: Services, call: OperationInput) -> Outcome:
+async def lookup(services: Services, access: Access, call: OperationInput) -> Outcome:
     """Return the concept's name, display and designations as Parameters."""
-    system = await _canonical(services, call, "system")
+    system = await _canonical(services, access, call, "system")
     code = _required(call, "code", "$lookup")
     terminology = default_terminology()
     concept = terminology.lookup(system, code, call.value("version"))
@@ -95,9 +99,9 @@ async def lookup(services: Services, call: OperationInput) -> Outcome:
     return Outcome(200, body=body)
 
 
-async def validate_code(services: Services, call: OperationInput) -> Outcome:
+async def validate_code(services: Services, access: Access, call: OperationInput) -> Outcome:
     """Return whether ``code`` (of ``system``) is in the value set, as Parameters."""
-    url = await _canonical(services, call, "url")
+    url = await _canonical(services, access, call, "url")
     code = _required(call, "code", "$validate-code")
     result = default_terminology().validate_code(url, call.value("system"), code,
                                                  call.value("display"))

@@ -13,9 +13,11 @@ from fhir_server.conformance.base_invariants import check_invariants
 from fhir_server.conformance.profiles import default_validator
 from fhir_server.errors import BadRequest, FhirError, Issue
 from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.read import read_resource
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.outcomes import operation_outcome
 from fhir_server.resources import validate_structure
+from fhir_server.security.policy import Access
 
 __all__ = ["validate_operation", "validate_resource_issues"]
 
@@ -37,7 +39,7 @@ def validate_resource_issues(resource: dict[str, Any], resource_type: str | None
     return warnings + validator.validate_resource(resource)
 
 
-async def validate_operation(services: Services, call: OperationInput) -> Outcome:
+async def validate_operation(services: Services, access: Access, call: OperationInput) -> Outcome:
     """Run $validate; the OperationOutcome lists the issues (or says there are none)."""
     mode = call.value("mode")
     if mode not in _MODES:
@@ -45,7 +47,7 @@ async def validate_operation(services: Services, call: OperationInput) -> Outcom
                          message_id="MSG_PARAM_INVALID", expression=("mode",))
     resource = call.resources.get("resource")
     if resource is None and call.id is not None and call.resource_type is not None:
-        resource = (await services.store.read(call.resource_type, call.id)).resource()
+        resource = (await read_resource(services, access, call.resource_type, call.id))
     if resource is None:
         raise BadRequest("$validate needs a resource", message_id="MSG_VALIDATE_NO_RESOURCE")
     if mode == "delete":
@@ -58,13 +60,15 @@ async def validate_operation(services: Services, call: OperationInput) -> Outcom
     return Outcome(200, body=operation_outcome(issues))
 
 
-async def json_schema_operation(services: Services, call: OperationInput) -> Outcome:
+async def json_schema_operation(
+    services: Services, access: Access, call: OperationInput
+) -> Outcome:
     """``StructureDefinition/[id]/$json-schema`` or ``?url=``: the profile as JSON Schema."""
     from fhir_server.conformance.schema import json_schema
 
     url = call.value("url")
     if url is None and call.id is not None:
-        url = (await services.store.read("StructureDefinition", call.id)).resource().get("url")
+        url = (await read_resource(services, access, "StructureDefinition", call.id)).get("url")
     if not url:
         raise BadRequest("$json-schema needs url", message_id="MSG_PARAM_MISSING",
                          expression=("url",))

@@ -74,8 +74,10 @@ def set_cursor_secret(secret: bytes) -> None:
 
 
 def fingerprint(query: SearchQuery) -> str:
-    """Return a short digest of what the query selects and how it is ordered."""
-    selecting = (query.resource_type, query.clauses, query.sort, query.types, query.compartment)
+    """Return a short digest of what the query selects and how it is ordered (for whom: a
+    cursor of one caller's search does not page another caller's)."""
+    selecting = (query.resource_type, query.clauses, query.sort, query.types, query.compartment,
+                 query.visibility)
     return hashlib.sha256(repr(selecting).encode()).hexdigest()[:16]
 
 

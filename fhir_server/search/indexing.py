@@ -24,7 +24,13 @@ from fhir_server.search.model import ParamType, SearchIndex
 from fhir_server.search.normalize import Tables
 from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry
 
-__all__ = ["index_resource", "renamed_index"]
+__all__ = [
+    "SECURITY_CONTEXT",
+    "compartment_patients",
+    "compartment_types",
+    "index_resource",
+    "renamed_index",
+]
 
 _NOT_INDEXED = frozenset({"_id", "_lastUpdated", "_text", "_content", "_query"})
 
@@ -222,14 +228,52 @@ def _compartment_table() -> dict[str, frozenset[str]]:
     return {kind: frozenset(codes) for kind, codes in data.items() if not kind.startswith("_")}
 
 
+@cache
+def compartment_types() -> frozenset[str]:
+    """The resource types that can be in a Patient compartment (R4 compartmentdefinition-
+    patient), Patient included."""
+    return frozenset(_compartment_table())
+
+
+#: Types whose element names the resource whose access rules apply to them (R4 binary.html
+#: "securityContext"): a Binary about a Patient is that patient's data.
+SECURITY_CONTEXT = {"Binary": "securityContext"}
+
+
 def _compartments(resource: dict[str, Any], tables: Tables) -> tuple[str, ...]:
-    """Return the ids of the patients in whose compartment the resource is."""
+    """Return the ids of the patients in whose compartment the resource is.
+
+    Only relative references count: an absolute URL may name a patient of another server.
+    """
     kind = resource["resourceType"]
     codes = _compartment_table().get(kind, frozenset())
-    ids = {row[2] for row in tables["references"] if row[1] == "Patient" and row[0] in codes}
+    ids = {row[2] for row in tables["references"]
+           if row[1] == "Patient" and row[0] in codes and not row[3]}
     if kind == "Patient" and resource.get("id"):
         ids.add(resource["id"])
+    context = resource.get(SECURITY_CONTEXT.get(kind, ""))
+    reference = context.get("reference") if isinstance(context, dict) else None
+    if isinstance(reference, str) and reference.startswith("Patient/"):
+        ids.add(reference.split("/")[1])
     return tuple(sorted(ids))
+
+
+def compartment_patients(
+    resource: dict[str, Any], registry: SearchParameterRegistry
+) -> frozenset[str]:
+    """Return the patients in whose compartment the resource is, exactly as
+    :func:`index_resource` records them, evaluating only the compartment's parameters."""
+    kind = resource.get("resourceType")
+    if not isinstance(kind, str):
+        return frozenset()
+    codes = _compartment_table().get(kind, frozenset())
+    tables = _tables()
+    if codes:
+        for code, walker, normalizer, _plan in _applicable(registry, kind, resource.keys()):
+            if code in codes and normalizer is not None:
+                for value in walker(resource):
+                    normalizer(tables, code, value)
+    return frozenset(_compartments(resource, tables))
 
 
 _NORMALIZERS: dict[ParamType, Normalizer] = {

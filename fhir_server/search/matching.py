@@ -14,6 +14,7 @@ from typing import Protocol
 
 from fhir_server.errors import NotSupported
 from fhir_server.search.dates import date_range
+from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
     AnyClause,
     ChainClause,
@@ -32,10 +33,11 @@ from fhir_server.search.model import (
     StringValue,
     TokenValue,
     UriValue,
+    Visibility,
 )
 from fhir_server.search.ranges import range_predicate
 
-__all__ = ["IndexSource", "matches"]
+__all__ = ["IndexSource", "matches", "visible"]
 
 
 class IndexSource(Protocol):
@@ -60,7 +62,48 @@ def matches(query: SearchQuery, index: SearchIndex, source: IndexSource | None =
         return False
     if query.compartment is not None and query.compartment[1] not in index.compartments:
         return False
+    if query.visibility is not None:
+        if not visible(query.visibility, index):
+            return False
+        source = _VisibleSource(source, query.visibility) if source is not None else None
     return all(clause_matches(clause, index, source) for clause in query.clauses)
+
+
+def visible(visibility: Visibility, index: SearchIndex) -> bool:
+    """Return whether the caller may see the resource indexed as ``index`` (the rule is
+    ``Visibility``'s; the stores compile the same rule into their queries)."""
+    kind = index.resource_type
+    if not visibility.readable(kind):
+        return False
+    if visibility.bound(kind):
+        patient = visibility.patient
+        if kind in compartment_types():
+            if patient not in index.compartments:
+                return False
+        elif any(other != patient for other in index.compartments):
+            return False
+    alternatives = visibility.restricted(kind)
+    return alternatives is None or any(
+        all(clause_matches(c, index, None) for c in clauses) for clauses in alternatives)
+
+
+class _VisibleSource:
+    """An ``IndexSource`` that yields only what the caller may see (chain targets, ``_has``
+    sources), as the stores' queries do."""
+
+    def __init__(self, source: IndexSource, visibility: Visibility) -> None:
+        self._source = source
+        self._visibility = visibility
+
+    def get(self, resource_type: str, id: str) -> SearchIndex | None:
+        found = self._source.get(resource_type, id)
+        return found if found is not None and visible(self._visibility, found) else None
+
+    def referring(
+        self, resource_type: str, code: str, target: SearchIndex
+    ) -> Iterable[SearchIndex]:
+        return [other for other in self._source.referring(resource_type, code, target)
+                if visible(self._visibility, other)]
 
 
 def clause_matches(clause: AnyClause, index: SearchIndex, source: IndexSource | None) -> bool:

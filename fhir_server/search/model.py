@@ -51,6 +51,7 @@ __all__ = [
     "TokenValue",
     "TotalMode",
     "UriValue",
+    "Visibility",
 ]
 
 
@@ -254,13 +255,63 @@ class Include:
     iterate: bool = False
 
 
+Alternatives: TypeAlias = tuple[tuple[AnyClause, ...], ...]
+"""SMART v2 query restrictions of one type: alternatives (ORed), each clauses (ANDed)."""
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """What a caller may see. Every store applies it to each resource a search reaches: the
+    matches (and so the totals and paging), chain targets, ``_has`` sources and included
+    resources; the access policy applies the same rule to single resources in memory.
+
+    ``types``: the readable types (None: every type). ``patient``: the Patient of a
+    compartment-bound caller. A resource of a type that can be in a Patient compartment is
+    then visible only in that patient's compartment; a resource of another type only when
+    it is in no other patient's compartment (a Binary whose ``securityContext`` is another
+    patient's). ``unbound`` types are exempt from that rule (a broader scope grants them).
+    ``restrictions``: the SMART v2 query restrictions per type (``*`` for every type
+    without an entry of its own).
+    """
+
+    types: frozenset[str] | None = None
+    patient: str | None = None
+    unbound: frozenset[str] = frozenset()
+    restrictions: tuple[tuple[str, Alternatives], ...] = ()
+
+    def readable(self, resource_type: str) -> bool:
+        """Whether resources of the type may be seen at all."""
+        return self.types is None or resource_type in self.types
+
+    def bound(self, resource_type: str | None) -> bool:
+        """Whether the compartment rule applies to resources of the type."""
+        return self.patient is not None and resource_type not in self.unbound
+
+    def restricted(self, resource_type: str) -> Alternatives | None:
+        """The restriction a resource of the type must meet (some alternative), or None.
+
+        A type's own entry wins over the ``*`` entry (``((),)`` marks a type a scope grants
+        without restriction while ``*`` is restricted).
+        """
+        own = next((alts for kind, alts in self.restrictions if kind == resource_type), None)
+        if own is not None:
+            return own
+        return next((alts for kind, alts in self.restrictions if kind == "*"), None)
+
+    @property
+    def everything(self) -> bool:
+        """Whether nothing is hidden."""
+        return self.types is None and self.patient is None and not self.restrictions
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     """A parsed search: the clauses (ANDed) plus the result-shaping parameters.
 
     ``resource_type`` None is a system search over ``types`` (all types when empty);
     ``compartment`` is ``("Patient", id)`` for a compartment search; ``cursor`` is the opaque
-    paging cursor of a next/previous link.
+    paging cursor of a next/previous link; ``visibility`` what the caller may see (None:
+    everything; the access policy sets it on every search it lets through).
     """
 
     resource_type: str | None
@@ -275,6 +326,7 @@ class SearchQuery:
     types: tuple[str, ...] = ()
     compartment: tuple[str, str] | None = None
     cursor: str | None = None
+    visibility: Visibility | None = None
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,18 @@ go through :class:`AuditTrail`, a bounded buffer written in batches (every ``bat
 or ``flush_seconds``, and on :meth:`AuditTrail.close`); a full buffer makes the caller wait for a
 flush instead of dropping events, and a failed batch stays buffered for the next attempt.
 
-AuditEvents are evidence: :func:`is_protected` / :func:`refuse_protected` let the API answer
-405 (``MSG_AUDIT_IMMUTABLE``) to updates, patches and deletes of them.
+AuditEvents are evidence: the access policy answers 405 (``MSG_AUDIT_IMMUTABLE``) to updates,
+patches and deletes of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.audit_record import (
@@ -32,7 +34,7 @@ from fhir_server.audit_record import (
     audit_record,
     outcome_for_status,
 )
-from fhir_server.errors import BadRequest, MethodNotAllowed
+from fhir_server.errors import BadRequest
 from fhir_server.search.model import (
     AnyClause,
     ChainClause,
@@ -41,9 +43,11 @@ from fhir_server.search.model import (
     Modifier,
     SearchQuery,
 )
+from fhir_server.security.caller import Caller
 
 __all__ = [
     "TOKEN_ISSUANCE",
+    "AuditNote",
     "AuditOutcome",
     "AuditRecord",
     "AuditTrail",
@@ -51,30 +55,10 @@ __all__ = [
     "audit_event",
     "audit_record",
     "check_audit_search",
-    "is_protected",
     "outcome_for_status",
-    "refuse_protected",
 ]
 
 _LOG = logging.getLogger(__name__)
-_IMMUTABLE = frozenset(
-    {"update", "patch", "delete", "conditional-update", "conditional-patch", "conditional-delete"}
-)
-
-
-def is_protected(resource_type: str | None, interaction: str) -> bool:
-    """Return whether the API must refuse the interaction: AuditEvents are never changed."""
-    return resource_type == "AuditEvent" and str(interaction) in _IMMUTABLE
-
-
-def refuse_protected(resource_type: str | None, interaction: str) -> None:
-    """Raise 405 (``MSG_AUDIT_IMMUTABLE``) for an update, patch or delete of an AuditEvent."""
-    if is_protected(resource_type, interaction):
-        raise MethodNotAllowed(
-            "AuditEvents cannot be updated or deleted", message_id="MSG_AUDIT_IMMUTABLE"
-        )
-
-
 #: What AuditEvents are searched by: the parameters the audit log keeps (registry
 #: ``RESTRICTED_TYPES``) plus ``_id`` and ``_lastUpdated``, sorted by date or ``_lastUpdated``.
 AUDIT_SEARCH_PARAMS = frozenset(
@@ -94,6 +78,52 @@ _MODIFIERS = {
     "patient": {None, Modifier.TYPE},
     "entity": {None, Modifier.TYPE},
 }
+
+
+#: How many resources of one request an AuditEvent names (a search page can hold 1,000).
+MAX_NAMED = 50
+
+
+@dataclass
+class AuditNote:
+    """What one request touched, for its AuditEvent: the resources (``Type/id``, with the
+    version for writes) and the patients they belong to.
+
+    ``enabled`` False (auditing off) collects nothing: finding a resource's patients walks
+    it. ``stored`` is set once the AuditEvent went into the store with the request's writes,
+    so the router does not record it again.
+    """
+
+    interaction: str
+    enabled: bool = True
+    touched: list[str] = field(default_factory=list)
+    patients: set[str] = field(default_factory=set)
+    stored: bool = False
+
+    def read(self, resources: Iterable[dict[str, Any]],
+             patients_of: Callable[[dict[str, Any]], Iterable[str]]) -> None:
+        """Note resources returned to the caller (at most ``MAX_NAMED`` per request)."""
+        if not self.enabled:
+            return
+        for resource in itertools.islice(resources, max(0, MAX_NAMED - len(self.touched))):
+            kind, id = resource.get("resourceType"), resource.get("id")
+            if kind and id:
+                self.touched.append(f"{kind}/{id}")
+                self.patients.update(patients_of(resource))
+
+    def wrote(self, reference: str, patients: Iterable[str] = ()) -> None:
+        """Note one written version (``Type/id/_history/n``) and its patients."""
+        if self.enabled:
+            self.touched.append(reference)
+            self.patients.update(patients)
+
+    def record(self, caller: Caller | None, status: int,
+               query: str | None = None) -> AuditRecord:
+        """The AuditRecord of the request (its agent: the caller's verified token, if any)."""
+        verified = caller if caller is not None and caller.verified else None
+        return audit_record(self.interaction, status=status, context=verified,
+                            touched=self.touched, patients=self.patients,
+                            network_address=caller.address if caller else None, query=query)
 
 
 def _refuse(text: str) -> BadRequest:

@@ -1,205 +1,75 @@
-"""Access policy: what a verified token may do with a request and with the resources it touches.
+"""The access policy: the one place that decides what a caller may do, and what it may see.
 
-Pure functions over plain values; the API calls them around each interaction:
+:func:`authorize` answers a request before it runs: ``Forbidden`` (403,
+``MSG_SCOPE_INSUFFICIENT``) when no scope grants the interaction, the ``NotFound`` of an
+unknown id (``MSG_NO_EXIST``) for another patient's Patient, 405 for a change to an
+AuditEvent; otherwise an :class:`Access` that the request carries to the end. ``Access``
+states the same rule three ways, so that every path of the server applies it identically:
 
-1. :func:`authorize` before the interaction: raises ``Forbidden`` (403, ``MSG_SCOPE_INSUFFICIENT``)
-   when no scope grants it, or ``NotFound`` (``MSG_NO_EXIST``, the message of an unknown id) when
-   a ``patient/`` token names another Patient; otherwise returns a :class:`Decision` saying what
-   the rest of the request must respect.
-2. :func:`ensure_visible` on a resource read by id (read, vread, instance history, the current
-   version before update/patch/delete, the focus of an instance operation): another patient's
-   resource answers as if it did not exist. :func:`ensure_writable` on the content to be stored.
-3. :func:`filter_visible` on everything returned beside the main search results: ``_include``,
-   ``_revinclude``, history entries, operation output. Searches themselves are narrowed, not
-   refused: :attr:`Decision.search_params` (or :attr:`Decision.compartment` for the store's
-   compartment index) are ANDed to the client's parameters.
+- searches (and everything built on them: includes, chains, ``_has``, totals, paging,
+  ``$everything``, the documents, conditional matches) carry its ``Visibility`` into the query
+  (:meth:`Access.scoped`), which every store applies to each resource the query reaches;
+- a single resource (a read, a version, a write's target before and after) is judged in
+  memory by :meth:`Access.readable` and :meth:`Access.check_write`, with the same rule
+  (``search.matching.visible``);
+- another patient's resource always answers like an unknown id: 404.
 
-Compartment rules. A ``patient/`` scope (and a ``user/`` scope when the token's user is a
-patient) reaches only that patient's compartment, as defined by the R4 Patient
-CompartmentDefinition (element paths in ``data/r4/compartment_paths.json``). Types that can never
-be in a Patient compartment (Organization, Practitioner, Medication, terminology...) are not
-patient data: such a token may read and search them as its scopes say, but never write them.
-``system/`` scopes (and ``user/`` scopes of a non-patient user) are not narrowed; when both
-kinds grant an interaction, the broader one applies.
-
-Instance access to Patient by a compartment-bound token is limited to its own id (decided from
-the request alone, so probing other ids costs no storage read); Patients linked to it
-(``Patient.link.other``) are in the compartment and may appear as included resources.
-
-SMART v2 query restrictions (``patient/Observation.rs?category=laboratory``) become search
-parameters; checking one resource against them needs the search machinery, so the functions that
-judge single resources take a :data:`RestrictionMatcher` and refuse (fail closed) without one.
-
-Writes: :func:`stamp_source` sets ``meta.source`` to the Organization reference the client acts
-for (``Organization/123``) so every record names the facility that pushed it; without one it is
-``urn:fhir-server:client:<client_id>`` (or ``urn:fhir-server:subject:<sub>`` for a token without
-a client). Any ``meta.source`` sent by the client is replaced: it is the server's record.
+The rules. A ``patient/`` scope (and a ``user/`` scope when the user is a patient) reaches only
+that patient's compartment (R4 compartmentdefinition-patient); a resource of a type outside
+that compartment (Organization, Practitioner, Medication, terminology...) is shared and
+readable as the scopes say, unless it belongs to another patient's compartment (a Binary
+whose ``securityContext`` is that patient's). Such a token never writes shared types, never
+creates a Patient and writes only its own Patient. ``system/`` scopes, and ``user/`` scopes
+of a user who is not a patient, are not bound to a patient; when both kinds grant a type,
+the broader one applies. SMART v2 query restrictions (``patient/Observation.rs?category=
+laboratory``) limit what is seen and written to the resources that meet them.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import cache
-from importlib import resources as package_files
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
-
-from fhir_server.errors import NotFound
-from fhir_server.security.scopes import (
-    Interaction,
-    Restriction,
-    ScopeContext,
-    allows,
-    restriction_params,
-)
-from fhir_server.security.tokens import AccessContext, insufficient_scope
+from fhir_server.errors import FhirError, MethodNotAllowed, NotFound
+from fhir_server.search.indexing import compartment_patients, compartment_types, index_resource
+from fhir_server.search.matching import visible
+from fhir_server.search.model import Alternatives, SearchIndex, SearchQuery, Visibility
+from fhir_server.search.parse import parse_search
+from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.security.caller import Caller
+from fhir_server.security.scopes import Interaction, Scope, ScopeContext, allows
+from fhir_server.security.tokens import insufficient_scope
 
 __all__ = [
+    "Access",
     "AccessRequest",
-    "Decision",
-    "RestrictionMatcher",
     "authorize",
-    "check_search_parameters",
-    "compartment_patients",
-    "ensure_visible",
-    "ensure_writable",
-    "filter_visible",
-    "in_patient_compartment",
     "interaction_for",
-    "is_patient_data",
-    "is_visible",
-    "search_narrowing",
     "source_of",
-    "stamp_source",
 ]
-
-RestrictionMatcher = Callable[[dict[str, Any], Restriction], bool]
-"""Whether a resource satisfies every (parameter, value) pair of one v2 scope restriction."""
 
 CLIENT_SOURCE_PREFIX = "urn:fhir-server:client:"
 SUBJECT_SOURCE_PREFIX = "urn:fhir-server:subject:"
-# The compartment parameter used to narrow searches: the one naming the patient as the record's
-# subject, in this order of preference; other types use their first compartment parameter.
-_NARROWING_PREFERENCE = ("patient", "subject", "beneficiary", "individual", "member", "actor")
-_WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.PATCH})
+_WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.PATCH,
+                     Interaction.DELETE})
+_LETTERS = {Interaction.CREATE: "c", Interaction.UPDATE: "u", Interaction.PATCH: "u",
+            Interaction.DELETE: "d"}
+_IMMUTABLE = frozenset({Interaction.UPDATE, Interaction.PATCH, Interaction.DELETE})
+_AUDIT = "AuditEvent"
 
 
 @dataclass(frozen=True)
 class AccessRequest:
-    """What is asked, as plain values: the interaction (or ``"operation"`` with an operation
-    name such as ``everything`` or ``$everything``), the resource type (``None`` for the whole
-    system) and the id (``None`` for type-level requests)."""
+    """What is asked: the interaction (or ``"operation"`` with an operation name such as
+    ``everything``), the resource type (None for the whole system) and the id (None for
+    type-level requests)."""
 
     interaction: Interaction | str
     resource_type: str | None = None
     id: str | None = None
     operation: str | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """An allowed request and the limits the rest of it must respect.
-
-    ``patient_id`` is set when compartment rules apply: call :func:`ensure_visible` on every
-    resource read by id and :func:`filter_visible` on included and history resources.
-    ``restrictions`` are the v2 query restrictions (alternatives, ORed), ``None`` if none.
-    ``search_params`` narrow a type-level search (ANDed to the client's parameters);
-    ``compartment`` is the same narrowing as ``("Patient", id)`` for ``SearchQuery.compartment``.
-    """
-
-    interaction: Interaction
-    resource_type: str | None = None
-    patient_id: str | None = None
-    restrictions: tuple[Restriction, ...] | None = None
-    search_params: tuple[tuple[str, str], ...] = ()
-    compartment: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class _Grant:
-    patient_id: str | None
-    restrictions: tuple[Restriction, ...] | None
-
-
-# -- the compartment table -------------------------------------------------------------------
-
-
-@cache
-def _compartment_paths() -> dict[str, dict[str, tuple[str, ...]]]:
-    table = package_files.files("fhir_server").joinpath("data/r4/compartment_paths.json")
-    data: dict[str, Any] = orjson.loads(table.read_bytes())
-    return {
-        kind: {code: tuple(paths) for code, paths in params.items()}
-        for kind, params in data.items()
-        if not kind.startswith("_")
-    }
-
-
-@cache
-def _element_paths(resource_type: str) -> tuple[tuple[str, ...], ...]:
-    params = _compartment_paths().get(resource_type, {})
-    unique = dict.fromkeys(path for paths in params.values() for path in paths)
-    return tuple(tuple(path.split(".")) for path in unique)
-
-
-def is_patient_data(resource_type: str | None) -> bool:
-    """Return whether resources of the type can belong to a Patient compartment."""
-    return resource_type is not None and resource_type in _compartment_paths()
-
-
-def _walk(node: Any, steps: tuple[str, ...]) -> Iterator[Any]:
-    if isinstance(node, list):
-        for item in node:
-            yield from _walk(item, steps)
-    elif not steps:
-        yield node
-    elif isinstance(node, dict) and steps[0] in node:
-        yield from _walk(node[steps[0]], steps[1:])
-
-
-def _patient_id(reference: Any) -> str | None:
-    text = reference.get("reference") if isinstance(reference, dict) else None
-    if not isinstance(text, str) or not text.startswith("Patient/"):
-        return None
-    return text.split("/")[1] or None  # Patient/1/_history/2 names Patient 1 too
-
-
-def compartment_patients(resource: dict[str, Any]) -> frozenset[str]:
-    """Return the ids of the patients in whose compartment the resource is.
-
-    Only relative references (``Patient/123``) count: an absolute URL may name another server.
-    """
-    kind = resource.get("resourceType")
-    if not isinstance(kind, str):
-        return frozenset()
-    ids = {
-        pid
-        for steps in _element_paths(kind)
-        for value in _walk(resource, steps)
-        if (pid := _patient_id(value)) is not None
-    }
-    if kind == "Patient" and isinstance(resource.get("id"), str):
-        ids.add(resource["id"])  # a Patient is in its own compartment
-    return frozenset(ids)
-
-
-def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
-    """Return whether the resource is in the compartment of Patient ``patient_id``."""
-    return patient_id in compartment_patients(resource)
-
-
-def _narrowing_code(resource_type: str) -> str | None:
-    params = _compartment_paths().get(resource_type)
-    if not params:
-        return None
-    preferred = (code for code in _NARROWING_PREFERENCE if code in params)
-    return next(preferred, next(iter(params)))
-
-
-# -- scopes ----------------------------------------------------------------------------------
 
 
 def interaction_for(request: AccessRequest) -> Interaction:
@@ -216,212 +86,215 @@ def interaction_for(request: AccessRequest) -> Interaction:
         raise insufficient_scope(f"interaction {request.interaction} is not mapped") from None
 
 
-def _merged(
-    first: tuple[Restriction, ...] | None, second: tuple[Restriction, ...] | None
-) -> tuple[Restriction, ...] | None:
-    if first is None or second is None:
-        return None
-    return tuple(dict.fromkeys(first + second))
-
-
-def _restrictions_of(
-    context: AccessContext,
-    kinds: Sequence[ScopeContext],
-    resource_type: str | None,
-    interaction: Interaction,
-) -> tuple[Restriction, ...] | None:
-    found: tuple[Restriction, ...] | None = ()
-    for kind in kinds:
-        if allows(context.scopes, kind, resource_type, interaction):
-            own = restriction_params(context.scopes, resource_type, interaction, kind)
-            found = _merged(found, own)
-    return found
-
-
-def _grant(
-    context: AccessContext, resource_type: str | None, interaction: Interaction
-) -> _Grant | None:
-    """Return what the token's scopes grant, broad (system/) scopes first; None if nothing."""
-    bound = context.patient_id is not None
-    broad = [ScopeContext.SYSTEM] + ([] if bound else [ScopeContext.USER])
-    if any(allows(context.scopes, kind, resource_type, interaction) for kind in broad):
-        return _Grant(None, _restrictions_of(context, broad, resource_type, interaction))
-    narrow = [ScopeContext.PATIENT] + ([ScopeContext.USER] if bound else [])
-    if not bound or not any(
-        allows(context.scopes, kind, resource_type, interaction) for kind in narrow
-    ):
-        return None  # patient/ scopes without a patient in the token grant nothing
-    return _Grant(context.patient_id, _restrictions_of(context, narrow, resource_type, interaction))
-
-
-# -- before the interaction ------------------------------------------------------------------
-
-
-def authorize(context: AccessContext, request: AccessRequest) -> Decision:
-    """Decide a request before it runs; raise ``Forbidden`` or (hidden) ``NotFound``."""
-    interaction = interaction_for(request)
+def authorize(
+    caller: Caller, request: AccessRequest, registry: SearchParameterRegistry
+) -> Access:
+    """Decide a request before it runs; raise ``Forbidden``, the hidden ``NotFound`` or
+    ``MethodNotAllowed``; return what the rest of the request must respect."""
     kind = request.resource_type
-    grant = _grant(context, kind, interaction)
-    if grant is None:
+    interaction = None if caller.unlimited and request.operation else interaction_for(request)
+    if kind == _AUDIT and interaction in _IMMUTABLE:
+        raise MethodNotAllowed("AuditEvents cannot be updated or deleted",
+                               message_id="MSG_AUDIT_IMMUTABLE")
+    if caller.unlimited:
+        return Access(caller, registry)
+    assert interaction is not None and caller.scopes is not None
+    if not _granted(caller, kind, interaction):
         raise insufficient_scope(f"no scope grants {interaction} on {kind or 'the system'}")
-    if grant.patient_id is None:
-        return _decision(interaction, kind, grant, request.id)
-    if kind is not None and not is_patient_data(kind) and kind != "Patient":
-        if interaction in _WRITES or interaction is Interaction.DELETE:
-            raise insufficient_scope(f"a patient's token cannot write {kind}")
-        return _decision(interaction, kind, _Grant(None, grant.restrictions), request.id)
-    if kind == "Patient" and request.id is not None and request.id != grant.patient_id:
+    if _bound(caller, kind, interaction):
+        _check_bound(caller, request, interaction)
+    return Access(caller, registry, _visibility(caller, "rs", registry))
+
+
+def _check_bound(caller: Caller, request: AccessRequest, interaction: Interaction) -> None:
+    kind = request.resource_type
+    if kind is not None and kind not in compartment_types() and interaction in _WRITES:
+        raise insufficient_scope(f"a patient's token cannot write {kind}")
+    if kind == "Patient" and request.id is not None and request.id != caller.patient_id:
         raise NotFound(f"Patient/{request.id} is not known", message_id="MSG_NO_EXIST")
-    return _decision(interaction, kind, grant, request.id)
+    if kind == "Patient" and interaction is Interaction.CREATE:
+        raise insufficient_scope("a patient's token cannot create a Patient")
 
 
-def _decision(
-    interaction: Interaction, kind: str | None, grant: _Grant, id: str | None
-) -> Decision:
-    # Type-level requests other than create select resources by search (conditional update
-    # and delete included), so they are narrowed like searches.
-    is_search = id is None and interaction is not Interaction.CREATE
-    params: tuple[tuple[str, str], ...] = ()
-    compartment = None
-    if is_search:
-        params = _compartment_params(kind, grant.patient_id) + _restriction_params(grant)
-        compartment = ("Patient", grant.patient_id) if grant.patient_id else None
-    return Decision(interaction, kind, grant.patient_id, grant.restrictions, params, compartment)
+# -- what the scopes grant ---------------------------------------------------------------------
 
 
-def _compartment_params(kind: str | None, patient_id: str | None) -> tuple[tuple[str, str], ...]:
-    if patient_id is None or kind is None:
-        return ()
-    if kind == "Patient":
-        return (("_id", patient_id),)
-    code = _narrowing_code(kind)
-    return ((code, f"Patient/{patient_id}"),) if code else ()
+def _kinds(caller: Caller) -> tuple[list[ScopeContext], list[ScopeContext]]:
+    """The scope contexts that are broad (not bound to a patient) and narrow (bound)."""
+    if caller.patient_id is None:
+        return [ScopeContext.SYSTEM, ScopeContext.USER], []
+    return [ScopeContext.SYSTEM], [ScopeContext.PATIENT, ScopeContext.USER]
 
 
-def _restriction_params(grant: _Grant) -> tuple[tuple[str, str], ...]:
-    alternatives = grant.restrictions
-    if alternatives is None:
-        return ()
-    if len(alternatives) == 1:
-        return alternatives[0]
-    codes = {pair[0] for alternative in alternatives for pair in alternative}
-    if len(codes) == 1 and all(len(alternative) == 1 for alternative in alternatives):
-        # One parameter with several allowed values: FHIR ORs comma-separated values.
-        values = ",".join(alt[0][1].replace(",", r"\,") for alt in alternatives)
-        return ((codes.pop(), values),)
-    raise insufficient_scope("the token's query restrictions cannot be combined into one search")
+def _granted(caller: Caller, kind: str | None, interaction: Interaction) -> bool:
+    broad, narrow = _kinds(caller)
+    scopes = caller.scopes or ()
+    return any(allows(scopes, context, kind, interaction) for context in broad + narrow)
 
 
-def search_narrowing(context: AccessContext, resource_type: str | None) -> list[tuple[str, str]]:
-    """Return the search parameters that narrow a type search to what the token may see:
-    the patient compartment (``subject=Patient/123``, ``_id=123`` for Patient) and the v2
-    scope restrictions (``category=laboratory``). Raises ``Forbidden`` if nothing grants it."""
-    decision = authorize(context, AccessRequest(Interaction.SEARCH_TYPE, resource_type))
-    return list(decision.search_params)
+def _bound(caller: Caller, kind: str | None, interaction: Interaction) -> bool:
+    """Whether only bound scopes grant the interaction (the broader grant applies first)."""
+    broad, narrow = _kinds(caller)
+    scopes = caller.scopes or ()
+    return bool(narrow) and not any(allows(scopes, c, kind, interaction) for c in broad)
 
 
-def check_search_parameters(
-    context: AccessContext, resource_type: str | None, codes: Iterable[str]
-) -> None:
-    """Refuse ``_has`` in a patient token's search of shared types (Organization...): those
-    searches are not narrowed, so a reverse chain would reveal other patients' records."""
-    shared = not is_patient_data(resource_type) and resource_type != "Patient"
-    if context.patient_id is not None and shared and any(c.startswith("_has") for c in codes):
-        raise insufficient_scope("_has on shared resources is not open to a patient's token")
+_VISIBILITIES: dict[tuple[int, tuple[Scope, ...], str | None, str], Visibility | None] = {}
 
 
-# -- after the interaction -------------------------------------------------------------------
+def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry
+                ) -> Visibility | None:
+    """What the caller's scopes with any of ``letters`` let it see (None: everything);
+    remembered per scopes, patient and registry."""
+    key = (id(registry), caller.scopes or (), caller.patient_id, letters)
+    if key not in _VISIBILITIES:
+        if len(_VISIBILITIES) >= 4096:
+            _VISIBILITIES.clear()
+        _VISIBILITIES[key] = _build_visibility(caller, letters, registry)
+    return _VISIBILITIES[key]
 
 
-def _meets(
-    resource: dict[str, Any],
-    restrictions: tuple[Restriction, ...] | None,
-    matcher: RestrictionMatcher | None,
-) -> bool:
-    if restrictions is None:
-        return True
-    if matcher is None:
-        return False  # cannot check the restriction: fail closed
-    return any(matcher(resource, restriction) for restriction in restrictions)
+def _build_visibility(caller: Caller, letters: str, registry: SearchParameterRegistry
+                      ) -> Visibility | None:
+    broad_kinds, narrow_kinds = _kinds(caller)
+    granting = [s for s in caller.scopes or () if set(letters) & s.permissions]
+    broad = [s for s in granting if s.context in broad_kinds]
+    narrow = [s for s in granting if s.context in narrow_kinds]
+    named = {s.resource_type for s in broad + narrow}
+    broad_star = any(s.resource_type == "*" for s in broad)
+    restrictions = tuple(
+        (kind, alternatives) for kind in sorted(named)
+        if (alternatives := _restriction(kind, broad if broad_star or any(
+            s.covers(kind) for s in broad if kind != "*") else narrow, registry)) is not None
+    )
+    seen = Visibility(
+        types=None if "*" in named else frozenset(named),
+        patient=caller.patient_id if narrow and not broad_star else None,
+        unbound=frozenset() if broad_star else frozenset(s.resource_type for s in broad),
+        restrictions=restrictions,
+    )
+    return None if seen.everything else seen
 
 
-def _grant_for_reading(context: AccessContext, kind: str) -> _Grant | None:
-    return _grant(context, kind, Interaction.READ) or _grant(context, kind, Interaction.SEARCH_TYPE)
+def _restriction(kind: str, scopes: list[Scope], registry: SearchParameterRegistry
+                 ) -> Alternatives | None:
+    """The alternatives of the scopes covering ``kind`` (None: one is unrestricted; ``((),)``
+    where ``*`` scopes are restricted but this type has an unrestricted grant)."""
+    covering = [s for s in scopes if s.covers(kind) or (kind == "*" and s.resource_type == "*")]
+    if kind == "*":
+        covering = [s for s in covering if s.resource_type == "*"]
+    if not covering:
+        return None
+    if any(not s.restriction for s in covering):
+        star_restricted = kind != "*" and any(
+            s.resource_type == "*" and s.restriction for s in scopes)
+        return ((),) if star_restricted else None
+    target = None if kind == "*" else kind
+    try:
+        return tuple(dict.fromkeys(
+            parse_search(target, list(s.restriction), registry, strict=True).query.clauses
+            for s in covering))
+    except FhirError:
+        raise insufficient_scope(f"the token's query restriction on {kind} is not a "
+                                 "search this server can apply") from None
 
 
-def is_visible(
-    context: AccessContext, resource: dict[str, Any], matcher: RestrictionMatcher | None = None
-) -> bool:
-    """Return whether the token may see the resource (scopes, compartment, restrictions)."""
-    kind = resource.get("resourceType")
-    grant = _grant_for_reading(context, kind) if isinstance(kind, str) else None
-    if grant is None:
-        return False
-    bound = grant.patient_id is not None and (is_patient_data(kind) or kind == "Patient")
-    if bound and not in_patient_compartment(resource, str(grant.patient_id)):
-        return False
-    return _meets(resource, grant.restrictions, matcher)
+# -- the decision a request carries ------------------------------------------------------------
 
 
-def ensure_visible(
-    context: AccessContext, resource: dict[str, Any], matcher: RestrictionMatcher | None = None
-) -> None:
-    """Raise the ``NotFound`` of an unknown id unless the token may see the resource."""
-    if not is_visible(context, resource, matcher):
-        reference = f"{resource.get('resourceType')}/{resource.get('id')}"
-        raise NotFound(f"{reference} is not known", message_id="MSG_NO_EXIST")
+class Access:
+    """What one request may do and see, from :func:`authorize`."""
+
+    def __init__(self, caller: Caller, registry: SearchParameterRegistry,
+                 visibility: Visibility | None = None) -> None:
+        self.caller = caller
+        self.registry = registry
+        #: What the request may read (None: everything).
+        self.visibility = visibility
+
+    def scoped(self, query: SearchQuery) -> SearchQuery:
+        """The query, limited to what the caller may see."""
+        if self.visibility is None:
+            return query
+        return replace(query, visibility=self.visibility)
+
+    def readable(self, resource: dict[str, Any]) -> bool:
+        """Whether the caller may see the resource."""
+        return self.visibility is None or self._admits(self.visibility, resource)
+
+    def check_readable(self, resource: dict[str, Any]) -> None:
+        """Raise the ``NotFound`` of an unknown id unless the caller may see the resource."""
+        if not self.readable(resource):
+            raise _unknown(resource)
+
+    def visible_of(self, resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The resources the caller may see (the versions of a history page)."""
+        return [resource for resource in resources if self.readable(resource)]
+
+    def limits(self, interaction: Interaction) -> bool:
+        """Whether the caller's writes of this kind are limited (what they change must be
+        judged by :meth:`check_write`)."""
+        if self.caller.unlimited:
+            return False
+        return _visibility(self.caller, _LETTERS[interaction], self.registry) is not None
+
+    def check_write(self, interaction: Interaction, before: dict[str, Any] | None,
+                    after: dict[str, Any] | None) -> None:
+        """Refuse a write the caller may not make: ``before`` is the current content of its
+        target (None if there is none), ``after`` the content to store (None: a deletion).
+
+        Another patient's target answers like an unknown id (404); content outside what
+        the caller may write is 403.
+        """
+        if self.caller.unlimited:
+            return
+        seen = _visibility(self.caller, _LETTERS[interaction], self.registry)
+        if before is not None and seen is not None and not self._admits(seen, before):
+            raise insufficient_scope("the token's scopes do not allow changing this resource") \
+                if self.readable(before) else _unknown(before)
+        if after is None:
+            return
+        kind = str(after.get("resourceType"))
+        if seen is not None and seen.bound(kind):
+            if kind not in compartment_types():
+                raise insufficient_scope(f"a patient's token cannot write {kind}")
+            if kind == "Patient" and after.get("id") != self.caller.patient_id:
+                raise insufficient_scope("a patient's token can only write its own Patient")
+        if seen is not None and not self._admits(seen, after):
+            raise insufficient_scope("the token can only write that patient's records "
+                                     "within its scopes' restrictions")
+
+    def stamp(self, resource: dict[str, Any]) -> None:
+        """Record in ``meta.source`` who writes the resource (it is the server's record)."""
+        if self.caller.unlimited and not self.caller.verified:
+            return
+        meta = resource.get("meta")
+        meta = copy.copy(meta) if isinstance(meta, dict) else {}
+        meta["source"] = source_of(self.caller)
+        resource["meta"] = meta
+
+    def patients_of(self, resource: dict[str, Any]) -> frozenset[str]:
+        """The patients in whose compartment the resource is (for the AuditEvent)."""
+        return compartment_patients(resource, self.registry)
+
+    def _admits(self, seen: Visibility, resource: dict[str, Any]) -> bool:
+        kind = str(resource.get("resourceType"))
+        index = (index_resource(resource, self.registry) if seen.restricted(kind) is not None
+                 else SearchIndex(kind, str(resource.get("id", "")), compartments=tuple(
+                     compartment_patients(resource, self.registry))))
+        return visible(seen, index)
 
 
-def filter_visible(
-    context: AccessContext,
-    resources: Iterable[dict[str, Any]],
-    matcher: RestrictionMatcher | None = None,
-) -> list[dict[str, Any]]:
-    """Keep only the resources the token may see (for includes, history and operations).
-
-    A deleted version has no content to judge: pass only entries with a resource.
-    """
-    return [resource for resource in resources if is_visible(context, resource, matcher)]
+def _unknown(resource: dict[str, Any]) -> NotFound:
+    reference = f"{resource.get('resourceType')}/{resource.get('id')}"
+    return NotFound(f"{reference} is not known", message_id="MSG_NO_EXIST")
 
 
-def ensure_writable(
-    context: AccessContext,
-    interaction: Interaction,
-    resource: dict[str, Any],
-    matcher: RestrictionMatcher | None = None,
-) -> None:
-    """Raise ``Forbidden`` unless the token may store this content (create, update, patch).
-
-    A compartment-bound token may only write into its own compartment; v2 restrictions must
-    hold for the new content.
-    """
-    kind = resource.get("resourceType")
-    grant = _grant(context, kind if isinstance(kind, str) else None, interaction)
-    if grant is None:
-        raise insufficient_scope(f"no scope grants {interaction} on {kind}")
-    if grant.patient_id is not None and not in_patient_compartment(resource, grant.patient_id):
-        raise insufficient_scope("a patient's token can only write that patient's records")
-    if not _meets(resource, grant.restrictions, matcher):
-        raise insufficient_scope("the resource is outside the token's query restrictions")
-
-
-# -- writes: who pushed it -------------------------------------------------------------------
-
-
-def source_of(context: AccessContext) -> str:
-    """Return the ``meta.source`` that records who wrote through this token."""
-    if context.organization:
-        return context.organization
-    if context.client_id:
-        return CLIENT_SOURCE_PREFIX + context.client_id
-    return SUBJECT_SOURCE_PREFIX + context.subject
-
-
-def stamp_source(resource: dict[str, Any], context: AccessContext) -> dict[str, Any]:
-    """Return a copy of the resource whose ``meta.source`` names the facility or client."""
-    stamped = dict(resource)
-    meta = resource.get("meta")
-    new_meta: dict[str, Any] = copy.deepcopy(meta) if isinstance(meta, dict) else {}
-    new_meta["source"] = source_of(context)
-    stamped["meta"] = new_meta
-    return stamped
+def source_of(caller: Caller) -> str:
+    """Return the ``meta.source`` that records who wrote through this caller: the facility
+    it acts for, else its client, else its subject."""
+    if caller.organization:
+        return caller.organization
+    if caller.client_id:
+        return CLIENT_SOURCE_PREFIX + caller.client_id
+    return SUBJECT_SOURCE_PREFIX + caller.subject

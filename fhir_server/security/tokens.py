@@ -98,6 +98,7 @@ class AccessContext:
     patient_identifier: tuple[str, str] | None = None
     organization: str | None = None
     token_id: str | None = None
+    fhir_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,7 @@ def _access_context(claims: dict[str, Any], config: TrustedIssuer) -> AccessCont
         patient_identifier=_patient_identifier(claims, config),
         organization=_string_claim(claims, "organization"),
         token_id=_string_claim(claims, "jti"),
+        fhir_user=_string_claim(claims, "fhirUser"),
     )
 
 
@@ -327,6 +329,7 @@ def mint_access_token(
     patient_id: str | None = None,
     patient_identifier: tuple[str, str] | None = None,
     organization: str | None = None,
+    fhir_user: str | None = None,
     now: float | None = None,
 ) -> str:
     """Return an ES256 access token signed with the server's key (RFC 9068 ``at+jwt``)."""
@@ -341,7 +344,8 @@ def mint_access_token(
         "exp": issued + ttl,
         "jti": str(uuid.uuid4()),
     }
-    optional = {"client_id": client_id, "patient": patient_id, "organization": organization}
+    optional = {"client_id": client_id, "patient": patient_id, "organization": organization,
+                "fhirUser": fhir_user}
     claims.update({name: value for name, value in optional.items() if value is not None})
     if patient_identifier is not None:
         claims["patient_identifier"] = "|".join(patient_identifier)

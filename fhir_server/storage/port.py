@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import orjson
 
 if TYPE_CHECKING:
-    from fhir_server.search.model import SearchQuery, SearchResult
+    from fhir_server.search.model import SearchQuery, SearchResult, Visibility
 
 __all__ = [
     "AuditLogTransaction",
@@ -70,7 +70,9 @@ class HistoryQuery:
     """History at instance (type and id), type (type only) or system level (neither).
 
     ``since``/``at`` are FHIR instants in UTC; ``before_seq`` is the keyset cursor of the
-    next page (the write sequence number of the last entry already returned).
+    next page (the write sequence number of the last entry already returned). At type and
+    system level, ``visibility`` keeps the versions of the resources the caller may see now
+    (as a search would find them; deleted resources are then judged by their type alone).
     """
 
     resource_type: str | None = None
@@ -79,6 +81,7 @@ class HistoryQuery:
     at: str | None = None
     count: int = 20
     before_seq: int | None = None
+    visibility: Visibility | None = None
 
 
 @dataclass(frozen=True)
@@ -98,19 +101,25 @@ class StoreTransaction(Protocol):
         """Return the current version, a deleted marker (``deleted=True``) or None."""
         ...
 
-    async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
-        """Return the ids of current resources matching the search parameters."""
+    async def find(self, query: SearchQuery) -> list[str]:
+        """Return the ids of the current resources matching the query (its clauses and
+        visibility; no paging), sorted."""
         ...
 
-    async def find_many(
-        self, queries: Sequence[tuple[str, Sequence[tuple[str, str]]]]
-    ) -> list[list[str]]:
-        """``find`` of each (type, params) query, in order; stores answer common shapes
-        (a Bundle's ``identifier=system|value`` criteria) set-wise."""
+    async def find_many(self, queries: Sequence[SearchQuery]) -> list[list[str]]:
+        """``find`` of each query, in order; stores answer common shapes (a Bundle's
+        ``identifier=system|value`` criteria) set-wise."""
         ...
 
     async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which of the (type, id) pairs are current, not deleted, resources."""
+        ...
+
+    async def referrers(
+        self, resource_type: str, id: str, limit: int = 1
+    ) -> list[tuple[str, str]]:
+        """Return up to ``limit`` other current resources (type, id) whose indexed reference
+        parameters name ``resource_type/id``."""
         ...
 
     async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:

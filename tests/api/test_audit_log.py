@@ -15,6 +15,9 @@ import pytest
 
 from fhir_server.interactions.context import Services
 from fhir_server.main import create_app
+from fhir_server.security.audit import AuditNote
+from fhir_server.security.caller import SERVER
+from fhir_server.security.policy import Access
 from fhir_server.settings import Settings
 from tests.builders import CCCD_SYSTEM, observation, valid_example
 from tests.conftest import token_for
@@ -49,7 +52,7 @@ class Trail:
 
 @pytest.fixture
 async def trail(settings: Settings) -> AsyncIterator[Trail]:
-    app = create_app(settings)
+    app = create_app(settings.model_copy(update={"referential_integrity": True}))
     async with app.router.lifespan_context(app):
         hospital = {"Authorization": "Bearer " + token_for(
             settings, "system/*.cruds", client_id="bv-bach-mai", organization="Organization/bm")}
@@ -273,7 +276,7 @@ async def test_without_auditing_reads_do_not_collect_what_an_audit_event_would_n
 ) -> None:
     """With ``FHIR_SERVER_AUDIT=false`` no AuditEvent is written, so the patients of what a
     request touched (a walk of every resource read) are not worked out either."""
-    from fhir_server.security import guard, policy
+    from fhir_server.security import policy
 
     app = create_app(settings.model_copy(update={"audit": False}))
     async with app.router.lifespan_context(app):
@@ -286,14 +289,15 @@ async def test_without_auditing_reads_do_not_collect_what_an_audit_event_would_n
             walks: list[str] = []
             compartment_patients = policy.compartment_patients
 
-            def counting(resource: dict[str, Any]) -> frozenset[str]:
+            def counting(resource: dict[str, Any], registry: Any) -> frozenset[str]:
                 walks.append(resource["resourceType"])
-                return compartment_patients(resource)
+                return compartment_patients(resource, registry)
 
             monkeypatch.setattr(policy, "compartment_patients", counting)
             read = await http.get(f"/fhir/Observation/{created.json()['id']}")
             assert read.status_code == 200
             assert walks == []
-            guard.current.set(guard.RequestSecurity(None, audited=True))
-            guard.note_touched([read.json()])  # what an audited request does
+            services = app.state.services
+            note = AuditNote("read")  # what an audited request does
+            note.read([read.json()], Access(SERVER, services.registry).patients_of)
             assert walks == ["Observation"]

@@ -154,7 +154,8 @@ async def test_failure_during_writes_rolls_back_everything(
     assert store_snapshot(settings.data_dir) == before
 
 
-async def test_reference_to_missing_resource_is_rejected(client: httpx.AsyncClient) -> None:
+async def test_reference_to_missing_resource_is_rejected(client_with: Any) -> None:
+    client = await client_with(referential_integrity=True)
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": observation("Patient/ghost"),
          "request": {"method": "POST", "url": "Observation"}}]}

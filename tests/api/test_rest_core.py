@@ -332,16 +332,16 @@ async def test_capability_statement_lists_types_and_interactions(
 async def test_the_capability_statement_is_built_once_and_still_shaped_per_request(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fhir_server.api import handlers
+    from fhir_server.router import dispatch
 
     builds: list[int] = []
-    build = handlers.capability_statement
+    build = dispatch.capability_statement
 
     def counting(services: Any) -> dict[str, Any]:
         builds.append(1)
         return build(services)
 
-    monkeypatch.setattr(handlers, "capability_statement", counting)
+    monkeypatch.setattr(dispatch, "capability_statement", counting)
     first = await client.get("/fhir/metadata")
     second = await client.get("/fhir/metadata")
     assert first.json() == second.json() and first.json()["resourceType"] == "CapabilityStatement"

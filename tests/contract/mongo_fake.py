@@ -93,11 +93,16 @@ def _operator(values: list[Any], op: str, arg: Any) -> bool:
     if op == "$exists":
         return any(v is not _MISSING for v in values) == bool(arg)
     if op == "$elemMatch":
-        return any(
-            isinstance(v, list) and any(isinstance(e, dict) and matches(e, arg) for e in v)
-            for v in values
-        )
+        return any(isinstance(v, list) and any(_element_matches(e, arg) for e in v)
+                   for v in values)
     raise NotImplementedError(f"fake MongoDB does not evaluate {op}")
+
+
+def _element_matches(element: Any, condition: dict[str, Any]) -> bool:
+    """``$elemMatch`` on one array element: a document, or a scalar under operators."""
+    if all(key.startswith("$") for key in condition):
+        return all(_operator([element], op, arg) for op, arg in condition.items())
+    return isinstance(element, dict) and matches(element, condition)
 
 
 def _field_matches(doc: dict[str, Any], path: str, condition: Any) -> bool:

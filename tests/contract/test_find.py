@@ -13,7 +13,7 @@ import pytest
 from fhir_server.search.indexing import index_resource
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.port import ResourceStore, StoreTransaction
-from tests.builders import CCCD_SYSTEM, patient
+from tests.builders import CCCD_SYSTEM, criteria, patient
 
 _REGISTRY = SearchParameterRegistry.load()
 
@@ -39,9 +39,9 @@ async def test_find_matches_current_resources_by_identifier(searchable: Resource
         await _create(tx, {**patient(cccd="001090000001"), "id": "a"})
         await _create(tx, {**patient(cccd="001090000002"), "id": "b"})
     async with searchable.transaction() as tx:
-        found = await tx.find("Patient", [("identifier", f"{CCCD_SYSTEM}|001090000002")])
-        by_value = await tx.find("Patient", [("identifier", "001090000001")])
-        none = await tx.find("Patient", [("identifier", "other|001090000002")])
+        found = await tx.find(criteria("Patient", [("identifier", f"{CCCD_SYSTEM}|001090000002")]))
+        by_value = await tx.find(criteria("Patient", [("identifier", "001090000001")]))
+        none = await tx.find(criteria("Patient", [("identifier", "other|001090000002")]))
     assert (found, by_value, none) == (["b"], ["a"], [])
 
 
@@ -51,13 +51,13 @@ async def test_find_ignores_deleted_resources(searchable: ResourceStore) -> None
     async with searchable.transaction() as tx:
         await tx.delete("Patient", "a")
     async with searchable.transaction() as tx:
-        assert await tx.find("Patient", [("identifier", "001090012345")]) == []
+        assert await tx.find(criteria("Patient", [("identifier", "001090012345")])) == []
 
 
 async def test_find_sees_the_scopes_own_writes(searchable: ResourceStore) -> None:
     async with searchable.transaction() as tx:
         await _create(tx, {**patient(family="Trần"), "id": "a"})
-        assert await tx.find("Patient", [("family", "tran")]) == ["a"]
+        assert await tx.find(criteria("Patient", [("family", "tran")])) == ["a"]
 
 
 async def test_reindex_replaces_what_find_matches(searchable: ResourceStore) -> None:
@@ -65,10 +65,10 @@ async def test_reindex_replaces_what_find_matches(searchable: ResourceStore) -> 
     async with searchable.transaction() as tx:
         await tx.create(dict(resource), None)
     async with searchable.transaction() as tx:
-        assert await tx.find("Patient", [("gender", "male")]) == []
+        assert await tx.find(criteria("Patient", [("gender", "male")])) == []
         await tx.reindex(resource, index_resource(resource, _REGISTRY))
     async with searchable.transaction() as tx:
-        assert await tx.find("Patient", [("gender", "male")]) == ["a"]
+        assert await tx.find(criteria("Patient", [("gender", "male")])) == ["a"]
 
 
 async def test_find_many_answers_each_query_as_find_does(searchable: ResourceStore) -> None:
@@ -90,10 +90,10 @@ async def test_find_many_answers_each_query_as_find_does(searchable: ResourceSto
         ("Patient", [("identifier", f"{CCCD_SYSTEM}|001090000001")]),  # asked twice
     ]
     async with searchable.transaction() as tx:
-        many = await tx.find_many(queries)
+        many = await tx.find_many([criteria(kind, params) for kind, params in queries])
     one_by_one = []
     for kind, params in queries:
         async with searchable.transaction() as tx:
-            one_by_one.append(sorted(await tx.find(kind, params)))
+            one_by_one.append(sorted(await tx.find(criteria(kind, params))))
     assert [sorted(ids) for ids in many] == one_by_one
     assert one_by_one[:4] == [["a"], ["b", "c"], [], []]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fhir_server.api.headers import http_date
+from fhir_server.router.responses import http_date
 from fhir_server.storage.versions import instant_text
 
 

@@ -9,17 +9,15 @@ scopes that ran the same conditional search cannot both act on an empty result.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.search.matching import matches
-from fhir_server.search.model import SearchIndex
-from fhir_server.search.parse import parse_search
+from fhir_server.search.model import SearchIndex, SearchQuery
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.mongo.documents import ROW_FIELDS
 from fhir_server.storage.mongo.filters import query_filter
-from fhir_server.storage.mongo.writes import GuardWrite
+from fhir_server.storage.mongo.plans import GuardWrite
 
 if TYPE_CHECKING:
     from fhir_server.storage.mongo.store import MongoStore
@@ -33,11 +31,11 @@ def default_registry() -> SearchParameterRegistry:
     return SearchParameterRegistry.load()
 
 
-def guard_key(resource_type: str, params: Sequence[tuple[str, str]]) -> str:
-    """Return the guard ``_id`` of a search: the same for the same parameters in any order."""
-    canonical = "&".join(f"{name}={value}" for name, value in sorted(params))
+def guard_key(query: SearchQuery) -> str:
+    """Return the guard ``_id`` of a search: the same for the same clauses in any order."""
+    canonical = repr((sorted(repr(clause) for clause in query.clauses), query.visibility))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
-    return f"{resource_type}?{digest}"
+    return f"{query.resource_type}?{digest}"
 
 
 def search_index(doc: dict[str, Any]) -> SearchIndex | None:
@@ -70,20 +68,17 @@ def _index_from(
 
 async def find_ids(
     store: MongoStore,
-    resource_type: str,
-    params: Sequence[tuple[str, str]],
+    query: SearchQuery,
     overlay: dict[str, dict[str, Any]],
 ) -> tuple[list[str], GuardWrite]:
-    """Return the ids of current resources matching ``params``, and the search's guard."""
-    registry = store.registry or default_registry()
-    query = parse_search(resource_type, list(params), registry, strict=True).query
+    """Return the ids of current resources matching ``query``, and the search's guard."""
     candidates = {doc["_id"]: doc async for doc in store.db["resources"].find(query_filter(query))}
-    candidates.update({k: d for k, d in overlay.items() if d["type"] == resource_type})
+    candidates.update({k: d for k, d in overlay.items() if d["type"] == query.resource_type})
     ids = []
     for doc in candidates.values():
         index = None if doc["deleted"] else search_index(doc)
         if index is not None and matches(query, index):
             ids.append(doc["id"])
-    key = guard_key(resource_type, params)
+    key = guard_key(query)
     guard = await store.db["guards"].find_one({"_id": key})
     return sorted(ids), GuardWrite(key, int(guard["n"]) if guard else 0)

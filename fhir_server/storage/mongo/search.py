@@ -32,6 +32,7 @@ from fhir_server.search.model import (
     SearchResult,
     SortKey,
     TotalMode,
+    Visibility,
 )
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.mongo.documents import stored_from_resource
@@ -44,6 +45,7 @@ from fhir_server.storage.mongo.search_filters import (
     clause_filter,
     has_filter,
     scope_filter,
+    visibility_filter,
 )
 from fhir_server.storage.mongo.search_includes import included
 
@@ -72,14 +74,17 @@ class SearchPlan:
         return index is not None and matches(SearchQuery(None, self.residual), index)
 
 
-async def plan_search(db: Any, scope: Filter, clauses: Sequence[AnyClause]) -> SearchPlan:
-    """Compile ``clauses`` within ``scope``, resolving chains and ``_has`` set-wise."""
+async def plan_search(
+    db: Any, scope: Filter, clauses: Sequence[AnyClause], visibility: Visibility | None = None
+) -> SearchPlan:
+    """Compile ``clauses`` within ``scope``, resolving chains and ``_has`` set-wise, their
+    targets and sources within what the caller may see (``visibility``)."""
     parts, residual = [scope], []
     for clause in clauses:
         if isinstance(clause, ChainClause):
-            parts.append(await _chain(db, clause))
+            parts.append(await _chain(db, clause, visibility))
         elif isinstance(clause, HasClause):
-            parts.append(await _has(db, clause))
+            parts.append(await _has(db, clause, visibility))
         else:
             compiled = clause_filter(clause)
             if compiled is None:
@@ -90,24 +95,28 @@ async def plan_search(db: Any, scope: Filter, clauses: Sequence[AnyClause]) -> S
 
 
 async def _selected(
-    db: Any, scope: Filter, clause: AnyClause, projection: dict[str, int]
+    db: Any, scope: Filter, clause: AnyClause, projection: dict[str, int],
+    visibility: Visibility | None,
 ) -> list[dict[str, Any]]:
     """Return the live resources in ``scope`` for which ``clause`` holds (one query)."""
-    plan = await plan_search(db, scope, [clause])
+    plan = await plan_search(db, scope, [clause], visibility)
     fields = {**projection, **_DECIDING} if plan.residual else projection
     return [doc async for doc in db["resources"].find(plan.filter, projection=fields)
             if plan.decides(doc)]  # fmt: skip
 
 
-async def _chain(db: Any, clause: ChainClause) -> Filter:
-    scope = all_of([{"type": {"$in": list(clause.target_types)}}, {"deleted": False}])
-    targets = await _selected(db, scope, clause.inner, {"type": 1, "id": 1})
+async def _chain(db: Any, clause: ChainClause, visibility: Visibility | None) -> Filter:
+    known = clause.target_types[0] if len(clause.target_types) == 1 else None
+    scope = all_of([{"type": {"$in": list(clause.target_types)}}, {"deleted": False},
+                    visibility_filter(visibility, known)])
+    targets = await _selected(db, scope, clause.inner, {"type": 1, "id": 1}, visibility)
     return chain_filter(clause.code, [(doc["type"], doc["id"]) for doc in targets])
 
 
-async def _has(db: Any, clause: HasClause) -> Filter:
-    scope = all_of([{"type": clause.resource_type}, {"deleted": False}])
-    sources = await _selected(db, scope, clause.inner, {"idx": 1})
+async def _has(db: Any, clause: HasClause, visibility: Visibility | None) -> Filter:
+    scope = all_of([{"type": clause.resource_type}, {"deleted": False},
+                    visibility_filter(visibility, clause.resource_type)])
+    sources = await _selected(db, scope, clause.inner, {"idx": 1}, visibility)
     targets = [
         (row["t"], row["i"])
         for doc in sources
@@ -182,7 +191,7 @@ async def run_search(
     Raises ``BadRequest`` for an invalid cursor and ``Gone`` for an expired one.
     """
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
-    plan = await plan_search(db, scope_filter(query), query.clauses)
+    plan = await plan_search(db, scope_filter(query), query.clauses, query.visibility)
     fields = sort_fields(query, registry)
     fetched = await _page(db, query, plan, fields, cursor) if query.count > 0 else []
     rows, has_next, has_prev = page_window(fetched, query.count, cursor)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 from fhir_server.search.dates import instant_bound
+from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
     Clause,
     ClauseValue,
@@ -32,6 +33,7 @@ from fhir_server.search.model import (
     StringValue,
     TokenValue,
     UriValue,
+    Visibility,
 )
 from fhir_server.search.ranges import Bound, RangePredicate, range_predicate
 from fhir_server.storage.mongo.documents import resource_key
@@ -47,6 +49,7 @@ __all__ = [
     "include_filter",
     "revinclude_filter",
     "scope_filter",
+    "visibility_filter",
 ]
 
 Filter: TypeAlias = dict[str, Any]
@@ -98,7 +101,65 @@ def scope_filter(query: SearchQuery) -> Filter:
     parts.append({"deleted": False})
     if query.compartment is not None:
         parts.append({"idx.compartments": query.compartment[1]})
+    kinds = query.types if query.resource_type is None else (query.resource_type,)
+    parts.append(visibility_filter(query.visibility, kinds[0] if len(kinds) == 1 else None))
     return all_of(parts)
+
+
+def visibility_filter(visibility: Visibility | None, kind: str | None = None) -> Filter:
+    """Return "the caller may see the resource" for resources of type ``kind`` (any type
+    when None): ``Visibility`` as a filter. A restriction no filter expresses (a chain, a
+    composite) hides the type it restricts: the adapter fails closed."""
+    if visibility is None or visibility.everything:
+        return {}
+    if kind is not None:
+        if not visibility.readable(kind):
+            return NOTHING
+        parts = [_compartment(kind in compartment_types(), str(visibility.patient))
+                 if visibility.bound(kind) else {}]
+        alternatives = visibility.restricted(kind)
+        if alternatives is not None:
+            parts.append(_alternatives(alternatives) or NOTHING)
+        return all_of(parts)
+    parts = []
+    if visibility.types is not None:
+        parts.append({"type": {"$in": sorted(visibility.types)}})
+    if visibility.patient is not None:
+        parts.append(_compartment_rule(visibility))
+    own_entries = sorted(kind for kind, _ in visibility.restrictions if kind != "*")
+    for restricted, alternatives in visibility.restrictions:
+        exempt = ({"type": {"$in": own_entries}} if restricted == "*"
+                  else {"type": {"$ne": restricted}})
+        parts.append({"$or": [exempt, _alternatives(alternatives) or NOTHING]})
+    return all_of(parts)
+
+
+def _compartment(patient_data: bool, patient: str) -> Filter:
+    """A type of the Patient compartment: in this patient's; any other type: in nobody
+    else's (a Binary about another patient)."""
+    if patient_data:
+        return {"idx.compartments": patient}
+    return {"$nor": [{"idx.compartments": {"$elemMatch": {"$ne": patient}}}]}
+
+
+def _compartment_rule(visibility: Visibility) -> Filter:
+    patient, types = str(visibility.patient), sorted(compartment_types())
+    rules: list[Filter] = [
+        {"$and": [{"type": {"$in": types}}, _compartment(True, patient)]},
+        {"$and": [{"type": {"$nin": types}}, _compartment(False, patient)]},
+    ]
+    if visibility.unbound:
+        rules.insert(0, {"type": {"$in": sorted(visibility.unbound)}})
+    return {"$or": rules}
+
+
+def _alternatives(alternatives: tuple[tuple[Any, ...], ...]) -> Filter | None:
+    compiled: list[Filter | None] = []
+    for clauses in alternatives:
+        parts = [clause_filter(c) if isinstance(c, Clause) else None for c in clauses]
+        compiled.append(None if any(p is None for p in parts)
+                        else all_of([p for p in parts if p is not None]))
+    return any_of(compiled)
 
 
 def clause_filter(clause: Clause, base: str = "idx") -> Filter | None:

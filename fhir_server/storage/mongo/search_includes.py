@@ -15,7 +15,12 @@ from typing import Any
 from fhir_server.search.model import Include, ParamType, SearchQuery
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.mongo.documents import stored_from_resource
-from fhir_server.storage.mongo.search_filters import include_filter, revinclude_filter
+from fhir_server.storage.mongo.search_filters import (
+    all_of,
+    include_filter,
+    revinclude_filter,
+    visibility_filter,
+)
 from fhir_server.storage.port import StoredResource
 
 __all__ = ["MAX_INCLUDE_DEPTH", "included"]
@@ -35,10 +40,10 @@ async def included(
         level: list[_Doc] = []
         for item in query.includes:
             if frontier and (depth == 0 or item.iterate):
-                level += await _forward(db, registry, item, frontier)
+                level += await _forward(db, registry, item, frontier, query)
         for item in query.revincludes:
             if frontier and (depth == 0 or item.iterate):
-                level += await _reverse(db, registry, item, frontier)
+                level += await _reverse(db, registry, item, frontier, query)
         frontier = []
         for doc in level:
             if doc["_id"] not in seen:
@@ -59,9 +64,11 @@ def _codes(registry: SearchParameterRegistry, item: Include) -> list[str]:
 
 
 async def _forward(
-    db: Any, registry: SearchParameterRegistry, item: Include, frontier: Sequence[_Doc]
+    db: Any, registry: SearchParameterRegistry, item: Include, frontier: Sequence[_Doc],
+    query: SearchQuery,
 ) -> list[_Doc]:
-    """Return the resources that the frontier's ``source_type`` resources refer to."""
+    """Return the resources that the frontier's ``source_type`` resources refer to (those
+    the caller may see)."""
     codes = set(_codes(registry, item))
     targets = [
         (row["t"], row["i"])
@@ -73,13 +80,16 @@ async def _forward(
     ]  # fmt: skip
     if not targets:
         return []
-    return [doc async for doc in db["resources"].find(include_filter(targets))]
+    seen = visibility_filter(query.visibility, item.target_type)
+    return [doc async for doc in db["resources"].find(all_of([include_filter(targets), seen]))]
 
 
 async def _reverse(
-    db: Any, registry: SearchParameterRegistry, item: Include, frontier: Sequence[_Doc]
+    db: Any, registry: SearchParameterRegistry, item: Include, frontier: Sequence[_Doc],
+    query: SearchQuery,
 ) -> list[_Doc]:
-    """Return the ``source_type`` resources that refer to the frontier."""
+    """Return the ``source_type`` resources that refer to the frontier (those the caller may
+    see)."""
     targets = [
         (doc["type"], doc["id"])
         for doc in frontier
@@ -88,5 +98,6 @@ async def _reverse(
     codes = _codes(registry, item)
     if not targets or not codes:
         return []
-    filter_ = revinclude_filter(item.source_type, codes, targets)
+    filter_ = all_of([revinclude_filter(item.source_type, codes, targets),
+                      visibility_filter(query.visibility, item.source_type)])
     return [doc async for doc in db["resources"].find(filter_)]

@@ -23,6 +23,7 @@ from fhir_server.errors import Gone, NotFound, NotSupported, SearchTooCostly, Ve
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo.indexes import INDEXES
+from fhir_server.storage.mongo.search_filters import NOTHING, all_of, visibility_filter
 from fhir_server.storage.mongo.writes import (
     MongoTransaction,
     PlannedWrite,
@@ -150,16 +151,31 @@ class MongoStore:
                 raise SearchTooCostly.after(self.search_timeout_s) from None
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
-        """Return a page of versions newest first; the cursor is the last ``seq`` returned."""
-        cursor = self.db["versions"].find(
-            docs.history_filter(query), sort=[("seq", -1)], limit=query.count + 1
-        )
+        """Return a page of versions newest first; the cursor is the last ``seq`` returned.
+
+        With a ``visibility``, the resources the caller may see now are found first (one
+        query; a patient's compartment is small) and their versions are read.
+        """
+        filter_ = docs.history_filter(query)
+        if query.visibility is not None:
+            filter_ = {"$and": [filter_, await self._visible_keys(query)]}
+        cursor = self.db["versions"].find(filter_, sort=[("seq", -1)], limit=query.count + 1)
         rows = [doc async for doc in cursor]
         more = len(rows) > query.count
         rows = rows[: query.count]
         next_seq = int(rows[-1]["seq"]) if more and rows else None
         entries = [docs.stored_from_version(doc) for doc in rows]
         return HistoryPage(entries, next_seq=next_seq, seqs=[int(doc["seq"]) for doc in rows])
+
+    async def _visible_keys(self, query: HistoryQuery) -> dict[str, Any]:
+        kind = query.resource_type
+        filter_ = all_of([{"type": kind} if kind else {},
+                          visibility_filter(query.visibility, kind)])
+        found: dict[str, list[str]] = {}
+        async for doc in self.db["resources"].find(filter_, projection={"type": 1, "id": 1}):
+            found.setdefault(doc["type"], []).append(doc["id"])
+        alternatives = [{"type": t, "id": {"$in": ids}} for t, ids in found.items()]
+        return {"$or": alternatives} if alternatives else NOTHING
 
     async def scan(
         self, resource_type: str | None = None, batch: int = 1000
@@ -219,14 +235,6 @@ class MongoStore:
                 await session.abort_transaction()
                 raise
             await session.commit_transaction()
-
-    async def find_ids(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
-        """Return ids of current resources matching ``params`` (outside any scope)."""
-        from fhir_server.storage.mongo.finding import find_ids
-
-        ids, _guard = await find_ids(self, resource_type, params, {})
-        return ids
-
 
 def _supports_transactions(hello: dict[str, Any]) -> bool:
     """Replica set members report ``setName``; a mongos router says ``msg: isdbgrid``."""

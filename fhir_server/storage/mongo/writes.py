@@ -12,13 +12,21 @@ with the database transaction kept as short as the writes themselves.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fhir_server.errors import Conflict, VersionConflict
+from fhir_server.search.model import SearchQuery
 from fhir_server.storage.mongo import documents as docs
+from fhir_server.storage.mongo.finding import find_ids
+from fhir_server.storage.mongo.plans import (
+    GuardWrite,
+    IndexWrite,
+    PlannedWrite,
+    VersionWrite,
+    written_keys,
+)
 from fhir_server.storage.port import StoredResource, WriteResult
 from fhir_server.storage.versions import content_equal, now_instant
 
@@ -36,57 +44,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class VersionWrite:
-    """A new version: the resource document replacing version ``previous`` (None: new).
-
-    ``previous_pk`` is the replaced document's shard key: filters carry it so that a write
-    goes to one shard, and so that MongoDB accepts a change of the owning patient.
-    """
-
-    resource: dict[str, Any]
-    previous: int | None
-    previous_pk: str | None = None
-
-
-@dataclass(frozen=True)
-class IndexWrite:
-    """A new search index for the current version ``version`` of resource ``key``."""
-
-    key: str
-    version: int
-    idx: dict[str, Any] | None
-    pk: str
-    previous_pk: str
-
-
-@dataclass(frozen=True)
-class GuardWrite:
-    """A conditional search's guard: its counter must still be ``seen`` when applied.
-
-    Two scopes that ran the same conditional search both bump the same guard, so the
-    second to apply fails instead of creating a duplicate (race-safe conditional create).
-    """
-
-    key: str
-    seen: int
-
-
-PlannedWrite = VersionWrite | IndexWrite | GuardWrite
-
-
 def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = last_updated
     resource["meta"] = meta
     return orjson.dumps(resource)
-
-
-def written_keys(plan: Sequence[PlannedWrite]) -> set[str]:
-    """Return the resources (``Type/id``) a plan writes (guards are not resources)."""
-    keys = {w.resource["_id"] for w in plan if isinstance(w, VersionWrite)}
-    return keys | {w.key for w in plan if isinstance(w, IndexWrite)}
 
 
 class MongoTransaction:
@@ -109,25 +72,19 @@ class MongoTransaction:
         doc = await self._current(resource_type, id)
         return None if doc is None else docs.stored_from_resource(doc)
 
-    async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
-        """Return ids of current resources matching ``params``, and guard the search."""
-        from fhir_server.storage.mongo.finding import find_ids
-
-        ids, guard = await find_ids(self.store, resource_type, params, self._overlay)
+    async def find(self, query: SearchQuery) -> list[str]:
+        """Return ids of current resources matching the query, and guard the search."""
+        ids, guard = await find_ids(self.store, query, self._overlay)
         self.plan.append(guard)
         return ids
 
-
-    async def find_many(
-        self, queries: Sequence[tuple[str, Sequence[tuple[str, str]]]]
-    ) -> list[list[str]]:
+    async def find_many(self, queries: Sequence[SearchQuery]) -> list[list[str]]:
         """``find`` of each query, in order (each distinct query is run, and guarded, once)."""
-        answers: dict[tuple[str, tuple[tuple[str, str], ...]], list[str]] = {}
-        for resource_type, params in queries:
-            key = (resource_type, tuple(params))
-            if key not in answers:
-                answers[key] = await self.find(resource_type, params)
-        return [list(answers[(kind, tuple(params))]) for kind, params in queries]
+        answers: dict[SearchQuery, list[str]] = {}
+        for query in queries:
+            if query not in answers:
+                answers[query] = await self.find(query)
+        return [list(answers[query]) for query in queries]
 
     async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (type, id) pairs are current resources, in one query."""
@@ -140,6 +97,25 @@ class MongoTransaction:
             )
             found.update([doc["_id"] async for doc in cursor])
         return {wanted[k] for k in found}
+
+    async def referrers(
+        self, resource_type: str, id: str, limit: int = 1
+    ) -> list[tuple[str, str]]:
+        """Other current resources whose reference rows name ``resource_type/id`` (the
+        scope's own planned writes included)."""
+        row = {"$elemMatch": {"t": resource_type, "i": id, "u": ""}}
+        found: dict[str, tuple[str, str]] = {}
+        async for doc in self.store.db["resources"].find(
+                {"idx.references": row, "deleted": False}, projection={"type": 1, "id": 1}):
+            found[doc["_id"]] = (doc["type"], doc["id"])
+        for key, doc in self._overlay.items():
+            found.pop(key, None)
+            refs = (doc.get("idx") or {}).get("references") or ()
+            if not doc["deleted"] and any(
+                    r["t"] == resource_type and r["i"] == id and not r.get("u") for r in refs):
+                found[key] = (doc["type"], doc["id"])
+        found.pop(docs.resource_key(resource_type, id), None)
+        return sorted(found.values())[:limit]
 
     async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
         """Plan version 1 of a new resource; raise ``Conflict`` if the id is taken."""

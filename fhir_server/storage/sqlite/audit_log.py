@@ -54,6 +54,7 @@ from fhir_server.search.model import (
     StringValue,
     TokenValue,
     TotalMode,
+    Visibility,
 )
 from fhir_server.search.ranges import range_predicate
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
@@ -335,14 +336,16 @@ def exists(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
 
 def history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
     """Type or instance history of AuditEvents: each event's single version, newest first."""
-    where, args = ["1"], []
+    seen, seen_args = _visible(query.visibility)
+    where, args = [seen], list(seen_args)
     for sql, value in (("id = ?", query.id), ("last_updated >= ?", query.since),
                        ("last_updated <= ?", query.at), ("seq < ?", query.before_seq)):
         if value is not None:
             where.append(sql)
             args.append(value)
     rows = conn.execute(
-        f"SELECT seq, id, last_updated, content, at FROM audit_events WHERE {' AND '.join(where)} "
+        f"SELECT seq, id, last_updated, content, at FROM audit_events a "
+        f"WHERE {' AND '.join(where)} "
         "ORDER BY seq DESC LIMIT ?", [*args, query.count + 1]).fetchall()  # fmt: skip
     more = len(rows) > query.count
     rows = rows[: query.count]
@@ -390,7 +393,20 @@ def _filter(query: SearchQuery) -> Condition:
     parts: list[Condition] = []
     if query.compartment is not None:
         parts.append(_ref_in(_PATIENT, f"Patient/{query.compartment[1]}"))
-    for clause in query.clauses:
+    parts.append(_clauses(query.clauses))
+    parts.append(_visible(query.visibility))
+    return _all(parts)
+
+
+def _all(parts: list[Condition]) -> Condition:
+    if not parts:
+        return "1", []
+    return " AND ".join(f"({s})" for s, _ in parts), [p for _, ps in parts for p in ps]
+
+
+def _clauses(clauses: Sequence[Any]) -> Condition:
+    parts: list[Condition] = []
+    for clause in clauses:
         if not isinstance(clause, Clause):
             raise BadRequest("AuditEvent searches have no chains or _has",
                              message_id="MSG_AUDIT_SEARCH")
@@ -398,9 +414,25 @@ def _filter(query: SearchQuery) -> Condition:
         sql = " OR ".join(f"({s})" for s, _ in alternatives) or "0"
         negate = clause.modifier is Modifier.NOT
         parts.append((f"NOT ({sql})" if negate else sql, [p for _, ps in alternatives for p in ps]))
-    if not parts:
+    return _all(parts)
+
+
+def _visible(seen: Visibility | None) -> Condition:
+    """``Visibility`` over the audit log: an AuditEvent is in the compartment of the patients
+    it names (R4: AuditEvent's ``patient`` parameter)."""
+    if seen is None or seen.everything:
         return "1", []
-    return " AND ".join(f"({s})" for s, _ in parts), [p for _, ps in parts for p in ps]
+    if not seen.readable(AUDIT_TYPE):
+        return "0", []
+    parts: list[Condition] = []
+    if seen.bound(AUDIT_TYPE):
+        parts.append(_ref_in(_PATIENT, f"Patient/{seen.patient}"))
+    alternatives = seen.restricted(AUDIT_TYPE)
+    if alternatives is not None:
+        options = [_clauses(clauses) for clauses in alternatives]
+        parts.append((" OR ".join(f"({s})" for s, _ in options) or "0",
+                      [p for _, ps in options for p in ps]))
+    return _all(parts)
 
 
 #: The ``audit_refs`` kinds each reference parameter looks in (see the module docstring).

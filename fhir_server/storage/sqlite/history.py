@@ -1,7 +1,9 @@
 """History queries of the embedded store (instance, type and system level).
 
 Entries come newest first in write order (``versions.seq``); the next page starts below the
-last ``seq`` returned, so pages stay stable while others write.
+last ``seq`` returned, so pages stay stable while others write. A query's ``visibility``
+keeps the versions of resources the caller may see now (``search_where``'s rule on their
+``resources`` row).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
+from fhir_server.storage.sqlite.search_where import WhereCompiler
 
 __all__ = ["fetch_page"]
 
@@ -39,6 +42,11 @@ def _conditions(query: HistoryQuery) -> tuple[list[str], list[Any]]:
     if query.before_seq is not None:
         where.append("v.seq < ?")
         args.append(query.before_seq)
+    if query.visibility is not None:
+        seen, seen_args = WhereCompiler(visibility=query.visibility).visible(
+            "r", query.resource_type)
+        where.append(f"v.rid IN (SELECT r.rid FROM resources r WHERE {seen})")
+        args.extend(seen_args)
     return where, args
 
 

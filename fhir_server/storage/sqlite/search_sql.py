@@ -81,7 +81,7 @@ def run_search(
     keys = [_sort_key(key, query, registry, unions) for key in query.sort]
     fetched = _page(conn, query, keys, cursor, unions) if query.count > 0 else []
     rows, has_next, has_prev = page_window(fetched, query.count, cursor)
-    included = _included(conn, query, registry, [int(str(row[0])) for row in rows])
+    included = _included(conn, query, registry, [int(str(row[0])) for row in rows], unions)
     return SearchResult(
         matches=tuple(row_stored(row) for row in rows),
         included=tuple(included),
@@ -102,8 +102,14 @@ def _filter(query: SearchQuery, unions: Unions) -> Condition:
             ("r.rid IN (SELECT rid FROM search_compartment WHERE patient = ?)",
              [query.compartment[1]])
         )  # fmt: skip
-    parts.append(WhereCompiler(unions).clauses(query.clauses, "r"))
+    compiler = WhereCompiler(unions, query.visibility)
+    parts.append(compiler.clauses(query.clauses, "r"))
+    parts.append(compiler.visible("r", query.resource_type or _only(query.types)))
     return " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
+
+
+def _only(types: tuple[str, ...]) -> str | None:
+    return types[0] if len(types) == 1 else None
 
 
 def _sort_key(
@@ -233,6 +239,7 @@ def _included(
     query: SearchQuery,
     registry: SearchParameterRegistry,
     match_rids: list[int],
+    unions: Unions,
 ) -> list[StoredResource]:
     """Return the resources named by ``_include``/``_revinclude``, each once, set-wise."""
     seen, found, frontier = set(match_rids), [], match_rids
@@ -240,10 +247,10 @@ def _included(
         level: list[_Row] = []
         for item in query.includes:
             if frontier and (depth == 0 or item.iterate):
-                level += _fetch_include(conn, registry, item, frontier, reverse=False)
+                level += _fetch_include(conn, registry, item, frontier, False, query, unions)
         for item in query.revincludes:
             if frontier and (depth == 0 or item.iterate):
-                level += _fetch_include(conn, registry, item, frontier, reverse=True)
+                level += _fetch_include(conn, registry, item, frontier, True, query, unions)
         frontier = []
         for row in level:
             rid = int(str(row[0]))
@@ -262,15 +269,20 @@ def _fetch_include(
     item: Include,
     rids: list[int],
     reverse: bool,
+    query: SearchQuery,
+    unions: Unions,
 ) -> list[_Row]:
     """Return the rows one include parameter adds for the resources ``rids``."""
-    return list(conn.execute(*include_sql(registry, item, rids, reverse)))
+    seen = WhereCompiler(unions, query.visibility)
+    return list(conn.execute(*include_sql(registry, item, rids, reverse, seen)))
 
 
 def include_sql(
-    registry: SearchParameterRegistry, item: Include, rids: list[int], reverse: bool
+    registry: SearchParameterRegistry, item: Include, rids: list[int], reverse: bool,
+    seen: WhereCompiler | None = None,
 ) -> tuple[str, list[object]]:
-    """The query of one include step, read from the frontier ``rids`` outwards.
+    """The query of one include step, read from the frontier ``rids`` outwards; only what
+    the caller may see (``seen.visibility``) is included.
 
     ``CROSS JOIN`` keeps SQLite's join order: without statistics the planner would rather
     scan every resource of the other type and probe the frontier for each.
@@ -292,6 +304,7 @@ def include_sql(
             f"{_CURRENT} WHERE t.rid IN (SELECT value FROM json_each(?)) AND r.type = ? "
             f"AND ref.param IN ({marks}) AND r.deleted = 0{target}"
         )
+        kind: str | None = item.source_type
     else:  # resources the frontier (of source_type) points at
         sql = (
             f"SELECT {_STORED} FROM search_reference ref CROSS JOIN resources s "
@@ -299,4 +312,8 @@ def include_sql(
             f"{_CURRENT} WHERE ref.rid IN (SELECT value FROM json_each(?)) AND s.type = ? "
             f"AND ref.param IN ({marks}) AND r.deleted = 0{target}"
         )
+        kind = item.target_type
+    seen_sql, seen_params = seen.visible("r", kind) if seen is not None else ("1", [])
+    if seen_sql != "1":
+        sql, params = f"{sql} AND ({seen_sql})", [*params, *seen_params]
     return sql, params

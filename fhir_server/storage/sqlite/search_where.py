@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TypeAlias
 
 from fhir_server.search.dates import instant_bound
+from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
     AnyClause,
     ChainClause,
@@ -30,6 +31,7 @@ from fhir_server.search.model import (
     StringValue,
     TokenValue,
     UriValue,
+    Visibility,
 )
 from fhir_server.search.normalize import absolute_target_id
 from fhir_server.search.ranges import RangePredicate, range_predicate
@@ -69,11 +71,14 @@ _VALUE_TABLES: dict[type, str] = {
 
 
 class WhereCompiler:
-    """Compiles clauses; holds the counter that names nested aliases uniquely."""
+    """Compiles clauses; holds the counter that names nested aliases uniquely, and what the
+    caller may see (``visibility``), which every chain target and ``_has`` source meets."""
 
-    def __init__(self, unions: Unions | None = None) -> None:
+    def __init__(self, unions: Unions | None = None,
+                 visibility: Visibility | None = None) -> None:
         self._aliases = itertools.count(1)
         self._unions: Unions = unions or {}
+        self.visibility = visibility
 
     def clauses(self, clauses: tuple[AnyClause, ...], alias: str) -> Condition:
         """Return the AND of ``clauses`` on the resources row ``alias``.
@@ -115,25 +120,91 @@ class WhereCompiler:
         """``code.inner``: a reference to a live target of the given types where inner holds."""
         target = f"t{next(self._aliases)}"
         inner_sql, inner_params = self.clause(clause.inner, target)
+        known = clause.target_types[0] if len(clause.target_types) == 1 else None
+        seen_sql, seen_params = self.visible(target, known)
         types = ", ".join("?" for _ in clause.target_types)
         sql = (
             f"{alias}.rid IN (SELECT ref.rid FROM search_reference ref "
             f"JOIN resources {target} ON {target}.type = ref.type AND {target}.id = ref.id "
             f"WHERE ref.param = ? AND ref.type IN ({types}) AND {target}.deleted = 0 "
-            f"AND {inner_sql})"
+            f"AND {inner_sql} AND ({seen_sql}))"
         )
-        return sql, [param_key(clause.code), *clause.target_types, *inner_params]
+        return sql, [param_key(clause.code), *clause.target_types, *inner_params, *seen_params]
 
     def has(self, clause: HasClause, alias: str) -> Condition:
         """``_has:Type:ref:inner``: a live ``Type`` resource referring here where inner holds."""
         source = f"s{next(self._aliases)}"
         inner_sql, inner_params = self.clause(clause.inner, source)
+        seen_sql, seen_params = self.visible(source, clause.resource_type)
         sql = (
             f"({alias}.type, {alias}.id) IN (SELECT ref.type, ref.id FROM search_reference ref "
             f"JOIN resources {source} ON {source}.rid = ref.rid "
-            f"WHERE ref.param = ? AND {source}.type = ? AND {source}.deleted = 0 AND {inner_sql})"
+            f"WHERE ref.param = ? AND {source}.type = ? AND {source}.deleted = 0 AND {inner_sql} "
+            f"AND ({seen_sql}))"
         )
-        return sql, [param_key(clause.reference), clause.resource_type, *inner_params]
+        return sql, [param_key(clause.reference), clause.resource_type, *inner_params,
+                     *seen_params]
+
+    def visible(self, alias: str, kind: str | None) -> Condition:
+        """Return "the caller may see the resources row ``alias``" (of type ``kind``, or of
+        any type when None): ``Visibility`` as SQL (the rule is stated there)."""
+        seen = self.visibility
+        if seen is None or seen.everything:
+            return "1", []
+        if kind is not None:
+            return self._visible_of_type(seen, alias, kind)
+        parts: list[Condition] = []
+        if seen.types is not None:
+            parts.append(_in(f"{alias}.type", sorted(seen.types)))
+        if seen.patient is not None:
+            parts.append(_compartment_rule(alias, seen))
+        own_entries = sorted(kind for kind, _ in seen.restrictions if kind != "*")
+        for restricted, alternatives in seen.restrictions:
+            exempt: Condition = (_in(f"{alias}.type", own_entries) if restricted == "*"
+                                 else (f"{alias}.type <> ?", [restricted]))
+            parts.append(_join(" OR ", [exempt, self._alternatives(alternatives, alias)], "1"))
+        return _join(" AND ", parts, "1")
+
+    def _visible_of_type(self, seen: Visibility, alias: str, kind: str) -> Condition:
+        if not seen.readable(kind):
+            return "0", []
+        parts: list[Condition] = []
+        if seen.bound(kind):
+            parts.append(_in_compartment(alias, kind in compartment_types(), str(seen.patient)))
+        alternatives = seen.restricted(kind)
+        if alternatives is not None:
+            parts.append(self._alternatives(alternatives, alias))
+        return _join(" AND ", parts, "1")
+
+    def _alternatives(self, alternatives: tuple[tuple[AnyClause, ...], ...],
+                      alias: str) -> Condition:
+        return _join(" OR ", [self.clauses(clauses, alias) for clauses in alternatives], "0")
+
+
+def _in(column: str, values: list[str]) -> Condition:
+    return f"{column} IN ({', '.join('?' for _ in values) or 'NULL'})", [*values]
+
+
+def _in_compartment(alias: str, patient_data: bool, patient: str) -> Condition:
+    """A type of the Patient compartment: in this patient's; any other type: in nobody
+    else's (a Binary about another patient)."""
+    if patient_data:
+        return f"{alias}.rid IN (SELECT rid FROM search_compartment WHERE patient = ?)", [patient]
+    return (f"NOT EXISTS (SELECT 1 FROM search_compartment c WHERE c.rid = {alias}.rid "
+            f"AND c.patient <> ?)", [patient])  # fmt: skip
+
+
+def _compartment_rule(alias: str, seen: Visibility) -> Condition:
+    """``_in_compartment`` for a row of any type; ``unbound`` types are exempt."""
+    patient, types = str(seen.patient), sorted(compartment_types())
+    own = _in_compartment(alias, True, patient)
+    nobody_else = _in_compartment(alias, False, patient)
+    type_in, type_params = _in(f"{alias}.type", types)
+    rules = [(f"{type_in} AND {own[0]}", [*type_params, *own[1]]),
+             (f"NOT {type_in} AND {nobody_else[0]}", [*type_params, *nobody_else[1]])]
+    if seen.unbound:
+        rules.insert(0, _in(f"{alias}.type", sorted(seen.unbound)))
+    return _join(" OR ", rules, "0")
 
 
 _RANKS: dict[ParamType, int] = {

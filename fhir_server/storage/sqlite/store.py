@@ -30,7 +30,7 @@ from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
 from fhir_server.storage.sqlite import audit_log, history, writes
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
-from fhir_server.storage.sqlite.search_sql import find_ids, run_search
+from fhir_server.storage.sqlite.search_sql import run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys, drop_deferrable_indexes
 
 __all__ = ["SqliteStore", "StorageBusy"]
@@ -759,16 +759,6 @@ class SqliteStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.002)
 
-    async def find_many(
-        self, queries: Sequence[tuple[str, Sequence[tuple[str, str]]]]
-    ) -> list[list[str]]:
+    async def find_many(self, queries: Sequence[SearchQuery]) -> list[list[str]]:
         """``find_many`` on the committed data (the reader connection), outside any lock."""
         return await writes.SqliteTransaction(self.reader, self).find_many(queries)
-
-    def find_ids_in(self, conn: sqlite3.Connection, resource_type: str,
-                    params: Sequence[tuple[str, str]]) -> list[str]:
-        """Return ids of current resources matching ``params``, on ``conn``."""
-        from fhir_server.search.parse import parse_search
-
-        parsed = parse_search(resource_type, list(params), self.registry, strict=True)
-        return find_ids(conn, parsed.query, self.unions)

@@ -14,14 +14,37 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fhir_server.errors import Conflict, MethodNotAllowed, VersionConflict
+from fhir_server.search.model import (
+    Clause,
+    ParamType,
+    SearchQuery,
+    TokenValue,
+)
 from fhir_server.storage.port import StoredResource, WriteResult
 from fhir_server.storage.sqlite import audit_log
 from fhir_server.storage.sqlite.offload import run_to_end
+from fhir_server.storage.sqlite.search_sql import find_ids
 from fhir_server.storage.sqlite.search_tables import param_key, system_key
 from fhir_server.storage.versions import content_equal, now_instant
 
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite.store import SqliteStore
+
+
+def _identifier_key(query: SearchQuery) -> tuple[str, int, str] | None:
+    """``(type, system key, value)`` of a plain ``identifier=system|value`` query seen by
+    everyone (a Bundle's conditional criteria), else None."""
+    if query.visibility is not None or query.compartment is not None or len(query.clauses) != 1:
+        return None
+    clause = query.clauses[0]
+    if (not isinstance(clause, Clause) or clause.code != "identifier" or clause.modifier
+            or clause.type is not ParamType.TOKEN or len(clause.values) != 1
+            or query.resource_type is None):
+        return None
+    value = clause.values[0]
+    if not isinstance(value, TokenValue) or not value.system or not value.code:
+        return None
+    return query.resource_type, system_key(value.system), value.code
 
 __all__ = ["SqliteTransaction", "identifiers_sql", "scan"]
 
@@ -85,23 +108,21 @@ class SqliteTransaction:
             resource_type, id, version, last_updated, content or b"", method, bool(deleted)
         )
 
-    async def find(self, resource_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
-        """Return ids of current resources matching ``params`` (full search semantics)."""
+    async def find(self, query: SearchQuery) -> list[str]:
+        """Return ids of current resources matching the query (full search semantics)."""
         self.flush()
-        return self.store.find_ids_in(self.conn, resource_type, params)
+        return sorted(find_ids(self.conn, query, self.store.unions))
 
-    async def find_many(
-        self, queries: Sequence[tuple[str, Sequence[tuple[str, str]]]]
-    ) -> list[list[str]]:
+    async def find_many(self, queries: Sequence[SearchQuery]) -> list[list[str]]:
         """``find`` for many queries at once: ``identifier=system|value`` criteria (what a
         hospital push uses for every entry) in one statement per 200, others one by one."""
         self.flush()
         results: list[list[str] | None] = [None] * len(queries)
         wanted: dict[tuple[str, int, str], list[int]] = {}
-        for position, (resource_type, params) in enumerate(queries):
-            key = self._identifier_key(resource_type, params)
+        for position, query in enumerate(queries):
+            key = _identifier_key(query)
             if key is None:
-                results[position] = self.store.find_ids_in(self.conn, resource_type, params)
+                results[position] = sorted(find_ids(self.conn, query, self.store.unions))
             else:
                 wanted.setdefault(key, []).append(position)
         keys = list(wanted)
@@ -119,20 +140,6 @@ class SqliteTransaction:
                 results[position] = sorted(set(found[key]))
         return [r if r is not None else [] for r in results]
 
-    def _identifier_key(
-        self, resource_type: str, params: Sequence[tuple[str, str]]
-    ) -> tuple[str, int, str] | None:
-        """``(type, system key, value)`` of a plain ``identifier=system|value``, else None."""
-        if len(params) != 1 or params[0][0] != "identifier":
-            return None
-        system, bar, value = params[0][1].partition("|")
-        if not bar or not system or not value or any(c in params[0][1] for c in ",\\$"):
-            return None
-        registry = self.store.registry
-        if registry is None or registry.get(resource_type, "identifier") is None:
-            return None
-        return resource_type, system_key(system), value
-
     async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (type, id) pairs are current resources, in one query per 400 keys."""
         found: set[tuple[str, str]] = set()
@@ -149,6 +156,18 @@ class SqliteTransaction:
                 f"(VALUES {values})", args).fetchall()
             found.update((t, i) for t, i in rows)
         return found
+
+    async def referrers(
+        self, resource_type: str, id: str, limit: int = 1
+    ) -> list[tuple[str, str]]:
+        """Other current resources whose reference rows name ``resource_type/id``."""
+        self.flush()
+        rows = self.conn.execute(
+            "SELECT DISTINCT s.type, s.id FROM search_reference ref JOIN resources s "
+            "ON s.rid = ref.rid WHERE ref.id = ? AND ref.type = ? AND ref.url = '' "
+            "AND s.deleted = 0 AND NOT (s.type = ? AND s.id = ?) LIMIT ?",
+            (id, resource_type, resource_type, id, limit)).fetchall()
+        return [(str(kind), str(rid)) for kind, rid in rows]
 
     async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
         """Insert version 1 of a new resource; raise ``Conflict`` if the id is taken."""

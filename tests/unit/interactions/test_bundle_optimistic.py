@@ -10,10 +10,14 @@ import orjson
 import pytest
 
 from fhir_server.interactions.bundle import process_bundle
-from fhir_server.interactions.context import Services
+from fhir_server.interactions.context import Outcome, Services
 from fhir_server.loader import open_services
+from fhir_server.router.door import EntryDoor
+from fhir_server.security.audit import AuditNote
+from fhir_server.security.caller import SERVER
 from fhir_server.settings import Settings
 from fhir_server.synthetic import generate
+from tests.builders import criteria
 
 
 @pytest.fixture
@@ -21,6 +25,12 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
     settings = Settings(data_dir=tmp_path / "data", seed_search_parameters=False)
     async with open_services(settings) as opened:
         yield opened
+
+
+async def push(services: Services, bundle: dict[str, Any]) -> Outcome:
+    """A transaction Bundle through the Bundle processing, as the server itself."""
+    return await process_bundle(services, bundle, EntryDoor(services, SERVER),
+                                AuditNote("transaction"))
 
 
 def _visits(tmp_path: Path, count: int) -> list[dict[str, Any]]:
@@ -49,7 +59,7 @@ async def test_a_new_visit_is_indexed_outside_the_write_lock(
 ) -> None:
     bundle = _visits(tmp_path, 1)[0]
     calls = _count_index_calls(services, monkeypatch)
-    outcome = await process_bundle(services, bundle)
+    outcome = await push(services, bundle)
     assert outcome.status == 200
     assert calls and set(calls) == {"outside"}
 
@@ -65,7 +75,7 @@ def _stale_finds(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def _encounters_of(services: Services, patient_id: str) -> list[str]:
     async with services.store.transaction() as tx:
-        return await tx.find("Encounter", [("subject", f"Patient/{patient_id}")])
+        return await tx.find(criteria("Encounter", [("subject", f"Patient/{patient_id}")]))
 
 
 async def test_a_stale_optimistic_patient_is_patched_into_the_index_not_recomputed(
@@ -76,12 +86,12 @@ async def test_a_stale_optimistic_patient_is_patched_into_the_index_not_recomput
     references, so their indexes are patched (no indexing under the lock), and the Encounter
     is found by its patient."""
     first, second = _visits(tmp_path, 2)[:2]
-    await process_bundle(services, first)
+    await push(services, first)
     patient_entry = next(e for e in first["entry"] if e["resource"]["resourceType"] == "Patient")
     second["entry"][0] = {**patient_entry, "fullUrl": second["entry"][0]["fullUrl"]}
     _stale_finds(services, monkeypatch)
     calls = _count_index_calls(services, monkeypatch)
-    outcome = await process_bundle(services, second)
+    outcome = await push(services, second)
     assert outcome.body is not None
     assert calls and "in lock" not in calls
     assert outcome.body["entry"][0]["response"]["status"] == "200 OK"  # the existing one
@@ -93,9 +103,10 @@ def test_the_precomputed_index_is_kept_patched_or_dropped() -> None:
     """Same resolution: its index. Differing only in renamed references: the patched index.
     Anything else (here the resource's own id, or another reference): none, so the index is
     computed again."""
-    from types import SimpleNamespace
-
-    from fhir_server.interactions.bundle_exec import precomputed_index, resolution_signature
+    from fhir_server.interactions.bundle_entries import Entry, Optimistic
+    from fhir_server.interactions.bundle_exec import precomputed_index
+    from fhir_server.interactions.references import references_in
+    from fhir_server.router.request import FhirRequest
     from fhir_server.search.model import SearchIndex
 
     planned = {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"},
@@ -103,13 +114,13 @@ def test_the_precomputed_index_is_kept_patched_or_dropped() -> None:
     index = SearchIndex("Encounter", "e1", references=(("subject", "Patient", "p1", ""),),
                         compartments=("p1",))
     renames = {"Patient/p1": "Patient/p0"}
-    signature = resolution_signature(SimpleNamespace(resource=planned, extra={}))
+    signature = ("e1", ("Patient/p1", "Organization/o1"))
 
-    def entry(resource: dict[str, Any], renamed: dict[str, str] | None = None) -> Any:
-        extra: dict[str, Any] = {"optimistic": (signature, index)}
-        if renamed:
-            extra["renames"] = renamed
-        return SimpleNamespace(resource=resource, extra=extra)
+    def entry(resource: dict[str, Any], renamed: dict[str, str] | None = None) -> Entry:
+        found = Entry(0, FhirRequest("POST", "create", "Encounter"), resource=resource,
+                      holders=references_in(resource), renames=renamed or {})
+        found.optimistic = Optimistic("Encounter/e1", signature, index)
+        return found
 
     assert precomputed_index(entry(orjson.loads(orjson.dumps(planned)))) is index
     found = {**planned, "subject": {"reference": "Patient/p0"}}
@@ -126,25 +137,27 @@ async def test_resolving_outside_the_lock_leaves_the_entries_as_they_were(
     services: Services, tmp_path: Path
 ) -> None:
     """The optimistic resolution runs on the entries themselves and is undone: afterwards
-    each entry has its own id, extras, resource id and references back (with the signature
-    and index it planned kept aside, and the id a conditional PUT would create), so the
-    resolution under the lock starts from the Bundle as it was posted."""
+    each entry's write has its own target, criteria and resource back (id and references),
+    with what it planned kept aside in ``optimistic``, so the resolution under the lock
+    starts from the Bundle as it was posted."""
     from fhir_server.interactions import bundle
-    from fhir_server.interactions.bundle_exec import optimistic_indexes, reference_holders
+    from fhir_server.interactions.bundle_entries import parse_entry
+    from fhir_server.interactions.bundle_exec import optimistic_indexes
 
     posted = _visits(tmp_path, 1)[0]
-    entries = bundle._plan(services, posted)
+    door = EntryDoor(services, SERVER)
+    entries = [parse_entry(i, e, services.base_url) for i, e in enumerate(posted["entry"])]
     for entry in entries:
-        bundle._prepare(services, entry)
-    before = [(e.id, dict(e.extra), orjson.dumps(e.resource))
-              for e in entries]
+        await bundle._prepare(services, door, entry, transaction=True)
+
+    def state(entry: Any) -> tuple[Any, ...]:
+        write = entry.write
+        return (write.id, write.criteria, write.if_none_exist, entry.existing,
+                orjson.dumps(entry.resource))
+
+    before = [state(e) for e in entries]
     await optimistic_indexes(services, entries)
-    urns = [h["reference"] for e in entries for h in reference_holders(e)]
+    urns = [h["reference"] for e in entries for h in e.holders]
     assert any(r.startswith("urn:uuid:") for r in urns)  # not rewritten to Type/id
-    for entry, (id, extra, resource) in zip(entries, before, strict=True):
-        assert entry.id == id
-        assert orjson.dumps(entry.resource) == resource
-        planned = {k: v for k, v in entry.extra.items() if k not in extra}
-        assert set(planned) <= {"copy_target", "optimistic", "fresh_id"}
-        assert {k: entry.extra[k] for k in extra} == extra
-    assert sum("optimistic" in e.extra for e in entries) == len(entries)
+    assert [state(e) for e in entries] == before
+    assert all(e.optimistic is not None and e.optimistic.index is not None for e in entries)

@@ -11,15 +11,16 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from fhir_server.errors import MethodNotAllowed
+from fhir_server.search.indexing import compartment_patients
+from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.audit import (
     TOKEN_ISSUANCE,
     AuditTrail,
     audit_event,
-    is_protected,
     outcome_for_status,
-    refuse_protected,
 )
-from fhir_server.security.policy import in_patient_compartment
+from fhir_server.security.caller import Caller
+from fhir_server.security.policy import AccessRequest, authorize
 from fhir_server.security.scopes import parse_scopes
 from fhir_server.security.tokens import AccessContext
 
@@ -106,8 +107,8 @@ def test_a_patients_read_names_the_patient_as_agent_and_entity() -> None:
     assert event["recorded"] == "2026-03-01T08:30:00.000Z"
     roles = {e["what"]["reference"]: e["role"]["code"] for e in event["entity"]}
     assert roles == {"Patient/123": "1", "Observation/o1/_history/2": "4"}
-    assert in_patient_compartment(event, "123")  # found by AuditEvent?patient=Patient/123
-    assert not in_patient_compartment(event, "124")
+    # found by AuditEvent?patient=Patient/123, and in that patient's compartment
+    assert compartment_patients(event, SearchParameterRegistry.load()) == {"123"}
 
 
 def test_a_hospital_write_names_the_client_and_the_organization_it_acts_for() -> None:
@@ -149,23 +150,27 @@ def test_each_audit_event_has_its_own_id() -> None:
         ("AuditEvent", "update", True),
         ("AuditEvent", "patch", True),
         ("AuditEvent", "delete", True),
-        ("AuditEvent", "conditional-delete", True),
         ("AuditEvent", "read", False),
         ("AuditEvent", "search-type", False),
         ("AuditEvent", "create", False),
         ("Observation", "delete", False),
     ],
 )
-def test_audit_events_cannot_be_updated_or_deleted(
-    resource_type: str, interaction: str, protected: bool
+@pytest.mark.parametrize("caller", [Caller(), Caller(scopes=parse_scopes("system/*.cruds"),
+                                                     verified=True)])
+def test_audit_events_cannot_be_updated_or_deleted_by_anyone(
+    resource_type: str, interaction: str, protected: bool, caller: Caller
 ) -> None:
-    assert is_protected(resource_type, interaction) is protected
+    """The access policy answers 405 to a change of an AuditEvent, whoever asks (the server
+    itself included); everything else is left to the scopes."""
+    registry = SearchParameterRegistry.load()
+    request = AccessRequest(interaction, resource_type, "e1")
     if protected:
         with pytest.raises(MethodNotAllowed) as caught:
-            refuse_protected(resource_type, interaction)
+            authorize(caller, request, registry)
         assert caught.value.message_id == "MSG_AUDIT_IMMUTABLE"
     else:
-        refuse_protected(resource_type, interaction)
+        authorize(caller, request, registry)
 
 
 # -- the batched trail -------------------------------------------------------------------------

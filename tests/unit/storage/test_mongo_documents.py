@@ -23,6 +23,7 @@ from fhir_server.storage.mongo.filters import clause_filter, query_filter
 from fhir_server.storage.mongo.finding import guard_key, search_index
 from fhir_server.storage.mongo.indexes import INDEXES
 from fhir_server.storage.port import HistoryQuery, StoredResource
+from tests.builders import criteria
 
 CCCD = "http://fhir.ehealth.gov.vn/core/sid/national_id"
 
@@ -325,7 +326,7 @@ def test_query_filter_combines_type_compartment_and_clauses() -> None:
 
 
 def test_guard_key_ignores_parameter_order() -> None:
-    one = guard_key("Patient", [("identifier", "a|1"), ("gender", "male")])
-    other = guard_key("Patient", [("gender", "male"), ("identifier", "a|1")])
-    assert one == other != guard_key("Patient", [("identifier", "a|2")])
+    one = guard_key(criteria("Patient", [("identifier", "a|1"), ("gender", "male")]))
+    other = guard_key(criteria("Patient", [("gender", "male"), ("identifier", "a|1")]))
+    assert one == other != guard_key(criteria("Patient", [("identifier", "a|2")]))
     assert one.startswith("Patient?")

@@ -18,7 +18,7 @@ from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 from fhir_server.storage.mongo.indexes import INDEXES
 from fhir_server.storage.mongo.store import MongoStore, TransactionsUnavailable
-from tests.builders import CCCD_SYSTEM, observation, patient
+from tests.builders import CCCD_SYSTEM, criteria, observation, patient
 from tests.contract.mongo_fake import FakeMongoClient
 
 
@@ -95,9 +95,9 @@ async def test_concurrent_conditional_creates_of_one_identifier_create_one_resou
     search = [("identifier", f"{CCCD_SYSTEM}|001090012345")]
     with pytest.raises(VersionConflict) as raised:
         async with store.transaction() as slow:
-            assert await slow.find("Patient", search) == []
+            assert await slow.find(criteria("Patient", search)) == []
             async with store.transaction() as fast:
-                assert await fast.find("Patient", search) == []
+                assert await fast.find(criteria("Patient", search)) == []
                 await fast.create({**patient(), "id": "fast"}, None)
             await slow.create({**patient(), "id": "slow"}, None)
     assert raised.value.message_id == "MSG_CONDITIONAL_RACE"

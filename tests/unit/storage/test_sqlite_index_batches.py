@@ -15,7 +15,7 @@ from fhir_server.settings import Settings
 from fhir_server.storage.sqlite import search_tables
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL
 from fhir_server.storage.sqlite.store import SqliteStore
-from tests.builders import patient
+from tests.builders import criteria, patient
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "visit-bundle.json"
 TABLES = ("search_string", "search_token", "search_text", "search_date", "search_number",
@@ -63,7 +63,8 @@ async def test_a_scope_s_kept_back_rows_are_seen_by_its_own_finds_and_written_at
             first = {**patient(cccd="001085000001"), "id": "p1"}
             await tx.create(first, index_resource(first, store.registry))
             assert tx._fresh  # kept back...
-            assert await tx.find("Patient", [("identifier", identifier)]) == ["p1"]  # ...not lost
+            found_now = await tx.find(criteria("Patient", [("identifier", identifier)]))
+            assert found_now == ["p1"]  # ...not lost
             assert not tx._fresh
             second = {**patient(cccd="001085000002"), "id": "p2"}
             await tx.create(second, index_resource(second, store.registry))
@@ -72,8 +73,8 @@ async def test_a_scope_s_kept_back_rows_are_seen_by_its_own_finds_and_written_at
             await tx.delete("Patient", "p3")  # rows of a resource made in this scope go too
         async with store.transaction() as tx:
             found = await tx.find_many([
-                ("Patient", [("identifier", identifier[:-1] + "2")]),
-                ("Patient", [("identifier", identifier[:-1] + "3")]),
+                criteria("Patient", [("identifier", identifier[:-1] + "2")]),
+                criteria("Patient", [("identifier", identifier[:-1] + "3")]),
             ])
     finally:
         await store.close()

@@ -1,0 +1,255 @@
+"""One function per route of the table: the ``FhirRequest`` turned into one interaction call,
+and its outcome into a ``FhirResponse``. Each receives the ``Access`` the policy decided for
+the request; none can be reached without one (``router.door`` is the only caller)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import BadRequest, NotFound, UnsupportedMediaType
+from fhir_server.interactions import read, search
+from fhir_server.interactions.capabilities import capability_statement
+from fhir_server.interactions.context import Services
+from fhir_server.interactions.create import prepare_create
+from fhir_server.interactions.delete import prepare_conditional_delete, prepare_delete
+from fhir_server.interactions.history import HistoryRequest, history
+from fhir_server.interactions.patch import prepare_conditional_patch, prepare_patch
+from fhir_server.interactions.preconditions import parse_version_tag
+from fhir_server.interactions.update import prepare_conditional_update, prepare_update
+from fhir_server.interactions.write import Write, run_write
+from fhir_server.operations import find_operation
+from fhir_server.operations.parameters import OperationInput
+from fhir_server.resources import parse_json
+from fhir_server.router.request import FhirRequest, FhirResponse
+from fhir_server.router.responses import not_modified, version_headers, write_response
+from fhir_server.security.audit import AuditNote
+from fhir_server.security.policy import Access
+
+__all__ = ["JSON_TYPES", "ROUTE_HANDLERS", "RouteHandler", "json_body", "operation_level"]
+
+RouteHandler = Callable[[Services, FhirRequest, Access, AuditNote], Awaitable[FhirResponse]]
+JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
+PATCH_TYPES = frozenset({"application/json-patch+json"})
+
+
+def _media(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def json_body(request: FhirRequest, types: frozenset[str] = JSON_TYPES) -> Any:
+    """The request's JSON body: as parsed by whoever built the request, or parsed here from
+    ``raw`` (415 for another content type, 400 for no body or invalid JSON)."""
+    if request.body is not None:
+        return request.body
+    if request.raw is None:
+        raise BadRequest("The request has no body", message_id="MSG_BODY_MISSING")
+    if _media(request.content_type) not in types:
+        raise UnsupportedMediaType(
+            f"Content-Type '{request.content_type or '(none)'}' is not supported here. "
+            f"Send one of: {', '.join(sorted(types))}.", message_id="MSG_UNSUPPORTED_MEDIA_TYPE")
+    if types is PATCH_TYPES:
+        return parse_json(b'{"value":' + request.raw + b"}")["value"]
+    return parse_json(request.raw)
+
+
+def _resource(request: FhirRequest) -> dict[str, Any]:
+    body = json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object", message_id="MSG_JSON_OBJECT")
+    return body
+
+
+def _if_match(request: FhirRequest) -> int | None:
+    return parse_version_tag(request.if_match) if request.if_match is not None else None
+
+
+def _type(request: FhirRequest) -> str:
+    assert request.resource_type is not None
+    return request.resource_type
+
+
+def _id(request: FhirRequest) -> str:
+    assert request.id is not None
+    return request.id
+
+
+async def _capabilities(services: Services, request: FhirRequest, access: Access,
+                        note: AuditNote) -> FhirResponse:
+    """GET [base]/metadata: the CapabilityStatement (built once; ~8 ms each time otherwise)."""
+    if services.capabilities is None:
+        services.capabilities = orjson.dumps(capability_statement(services))
+    return FhirResponse(200, services.capabilities)
+
+
+async def _read(services: Services, request: FhirRequest, access: Access,
+                note: AuditNote) -> FhirResponse:
+    """GET [type]/[id]: read (304 when If-None-Match / If-Modified-Since hold)."""
+    stored = (await read.read(services, access, _type(request), _id(request))).stored
+    assert stored is not None
+    _note_stored(note, access, stored.content)
+    headers = version_headers(stored, services.base_url, location=False)
+    if not_modified(request, stored):
+        return FhirResponse(304, None, headers, stored)
+    return FhirResponse(200, stored.content, headers, stored)
+
+
+async def _vread(services: Services, request: FhirRequest, access: Access,
+                 note: AuditNote) -> FhirResponse:
+    """GET [type]/[id]/_history/[vid]: vread."""
+    outcome = await read.vread(services, access, _type(request), _id(request),
+                               str(request.version))
+    stored = outcome.stored
+    assert stored is not None
+    _note_stored(note, access, stored.content)
+    return FhirResponse(200, stored.content,
+                        version_headers(stored, services.base_url, location=False), stored)
+
+
+def _note_stored(note: AuditNote, access: Access, content: bytes) -> None:
+    if note.enabled:
+        note.read([orjson.loads(content)], access.patients_of)
+
+
+def _note_bundle(note: AuditNote, access: Access, bundle: dict[str, Any]) -> None:
+    if note.enabled:
+        resources = (e["resource"] for e in bundle.get("entry") or ()
+                     if isinstance(e.get("resource"), dict))
+        note.read(resources, access.patients_of)
+
+
+async def _search(services: Services, request: FhirRequest, access: Access,
+                  note: AuditNote) -> FhirResponse:
+    """GET [type]?, POST [type]/_search, GET [base]?_type=, GET Patient/[id]/[type]?."""
+    compartment = None
+    if request.route == "search-compartment":
+        if request.compartment != "Patient":
+            raise NotFound(f"Compartment {request.compartment} is not supported",
+                           message_id="MSG_COMPARTMENT_UNKNOWN")
+        compartment = ("Patient", _id(request))
+    settings = services.settings
+    bundle = await search.search(
+        services.store, services.registry, services.base_url, request.resource_type,
+        list(request.params), strict=request.prefer.strict, compartment=compartment,
+        default_count=settings.default_count, max_count=settings.max_count,
+        visibility=access.visibility)
+    _note_bundle(note, access, bundle)
+    return FhirResponse(200, bundle)
+
+
+async def _history(services: Services, request: FhirRequest, access: Access,
+                   note: AuditNote) -> FhirResponse:
+    """GET [base]/_history, [type]/_history, [type]/[id]/_history."""
+    target = HistoryRequest(request.resource_type, request.id)
+    outcome = await history(services, access, target, dict(request.params))
+    body = outcome.body or {}
+    _note_bundle(note, access, body)
+    return FhirResponse(200, body)
+
+
+async def _written(services: Services, request: FhirRequest, write: Write,
+                   note: AuditNote) -> FhirResponse:
+    outcome = await run_write(services, write, note)
+    if outcome.status == 204:
+        return FhirResponse(204)
+    return write_response(request, outcome, services.base_url)
+
+
+async def _create(services: Services, request: FhirRequest, access: Access,
+                  note: AuditNote) -> FhirResponse:
+    """POST [type]: create, or conditional create with If-None-Exist."""
+    write = prepare_create(services, access, _type(request), _resource(request),
+                           request.if_none_exist)
+    return await _written(services, request, write, note)
+
+
+async def _update(services: Services, request: FhirRequest, access: Access,
+                  note: AuditNote) -> FhirResponse:
+    """PUT [type]/[id]: update or update-as-create."""
+    write = prepare_update(services, access, _type(request), _id(request), _resource(request),
+                           _if_match(request))
+    return await _written(services, request, write, note)
+
+
+async def _conditional_update(services: Services, request: FhirRequest, access: Access,
+                              note: AuditNote) -> FhirResponse:
+    """PUT [type]?[search]: conditional update."""
+    resource = _resource(request)
+    write = prepare_conditional_update(services, access, _type(request), request.params,
+                                       resource, _if_match(request))
+    return await _written(services, request, write, note)
+
+
+async def _patch(services: Services, request: FhirRequest, access: Access,
+                 note: AuditNote) -> FhirResponse:
+    """PATCH [type]/[id] with a JSON Patch document."""
+    operations = json_body(request, PATCH_TYPES)
+    write = await prepare_patch(services, access, _type(request), _id(request), operations,
+                                _if_match(request))
+    return await _written(services, request, write, note)
+
+
+async def _conditional_patch(services: Services, request: FhirRequest, access: Access,
+                             note: AuditNote) -> FhirResponse:
+    """PATCH [type]?[search] with a JSON Patch document."""
+    operations = json_body(request, PATCH_TYPES)
+    write = prepare_conditional_patch(services, access, _type(request), request.params,
+                                      operations)
+    return await _written(services, request, write, note)
+
+
+async def _delete(services: Services, request: FhirRequest, access: Access,
+                  note: AuditNote) -> FhirResponse:
+    """DELETE [type]/[id]."""
+    write = prepare_delete(access, _type(request), _id(request), _if_match(request))
+    return await _written(services, request, write, note)
+
+
+async def _conditional_delete(services: Services, request: FhirRequest, access: Access,
+                              note: AuditNote) -> FhirResponse:
+    """DELETE [type]?[search]: conditional delete of a single match."""
+    write = prepare_conditional_delete(services, access, _type(request), request.params)
+    return await _written(services, request, write, note)
+
+
+def operation_level(request: FhirRequest) -> str:
+    """``instance``, ``type`` or ``system``: where an operation is invoked."""
+    return "instance" if request.id else "type" if request.resource_type else "system"
+
+
+async def _operation(services: Services, request: FhirRequest, access: Access,
+                     note: AuditNote) -> FhirResponse:
+    """[base]/$op, [type]/$op, [type]/[id]/$op: dispatch to ``operations.OPERATIONS``."""
+    operation = find_operation(operation_level(request), request.resource_type or "*",
+                               str(request.operation))
+    assert operation is not None  # the door answered 404 for an unknown operation
+    body = json_body(request) if request.method == "POST" else None
+    call = OperationInput.from_request(request.resource_type, request.id, list(request.params),
+                                       body)
+    outcome = await operation(services, access, call)
+    if outcome.body is not None:
+        _note_bundle(note, access, outcome.body)
+    return FhirResponse(outcome.status, outcome.body)
+
+
+ROUTE_HANDLERS: dict[str, RouteHandler] = {
+    "capabilities": _capabilities,
+    "read": _read,
+    "vread": _vread,
+    "search-type": _search,
+    "search-system": _search,
+    "search-compartment": _search,
+    "history-instance": _history,
+    "history-type": _history,
+    "history-system": _history,
+    "create": _create,
+    "update": _update,
+    "conditional-update": _conditional_update,
+    "patch": _patch,
+    "conditional-patch": _conditional_patch,
+    "delete": _delete,
+    "conditional-delete": _conditional_delete,
+    "operation": _operation,
+}

@@ -1,0 +1,70 @@
+"""The caller of a request: who it is and what the verified token lets it do.
+
+One value per request, built by whatever brought the request (the HTTP adapter from the
+bearer token, ``fhir-server load`` for itself) and passed down the request path; nothing reads
+it from a context variable. The access policy (``security.policy``) decides with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fhir_server.security.scopes import Scope
+from fhir_server.security.tokens import AccessContext
+
+__all__ = ["SERVER", "Caller"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: the token's subject and issuer, its scopes, the patient it is bound to,
+    the facility (``Organization/...``) and client it acts for, the user (``fhirUser``) and
+    the network address.
+
+    ``scopes`` None means no limit: access control is off (development), or the caller is
+    the server's own tooling. ``verified`` tells whether a token was presented (what the
+    AuditEvent's agent can name).
+    """
+
+    subject: str = "fhir-server"
+    issuer: str = ""
+    scopes: tuple[Scope, ...] | None = None
+    client_id: str | None = None
+    patient_id: str | None = None
+    organization: str | None = None
+    fhir_user: str | None = None
+    token_id: str | None = None
+    address: str | None = None
+    verified: bool = False
+
+    @classmethod
+    def from_token(cls, context: AccessContext, address: str | None = None) -> Caller:
+        """The caller of a verified token (its patient id already resolved).
+
+        A user who is a patient (``fhirUser`` ``Patient/123``) without a patient in the
+        launch context is bound to their own record.
+        """
+        patient_id = context.patient_id
+        user = context.fhir_user or ""
+        if patient_id is None and user.startswith("Patient/"):
+            patient_id = user.split("/")[1] or None
+        return cls(
+            subject=context.subject, issuer=context.issuer, scopes=context.scopes,
+            client_id=context.client_id, patient_id=patient_id,
+            organization=context.organization, fhir_user=context.fhir_user,
+            token_id=context.token_id, address=address, verified=True,
+        )
+
+    @classmethod
+    def anonymous(cls, address: str | None = None) -> Caller:
+        """A caller without a token on a server whose access control is off."""
+        return cls(address=address)
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether nothing limits the caller (access control off, or the server itself)."""
+        return self.scopes is None
+
+
+SERVER = Caller()
+"""The server's own tooling (loader, start-up seeding): no limit, audited as itself."""

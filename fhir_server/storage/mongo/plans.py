@@ -1,0 +1,55 @@
+"""The writes a MongoDB scope plans: new versions, new indexes and guards of conditional
+searches (see ``writes``, which plans them, and ``apply_writes``, which performs them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["GuardWrite", "IndexWrite", "PlannedWrite", "VersionWrite", "written_keys"]
+
+
+@dataclass(frozen=True)
+class VersionWrite:
+    """A new version: the resource document replacing version ``previous`` (None: new).
+
+    ``previous_pk`` is the replaced document's shard key: filters carry it so that a write
+    goes to one shard, and so that MongoDB accepts a change of the owning patient.
+    """
+
+    resource: dict[str, Any]
+    previous: int | None
+    previous_pk: str | None = None
+
+
+@dataclass(frozen=True)
+class IndexWrite:
+    """A new search index for the current version ``version`` of resource ``key``."""
+
+    key: str
+    version: int
+    idx: dict[str, Any] | None
+    pk: str
+    previous_pk: str
+
+
+@dataclass(frozen=True)
+class GuardWrite:
+    """A conditional search's guard: its counter must still be ``seen`` when applied.
+
+    Two scopes that ran the same conditional search both bump the same guard, so the
+    second to apply fails instead of creating a duplicate (race-safe conditional create).
+    """
+
+    key: str
+    seen: int
+
+
+PlannedWrite = VersionWrite | IndexWrite | GuardWrite
+
+
+def written_keys(plan: Sequence[PlannedWrite]) -> set[str]:
+    """Return the resources (``Type/id``) a plan writes (guards are not resources)."""
+    keys = {w.resource["_id"] for w in plan if isinstance(w, VersionWrite)}
+    return keys | {w.key for w in plan if isinstance(w, IndexWrite)}
