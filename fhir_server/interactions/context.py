@@ -16,17 +16,21 @@ from typing import Any, cast
 
 from fhir_server.errors import Issue
 from fhir_server.search.indexing import index_resource
+from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
 from fhir_server.settings import Settings
 from fhir_server.storage.port import (
     AuditLogTransaction,
+    ResourceReader,
     ResourceStore,
     StoredResource,
     StoreTransaction,
 )
 
-__all__ = ["Outcome", "Services", "new_id"]
+__all__ = ["AUDIT_EVENT", "Outcome", "Services", "new_id"]
+
+AUDIT_EVENT = "AuditEvent"
 
 
 def new_id() -> str:
@@ -68,6 +72,17 @@ class Services:
         """The public FHIR base URL (for fullUrl, Location and links)."""
         return self.settings.public_base_url()
 
+    def reader(self, resource_type: str | None) -> ResourceReader:
+        """Where resources of the type are read: the store, or its audit log for AuditEvents
+        when it keeps them apart."""
+        log = self.store.audit_log
+        return log if log is not None and resource_type == AUDIT_EVENT else self.store
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Run a search on the store, or on its audit log for a search of AuditEvents."""
+        only = query.resource_type or (query.types[0] if len(query.types) == 1 else None)
+        return await self.reader(only).search(query)
+
     def index(self, resource: dict[str, Any]) -> object | None:
         """Return the search index of ``resource`` (computed outside the write lock)."""
         if self.registry is None:
@@ -84,10 +99,10 @@ class Services:
     async def audit_in(self, tx: StoreTransaction, records: Sequence[Any]) -> None:
         """Store audit records (``AuditRecord``, or AuditEvent dicts) inside ``tx``.
 
-        A store that keeps its own audit log (``separate_audit_log``, the SQLite store) takes
-        the compact records; any other store is given each AuditEvent with its search index.
+        A store that keeps its own audit log (``audit_log``, the SQLite store) takes the
+        compact records; any other store is given each AuditEvent with its search index.
         """
-        if getattr(self.store, "separate_audit_log", False):
+        if self.store.audit_log is not None:
             await cast(AuditLogTransaction, tx).append_audit(records)
             return
         for record in records:

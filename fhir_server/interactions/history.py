@@ -112,7 +112,7 @@ async def history(
     query = _query(services, access, target, params)
     if target.id is not None:
         await _check_instance(services, access, target)
-    page = await services.store.history(query)
+    page = await services.reader(target.resource_type).history(query)
     if target.id is not None and not page.entries and query == HistoryQuery(
         target.resource_type, target.id, count=query.count
     ):

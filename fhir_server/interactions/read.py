@@ -11,22 +11,28 @@ from typing import Any
 
 from fhir_server.errors import Gone, NotFound
 from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.security_context import context_patients
 from fhir_server.security.policy import Access
 from fhir_server.storage.port import HistoryQuery
 
-__all__ = ["check_deleted_visible", "read", "read_resource", "vread"]
+__all__ = ["check_deleted_visible", "check_readable", "read", "read_resource", "vread"]
 
 
 async def read(services: Services, access: Access, resource_type: str, id: str) -> Outcome:
     """Return the current version; raises ``NotFound`` (404) or ``Gone`` (410)."""
     try:
-        stored = await services.store.read(resource_type, id)
+        stored = await services.reader(resource_type).read(resource_type, id)
     except Gone:
         await check_deleted_visible(services, access, resource_type, id)
         raise
     if access.visibility is not None:
-        access.check_readable(stored.resource())
+        await check_readable(services, access, stored.resource())
     return Outcome(200, stored)
+
+
+async def check_readable(services: Services, access: Access, resource: dict[str, Any]) -> None:
+    """The access policy's judgement of one resource (with its security context's patients)."""
+    access.check_readable(resource, await context_patients(services, resource))
 
 
 async def read_resource(
@@ -45,12 +51,12 @@ async def vread(
     if not version.isdigit() or len(version) > 18:
         raise NotFound(f"Version '{version}' is not known", message_id="MSG_NO_EXIST_VERSION")
     try:
-        stored = await services.store.vread(resource_type, id, int(version))
+        stored = await services.reader(resource_type).vread(resource_type, id, int(version))
     except Gone:
         await check_deleted_visible(services, access, resource_type, id)
         raise
     if access.visibility is not None:
-        access.check_readable(stored.resource())
+        await check_readable(services, access, stored.resource())
     return Outcome(200, stored)
 
 
@@ -61,7 +67,9 @@ async def check_deleted_visible(
     resource's last content (another patient's deletion is none of the caller's business)."""
     if access.visibility is None:
         return
-    page = await services.store.history(HistoryQuery(resource_type, id, count=50))
+    page = await services.reader(resource_type).history(
+        HistoryQuery(resource_type, id, count=50))
     last = next((s for s in page.entries if not s.deleted), None)
-    if last is None or not access.readable(last.resource()):
+    if last is None:
         raise NotFound(f"{resource_type}/{id} is not known", message_id="MSG_NO_EXIST")
+    await check_readable(services, access, last.resource())

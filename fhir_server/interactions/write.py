@@ -14,7 +14,7 @@ transaction and a batch differ only in how many ``Write`` values one transaction
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from fhir_server.errors import (
     BadRequest,
@@ -25,15 +25,17 @@ from fhir_server.errors import (
     PreconditionFailed,
     VersionConflict,
 )
-from fhir_server.interactions.context import Outcome, Services, new_id
+from fhir_server.interactions.context import AUDIT_EVENT, Outcome, Services, new_id
 from fhir_server.interactions.prepare import apply_patch, prepare_resource
 from fhir_server.interactions.read import check_deleted_visible
 from fhir_server.interactions.references import local_targets
+from fhir_server.interactions.security_context import with_context_patients
 from fhir_server.search.model import SearchQuery
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.policy import Access
 from fhir_server.security.scopes import Interaction
-from fhir_server.storage.port import StoredResource, StoreTransaction
+from fhir_server.storage.port import AuditLogTransaction, StoredResource, StoreTransaction
+from fhir_server.storage.versions import content_equal
 
 __all__ = ["Write", "apply", "match_single", "resolve_target", "run_write"]
 
@@ -170,6 +172,9 @@ async def _store(
     resource = write.resource
     assert resource is not None
     index = write.index if write.index is not None else services.index(resource)
+    index = await with_context_patients(tx, services, resource, index)
+    if write.resource_type == AUDIT_EVENT:
+        return await _append_event(tx, services, write, note)
     if write.interaction is Interaction.CREATE:
         stored = await tx.create(resource, index)
         _note(note, write, stored, resource)
@@ -182,6 +187,24 @@ async def _store(
             raise
         raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
     _note(note, write, result.stored, resource if result.changed else None)
+    return Outcome(201 if result.created else 200, result.stored)
+
+
+async def _append_event(
+    tx: StoreTransaction, services: Services, write: Write, note: AuditNote
+) -> Outcome:
+    """An AuditEvent is written once: created, or repeated unchanged (never changed)."""
+    resource = write.resource
+    assert resource is not None
+    if services.store.audit_log is not None:
+        result = await cast(AuditLogTransaction, tx).append_event(resource)
+    else:
+        current = await tx.read(write.resource_type, str(resource["id"]))
+        if current is not None and not content_equal(current.content, resource):
+            raise Conflict(f"AuditEvent/{resource['id']} exists and AuditEvents are never "
+                           "changed", message_id="MSG_AUDIT_IMMUTABLE")
+        result = await tx.update(resource, write.index or services.index(resource))
+    _note(note, write, result.stored, resource)
     return Outcome(201 if result.created else 200, result.stored)
 
 

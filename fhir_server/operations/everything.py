@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -31,7 +31,6 @@ from fhir_server.interactions.context import Outcome, Services
 from fhir_server.interactions.history import parse_count
 from fhir_server.interactions.instants import instant_range, to_storage_instant
 from fhir_server.interactions.read import read
-from fhir_server.interactions.search import SearchStore
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.search.dates import date_range
 from fhir_server.search.model import SearchQuery
@@ -195,7 +194,7 @@ async def everything(services: Services, access: Access, call: OperationInput) -
     request = parse_request(call, services)
     query = access.scoped(request.query(services.registry))
     check_audit_search(query)  # _type=AuditEvent is asked for on its own
-    result = await cast(SearchStore, services.store).search(query)
+    result = await services.search(query)
     matches = [s for s in result.matches if _in_care_range(s, request.start, request.end)]
     included = await display_resources(services, access, matches)
     path = f"{services.base_url}/Patient/{request.patient_id}/$everything"
@@ -249,7 +248,7 @@ async def compartment_resources(
     query = access.scoped(request.query(services.registry))
     found: list[StoredResource] = []
     while True:
-        result = await cast(SearchStore, services.store).search(query)
+        result = await services.search(query)
         found.extend(result.matches)
         if not result.next_cursor:
             return found
@@ -286,7 +285,6 @@ async def _fetch(
     for kind, id in sorted(keys):
         by_type.setdefault(kind, []).append(id)
     found: list[StoredResource] = []
-    store = cast(SearchStore, services.store)
     for kind, ids in by_type.items():
         for first in range(0, len(ids), _MAX_IDS_PER_QUERY):
             chunk = ids[first : first + _MAX_IDS_PER_QUERY]
@@ -294,7 +292,7 @@ async def _fetch(
                 kind, [("_id", ",".join(chunk))], services.registry, strict=True
             ).query.clauses
             query = access.scoped(SearchQuery(kind, clauses=clauses, count=len(chunk)))
-            result = await store.search(query)
+            result = await services.search(query)
             found.extend(result.matches)
     return found
 

@@ -16,12 +16,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from fhir_server.errors import MultipleMatches, NotFound
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.interactions.read import read
-from fhir_server.interactions.search import SearchStore
 from fhir_server.operations import narrative as text
 from fhir_server.operations.everything import (
     clinical_range,
@@ -246,7 +245,7 @@ async def _resolve_patient(
     clauses = parse_search(
         "Patient", [("identifier", identifier)], services.registry, strict=True
     ).query.clauses
-    found = await cast(SearchStore, services.store).search(
+    found = await services.search(
         access.scoped(SearchQuery("Patient", clauses=clauses, count=2))
     )
     if not found.matches:

@@ -131,7 +131,7 @@ async def _search(services: Services, request: FhirRequest, access: Access,
         compartment = ("Patient", _id(request))
     settings = services.settings
     bundle = await search.search(
-        services.store, services.registry, services.base_url, request.resource_type,
+        services, services.registry, services.base_url, request.resource_type,
         list(request.params), strict=request.prefer.strict, compartment=compartment,
         default_count=settings.default_count, max_count=settings.max_count,
         visibility=access.visibility)

@@ -3,8 +3,9 @@
 :func:`authorize` answers a request before it runs: ``Forbidden`` (403,
 ``MSG_SCOPE_INSUFFICIENT``) when no scope grants the interaction, the ``NotFound`` of an
 unknown id (``MSG_NO_EXIST``) for another patient's Patient, 405 for a change to an
-AuditEvent; otherwise an :class:`Access` that the request carries to the end. ``Access``
-states the same rule three ways, so that every path of the server applies it identically:
+AuditEvent (the server's own tooling may PUT one, to load what was exported: an unchanged
+repeat, never a change); otherwise an :class:`Access` that the request carries to the end.
+``Access`` states the same rule three ways, so that every path applies it identically:
 
 - searches (and everything built on them: includes, chains, ``_has``, totals, paging,
   ``$everything``, the documents, conditional matches) carry its ``Visibility`` into the query
@@ -28,7 +29,7 @@ laboratory``) limit what is seen and written to the resources that meet them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -93,7 +94,8 @@ def authorize(
     ``MethodNotAllowed``; return what the rest of the request must respect."""
     kind = request.resource_type
     interaction = None if caller.unlimited and request.operation else interaction_for(request)
-    if kind == _AUDIT and interaction in _IMMUTABLE:
+    if kind == _AUDIT and interaction in _IMMUTABLE and not (
+            caller.unlimited and interaction is Interaction.UPDATE):  # a load may repeat one
         raise MethodNotAllowed("AuditEvents cannot be updated or deleted",
                                message_id="MSG_AUDIT_IMMUTABLE")
     if caller.unlimited:
@@ -218,13 +220,14 @@ class Access:
             return query
         return replace(query, visibility=self.visibility)
 
-    def readable(self, resource: dict[str, Any]) -> bool:
-        """Whether the caller may see the resource."""
-        return self.visibility is None or self._admits(self.visibility, resource)
+    def readable(self, resource: dict[str, Any], context: Collection[str] = ()) -> bool:
+        """Whether the caller may see the resource; ``context``: the patients of the resource
+        its ``securityContext`` names (``SECURITY_CONTEXT``), which the caller looked up."""
+        return self.visibility is None or self._admits(self.visibility, resource, context)
 
-    def check_readable(self, resource: dict[str, Any]) -> None:
+    def check_readable(self, resource: dict[str, Any], context: Collection[str] = ()) -> None:
         """Raise the ``NotFound`` of an unknown id unless the caller may see the resource."""
-        if not self.readable(resource):
+        if not self.readable(resource, context):
             raise _unknown(resource)
 
     def visible_of(self, resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -277,12 +280,13 @@ class Access:
         """The patients in whose compartment the resource is (for the AuditEvent)."""
         return compartment_patients(resource, self.registry)
 
-    def _admits(self, seen: Visibility, resource: dict[str, Any]) -> bool:
+    def _admits(self, seen: Visibility, resource: dict[str, Any],
+                context: Collection[str] = ()) -> bool:
         kind = str(resource.get("resourceType"))
         index = (index_resource(resource, self.registry) if seen.restricted(kind) is not None
-                 else SearchIndex(kind, str(resource.get("id", "")), compartments=tuple(
-                     compartment_patients(resource, self.registry))))
-        return visible(seen, index)
+                 else SearchIndex(kind, str(resource.get("id", ""))))
+        patients = compartment_patients(resource, self.registry) | frozenset(context)
+        return visible(seen, replace(index, compartments=tuple(sorted(patients))))
 
 
 def _unknown(resource: dict[str, Any]) -> NotFound:

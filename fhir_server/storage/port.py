@@ -27,6 +27,7 @@ __all__ = [
     "DeferrableIndexes",
     "HistoryPage",
     "HistoryQuery",
+    "ResourceReader",
     "ResourceStore",
     "StoreTransaction",
     "StoredResource",
@@ -152,11 +153,38 @@ class StoreTransaction(Protocol):
 
 class AuditLogTransaction(Protocol):
     """The transaction of a store that keeps AuditEvents in an audit log of its own
-    (``separate_audit_log = True`` on the store): it takes compact audit records
-    (``fhir_server.audit_record.AuditRecord``) or whole AuditEvents, and indexes them itself."""
+    (``ResourceStore.audit_log``): it appends compact audit records
+    (``fhir_server.audit_record.AuditRecord``) or whole AuditEvents, and indexes them itself.
+    Events are never changed."""
 
     async def append_audit(self, records: Sequence[Any]) -> None:
         """Append audit records (``AuditRecord`` values or AuditEvent dicts with an id)."""
+        ...
+
+    async def append_event(self, event: dict[str, Any]) -> WriteResult:
+        """Append one AuditEvent a client sent (its id assigned); an event that repeats a
+        stored one unchanged is not appended again (``changed=False``). Raises ``Conflict``
+        for another event with the same id."""
+        ...
+
+
+class ResourceReader(Protocol):
+    """What reads need: a store, or a store's audit log for AuditEvents."""
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        """Return the current version; raise ``NotFound`` or ``Gone``."""
+        ...
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
+        """Return one version; raise ``NotFound`` (or ``Gone`` for a deletion version)."""
+        ...
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        """Return a page of versions, newest first."""
+        ...
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Run a search: a page of matches (and included resources) for the query."""
         ...
 
 
@@ -175,7 +203,14 @@ class DeferrableIndexes(Protocol):
 
 
 class ResourceStore(Protocol):
-    """A FHIR resource store: current versions, history, search and atomic writes."""
+    """A FHIR resource store: current versions, history, search and atomic writes.
+
+    ``audit_log`` is where the store keeps AuditEvents apart from other resources (read,
+    listed and searched there; appended through ``AuditLogTransaction``), or None when they
+    are resources like any other.
+    """
+
+    audit_log: ResourceReader | None
 
     async def open(self) -> None:
         """Open connections and create the schema if missing."""

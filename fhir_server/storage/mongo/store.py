@@ -30,7 +30,7 @@ from fhir_server.storage.mongo.writes import (
     apply_writes,
     written_keys,
 )
-from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
+from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceReader, StoredResource
 
 __all__ = ["MongoStore", "TransactionsUnavailable"]
 
@@ -53,6 +53,9 @@ class TransactionsUnavailable(NotSupported):
 
 class MongoStore:
     """``ResourceStore`` over a MongoDB database; see the module docstring."""
+
+    #: AuditEvents are resources like any other here.
+    audit_log: ResourceReader | None = None
 
     def __init__(self, url: str, *, database: str = "fhir", client: Any = None,
                  search_timeout_s: float = 30.0) -> None:

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from fhir_server.errors import FhirError, Gone, NotFound, SearchTooCostly
 from fhir_server.search.model import SearchQuery, SearchResult
-from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
+from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceReader, StoredResource
 from fhir_server.storage.sqlite import audit_log, history, writes
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
@@ -253,17 +253,48 @@ class StorageNotSynced(FhirError):
     default_message_id = "MSG_STORAGE_SYNC"
 
 
+Searcher = Callable[[sqlite3.Connection, SearchQuery], SearchResult]
+"""A search over one connection (the resources' ``run_search``, the audit log's)."""
+
+
 def _fail(groups: list[_Group], exc: BaseException) -> None:
     failure = StorageNotSynced(f"The write could not be synced to disk: {exc}")
     for group in groups:
         group.done.set_exception(failure)
 
 
+class SqliteAuditLog:
+    """The audit log of a ``SqliteStore`` as a reader of AuditEvents (``audit_log``'s
+    functions on the store's connections; searches share the store's time limit)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        """Return the AuditEvent ``id``; raise ``NotFound``."""
+        found = audit_log.read(self._store.reader, id)
+        if found is None:
+            raise NotFound(f"AuditEvent/{id} is not known", message_id="MSG_NO_EXIST")
+        return found
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
+        """Return the only version of an AuditEvent; raise ``NotFound`` for another."""
+        if version != 1:
+            raise NotFound(f"AuditEvent/{id}/_history/{version} is not known",
+                           message_id="MSG_NO_EXIST_VERSION")
+        return await self.read(resource_type, id)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        """Type or instance history of AuditEvents (each event's single version)."""
+        return audit_log.history(self._store.reader, query)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Run an AuditEvent search."""
+        return await self._store.run_timed(audit_log.search, query)
+
+
 class SqliteStore:
     """``ResourceStore`` over a SQLite file; see the module docstring for concurrency."""
-
-    #: AuditEvents go to the audit log (``audit_log``), which indexes them itself.
-    separate_audit_log = True
 
     def __init__(
         self,
@@ -302,6 +333,8 @@ class SqliteStore:
         self._checkpoint_claim = _WriterTurn(shared and f"{shared}-checkpoint")
         self.registry: Any = None
         self.index_tables = index_tables or _default_index_tables()
+        #: AuditEvents live in the audit log (``audit_log``), which indexes them itself.
+        self.audit_log: ResourceReader | None = SqliteAuditLog(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteStore:
@@ -495,8 +528,6 @@ class SqliteStore:
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         """Return the current version; raise ``NotFound`` or ``Gone``."""
-        if resource_type == audit_log.AUDIT_TYPE:
-            return self._read_audit(id)
         row = self.reader.execute(_READ_SQL, (resource_type, id)).fetchone()
         if row is None:
             raise NotFound(f"{resource_type}/{id} is not known", message_id="MSG_NO_EXIST")
@@ -510,8 +541,6 @@ class SqliteStore:
 
     async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
         """Return one version; a deletion version raises ``Gone``."""
-        if resource_type == audit_log.AUDIT_TYPE and version == 1:
-            return self._read_audit(id)
         row = self.reader.execute(_VREAD_SQL, (resource_type, id, version)).fetchone()
         if row is None:
             raise NotFound(
@@ -524,23 +553,12 @@ class SqliteStore:
         return StoredResource(resource_type, id, found_version, last_updated, content, method)
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
-        """Return a page of versions, newest first (see ``history.fetch_page``).
-
-        AuditEvents live in the audit log (``audit_log``): their type and instance history
-        comes from there, and system history leaves them out.
-        """
-        if query.resource_type == audit_log.AUDIT_TYPE:
-            return audit_log.history(self.reader, query)
+        """Return a page of versions, newest first (see ``history.fetch_page``); system
+        history leaves AuditEvents (in the audit log) out."""
         return history.fetch_page(self.reader, query)
 
-    def _read_audit(self, id: str) -> StoredResource:
-        found = audit_log.read(self.reader, id)
-        if found is None:
-            raise NotFound(f"AuditEvent/{id} is not known", message_id="MSG_NO_EXIST")
-        return found
-
     async def search(self, query: SearchQuery) -> SearchResult:
-        """Run a compiled search (AuditEvents: on the audit log) within ``search_timeout_s``.
+        """Run a compiled search within ``search_timeout_s``.
 
         A search can read far more rows than it returns (a ``:missing`` over every
         Observation, a chain), and on the event loop such a search stalled every other request
@@ -550,10 +568,16 @@ class SqliteStore:
         by then is stopped and runs again in a thread, on one of ``_SEARCH_THREADS``
         connections of its own, until the deadline (``SearchTooCostly`` after it).
         """
+        return await self.run_timed(
+            lambda conn, found: run_search(conn, found, self.registry, self.unions), query)
+
+    async def run_timed(self, search: Searcher, query: SearchQuery) -> SearchResult:
+        """Run ``search(connection, query)`` as ``search`` describes: on the loop first, then
+        in a thread until ``search_timeout_s`` (``SearchTooCostly`` after it)."""
         reader = self.reader
         started = time.monotonic()
         try:
-            return self._search_until(reader, query, started + _INLINE_BUDGET_S)
+            return self._search_until(search, reader, query, started + _INLINE_BUDGET_S)
         except _OutOfTime:
             pass
         async with self._search_slots:
@@ -563,7 +587,7 @@ class SqliteStore:
                 conn = self._idle_searchers.pop() if self._idle_searchers else self._connect()
             try:
                 deadline = started + self.search_timeout_s
-                return await run_to_end(self._search_until, conn, query, deadline)
+                return await run_to_end(self._search_until, search, conn, query, deadline)
             except _OutOfTime:
                 raise SearchTooCostly.after(self.search_timeout_s) from None
             finally:
@@ -571,16 +595,12 @@ class SqliteStore:
                     self._idle_searchers.append(conn)
 
     def _search_until(
-        self, conn: sqlite3.Connection, query: SearchQuery, deadline: float
+        self, search: Searcher, conn: sqlite3.Connection, query: SearchQuery, deadline: float
     ) -> SearchResult:
         """Run the search on ``conn``; ``_OutOfTime`` once SQLite is still at it at ``deadline``."""
         conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
         try:
-            if query.resource_type == audit_log.AUDIT_TYPE or query.types == (
-                audit_log.AUDIT_TYPE,
-            ):
-                return audit_log.search(conn, query)
-            return run_search(conn, query, self.registry, self.unions)
+            return search(conn, query)
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorname", "") != "SQLITE_INTERRUPT":
                 raise

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fhir_server.errors import Conflict, MethodNotAllowed, VersionConflict
+from fhir_server.errors import Conflict, VersionConflict
 from fhir_server.search.model import (
     Clause,
     ParamType,
@@ -98,8 +98,6 @@ class SqliteTransaction:
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         """Return the current version (``deleted=True`` for a deleted one) or None."""
-        if resource_type == audit_log.AUDIT_TYPE:
-            return audit_log.read(self.conn, id)
         row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
         if row is None:
             return None
@@ -172,10 +170,6 @@ class SqliteTransaction:
     async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:
         """Insert version 1 of a new resource; raise ``Conflict`` if the id is taken."""
         resource_type, id = resource["resourceType"], resource["id"]
-        if resource_type == audit_log.AUDIT_TYPE:
-            if audit_log.read(self.conn, id) is not None:
-                raise Conflict(f"AuditEvent/{id} already exists", message_id="MSG_ID_EXISTS")
-            return audit_log.create(self.conn, resource)
         if self.conn.execute(
             "SELECT 1 FROM resources WHERE type = ? AND id = ?", (resource_type, id)
         ).fetchone():
@@ -191,8 +185,6 @@ class SqliteTransaction:
     ) -> WriteResult:
         """Store a new version, create with a client id, or change nothing if equal."""
         resource_type, id = resource["resourceType"], resource["id"]
-        if resource_type == audit_log.AUDIT_TYPE:
-            return self._update_audit(resource, expected_version)
         row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
         if row is None:
             if expected_version is not None:
@@ -213,9 +205,6 @@ class SqliteTransaction:
 
     async def delete(self, resource_type: str, id: str) -> StoredResource | None:
         """Record a deletion version; None if the resource is unknown or already deleted."""
-        if resource_type == audit_log.AUDIT_TYPE:
-            raise MethodNotAllowed("AuditEvents cannot be deleted",
-                                   message_id="MSG_AUDIT_IMMUTABLE")
         row = self.conn.execute(_CURRENT_SQL, (resource_type, id)).fetchone()
         if row is None or row[3]:
             return None
@@ -244,16 +233,15 @@ class SqliteTransaction:
         if audit_log.append(self.conn, records):
             await run_to_end(audit_log.merge_recent_refs, self.conn)
 
-    def _update_audit(self, resource: dict[str, Any], expected: int | None) -> WriteResult:
-        """An AuditEvent is written once: a PUT may create it, or repeat it unchanged."""
-        current = audit_log.read(self.conn, resource["id"])
-        if current is None and expected is None:
-            return WriteResult(audit_log.create(self.conn, resource), created=True)
-        if current is not None and expected in (None, 1) and content_equal(
-            current.content, resource
-        ):
+    async def append_event(self, event: dict[str, Any]) -> WriteResult:
+        """Append one AuditEvent a client sent, or nothing when it repeats a stored one."""
+        current = audit_log.read(self.conn, event["id"])
+        if current is None:
+            return WriteResult(audit_log.create(self.conn, event), created=True)
+        if content_equal(current.content, event):
             return WriteResult(current, created=False, changed=False)
-        raise MethodNotAllowed("AuditEvents cannot be updated", message_id="MSG_AUDIT_IMMUTABLE")
+        raise Conflict(f"AuditEvent/{event['id']} exists and AuditEvents are never changed",
+                       message_id="MSG_AUDIT_IMMUTABLE")
 
     async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
         """Replace the search index rows of the current version of ``resource``."""

@@ -248,10 +248,13 @@ def test_operations_map_to_an_explicit_permission(
             decide(token(scope), request_)
 
 
-def test_audit_events_are_never_changed_even_by_the_server() -> None:
+def test_audit_events_are_never_changed_or_deleted_even_by_the_server() -> None:
     for caller in (Caller(), token("system/*.cruds")):
-        with pytest.raises(MethodNotAllowed):
-            decide(caller, AccessRequest(Interaction.DELETE, "AuditEvent", "e1"))
+        for interaction in (Interaction.DELETE, Interaction.PATCH):
+            with pytest.raises(MethodNotAllowed):
+                decide(caller, AccessRequest(interaction, "AuditEvent", "e1"))
+    with pytest.raises(MethodNotAllowed):
+        decide(token("system/*.cruds"), AccessRequest(Interaction.UPDATE, "AuditEvent", "e1"))
 
 
 # -- SMART v2 query restrictions ---------------------------------------------------------------
