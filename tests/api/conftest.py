@@ -29,9 +29,9 @@ class Door:
     settings: Settings
     _shared: World | None = None
 
-    async def world(self, rng: random.Random | None = None) -> World:
+    async def world(self, rng: random.Random | None = None, extras: int = 0) -> World:
         """Store a new world of two patients and return it."""
-        return await populate(self.http, self.settings, rng)
+        return await populate(self.http, self.settings, rng, extras)
 
     async def reading_world(self) -> World:
         """One world for the module's requests that must not write (those that do, wrongly,

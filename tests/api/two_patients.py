@@ -14,10 +14,14 @@ data as a ``system/`` token reads it, to compare before and after a request.
 
 from __future__ import annotations
 
+import base64
+import copy
+import json
 import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -45,12 +49,9 @@ TOKENS: dict[str, tuple[str, bool]] = {
     "s.lab": ("system/Observation.rs?category=laboratory", False),
 }
 
-#: The resource type of each role of a record (see ``tests.builders.patient_record``).
-ROLE_TYPES = {
-    "patient": "Patient", "encounter": "Encounter", "lab": "Observation",
-    "vital": "Observation", "condition": "Condition", "medication": "MedicationRequest",
-    "document": "DocumentReference", "binary": "Binary", "gone": "Observation",
-}
+#: The roles of a record (see ``tests.builders.patient_record``).
+ROLES = ("patient", "encounter", "lab", "vital", "condition", "medication", "document",
+         "binary", "gone")
 _FAMILIES = ["Nguyễn", "Trần", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô"]
 _GIVEN = ["An", "Bảo", "Châu", "Dũng", "Giang", "Hạnh", "Khánh", "Linh", "Minh", "Ngọc",
           "Phúc", "Quân", "Sơn", "Thảo", "Uyên", "Vy", "Xuân", "Yến"]
@@ -79,9 +80,12 @@ class Person:
     def patient(self) -> str:
         return self.ids["patient"]
 
+    def type_of(self, role: str) -> str:
+        return str(self.resources[role]["resourceType"])
+
     def ref(self, role: str) -> str:
         """``Type/id`` of the resource of ``role``."""
-        return f"{ROLE_TYPES[role]}/{self.ids[role]}"
+        return f"{self.type_of(role)}/{self.ids[role]}"
 
     def identifier(self, role: str) -> str:
         """The ``system|value`` search token of the resource of ``role``."""
@@ -90,14 +94,17 @@ class Person:
     def secrets(self) -> set[str]:
         """Strings that only this person's data holds: ids, identifier values, the marker."""
         values = {value for _, value in self.identifiers.values()}
+        binary = self.resources.get("binary", {}).get("data")
         return {*self.ids.values(), *values, self.bhyt, self.marker,
-                f"{self.family} {self.given}"}
+                f"{self.family} {self.given}", *([binary] if binary else [])}
 
 
 def make_person(rng: random.Random, shared: dict[str, str], family: str, given: str,
-                birth_year: int, female: bool) -> Person:
-    """Return a person with random ids and identifiers (not stored yet)."""
-    ids = {role: new_id() for role in ROLE_TYPES}
+                birth_year: int, female: bool, extras: int = 0) -> Person:
+    """Return a person with random ids and identifiers (not stored yet): the record of
+    ``patient_record`` and ``extras`` more results, diagnoses or prescriptions
+    (roles ``extra0``, ``extra1``...)."""
+    ids = {role: new_id() for role in ROLES}
     visit = f"LK{rng.randrange(10**9):09d}"
     marker = f"ghi-chu-{new_id()[:12]}"
     refs = {**{k: f"Organization/{v}" if k == "org" else f"Practitioner/{v}"
@@ -111,6 +118,10 @@ def make_person(rng: random.Random, shared: dict[str, str], family: str, given: 
                      gender="female" if female else "male", birth_date=f"{birth_year}-03-04")
     person["identifier"].append({"system": BHYT_SYSTEM, "value": bhyt})
     resources["patient"] = person
+    for n in range(extras):
+        extra = copy.deepcopy(resources[rng.choice(["lab", "vital", "condition", "medication"])])
+        extra["identifier"][0]["value"] += f"/x{n}"
+        resources[f"extra{n}"], ids[f"extra{n}"] = extra, new_id()
     for role, resource in resources.items():
         resource["id"] = ids[role]
     identifiers = {role: (r["identifier"][0]["system"], r["identifier"][0]["value"])
@@ -145,10 +156,15 @@ class World:
     def headers(self, kind: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(kind)}"}
 
+    def a_with(self, scope: str) -> dict[str, str]:
+        """Headers of a token of A's with the given scopes."""
+        token = token_for(self.settings, scope, patient_id=self.a.patient)
+        return {"Authorization": f"Bearer {token}"}
+
     async def snapshot(self, person: Person) -> dict[str, Any]:
         """Every version of every resource of ``person``, as a ``system/`` token reads it."""
         state: dict[str, Any] = {}
-        for role in ROLE_TYPES:
+        for role in person.resources:
             response = await self.http.get(f"/fhir/{person.ref(role)}/_history")
             assert response.status_code in (200, 404), response.text
             state[role] = [(e.get("request"), e.get("response"), e.get("resource"))
@@ -164,14 +180,16 @@ def leaked(response: httpx.Response, person: Person, asked: str = "") -> set[str
 
 
 async def populate(http: httpx.AsyncClient, settings: Settings,
-                   rng: random.Random | None = None) -> World:
-    """Store a new world: the facility and doctor, A's and B's records, then delete ``gone``."""
+                   rng: random.Random | None = None, extras: int = 0) -> World:
+    """Store a new world: the facility and doctor, A's and B's records (with up to ``extras``
+    more resources each, as ``rng`` draws), then delete ``gone``."""
     rng = rng or random.Random()
     shared = {"org": new_id(), "dr": new_id()}
     families = rng.sample(_FAMILIES, 3)
     givens = rng.sample(_GIVEN, 6)
     people = [make_person(rng, shared, families[n], f"{givens[2 * n]} {givens[2 * n + 1]}",
-                          1960 + rng.randrange(50), female=n == 1) for n in range(3)]
+                          1960 + rng.randrange(50), female=n == 1,
+                          extras=rng.randrange(extras + 1)) for n in range(3)]
     a, b, ghost = people
     entries = [_put({**HEALTH_BOOK_RESOURCES["Organization"], "id": shared["org"]}),
                _put({**HEALTH_BOOK_RESOURCES["Practitioner"], "id": shared["dr"]})]
@@ -192,3 +210,49 @@ def _put(resource: dict[str, Any]) -> dict[str, Any]:
 
 def _transaction(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request, relative to the server's base."""
+
+    method: str
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    form: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """Everything the caller said (errors may echo it)."""
+        return " ".join([self.path, *self.params.values(), json.dumps(self.json or {}),
+                         *(self.form or {}).values(), *self.headers.values()])
+
+
+async def send(http: httpx.AsyncClient, call: Call, auth: dict[str, str]) -> httpx.Response:
+    """Send ``call`` with the ``auth`` headers (and the call's own)."""
+    content = json.dumps(call.json).encode() if call.json is not None else None
+    return await http.request(call.method, call.path, params=call.params or None,
+                              content=content, data=call.form,
+                              headers={**call.headers, **auth})
+
+
+def as_entry(call: Call) -> dict[str, Any]:
+    """The Bundle entry making the same request as ``call``."""
+    query = urlencode(call.params)
+    url = call.path.removeprefix("/fhir/") + (f"?{query}" if query else "")
+    request: dict[str, Any] = {"method": call.method, "url": url}
+    if "If-None-Exist" in call.headers:
+        request["ifNoneExist"] = call.headers["If-None-Exist"]
+    entry: dict[str, Any] = {"request": request}
+    if call.method == "PATCH":
+        data = base64.b64encode(json.dumps(call.json).encode()).decode()
+        entry["resource"] = {"resourceType": "Binary",
+                             "contentType": "application/json-patch+json", "data": data}
+    elif call.json is not None:
+        entry["resource"] = call.json
+        entry["fullUrl"] = f"urn:uuid:{uuid.uuid4()}"
+    return entry
