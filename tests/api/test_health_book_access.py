@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from fhir_server.conformance.profiles import default_validator
 from fhir_server.operations.summary import SECTIONS
 from tests.api.conftest import Door
 from tests.api.test_health_book import patient_id, push, record_bundle, visit_bundle
+from tests.builders import CCCD_SYSTEM
 from tests.conftest import token_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -100,31 +102,23 @@ async def both_views(door: Door, books: Books, scope: str, path: str,
     return citizen.json(), system.json()
 
 
-@pytest.mark.parametrize("scope", PATIENT_SCOPES)
-async def test_citizens_summary_is_a_valid_document_equal_to_what_the_system_gets(
-    door: Door, scope: str
-) -> None:
-    books = await push_books(door)
-    citizen, system = await both_views(door, books, scope, f"/fhir/Patient/{books.a}/$summary")
-    assert_valid_document(citizen, books.a)
-    assert comparable(citizen) == comparable(system)
-
-
-async def test_citizens_summary_by_cccd_is_the_same_document(door: Door) -> None:
-    books = await push_books(door)
-    cccd = f"http://fhir.ehealth.gov.vn/core/sid/national_id|{books.a_cccd}"
-    citizen, system = await both_views(door, books, "patient/*.rs", "/fhir/Patient/$summary",
-                                       identifier=cccd)
-    assert_valid_document(citizen, books.a)
-    assert comparable(citizen) == comparable(system)
+#: The citizen's documents: where each is asked for, in a world of pushed books.
+DOCUMENTS: dict[str, Callable[[Books], tuple[str, dict[str, str]]]] = {
+    "Patient/$summary": lambda books: (f"/fhir/Patient/{books.a}/$summary", {}),
+    "Patient/$summary?identifier": lambda books: ("/fhir/Patient/$summary", {
+        "identifier": f"{CCCD_SYSTEM}|{books.a_cccd}"}),
+    "Encounter/$document": lambda books: (f"/fhir/{books.a_visit}/$document", {}),
+}
 
 
 @pytest.mark.parametrize("scope", PATIENT_SCOPES)
-async def test_citizens_visit_document_is_a_valid_document_equal_to_what_the_system_gets(
-    door: Door, scope: str
+@pytest.mark.parametrize("document", list(DOCUMENTS))
+async def test_citizens_own_document_is_valid_and_equal_to_what_the_system_gets(
+    door: Door, document: str, scope: str
 ) -> None:
     books = await push_books(door)
-    citizen, system = await both_views(door, books, scope, f"/fhir/{books.a_visit}/$document")
+    path, params = DOCUMENTS[document](books)
+    citizen, system = await both_views(door, books, scope, path, **params)
     assert_valid_document(citizen, books.a)
     assert comparable(citizen) == comparable(system)
 
