@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 from collections.abc import Sequence
 from functools import cache
@@ -144,3 +146,81 @@ HEALTH_BOOK_RESOURCES: dict[str, dict[str, Any]] = {
     name: (valid_example(name) if any(EXAMPLES.glob(f"{name}-vn-*.json")) else minimal)
     for name, minimal in _MINIMAL.items()
 }
+
+
+_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+_CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+
+
+def _noted_observation(patient_ref: str, category: str, code: str, marker: str,
+                       **extra: Any) -> dict[str, Any]:
+    resource = observation(patient_ref, code=code)
+    resource["category"] = [{"coding": [{"system": _CATEGORY, "code": category}]}]
+    resource["note"] = [{"text": marker}]
+    resource.update(extra)
+    return resource
+
+
+def _without(resource: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {key: value for key, value in resource.items() if key not in names}
+
+
+def _discharge_paper(subject: dict[str, str], refs: dict[str, str],
+                     identifier: list[dict[str, str]], marker: str) -> dict[str, Any]:
+    paper = copy.deepcopy(HEALTH_BOOK_RESOURCES["DocumentReference"])
+    facility = {"reference": refs["org"]}
+    paper.update(subject=subject, author=[facility], custodian=facility, description=marker,
+                 identifier=identifier)
+    paper["context"]["encounter"] = [{"reference": refs["encounter"]}]
+    paper["content"][0]["attachment"]["url"] = refs["binary"]
+    return paper
+
+
+def patient_record(patient_ref: str, refs: dict[str, str], visit: str,
+                   marker: str) -> dict[str, dict[str, Any]]:
+    """Return one patient's record by role, without ids: a visit (``encounter``) at the facility
+    ``refs["org"]`` with the doctor ``refs["dr"]``, a ``lab`` and a ``vital`` Observation, a
+    ``condition``, a ``medication``, a discharge paper (``document``) whose PDF is the ``binary``
+    (``securityContext``: the patient), and ``gone``, an Observation meant to be deleted.
+
+    ``refs`` also names the ``encounter`` and ``binary`` references. Identifiers are
+    ``visit``-based (the visit id ``ma-lk`` and the facility's record numbers); every resource
+    carries ``marker`` in free text, so a test can tell whether any of it left the server.
+    """
+    record = "https://fhir.sskdt.vn/sid/record/01929"
+
+    def ident(system: str, value: str) -> list[dict[str, str]]:
+        return [{"system": system, "value": value}]
+
+    subject, visit_ref = {"reference": patient_ref}, {"reference": refs["encounter"]}
+    doctor = {"reference": refs["dr"]}
+    return {
+        "encounter": {**_MINIMAL["Encounter"], "subject": subject, "type": [{"coding": [{
+                          "system": "https://fhir.sskdt.vn/CodeSystem/visit-type",
+                          "code": "01", "display": "Khám bệnh"}]}],
+                      "identifier": ident("https://fhir.sskdt.vn/sid/ma-lk/01929", visit),
+                      "serviceProvider": {"reference": refs["org"]},
+                      "participant": [{"individual": doctor}], "reasonCode": [{"text": marker}]},
+        "lab": _noted_observation(patient_ref, "laboratory", "718-7", marker,
+                                  identifier=ident(record, f"{visit}/Observation/1"),
+                                  encounter=visit_ref, performer=[doctor]),
+        "vital": _noted_observation(patient_ref, "vital-signs", "8867-4", marker,
+                                    identifier=ident(record, f"{visit}/Observation/2"),
+                                    encounter=visit_ref),
+        "condition": {**_MINIMAL["Condition"], "subject": subject, "encounter": visit_ref,
+                      "category": [{"coding": [{"system": _CONDITION_CATEGORY,
+                                                "code": "encounter-diagnosis"}]}],
+                      "identifier": ident(record, f"{visit}/Condition/1"),
+                      "note": [{"text": marker}]},
+        "medication": {**_without(HEALTH_BOOK_RESOURCES["MedicationRequest"],
+                                  "reasonReference"),
+                       "subject": subject, "encounter": visit_ref, "requester": doctor,
+                       "identifier": ident(record, f"{visit}/MedicationRequest/1"),
+                       "note": [{"text": marker}]},
+        "document": _discharge_paper(subject, refs, ident(record, f"{visit}/DocumentReference/1"),
+                                     marker),
+        "binary": {**_MINIMAL["Binary"], "securityContext": subject,
+                   "data": base64.b64encode(f"%PDF-1.4 {marker}".encode()).decode()},
+        "gone": _noted_observation(patient_ref, "vital-signs", "8310-5", marker,
+                                   identifier=ident(record, f"{visit}/Observation/3")),
+    }
