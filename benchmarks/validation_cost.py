@@ -47,9 +47,11 @@ def _visit_bundles(count: int) -> list[dict[str, Any]]:
 
 
 async def _push_rate(bundles: list[dict[str, Any]], mode: str) -> float:
-    """Bundles per second through interactions.bundle (no HTTP), one process."""
-    from fhir_server.interactions.bundle import process_bundle
+    """Bundles per second through the router (no HTTP), one process, as the server itself."""
     from fhir_server.loader import open_services
+    from fhir_server.router.door import handle
+    from fhir_server.router.request import FhirRequest
+    from fhir_server.security.caller import SERVER
     from fhir_server.settings import Settings
 
     settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="fhir-push-")), validation=mode,
@@ -57,7 +59,8 @@ async def _push_rate(bundles: list[dict[str, Any]], mode: str) -> float:
     async with open_services(settings) as services:
         started = time.perf_counter()
         for bundle in bundles:
-            await process_bundle(services, orjson.loads(orjson.dumps(bundle)))
+            body = orjson.loads(orjson.dumps(bundle))
+            await handle(services, FhirRequest("POST", "bundle", body=body), SERVER)
         return len(bundles) / (time.perf_counter() - started)
 
 

@@ -146,5 +146,6 @@ async def _audit_refusal(services: Services, match: Match, caller: Caller, statu
     if services.audit_trail is None:
         return
     name = audit_name(FhirRequest("GET", match.name, operation=match.operation))
-    await services.audit_trail.record(AuditNote(name).record(caller, status))
+    for record in AuditNote(name).records(caller, status):
+        await services.audit_trail.record(record)
 

@@ -155,19 +155,30 @@ async def transaction(
     await bundle_exec.optimistic_indexes(services, writes)
     responses: dict[int, dict[str, Any]] = {}
     if writes:
-        async with services.store.transaction() as tx:
-            await bundle_exec.resolve_entries(tx, services, writes, tx.find_many)
-            bundle_exec.note_renames(writes)
-            await bundle_exec.check_integrity(services, tx, writes)
-            for entry in bundle_exec.ordered(writes):
-                responses[entry.index] = await bundle_exec.located(
-                    entry, bundle_exec.execute(services, tx, entry, note))
-            await services.audit_write(tx, note, door.caller)
+        try:
+            await _commit(services, writes, door, note, responses)
+        except BaseException:
+            note.discard_writes()
+            raise
     for entry in entries:
         if entry.write is None:
             responses[entry.index] = await _read(door, entry, note)
     return Outcome(200, body=_response_bundle("transaction-response",
                                               [responses[e.index] for e in entries]))
+
+
+async def _commit(services: Services, writes: list[Entry], door: Door, note: AuditNote,
+                  responses: dict[int, dict[str, Any]]) -> None:
+    """The writes of a transaction, in one store transaction with its AuditEvent."""
+    async with services.store.transaction() as tx:
+        await bundle_exec.resolve_entries(tx, services, writes, tx.find_many)
+        bundle_exec.note_renames(writes)
+        for entry in bundle_exec.ordered(writes):
+            responses[entry.index] = await bundle_exec.located(
+                entry, bundle_exec.execute(services, tx, entry, note))
+        # After the writes (and their access checks): what they refer to must exist.
+        await bundle_exec.check_integrity(services, tx, writes)
+        await services.audit_write(tx, note, door.caller)
 
 
 async def _read(door: Door, entry: Entry, note: AuditNote) -> dict[str, Any]:
@@ -212,9 +223,9 @@ async def _batch_entry(
         entry_note = AuditNote("batch", enabled=note.enabled)
         async with services.store.transaction() as tx:
             await bundle_exec.resolve_entries(tx, services, [entry], tx.find_many)
-            await bundle_exec.check_integrity(services, tx, [entry])
             response = await bundle_exec.located(
                 entry, bundle_exec.execute(services, tx, entry, entry_note))
+            await bundle_exec.check_integrity(services, tx, [entry])
             await services.audit_write(tx, entry_note, door.caller)
             return response
     except FhirError as exc:

@@ -93,7 +93,7 @@ class Services:
         """Store the request's AuditEvent inside ``tx``, with the writes it names."""
         if self.audit_trail is None or not note.touched:
             return
-        await self.audit_in(tx, [note.record(caller, 200)])
+        await self.audit_in(tx, note.records(caller, 200))
         note.stored = True
 
     async def audit_in(self, tx: StoreTransaction, records: Sequence[Any]) -> None:

@@ -7,6 +7,7 @@ could see the resource's last content.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fhir_server.errors import Gone, NotFound
@@ -52,12 +53,26 @@ async def vread(
         raise NotFound(f"Version '{version}' is not known", message_id="MSG_NO_EXIST_VERSION")
     try:
         stored = await services.reader(resource_type).vread(resource_type, id, int(version))
+        if access.visibility is not None:
+            await check_readable(services, access, stored.resource())
     except Gone:
-        await check_deleted_visible(services, access, resource_type, id)
+        await _as_unknown_version(check_deleted_visible(services, access, resource_type, id),
+                                  resource_type, id, version)
         raise
-    if access.visibility is not None:
-        await check_readable(services, access, stored.resource())
+    except NotFound:
+        raise NotFound(f"{resource_type}/{id}/_history/{version} is not known",
+                       message_id="MSG_NO_EXIST_VERSION") from None
     return Outcome(200, stored)
+
+
+async def _as_unknown_version(check: Awaitable[None], resource_type: str, id: str,
+                              version: str) -> None:
+    """A hidden resource's version answers as an unknown version does."""
+    try:
+        await check
+    except NotFound:
+        raise NotFound(f"{resource_type}/{id}/_history/{version} is not known",
+                       message_id="MSG_NO_EXIST_VERSION") from None
 
 
 async def check_deleted_visible(

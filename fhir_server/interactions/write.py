@@ -80,9 +80,13 @@ async def match_single(tx: StoreTransaction, query: SearchQuery) -> str | None:
 
 async def run_write(services: Services, write: Write, note: AuditNote) -> Outcome:
     """Apply one write in a transaction of its own, with its AuditEvent."""
-    async with services.store.transaction() as tx:
-        outcome = await apply(tx, services, write, note)
-        await services.audit_write(tx, note, write.access.caller)
+    try:
+        async with services.store.transaction() as tx:
+            outcome = await apply(tx, services, write, note)
+            await services.audit_write(tx, note, write.access.caller)
+    except BaseException:
+        note.discard_writes()
+        raise
     return replace(outcome, issues=write.issues)
 
 
@@ -220,8 +224,8 @@ async def _delete(
 ) -> Outcome:
     if write.criteria is not None:
         write.id = await match_single(tx, write.criteria)
-        if write.id is None:
-            return Outcome(204)
+    if write.id is None:  # a conditional delete that matched nothing
+        return Outcome(204)
     current = await _current(tx, write)
     if current is None:
         raise NotFound(f"{write.resource_type}/{write.id} is not known", message_id="MSG_NO_EXIST")

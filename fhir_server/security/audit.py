@@ -86,18 +86,20 @@ MAX_NAMED = 50
 
 @dataclass
 class AuditNote:
-    """What one request touched, for its AuditEvent: the resources (``Type/id``, with the
-    version for writes) and the patients they belong to.
+    """What one request touched, for its AuditEvents: the resources (``Type/id``, with the
+    version for writes), each with the patients it belongs to.
 
-    ``enabled`` False (auditing off) collects nothing: finding a resource's patients walks
-    it. ``stored`` is set once the AuditEvent went into the store with the request's writes,
-    so the router does not record it again.
+    A request that touched several patients' records leaves one AuditEvent per patient, naming
+    only that patient's resources (and one for the resources of no patient): a patient's
+    access log never names another patient's records. ``enabled`` False (auditing off)
+    collects nothing: finding a resource's patients walks it. ``stored`` is set once the
+    AuditEvents went into the store with the request's writes, so the router does not record
+    them again.
     """
 
     interaction: str
     enabled: bool = True
-    touched: list[str] = field(default_factory=list)
-    patients: set[str] = field(default_factory=set)
+    touched: list[tuple[str, frozenset[str]]] = field(default_factory=list)
     stored: bool = False
 
     def read(self, resources: Iterable[dict[str, Any]],
@@ -108,22 +110,36 @@ class AuditNote:
         for resource in itertools.islice(resources, max(0, MAX_NAMED - len(self.touched))):
             kind, id = resource.get("resourceType"), resource.get("id")
             if kind and id:
-                self.touched.append(f"{kind}/{id}")
-                self.patients.update(patients_of(resource))
+                self.touched.append((f"{kind}/{id}", frozenset(patients_of(resource))))
 
     def wrote(self, reference: str, patients: Iterable[str] = ()) -> None:
         """Note one written version (``Type/id/_history/n``) and its patients."""
         if self.enabled:
-            self.touched.append(reference)
-            self.patients.update(patients)
+            self.touched.append((reference, frozenset(patients)))
 
-    def record(self, caller: Caller | None, status: int,
-               query: str | None = None) -> AuditRecord:
-        """The AuditRecord of the request (its agent: the caller's verified token, if any)."""
+    def discard_writes(self) -> None:
+        """Forget what was noted: the writes were rolled back (the refusal names none)."""
+        self.touched = []
+
+    def records(self, caller: Caller | None, status: int,
+                query: str | None = None) -> list[AuditRecord]:
+        """The AuditRecords of the request (their agent: the caller's verified token, if
+        any): one per patient whose records it touched, or one."""
         verified = caller if caller is not None and caller.verified else None
-        return audit_record(self.interaction, status=status, context=verified,
-                            touched=self.touched, patients=self.patients,
-                            network_address=caller.address if caller else None, query=query)
+        address = caller.address if caller else None
+        return [audit_record(self.interaction, status=status, context=verified,
+                             touched=touched, patients=patients, network_address=address,
+                             query=query)
+                for touched, patients in self._groups()]
+
+    def _groups(self) -> list[tuple[list[str], list[str]]]:
+        everyone = sorted(set().union(*(patients for _, patients in self.touched)))
+        if len(everyone) <= 1:
+            return [([ref for ref, _ in self.touched], everyone)]
+        groups = [([ref for ref, patients in self.touched if patient in patients], [patient])
+                  for patient in everyone]
+        nobody = [ref for ref, patients in self.touched if not patients]
+        return groups + ([(nobody, [])] if nobody else [])
 
 
 def _refuse(text: str) -> BadRequest:

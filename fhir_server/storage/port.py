@@ -120,7 +120,8 @@ class StoreTransaction(Protocol):
         self, resource_type: str, id: str, limit: int = 1
     ) -> list[tuple[str, str]]:
         """Return up to ``limit`` other current resources (type, id) whose indexed reference
-        parameters name ``resource_type/id``."""
+        parameters name ``resource_type/id``; AuditEvents (records of what happened) do not
+        count."""
         ...
 
     async def create(self, resource: dict[str, Any], index: object | None) -> StoredResource:

@@ -31,7 +31,7 @@ class Case:
         """Whether some token may change the store with it (then it gets a world of its own;
         so do history requests, which must see the newest versions of their world)."""
         method, path = self.route
-        reads = method == "GET" or path.endswith(("_search", "${op}"))
+        reads = method == "GET" or path.endswith(("_search", "$op"))
         return not reads or "_history" in path
 
 def _lab_of(world: World) -> dict[str, Any]:
@@ -68,6 +68,12 @@ def _patch(world: World, target: Person) -> Call:
     change = [{"op": "replace", "path": "/status", "value": "amended"}]
     return Call("PATCH", f"/fhir/{target.ref('lab')}", json=change,
                 headers={"Content-Type": "application/json-patch+json"})
+
+
+def _conditional_patch(world: World, target: Person) -> Call:
+    change = [{"op": "replace", "path": "/status", "value": "amended"}]
+    return Call("PATCH", "/fhir/Observation", {"identifier": target.identifier("lab")},
+                json=change, headers={"Content-Type": "application/json-patch+json"})
 
 
 def _get(path: str, **params: str) -> Callable[[World, Person], Call]:
@@ -109,8 +115,8 @@ def _validate_instance(world: World, target: Person) -> Call:
 
 _VISIT_TYPES = "https://fhir.sskdt.vn/ValueSet/visit-type"
 _VISIT_CODES = "https://fhir.sskdt.vn/CodeSystem/visit-type"
-_TYPE_OP = ("GET", "/fhir/{type}/${op}")
-_INSTANCE_OP = ("GET", "/fhir/{type}/{id}/${op}")
+_TYPE_OP = ("GET", "/fhir/{type}/$op")
+_INSTANCE_OP = ("GET", "/fhir/{type}/{id}/$op")
 
 CASES: dict[str, Case] = {
     "read": Case(("GET", "/fhir/{type}/{id}"), _get("/fhir/Observation/{lab}"), "lab",
@@ -122,13 +128,15 @@ CASES: dict[str, Case] = {
     "vread": Case(("GET", "/fhir/{type}/{id}/_history/{vid}"),
                   _get("/fhir/Observation/{lab}/_history/1"), "lab", in_bundle=True),
     "history instance": Case(("GET", "/fhir/{type}/{id}/_history"),
-                             _get("/fhir/Observation/{lab}/_history"), "lab"),
+                             _get("/fhir/Observation/{lab}/_history"), "lab", in_bundle=True),
     "history type": Case(("GET", "/fhir/{type}/_history"),
-                         _get("/fhir/Observation/_history", _count="500"), "lab"),
+                         _get("/fhir/Observation/_history", _count="500"), "lab",
+                         in_bundle=True),
     "history system": Case(("GET", "/fhir/_history"), _get("/fhir/_history", _count="500"),
                            "lab"),
     "search": Case(("GET", "/fhir/{type}"),
-                   _get("/fhir/Observation", identifier="{lab_identifier}"), "lab"),
+                   _get("/fhir/Observation", identifier="{lab_identifier}"), "lab",
+                   in_bundle=True),
     "search by POST": Case(("POST", "/fhir/{type}/_search"),
                            _search_form("/fhir/Observation/_search"), "lab"),
     "search system": Case(("GET", "/fhir"), _get("/fhir", _type="Observation", _id="{lab}"),
@@ -136,12 +144,14 @@ CASES: dict[str, Case] = {
     "search system by POST": Case(("POST", "/fhir/_search"), _search_form("/fhir/_search"),
                                   "lab"),
     "search compartment": Case(("GET", "/fhir/{compartment}/{id}/{type}"),
-                               _get("/fhir/Patient/{patient}/Observation"), "lab"),
+                               _get("/fhir/Patient/{patient}/Observation"), "lab",
+                               in_bundle=True),
     "create": Case(("POST", "/fhir/{type}"), _create, in_bundle=True),
     "conditional create": Case(("POST", "/fhir/{type}"), _conditional_create, in_bundle=True),
     "update": Case(("PUT", "/fhir/{type}/{id}"), _update, in_bundle=True),
     "conditional update": Case(("PUT", "/fhir/{type}"), _conditional_update, in_bundle=True),
     "patch": Case(("PATCH", "/fhir/{type}/{id}"), _patch, in_bundle=True),
+    "conditional patch": Case(("PATCH", "/fhir/{type}"), _conditional_patch, in_bundle=True),
     "delete": Case(("DELETE", "/fhir/{type}/{id}"), _delete("/fhir/Observation/{lab}"),
                    in_bundle=True),
     "delete Patient": Case(("DELETE", "/fhir/{type}/{id}"), _delete("/fhir/Patient/{patient}"),
@@ -155,9 +165,9 @@ CASES: dict[str, Case] = {
                                        _delete("/fhir/Patient",
                                                identifier="{patient_identifier}"),
                                        in_bundle=True),
-    "$validate type": Case(("POST", "/fhir/{type}/${op}"), _validate_type,
+    "$validate type": Case(("POST", "/fhir/{type}/$op"), _validate_type,
                            operation=("type", "*", "validate")),
-    "$validate instance": Case(("POST", "/fhir/{type}/{id}/${op}"), _validate_instance,
+    "$validate instance": Case(("POST", "/fhir/{type}/{id}/$op"), _validate_instance,
                                operation=("instance", "*", "validate")),
     "$json-schema type": Case(_TYPE_OP, _get(
         "/fhir/StructureDefinition/$json-schema",
@@ -191,8 +201,8 @@ CASES: dict[str, Case] = {
                           operation=("type", "Patient", "summary")),
     "$document": Case(_INSTANCE_OP, _get("/fhir/Encounter/{encounter}/$document"), "lab",
                       operation=("instance", "Encounter", "document")),
-    "system operation": Case(("GET", "/fhir/${op}"), _get("/fhir/$no-such-operation")),
-    "system operation by POST": Case(("POST", "/fhir/${op}"), lambda world, target: Call(
+    "system operation": Case(("GET", "/fhir/$op"), _get("/fhir/$no-such-operation")),
+    "system operation by POST": Case(("POST", "/fhir/$op"), lambda world, target: Call(
         "POST", "/fhir/$no-such-operation", json={"resourceType": "Parameters"},
         headers=FHIR)),
 }

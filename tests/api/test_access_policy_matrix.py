@@ -74,11 +74,13 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 # - An operation the server does not have answers 404 whatever the token.
 # - Search always answers 200 with what the caller may see (possibly nothing).
 # - ``user/*.cruds`` of a doctor reaches every record until Consent rules narrow it.
+# - Referential integrity is on (the default): a Patient its records refer to is not deleted
+#   (409) by whoever may delete it; to anyone else it is unknown (404) or unmatched (204); a
+#   record about a Patient that does not exist is refused (400) once the caller may write it.
 # The entries of transaction and batch Bundles answer exactly what the same request answers
 # over HTTP (a failed transaction answers the failed entry's status). A cell ``a|b`` says the
 # two differ for a reason other than access: ``a`` over HTTP, ``b`` in a Bundle (a Bundle's
-# references must resolve: docs/hospital-push.md, referential integrity). Search entries are
-# not among the Bundle cases: the server answers them 400 (MSG_BUNDLE_SEARCH_NOT_SUPPORTED).
+# references must resolve: docs/hospital-push.md, referential integrity).
 EXPECTED = """
 case                         target   p.rs    p.cruds p.lab   user    sys     s.lab
 read                         own      200     200     200     200     200     200
@@ -115,7 +117,7 @@ search compartment           other    200     200     200     200     200     20
 search compartment           unknown  200     200     200     200     200     200
 create                       own      403     201     403     201     201     403
 create                       other    403     403     403     201     201     403
-create                       unknown  403     403     403     201|400 201|400 403
+create                       unknown  403     403     403     400     400     403
 conditional create           own      403     200     403     200     200     403
 conditional create           other    403     201     403     200     200     403
 conditional create           unknown  403     201     403     201     201     403
@@ -128,11 +130,14 @@ conditional update           unknown  403     201     403     201     201     40
 patch                        own      403     200     403     200     200     403
 patch                        other    403     404     403     200     200     403
 patch                        unknown  403     404     403     404     404     403
+conditional patch            own      403     200     403     200     200     403
+conditional patch            other    403     404     403     200     200     403
+conditional patch            unknown  403     404     403     404     404     403
 delete                       own      403     204     403     204     204     403
 delete                       other    403     404     403     204     204     403
 delete                       unknown  403     404     403     404     404     403
-delete Patient               own      403     204     403     204     204     403
-delete Patient               other    403     404     403     204     204     403
+delete Patient               own      403     409     403     409     409     403
+delete Patient               other    403     404     403     409     409     403
 delete Patient               unknown  403     404     403     404     404     403
 conditional delete           own      403     204     403     204     204     403
 conditional delete           other    403     204     403     204     204     403
@@ -140,8 +145,8 @@ conditional delete           unknown  403     204     403     204     204     40
 conditional delete by _id    own      403     204     403     204     204     403
 conditional delete by _id    other    403     204     403     204     204     403
 conditional delete by _id    unknown  403     204     403     204     204     403
-conditional delete Patient   own      403     204     403     204     204     403
-conditional delete Patient   other    403     204     403     204     204     403
+conditional delete Patient   own      403     409     403     409     409     403
+conditional delete Patient   other    403     204     403     409     409     403
 conditional delete Patient   unknown  403     204     403     204     204     403
 $validate type               own      403     200     403     200     200     403
 $validate type               other    403     200     403     200     200     403

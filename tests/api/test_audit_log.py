@@ -300,4 +300,27 @@ async def test_without_auditing_reads_do_not_collect_what_an_audit_event_would_n
             services = app.state.services
             note = AuditNote("read")  # what an audited request does
             note.read([read.json()], Access(SERVER, services.registry).patients_of)
+            assert note.records(None, 200)[0].patients == ("p-1",)
             assert walks == ["Observation"]
+
+
+async def test_a_request_touching_two_patients_leaves_one_audit_event_per_patient(
+    trail: Trail,
+) -> None:
+    """A transaction writing both patients' records leaves an AuditEvent for each, naming only
+    that patient's records: a citizen's access log names nobody else's."""
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": observation(f"Patient/{person}"),
+         "request": {"method": "POST", "url": "Observation"}}
+        for person in (trail.alice, trail.bob)]}
+    response = await trail.http.post("/fhir", json=bundle, headers=FHIR)
+    assert response.status_code == 200, response.text
+    written = [e["response"]["location"].split("/_history")[0]
+               for e in response.json()["entry"]]
+    events = [e for e in await trail.events(("subtype", "transaction")) if e["outcome"] == "0"]
+    named = [{x["what"]["reference"].split("/_history")[0] for x in e["entity"]} for e in events]
+    assert sorted(named, key=sorted) == sorted(
+        [{written[0], f"Patient/{trail.alice}"}, {written[1], f"Patient/{trail.bob}"}], key=sorted)
+    citizen = trail.headers("patient/AuditEvent.rs", patient_id=trail.alice)
+    log = await trail.search(**citizen)
+    assert trail.bob not in log.text and written[1] not in log.text

@@ -311,3 +311,88 @@ async def test_concurrent_repushes_of_one_visit_make_one_encounter(
     assert all(r.status_code == 200 for r in responses)
     assert await count(client, "Encounter") == 1
     assert await count(client, "Condition") == 1
+
+
+async def test_search_entries_run_after_the_writes_and_return_their_searchset(
+    client: httpx.AsyncClient,
+) -> None:
+    """GET entries with a search run last (R4 processing order) and see the writes."""
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Patient?family=tran"}},
+        {"fullUrl": "urn:uuid:p", "resource": patient(cccd="001090000031", family="Trần"),
+         "request": {"method": "POST", "url": "Patient"}},
+    ]}
+    for kind in ("transaction", "batch"):
+        response = await post(client, {**bundle, "type": kind})
+        assert response.status_code == 200, response.text
+        found = response.json()["entry"][0]
+        assert found["response"]["status"] == "200 OK"
+        assert found["resource"]["type"] == "searchset"
+        assert {e["resource"]["name"][0]["family"]
+                for e in found["resource"]["entry"]} == {"Trần"}
+
+
+async def test_if_none_exist_is_accepted_in_its_full_form(client: httpx.AsyncClient) -> None:
+    """``Patient?identifier=...`` (as the specification's own example Bundle writes it) and
+    the bare query find the same Patient."""
+    first = await client.post("/fhir/Patient", json=patient(cccd="001090000032"), headers=FHIR)
+    assert first.status_code == 201
+    for criteria in (f"Patient?identifier={CCCD_SYSTEM}|001090000032",
+                     f"identifier={CCCD_SYSTEM}|001090000032"):
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": patient(cccd="001090000032"),
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": criteria}}]}
+        response = await post(client, bundle)
+        assert response.status_code == 200, response.text
+        assert response.json()["entry"][0]["response"]["status"] == "200 OK"
+    assert await count(client, "Patient") == 1
+
+
+async def test_two_entries_with_one_full_url_are_refused_bdl_7(client: httpx.AsyncClient) -> None:
+    entry = {"fullUrl": "urn:uuid:same", "resource": patient(),
+             "request": {"method": "POST", "url": "Patient"}}
+    response = await post(client, {"resourceType": "Bundle", "type": "transaction",
+                                   "entry": [entry, {**entry, "resource": patient(cccd="1")}]})
+    assert response.status_code == 400
+    issue = response.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "MSG_BUNDLE_DUPLICATE_FULLURL"
+    assert issue["expression"] == ["Bundle.entry[1].fullUrl"]
+    assert await count(client, "Patient") == 0
+
+
+@pytest.mark.parametrize("method", [{"x": "POST"}, ["POST"], 7, None])
+async def test_an_entry_whose_method_is_not_a_string_is_a_400(
+    client: httpx.AsyncClient, method: object
+) -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient(), "request": {"method": method, "url": "Patient"}}]}
+    response = await post(client, bundle)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["details"]["coding"][0]["code"] == \
+        "MSG_BUNDLE_REQUEST_INVALID"
+    batch = await post(client, {**bundle, "type": "batch"})
+    assert batch.json()["entry"][0]["response"]["status"] == "400 Bad Request"
+
+
+async def test_referential_integrity_applies_to_every_write(client_with: Any) -> None:
+    """With ``referential_integrity`` on (the default), a single create or update naming a
+    resource that does not exist is refused (400), and a resource others refer to is not
+    deleted (409); with it off both go through."""
+    strict = await client_with(referential_integrity=True)
+    ghost = await strict.post("/fhir/Observation", json=observation("Patient/ghost"),
+                              headers=FHIR)
+    assert ghost.status_code == 400
+    assert ghost.json()["issue"][0]["details"]["coding"][0]["code"] == "MSG_REFERENCE_NOT_FOUND"
+    person = (await strict.post("/fhir/Patient", json=patient(), headers=FHIR)).json()
+    seen = await strict.post("/fhir/Observation", json=observation(f"Patient/{person['id']}"),
+                             headers=FHIR)
+    assert seen.status_code == 201
+    refused = await strict.delete(f"/fhir/Patient/{person['id']}")
+    assert refused.status_code == 409
+    assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "MSG_DELETE_REFERENCED"
+    assert f"Observation/{seen.json()['id']}" in refused.json()["issue"][0]["diagnostics"]
+    assert (await strict.delete(f"/fhir/Observation/{seen.json()['id']}")).status_code == 204
+    assert (await strict.delete(f"/fhir/Patient/{person['id']}")).status_code == 204
+    lenient = await client_with(referential_integrity=False)
+    assert (await lenient.post("/fhir/Observation", json=observation("Patient/ghost"),
+                               headers=FHIR)).status_code == 201

@@ -151,7 +151,9 @@ async def test_patient_reads_own_data_and_not_another_patients(world: World) -> 
                  f"/fhir/Patient/{world.bob}/_history"):
         response = await world.http.get(path, headers=headers)
         assert response.status_code == 404, path
-        assert message_id(response) == "MSG_NO_EXIST"
+        # exactly as for an unknown id (a version: as for an unknown version)
+        expected = "MSG_NO_EXIST_VERSION" if "_history/" in path else "MSG_NO_EXIST"
+        assert message_id(response) == expected
 
 
 async def test_patient_searches_are_narrowed_to_the_compartment(world: World) -> None:

@@ -175,7 +175,8 @@ class MongoStore:
         filter_ = all_of([{"type": kind} if kind else {},
                           visibility_filter(query.visibility, kind)])
         found: dict[str, list[str]] = {}
-        async for doc in self.db["resources"].find(filter_, projection={"type": 1, "id": 1}):
+        fields = {"_id": 1, "type": 1, "id": 1}
+        async for doc in self.db["resources"].find(filter_, projection=fields):
             found.setdefault(doc["type"], []).append(doc["id"])
         alternatives = [{"type": t, "id": {"$in": ids}} for t, ids in found.items()]
         return {"$or": alternatives} if alternatives else NOTHING

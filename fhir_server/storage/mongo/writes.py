@@ -106,12 +106,13 @@ class MongoTransaction:
         row = {"$elemMatch": {"t": resource_type, "i": id, "u": ""}}
         found: dict[str, tuple[str, str]] = {}
         async for doc in self.store.db["resources"].find(
-                {"idx.references": row, "deleted": False}, projection={"type": 1, "id": 1}):
+                {"idx.references": row, "deleted": False, "type": {"$ne": "AuditEvent"}},
+                projection={"_id": 1, "type": 1, "id": 1}):
             found[doc["_id"]] = (doc["type"], doc["id"])
         for key, doc in self._overlay.items():
             found.pop(key, None)
             refs = (doc.get("idx") or {}).get("references") or ()
-            if not doc["deleted"] and any(
+            if not doc["deleted"] and doc["type"] != "AuditEvent" and any(
                     r["t"] == resource_type and r["i"] == id and not r.get("u") for r in refs):
                 found[key] = (doc["type"], doc["id"])
         found.pop(docs.resource_key(resource_type, id), None)
