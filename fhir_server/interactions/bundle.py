@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.errors import BadRequest, FhirError, PayloadTooLarge
+from fhir_server.geography.addresses import address_context, visit_date
 from fhir_server.interactions import bundle_exec
 from fhir_server.interactions.bundle_entries import (
     ORDER,
@@ -166,10 +167,11 @@ async def process_bundle(services: Services, bundle: dict[str, Any]) -> Outcome:
     security = guard.current.get()
     if security is not None and kind in ("transaction", "batch"):
         security.interaction = str(kind)  # its AuditEvent's subtype, refused or not
-    if kind == "transaction":
-        return await transaction(services, bundle)
-    if kind == "batch":
-        return await batch(services, bundle)
+    with address_context(visit=visit_date(bundle)):  # addresses are read at the visit's date
+        if kind == "transaction":
+            return await transaction(services, bundle)
+        if kind == "batch":
+            return await batch(services, bundle)
     raise BadRequest(f"Bundle.type must be transaction or batch, not '{kind}'",
                      message_id="MSG_BUNDLE_TYPE", expression=("Bundle.type",))
 

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_server.errors import BadRequest, Issue, MultipleMatches, Unprocessable
+from fhir_server.geography.addresses import address_context, annotate
 from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
 from fhir_server.security import guard
@@ -24,16 +25,20 @@ def prepare_resource(
     checked unless validation is ``off`` for the type. Under ``enforce`` any error raises
     ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
     response. Raises ``InvalidResource`` (400) for structural errors. The caller's right to
-    write it is checked first and ``meta.source`` records who wrote it (``guard``).
+    write it is checked first and ``meta.source`` records who wrote it (``guard``). An
+    address written with the administrative units of before 1 July 2025 gets the extension
+    ``address-current-units`` (``fhir_server.geography.addresses.annotate``).
     """
     validate_structure(resource, expected_type=resource_type)
     guard.prepare_write(resource, interaction)
+    annotate(resource)  # the current units of an address written with pre-2025 codes
     mode = services.settings.validation_mode(resource_type)
     if mode == "off":
         return ()
     from fhir_server.conformance.profiles import default_validator
 
-    issues = default_validator().validate_resource(resource)
+    with address_context(unknown=services.settings.unknown_unit_code):
+        issues = default_validator().validate_resource(resource)
     if mode == "enforce" and any(i.severity in ("error", "fatal") for i in issues):
         first = next(i for i in issues if i.severity in ("error", "fatal"))
         raise Unprocessable(first.diagnostics, message_id=first.message_id, issues=issues)
