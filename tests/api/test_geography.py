@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from fhir_server.main import create_app
-from fhir_server.settings import Settings
+from fhir_server.settings import PROJECT_DIR, Settings
 from tests.builders import CCCD_SYSTEM, patient
 from tests.conftest import token_for
 
@@ -230,3 +230,12 @@ async def test_lookup_gives_the_parent_and_validate_code_the_era(
     assert await valid("address-province", "02") and not await valid("province", "02")
     assert await valid("commune", "00715") and not await valid("commune", "99999")
     assert await valid("commune-pre-2025", "00016") and not await valid("commune", "00016")
+
+
+async def test_the_unit_lists_are_readable_through_the_api(client_with: Any) -> None:
+    full = await client_with(terminology_dir=PROJECT_DIR / "terminology")
+    communes = (await full.get("/fhir/CodeSystem/commune")).json()
+    assert communes["count"] == len(communes["concept"]) == 3321
+    found = await full.get("/fhir/ConceptMap", params={
+        "url": "https://fhir.sskdt.vn/ConceptMap/commune-pre-2025-to-2025"})
+    assert found.json()["entry"][0]["resource"]["group"][1]["element"][0]["code"] == "318"
