@@ -650,20 +650,27 @@ def extension(base: Base, id_: str) -> Json:
     return sd
 
 
-def message_id_extension(base: Base) -> Json:
-    """The extension carrying a constraint's stable message id."""
-    sd = header("message-id", "Mã thông báo / Message id",
-                "Stable message id the validator reports when the constraint fails.",
-                "complex-type", "Extension")  # fmt: skip
-    sd["context"] = [{"type": "element", "expression": "ElementDefinition.constraint"}]
+def element_extension(base: Base, id_: str, title: str, description: str, context: str,
+                      value_type: str) -> Json:  # fmt: skip
+    """A simple extension on a part of a StructureDefinition (not on instances)."""
+    sd = header(id_, title, description, "complex-type", "Extension")
+    sd["context"] = [{"type": "element", "expression": context}]
     differential = [
         el("Extension", 0, "1"),
-        el("Extension.url", fixedUri=MESSAGE_ID_EXT),
-        el("Extension.value[x]", 1, "1", type=[{"code": "id"}]),
+        el("Extension.url", fixedUri=f"{SD}/{id_}"),
+        el("Extension.value[x]", 1, "1", type=[{"code": value_type}]),
     ]
     sd["snapshot"] = {"element": snapshot(base, "Extension", differential)}
     sd["differential"] = {"element": differential}
     return sd
+
+
+def message_id_extension(base: Base) -> Json:
+    """The extension carrying a constraint's stable message id."""
+    return element_extension(
+        base, "message-id", "Mã thông báo / Message id",
+        "Stable message id the validator reports when the constraint fails.",
+        "ElementDefinition.constraint", "id")
 
 
 def current_units_extension(base: Base) -> Json:
@@ -694,22 +701,13 @@ def current_units_extension(base: Base) -> Json:
 
 def units_by_date_extension(base: Base) -> Json:
     """The mark on an Address element whose unit codes are checked by date."""
-    sd = header("address-units-by-date", "Kiểm tra đơn vị hành chính theo ngày / Units by date",
-                "On an Address element of a profile: its province, district and commune codes "
-                "must be units in force on the day the address describes (period.end, else the "
-                "record's date, else today): the 34 provinces and 3,321 communes from 1 July "
-                "2025, the 63 provinces with their districts and communes before; a district "
-                "only before 1 July 2025; each unit inside the province (and district) named.",
-                "complex-type", "Extension")  # fmt: skip
-    sd["context"] = [{"type": "element", "expression": "ElementDefinition"}]
-    differential = [
-        el("Extension", 0, "1"),
-        el("Extension.url", fixedUri=UNITS_BY_DATE_EXT),
-        el("Extension.value[x]", 1, "1", type=[{"code": "boolean"}]),
-    ]
-    sd["snapshot"] = {"element": snapshot(base, "Extension", differential)}
-    sd["differential"] = {"element": differential}
-    return sd
+    return element_extension(
+        base, "address-units-by-date", "Kiểm tra đơn vị hành chính theo ngày / Units by date",
+        "On an Address element of a profile: its province, district and commune codes must be "
+        "units in force on the day the address describes (period.end, else the record's date, "
+        "else today): the 34 provinces and 3,321 communes from 1 July 2025, the 63 provinces "
+        "with their districts and communes before; a district only before 1 July 2025; each "
+        "unit inside the province (and district) named.", "ElementDefinition", "boolean")
 
 
 def address_search_parameter(code: str, element: str, name: str, description: str) -> Json:

@@ -12,13 +12,13 @@ import pytest
 
 from fhir_server.main import create_app
 from fhir_server.settings import PROJECT_DIR, Settings
+from tests.api.test_bundles import visit_bundle
 from tests.builders import CCCD_SYSTEM, patient
 from tests.conftest import token_for
 
 FHIR = {"Content-Type": "application/fhir+json"}
 SD = "https://fhir.sskdt.vn/StructureDefinition"
 CURRENT = f"{SD}/address-current-units"
-ORG_SYSTEM = "http://fhir.ehealth.gov.vn/core/sid/provider-code"
 HAGIANG = {"province": "02", "district": "026", "commune": "00715"}  # Xã Lũng Cú, Đồng Văn
 
 
@@ -34,30 +34,12 @@ def vn_address(province: str, district: str | None = None, commune: str | None =
 
 
 def visit(cccd: str, address: dict[str, Any], day: str, ma_lk: str) -> dict[str, Any]:
-    """A transaction Bundle: the Patient (with ``address``), the facility, one Encounter."""
-    facility, encounter_system = "01929", "https://fhir.sskdt.vn/sid/ma-lk/01929"
-    return {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:p", "resource": patient(cccd=cccd, address=[address]),
-         "request": {"method": "POST", "url": "Patient",
-                     "ifNoneExist": f"identifier={CCCD_SYSTEM}|{cccd}"}},
-        {"fullUrl": "urn:uuid:o", "resource": {
-            "resourceType": "Organization", "name": "Bệnh viện",
-            "identifier": [{"system": ORG_SYSTEM, "value": facility}]},
-         "request": {"method": "POST", "url": "Organization",
-                     "ifNoneExist": f"identifier={ORG_SYSTEM}|{facility}"}},
-        {"fullUrl": "urn:uuid:e", "resource": {
-            "resourceType": "Encounter", "status": "finished",
-            "identifier": [{"system": encounter_system, "value": ma_lk}],
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                      "code": "AMB"},
-            "type": [{"coding": [{"system": "https://fhir.sskdt.vn/CodeSystem/visit-type",
-                                  "code": "01"}]}],
-            "period": {"start": f"{day}T08:00:00+07:00", "end": f"{day}T09:00:00+07:00"},
-            "subject": {"reference": "urn:uuid:p"},
-            "serviceProvider": {"reference": "urn:uuid:o"}},
-         "request": {"method": "PUT",
-                     "url": f"Encounter?identifier={encounter_system}|{ma_lk}"}},
-    ]}  # fmt: skip
+    """The visit push of test_bundles, its Patient living at ``address``, on ``day``."""
+    bundle = visit_bundle(cccd=cccd, ma_lk=ma_lk)
+    bundle["entry"][0]["resource"]["address"] = [address]
+    encounter = bundle["entry"][2]["resource"]
+    encounter["period"] = {"start": f"{day}T08:00:00+07:00", "end": f"{day}T09:00:00+07:00"}
+    return bundle
 
 
 @dataclass
