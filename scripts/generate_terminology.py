@@ -850,8 +850,9 @@ def province_map(source: Path) -> dict[str, object]:
         "Maps each pre-July-2025 province, identified by its CCCD prefix ('0' + old province "
         "code, TT 07/2016/TT-BCA), to the province-level unit of QĐ 19/2025/QĐ-TTg that "
         "absorbed it (Nghị quyết 202/2025/QH15). The new codes are from QĐ 19/2025; which old "
-        "provinces merged into which is from secondary sources and not verified against the "
-        "resolution text.",
+        "provinces merged into which is from secondary sources, checked by "
+        "scripts/generate_geography.py against the statistics office's conversion table (see "
+        "ConceptMap province-pre-2025-to-2025, keyed by the 2-digit codes).",
         [group],
         "draft",
     )
