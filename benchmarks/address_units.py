@@ -11,7 +11,10 @@ Prints the p50 in microseconds, and the ratio, of:
   mark (the baseline);
 - ``annotate``: ``geography.addresses.annotate`` of each Patient (what a write adds);
 - ``load``: the terminology of ``terminology/`` loaded from disk with and without the files of
-  ``scripts/generate_geography.py``, and the unit tables (``Units``) built from it.
+  ``scripts/generate_geography.py``, and the unit tables (``Units``) built from it;
+- ``start``: the start-up of the app (lifespan: registry, store, seeding of the conformance
+  resources, warm-up) on a fresh and on an existing embedded store, with ``terminology/`` and
+  with a copy of it without those files.
 
 Samples of the two sides are taken alternately, so machine noise hits both alike.
 """
@@ -19,8 +22,11 @@ Samples of the two sides are taken alternately, so machine noise hits both alike
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
+import logging
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import date
@@ -33,6 +39,8 @@ from fhir_server.conformance.profiles import UNITS_BY_DATE_EXT, ProfileValidator
 from fhir_server.conformance.terminology import Terminology, default_terminology
 from fhir_server.geography.addresses import address_context, annotate
 from fhir_server.geography.units import Units
+from fhir_server.main import create_app
+from fhir_server.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SD = "https://fhir.sskdt.vn/StructureDefinition"
@@ -85,6 +93,38 @@ def load(skip_geography: bool) -> Terminology:
     return Terminology(orjson.loads(f.read_bytes()) for f in files)
 
 
+def start(data_dir: Path, terminology: Path) -> None:
+    """Run the app's lifespan once (start and stop)."""
+    settings = Settings(data_dir=data_dir, terminology_dir=terminology,
+                        seed_search_parameters=False)
+
+    async def run() -> None:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            pass
+
+    asyncio.run(run())
+
+
+def compare_start(rounds: int) -> None:
+    """Start-up with and without the geography files, on fresh and on existing stores."""
+    logging.disable(logging.CRITICAL)
+    work = Path(tempfile.mkdtemp())
+    small = work / "terminology"
+    small.mkdir()
+    for path in (REPO / "terminology").glob("*.json"):
+        if not any(g in path.name for g in GEOGRAPHY):
+            (small / path.name).symlink_to(path)
+    counter = iter(range(10**6))
+    start(work / "warm", small)
+    compare("start, fresh store", lambda: start(work / f"f{next(counter)}", REPO / "terminology"),
+            lambda: start(work / f"f{next(counter)}", small), rounds)
+    start(work / "full", REPO / "terminology")
+    start(work / "small", small)
+    compare("start, existing store", lambda: start(work / "full", REPO / "terminology"),
+            lambda: start(work / "small", small), rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=2000)
@@ -103,9 +143,10 @@ def main() -> None:
     compare("load terminology/ (whole vs without)", lambda: load(False), lambda: load(True),
             rounds)
     terminology = load(False)
-    start = time.perf_counter()
+    began = time.perf_counter()
     Units(terminology)
-    print(f"{'build Units from it':38} {(time.perf_counter() - start) * 1e3:9.1f} ms")
+    print(f"{'build Units from it':38} {(time.perf_counter() - began) * 1e3:9.1f} ms")
+    compare_start(rounds)
 
 
 if __name__ == "__main__":
