@@ -212,13 +212,20 @@ def patient(prefixes: list[str]) -> list[Json]:
             "A name needs text or family", "text.exists() or family.exists()")]),
         el("Patient.gender", 1, "1"),
         el("Patient.birthDate", 1, "1"),
-        el("Patient.address", constraint=address_invariants(),
+        *vietnamese_address("Patient.address"),
+    ]  # fmt: skip
+
+
+def vietnamese_address(path: str) -> list[Json]:
+    """An Address element with the unit-code extensions, checked by date."""
+    return [
+        el(path, constraint=address_invariants(),
            extension=[{"url": UNITS_BY_DATE_EXT, "valueBoolean": True}]),
-        slicing("Patient.address.extension", "url"),
-        ext_slice("Patient.address.extension", "province", 0, "1", PROVINCE_EXT),
-        ext_slice("Patient.address.extension", "district", 0, "1", f"{SD}/address-district-code"),
-        ext_slice("Patient.address.extension", "commune", 0, "1", f"{SD}/address-commune-code"),
-        ext_slice("Patient.address.extension", "currentUnits", 0, "1", CURRENT_UNITS_EXT),
+        slicing(f"{path}.extension", "url"),
+        ext_slice(f"{path}.extension", "province", 0, "1", PROVINCE_EXT),
+        ext_slice(f"{path}.extension", "district", 0, "1", f"{SD}/address-district-code"),
+        ext_slice(f"{path}.extension", "commune", 0, "1", f"{SD}/address-commune-code"),
+        ext_slice(f"{path}.extension", "currentUnits", 0, "1", CURRENT_UNITS_EXT),
     ]  # fmt: skip
 
 
@@ -354,6 +361,7 @@ def organization() -> list[Json]:
         slicing("Organization.identifier", "system"),
         *system_slice("Organization.identifier", "facilityCode", 1, "1", FACILITY, FACILITY_RE),
         el("Organization.name", 1, "1"),
+        *vietnamese_address("Organization.address"),
     ]
 
 
@@ -363,6 +371,7 @@ def practitioner() -> list[Json]:
         slicing("Practitioner.identifier", "system"),
         *system_slice("Practitioner.identifier", "practiceLicense", 0, "*", LICENCE),
         el("Practitioner.name", 1, "*"),
+        *vietnamese_address("Practitioner.address"),
     ]
 
 
