@@ -173,15 +173,21 @@ def _day(text: str | None) -> date | None:
 def _read_units(code_system: dict[str, Any], era: Era, level: Level) -> dict[str, Unit]:
     """The units of one generated CodeSystem (raw JSON: faster than the Concept objects)."""
     start, end = _period(code_system)
+    url = code_system["url"]
     out = {}
     for raw in code_system.get("concept", ()):
-        props = {p["code"]: next(v for k, v in p.items() if k.startswith("value"))
-                 for p in raw.get("property", ())}  # fmt: skip
-        out[raw["code"]] = Unit(
-            raw["code"], raw["display"], props.get("unit-type", ""), level, era,
-            props.get("province", raw["code"]), props.get("district"), code_system["url"],
-            start, end,
-        )  # fmt: skip
+        code = raw["code"]
+        kind, province, district = "", code, None
+        for prop in raw.get("property", ()):
+            name = prop["code"]
+            if name == "unit-type":
+                kind = prop.get("valueString", "")
+            elif name == "province":
+                province = prop.get("valueCode", code)
+            elif name == "district":
+                district = prop.get("valueCode")
+        out[code] = Unit(code, raw["display"], kind, level, era, province, district, url,
+                         start, end)  # fmt: skip
     return out
 
 
