@@ -224,6 +224,8 @@ class ProfileValidator:
         value_set = binding["valueSet"].partition("|")[0]
         if value_set == ICD10_VALUE_SET:
             return r.BindingRule(path, binding["strength"], value_set, _icd10_check)
+        if binding["strength"] not in ("required", "extensible"):  # not checked: not expanded
+            return r.BindingRule(path, binding["strength"], value_set, _unchecked)
         members = self._members(value_set)
 
         def check(system: str | None, code: str) -> tuple[str, str, str] | None:
@@ -277,6 +279,11 @@ def profiles_of(resource: Json) -> list[str]:
     urls = list(resource.get("meta", {}).get("profile", ()))
     required = required_profile(resource.get("resourceType", ""))
     return [*urls, required] if required else urls
+
+
+def _unchecked(system: str | None, code: str) -> None:
+    """The check of a preferred or example binding: none."""
+    return None
 
 
 def _unknown_profile(url: str) -> Issue:
