@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     )
     audit: bool = True
     validation: Literal["enforce", "warn", "off"] = "enforce"
+    #: Severity of an address's district or commune code that no list of its date holds
+    #: (docs/geography.md); a unit not in force on that date is always an error.
+    unknown_unit_code: Literal["error", "warning"] = "error"
     validation_overrides: dict[str, Literal["enforce", "warn", "off"]] = Field(
         default_factory=dict,
         description="Per-type modes as JSON, e.g. {\"Observation\": \"warn\"}",

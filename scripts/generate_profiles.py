@@ -62,6 +62,10 @@ FACILITY_RE = r"^[0-9A-Z]{5}$"
 ICD10_RE = r"^[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$"
 DOSAGE_RE = r"^[^*]+/lần \* [^*]+/ngày( \* [^*]+ ngày)?( \[[^\]]+\])?$"
 PROVINCE_EXT = f"{SD}/address-province-code"
+CURRENT_UNITS_EXT = f"{SD}/address-current-units"
+UNITS_BY_DATE_EXT = f"{SD}/address-units-by-date"
+#: Resource types whose ``address`` the search parameters address-province/-commune index.
+ADDRESS_TYPES = ("Patient", "Practitioner", "RelatedPerson", "Organization", "Location")
 
 Json = dict[str, Any]
 
@@ -208,15 +212,26 @@ def patient(prefixes: list[str]) -> list[Json]:
             "A name needs text or family", "text.exists() or family.exists()")]),
         el("Patient.gender", 1, "1"),
         el("Patient.birthDate", 1, "1"),
-        el("Patient.address", constraint=address_invariants()),
-        slicing("Patient.address.extension", "url"),
-        ext_slice("Patient.address.extension", "province", 0, "1", PROVINCE_EXT),
-        ext_slice("Patient.address.extension", "commune", 0, "1", f"{SD}/address-commune-code"),
+        *vietnamese_address("Patient.address"),
+    ]  # fmt: skip
+
+
+def vietnamese_address(path: str) -> list[Json]:
+    """An Address element with the unit-code extensions, checked by date."""
+    return [
+        el(path, constraint=address_invariants(),
+           extension=[{"url": UNITS_BY_DATE_EXT, "valueBoolean": True}]),
+        slicing(f"{path}.extension", "url"),
+        ext_slice(f"{path}.extension", "province", 0, "1", PROVINCE_EXT),
+        ext_slice(f"{path}.extension", "district", 0, "1", f"{SD}/address-district-code"),
+        ext_slice(f"{path}.extension", "commune", 0, "1", f"{SD}/address-commune-code"),
+        ext_slice(f"{path}.extension", "currentUnits", 0, "1", CURRENT_UNITS_EXT),
     ]  # fmt: skip
 
 
 def address_invariants() -> list[Json]:
-    """Province required for Vietnamese addresses; district only before the July 2025 reform."""
+    """Province required for Vietnamese addresses. The units by date (district only before
+    the July 2025 reform) are the address-units-by-date rule of the element."""
     return [
         inv("vn-addr-province", "error",
             "Địa chỉ tại Việt Nam phải có mã tỉnh (QĐ 19/2025)",
@@ -224,12 +239,6 @@ def address_invariants() -> list[Json]:
             f"(country.empty() or country = 'VN') implies "
             f"extension.where(url = '{PROVINCE_EXT}').exists()",
             "MSG_ADDRESS_PROVINCE"),
-        inv("vn-addr-district", "error",
-            "Cấp huyện chỉ dùng cho địa chỉ kết thúc trước 01/07/2025",
-            "district is only allowed on an address whose period ended before 2025-07-01",
-            "district.exists() implies (period.end.exists() and "
-            "period.end.toString() < '2025-07-01')",
-            "MSG_ADDRESS_DISTRICT"),
     ]  # fmt: skip
 
 
@@ -352,6 +361,7 @@ def organization() -> list[Json]:
         slicing("Organization.identifier", "system"),
         *system_slice("Organization.identifier", "facilityCode", 1, "1", FACILITY, FACILITY_RE),
         el("Organization.name", 1, "1"),
+        *vietnamese_address("Organization.address"),
     ]
 
 
@@ -361,6 +371,7 @@ def practitioner() -> list[Json]:
         slicing("Practitioner.identifier", "system"),
         *system_slice("Practitioner.identifier", "practiceLicense", 0, "*", LICENCE),
         el("Practitioner.name", 1, "*"),
+        *vietnamese_address("Practitioner.address"),
     ]
 
 
@@ -467,10 +478,15 @@ EXTENSIONS: dict[str, tuple[str, str, str, Json | None, str | None]] = {
                             None, None),
     "patient-religion": ("Tôn giáo / Religion", "Patient", "CodeableConcept",
                          bind(f"{VS}/religion", "extensible"), None),
-    "address-province-code": ("Mã tỉnh / Province code (QĐ 19/2025)", "Address", "code",
-                              bind(f"{VS}/province"), None),
-    "address-commune-code": ("Mã xã / Commune code (QĐ 19/2025, 5 digits)", "Address", "code",
-                             None, r"^[0-9]{5}$"),
+    "address-province-code": ("Mã tỉnh / Province code (QĐ 19/2025; before 1 July 2025 the "
+                              "63 provinces)", "Address", "code",
+                              bind(f"{VS}/address-province"), None),
+    "address-district-code": ("Mã huyện / District code (3 digits, before 1 July 2025 only)",
+                              "Address", "code", bind(f"{VS}/district-pre-2025", "preferred"),
+                              r"^[0-9]{3}$"),
+    "address-commune-code": ("Mã xã / Commune code (5 digits; QĐ 19/2025, or the list before "
+                             "1 July 2025)", "Address", "code",
+                             bind(f"{VS}/address-commune", "preferred"), r"^[0-9]{5}$"),
     "encounter-treatment-outcome": ("Kết quả điều trị / Treatment outcome (KET_QUA_DTRI)",
                                     "Encounter", "CodeableConcept",
                                     bind(f"{VS}/treatment-outcome"), None),
@@ -643,20 +659,95 @@ def extension(base: Base, id_: str) -> Json:
     return sd
 
 
-def message_id_extension(base: Base) -> Json:
-    """The extension carrying a constraint's stable message id."""
-    sd = header("message-id", "Mã thông báo / Message id",
-                "Stable message id the validator reports when the constraint fails.",
-                "complex-type", "Extension")  # fmt: skip
-    sd["context"] = [{"type": "element", "expression": "ElementDefinition.constraint"}]
+def element_extension(base: Base, id_: str, title: str, description: str, context: str,
+                      value_type: str) -> Json:  # fmt: skip
+    """A simple extension on a part of a StructureDefinition (not on instances)."""
+    sd = header(id_, title, description, "complex-type", "Extension")
+    sd["context"] = [{"type": "element", "expression": context}]
     differential = [
         el("Extension", 0, "1"),
-        el("Extension.url", fixedUri=MESSAGE_ID_EXT),
-        el("Extension.value[x]", 1, "1", type=[{"code": "id"}]),
+        el("Extension.url", fixedUri=f"{SD}/{id_}"),
+        el("Extension.value[x]", 1, "1", type=[{"code": value_type}]),
     ]
     sd["snapshot"] = {"element": snapshot(base, "Extension", differential)}
     sd["differential"] = {"element": differential}
     return sd
+
+
+def message_id_extension(base: Base) -> Json:
+    """The extension carrying a constraint's stable message id."""
+    return element_extension(
+        base, "message-id", "Mã thông báo / Message id",
+        "Stable message id the validator reports when the constraint fails.",
+        "ElementDefinition.constraint", "id")
+
+
+def current_units_extension(base: Base) -> Json:
+    """The server's extension on an address written with the units of before 1 July 2025."""
+    sd = header("address-current-units", "Đơn vị hành chính hiện nay / Current units",
+                "Added by the server to an address read in the units of before 1 July 2025: "
+                "the province it lies in today, today's commune when the old commune went "
+                "wholly into one, or every candidate and split = true when it was divided (none "
+                "is chosen), and the day the address was read at (readOn).",
+                "complex-type", "Extension")  # fmt: skip
+    sd["context"] = [{"type": "element", "expression": "Address"}]
+    parts = [("province", "Coding", 1, "1"), ("commune", "Coding", 0, "1"),
+             ("candidate", "Coding", 0, "*"), ("split", "boolean", 0, "1"),
+             ("readOn", "date", 1, "1")]  # fmt: skip
+    differential = [el("Extension", 0, "1"), slicing("Extension.extension", "url", "closed")]
+    for name, kind, low, high in parts:
+        differential += [
+            el(f"Extension.extension:{name}", low, high),
+            el(f"Extension.extension:{name}.url", fixedUri=name),
+            el(f"Extension.extension:{name}.value[x]", 1, "1", type=[{"code": kind}]),
+        ]
+    differential += [el("Extension.url", fixedUri=CURRENT_UNITS_EXT),
+                     el("Extension.value[x]", 0, "0")]
+    sd["snapshot"] = {"element": snapshot(base, "Extension", differential)}
+    sd["differential"] = {"element": differential}
+    return sd
+
+
+def units_by_date_extension(base: Base) -> Json:
+    """The mark on an Address element whose unit codes are checked by date."""
+    return element_extension(
+        base, "address-units-by-date", "Kiểm tra đơn vị hành chính theo ngày / Units by date",
+        "On an Address element of a profile: its province, district and commune codes must be "
+        "units in force on the day the address describes (period.end, else the record's date, "
+        "else today): the 34 provinces and 3,321 communes from 1 July 2025, the 63 provinces "
+        "with their districts and communes before; a district only before 1 July 2025; each "
+        "unit inside the province (and district) named.", "ElementDefinition", "boolean")
+
+
+def address_search_parameter(code: str, element: str, name: str, description: str) -> Json:
+    """A token SearchParameter over the recorded and the current unit of every address."""
+    recorded, current = f"{SD}/address-{element}-code", CURRENT_UNITS_EXT
+    branches = [f"{t}.address.extension.where(url='{recorded}').value.ofType(code) | "
+                f"{t}.address.extension.where(url='{current}').extension.where(url='{element}')"
+                ".value.ofType(Coding)" for t in ADDRESS_TYPES]  # fmt: skip
+    return {
+        "resourceType": "SearchParameter", "id": code, "url": f"{BASE}/SearchParameter/{code}",
+        "version": "0.1.0", "name": name, "status": "active", "experimental": False,
+        "date": DATE, "publisher": PUBLISHER,
+        "jurisdiction": [{"coding": [{"system": "urn:iso:std:iso:3166", "code": "VN"}]}],
+        "description": description, "code": code, "base": list(ADDRESS_TYPES),
+        "type": "token", "expression": " | ".join(branches), "xpathUsage": "normal",
+    }  # fmt: skip
+
+
+SEARCH_PARAMETERS = (
+    ("address-province", "province", "AddressProvince",
+     "The province of an address: the code it was written with, and for an address read in the "
+     "units of before 1 July 2025 the province it lies in today (extension "
+     "address-current-units). A code of one of today's 34 provinces finds everyone living there, "
+     "whether the address was written with that code or with the code of an old province now "
+     "merged into it (every current code is also the code of an old province lying inside it); "
+     "any other code finds the addresses written with it."),
+    ("address-commune", "commune", "AddressCommune",
+     "The commune of an address: the code it was written with, and for an address read in the "
+     "units of before 1 July 2025 today's commune when the old one went wholly into one. An old "
+     "commune divided between several new ones is not indexed under any of them."),
+)
 
 
 def province_prefixes(terminology: Path) -> list[str]:
@@ -683,6 +774,12 @@ def main() -> None:
     for id_ in EXTENSIONS:
         write(args.out, extension(base, id_))
     write(args.out, message_id_extension(base))
+    write(args.out, current_units_extension(base))
+    write(args.out, units_by_date_extension(base))
+    for code, element, name, description in SEARCH_PARAMETERS:
+        parameter = address_search_parameter(code, element, name, description)
+        path = args.out / f"SearchParameter-{code}.json"
+        path.write_text(json.dumps(parameter, ensure_ascii=False, indent=2) + "\n", "utf-8")
 
 
 if __name__ == "__main__":

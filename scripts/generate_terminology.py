@@ -64,6 +64,8 @@ class CodeSystemSpec:
     content: str = "complete"
     status: str = "active"
     properties: tuple[PropertyDef, ...] = field(default=())
+    #: The period the units or codes were in force (the resource-effectivePeriod extension).
+    period: dict[str, str] | None = None
 
 
 def terms(rows: list[tuple[str, str, str]]) -> tuple[Term, ...]:
@@ -596,7 +598,9 @@ def province_spec(source: Path) -> CodeSystemSpec:
             "The 34 province-level administrative units (28 provinces and 6 centrally-run "
             "cities) in force from 1 Jul 2025 under Nghị quyết 202/2025/QH15, with the codes of "
             "Quyết định 19/2025/QĐ-TTg. Records from before 1 Jul 2025 use the 63-province list "
-            "(see CodeSystem cccd-province-prefix and ConceptMap province-2016-to-2025). "
+            "(CodeSystem province-pre-2025, ConceptMap province-pre-2025-to-2025; CCCD prefixes: "
+            "CodeSystem cccd-province-prefix, ConceptMap province-2016-to-2025). The communes "
+            "are in CodeSystem commune (scripts/generate_geography.py). "
             f"{GENERATED} from provinces_2025_qd19.csv."
         ),
         copyright=(
@@ -605,6 +609,7 @@ def province_spec(source: Path) -> CodeSystemSpec:
         version="2025",
         terms=tuple(terms),
         properties=(kind,),
+        period={"start": "2025-07-01"},
     )
 
 
@@ -648,12 +653,17 @@ def inline_specs() -> list[CodeSystemSpec]:
     ]
 
 
+EFFECTIVE_PERIOD = "http://hl7.org/fhir/StructureDefinition/resource-effectivePeriod"
+
+
 def metadata(resource_type: str, ident: str, spec: CodeSystemSpec) -> dict[str, object]:
     """Return the canonical metadata shared by a CodeSystem and its ValueSet."""
+    period = [{"url": EFFECTIVE_PERIOD, "valuePeriod": spec.period}] if spec.period else []
     return {
         "resourceType": resource_type,
         "id": ident,
         "language": "vi",
+        **({"extension": period} if period else {}),
         "url": f"{BASE}/{resource_type}/{ident}",
         "version": spec.version,
         "name": spec.name if resource_type == "CodeSystem" else f"{spec.name}VS",
@@ -840,8 +850,9 @@ def province_map(source: Path) -> dict[str, object]:
         "Maps each pre-July-2025 province, identified by its CCCD prefix ('0' + old province "
         "code, TT 07/2016/TT-BCA), to the province-level unit of QĐ 19/2025/QĐ-TTg that "
         "absorbed it (Nghị quyết 202/2025/QH15). The new codes are from QĐ 19/2025; which old "
-        "provinces merged into which is from secondary sources and not verified against the "
-        "resolution text.",
+        "provinces merged into which is from secondary sources, checked by "
+        "scripts/generate_geography.py against the statistics office's conversion table (see "
+        "ConceptMap province-pre-2025-to-2025, keyed by the 2-digit codes).",
         [group],
         "draft",
     )

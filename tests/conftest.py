@@ -14,7 +14,7 @@ import pytest
 from fhir_server.main import create_app
 from fhir_server.security.keys import load_server_key
 from fhir_server.security.tokens import mint_access_token
-from fhir_server.settings import Settings
+from fhir_server.settings import PROJECT_DIR, Settings
 
 #: Point the API suite at another store, e.g. a MongoDB replica set:
 #: FHIR_SERVER_TEST_API_STORAGE=mongodb://localhost:27017 (one database per test), or
@@ -40,17 +40,33 @@ def _api_on_mongo_fake(monkeypatch: pytest.MonkeyPatch) -> None:
 on_sqlite_only = pytest.mark.skipif(bool(API_STORAGE), reason="inspects the SQLite file")
 
 
+#: Files of terminology/ at least this large (the administrative units and their conversion,
+#: 4 MB and ~40,000 index rows) are left out of the store the tests' servers seed.
+LARGE_TERMINOLOGY_BYTES = 100_000
+
+
+@pytest.fixture(scope="session")
+def small_terminology(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy (links) of terminology/ without its large files."""
+    folder = tmp_path_factory.mktemp("terminology")
+    for path in sorted((PROJECT_DIR / "terminology").glob("*.json")):
+        if path.stat().st_size < LARGE_TERMINOLOGY_BYTES:
+            (folder / path.name).symlink_to(path)
+    return folder
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, small_terminology: Path) -> Settings:
     """Settings of a server whose data lives in the test's temporary directory."""
-    # Storing the 1,369 SearchParameters costs ~0.5 s per fresh store: only the tests of
-    # GET /SearchParameter turn it on.
+    # Storing the 1,369 SearchParameters costs ~0.5 s per fresh store, the large code systems
+    # of the administrative units ~1 s: only the tests that read them through the API store
+    # them. The terminology operations and the validator read terminology/ itself.
     storage = ""
     if API_STORAGE.startswith("mongodb"):
         storage = f"{API_STORAGE.rstrip('/')}/fhir_api_{uuid.uuid4().hex[:12]}"
     return Settings(data_dir=tmp_path / "data", base_url="http://test/fhir", storage=storage,
                     max_body_bytes=64 * 1024, seed_search_parameters=False,
-                    referential_integrity=False)
+                    referential_integrity=False, terminology_dir=small_terminology)
 
 
 def token_for(settings: Settings, scope: str, **claims: Any) -> str:

@@ -74,13 +74,6 @@ def _address_province(node: Any, resource: Json) -> bool:
     return bool(_extensions(node, _PROVINCE_EXT))
 
 
-def _address_district(node: Any, resource: Json) -> bool:
-    if "district" not in node:
-        return True
-    end = node.get("period", {}).get("end")
-    return isinstance(end, str) and end < "2025-07-01"
-
-
 def _offset_ok(value: Any) -> bool:
     return not isinstance(value, str) or len(value) <= 10 or value.endswith("+07:00")
 
@@ -144,7 +137,6 @@ _PLAIN: dict[str, Check] = {
     "vn-pat-cccd-year": _cccd_year,
     "vn-pat-name": _name,
     "vn-addr-province": _address_province,
-    "vn-addr-district": _address_district,
     "vn-enc-tz": _encounter_offset,
     "vn-enc-main-dx": _main_diagnosis,
     "vn-enc-discharge": _discharge,
@@ -165,8 +157,6 @@ _EXPRESSIONS: dict[str, str] = {
     "vn-pat-cccd-province": "value.matches('^[0-9]{12}$') implies value.substring(0,3) in (",
     "vn-pat-name": "text.exists() or family.exists()",
     "vn-addr-province": "(country.empty() or country = 'VN') implies extension.where(",
-    "vn-addr-district": "district.exists() implies (period.end.exists() and "
-    "period.end.toString() < '2025-07-01')",
     "vn-enc-tz": "(period.start | period.end).all(",
     "vn-enc-main-dx": "diagnosis.where(rank = 1).count() <= 1",
     "vn-enc-discharge": "(class.code = 'IMP' and status = 'finished') implies "

@@ -12,8 +12,10 @@ it: most visited values are valid, and formatting a path for each was much of th
 Message ids: MSG_PROFILE_CARDINALITY, MSG_PROFILE_SLICE (a slice's value format),
 MSG_PROFILE_PATTERN (fixed/pattern/regex), MSG_PROFILE_TYPE (choice type not allowed),
 MSG_PROFILE_BINDING (code not in a required value set; extensible gives a warning),
-MSG_ICD10_UNKNOWN (well-formed ICD-10 code not in the WHO list) and, for invariants, the
-constraint's own id (default MSG_PROFILE_INVARIANT).
+MSG_ICD10_UNKNOWN (well-formed ICD-10 code not in the WHO list), for the administrative units
+of an address MSG_ADDRESS_UNIT_NOT_IN_FORCE, MSG_ADDRESS_UNIT_UNKNOWN, MSG_ADDRESS_UNIT_MISMATCH
+and MSG_ADDRESS_DISTRICT, and for invariants the constraint's own id (default
+MSG_PROFILE_INVARIANT).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fhir_server.errors import Issue
+from fhir_server.geography import addresses
 
 __all__ = [
+    "AddressUnitsRule",
     "BindingRule",
     "CardinalityRule",
     "CodeCheck",
@@ -273,6 +277,23 @@ class InvariantRule:
                 text = f"{self.key}: {self.human}"
                 issues.append(_issue(self.severity, "invariant", self.message_id, text,
                                      expression(location)))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AddressUnitsRule:
+    """The province, district and commune codes of each Address at ``path`` are units in force
+    on the day it describes (:func:`fhir_server.geography.addresses.check`)."""
+
+    path: tuple[str, ...]
+
+    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
+        for value, location in _select(root, self.path) if self.path else (root,):
+            if not isinstance(value, dict):
+                continue
+            for problem in addresses.check(value, resource):
+                where = f"{expression(location)}.{problem.where}"
+                issues.append(_issue(problem.severity, "code-invalid", problem.message_id,
+                                     problem.text, where))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

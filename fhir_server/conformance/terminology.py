@@ -11,6 +11,11 @@ Expansion filter (``$expand?filter=``), case- and accent-insensitive through
 concept's display or of one of its designations (``ha noi`` finds "Thành phố Hà Nội", ``kinh``
 finds "Kinh"), or the whole filter must be a prefix of the code. Words are split on anything that
 is not a letter or digit, so ``kho`` finds "Khơ-me".
+
+ValueSet.compose filters: ``=`` and ``in`` (comma-separated values) on a concept property or on
+``code`` (``ValueSet/commune-of-08`` is CodeSystem commune filtered on ``province = 08``); other
+operators answer NotSupported. A ValueSet given inline (``$expand`` with a ``valueSet``
+parameter) is expanded the same way. Concept tables are built on the first use of a code system.
 """
 
 from __future__ import annotations
@@ -196,19 +201,21 @@ class Terminology:
         if index is None or "url" not in resource:
             return
         index.add(resource)
-        if resource["resourceType"] == "CodeSystem":
-            self._index_code_system(resource)
         self._expansions.clear()
 
-    def _index_code_system(self, code_system: Resource) -> None:
-        """Build the code -> Concept table of a CodeSystem."""
-        url, version = code_system["url"], code_system.get("version")
-        fold_case = code_system.get("caseSensitive") is False
-        table: dict[str, Concept] = {}
-        for raw in _flatten(code_system.get("concept", ())):
-            code = raw["code"].casefold() if fold_case else raw["code"]
-            table[code] = _concept(url, version, raw)
-        self._concepts[id(code_system)] = table
+    def concepts(self, code_system: Resource) -> dict[str, Concept]:
+        """The code -> Concept table of a loaded CodeSystem, built on first use (the large
+        geography code systems cost more to build than every other one to load)."""
+        table = self._concepts.get(id(code_system))
+        if table is None:
+            url, version = code_system["url"], code_system.get("version")
+            fold_case = code_system.get("caseSensitive") is False
+            table = {}
+            for raw in _flatten(code_system.get("concept", ())):
+                code = raw["code"].casefold() if fold_case else raw["code"]
+                table[code] = _concept(url, version, raw)
+            self._concepts[id(code_system)] = table
+        return table
 
     def code_system(self, canonical: str) -> Resource:
         """Return the CodeSystem; raise NotFound (MSG_UNKNOWN_CODESYSTEM) if unknown."""
@@ -239,7 +246,7 @@ class Terminology:
         canonical = f"{system}|{version}" if version and "|" not in system else system
         code_system = self.code_system(canonical)
         key = code.casefold() if code_system.get("caseSensitive") is False else code
-        return self._concepts[id(code_system)].get(key)
+        return self.concepts(code_system).get(key)
 
     def expand(
         self,
@@ -253,9 +260,19 @@ class Terminology:
         Raises NotFound (MSG_UNKNOWN_VALUESET / MSG_UNKNOWN_CODESYSTEM) for unknown canonicals,
         NotSupported for compose filters, BadRequest for a negative offset or count.
         """
+        return self.expand_value_set(self.value_set(valueset_url), filter, offset, count)
+
+    def expand_value_set(
+        self,
+        value_set: Resource,
+        filter: str | None = None,
+        offset: int = 0,
+        count: int | None = None,
+    ) -> list[Concept]:
+        """$expand of a ValueSet resource (loaded, or given inline in the request)."""
         if offset < 0 or (count is not None and count < 0):
             raise BadRequest("offset and count must not be negative", message_id="MSG_BAD_PAGING")
-        concepts: Iterable[Concept] = self._expansion(self.value_set(valueset_url), frozenset())
+        concepts: Iterable[Concept] = self._expansion(value_set, frozenset())
         if filter and filter.strip():
             words, folded = _words(filter), fold(filter.strip())
             concepts = [c for c in concepts if _matches(c, words, folded)]
@@ -264,12 +281,15 @@ class Terminology:
         return concepts[offset:end]
 
     def _expansion(self, value_set: Resource, seen: frozenset[str]) -> tuple[Concept, ...]:
-        """Return (cached) every concept of ``value_set`` in compose order."""
+        """Return every concept of ``value_set`` in compose order (cached for loaded ones)."""
+        url = value_set.get("url", "")
+        if self.value_sets.get(url) is not value_set:  # inline: not cached
+            return self._compose(value_set, seen | {url})
         key = id(value_set)
         if key not in self._expansions:
-            if value_set["url"] in seen:
-                raise NotSupported(f"ValueSet '{value_set['url']}' includes itself")
-            self._expansions[key] = self._compose(value_set, seen | {value_set["url"]})
+            if url in seen:
+                raise NotSupported(f"ValueSet '{url}' includes itself")
+            self._expansions[key] = self._compose(value_set, seen | {url})
         return self._expansions[key]
 
     def _compose(self, value_set: Resource, seen: frozenset[str]) -> tuple[Concept, ...]:
@@ -289,11 +309,9 @@ class Terminology:
 
     def _include(self, include: Resource, seen: frozenset[str]) -> list[Concept]:
         """Return the concepts one compose.include (or exclude) selects."""
-        if include.get("filter"):
-            raise NotSupported(
-                "ValueSet.compose filters are not supported", message_id="MSG_FILTER_NOT_SUPPORTED"
-            )
         selected = self._from_system(include) if "system" in include else None
+        if selected is not None and include.get("filter"):
+            selected = [c for c in selected if all(_meets(c, f) for f in include["filter"])]
         for canonical in include.get("valueSet", ()):
             members = self._expansion(self.value_set(canonical), seen)
             if selected is None:
@@ -311,7 +329,7 @@ class Terminology:
             # An external system (e.g. LOINC) may still be enumerated by the value set.
             return [Concept(system, c["code"], c.get("display"), version) for c in listed]
         canonical = f"{system}|{version}" if version else system
-        table = self._concepts[id(self.code_system(canonical))]
+        table = self.concepts(self.code_system(canonical))
         if listed is None:
             return list(table.values())
         return [table[c["code"]] for c in listed if c["code"] in table]
@@ -398,6 +416,22 @@ def _translations(concept_map: Resource, group: Resource, code: str) -> Iterator
             yield Translation(
                 target["equivalence"], concept, concept_map["url"], target.get("comment")
             )
+
+
+_FILTER_OPS = ("=", "in")
+
+
+def _meets(concept: Concept, rule: Resource) -> bool:
+    """Does ``concept`` meet one ValueSet.compose filter (``=`` or ``in`` on a property, or on
+    ``code``)? Other operators answer NotSupported (MSG_FILTER_NOT_SUPPORTED)."""
+    op, name, value = rule.get("op"), rule.get("property"), str(rule.get("value", ""))
+    if op not in _FILTER_OPS:
+        raise NotSupported(f"ValueSet.compose filter operator '{op}' is not supported "
+                           "(only = and in on a property)", message_id="MSG_FILTER_NOT_SUPPORTED")
+    wanted = {value} if op == "=" else set(value.split(","))
+    if name == "code":
+        return concept.code in wanted
+    return any(p.code == name and str(p.value) in wanted for p in concept.properties)
 
 
 def _display_matches(concept: Concept, display: str) -> bool:

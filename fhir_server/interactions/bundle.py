@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import orjson
 
 from fhir_server.errors import BadRequest, FhirError, PayloadTooLarge
+from fhir_server.geography.addresses import address_context, visit_date
 from fhir_server.interactions import bundle_exec
 from fhir_server.interactions.bundle_entries import (
     Entry,
@@ -259,9 +260,10 @@ async def process_bundle(
     kind = bundle.get("type")
     if kind in ("transaction", "batch"):
         note.interaction = str(kind)  # its AuditEvent's subtype, refused or not
-    if kind == "transaction":
-        return await transaction(services, bundle, door, note)
-    if kind == "batch":
-        return await batch(services, bundle, door, note)
+    with address_context(visit=visit_date(bundle)):  # addresses are read at the visit's date
+        if kind == "transaction":
+            return await transaction(services, bundle, door, note)
+        if kind == "batch":
+            return await batch(services, bundle, door, note)
     raise BadRequest(f"Bundle.type must be transaction or batch, not '{kind}'",
                      message_id="MSG_BUNDLE_TYPE", expression=("Bundle.type",))

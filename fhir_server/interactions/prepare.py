@@ -12,6 +12,7 @@ import jsonpatch
 
 from fhir_server.conformance.profiles import default_validator
 from fhir_server.errors import BadRequest, Issue, Unprocessable
+from fhir_server.geography.addresses import address_context, annotate
 from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
 from fhir_server.search.model import SearchQuery
@@ -30,14 +31,18 @@ def prepare_resource(
     Profiles (those in ``meta.profile`` and the Vietnamese profile required for the type) are
     checked unless validation is ``off`` for the type. Under ``enforce`` any error raises
     ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
-    response. Raises ``InvalidResource`` (400) for structural errors.
+    response. Raises ``InvalidResource`` (400) for structural errors. An address written
+    with the administrative units of before 1 July 2025 gets the extension
+    ``address-current-units`` (``fhir_server.geography.addresses.annotate``).
     """
     validate_structure(resource, expected_type=resource_type)
     access.stamp(resource)
+    annotate(resource)  # the current units of an address written with pre-2025 codes
     mode = services.settings.validation_mode(resource_type)
     if mode == "off":
         return ()
-    issues = default_validator().validate_resource(resource)
+    with address_context(unknown=services.settings.unknown_unit_code):
+        issues = default_validator().validate_resource(resource)
     if mode == "enforce" and any(i.severity in ("error", "fatal") for i in issues):
         first = next(i for i in issues if i.severity in ("error", "fatal"))
         raise Unprocessable(first.diagnostics, message_id=first.message_id, issues=issues)

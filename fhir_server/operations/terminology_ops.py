@@ -1,6 +1,7 @@
 """Terminology operations over the Vietnamese code systems held by the server:
 ``ValueSet/$expand`` (R4 valueset-operation-expand, with an accent-insensitive ``filter`` for
-pick lists), ``CodeSystem/$lookup`` and ``ValueSet/$validate-code``."""
+pick lists, of a held ValueSet or one given inline as ``valueSet``), ``CodeSystem/$lookup``
+(with the concept's properties) and ``ValueSet/$validate-code``."""
 
 from __future__ import annotations
 
@@ -51,15 +52,25 @@ def _int(call: OperationInput, name: str, default: int | None) -> int | None:
     return int(value)
 
 
+async def _value_set(services: Services, access: Access, call: OperationInput) -> dict[str, Any]:
+    """The ValueSet to expand: given inline (``valueSet``), or named by ``url`` or the path."""
+    inline = call.resources.get("valueSet")
+    if inline is not None:
+        if inline.get("resourceType") != "ValueSet":
+            raise BadRequest("The parameter valueSet must be a ValueSet",
+                             message_id="MSG_PARAM_INVALID", expression=("valueSet",))
+        return inline
+    return default_terminology().value_set(await _canonical(services, access, call, "url"))
+
+
 async def expand(services: Services, access: Access, call: OperationInput) -> Outcome:
     """Return the ValueSet with an ``expansion`` of the codes matching ``filter``."""
-    url = await _canonical(services, access, call, "url")
+    value_set = await _value_set(services, access, call)
     terminology = default_terminology()
     offset = _int(call, "offset", 0) or 0
     count = _int(call, "count", None)
-    everything = terminology.expand(url, call.value("filter"))
+    everything = terminology.expand_value_set(value_set, call.value("filter"))
     page = everything[offset: None if count is None else offset + count]
-    value_set = terminology.value_set(url)
     body: dict[str, Any] = {
         "resourceType": "ValueSet",
         "url": value_set.get("url"),
@@ -96,6 +107,11 @@ async def lookup(services: Services, access: Access, call: OperationInput) -> Ou
         if designation.language:
             part.insert(0, {"name": "language", "valueCode": designation.language})
         body["parameter"].append({"name": "designation", "part": part})
+    for prop in concept.properties:
+        body["parameter"].append({"name": "property", "part": [
+            {"name": "code", "valueCode": prop.code},
+            {"name": "value", f"value{prop.value_type}": prop.value},
+        ]})  # fmt: skip
     return Outcome(200, body=body)
 
 

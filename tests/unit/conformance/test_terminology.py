@@ -205,10 +205,32 @@ def test_expand_of_included_value_set() -> None:
     assert len(service.expand("http://example.org/ValueSet/all")) == 5
 
 
-def test_expand_of_compose_filter_is_not_supported() -> None:
+def test_expand_of_compose_filter_other_than_equal_or_in_is_not_supported() -> None:
     compose = {"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a"}]}]}
     with pytest.raises(NotSupported):
         terminology(code_system(), value_set(compose)).expand(VS)
+
+
+@pytest.mark.parametrize(("rule", "codes"), [
+    ({"property": "kind", "op": "=", "value": "city"}, ["01"]),
+    ({"property": "kind", "op": "=", "value": "town"}, []),
+    ({"property": "code", "op": "in", "value": "K,KM,99"}, ["K", "KM"]),
+])  # fmt: skip
+def test_expand_applies_equal_and_in_filters_on_properties_and_code(
+    rule: dict[str, str], codes: list[str]
+) -> None:
+    compose = {"include": [{"system": CS, "filter": [rule]}]}
+    found = terminology(code_system(), value_set(compose)).expand(VS)
+    assert [c.code for c in found] == codes
+
+
+def test_expand_of_an_inline_value_set_is_not_cached() -> None:
+    service = terminology()
+    inline = {"resourceType": "ValueSet", "status": "active", "compose": {"include": [{
+        "system": CS, "filter": [{"property": "kind", "op": "=", "value": "city"}]}]}}
+    assert [c.code for c in service.expand_value_set(inline, "ha noi")] == ["01"]
+    inline["compose"]["include"][0]["filter"][0]["value"] = "none"
+    assert service.expand_value_set(inline) == []
 
 
 def test_expand_of_unknown_value_set_raises_not_found() -> None:
