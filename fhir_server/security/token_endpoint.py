@@ -23,6 +23,7 @@ from fhir_server.security.keys import ServerKey
 from fhir_server.security.oauth import (
     INVALID_REQUEST,
     INVALID_SCOPE,
+    UNAUTHORIZED_CLIENT,
     UNSUPPORTED_GRANT_TYPE,
     OAuthError,
 )
@@ -70,6 +71,8 @@ def issue_token(
         clients=clients,
         jti_store=jti_store,
     )
+    if client.is_app:
+        raise OAuthError(UNAUTHORIZED_CLIENT, "apps use the authorization_code grant")
     scope = _granted_scope(form.get("scope", ""), client)
     token = mint_access_token(
         server_key,
