@@ -18,6 +18,7 @@ from dataclasses import replace
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api import dev_idp, launch
 from fhir_server.api.errors import fhir_error_response, unexpected_error_handler
 from fhir_server.errors import FhirError, Forbidden, NotFound
 from fhir_server.interactions.context import Services
@@ -33,7 +34,8 @@ log = logging.getLogger("fhir_server.security")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 PUBLIC_ENDPOINTS = frozenset({"metadata", "healthz", "readyz", "smart-configuration",
-                              "token", "jwks"})
+                              "token", "jwks"}) | launch.PUBLIC_ENDPOINTS
+PUBLIC_ENDPOINTS |= dev_idp.PUBLIC_ENDPOINTS
 #: Endpoints whose successful writes audit themselves inside their transaction.
 WRITE_ENDPOINTS = frozenset({"create", "update", "conditional-update", "patch", "delete",
                              "conditional-delete", "bundle"})

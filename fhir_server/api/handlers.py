@@ -14,7 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import errors, smart
+from fhir_server.api import dev_idp, errors, launch, smart
 from fhir_server.api.headers import (
     parse_http_date,
     parse_prefer,
@@ -355,4 +355,6 @@ ENDPOINTS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "token": smart.token,
     "healthz": healthz,
     "readyz": readyz,
+    **launch.ENDPOINTS,
+    **dev_idp.ENDPOINTS,
 }

@@ -44,8 +44,7 @@ class Approvals:
 
     def __init__(self, store: AuthStore) -> None:
         self._store = store
-        with store.transaction() as connection:
-            connection.executescript(_SCHEMA)
+        store.connection().executescript(_SCHEMA)
 
     def get(self, subject: str, client_id: str) -> Approval | None:
         """Return the person's approval of the app, or None."""

@@ -25,7 +25,7 @@ import jwt
 from fhir_server.authorization.identity import pkce_challenge
 from fhir_server.security.keys import ServerKey, load_server_key
 
-__all__ = ["DEV_IDP_KEY_PATH", "DevIdpError", "DevIdentityProvider"]
+__all__ = ["DEV_IDP_KEY_PATH", "DevIdentityProvider", "DevIdpError"]
 
 DEV_IDP_KEY_PATH = Path("keys") / "dev-idp-key.pem"
 CODE_TTL = 60

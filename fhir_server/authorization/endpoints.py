@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -20,7 +20,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from fhir_server.authorization.grants import CLIENT_AUTH_METHODS
 from fhir_server.authorization.model import AuthConfig
 
-__all__ = ["IssuedToken", "Introspection", "Revocation", "find_token"]
+__all__ = ["Introspection", "IssuedToken", "Revocation", "find_token"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _config(endpoint: Any) -> AuthConfig:
 class Revocation(RevocationEndpoint):  # type: ignore[misc]
     """RFC 7009: ``POST /auth/revoke`` with ``token`` and an optional ``token_type_hint``."""
 
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    CLIENT_AUTH_METHODS: ClassVar[list[str]] = CLIENT_AUTH_METHODS
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
         return find_token(_config(self), token_string, token_type_hint)
@@ -112,7 +112,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
     """RFC 7662 with SMART's fields: ``active``, ``scope``, ``client_id``, ``exp``, ``sub``,
     ``iss``, ``patient`` and ``fhirUser`` when the token has a patient."""
 
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    CLIENT_AUTH_METHODS: ClassVar[list[str]] = CLIENT_AUTH_METHODS
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
         return find_token(_config(self), token_string, token_type_hint)

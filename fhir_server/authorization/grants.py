@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
@@ -40,7 +40,7 @@ def _config(grant: Any) -> AuthConfig:
 class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
     """The authorization code grant, SMART style (see the module docstring)."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = CLIENT_AUTH_METHODS
 
     def validate_authorization_request(self) -> str:
         redirect_uri: str = super().validate_authorization_request()
@@ -87,7 +87,7 @@ class S256Challenge(CodeChallenge):  # type: ignore[misc]
     """PKCE with S256, required at the authorization endpoint for every app."""
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
 
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
         data = grant.request.payload.data
@@ -132,7 +132,7 @@ class IdToken(OpenIDCode):  # type: ignore[misc]
 class RotatingRefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
     """Refresh tokens that rotate, and whose reuse revokes their family."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = CLIENT_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:

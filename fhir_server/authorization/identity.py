@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import httpx
 import jwt
@@ -115,13 +115,15 @@ class UpstreamProvider:
         metadata = await self._discover()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
                 "code_verifier": sign_in.code_verifier}
-        auth = None
+        headers = {}
         if self._client_secret:
-            auth = httpx.BasicAuth(self._client_id, self._client_secret)
+            # RFC 6749 §2.3.1: id and secret are form-encoded before Basic encoding.
+            pair = f"{quote_plus(self._client_id)}:{quote_plus(self._client_secret)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             form["client_id"] = self._client_id
         async with self._http() as http:
-            response = await http.post(metadata.token_endpoint, data=form, auth=auth)
+            response = await http.post(metadata.token_endpoint, data=form, headers=headers)
         if response.status_code != 200:
             raise SignInFailed(f"the provider refused the code (HTTP {response.status_code})")
         id_token = response.json().get("id_token")

@@ -170,8 +170,12 @@ def grantable_scope(requested: str, client: RegisteredClient) -> str | None:
         clinical = [parse_scope(w) for w in requested.split() if _CLINICAL.match(w)]
     except InvalidScope:
         return None
-    wanted = [s for s in clinical if s.context is ScopeContext.PATIENT]
-    granted = [s.to_text() for s in narrow_scopes(wanted, client.allowed_scopes())]
+    allowed = client.allowed_scopes()
+    granted: dict[str, None] = {}
+    for wanted in (s for s in clinical if s.context is ScopeContext.PATIENT):
+        whole = any(wanted.intersect(scope) == wanted for scope in allowed)
+        for scope in [wanted] if whole else narrow_scopes([wanted], allowed):
+            granted[scope.to_text()] = None
     if not granted:
         return None
     return " ".join([*words, *granted])

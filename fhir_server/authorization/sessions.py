@@ -75,8 +75,7 @@ class SignIns:
     def __init__(self, store: AuthStore, ttl: int) -> None:
         self._store = store
         self._ttl = ttl
-        with store.transaction() as connection:
-            connection.executescript(_SCHEMA)
+        store.connection().executescript(_SCHEMA)
 
     def start(self, browser: str, purpose: str, params: dict[str, str]) -> SignIn:
         """Record a new sign-in for the browser cookie ``browser``."""

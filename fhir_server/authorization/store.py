@@ -44,8 +44,8 @@ CREATE TABLE IF NOT EXISTS refresh_token (
     issued_at REAL NOT NULL, expires_at REAL NOT NULL, used_at REAL);
 CREATE TABLE IF NOT EXISTS revoked_access_token (jti TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 """
-_CODE_COLUMNS = ("code_hash, client_id, redirect_uri, scope, subject, patient_id, nonce, code_challenge,"
-                 " code_challenge_method, family_id, auth_time, expires_at, used")
+_CODE_COLUMNS = ("code_hash, client_id, redirect_uri, scope, subject, patient_id, nonce,"
+                 " code_challenge, code_challenge_method, family_id, auth_time, expires_at, used")
 _FAMILY_COLUMNS = ("family_id, client_id, subject, patient_id, scope, auth_time, created_at,"
                    " revoked_at")
 
@@ -140,8 +140,8 @@ class AuthStore:
         self._database = database
         self._synchronous = synchronous
         self._local = threading.local()
-        with self.transaction() as connection:
-            connection.executescript(_SCHEMA)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        self.connection().executescript(_SCHEMA)
 
     def connection(self) -> sqlite3.Connection:
         """Return this thread's connection (autocommit; use :meth:`transaction` to write)."""

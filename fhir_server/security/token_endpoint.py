@@ -113,11 +113,28 @@ def _granted_scope(requested_text: str, client: RegisteredClient) -> str:
     return " ".join(scope.to_text() for scope in granted)
 
 
-def smart_configuration(base_url: str) -> dict[str, Any]:
-    """Return the ``.well-known/smart-configuration`` document for the server at ``base_url``."""
+_APP_LAUNCH_CAPABILITIES = [
+    "launch-standalone",
+    "authorize-post",
+    "client-public",
+    "client-confidential-symmetric",
+    "sso-openid-connect",
+    "context-standalone-patient",
+    "permission-offline",
+]
+
+
+def smart_configuration(base_url: str, *, app_launch: bool = False,
+                        registration: bool = False) -> dict[str, Any]:
+    """Return the ``.well-known/smart-configuration`` document for the server at ``base_url``.
+
+    ``app_launch`` when citizens can sign in (an identity provider is configured): then the
+    authorization code flow, OpenID Connect, refresh, revocation, introspection and the page
+    of apps with access exist and are announced; ``registration`` when RFC 7591 is on.
+    """
     base = base_url.rstrip("/")
-    return {
-        "issuer": base,
+    auth = base + "/auth"
+    document: dict[str, Any] = {
         "jwks_uri": base + JWKS_PATH,
         "token_endpoint": token_endpoint_url(base),
         "grant_types_supported": ["client_credentials"],
@@ -140,7 +157,26 @@ def smart_configuration(base_url: str) -> dict[str, Any]:
             "permission-patient",
             "permission-user",
         ],
-        # Listed because the SMART document requires the member; the server has no
-        # authorization-code flow, so PKCE is never exercised.
+        # Required by SMART whatever the flows; PKCE is exercised by the authorization code
+        # flow when App Launch is on.
         "code_challenge_methods_supported": ["S256"],
     }
+    if app_launch:
+        document |= {
+            "issuer": base,
+            "authorization_endpoint": auth + "/authorize",
+            "revocation_endpoint": auth + "/revoke",
+            "introspection_endpoint": auth + "/introspect",
+            "management_endpoint": auth + "/apps",
+            "response_types_supported": ["code"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+        document["grant_types_supported"] += ["authorization_code", "refresh_token"]
+        document["token_endpoint_auth_methods_supported"] += [
+            "client_secret_basic", "client_secret_post", "none"]
+        document["scopes_supported"] += ["launch/patient", "openid", "fhirUser",
+                                         "offline_access"]
+        document["capabilities"] += _APP_LAUNCH_CAPABILITIES
+    if registration:
+        document["registration_endpoint"] = auth + "/register"
+    return document
