@@ -212,25 +212,18 @@ class AppLaunch:
         if _first(form, "decision") != "approve":
             return _to_app(sign_in.params["redirect_uri"], sign_in.params.get("state"),
                            error="access_denied")
+        try:
+            grant = await asyncio.to_thread(self._grant, list(sign_in.params.items()))
+        except OAuth2Error as error:
+            return self._refusal(error)
         ticked = set(form.get("scope", ()))
-        requested = sign_in.params.get("scope", "").split()
-        approved = " ".join(w for w in requested if w in ticked or w in _ALWAYS)
+        grantable: str = grant.request.scope
+        approved = " ".join(w for w in grantable.split() if w in ticked or w in _ALWAYS)
         if not any(w not in APP_WORDS for w in approved.split()):
             return _to_app(sign_in.params["redirect_uri"], sign_in.params.get("state"),
                            error="access_denied", error_description="nothing was approved")
-        return await self._approve(sign_in, person, approved)
-
-    async def _approve(self, sign_in: SignIn, person: Session, approved: str) -> Step:
-        params = {**sign_in.params, "scope": approved}
-        try:
-            grant = await asyncio.to_thread(self._grant, list(params.items()))
-        except OAuth2Error as error:
-            return self._refusal(error)
-        scope: str = grant.request.scope
-        client: RegisteredClient = grant.request.client.client
-        await self._remember(person, client, scope)
-        return await self._issue_code(SignIn(**{**sign_in.__dict__, "params": params}),
-                                      person, scope)
+        await self._remember(person, grant.request.client.client, approved)
+        return await self._issue_code(sign_in, person, approved)
 
     async def _remember(self, person: Session, client: RegisteredClient, scope: str) -> None:
         """Remember the approval and record it as the app's Consent (audited)."""

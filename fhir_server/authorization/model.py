@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from fhir_server.security.clients import APP_WORDS, ClientLookup, RegisteredClie
 from fhir_server.security.keys import IdTokenKey, ServerKey
 from fhir_server.security.scopes import (
     InvalidScope,
+    Scope,
     ScopeContext,
     narrow_scopes,
     parse_scope,
@@ -171,11 +173,14 @@ def grantable_scope(requested: str, client: RegisteredClient) -> str | None:
     except InvalidScope:
         return None
     allowed = client.allowed_scopes()
-    granted: dict[str, None] = {}
+    granted: dict[Scope, None] = {}
     for wanted in (s for s in clinical if s.context is ScopeContext.PATIENT):
         whole = any(wanted.intersect(scope) == wanted for scope in allowed)
-        for scope in [wanted] if whole else narrow_scopes([wanted], allowed):
-            granted[scope.to_text()] = None
-    if not granted:
-        return None
-    return " ".join([*words, *granted])
+        granted.update(dict.fromkeys([wanted] if whole else narrow_scopes([wanted], allowed)))
+    kept = [s.to_text() for s in granted if not _covered(s, granted)]
+    return " ".join([*words, *kept]) if kept else None
+
+
+def _covered(scope: Scope, others: Iterable[Scope]) -> bool:
+    """Whether another of the scopes grants everything ``scope`` does."""
+    return any(other != scope and scope.intersect(other) == scope for other in others)

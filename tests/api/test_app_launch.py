@@ -184,3 +184,346 @@ async def test_standalone_launch_gives_a_token_bound_to_the_citizens_patient(
                           algorithms=["RS256"], audience=launch.client_id, issuer=BASE)
     assert id_token["nonce"] == launch.nonce
     assert id_token["fhirUser"] == f"{BASE}/Patient/{world.patient_id}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def tokens(world: World, launch: Launch | None = None) -> dict[str, Any]:
+    launch = launch or Launch()
+    answer = await world.exchange(launch, await world.code(launch))
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+async def test_refresh_token_rotates_and_the_new_access_token_works(world: World) -> None:
+    first = await tokens(world)
+    answer = await world.token(grant_type="refresh_token", refresh_token=first["refresh_token"],
+                               client_id="so-suc-khoe")
+    assert answer.status_code == 200, answer.text
+    second = answer.json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["patient"] == world.patient_id
+    read = await world.http.get(f"/fhir/Patient/{world.patient_id}",
+                                headers=bearer(second["access_token"]))
+    assert read.status_code == 200
+
+
+async def test_refresh_token_used_twice_revokes_the_whole_family(world: World) -> None:
+    first = await tokens(world)
+    rotated = (await world.token(grant_type="refresh_token", client_id="so-suc-khoe",
+                                 refresh_token=first["refresh_token"])).json()
+    replay = await world.token(grant_type="refresh_token", client_id="so-suc-khoe",
+                               refresh_token=first["refresh_token"])
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    for access in (first["access_token"], rotated["access_token"]):
+        read = await world.http.get(f"/fhir/Patient/{world.patient_id}", headers=bearer(access))
+        assert read.status_code == 401
+    again = await world.token(grant_type="refresh_token", client_id="so-suc-khoe",
+                              refresh_token=rotated["refresh_token"])
+    assert again.json()["error"] == "invalid_grant"
+
+
+async def test_refresh_token_of_another_client_is_refused(world: World) -> None:
+    first = await tokens(world)
+    answer = await world.token(grant_type="refresh_token", client_id="other-app",
+                               refresh_token=first["refresh_token"])
+    assert answer.json()["error"] == "invalid_grant"
+
+
+async def test_refresh_cannot_widen_the_scope(world: World) -> None:
+    first = await tokens(world, Launch(scope="launch/patient offline_access "
+                                             "patient/Observation.rs"))
+    answer = await world.token(grant_type="refresh_token", client_id="so-suc-khoe",
+                               refresh_token=first["refresh_token"], scope="patient/*.rs")
+    assert answer.json()["error"] == "invalid_scope"
+
+
+async def test_revoked_refresh_token_stops_its_access_tokens(world: World) -> None:
+    first = await tokens(world)
+    headers = bearer(first["access_token"])
+    assert (await world.http.get(f"/fhir/Patient/{world.patient_id}",
+                                 headers=headers)).status_code == 200
+    revoked = await world.http.post("/fhir/auth/revoke", data={
+        "token": first["refresh_token"], "client_id": "so-suc-khoe"})
+    assert revoked.status_code == 200
+    read = await world.http.get(f"/fhir/Patient/{world.patient_id}", headers=headers)
+    assert read.status_code == 401
+    refresh = await world.token(grant_type="refresh_token", client_id="so-suc-khoe",
+                                refresh_token=first["refresh_token"])
+    assert refresh.json()["error"] == "invalid_grant"
+
+
+async def test_revoked_access_token_is_refused_at_once(world: World) -> None:
+    first = await tokens(world)
+    headers = bearer(first["access_token"])
+    await world.http.get(f"/fhir/Patient/{world.patient_id}", headers=headers)  # cached
+    await world.http.post("/fhir/auth/revoke", data={
+        "token": first["access_token"], "token_type_hint": "access_token",
+        "client_id": "so-suc-khoe"})
+    assert (await world.http.get(f"/fhir/Patient/{world.patient_id}",
+                                 headers=headers)).status_code == 401
+
+
+async def test_introspection_reports_smart_fields_and_inactive_after_revocation(
+    world: World,
+) -> None:
+    first = await tokens(world)
+    form = {"token": first["access_token"], "client_id": "so-suc-khoe"}
+    active = (await world.http.post("/fhir/auth/introspect", data=form)).json()
+    assert active["active"] is True
+    assert active["patient"] == world.patient_id
+    assert active["client_id"] == "so-suc-khoe"
+    assert active["scope"] == first["scope"]
+    assert active["fhirUser"] == f"{BASE}/Patient/{world.patient_id}"
+    assert {"exp", "sub", "iss"} <= set(active)
+    await world.http.post("/fhir/auth/revoke", data={"token": first["refresh_token"],
+                                                     "client_id": "so-suc-khoe"})
+    assert (await world.http.post("/fhir/auth/introspect", data=form)).json() == {
+        "active": False}
+
+
+async def test_introspection_by_another_client_learns_nothing(world: World) -> None:
+    first = await tokens(world)
+    answer = await world.http.post("/fhir/auth/introspect", data={
+        "token": first["access_token"], "client_id": "other-app"})
+    assert answer.json() == {"active": False}
+
+
+async def test_replayed_code_is_refused_and_revokes_the_tokens_it_gave(world: World) -> None:
+    launch = Launch()
+    code = await world.code(launch)
+    first = await world.exchange(launch, code)
+    assert first.status_code == 200
+    replay = await world.exchange(launch, code)
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    read = await world.http.get(f"/fhir/Patient/{world.patient_id}",
+                                headers=bearer(first.json()["access_token"]))
+    assert read.status_code == 401
+
+
+async def test_code_for_another_client_is_refused(world: World) -> None:
+    launch = Launch()
+    code = await world.code(launch)
+    answer = await world.token(grant_type="authorization_code", code=code,
+                               redirect_uri=launch.redirect_uri, client_id="other-app",
+                               code_verifier=launch.verifier)
+    assert answer.json()["error"] == "invalid_grant"
+    assert (await world.exchange(launch, code)).status_code == 200  # still its own
+
+
+async def test_expired_code_is_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    launch = Launch()
+    code = await world.code(launch)
+    later = time.time() + world.settings.authorization_code_ttl + 1
+    monkeypatch.setattr("fhir_server.authorization.grants.time.time", lambda: later)
+    assert (await world.exchange(launch, code)).json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("verifier", [None, "x" * 50, secrets.token_urlsafe(48)])
+async def test_missing_or_wrong_pkce_verifier_is_refused(
+    world: World, verifier: str | None
+) -> None:
+    launch = Launch()
+    code = await world.code(launch)
+    form = {"grant_type": "authorization_code", "code": code, "client_id": launch.client_id,
+            "redirect_uri": launch.redirect_uri}
+    if verifier is not None:
+        form["code_verifier"] = verifier
+    answer = await world.token(**form)
+    assert answer.status_code == 400
+    assert answer.json()["error"] in ("invalid_request", "invalid_grant")
+
+
+async def test_token_request_with_another_redirect_uri_is_refused(world: World) -> None:
+    launch = Launch()
+    code = await world.code(launch)
+    answer = await world.token(grant_type="authorization_code", code=code,
+                               redirect_uri=OTHER_REDIRECT, client_id=launch.client_id,
+                               code_verifier=launch.verifier)
+    assert answer.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("redirect_uri", ["https://evil.example.com/cb",
+                                          APP_REDIRECT + "/extra", APP_REDIRECT + "?x=1"])
+async def test_unregistered_redirect_uri_gets_an_error_page_never_a_redirect(
+    world: World, redirect_uri: str
+) -> None:
+    async with world.browser() as browser:
+        answer = await browser.get("/fhir/auth/authorize",
+                                   params=Launch(redirect_uri=redirect_uri).params())
+    assert answer.status_code == 400
+    assert "location" not in answer.headers
+    assert 'id="error"' in answer.text
+
+
+@pytest.mark.parametrize("change", [
+    {"code_challenge_method": "plain"}, {"code_challenge": ""}, {"state": ""},
+    {"aud": "https://evil.example.com/fhir"}, {"response_type": "token"}])
+async def test_bad_authorization_request_is_sent_back_to_the_app_as_an_error(
+    world: World, change: dict[str, str]
+) -> None:
+    launch = Launch()
+    params = {**launch.params(), **change}
+    async with world.browser() as browser:
+        answer = await browser.get("/fhir/auth/authorize", params=params)
+    assert answer.status_code == 302
+    location = answer.headers["location"]
+    assert location.startswith(APP_REDIRECT + "?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["error"][0] in ("invalid_request", "unsupported_response_type")
+    assert "code" not in query
+
+
+async def test_scope_the_client_may_not_ask_for_is_never_granted(world: World) -> None:
+    launch = Launch(scope="launch/patient patient/*.cruds system/*.cruds user/*.rs "
+                          "patient/Observation.rs")
+    token = await tokens(world, launch)
+    granted = set(token["scope"].split())
+    assert granted == {"launch/patient", "patient/*.rs"}
+    write = await world.http.post("/fhir/Observation", headers={
+        **FHIR, **bearer(token["access_token"])},
+        json=observation(f"Patient/{world.patient_id}"))
+    assert write.status_code == 403
+
+
+async def test_request_with_nothing_grantable_is_refused(world: World) -> None:
+    async with world.browser() as browser:
+        answer = await browser.get("/fhir/auth/authorize", params=Launch(
+            scope="system/*.cruds openid").params())
+    assert parse_qs(urlsplit(answer.headers["location"]).query)["error"] == ["invalid_scope"]
+
+
+async def test_reused_nonce_is_refused(world: World) -> None:
+    first = Launch()
+    await world.code(first)
+    async with world.browser() as browser:
+        answer = await browser.get("/fhir/auth/authorize",
+                                   params=Launch(nonce=first.nonce).params())
+    assert parse_qs(urlsplit(answer.headers["location"]).query)["error"] == ["invalid_request"]
+
+
+async def test_person_without_a_patient_gets_a_clear_page_and_no_code(world: World) -> None:
+    launch = Launch()
+    async with world.browser() as browser:
+        answer = await world.sign_in(browser, launch, cccd="079999999999")
+    assert answer.status_code == 403
+    assert 'id="no-patient"' in answer.text
+    assert "code=" not in answer.text
+
+
+async def test_partial_approval_grants_only_the_ticked_scopes(world: World) -> None:
+    launch = Launch(scope="launch/patient offline_access patient/Observation.rs "
+                          "patient/Condition.rs")
+    code = await world.code(launch, approve=["patient/Observation.rs"])
+    token = (await world.exchange(launch, code)).json()
+    assert set(token["scope"].split()) == {"launch/patient", "patient/Observation.rs"}
+    assert "refresh_token" not in token  # offline_access was not ticked
+    conditions = await world.http.get("/fhir/Condition", headers=bearer(token["access_token"]))
+    assert conditions.status_code == 403
+
+
+async def test_deny_sends_access_denied_to_the_app(world: World) -> None:
+    launch = Launch()
+    async with world.browser() as browser:
+        page = await world.consent_page(browser, launch)
+        form = [(n, v) for n, v in _consent_form(page.text, None) if n != "decision"]
+        answer = await post_form(browser, "/fhir/auth/consent", [*form, ("decision", "deny")])
+    query = parse_qs(urlsplit(answer.headers["location"]).query)
+    assert query["error"] == ["access_denied"]
+    assert query["state"] == [launch.state]
+
+
+async def test_consent_form_cannot_be_forged_or_replayed(world: World) -> None:
+    launch = Launch()
+    async with world.browser() as browser:
+        page = await world.consent_page(browser, launch)
+        form = _consent_form(page.text, None)
+        forged = [(n, "wrong" if n == "csrf" else v) for n, v in form]
+        assert (await post_form(browser, "/fhir/auth/consent", forged)).status_code == 403
+        assert (await post_form(browser, "/fhir/auth/consent", form)).status_code == 302
+        assert (await post_form(browser, "/fhir/auth/consent", form)).status_code in (400, 403)
+    async with world.browser() as stranger:  # another browser, same form
+        assert (await post_form(stranger, "/fhir/auth/consent", form)).status_code in (
+            400, 401)
+
+
+async def test_approval_is_remembered_and_recorded_as_an_audited_consent(
+    world: World,
+) -> None:
+    async with world.browser() as browser:
+        await world.code(Launch(), browser)
+        page = await world.consent_page(browser, Launch())  # same scope: no question asked
+        assert page.status_code == 302
+        assert page.headers["location"].startswith(APP_REDIRECT)
+    consents = (await world.http.get("/fhir/Consent", params={
+        "patient": f"Patient/{world.patient_id}"}, headers=world.admin)).json()
+    [entry] = consents["entry"]
+    resource = entry["resource"]
+    assert resource["status"] == "active"
+    assert resource["scope"]["coding"][0]["code"] == "patient-privacy"
+    actor = resource["provision"]["actor"][0]["reference"]["identifier"]
+    assert actor == {"system": "urn:fhir-server:client", "value": "so-suc-khoe"}
+    await world.app.state.services.audit_trail.flush()
+    events = (await world.http.get("/fhir/AuditEvent", params={
+        "entity": f"Consent/{resource['id']}"}, headers=world.admin)).json()
+    assert events.get("entry"), "the Consent's creation is audited"
+
+
+async def test_citizen_revokes_an_app_from_the_apps_page(world: World) -> None:
+    async with world.browser() as browser:
+        launch = Launch()
+        token = (await world.exchange(launch, await world.code(launch, browser))).json()
+        page = await browser.get("/fhir/auth/apps")
+        assert page.status_code == 200
+        assert "Sổ sức khỏe" in page.text
+        import re
+
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        answer = await post_form(browser, "/fhir/auth/apps",
+                                 [("csrf", csrf.group(1)), ("client_id", "so-suc-khoe")])
+        assert answer.status_code == 302
+        after = await browser.get(answer.headers["location"])
+        assert "Sổ sức khỏe" not in after.text.split("</h1>", 1)[1].split('id="notice"')[0]
+    read = await world.http.get(f"/fhir/Patient/{world.patient_id}",
+                                headers=bearer(token["access_token"]))
+    assert read.status_code == 401
+    consent = (await world.http.get("/fhir/Consent", params={
+        "patient": f"Patient/{world.patient_id}"}, headers=world.admin)).json()
+    assert consent["entry"][0]["resource"]["status"] == "inactive"
+
+
+async def test_apps_page_without_sign_in_starts_a_sign_in(world: World) -> None:
+    async with world.browser() as browser:
+        answer = await browser.get("/fhir/auth/apps")
+    assert answer.status_code == 302
+    assert "/dev-idp/authorize" in answer.headers["location"]
+
+
+async def test_smart_configuration_announces_app_launch(world: World) -> None:
+    document = (await world.http.get("/fhir/.well-known/smart-configuration")).json()
+    assert document["authorization_endpoint"] == BASE + "/auth/authorize"
+    assert document["revocation_endpoint"] == BASE + "/auth/revoke"
+    assert document["introspection_endpoint"] == BASE + "/auth/introspect"
+    assert document["management_endpoint"] == BASE + "/auth/apps"
+    assert {"launch-standalone", "client-public", "sso-openid-connect",
+            "context-standalone-patient", "permission-offline"} <= set(document["capabilities"])
+    assert "registration_endpoint" not in document
+    assert document["code_challenge_methods_supported"] == ["S256"]
+    jwks = (await world.http.get("/fhir/.well-known/jwks.json")).json()
+    assert {key["alg"] for key in jwks["keys"]} == {"ES256", "RS256"}
+
+
+async def test_app_launch_is_absent_without_an_identity_provider(client: httpx.AsyncClient
+                                                                  ) -> None:
+    document = (await client.get("/fhir/.well-known/smart-configuration")).json()
+    assert "authorization_endpoint" not in document
+    assert "launch-standalone" not in document["capabilities"]
+    assert "issuer" not in document
+    assert (await client.get("/fhir/auth/authorize")).status_code == 404
+    assert (await client.get("/dev-idp/.well-known/openid-configuration")).status_code == 404
