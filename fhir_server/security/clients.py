@@ -185,6 +185,7 @@ class ClientRegistry:
 
     def __init__(self, database: Path) -> None:
         self._database = database
+        database.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as connection:
             connection.execute(_SCHEMA)
             present = {row[1] for row in connection.execute("PRAGMA table_info(registered_client)")}

@@ -29,11 +29,13 @@ from fhir_server.security.oauth import (
 )
 from fhir_server.security.scopes import InvalidScope, narrow_scopes, parse_scope
 from fhir_server.security.tokens import mint_access_token
+from fhir_server.settings import Settings
 
 __all__ = [
     "BACKEND_TOKEN_TTL",
     "OAuthError",
     "issue_token",
+    "oauth_uris",
     "smart_configuration",
     "token_endpoint_url",
 ]
@@ -111,6 +113,18 @@ def _granted_scope(requested_text: str, client: RegisteredClient) -> str:
     if not granted:
         raise OAuthError(INVALID_SCOPE, "none of the requested scopes is allowed for this client")
     return " ".join(scope.to_text() for scope in granted)
+
+
+def oauth_uris(settings: Settings) -> dict[str, str]:
+    """The OAuth endpoints of the CapabilityStatement's SMART ``oauth-uris`` extension."""
+    auth = settings.public_base_url() + "/auth"
+    uris = {"token": auth + "/token"}
+    if settings.app_launch_enabled():
+        uris |= {"authorize": auth + "/authorize", "revoke": auth + "/revoke",
+                 "introspect": auth + "/introspect", "manage": auth + "/apps"}
+    if settings.dynamic_registration:
+        uris["register"] = auth + "/register"
+    return uris
 
 
 _APP_LAUNCH_CAPABILITIES = [
