@@ -43,7 +43,7 @@ browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	      apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else \
 	    echo "chromium is missing and cannot be installed here: the browser test will skip"; \
 	  fi; \

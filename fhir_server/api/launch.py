@@ -210,6 +210,23 @@ def _oauth_endpoint(name: str, path: str) -> Endpoint:
     return endpoint
 
 
+async def register(request: Request) -> Response:
+    """POST <base>/auth/register: RFC 7591 dynamic registration (404 unless switched on)."""
+    launch = app_launch(request)
+    if launch is None or not launch.services.settings.dynamic_registration:
+        return _not_found()
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        return Response(b'{"error":"invalid_client_metadata","error_description":"send a JSON'
+                        b' object"}', 400, media_type="application/json")
+    services: Services = request.app.state.services
+    oauth = OAuthRequest("POST", services.base_url + "/auth/register", {}, [], body)
+    return oauth_response(await launch.endpoint("client_registration", oauth))
+
+
 ENDPOINTS: dict[str, Endpoint] = {
     "authorize": authorize,
     "sign-in-callback": callback,
@@ -217,5 +234,6 @@ ENDPOINTS: dict[str, Endpoint] = {
     "apps": apps,
     "revoke": _oauth_endpoint("revocation", "revoke"),
     "introspect": _oauth_endpoint("introspection", "introspect"),
+    "register": register,
 }
 PUBLIC_ENDPOINTS = frozenset(ENDPOINTS)

@@ -23,6 +23,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/fhir/auth/apps", "apps"),
     ("POST", "/fhir/auth/revoke", "revoke"),
     ("POST", "/fhir/auth/introspect", "introspect"),
+    ("POST", "/fhir/auth/register", "register"),
     ("GET", "/dev-idp/.well-known/openid-configuration", "dev-idp-metadata"),
     ("GET", "/dev-idp/jwks", "dev-idp-jwks"),
     ("GET", "/dev-idp/authorize", "dev-idp-authorize"),

@@ -79,7 +79,7 @@ class AppLaunch:
                  sign_ins: SignIns, approvals: Approvals) -> None:
         self.services = services
         self.config = config
-        self.server = SmartAuthorizationServer(config)
+        self.server = SmartAuthorizationServer(config, services.settings.dynamic_registration)
         self.upstream = upstream
         self.sign_ins = sign_ins
         self.approvals = approvals
@@ -93,7 +93,7 @@ class AppLaunch:
         return response
 
     async def endpoint(self, name: str, request: OAuthRequest) -> OAuthResponse:
-        """The ``revocation`` or ``introspection`` endpoint."""
+        """The ``revocation``, ``introspection`` or ``client_registration`` endpoint."""
         response: OAuthResponse = await asyncio.to_thread(
             self.server.create_endpoint_response, name, request)
         return response

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749 import JsonPayload, JsonRequest, OAuth2Payload, OAuth2Request
 
 from fhir_server.authorization.store import AuthStore
 from fhir_server.security.client_assertion import JtiStore
@@ -36,6 +36,7 @@ __all__ = [
     "OAuthResponse",
     "Person",
     "grantable_scope",
+    "json_request",
 ]
 
 APP_GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
@@ -50,6 +51,8 @@ class OAuthRequest:
     uri: str
     headers: dict[str, str]
     params: list[tuple[str, str]] = field(default_factory=list)
+    #: A JSON body (dynamic registration).
+    json: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,22 @@ class AuthlibRequest(OAuth2Request):  # type: ignore[misc]
     @property
     def form(self) -> dict[str, str]:
         return dict(self.payload.data)
+
+
+class _JsonPayload(JsonPayload):  # type: ignore[misc]
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self._data
+
+
+def json_request(request: OAuthRequest) -> JsonRequest:
+    """An :class:`OAuthRequest` with a JSON body as Authlib's ``JsonRequest``."""
+    wrapped = JsonRequest(request.method, request.uri, request.headers)
+    wrapped.payload = _JsonPayload(request.json or {})
+    return wrapped
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 :class:`SmartAuthorizationServer` is an Authlib ``AuthorizationServer`` for framework-free
 requests (:class:`~fhir_server.authorization.model.OAuthRequest` in,
 :class:`~fhir_server.authorization.model.OAuthResponse` out) with the grants of
-``authorization.grants``, RFC 7009 revocation and RFC 7662 introspection. Access tokens are the
+``authorization.grants``, RFC 7009 revocation, RFC 7662 introspection and, when switched on,
+RFC 7591 dynamic registration. Access tokens are the
 server's own ES256 JWTs (``security.tokens.mint_access_token``), carrying the Patient and the
 authorization they belong to (``grant_id``); refresh tokens are random strings, issued only for
 ``offline_access``. ``client_credentials`` stays with ``security.token_endpoint``.
@@ -32,7 +33,9 @@ from fhir_server.authorization.model import (
     OAuthRequest,
     OAuthResponse,
     Person,
+    json_request,
 )
+from fhir_server.authorization.registration import Registration
 from fhir_server.authorization.sessions import new_secret
 from fhir_server.authorization.store import TokenFamily
 from fhir_server.security.client_assertion import CLIENT_ASSERTION_TYPE, verify_client_assertion
@@ -46,7 +49,7 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     """Authorization code + PKCE, OpenID Connect, rotating refresh tokens, revocation and
     introspection for registered apps."""
 
-    def __init__(self, config: AuthConfig) -> None:
+    def __init__(self, config: AuthConfig, registration: bool = False) -> None:
         super().__init__(scopes_supported=None)
         self.config = config
         self.register_token_generator("default", self._generate_token)
@@ -55,6 +58,8 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(RotatingRefreshGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
+        if registration:
+            self.register_endpoint(Registration)
 
     def query_client(self, client_id: str) -> AppClient | None:
         client = self.config.clients.get(client_id)
@@ -65,6 +70,9 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return request
         assert isinstance(request, OAuthRequest)
         return AuthlibRequest(request)
+
+    def create_json_request(self, request: OAuthRequest) -> Any:
+        return json_request(request)
 
     def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]
                         ) -> OAuthResponse:

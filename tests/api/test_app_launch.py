@@ -141,8 +141,15 @@ def register(settings: Settings, client: RegisteredClient) -> None:
 
 
 @pytest.fixture
-async def world(tmp_path: Any, settings: Settings) -> AsyncIterator[World]:
-    settings = settings.model_copy(update={"base_url": BASE, "dev_identity_provider": True})
+def overrides() -> dict[str, Any]:
+    """Settings of the world beyond App Launch on (tests override the fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def world(settings: Settings, overrides: dict[str, Any]) -> AsyncIterator[World]:
+    settings = settings.model_copy(update={"base_url": BASE, "dev_identity_provider": True,
+                                           **overrides})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         app.state.identity_http = lambda: httpx.AsyncClient(
@@ -527,3 +534,61 @@ async def test_app_launch_is_absent_without_an_identity_provider(client: httpx.A
     assert "issuer" not in document
     assert (await client.get("/fhir/auth/authorize")).status_code == 404
     assert (await client.get("/dev-idp/.well-known/openid-configuration")).status_code == 404
+
+
+async def test_dynamic_registration_is_off_by_default(world: World) -> None:
+    answer = await world.http.post("/fhir/auth/register", json={
+        "redirect_uris": [APP_REDIRECT], "token_endpoint_auth_method": "none"})
+    assert answer.status_code == 404
+
+
+@pytest.mark.parametrize("overrides", [{"dynamic_registration": True}])
+async def test_dynamically_registered_public_app_can_launch(world: World) -> None:
+    document = (await world.http.get("/fhir/.well-known/smart-configuration")).json()
+    assert document["registration_endpoint"] == BASE + "/auth/register"
+    answer = await world.http.post("/fhir/auth/register", json={
+        "redirect_uris": ["https://new.example.vn/cb"], "token_endpoint_auth_method": "none",
+        "client_name": "Ứng dụng mới", "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"], "scope": "launch/patient patient/Observation.rs"})
+    assert answer.status_code == 201, answer.text
+    registered = answer.json()
+    assert "client_secret" not in registered
+    launch = Launch(client_id=registered["client_id"], redirect_uri="https://new.example.vn/cb",
+                    scope="launch/patient patient/Observation.rs")
+    token = await tokens(world, launch)
+    assert token["scope"] == "launch/patient patient/Observation.rs"
+
+
+@pytest.mark.parametrize("overrides", [{"dynamic_registration": True}])
+@pytest.mark.parametrize("metadata", [
+    {"redirect_uris": ["http://evil.example.com/cb"], "token_endpoint_auth_method": "none"},
+    {"redirect_uris": ["https://a.example.vn/cb"], "token_endpoint_auth_method": "none",
+     "scope": "system/*.cruds"},
+    {"redirect_uris": ["https://a.example.vn/cb"], "token_endpoint_auth_method": "none",
+     "grant_types": ["client_credentials"]},
+])
+async def test_dynamic_registration_refuses_unsafe_metadata(
+    world: World, metadata: dict[str, Any]
+) -> None:
+    answer = await world.http.post("/fhir/auth/register", json=metadata)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_client_metadata"
+
+
+async def test_confidential_app_authenticates_with_its_secret(world: World) -> None:
+    from fhir_server.security.clients import secret_hash
+
+    register(world.settings, RegisteredClient(
+        "portal", {}, APP_SCOPE, kind="confidential", name="Portal",
+        redirect_uris=("https://portal.example.vn/cb",), secret_hash=secret_hash("s3cret")))
+    launch = Launch(client_id="portal", redirect_uri="https://portal.example.vn/cb")
+    code = await world.code(launch)
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": launch.verifier,
+            "redirect_uri": launch.redirect_uri}
+    unauthenticated = await world.token(**form, client_id="portal")
+    assert unauthenticated.status_code in (400, 401)
+    assert unauthenticated.json()["error"] == "invalid_client"
+    wrong = await world.http.post("/fhir/auth/token", data=form, auth=("portal", "wrong"))
+    assert wrong.status_code == 401
+    answer = await world.http.post("/fhir/auth/token", data=form, auth=("portal", "s3cret"))
+    assert answer.status_code == 200, answer.text
