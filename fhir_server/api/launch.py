@@ -20,6 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from fhir_server.audit_record import TOKEN_REVOCATION, audit_record
 from fhir_server.authorization import pages
 from fhir_server.authorization.approvals import Approvals
 from fhir_server.authorization.identity import UpstreamProvider
@@ -27,10 +28,12 @@ from fhir_server.authorization.launch import AppLaunch, Redirect, Step
 from fhir_server.authorization.model import AuthConfig, OAuthRequest, OAuthResponse
 from fhir_server.authorization.sessions import SignIns, new_secret
 from fhir_server.authorization.store import AuthStore
+from fhir_server.errors import Unauthorized
 from fhir_server.interactions.context import Services
 from fhir_server.security.client_assertion import SqliteJtiStore
 from fhir_server.security.clients import ClientRegistry, auth_database_path
 from fhir_server.security.keys import load_id_token_key, load_server_key
+from fhir_server.security.scopes import ScopeContext
 from fhir_server.settings import Settings
 
 __all__ = ["ENDPOINTS", "PUBLIC_ENDPOINTS", "app_launch", "oauth_request", "oauth_response"]
@@ -198,16 +201,42 @@ async def apps(request: Request) -> Response:
     return _render(request, step)
 
 
-def _oauth_endpoint(name: str, path: str) -> Endpoint:
-    async def endpoint(request: Request) -> Response:
-        launch = app_launch(request)
-        if launch is None:
-            return _not_found()
-        return oauth_response(await launch.endpoint(name, await oauth_request(request, path)))
+async def revoke(request: Request) -> Response:
+    """POST <base>/auth/revoke: RFC 7009 revocation by the app (audited)."""
+    launch = app_launch(request)
+    if launch is None:
+        return _not_found()
+    oauth = await oauth_request(request, "revoke")
+    response = oauth_response(await launch.endpoint("revocation", oauth))
+    services: Services = request.app.state.services
+    if services.audit_trail is not None:
+        await services.audit_trail.record(audit_record(
+            TOKEN_REVOCATION, status=response.status_code,
+            client_id=dict(oauth.params).get("client_id"),
+            network_address=request.client.host if request.client else None))
+    return response
 
-    endpoint.__name__ = name
-    endpoint.__doc__ = f"POST <base>/auth/{path} (Authlib's {name} endpoint)."
-    return endpoint
+
+async def introspect(request: Request) -> Response:
+    """POST <base>/auth/introspect: RFC 7662 for an app's own tokens (client authentication),
+    or for any token with a backend service's bearer token (SMART token introspection)."""
+    launch = app_launch(request)
+    if launch is None:
+        return _not_found()
+    oauth = await oauth_request(request, "introspect")
+    authorization = request.headers.get("authorization", "")
+    if not authorization.lower().startswith("bearer "):
+        return oauth_response(await launch.endpoint("introspection", oauth))
+    services: Services = request.app.state.services
+    try:
+        caller = services.verifier.verify_authorization(authorization)
+    except Unauthorized as exc:
+        return Response(b'{"error":"invalid_token"}', 401, exc.headers,
+                        media_type="application/json")
+    if caller.patient_id is not None or not any(
+            scope.context is ScopeContext.SYSTEM for scope in caller.scopes):
+        return Response(b'{"error":"insufficient_scope"}', 403, media_type="application/json")
+    return oauth_response(await launch.introspect_any(dict(oauth.params)))
 
 
 async def register(request: Request) -> Response:
@@ -232,8 +261,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "sign-in-callback": callback,
     "consent": consent,
     "apps": apps,
-    "revoke": _oauth_endpoint("revocation", "revoke"),
-    "introspect": _oauth_endpoint("introspection", "introspect"),
+    "revoke": revoke,
+    "introspect": introspect,
     "register": register,
 }
 PUBLIC_ENDPOINTS = frozenset(ENDPOINTS)

@@ -31,6 +31,7 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 
 from fhir_server.authorization import consent, records
 from fhir_server.authorization.approvals import Approval, Approvals
+from fhir_server.authorization.endpoints import find_token, introspection_payload
 from fhir_server.authorization.identity import SignInFailed, UpstreamProvider
 from fhir_server.authorization.model import AuthConfig, OAuthRequest, OAuthResponse, Person
 from fhir_server.authorization.server import SmartAuthorizationServer
@@ -97,6 +98,14 @@ class AppLaunch:
         response: OAuthResponse = await asyncio.to_thread(
             self.server.create_endpoint_response, name, request)
         return response
+
+    async def introspect_any(self, form: Mapping[str, str]) -> OAuthResponse:
+        """Introspection for a backend service (already verified by its bearer token)."""
+        token = await asyncio.to_thread(find_token, self.config, form.get("token", ""),
+                                        form.get("token_type_hint"))
+        payload = introspection_payload(self.config, token)
+        return OAuthResponse(200, payload, [("Cache-Control", "no-store"),
+                                            ("Pragma", "no-cache")])
 
     def _grant(self, params: Sequence[tuple[str, str]]) -> Any:
         """Validate an authorization request; raises Authlib's ``OAuth2Error``."""

@@ -592,3 +592,30 @@ async def test_confidential_app_authenticates_with_its_secret(world: World) -> N
     assert wrong.status_code == 401
     answer = await world.http.post("/fhir/auth/token", data=form, auth=("portal", "s3cret"))
     assert answer.status_code == 200, answer.text
+
+
+async def test_backend_service_introspects_any_token_with_its_bearer_token(
+    world: World,
+) -> None:
+    first = await tokens(world)
+    backend = bearer(token_for(world.settings, "system/*.rs"))
+    answer = await world.http.post("/fhir/auth/introspect", headers=backend,
+                                   data={"token": first["access_token"]})
+    assert answer.json()["active"] is True
+    assert answer.json()["patient"] == world.patient_id
+    citizen = bearer(first["access_token"])
+    refused = await world.http.post("/fhir/auth/introspect", headers=citizen,
+                                    data={"token": first["access_token"]})
+    assert refused.status_code == 403
+
+
+async def test_revocation_is_audited(world: World) -> None:
+    first = await tokens(world)
+    await world.http.post("/fhir/auth/revoke", data={"token": first["refresh_token"],
+                                                     "client_id": "so-suc-khoe"})
+    await world.app.state.services.audit_trail.flush()
+    events = (await world.http.get("/fhir/AuditEvent", params={
+        "subtype": "http://dicom.nema.org/resources/ontology/DCM|110123"},
+        headers=world.admin)).json()
+    [event] = [e["resource"] for e in events["entry"]]
+    assert event["agent"][0]["altId"] == "so-suc-khoe"
