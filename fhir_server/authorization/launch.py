@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -89,15 +89,20 @@ class AppLaunch:
 
     async def token(self, request: OAuthRequest) -> OAuthResponse:
         """The token endpoint for ``authorization_code`` and ``refresh_token``."""
-        response: OAuthResponse = await asyncio.to_thread(self.server.create_token_response,
-                                                          request)
-        return response
+        return await self._answer(self.server.create_token_response, request)
 
     async def endpoint(self, name: str, request: OAuthRequest) -> OAuthResponse:
         """The ``revocation``, ``introspection`` or ``client_registration`` endpoint."""
-        response: OAuthResponse = await asyncio.to_thread(
-            self.server.create_endpoint_response, name, request)
-        return response
+        return await self._answer(self.server.create_endpoint_response, name, request)
+
+    async def _answer(self, call: Callable[..., OAuthResponse], *args: Any) -> OAuthResponse:
+        """Run an Authlib endpoint in a worker thread; an error raised before Authlib's own
+        handling (plain http off the loopback: ``insecure_transport``) is answered too."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except OAuth2Error as error:
+            response: OAuthResponse = self.server.handle_response(*error())
+            return response
 
     async def introspect_any(self, form: Mapping[str, str]) -> OAuthResponse:
         """Introspection for a backend service (already verified by its bearer token)."""

@@ -619,3 +619,46 @@ async def test_revocation_is_audited(world: World) -> None:
         headers=world.admin)).json()
     [event] = [e["resource"] for e in events["entry"]]
     assert event["agent"][0]["altId"] == "so-suc-khoe"
+
+
+def _assertion(key: Any, client_id: str) -> str:
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": BASE + "/auth/token",
+              "exp": now + 240, "iat": now, "jti": secrets.token_urlsafe(16)}
+    return jwt.encode(claims, key, algorithm="ES384", headers={"kid": "k1"})
+
+
+async def test_confidential_app_authenticates_with_a_client_assertion(world: World) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    public = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    register(world.settings, RegisteredClient(
+        "portal-jwt", {"keys": [{**public, "kid": "k1", "alg": "ES384"}]}, APP_SCOPE,
+        kind="confidential", redirect_uris=("https://portal.example.vn/cb",)))
+    launch = Launch(client_id="portal-jwt", redirect_uri="https://portal.example.vn/cb")
+    code = await world.code(launch)
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": launch.verifier,
+            "redirect_uri": launch.redirect_uri, "client_assertion_type":
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    stranger = ec.generate_private_key(ec.SECP384R1())
+    forged = await world.token(**form, client_assertion=_assertion(stranger, "portal-jwt"))
+    assert forged.json()["error"] == "invalid_client"
+    assert (await world.token(**form, client_id="portal-jwt")).json()["error"] == (
+        "invalid_client")
+    answer = await world.token(**form, client_assertion=_assertion(key, "portal-jwt"))
+    assert answer.status_code == 200, answer.text
+    backend = await world.token(grant_type="client_credentials", scope="patient/*.rs",
+                                client_assertion_type=form["client_assertion_type"],
+                                client_assertion=_assertion(key, "portal-jwt"))
+    assert backend.json()["error"] == "unauthorized_client"
+
+
+@pytest.mark.parametrize("overrides", [{"base_url": "http://fhir.example.vn/fhir"}])
+async def test_oauth_over_plain_http_off_the_loopback_is_refused(
+    world: World, overrides: dict[str, Any]
+) -> None:
+    answer = await world.token(grant_type="authorization_code", code="x", client_id="app")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "insecure_transport"
