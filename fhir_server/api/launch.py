@@ -225,9 +225,9 @@ async def introspect(request: Request) -> Response:
         return _not_found()
     oauth = await oauth_request(request, "introspect")
     authorization = request.headers.get("authorization", "")
-    if not authorization.lower().startswith("bearer "):
-        return oauth_response(await launch.endpoint("introspection", oauth))
     services: Services = request.app.state.services
+    if not authorization.lower().startswith("bearer ") or services.verifier is None:
+        return oauth_response(await launch.endpoint("introspection", oauth))
     try:
         caller = services.verifier.verify_authorization(authorization)
     except Unauthorized as exc:

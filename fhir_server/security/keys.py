@@ -79,8 +79,7 @@ class ServerKey:
 
     def public_jwk(self) -> dict[str, str]:
         """Return the public key as a JWK with ``kid``, ``use`` and ``alg``."""
-        jwk = _public_members(self.private_key.public_key())
-        return {**jwk, "kid": self.kid, "use": "sig", "alg": self.algorithm}
+        return _signature_jwk(self.private_key.public_key(), self.kid, self.algorithm)
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """Return the public JWKS document (``{"keys": [...]}``) to publish."""
@@ -101,8 +100,7 @@ class IdTokenKey:
 
     def public_jwk(self) -> dict[str, str]:
         """Return the public key as a JWK with ``kid``, ``use`` and ``alg``."""
-        jwk = _public_members(self.private_key.public_key())
-        return {**jwk, "kid": self.kid, "use": "sig", "alg": self.algorithm}
+        return _signature_jwk(self.private_key.public_key(), self.kid, self.algorithm)
 
     def private_pem(self) -> bytes:
         """Return the private key as unencrypted PKCS#8 PEM (for the JOSE library)."""
@@ -119,6 +117,10 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _signature_jwk(key: PublicKey, kid: str, algorithm: str) -> dict[str, str]:
+    return {**_public_members(key), "kid": kid, "use": "sig", "alg": algorithm}
 
 
 def _public_members(key: PublicKey) -> dict[str, str]:
