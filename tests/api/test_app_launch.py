@@ -323,11 +323,10 @@ async def test_code_for_another_client_is_refused(world: World) -> None:
     assert (await world.exchange(launch, code)).status_code == 200  # still its own
 
 
-async def test_expired_code_is_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("overrides", [{"authorization_code_ttl": 0}])
+async def test_expired_code_is_refused(world: World) -> None:
     launch = Launch()
     code = await world.code(launch)
-    later = time.time() + world.settings.authorization_code_ttl + 1
-    monkeypatch.setattr("fhir_server.authorization.grants.time.time", lambda: later)
     assert (await world.exchange(launch, code)).json()["error"] == "invalid_grant"
 
 
@@ -662,3 +661,33 @@ async def test_oauth_over_plain_http_off_the_loopback_is_refused(
     answer = await world.token(grant_type="authorization_code", code="x", client_id="app")
     assert answer.status_code == 400
     assert answer.json()["error"] == "insecure_transport"
+
+
+async def test_authorization_request_may_be_posted(world: World) -> None:
+    async with world.browser() as browser:
+        answer = await post_form(browser, "/fhir/auth/authorize",
+                                 list(Launch().params().items()))
+    assert answer.status_code == 302
+    assert "/dev-idp/authorize" in answer.headers["location"]
+
+
+async def test_sign_in_refused_upstream_sends_access_denied_to_the_app(world: World) -> None:
+    launch = Launch()
+    async with world.browser() as browser:
+        answer = await browser.get("/fhir/auth/authorize", params=launch.params())
+        upstream = parse_qs(urlsplit(answer.headers["location"]).query)
+        back = await browser.get("/fhir/auth/callback", params={
+            "error": "access_denied", "state": upstream["state"][0]})
+    query = parse_qs(urlsplit(back.headers["location"]).query)
+    assert query["error"] == ["access_denied"] and query["state"] == [launch.state]
+
+
+async def test_sign_in_callback_from_another_browser_is_refused(world: World) -> None:
+    async with world.browser() as victim, world.browser() as attacker:
+        answer = await attacker.get("/fhir/auth/authorize", params=Launch().params())
+        upstream = {k: v[0] for k, v in parse_qs(urlsplit(
+            answer.headers["location"]).query).items()}
+        signed = await attacker.post("/dev-idp/authorize", data={**upstream, "cccd": CCCD})
+        callback = await victim.get(signed.headers["location"])
+    assert callback.status_code == 400
+    assert "fhir_session" not in callback.headers.get("set-cookie", "")
