@@ -252,7 +252,8 @@ class AppLaunch:
                                          scope, consent_id, since))
 
     async def _issue_code(self, sign_in: SignIn, person: Session, scope: str) -> Step:
-        user = Person(person.subject, person.patient_id, new_secret(), int(time.time()))
+        user = Person(person.subject, person.patient_id, new_secret(),
+                      self.sign_ins.signed_in_at(person))
         params = {**sign_in.params, "scope": scope}
 
         def respond() -> OAuthResponse:

@@ -77,6 +77,10 @@ class SignIns:
         self._ttl = ttl
         store.connection().executescript(_SCHEMA)
 
+    def signed_in_at(self, session: Session) -> int:
+        """When the person of ``session`` signed in (OpenID Connect ``auth_time``)."""
+        return int(session.expires_at - self._ttl)
+
     def start(self, browser: str, purpose: str, params: dict[str, str]) -> SignIn:
         """Record a new sign-in for the browser cookie ``browser``."""
         sign_in = SignIn(new_secret(), digest(browser), purpose, params, new_secret(),

@@ -190,6 +190,7 @@ async def test_standalone_launch_gives_a_token_bound_to_the_citizens_patient(
                           load_id_token_key(world.settings.data_dir).private_key.public_key(),
                           algorithms=["RS256"], audience=launch.client_id, issuer=BASE)
     assert id_token["nonce"] == launch.nonce
+    assert id_token["auth_time"] <= id_token["iat"]
     assert id_token["fhirUser"] == f"{BASE}/Patient/{world.patient_id}"
 
 
