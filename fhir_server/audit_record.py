@@ -9,13 +9,14 @@ build the AuditEvent only when it is read; :meth:`~AuditRecord.refs` lists what 
 by (the patients, entities and agents it names).
 
 The AuditEvent: type ``rest`` with the interaction as subtype (token issuance: DICOM "User
-Authentication"/"Login"), action (C/R/U/D/E), recorded time, outcome (0 success, 4 minor
-failure for a refused or invalid request, 8 serious failure for a server error), the agent
-(who called: the Patient of a ``patient/`` token, or the token's subject, with the client id as
-``altId`` and the network address; the Organization a client acts for as a second agent), the
-source (this server) and the entities (each resource touched, and each patient they belong to
-in the role "Patient", so ``AuditEvent?patient=Patient/123`` finds every access to a person's
-records; a search's query string as a "Query" entity).
+Authentication"/"Login"; token revocation: "User Authentication"/"Logout"), action (C/R/U/D/E),
+recorded time, outcome (0 success, 4 minor failure for a refused or invalid request, 8 serious
+failure for a server error), the agent (who called: the Patient of a ``patient/`` token, or the
+token's subject, with the client id as ``altId`` and the network address; the Organization a
+client acts for as a second agent), the source (this server) and the entities (each resource
+touched, and each patient they belong to in the role "Patient", so
+``AuditEvent?patient=Patient/123`` finds every access to a person's records; a search's query
+string as a "Query" entity).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "ENTITY_REF",
     "PATIENT_REF",
     "TOKEN_ISSUANCE",
+    "TOKEN_REVOCATION",
     "AuditOutcome",
     "AuditRecord",
     "action_of",
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 TOKEN_ISSUANCE = "token"
+TOKEN_REVOCATION = "token-revocation"
 DEFAULT_OBSERVER = "fhir-server"
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -273,10 +276,11 @@ def audit_record(
     """Return the record (with a new id) of one interaction.
 
     ``interaction`` is an ``Interaction`` value (``read``, ``$everything``...), ``transaction``,
-    ``batch`` or :data:`TOKEN_ISSUANCE`; ``status`` the HTTP status answered; ``touched`` the
-    references of the resources read or written (``Observation/1/_history/2``); ``patients`` the
-    ids of the patients they belong to; ``query`` the query string of a search; ``client_id``
-    the client when there is no verified token (token issuance, refusals before verification).
+    ``batch``, :data:`TOKEN_ISSUANCE` or :data:`TOKEN_REVOCATION`; ``status`` the HTTP status
+    answered; ``touched`` the references of the resources read or written
+    (``Observation/1/_history/2``); ``patients`` the ids of the patients they belong to;
+    ``query`` the query string of a search; ``client_id`` the client when there is no verified
+    token (token issuance, refusals before verification).
     """
     if recorded is None:
         micros = time.time_ns() // 1000
@@ -327,6 +331,8 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
 def _type_and_subtype(interaction: str) -> tuple[dict[str, str], tuple[dict[str, str], ...]]:
     if interaction == TOKEN_ISSUANCE:
         return _coding(_DCM, "110114", "User Authentication"), (_coding(_DCM, "110122", "Login"),)
+    if interaction == TOKEN_REVOCATION:
+        return _coding(_DCM, "110114", "User Authentication"), (_coding(_DCM, "110123", "Logout"),)
     rest = _coding(_EVENT_TYPE, "rest", "RESTful Operation")
     if interaction.startswith("$"):
         return rest, (_coding(_RESTFUL, "operation"), _coding(_OPERATION_SYSTEM, interaction))

@@ -1,13 +1,20 @@
 """``fhir-server token`` and ``fhir-server client``: the server's own tokens and the registry
-of backend-services clients (both kept in the data directory)."""
+of clients, backend services and apps (both kept in the data directory)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
+import sys
 from pathlib import Path
 
-from fhir_server.security.clients import ClientRegistry, RegisteredClient, auth_database_path
+from fhir_server.security.clients import (
+    ClientRegistry,
+    RegisteredClient,
+    auth_database_path,
+    secret_hash,
+)
 from fhir_server.security.keys import load_server_key
 from fhir_server.security.tokens import mint_access_token
 from fhir_server.settings import Settings
@@ -36,20 +43,40 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_client(args: argparse.Namespace) -> tuple[RegisteredClient, str | None]:
+    """The client the ``add`` arguments describe, and its new secret (confidential apps)."""
+    jwks = json.loads(Path(args.jwks).read_text()) if args.jwks else {}
+    secret = None
+    if args.kind == "confidential" and not args.jwks:
+        secret = secrets.token_urlsafe(32)
+    client = RegisteredClient(
+        args.client_id, jwks, args.scope, args.organization, kind=args.kind, name=args.name,
+        redirect_uris=tuple(args.redirect_uri or ()),
+        secret_hash=secret_hash(secret) if secret else None)
+    return client, secret
+
+
 def cmd_client(args: argparse.Namespace) -> int:
-    """Add, list or remove registered backend-services clients."""
+    """Add, list or remove registered clients (backend services and apps)."""
     registry = ClientRegistry(auth_database_path(_settings(args).data_dir))
     if args.action == "add":
-        jwks = json.loads(Path(args.jwks).read_text())
-        registry.add(RegisteredClient(args.client_id, jwks, args.scope, args.organization))
-        print(f"added client {args.client_id}")
+        client, secret = _new_client(args)
+        try:
+            registry.add(client)
+        except ValueError as exc:
+            print(f"cannot add client {args.client_id}: {exc}", file=sys.stderr)
+            return 2
+        print(f"added {args.kind} client {args.client_id}")
+        if secret is not None:
+            print(f"client secret (shown once, keep it safe): {secret}")
     elif args.action == "remove":
         removed = registry.remove(args.client_id)
         print(f"removed client {args.client_id}" if removed else f"no client {args.client_id}")
         return 0 if removed else 1
     else:
         for client in registry.list():
-            print(f"{client.client_id}\t{client.scope}\t{client.organization or '-'}")
+            detail = client.organization or " ".join(client.redirect_uris) or "-"
+            print(f"{client.client_id}\t{client.kind}\t{client.scope}\t{detail}")
     return 0
 
 
@@ -64,11 +91,17 @@ def add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     token.add_argument("--ttl", type=int, default=3600)
     token.add_argument("--data-dir", type=Path, default=None)
     token.set_defaults(func=cmd_token)
-    client = sub.add_parser("client", help="manage backend-services clients")
+    client = sub.add_parser("client", help="manage clients (backend services and apps)")
     client.add_argument("action", choices=["add", "list", "remove"])
     client.add_argument("--client-id", default=None)
+    client.add_argument("--kind", choices=["backend", "confidential", "public"],
+                        default="backend", help="backend service (default), or an app: "
+                        "confidential (gets a secret unless --jwks) or public (PKCE only)")
+    client.add_argument("--name", default=None, help="app name shown on the consent page")
+    client.add_argument("--redirect-uri", action="append",
+                        help="an app's redirect URI (exact match; repeat for several)")
     client.add_argument("--jwks", default=None, help="file with the client's public JWKS")
-    client.add_argument("--scope", default="")
+    client.add_argument("--scope", default="", help="scopes the client may be granted")
     client.add_argument("--organization", default=None, help="Organization/ID")
     client.add_argument("--data-dir", type=Path, default=None)
     client.set_defaults(func=cmd_client)

@@ -1,5 +1,6 @@
 """create_app(settings): the ASGI application. Wiring only: the store is opened in the
-lifespan, routes come from ``api.routes``, endpoints from ``api.handlers``."""
+lifespan, routes come from ``api.routes``, endpoints from ``api.endpoints`` and
+``api.fhir``."""
 
 from __future__ import annotations
 

@@ -55,6 +55,24 @@ class Settings(BaseSettings):
     trusted_issuers_file: Path | None = Field(
         default=None, description="JSON list of trusted token issuers (see docs/security.md)"
     )
+    #: SMART App Launch (docs/security.md): the OpenID Connect provider citizens sign in with.
+    identity_issuer: str = Field(
+        default="", description="Issuer URL of the upstream OpenID Connect provider (VNeID...)"
+    )
+    identity_client_id: str = ""
+    identity_client_secret: str = ""
+    #: The id_token claim that carries the person's CCCD (12-digit citizen identity number).
+    identity_cccd_claim: str = "cccd"
+    identity_scope: str = "openid"
+    #: The built-in identity provider page (``/dev-idp``): DEVELOPMENT AND TESTS ONLY.
+    dev_identity_provider: bool = False
+    #: Lifetimes, in seconds, of what the authorization server issues.
+    access_token_ttl: int = 300
+    refresh_token_ttl: int = 30 * 24 * 3600
+    authorization_code_ttl: int = 60
+    sign_in_ttl: int = 900
+    #: RFC 7591 dynamic client registration (``POST /fhir/auth/register``).
+    dynamic_registration: bool = False
     audit: bool = True
     validation: Literal["enforce", "warn", "off"] = "enforce"
     #: Severity of an address's district or commune code that no list of its date holds
@@ -75,6 +93,10 @@ class Settings(BaseSettings):
         if self.storage:
             return self.storage
         return f"sqlite:///{(self.data_dir / 'fhir.sqlite3').as_posix()}"
+
+    def app_launch_enabled(self) -> bool:
+        """Whether citizens can sign in: an upstream provider or the development one is set."""
+        return bool(self.identity_issuer) or self.dev_identity_provider
 
     def public_base_url(self) -> str:
         """Return the FHIR base URL used in links, Location headers and token audiences."""

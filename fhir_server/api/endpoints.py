@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import smart
+from fhir_server.api import dev_idp, launch, smart
 from fhir_server.interactions.context import Services
 
 __all__ = ["ENDPOINTS", "Endpoint"]
@@ -37,4 +37,6 @@ ENDPOINTS: dict[str, Endpoint] = {
     "smart-configuration": smart.smart_config,
     "jwks": smart.jwks,
     "token": smart.token,
+    **launch.ENDPOINTS,
+    **dev_idp.ENDPOINTS,
 }

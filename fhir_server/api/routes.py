@@ -19,6 +19,21 @@ OTHER_ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/fhir/.well-known/smart-configuration", "smart-configuration"),
     ("GET", "/fhir/.well-known/jwks.json", "jwks"),
     ("POST", "/fhir/auth/token", "token"),
+    ("GET", "/fhir/auth/authorize", "authorize"),
+    ("POST", "/fhir/auth/authorize", "authorize"),
+    ("GET", "/fhir/auth/callback", "sign-in-callback"),
+    ("GET", "/fhir/auth/consent", "consent"),
+    ("POST", "/fhir/auth/consent", "consent"),
+    ("GET", "/fhir/auth/apps", "apps"),
+    ("POST", "/fhir/auth/apps", "apps"),
+    ("POST", "/fhir/auth/revoke", "revoke"),
+    ("POST", "/fhir/auth/introspect", "introspect"),
+    ("POST", "/fhir/auth/register", "register"),
+    ("GET", "/dev-idp/.well-known/openid-configuration", "dev-idp-metadata"),
+    ("GET", "/dev-idp/jwks", "dev-idp-jwks"),
+    ("GET", "/dev-idp/authorize", "dev-idp-authorize"),
+    ("POST", "/dev-idp/authorize", "dev-idp-authorize"),
+    ("POST", "/dev-idp/token", "dev-idp-token"),
 ]
 
 #: Every (method, path pattern, name) the server answers, the FHIR ones under the base.

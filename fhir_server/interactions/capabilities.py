@@ -14,6 +14,7 @@ from fhir_server.interactions.context import Services
 from fhir_server.resources import resource_types
 from fhir_server.search.parse import UNSUPPORTED_PARAMETERS
 from fhir_server.security.audit import AUDIT_SEARCH_PARAMS
+from fhir_server.security.token_endpoint import oauth_uris
 
 __all__ = ["FEATURES", "capability_statement"]
 
@@ -96,7 +97,8 @@ def _security(services: Services) -> dict[str, Any]:
             "code": "SMART-on-FHIR"}]}],
         "extension": [{
             "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-            "extension": [{"url": "token", "valueUri": f"{services.base_url}/auth/token"}],
+            "extension": [{"url": name, "valueUri": url}
+                          for name, url in oauth_uris(services.settings).items()],
         }],
         "description": "Bearer JWTs (SMART App Launch v1/v2 scopes); see "
                        "/.well-known/smart-configuration.",

@@ -2,7 +2,9 @@
 
 The server signs the access tokens it issues itself with one ES256 (P-256) key kept in
 ``<data_dir>/keys/server-key.pem`` (PKCS#8 PEM, mode 0600), created on first use. Its ``kid`` is
-the RFC 7638 JWK thumbprint of the public key, so it changes exactly when the key does.
+the RFC 7638 JWK thumbprint of the public key, so it changes exactly when the key does. OpenID
+Connect ID tokens are signed with RS256, which SMART's ``sso-openid-connect`` requires, by an
+RSA 2048 key kept the same way in ``<data_dir>/keys/id-token-key.pem``.
 
 Public keys from a JWKS (trusted issuers, registered clients) are parsed once into
 :class:`VerificationKey` values holding ``cryptography`` key objects and the algorithms that key
@@ -18,7 +20,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,18 +30,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 __all__ = [
+    "ID_TOKEN_KEY_PATH",
     "SERVER_KEY_PATH",
+    "IdTokenKey",
     "InvalidKey",
     "PublicKey",
     "ServerKey",
     "VerificationKey",
     "jwk_thumbprint",
+    "load_id_token_key",
     "load_server_key",
     "parse_jwk",
     "parse_jwks",
 ]
 
 SERVER_KEY_PATH = Path("keys") / "server-key.pem"
+ID_TOKEN_KEY_PATH = Path("keys") / "id-token-key.pem"
 MIN_RSA_BITS = 2048
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -73,8 +79,7 @@ class ServerKey:
 
     def public_jwk(self) -> dict[str, str]:
         """Return the public key as a JWK with ``kid``, ``use`` and ``alg``."""
-        jwk = _public_members(self.private_key.public_key())
-        return {**jwk, "kid": self.kid, "use": "sig", "alg": self.algorithm}
+        return _signature_jwk(self.private_key.public_key(), self.kid, self.algorithm)
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """Return the public JWKS document (``{"keys": [...]}``) to publish."""
@@ -83,6 +88,25 @@ class ServerKey:
     def verification_key(self) -> VerificationKey:
         """Return the public half as a :class:`VerificationKey`."""
         return VerificationKey(self.kid, self.private_key.public_key(), frozenset({self.algorithm}))
+
+
+@dataclass(frozen=True)
+class IdTokenKey:
+    """The server's RS256 key for OpenID Connect ID tokens and its thumbprint ``kid``."""
+
+    private_key: rsa.RSAPrivateKey
+    kid: str
+    algorithm: str = "RS256"
+
+    def public_jwk(self) -> dict[str, str]:
+        """Return the public key as a JWK with ``kid``, ``use`` and ``alg``."""
+        return _signature_jwk(self.private_key.public_key(), self.kid, self.algorithm)
+
+    def private_pem(self) -> bytes:
+        """Return the private key as unencrypted PKCS#8 PEM (for the JOSE library)."""
+        return self.private_key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption())
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -95,6 +119,10 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+def _signature_jwk(key: PublicKey, kid: str, algorithm: str) -> dict[str, str]:
+    return {**_public_members(key), "kid": kid, "use": "sig", "alg": algorithm}
+
+
 def _public_members(key: PublicKey) -> dict[str, str]:
     if isinstance(key, ec.EllipticCurvePublicKey):
         members = ECAlgorithm.to_jwk(key, as_dict=True)
@@ -103,25 +131,39 @@ def _public_members(key: PublicKey) -> dict[str, str]:
     return {name: str(value) for name, value in members.items()}
 
 
-def load_server_key(data_dir: Path) -> ServerKey:
-    """Return the server key from ``data_dir``, creating it (mode 0600) on first use."""
-    path = data_dir / SERVER_KEY_PATH
-    if not path.exists():
-        _create_key_file(path)
-    if path.stat().st_mode & 0o077:
-        _log.warning("server key %s is readable by group or others; chmod 600 it", path)
-    private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+def load_server_key(data_dir: Path, relative: Path = SERVER_KEY_PATH) -> ServerKey:
+    """Return the ES256 key at ``data_dir / relative`` (the server key by default), creating it
+    (mode 0600) on first use."""
+    private_key = _load_private_key(data_dir / relative,
+                                    lambda: ec.generate_private_key(ec.SECP256R1()))
     if not isinstance(private_key, ec.EllipticCurvePrivateKey) or private_key.curve.name != (
         "secp256r1"
     ):
-        raise InvalidKey(f"{path} is not a P-256 (ES256) private key")
+        raise InvalidKey(f"{data_dir / relative} is not a P-256 (ES256) private key")
     kid = jwk_thumbprint(_public_members(private_key.public_key()))
     return ServerKey(private_key, kid)
 
 
-def _create_key_file(path: Path) -> None:
+def load_id_token_key(data_dir: Path) -> IdTokenKey:
+    """Return the RS256 ID token key from ``data_dir``, creating it (mode 0600) on first use."""
+    path = data_dir / ID_TOKEN_KEY_PATH
+    private_key = _load_private_key(path, lambda: rsa.generate_private_key(65537, MIN_RSA_BITS))
+    if not isinstance(private_key, rsa.RSAPrivateKey) or private_key.key_size < MIN_RSA_BITS:
+        raise InvalidKey(f"{path} is not an RSA private key of at least {MIN_RSA_BITS} bits")
+    return IdTokenKey(private_key, jwk_thumbprint(_public_members(private_key.public_key())))
+
+
+def _load_private_key(path: Path, generate: Callable[[], Any]) -> Any:
+    if not path.exists():
+        _create_key_file(path, generate())
+    if path.stat().st_mode & 0o077:
+        _log.warning("key %s is readable by group or others; chmod 600 it", path)
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
+def _create_key_file(path: Path, private_key: Any) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    pem = private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),

@@ -11,6 +11,7 @@ __all__ = [
     "INVALID_GRANT",
     "INVALID_REQUEST",
     "INVALID_SCOPE",
+    "UNAUTHORIZED_CLIENT",
     "UNSUPPORTED_GRANT_TYPE",
     "OAuthError",
 ]
@@ -19,6 +20,7 @@ INVALID_REQUEST = "invalid_request"
 INVALID_CLIENT = "invalid_client"
 INVALID_GRANT = "invalid_grant"
 INVALID_SCOPE = "invalid_scope"
+UNAUTHORIZED_CLIENT = "unauthorized_client"
 UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
 
 

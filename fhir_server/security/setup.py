@@ -1,4 +1,5 @@
-"""Start-up of access control and auditing: the token verifier and the audit trail."""
+"""Start-up of access control and auditing: the token verifier (which asks the authorization
+store whether App Launch tokens were revoked) and the audit trail."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from fhir_server.authorization.store import AuthStore
 from fhir_server.interactions.context import Services
 from fhir_server.security.audit import AuditTrail
+from fhir_server.security.clients import auth_database_path
 from fhir_server.security.keys import load_server_key
 from fhir_server.security.tokens import TokenVerifier, TrustedIssuer
 from fhir_server.settings import Settings
@@ -37,9 +40,14 @@ def token_verifier(settings: Settings) -> TokenVerifier | None:
         log.warning("FHIR_SERVER_AUTH=off: access control is DISABLED (development only); "
                     "every request is served without a token")
         return None
+    if settings.dev_identity_provider:
+        log.warning("FHIR_SERVER_DEV_IDENTITY_PROVIDER=true: /dev-idp lets ANYONE sign in as "
+                    "ANY citizen (development and tests only)")
+    revocations = AuthStore(auth_database_path(settings.data_dir), settings.sqlite_synchronous)
     return TokenVerifier(audience=settings.public_base_url(),
                          server_key=load_server_key(settings.data_dir),
-                         trusted=load_trusted_issuers(settings.trusted_issuers_file))
+                         trusted=load_trusted_issuers(settings.trusted_issuers_file),
+                         revocations=revocations)
 
 
 def audit_trail_for(services: Services) -> AuditTrail | None:

@@ -23,16 +23,19 @@ from fhir_server.security.keys import ServerKey
 from fhir_server.security.oauth import (
     INVALID_REQUEST,
     INVALID_SCOPE,
+    UNAUTHORIZED_CLIENT,
     UNSUPPORTED_GRANT_TYPE,
     OAuthError,
 )
 from fhir_server.security.scopes import InvalidScope, narrow_scopes, parse_scope
 from fhir_server.security.tokens import mint_access_token
+from fhir_server.settings import Settings
 
 __all__ = [
     "BACKEND_TOKEN_TTL",
     "OAuthError",
     "issue_token",
+    "oauth_uris",
     "smart_configuration",
     "token_endpoint_url",
 ]
@@ -70,6 +73,8 @@ def issue_token(
         clients=clients,
         jti_store=jti_store,
     )
+    if client.is_app:
+        raise OAuthError(UNAUTHORIZED_CLIENT, "apps use the authorization_code grant")
     scope = _granted_scope(form.get("scope", ""), client)
     token = mint_access_token(
         server_key,
@@ -110,11 +115,40 @@ def _granted_scope(requested_text: str, client: RegisteredClient) -> str:
     return " ".join(scope.to_text() for scope in granted)
 
 
-def smart_configuration(base_url: str) -> dict[str, Any]:
-    """Return the ``.well-known/smart-configuration`` document for the server at ``base_url``."""
+def oauth_uris(settings: Settings) -> dict[str, str]:
+    """The OAuth endpoints of the CapabilityStatement's SMART ``oauth-uris`` extension."""
+    auth = settings.public_base_url() + "/auth"
+    uris = {"token": auth + "/token"}
+    if settings.app_launch_enabled():
+        uris |= {"authorize": auth + "/authorize", "revoke": auth + "/revoke",
+                 "introspect": auth + "/introspect", "manage": auth + "/apps"}
+    if settings.dynamic_registration:
+        uris["register"] = auth + "/register"
+    return uris
+
+
+_APP_LAUNCH_CAPABILITIES = [
+    "launch-standalone",
+    "authorize-post",
+    "client-public",
+    "client-confidential-symmetric",
+    "sso-openid-connect",
+    "context-standalone-patient",
+    "permission-offline",
+]
+
+
+def smart_configuration(base_url: str, *, app_launch: bool = False,
+                        registration: bool = False) -> dict[str, Any]:
+    """Return the ``.well-known/smart-configuration`` document for the server at ``base_url``.
+
+    ``app_launch`` when citizens can sign in (an identity provider is configured): then the
+    authorization code flow, OpenID Connect, refresh, revocation, introspection and the page
+    of apps with access exist and are announced; ``registration`` when RFC 7591 is on.
+    """
     base = base_url.rstrip("/")
-    return {
-        "issuer": base,
+    auth = base + "/auth"
+    document: dict[str, Any] = {
         "jwks_uri": base + JWKS_PATH,
         "token_endpoint": token_endpoint_url(base),
         "grant_types_supported": ["client_credentials"],
@@ -137,7 +171,26 @@ def smart_configuration(base_url: str) -> dict[str, Any]:
             "permission-patient",
             "permission-user",
         ],
-        # Listed because the SMART document requires the member; the server has no
-        # authorization-code flow, so PKCE is never exercised.
+        # Required by SMART whatever the flows; PKCE is exercised by the authorization code
+        # flow when App Launch is on.
         "code_challenge_methods_supported": ["S256"],
     }
+    if app_launch:
+        document |= {
+            "issuer": base,
+            "authorization_endpoint": auth + "/authorize",
+            "revocation_endpoint": auth + "/revoke",
+            "introspection_endpoint": auth + "/introspect",
+            "management_endpoint": auth + "/apps",
+            "response_types_supported": ["code"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+        document["grant_types_supported"] += ["authorization_code", "refresh_token"]
+        document["token_endpoint_auth_methods_supported"] += [
+            "client_secret_basic", "client_secret_post", "none"]
+        document["scopes_supported"] += ["launch/patient", "openid", "fhirUser",
+                                         "offline_access"]
+        document["capabilities"] += _APP_LAUNCH_CAPABILITIES
+    if registration:
+        document["registration_endpoint"] = auth + "/register"
+    return document

@@ -6,6 +6,10 @@ key of the matching type, so ``alg: none`` and HMAC-with-the-public-key tokens f
 name its key with ``kid``. The issuer is read from the unverified payload only to choose which
 keys to try; the verified token must then carry that same ``iss``.
 
+A token issued by the server's own SMART App Launch flow names its authorization (``grant_id``);
+when the verifier is given a :class:`RevocationCheck`, such a token is refused once that
+authorization (or the token's ``jti``) is revoked, even if it was verified and cached before.
+
 A verified token is cached by its exact text (bounded, until it expires, at most five minutes),
 so the repeated requests of one client cost a dictionary look-up instead of a signature check.
 Key look-ups may fetch a JWKS URL (blocking); call ``verify`` from a worker thread in async code
@@ -27,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 import orjson
@@ -41,6 +45,7 @@ __all__ = [
     "ACCEPTED_ALGORITHMS",
     "CCCD_SYSTEM",
     "AccessContext",
+    "RevocationCheck",
     "TokenVerifier",
     "TrustedIssuer",
     "insufficient_scope",
@@ -99,6 +104,16 @@ class AccessContext:
     organization: str | None = None
     token_id: str | None = None
     fhir_user: str | None = None
+    #: The authorization (token family) of a token from the server's App Launch flow.
+    grant_id: str | None = None
+
+
+class RevocationCheck(Protocol):
+    """Tells whether an authorization or a single token was revoked (the authorization store)."""
+
+    def is_revoked(self, family_id: str | None, jti: str | None) -> bool:
+        """Return whether tokens of ``family_id``, or the token ``jti``, are refused."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -166,12 +181,15 @@ class TokenVerifier:
         trusted: Sequence[TrustedIssuer] = (),
         key_sources: Mapping[str, JwksSource] | None = None,
         leeway: float = 30.0,
+        revocations: RevocationCheck | None = None,
     ) -> None:
         """``audience`` is the server's base URL; ``own_issuer`` (default: it) signs with
         ``server_key``. Each trusted issuer's keys come from ``key_sources[issuer]`` if given,
-        else from its configuration (:meth:`TrustedIssuer.key_source`)."""
+        else from its configuration (:meth:`TrustedIssuer.key_source`). ``revocations`` is
+        asked about every token that carries a ``grant_id``."""
         sources = key_sources or {}
         self._leeway = leeway
+        self._revocations = revocations
         self._verified = _VerifiedTokens(leeway)
         self._issuers: dict[str, _Issuer] = {}
         if server_key is not None:
@@ -204,7 +222,7 @@ class TokenVerifier:
         """Verify a JWT access token; raises ``Unauthorized`` if it is not acceptable."""
         cached = self._verified.get(token)
         if cached is not None:
-            return cached
+            return self._unrevoked(cached)
         if len(token) > MAX_TOKEN_LENGTH:
             raise _unauthorized(_INVALID, "the token is too long")
         header, payload = _unverified_segments(token)
@@ -213,6 +231,12 @@ class TokenVerifier:
             raise _unauthorized(_INVALID, "the token's issuer is not trusted")
         context = _access_context(self._decode(token, header, issuer), issuer.config)
         self._verified.put(token, context)
+        return self._unrevoked(context)
+
+    def _unrevoked(self, context: AccessContext) -> AccessContext:
+        if (context.grant_id is not None and self._revocations is not None
+                and self._revocations.is_revoked(context.grant_id, context.token_id)):
+            raise _unauthorized(_INVALID, "the token has been revoked")
         return context
 
     def _decode(self, token: str, header: dict[str, Any], issuer: _Issuer) -> dict[str, Any]:
@@ -297,6 +321,7 @@ def _access_context(claims: dict[str, Any], config: TrustedIssuer) -> AccessCont
         organization=_string_claim(claims, "organization"),
         token_id=_string_claim(claims, "jti"),
         fhir_user=_string_claim(claims, "fhirUser"),
+        grant_id=_string_claim(claims, "grant_id"),
     )
 
 
@@ -330,6 +355,7 @@ def mint_access_token(
     patient_identifier: tuple[str, str] | None = None,
     organization: str | None = None,
     fhir_user: str | None = None,
+    grant_id: str | None = None,
     now: float | None = None,
 ) -> str:
     """Return an ES256 access token signed with the server's key (RFC 9068 ``at+jwt``)."""
@@ -345,7 +371,7 @@ def mint_access_token(
         "jti": str(uuid.uuid4()),
     }
     optional = {"client_id": client_id, "patient": patient_id, "organization": organization,
-                "fhirUser": fhir_user}
+                "fhirUser": fhir_user, "grant_id": grant_id}
     claims.update({name: value for name, value in optional.items() if value is not None})
     if patient_identifier is not None:
         claims["patient_identifier"] = "|".join(patient_identifier)

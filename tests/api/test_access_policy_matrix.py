@@ -186,6 +186,23 @@ PUBLIC: dict[tuple[str, str], int] = {
     ("GET", "/fhir/.well-known/smart-configuration"): 200,
     ("GET", "/fhir/.well-known/jwks.json"): 200,
     ("POST", "/fhir/auth/token"): 400,  # an empty form: the OAuth error invalid_request
+    # The App Launch endpoints exist only when an identity provider is configured (the test
+    # app has none), the development identity provider only when switched on.
+    ("GET", "/fhir/auth/authorize"): 404,
+    ("POST", "/fhir/auth/authorize"): 404,
+    ("GET", "/fhir/auth/callback"): 404,
+    ("GET", "/fhir/auth/consent"): 404,
+    ("POST", "/fhir/auth/consent"): 404,
+    ("GET", "/fhir/auth/apps"): 404,
+    ("POST", "/fhir/auth/apps"): 404,
+    ("POST", "/fhir/auth/revoke"): 404,
+    ("POST", "/fhir/auth/introspect"): 404,
+    ("POST", "/fhir/auth/register"): 404,
+    ("GET", "/dev-idp/.well-known/openid-configuration"): 404,
+    ("GET", "/dev-idp/jwks"): 404,
+    ("GET", "/dev-idp/authorize"): 404,
+    ("POST", "/dev-idp/authorize"): 404,
+    ("POST", "/dev-idp/token"): 404,
 }
 
 def _statuses(cell: str) -> dict[str, int]:

@@ -26,13 +26,15 @@ class ServerProcess:
     """A server subprocess on a loopback port with its own data directory."""
 
     def __init__(self, data_dir: Path, workers: int = 1, port: int | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.port = port or free_port()
         #: Where stderr goes, at log level info; without it, stderr is dropped (level warning).
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        #: Extra environment of the server (FHIR_SERVER_* settings).
+        self.env = env or {}
 
     @property
     def base(self) -> str:
@@ -55,7 +57,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         level = "info" if self.log_path is not None else "warning"
-        env = {**os.environ, "FHIR_SERVER_LOG_LEVEL": level}
+        env = {**os.environ, "FHIR_SERVER_LOG_LEVEL": level, **self.env}
         stderr = self.log_path.open("ab") if self.log_path is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [

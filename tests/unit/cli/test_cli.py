@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fhir_server.cli import main
+from fhir_server.security.clients import ClientRegistry, auth_database_path
 from fhir_server.security.keys import load_server_key
 from fhir_server.security.tokens import TokenVerifier
 from fhir_server.settings import Settings
@@ -37,11 +38,45 @@ def test_client_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[st
                  "--scope", "system/*.cruds", "--organization", "Organization/o1",
                  "--data-dir", str(tmp_path)]) == 0
     assert main(["client", "list", "--data-dir", str(tmp_path)]) == 0
-    assert "bv-bach-mai\tsystem/*.cruds\tOrganization/o1" in capsys.readouterr().out
+    assert "bv-bach-mai\tbackend\tsystem/*.cruds\tOrganization/o1" in capsys.readouterr().out
     assert main(["client", "remove", "--client-id", "bv-bach-mai",
                  "--data-dir", str(tmp_path)]) == 0
     assert main(["client", "remove", "--client-id", "bv-bach-mai",
                  "--data-dir", str(tmp_path)]) == 1
+
+
+def test_client_add_registers_public_and_confidential_apps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scope = "launch/patient openid fhirUser offline_access patient/*.rs"
+    common = ["--scope", scope, "--data-dir", str(tmp_path)]
+    assert main(["client", "add", "--kind", "public", "--client-id", "so-suc-khoe",
+                 "--name", "Sổ sức khỏe", "--redirect-uri", "vn.gov.vneid:/callback",
+                 "--redirect-uri", "http://127.0.0.1:8000/cb", *common]) == 0
+    assert main(["client", "add", "--kind", "confidential", "--client-id", "portal",
+                 "--redirect-uri", "https://portal.example.vn/cb", *common]) == 0
+    out = capsys.readouterr().out
+    secret = out.split("client secret (shown once, keep it safe): ")[1].split()[0]
+    registry = ClientRegistry(auth_database_path(tmp_path))
+    public, portal = registry.get("so-suc-khoe"), registry.get("portal")
+    assert public is not None and public.auth_method == "none"
+    assert public.redirect_uris == ("vn.gov.vneid:/callback", "http://127.0.0.1:8000/cb")
+    assert portal is not None and portal.check_secret(secret)
+    assert not portal.check_secret(secret + "x")
+
+
+@pytest.mark.parametrize("arguments", [
+    ["--redirect-uri", "http://evil.example.com/cb", "--scope", "patient/*.rs"],
+    ["--redirect-uri", "https://a.example.vn/cb#frag", "--scope", "patient/*.rs"],
+    ["--redirect-uri", "https://a.example.vn/cb", "--scope", "system/*.cruds"],
+    ["--scope", "patient/*.rs"],
+])
+def test_client_add_refuses_an_unsafe_app(
+    tmp_path: Path, arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["client", "add", "--kind", "public", "--client-id", "app",
+                 "--data-dir", str(tmp_path), *arguments]) == 2
+    assert "cannot add client app" in capsys.readouterr().err
 
 
 def test_generate_then_load_is_idempotent(
