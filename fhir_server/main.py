@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 
 from fhir_server.api.access import secured
+from fhir_server.api.cors import cors_middleware
 from fhir_server.api.errors import http_exception_handler
 from fhir_server.api.handlers import ENDPOINTS
 from fhir_server.api.middleware import RequestLogMiddleware
@@ -77,5 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for method, name in pairs:
             app.add_route(path, secured(name, ENDPOINTS[name]), methods=[method], name=name)
     app.add_exception_handler(HTTPException, http_exception_handler)
+    if settings.cors_origins:
+        app.add_middleware(cors_middleware, origins=settings.cors_origins)
     app.add_middleware(RequestLogMiddleware)
     return app

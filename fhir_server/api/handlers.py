@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from fhir_server.api.responses import (
     check_accept,
     fhir_response,
     read_body,
+    read_form,
     require_content_type,
     wants_html,
 )
@@ -44,7 +44,7 @@ from fhir_server.interactions.context import Outcome, Services
 from fhir_server.operations import find_operation, render_html
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.outcomes import operation_outcome
-from fhir_server.resources import ID_PATTERN, parse_json, require_resource_type
+from fhir_server.resources import parse_json, require_id, require_resource_type
 from fhir_server.security import guard
 
 __all__ = ["ENDPOINTS"]
@@ -84,14 +84,15 @@ def _type(request: Request) -> str:
 
 def _id(request: Request) -> str:
     id: str = request.path_params["id"]
-    if not ID_PATTERN.match(id):
-        raise NotFound(f"'{id}' is not a valid resource id", message_id="MSG_ID_INVALID")
+    require_id(id)
     return id
 
 
 async def _json_body(request: Request) -> Any:
     require_content_type(request)
-    return parse_json(await read_body(request, services_of(request).settings.max_body_bytes))
+    settings = services_of(request).settings
+    return parse_json(await read_body(request, settings.max_body_bytes),
+                      settings.max_string_chars)
 
 
 def _write_response(request: Request, outcome: Outcome) -> Response:
@@ -285,14 +286,6 @@ async def operation_endpoint(request: Request) -> Response:
     return fhir_response(request, outcome.status, outcome.body)
 
 
-async def _form_params(request: Request) -> list[tuple[str, str]]:
-    """The parameters of ``POST .../_search``: the form body, plus any in the URL."""
-    require_content_type(request, {"application/x-www-form-urlencoded"})
-    body = await read_body(request, services_of(request).settings.max_body_bytes) \
-        if request.headers.get("content-length", "0") != "0" else b""
-    return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-
-
 @fhir_endpoint
 async def search_endpoint(request: Request) -> Response:
     """GET [type]?, POST [type]/_search, GET [base]?_type=, GET Patient/[id]/[type]?."""
@@ -306,7 +299,7 @@ async def search_endpoint(request: Request) -> Response:
         compartment = (path["compartment"], _id(request))
     params = list(request.query_params.multi_items())
     if request.method == "POST":
-        params += await _form_params(request)
+        params += await read_form(request, services_of(request).settings.max_body_bytes)
     services = services_of(request)
     strict = parse_prefer(request.headers.get("prefer")).strict
     extra, policy_compartment = guard.narrowing()
@@ -316,7 +309,8 @@ async def search_endpoint(request: Request) -> Response:
     bundle = await search.search(services.store, services.registry, services.base_url,
                                  resource_type, params + extra, strict=strict,
                                  compartment=compartment, default_count=settings.default_count,
-                                 max_count=settings.max_count)
+                                 max_count=settings.max_count,
+                                 limits=settings.search_limits())
     return fhir_response(request, 200, guard.filter_bundle(bundle))
 
 

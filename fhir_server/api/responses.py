@@ -9,6 +9,7 @@ OperationOutcome that names the supported formats.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
@@ -22,6 +23,7 @@ __all__ = [
     "check_accept",
     "fhir_response",
     "read_body",
+    "read_form",
     "require_content_type",
     "shape_resource",
 ]
@@ -98,6 +100,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     if not body:
         raise BadRequest("The request has no body", message_id="MSG_BODY_MISSING")
     return body
+
+
+async def read_form(request: Request, limit: int) -> list[tuple[str, str]]:
+    """The name=value pairs of an ``application/x-www-form-urlencoded`` body (UTF-8), in
+    order; an empty body has none. Raises 415 for another type, 413 past ``limit`` bytes,
+    and 400 (``MSG_FORM_INVALID``) for a body that is not UTF-8."""
+    require_content_type(request, {"application/x-www-form-urlencoded"})
+    if request.headers.get("content-length", "0") == "0":
+        return []
+    try:
+        text = (await read_body(request, limit)).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"The form body is not UTF-8 (byte {exc.start})",
+                         message_id="MSG_FORM_INVALID") from None
+    return parse_qsl(text, keep_blank_values=True)
 
 
 def _pretty(request: Request) -> bool:

@@ -15,6 +15,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/fhir/.well-known/jwks.json", "jwks"),
     ("POST", "/fhir/auth/token", "token"),
     ("POST", "/fhir", "bundle"),
+    ("POST", "/fhir/", "bundle"),
     ("GET", "/fhir", "search"),
     ("POST", "/fhir/_search", "search"),
     ("POST", "/fhir/{type}/_search", "search"),

@@ -90,7 +90,7 @@ def _security(services: Services) -> dict[str, Any]:
     if services.settings.auth == "off":
         return {"description": "Access control is OFF on this server (development only)."}
     return {
-        "cors": False,
+        "cors": bool(services.settings.cors_origins),
         "service": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
             "code": "SMART-on-FHIR"}]}],

@@ -18,7 +18,7 @@ import orjson
 
 from fhir_server.conformance import structure
 from fhir_server.errors import Issue
-from fhir_server.search.model import SearchQuery, SearchResult
+from fhir_server.search.model import DEFAULT_LIMITS, SearchLimits, SearchQuery, SearchResult
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.audit import check_audit_search
@@ -52,16 +52,18 @@ async def search(
     compartment: tuple[str, str] | None = None,
     default_count: int = 20,
     max_count: int = 1000,
+    limits: SearchLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """Return the searchset Bundle for ``params`` on a type, a compartment or the system.
 
-    ``default_count`` and ``max_count`` bound the page size (``_count``).
+    ``default_count`` and ``max_count`` bound the page size (``_count``); ``limits`` the
+    size of the query (``LimitExceeded``).
 
     Raises ``BadRequest``/``NotSupported`` for invalid values (and, under ``strict``, unknown
     parameters or modifiers), ``BadRequest``/``Gone`` for an invalid or expired cursor.
     """
     parsed = parse_search(resource_type, params, registry, strict=strict, base_url=base_url,
-                          default_count=default_count, max_count=max_count)
+                          default_count=default_count, max_count=max_count, limits=limits)
     query = parsed.query if compartment is None else replace(parsed.query, compartment=compartment)
     check_audit_search(query)
     result = await store.search(query)
