@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server import decimals
 from fhir_server.conformance import base_invariants, elements, structure
 from fhir_server.errors import BadRequest, InvalidResource, LimitExceeded, NotFound
 
@@ -63,7 +64,7 @@ def parse_json(body: bytes, max_string_chars: int = MAX_STRING_CHARS) -> dict[st
     ``LimitExceeded`` if a string in it (other than a base64Binary element) is longer than
     ``max_string_chars`` (looked for only in a body longer than that)."""
     try:
-        value = orjson.loads(body)
+        value = decimals.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(
             f"The body is not valid JSON: {exc}", message_id="MSG_JSON_INVALID"

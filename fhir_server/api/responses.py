@@ -15,6 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server import decimals
 from fhir_server.conformance import structure
 from fhir_server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 
@@ -164,8 +165,8 @@ def fhir_response(
     summary, elements = params.get("_summary"), params.get("_elements")
     if isinstance(body, bytes) and not (summary or elements or _pretty(request)):
         return Response(body, status, headers, media_type=FHIR_JSON)
-    value = orjson.loads(body) if isinstance(body, bytes) else body
+    value = decimals.loads(body) if isinstance(body, bytes) else body
     if (summary or elements) and value.get("resourceType") not in ("Bundle", "OperationOutcome"):
         value = shape_resource(value, summary, elements)
     option = orjson.OPT_INDENT_2 if _pretty(request) else 0
-    return Response(orjson.dumps(value, option=option), status, headers, media_type=FHIR_JSON)
+    return Response(decimals.dumps(value, option), status, headers, media_type=FHIR_JSON)

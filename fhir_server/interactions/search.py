@@ -14,8 +14,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-import orjson
-
+from fhir_server import decimals
 from fhir_server.conformance import structure
 from fhir_server.errors import Issue
 from fhir_server.search.model import DEFAULT_LIMITS, SearchLimits, SearchQuery, SearchResult
@@ -107,7 +106,7 @@ def _links(
 
 
 def _entry(base_url: str, stored: StoredResource, mode: str, query: SearchQuery) -> dict[str, Any]:
-    resource = _shaped(orjson.loads(stored.content), query)
+    resource = _shaped(decimals.loads(stored.content), query)
     return {
         "fullUrl": f"{base_url.rstrip('/')}/{stored.resource_type}/{stored.id}",
         "resource": resource,

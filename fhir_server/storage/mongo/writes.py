@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from fhir_server import decimals
 from fhir_server.errors import Conflict, VersionConflict
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.port import StoredResource, WriteResult
@@ -80,7 +79,7 @@ def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
     meta["versionId"] = str(version)
     meta["lastUpdated"] = last_updated
     resource["meta"] = meta
-    return orjson.dumps(resource)
+    return decimals.dumps(resource)
 
 
 def written_keys(plan: Sequence[PlannedWrite]) -> set[str]:

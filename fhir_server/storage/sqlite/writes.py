@@ -11,8 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from fhir_server import decimals
 from fhir_server.errors import Conflict, MethodNotAllowed, VersionConflict
 from fhir_server.storage.port import StoredResource, WriteResult
 from fhir_server.storage.sqlite import audit_log
@@ -36,7 +35,7 @@ def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
     meta["versionId"] = str(version)
     meta["lastUpdated"] = last_updated
     resource["meta"] = meta
-    return orjson.dumps(resource)
+    return decimals.dumps(resource)
 
 
 def identifiers_sql(count: int) -> str:
