@@ -5,12 +5,14 @@ token issuance and refusal leaves an AuditEvent."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.routes import ROUTES
 from fhir_server.interactions.context import Services
 from fhir_server.security.audit import TOKEN_ISSUANCE, audit_record
 from fhir_server.security.client_assertion import SqliteJtiStore
@@ -30,9 +32,28 @@ def _services(request: Request) -> Services:
     return services
 
 
+#: What the SMART document may claim only when the server has an authorization endpoint.
+_AUTHORIZE_ONLY = ("authorization_endpoint", "code_challenge_methods_supported")
+_AUTHORIZE_CAPABILITIES = ("launch-", "client-public", "authorize-", "sso-", "context-")
+
+
+def advertised(body: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """``body`` cut to what the route table has: without an ``authorize`` route there is no
+    authorization endpoint, PKCE or launch to advertise; with one, its URL is given."""
+    path = next((path for _, path, name in ROUTES if name == "authorize"), None)
+    if path is not None:
+        return {**body, "authorization_endpoint": base_url.rstrip("/") + path.removeprefix(
+            "/fhir")}
+    kept = {key: value for key, value in body.items() if key not in _AUTHORIZE_ONLY}
+    kept["capabilities"] = [c for c in body.get("capabilities", ())
+                            if not c.startswith(_AUTHORIZE_CAPABILITIES)]
+    return kept
+
+
 async def smart_config(request: Request) -> Response:
-    """GET [base]/.well-known/smart-configuration."""
-    body = smart_configuration(_services(request).base_url)
+    """GET [base]/.well-known/smart-configuration (what the server has, nothing more)."""
+    base = _services(request).base_url
+    body = advertised(smart_configuration(base), base)
     return Response(orjson.dumps(body), media_type=_JSON)
 
 

@@ -53,3 +53,16 @@ def test_an_exact_decimal_is_a_float_equal_only_to_the_same_text() -> None:
     assert pickle.loads(pickle.dumps(value)).text == "1.50"
     assert copy.deepcopy({"v": value})["v"].text == "1.50"
     assert orjson.loads(decimals.dumps({"v": value}, orjson.OPT_INDENT_2)) == {"v": 1.5}
+
+
+def test_text_that_looks_like_a_number_inside_strings_is_no_number() -> None:
+    body = b'{"a":"included],","b":"x 1.50]","c":"dede+1}","d":["1e5]"],"e":1.5}'
+    value = decimals.loads(body)
+    assert value["a"] == "included]," and type(value["e"]) is float
+    assert decimals.dumps(value) == body
+
+
+@given(st.text(alphabet="0123456789.eEdD+-:,[]} ", max_size=40))
+def test_any_text_in_a_string_leaves_the_parse_alone(text: str) -> None:
+    body = orjson.dumps({"s": text, "n": [1.25, 3]})
+    assert decimals.loads(body) == {"s": text, "n": [1.25, 3]}
