@@ -87,7 +87,7 @@ def parse_search(
     query = SearchQuery(resource_type, count=default_count)
     for name, value in params:
         query = parser.apply(query, name, value, max_count)
-    if query.count == 0 and not any(name.startswith("_total") for name, _ in params):
+    if query.count == 0 and not any(name == "_total" for name, _ in params):
         query = replace(query, total=TotalMode.ACCURATE)
     return ParsedSearch(parser.wildcard_includes(query), tuple(parser.issues))
 
