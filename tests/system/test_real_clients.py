@@ -118,7 +118,10 @@ const [base, token, patientJson, orgJson] = process.argv.slice(2);
   console.log(JSON.stringify({ gender: (await client.read({ resourceType: 'Patient',
     id: read.id })).gender, found: found.entry.length, total: counted.total,
     everything: everything.entry.length }));
-})().catch((e) => { console.error(e.response ? JSON.stringify(e.response.data) : e); process.exit(1); });
+})().catch((e) => {
+  console.error(e.response ? JSON.stringify(e.response.data) : e);
+  process.exit(1);
+});
 """
 
 
