@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,9 @@ R4_INVALID: dict[str, str] = {
     "Questionnaire-qs1.json": "MSG_CARDINALITY",
     "SearchParameter-questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json":
         "MSG_ID_INVALID",
+    **{f"SearchParameter-{kind.lower()}-extensions-{kind}-{code}.json": "MSG_CARDINALITY"
+       for kind in ("CodeSystem", "ValueSet")
+       for code in ("author", "effective", "end", "keyword", "workflow")},
     "StructureDefinition-Definition.json": "MSG_INVARIANT_SDF_4",
     "StructureDefinition-Event.json": "MSG_INVARIANT_SDF_4",
     "StructureDefinition-FiveWs.json": "MSG_INVARIANT_SDF_4",
@@ -73,14 +76,16 @@ def examples_package() -> Path:
     return target
 
 
-def examples(tarball: Path) -> Iterator[tuple[str, bytes]]:
-    """(file name, JSON bytes) of each example resource of the package, in name order."""
+def examples(tarball: Path, wanted: Callable[[int, str], bool]) -> Iterator[tuple[str, bytes]]:
+    """(file name, JSON bytes) of the example resources of the package for which
+    ``wanted(position in name order, file name)`` holds."""
     with tarfile.open(tarball) as archive:
-        members = sorted((m for m in archive.getmembers() if m.name.endswith(".json")),
+        members = sorted((m for m in archive.getmembers() if m.name.endswith(".json")
+                          and not m.name.endswith(("/package.json", "/.index.json"))),
                          key=lambda m: m.name)
-        for member in members:
+        for index, member in enumerate(members):
             name = member.name.rsplit("/", 1)[-1]
-            if name in ("package.json", ".index.json"):
+            if not wanted(index, name):
                 continue
             handle = archive.extractfile(member)
             if handle is not None:
