@@ -687,6 +687,21 @@ async def test_summary_html_page_is_printable_vietnamese(client: httpx.AsyncClie
         assert title in page
 
 
+async def test_summary_and_document_answer_the_page_to_text_html(
+    client: httpx.AsyncClient,
+) -> None:
+    data = await book(client, visits=1)
+    for params, headers in (({}, {"Accept": "text/html"}), ({"_format": "html"}, {})):
+        page = await client.get(f"/fhir/Patient/{data['a']}/$summary", params=params,
+                                headers=headers)
+        assert page.status_code == 200, page.text[:300]
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.text.startswith("<!DOCTYPE html>")
+    everything = await client.get(f"/fhir/Patient/{data['a']}/$everything",
+                                  headers={"Accept": "text/html"})
+    assert everything.status_code == 406  # no HTML form: a searchset is not a document
+
+
 def test_html_page_shows_a_foreign_narrative_as_text() -> None:
     document = {
         "resourceType": "Bundle",
