@@ -30,6 +30,7 @@ import fhirpathpy
 import orjson
 
 from fhir_server.conformance import profile_rules as r
+from fhir_server.conformance import structure
 from fhir_server.conformance.invariants import native_invariant
 from fhir_server.conformance.terminology import Terminology, default_terminology
 from fhir_server.errors import Issue
@@ -193,10 +194,15 @@ class ProfileValidator:
         folder = Path(directory) if directory is not None else DEFAULT_DIRECTORY
         files = sorted(folder.glob("StructureDefinition-*.json"))
         definitions = [orjson.loads(path.read_bytes()) for path in files]
-        return cls(definitions, terminology or default_terminology())
+        return cls([*core_profiles(), *definitions], terminology or default_terminology())
 
     def _compile(self, sd: Json) -> CompiledProfile:
+        """The profile's rules: those of the profile it constrains (``bp`` builds on
+        ``vitalsigns``), then its own differential's."""
         rules = _Compiler(self, sd["id"]).compile(sd["differential"]["element"])
+        base = self.definitions.get(sd.get("baseDefinition", ""))
+        if base is not None and base.get("derivation") == "constraint" and base is not sd:
+            rules = (*self._compile(base).rules, *rules)
         return CompiledProfile(sd["url"], sd["type"], rules)
 
     def extension_rules(self, url: str) -> tuple[r.Rule, ...]:
@@ -308,6 +314,15 @@ def _icd10_check(system: str | None, code: str) -> tuple[str, str, str] | None:
         return None
     text = f"ICD-10 code '{code}' is not in the WHO ICD-10 list (it may be a national code)"
     return ("warning", "MSG_ICD10_UNKNOWN", text)
+
+
+def core_profiles() -> list[Json]:
+    """The profiles R4 defines (vitalsigns, bp, shareablevalueset...), as far as this
+    validator checks them: ``data/r4/core_profiles.json`` (``scripts/generate_core_profiles.py``:
+    cardinality, fixed and pattern values, choice types and invariants; no slices, no
+    bindings)."""
+    profiles: list[Json] = structure.load_table("core_profiles.json")["profiles"]
+    return profiles
 
 
 @functools.cache
