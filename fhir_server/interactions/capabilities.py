@@ -51,10 +51,11 @@ def _includes(services: Services, resource_type: str) -> list[str]:
 
 def _reverse_includes(services: Services) -> dict[str, list[str]]:
     """``searchRevInclude`` per target type: every ``Source:code`` reference parameter of
-    any type that may point at it."""
+    any type that may point at it (AuditEvents, kept in the audit log, are not included)."""
     reverse: dict[str, list[str]] = {}
     registry = services.registry
-    for source in registry.resource_types() if registry is not None else ():
+    sources = registry.resource_types() if registry is not None else ()
+    for source in (s for s in sources if s != "AuditEvent"):
         for code, p in sorted(registry.for_type(source).items()):
             if p.type is ParamType.REFERENCE:
                 for target in p.targets:

@@ -58,6 +58,7 @@ async def test_conditional_read_and_includes_are_claimed_and_work(
     assert patient_entry["conditionalRead"] == "full-support"
     assert {"Patient:organization", "Patient:*", "*"} <= set(patient_entry["searchInclude"])
     assert "Observation:subject" in patient_entry["searchRevInclude"]
+    assert not [i for i in patient_entry["searchRevInclude"] if i.startswith("AuditEvent:")]
     organization = HEALTH_BOOK_RESOURCES["Organization"]
     created = await client.post("/fhir/Organization", json=organization, headers=FHIR)
     org_id = created.json()["id"]

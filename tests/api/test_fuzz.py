@@ -7,6 +7,7 @@ and a write that fails leaves nothing stored (the newest entry of the system his
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -14,10 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from starlette.testclient import TestClient
 
 from fhir_server.api.routes import ROUTES
 from fhir_server.main import create_app
@@ -103,20 +104,44 @@ def _request(draw: st.DrawFn) -> tuple[str, str, list[tuple[str, str]], dict[str
     return method, path, params, headers, draw(_body())
 
 
+class _Client:
+    """The app on an event loop of its own, driven from the synchronous hypothesis test."""
+
+    def __init__(self, config: Settings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.app = create_app(config)
+        self.lifespan = self.app.router.lifespan_context(self.app)
+        self.loop.run_until_complete(self.lifespan.__aenter__())
+        token = token_for(config, "system/*.cruds")
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                      base_url="http://testserver",
+                                      headers={"Authorization": f"Bearer {token}"})
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.loop.run_until_complete(self.http.request(method, path, **kwargs))
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.http.aclose())
+        self.loop.run_until_complete(self.lifespan.__aexit__(None, None, None))
+        self.loop.close()
+
+
 @pytest.fixture(scope="module")
-def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Client]:
     data = Path(tmp_path_factory.mktemp("fuzz"))
     config = Settings(data_dir=data, base_url="http://testserver/fhir", audit=False,
                       seed_search_parameters=False, max_body_bytes=64 * 1024)
-    app = create_app(config)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        client.headers["Authorization"] = f"Bearer {token_for(config, 'system/*.cruds')}"
-        client.post("/fhir/Patient", json=patient(), headers={
-            "Content-Type": "application/fhir+json"})
-        yield client
+    client = _Client(config)
+    client.request("POST", "/fhir/Patient", json=patient(),
+                   headers={"Content-Type": "application/fhir+json"})
+    yield client
+    client.close()
 
 
-def _newest_write(http: TestClient) -> Any:
+def _newest_write(http: _Client) -> Any:
     history = http.get("/fhir/_history", params={"_count": "1"}).json()
     return [(e["fullUrl"], e["response"]["etag"]) for e in history.get("entry", [])]
 
@@ -126,7 +151,7 @@ def _newest_write(http: TestClient) -> Any:
                                  HealthCheck.data_too_large])
 @given(request=_request())
 def test_no_request_gets_a_5xx_and_failed_writes_store_nothing(
-    http: TestClient, request: tuple[str, str, list[tuple[str, str]], dict[str, str],
+    http: _Client, request: tuple[str, str, list[tuple[str, str]], dict[str, str],
                                      bytes | None],
 ) -> None:
     method, path, params, headers, body = request

@@ -88,8 +88,8 @@ def test_fhirclient_crud_search_paging_transaction_everything(server: ServerProc
     assert Patient.read(created.id, fhir).gender == "female"
     for n in range(3):
         Patient(patient(cccd=f"00109000050{n}", family="Đỗ")).create(fhir)
-    found = Patient.where(struct={"family": "Đỗ", "_count": "2"}).perform_resources(fhir)
-    assert len(found) == 4  # every page
+    search = Patient.where(struct={"family": "Đỗ", "_count": "2"})
+    assert len(list(search.perform_resources_iter(fhir))) == 4  # every page
     response = Bundle(fhir.post_json("", _visit_bundle("001090000601")).json())
     assert response.type == "transaction-response"
     person_id = response.entry[0].response.location.split("/")[1]
@@ -97,7 +97,7 @@ def test_fhirclient_crud_search_paging_transaction_everything(server: ServerProc
     assert sorted(e.resource.resource_type for e in everything.entry) == [
         "Observation", "Patient"]
     created.delete(fhir)
-    assert Patient.where(struct={"_id": created.id}).perform_resources(fhir) == []
+    assert list(Patient.where(struct={"_id": created.id}).perform_resources_iter(fhir)) == []
 
 
 _KIT_SCRIPT = r"""
