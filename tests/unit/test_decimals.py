@@ -66,3 +66,11 @@ def test_text_that_looks_like_a_number_inside_strings_is_no_number() -> None:
 def test_any_text_in_a_string_leaves_the_parse_alone(text: str) -> None:
     body = orjson.dumps({"s": text, "n": [1.25, 3]})
     assert decimals.loads(body) == {"s": text, "n": [1.25, 3]}
+
+
+def test_a_number_like_text_in_a_string_beside_a_real_decimal() -> None:
+    body = b'{"t":"12:30.50]","v":1.50,"w":[2.50,"a,1.50}"]}'
+    value = decimals.loads(body)
+    assert value["t"] == "12:30.50]" and value["w"][1] == "a,1.50}"
+    assert isinstance(value["v"], ExactDecimal) and value["v"].text == "1.50"
+    assert decimals.dumps(value) == body
