@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck unit api-mongo-fake browser bench clean
+.PHONY: serve test lint typecheck unit api-mongo-fake browser conformance-examples bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ browser:
 	fi
 
 test: lint browser unit api-mongo-fake
+
+# Every one of the 5,305 official R4 examples (the suite runs a fixed sample of them).
+conformance-examples: $(VENV)/.installed-test
+	FHIR_SERVER_TEST_R4_EXAMPLES=all $(BIN)/python -m pytest -q tests/conformance/test_r4_examples.py
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run.py

@@ -23,7 +23,10 @@ __all__ = ["add_security_commands"]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    """The settings of ``serve`` (environment), with the options given on the command line."""
+    names = ("data_dir", "base_url", "host", "port")
+    return Settings(**{name: getattr(args, name) for name in names
+                       if getattr(args, name, None) is not None})
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -39,6 +42,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         subject=args.client_id or "fhir-server-cli", scope=args.scope, ttl=args.ttl,
         client_id=args.client_id, patient_id=args.patient, patient_identifier=identifier,
     )
+    print(f"audience and issuer: {base}", file=sys.stderr)
     print(token)
     return 0
 
@@ -90,6 +94,12 @@ def add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     token.add_argument("--client-id", default=None)
     token.add_argument("--ttl", type=int, default=3600)
     token.add_argument("--data-dir", type=Path, default=None)
+    token.add_argument("--base-url", default=None,
+                       help="the server's public base URL, the token's audience (default: "
+                            "FHIR_SERVER_BASE_URL, else http://host:port/fhir as serve uses)")
+    token.add_argument("--host", default=None, help="as serve --host, for the default base URL")
+    token.add_argument("--port", type=int, default=None,
+                       help="as serve --port, for the default base URL")
     token.set_defaults(func=cmd_token)
     client = sub.add_parser("client", help="manage clients (backend services and apps)")
     client.add_argument("action", choices=["add", "list", "remove"])

@@ -21,6 +21,7 @@ __all__ = [
     "Gone",
     "InvalidResource",
     "Issue",
+    "LimitExceeded",
     "MethodNotAllowed",
     "MultipleMatches",
     "NotAcceptable",
@@ -206,6 +207,21 @@ class PayloadTooLarge(FhirError):
     status = 413
     issue_code = "too-costly"
     default_message_id = "MSG_BODY_TOO_LARGE"
+
+
+class LimitExceeded(FhirError):
+    """400: the request asks more than a configured bound allows (``too-costly``)."""
+
+    status = 400
+    issue_code = "too-costly"
+    default_message_id = "MSG_LIMIT_EXCEEDED"
+
+    @classmethod
+    def of(cls, what: str, limit: int, setting: str,
+           expression: tuple[str, ...] = ()) -> LimitExceeded:
+        """The error for ``what`` beyond ``limit``, naming the setting that raises it."""
+        return cls(f"{what} exceeds the limit of {limit} (FHIR_SERVER_{setting.upper()})",
+                   expression=expression)
 
 
 class SearchTooCostly(FhirError):

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server import decimals
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Services
 from fhir_server.router.door import handle
@@ -139,7 +140,7 @@ async def _worker(services: Services, queue: asyncio.Queue[tuple[str, bytes] | N
         try:
             # Await first: "summary.resources += await ..." would read the counter before the
             # await and lose the other workers' additions.
-            written = await _load_item(services, orjson.loads(raw))
+            written = await _load_item(services, decimals.loads(raw))
             summary.resources += written
         except (FhirError, orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
             summary.rejected += 1

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 
+from fhir_server.api.cors import cors_middleware
 from fhir_server.api.endpoints import ENDPOINTS
 from fhir_server.api.errors import http_exception_handler
 from fhir_server.api.fhir import fhir_endpoint
@@ -77,5 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route(FHIR_BASE_PATH + "/{path:path}", fhir_endpoint, methods=every_method,
                   name="fhir")
     app.add_exception_handler(HTTPException, http_exception_handler)
+    if settings.cors_origins:
+        app.add_middleware(cors_middleware, origins=settings.cors_origins)
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fhir_server.search.model import SearchLimits
+
 __all__ = ["PROJECT_DIR", "Settings"]
 
 #: The project directory (the parent of the package), holding ``profiles/`` and ``terminology/``.
@@ -40,6 +42,19 @@ class Settings(BaseSettings):
     referential_integrity: bool = True
     default_count: int = 20
     max_count: int = 1000
+    #: Bounds on one search (docs/search.md, "Limits"): name=value pairs (repetitions
+    #: included), ORed values of one parameter, ``_sort`` keys, ``_include``/``_revinclude``
+    #: parameters, and the depth of a chain or of nested ``_has``.
+    search_max_parameters: int = 64
+    search_max_values: int = 200
+    search_max_sort_keys: int = 8
+    search_max_includes: int = 16
+    search_max_chain_depth: int = 4
+    #: The longest string element a written resource may hold, in characters (R4's own
+    #: bound for a string, 1024 * 1024); base64Binary elements are bounded by the body size.
+    max_string_chars: int = 1024 * 1024
+    #: Origins allowed to call the API from a browser (CORS); empty: CORS off.
+    cors_origins: list[str] = Field(default_factory=list)
     #: A search still running after this many seconds is stopped (503, ``too-costly``).
     search_timeout_s: float = 30.0
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -87,6 +102,12 @@ class Settings(BaseSettings):
     def validation_mode(self, resource_type: str) -> str:
         """Return the profile validation mode (enforce, warn, off) for a resource type."""
         return self.validation_overrides.get(resource_type, self.validation)
+
+    def search_limits(self) -> SearchLimits:
+        """Return the bounds of one search (the ``search_max_*`` settings)."""
+        return SearchLimits(self.search_max_parameters, self.search_max_values,
+                            self.search_max_sort_keys, self.search_max_includes,
+                            self.search_max_chain_depth)
 
     def storage_url(self) -> str:
         """Return the storage URL, defaulting to the SQLite file inside the data directory."""

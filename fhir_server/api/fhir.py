@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.api.errors import fhir_error_response, unexpected_error_handler
-from fhir_server.api.responses import check_accept, fhir_response, read_body, wants_html
-from fhir_server.errors import BadRequest, FhirError, Forbidden, NotAcceptable, UnsupportedMediaType
+from fhir_server.api.responses import (
+    check_accept,
+    fhir_response,
+    read_body,
+    read_form,
+    wants_html,
+)
+from fhir_server.errors import FhirError, Forbidden, NotAcceptable
 from fhir_server.interactions.context import Services
 from fhir_server.operations import render_html
 from fhir_server.router.door import audit_name, handle
@@ -32,7 +37,6 @@ from fhir_server.security.tokens import AccessContext
 __all__ = ["authenticate", "fhir_endpoint"]
 
 log = logging.getLogger("fhir_server.security")
-_FORM = "application/x-www-form-urlencoded"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -72,16 +76,7 @@ async def _params(request: Request, match: Match, limit: int) -> list[tuple[str,
     params = list(request.query_params.multi_items())
     if request.method != "POST" or not match.name.startswith("search"):
         return params
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != _FORM:
-        raise UnsupportedMediaType(f"POST _search takes {_FORM}, not '{media or '(none)'}'",
-                                   message_id="MSG_UNSUPPORTED_MEDIA_TYPE")
-    body = await read_body(request, limit, required=False)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("The form body is not UTF-8", message_id="MSG_FORM_INVALID") from None
-    return params + parse_qsl(text, keep_blank_values=True)
+    return params + await read_form(request, limit)
 
 
 async def _fhir_request(request: Request, match: Match, services: Services) -> FhirRequest:

@@ -9,11 +9,13 @@ OperationOutcome that names the supported formats.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server import decimals
 from fhir_server.conformance import structure
 from fhir_server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 
@@ -22,6 +24,7 @@ __all__ = [
     "check_accept",
     "fhir_response",
     "read_body",
+    "read_form",
     "require_content_type",
     "shape_resource",
 ]
@@ -101,6 +104,21 @@ async def read_body(request: Request, limit: int, required: bool = True) -> byte
     return body
 
 
+async def read_form(request: Request, limit: int) -> list[tuple[str, str]]:
+    """The name=value pairs of an ``application/x-www-form-urlencoded`` body (UTF-8), in
+    order; an empty body has none. Raises 415 for another type, 413 past ``limit`` bytes,
+    and 400 (``MSG_FORM_INVALID``) for a body that is not UTF-8."""
+    require_content_type(request, {"application/x-www-form-urlencoded"})
+    if request.headers.get("content-length", "0") == "0":
+        return []
+    try:
+        text = (await read_body(request, limit)).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"The form body is not UTF-8 (byte {exc.start})",
+                         message_id="MSG_FORM_INVALID") from None
+    return parse_qsl(text, keep_blank_values=True)
+
+
 def _pretty(request: Request) -> bool:
     return request.query_params.get("_pretty", "false").lower() == "true"
 
@@ -148,8 +166,8 @@ def fhir_response(
     summary, elements = params.get("_summary"), params.get("_elements")
     if isinstance(body, bytes) and not (summary or elements or _pretty(request)):
         return Response(body, status, headers, media_type=FHIR_JSON)
-    value = orjson.loads(body) if isinstance(body, bytes) else body
+    value = decimals.loads(body) if isinstance(body, bytes) else body
     if (summary or elements) and value.get("resourceType") not in ("Bundle", "OperationOutcome"):
         value = shape_resource(value, summary, elements)
     option = orjson.OPT_INDENT_2 if _pretty(request) else 0
-    return Response(orjson.dumps(value, option=option), status, headers, media_type=FHIR_JSON)
+    return Response(decimals.dumps(value, option), status, headers, media_type=FHIR_JSON)

@@ -25,8 +25,9 @@ _CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 
 
 def _has_value(node: Json) -> bool:
-    """``value.exists()`` for a choice ``value[x]`` (or a plain ``value``)."""
-    return any(key.startswith("value") for key in node)
+    """``value.exists()`` for a choice ``value[x]`` (or a plain ``value``): a primitive given
+    only through its extensions (``_valueString``) exists too (R4 json.html#primitive)."""
+    return any(key.startswith(("value", "_value")) for key in node)
 
 
 def _contained(node: Json) -> list[Json]:
@@ -226,6 +227,12 @@ _TWINS: dict[tuple[str, str], Check] = {
         lambda node, resource, root: isinstance(node.get("text"), dict) and "div" in node["text"]
     ),
     ("per-1", "start.hasValue().not() or end.hasValue().not() or (start <= end)"): _per_1,
+    # FHIRPath engines read ``answer is Boolean`` as the System type, which a FHIR boolean is
+    # not, and refuse R4's own example (Questionnaire bb); the reference validator reads the
+    # choice's FHIR type: ``answerBoolean`` satisfies que-7.
+    ("que-7", "operator = 'exists' implies (answer is Boolean)"): (
+        lambda node, resource, root: node.get("operator") != "exists" or "answerBoolean" in node
+    ),
     ("ext-1", "extension.exists() != value.exists()"): (
         lambda node, resource, root: ("extension" in node) != _has_value(node)
     ),

@@ -36,6 +36,7 @@ from datetime import date
 from typing import Any, TypeAlias
 
 from fhir_server.conformance import structure, xhtml
+from fhir_server.decimals import ExactDecimal
 from fhir_server.errors import Issue
 
 __all__ = [
@@ -318,7 +319,7 @@ def _is_boolean(value: Any) -> bool:
 
 def _is_decimal(value: Any) -> bool:
     kind = type(value)
-    return kind is int or (kind is float and math.isfinite(value))
+    return kind is int or ((kind is float or kind is ExactDecimal) and math.isfinite(value))
 
 
 def _integer_test(low: int, high: int) -> _Valid:

@@ -1,4 +1,5 @@
-"""Native Python equivalents of the project profiles' FHIRPath invariants.
+"""Native Python equivalents of the project profiles' FHIRPath invariants (and of R4's vital
+signs profiles', whose ``value.exists()`` on a choice fhirpathpy misreads).
 
 ``fhirpathpy`` needs 0.1-1 ms per evaluation, too slow for a Patient validated in well under a
 millisecond, so the invariants of ``profiles/`` that run on every write have a Python twin here.
@@ -131,7 +132,33 @@ def _benefit_level(node: Any, resource: Json) -> bool:
     return codes == {card[2]}
 
 
+def _has_value_x(node: Any) -> bool:
+    """``value.exists()`` on a choice ``value[x]`` (fhirpathpy, without the R4 model, does
+    not find ``valueQuantity`` under ``value``)."""
+    return any(key.startswith("value") for key in node)
+
+
+def _vs_2(node: Any, resource: Json) -> bool:
+    if "component" in node or "hasMember" in node:
+        return True
+    return "dataAbsentReason" in node or _has_value_x(node)
+
+
+def _vs_3(node: Any, resource: Json) -> bool:
+    return _has_value_x(node) or "dataAbsentReason" in node
+
+
+def _vs_1(node: Any, resource: Json) -> bool:
+    """``($this as dateTime).toString().length() >= 8``: a dateTime gives at least a day (a
+    Period, the other choice, passes)."""
+    return not isinstance(node, str) or len(node) >= 8
+
+
 _PLAIN: dict[str, Check] = {
+    # R4's vital signs profiles (fhir_server/data/r4/core_profiles.json).
+    "vs-1": _vs_1,
+    "vs-2": _vs_2,
+    "vs-3": _vs_3,
     "vn-pat-cccd-gender": _cccd_gender,
     "vn-pat-cccd-century": _cccd_century,
     "vn-pat-cccd-year": _cccd_year,
@@ -149,6 +176,10 @@ _PLAIN: dict[str, Check] = {
 }
 # The expressions the twins were written for (a prefix is enough for long literal lists).
 _EXPRESSIONS: dict[str, str] = {
+    "vs-1": "($this as dateTime).toString().length() >= 8",
+    "vs-2": "(component.empty() and hasMember.empty()) implies (dataAbsentReason.exists() or "
+    "value.exists())",
+    "vs-3": "value.exists() or dataAbsentReason.exists()",
     "vn-pat-cccd-gender": "value.matches('^[0-9]{12}$') implies ((%resource.gender = 'male'",
     "vn-pat-cccd-century": "(value.matches('^[0-9]{12}$') and %resource.birthDate.exists()) "
     "implies (value.substring(3,1).toInteger() div 2)",

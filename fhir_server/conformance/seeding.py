@@ -1,7 +1,8 @@
 """Make the project's conformance resources readable through the API.
 
 At start-up every JSON resource in ``profiles/`` and ``terminology/`` (StructureDefinitions,
-NamingSystems, CodeSystems, ValueSets, ConceptMaps) is stored under its own id, as an update:
+NamingSystems, CodeSystems, ValueSets, ConceptMaps, and the OperationDefinitions the
+CapabilityStatement links to) is stored under its own id, as an update:
 unchanged files create no new version, so restarts and several workers are harmless. The
 validator and the terminology service read the same files directly.
 """
@@ -19,7 +20,7 @@ from fhir_server.interactions.context import Services
 __all__ = ["conformance_resources", "search_parameter_resources", "seed_conformance"]
 
 _TYPES = {"StructureDefinition", "NamingSystem", "CodeSystem", "ValueSet", "ConceptMap",
-          "SearchParameter"}
+          "SearchParameter", "OperationDefinition"}
 
 
 def conformance_resources(*directories: Path) -> Iterator[dict[str, Any]]:

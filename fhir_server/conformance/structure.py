@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
+    "binary_element_names",
     "load_table",
     "mandatory_elements",
     "patient_compartment_params",
@@ -72,3 +73,18 @@ def summary_elements(resource_type: str) -> frozenset[str]:
 def mandatory_elements(resource_type: str) -> frozenset[str]:
     """Return the top-level JSON names with min >= 1, which ``_elements`` always returns."""
     return frozenset(load_table("summary_elements.json")["mandatory"].get(resource_type, ()))
+
+
+@functools.cache
+def binary_element_names() -> frozenset[str]:
+    """Return the JSON names of every base64Binary element of R4 (``data``,
+    ``valueBase64Binary``...), read from the element tables."""
+    names: set[str] = set()
+    for key, value in load_table("r4_elements.json").items():
+        if key.startswith("_"):
+            continue
+        for name, (_, _, types) in value[1].items():
+            if "base64Binary" in types:
+                stem = name.removesuffix("[x]")
+                names.add(stem + "Base64Binary" if name.endswith("[x]") else name)
+    return frozenset(names)

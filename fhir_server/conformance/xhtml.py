@@ -47,8 +47,11 @@ ALLOWED_ATTRIBUTES = frozenset(_ATTRIBUTE_NAMES.split())
 _ALLOWED_QUALIFIED = frozenset({f"{{{_XML_NS}}}lang"})
 #: Schemes that would run code when a reader follows a link or loads an image.
 _ACTIVE_URL = re.compile(r"^\s*(javascript|vbscript|livescript)\s*:", re.IGNORECASE)
-#: Style constructs that fetch a resource or run script (CSS url(), IE expression(), @import).
-_ACTIVE_STYLE = re.compile(r"url\s*\(|expression\s*\(|@import|javascript\s*:", re.IGNORECASE)
+#: Style constructs that fetch a resource or run script (CSS url() other than an inline
+#: ``data:`` one, IE expression(), @import). ``url(data:...)`` holds its image itself and
+#: fetches nothing: R4's own examples use it (191 of them), and R4 allows style attributes.
+_ACTIVE_STYLE = re.compile(r"url\s*\((?!\s*[\"']?\s*data:)|expression\s*\(|@import"
+                           r"|javascript\s*:", re.IGNORECASE)
 _DOCTYPE = re.compile(r"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 _TXT_1 = "txt-1: The narrative SHALL contain only the basic html formatting elements and attributes"
 _TXT_2 = "txt-2: The narrative SHALL have some non-whitespace content"
@@ -101,7 +104,9 @@ def check_div(div: object, path: str) -> list[Issue]:
             _issue("MSG_INVARIANT_TXT_1", f"{_TXT_1}: {p}", path) for p in _node_problems(node)
         ]
     if not _has_content(root):
-        issues.append(_issue("MSG_INVARIANT_TXT_2", _TXT_2, path))
+        # A warning: R4's own examples include narratives of whitespace only (4 of them),
+        # published by the specification's build, whose validator does not refuse them.
+        issues.append(_issue("MSG_INVARIANT_TXT_2", _TXT_2, path, "warning"))
     return issues
 
 
@@ -135,5 +140,5 @@ def _has_content(root: ElementTree.Element) -> bool:
     return any(node.tag == f"{{{XHTML_NS}}}img" for node in root.iter())
 
 
-def _issue(message_id: str, diagnostics: str, path: str) -> Issue:
-    return Issue("error", "invariant", message_id, diagnostics, (path,))
+def _issue(message_id: str, diagnostics: str, path: str, severity: str = "error") -> Issue:
+    return Issue(severity, "invariant", message_id, diagnostics, (path,))

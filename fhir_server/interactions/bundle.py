@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from fhir_server import decimals
 from fhir_server.errors import BadRequest, FhirError, PayloadTooLarge
 from fhir_server.geography.addresses import address_context, visit_date
 from fhir_server.interactions import bundle_exec
@@ -136,7 +137,7 @@ def _patch_operations(resource: dict[str, Any] | None) -> object:
         raise BadRequest("A PATCH entry carries a Binary with a JSON Patch document "
                          "(FHIRPath Patch is not supported)", message_id="MSG_PATCH_INVALID")
     try:
-        return orjson.loads(base64.b64decode(resource.get("data", "")))
+        return decimals.loads(base64.b64decode(resource.get("data", "")))
     except (ValueError, orjson.JSONDecodeError):
         raise BadRequest("The PATCH entry's Binary.data is not base64 JSON",
                          message_id="MSG_PATCH_INVALID") from None
@@ -198,7 +199,7 @@ async def _read(door: Door, entry: Entry, note: AuditNote) -> dict[str, Any]:
     result: dict[str, Any] = {"response": response}
     body = answer.body
     if isinstance(body, bytes):
-        body = orjson.loads(body)
+        body = decimals.loads(body)
     if body is not None:
         result["resource"] = body
     return result

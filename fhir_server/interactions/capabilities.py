@@ -12,6 +12,7 @@ from typing import Any
 from fhir_server import FHIR_VERSION, __version__
 from fhir_server.interactions.context import Services
 from fhir_server.resources import resource_types
+from fhir_server.search.model import ParamType
 from fhir_server.search.parse import UNSUPPORTED_PARAMETERS
 from fhir_server.security.audit import AUDIT_SEARCH_PARAMS
 from fhir_server.security.token_endpoint import oauth_uris
@@ -35,11 +36,36 @@ def _search_params(services: Services, resource_type: str) -> list[dict[str, Any
     return [
         {"name": code, "definition": p.url, "type": str(p.type)}
         for code, p in sorted(params.items())
-        if code not in UNSUPPORTED_PARAMETERS
+        if code not in UNSUPPORTED_PARAMETERS and p.type is not ParamType.SPECIAL
     ]
 
 
-def _resource_entry(services: Services, resource_type: str) -> dict[str, Any]:
+def _includes(services: Services, resource_type: str) -> list[str]:
+    """``searchInclude``: this type's reference parameters, ``Type:*`` and ``*``."""
+    if services.registry is None:
+        return []
+    own = sorted(code for code, p in services.registry.for_type(resource_type).items()
+                 if p.type is ParamType.REFERENCE)
+    return [f"{resource_type}:{code}" for code in own] + ([f"{resource_type}:*", "*"]
+                                                          if own else [])
+
+
+def _reverse_includes(services: Services) -> dict[str, list[str]]:
+    """``searchRevInclude`` per target type: every ``Source:code`` reference parameter of
+    any type that may point at it (AuditEvents, kept in the audit log, are not included)."""
+    reverse: dict[str, list[str]] = {}
+    registry = services.registry
+    sources = registry.resource_types() if registry is not None else ()
+    for source in (s for s in sources if s != "AuditEvent"):
+        for code, p in sorted(registry.for_type(source).items()):
+            if p.type is ParamType.REFERENCE:
+                for target in p.targets:
+                    reverse.setdefault(target, []).append(f"{source}:{code}")
+    return reverse
+
+
+def _resource_entry(services: Services, resource_type: str,
+                    reverse: dict[str, list[str]]) -> dict[str, Any]:
     interactions = list(TYPE_INTERACTIONS)
     if FEATURES["search"]:
         interactions.append("search-type")
@@ -50,7 +76,7 @@ def _resource_entry(services: Services, resource_type: str) -> dict[str, Any]:
         "readHistory": True,
         "updateCreate": True,
         "conditionalCreate": True,
-        "conditionalRead": "not-supported",
+        "conditionalRead": "full-support",
         "conditionalUpdate": True,
         "conditionalDelete": "single",
     }
@@ -60,6 +86,11 @@ def _resource_entry(services: Services, resource_type: str) -> dict[str, Any]:
         params = [p for p in params if p["name"] in AUDIT_SEARCH_PARAMS]
     if params:
         entry["searchParam"] = params
+    includes = _includes(services, resource_type)
+    if includes and resource_type != "AuditEvent":
+        entry["searchInclude"] = includes
+    if reverse.get(resource_type) and resource_type != "AuditEvent":
+        entry["searchRevInclude"] = sorted(reverse[resource_type])
     operations = _operations(services, resource_type)
     if operations:
         entry["operation"] = operations
@@ -91,7 +122,7 @@ def _security(services: Services) -> dict[str, Any]:
     if services.settings.auth == "off":
         return {"description": "Access control is OFF on this server (development only)."}
     return {
-        "cors": False,
+        "cors": bool(services.settings.cors_origins),
         "service": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
             "code": "SMART-on-FHIR"}]}],
@@ -111,6 +142,7 @@ def capability_statement(services: Services) -> dict[str, Any]:
     system += [name for name in ("transaction", "batch") if FEATURES[name]]
     if FEATURES["search"]:
         system.append("search-system")
+    reverse = _reverse_includes(services)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -128,7 +160,8 @@ def capability_statement(services: Services) -> dict[str, Any]:
         "rest": [{
             "mode": "server",
             "security": _security(services),
-            "resource": [_resource_entry(services, t) for t in sorted(resource_types())],
+            "resource": [_resource_entry(services, t, reverse)
+                         for t in sorted(resource_types())],
             "interaction": [{"code": code} for code in system],
             **({"operation": ops} if (ops := _operations(services, None)) else {}),
         }],

@@ -41,10 +41,10 @@ def parse_count(value: str | None, default: int, maximum: int) -> int:
     """Return the page size of ``_count`` (capped at ``maximum``); raise ``BadRequest``."""
     if value is None:
         return default
-    if not value.isdigit():
-        raise BadRequest(f"_count must be a non-negative integer, not '{value}'",
+    if not (value.isascii() and value.isdigit()):
+        raise BadRequest(f"_count must be a non-negative integer, not '{value[:40]}'",
                          message_id="MSG_PARAM_INVALID", expression=("_count",))
-    return min(int(value), maximum)
+    return min(int(value), maximum) if len(value) <= 9 else maximum
 
 
 def _query(services: Services, access: Access, target: HistoryRequest,
@@ -58,7 +58,7 @@ def _query(services: Services, access: Access, target: HistoryRequest,
     since = params.get("_since")
     at = params.get("_at")
     cursor = params.get("_cursor")
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise BadRequest("The paging cursor is invalid", message_id="MSG_PAGE_CURSOR_INVALID")
     return HistoryQuery(
         resource_type=target.resource_type,

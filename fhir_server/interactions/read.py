@@ -12,6 +12,7 @@ from typing import Any
 
 from fhir_server.errors import Gone, NotFound
 from fhir_server.interactions.context import Outcome, Services
+from fhir_server.interactions.preconditions import version_number
 from fhir_server.interactions.security_context import context_patients
 from fhir_server.security.policy import Access
 from fhir_server.storage.port import HistoryQuery
@@ -49,10 +50,12 @@ async def vread(
     services: Services, access: Access, resource_type: str, id: str, version: str
 ) -> Outcome:
     """Return one version of a resource; raises ``NotFound`` for an unknown version."""
-    if not version.isdigit() or len(version) > 18:
-        raise NotFound(f"Version '{version}' is not known", message_id="MSG_NO_EXIST_VERSION")
+    number = version_number(version)
+    if number is None:
+        raise NotFound(f"Version '{version[:40]}' is not known",
+                       message_id="MSG_NO_EXIST_VERSION")
     try:
-        stored = await services.reader(resource_type).vread(resource_type, id, int(version))
+        stored = await services.reader(resource_type).vread(resource_type, id, number)
         if access.visibility is not None:
             await check_readable(services, access, stored.resource())
     except Gone:

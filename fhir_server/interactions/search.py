@@ -14,11 +14,16 @@ from dataclasses import replace
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-import orjson
-
+from fhir_server import decimals
 from fhir_server.conformance import structure
 from fhir_server.errors import Issue
-from fhir_server.search.model import SearchQuery, SearchResult, Visibility
+from fhir_server.search.model import (
+    DEFAULT_LIMITS,
+    SearchLimits,
+    SearchQuery,
+    SearchResult,
+    Visibility,
+)
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.audit import check_audit_search
@@ -53,17 +58,19 @@ async def search(
     default_count: int = 20,
     max_count: int = 1000,
     visibility: Visibility | None = None,
+    limits: SearchLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """Return the searchset Bundle for ``params`` on a type, a compartment or the system.
 
     ``default_count`` and ``max_count`` bound the page size (``_count``); ``visibility`` is
-    what the caller may see (the store applies it to matches, includes, chains and totals).
+    what the caller may see (the store applies it to matches, includes, chains and totals);
+    ``limits`` the size of the query (``LimitExceeded``).
 
     Raises ``BadRequest``/``NotSupported`` for invalid values (and, under ``strict``, unknown
     parameters or modifiers), ``BadRequest``/``Gone`` for an invalid or expired cursor.
     """
     parsed = parse_search(resource_type, params, registry, strict=strict, base_url=base_url,
-                          default_count=default_count, max_count=max_count)
+                          default_count=default_count, max_count=max_count, limits=limits)
     query = replace(parsed.query, compartment=compartment or parsed.query.compartment,
                     visibility=visibility)
     check_audit_search(query)
@@ -108,7 +115,7 @@ def _links(
 
 
 def _entry(base_url: str, stored: StoredResource, mode: str, query: SearchQuery) -> dict[str, Any]:
-    resource = _shaped(orjson.loads(stored.content), query)
+    resource = _shaped(decimals.loads(stored.content), query)
     return {
         "fullUrl": f"{base_url.rstrip('/')}/{stored.resource_type}/{stored.id}",
         "resource": resource,

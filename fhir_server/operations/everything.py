@@ -11,11 +11,17 @@ app pages falls outside this answer and into the next ``_since``, so no page rep
 one. ``Bundle.meta.lastUpdated`` is the watermark for the next ``_since``: everything changed
 at or before it is in this answer (see docs/citizen-app.md).
 
+Each referenced resource is sent once over the pages of an answer: a next link carries, in
+``_sent``, a 48-bit hash of each resource the pages so far included (8 characters each), and a
+page leaves out the ones already sent, so a client that collects the pages gets no duplicates.
+
 Fetching is set-wise: one store query per page, plus one per referenced type.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -60,7 +66,8 @@ DISPLAY_TYPES = ("Organization", "Practitioner", "PractitionerRole", "Location",
 _NOT_BY_DEFAULT = frozenset({"AuditEvent"})
 _DEFAULT_COUNT = 100
 _KNOWN = frozenset({"start", "end", "_since", "_type", "_count", "_cursor", "_until",
-                    "_format", "_pretty"})  # fmt: skip
+                    "_sent", "_format", "_pretty"})  # fmt: skip
+_SENT_HASH_BYTES = 6  # 8 characters of base64url per resource already sent
 _MAX_IDS_PER_QUERY = 500
 
 
@@ -83,6 +90,7 @@ class EverythingRequest:
     start: int | None = None
     end: int | None = None
     cursor: str | None = None
+    sent: frozenset[str] = frozenset()
 
     def query(self, registry: Any) -> SearchQuery:
         """The compartment query of one page: changed in ``[since, until]``, by row id."""
@@ -99,8 +107,10 @@ class EverythingRequest:
             cursor=self.cursor,
         )
 
-    def link_params(self, cursor: str | None) -> list[tuple[str, str]]:
-        """The query string of a page link of this answer."""
+    def link_params(self, cursor: str | None,
+                    sent: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+        """The query string of a page link of this answer (``sent``: the included resources
+        the pages up to the linked one have sent, as ``sent_key`` values)."""
         pairs = [("_count", str(self.count)), ("_until", self.until)]
         if self.since is not None:
             pairs.append(("_since", self.since))
@@ -109,6 +119,8 @@ class EverythingRequest:
         for name, micros in (("start", self.start), ("end", self.end)):
             if micros is not None:
                 pairs.append((name, _instant(micros)))
+        if sent:
+            pairs.append(("_sent", "".join(sorted(sent))))
         return pairs + ([("_cursor", cursor)] if cursor else [])
 
 
@@ -170,7 +182,23 @@ def parse_request(call: OperationInput, services: Services) -> EverythingRequest
         start=_date_bound(call, "start", high=False),
         end=_date_bound(call, "end", high=True),
         cursor=call.value("_cursor"),
+        sent=_sent(call.value("_sent") or ""),
     )
+
+
+def sent_key(stored: StoredResource) -> str:
+    """The short hash by which a page link names an included resource already sent."""
+    digest = hashlib.blake2b(f"{stored.resource_type}/{stored.id}".encode(),
+                             digest_size=_SENT_HASH_BYTES).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def _sent(value: str) -> frozenset[str]:
+    width = _SENT_HASH_BYTES * 4 // 3
+    if len(value) % width or not value.isascii():
+        raise BadRequest("_sent is not a list of sent resources", message_id="MSG_PARAM_INVALID",
+                         expression=("_sent",))
+    return frozenset(value[i:i + width] for i in range(0, len(value), width))
 
 
 def _storage_instant(value: str, name: str) -> str:
@@ -196,16 +224,19 @@ async def everything(services: Services, access: Access, call: OperationInput) -
     check_audit_search(query)  # _type=AuditEvent is asked for on its own
     result = await services.search(query)
     matches = [s for s in result.matches if _in_care_range(s, request.start, request.end)]
-    included = await display_resources(services, access, matches)
+    included = [s for s in await display_resources(services, access, matches)
+                if sent_key(s) not in request.sent]
     path = f"{services.base_url}/Patient/{request.patient_id}/$everything"
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "meta": {"lastUpdated": watermark(request.until)},
         "type": "searchset",
-        "link": [{"relation": "self", "url": _url(path, request.link_params(request.cursor))}],
+        "link": [{"relation": "self",
+                  "url": _url(path, request.link_params(request.cursor, request.sent))}],
     }
     if result.next_cursor:
-        next_url = _url(path, request.link_params(result.next_cursor))
+        sent = request.sent | {sent_key(s) for s in included}
+        next_url = _url(path, request.link_params(result.next_cursor, sent))
         bundle["link"].append({"relation": "next", "url": next_url})
     entries = [_entry(services.base_url, s, "match") for s in matches]
     entries += [_entry(services.base_url, s, "include") for s in included]

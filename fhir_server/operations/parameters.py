@@ -43,12 +43,25 @@ class OperationInput:
                     resources[name] = parameter["resource"]
                 for key, value in parameter.items():
                     if key.startswith("value"):
-                        values.setdefault(name, []).append(str(value).lower()
-                                                           if isinstance(value, bool) else
-                                                           str(value))
+                        values.setdefault(name, []).append(_as_text(value))
         elif body is not None:
             resources["resource"] = body
         return cls(resource_type, id, values, resources)
+
+
+def _as_text(value: Any) -> str:
+    """A parameter value as its query-string form: an Identifier or a Coding as
+    ``system|value`` (``system|code``), a Reference as its ``reference``, a boolean as
+    ``true``/``false``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        if "reference" in value:
+            return str(value["reference"])
+        code = value.get("value", value.get("code"))
+        if code is not None:
+            return f"{value['system']}|{code}" if "system" in value else str(code)
+    return str(value)
 
 
 def parameters(*pairs: tuple[str, str, Any]) -> dict[str, Any]:

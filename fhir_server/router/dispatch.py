@@ -39,9 +39,11 @@ def _media(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
-def json_body(request: FhirRequest, types: frozenset[str] = JSON_TYPES) -> Any:
+def json_body(request: FhirRequest, max_string_chars: int,
+              types: frozenset[str] = JSON_TYPES) -> Any:
     """The request's JSON body: as parsed by whoever built the request, or parsed here from
-    ``raw`` (415 for another content type, 400 for no body or invalid JSON)."""
+    ``raw`` (415 for another content type, 400 for no body or invalid JSON, a string longer
+    than ``max_string_chars``: 400 naming the limit)."""
     if request.body is not None:
         return request.body
     if request.raw is None:
@@ -51,12 +53,12 @@ def json_body(request: FhirRequest, types: frozenset[str] = JSON_TYPES) -> Any:
             f"Content-Type '{request.content_type or '(none)'}' is not supported here. "
             f"Send one of: {', '.join(sorted(types))}.", message_id="MSG_UNSUPPORTED_MEDIA_TYPE")
     if types is PATCH_TYPES:
-        return parse_json(b'{"value":' + request.raw + b"}")["value"]
-    return parse_json(request.raw)
+        return parse_json(b'{"value":' + request.raw + b"}", max_string_chars)["value"]
+    return parse_json(request.raw, max_string_chars)
 
 
-def _resource(request: FhirRequest) -> dict[str, Any]:
-    body = json_body(request)
+def _resource(services: Services, request: FhirRequest) -> dict[str, Any]:
+    body = json_body(request, services.settings.max_string_chars)
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object", message_id="MSG_JSON_OBJECT")
     return body
@@ -134,7 +136,7 @@ async def _search(services: Services, request: FhirRequest, access: Access,
         services, services.registry, services.base_url, request.resource_type,
         list(request.params), strict=request.prefer.strict, compartment=compartment,
         default_count=settings.default_count, max_count=settings.max_count,
-        visibility=access.visibility)
+        visibility=access.visibility, limits=settings.search_limits())
     _note_bundle(note, access, bundle)
     return FhirResponse(200, bundle)
 
@@ -160,7 +162,7 @@ async def _written(services: Services, request: FhirRequest, write: Write,
 async def _create(services: Services, request: FhirRequest, access: Access,
                   note: AuditNote) -> FhirResponse:
     """POST [type]: create, or conditional create with If-None-Exist."""
-    write = prepare_create(services, access, _type(request), _resource(request),
+    write = prepare_create(services, access, _type(request), _resource(services, request),
                            request.if_none_exist)
     return await _written(services, request, write, note)
 
@@ -168,15 +170,15 @@ async def _create(services: Services, request: FhirRequest, access: Access,
 async def _update(services: Services, request: FhirRequest, access: Access,
                   note: AuditNote) -> FhirResponse:
     """PUT [type]/[id]: update or update-as-create."""
-    write = prepare_update(services, access, _type(request), _id(request), _resource(request),
-                           _if_match(request))
+    write = prepare_update(services, access, _type(request), _id(request),
+                           _resource(services, request), _if_match(request))
     return await _written(services, request, write, note)
 
 
 async def _conditional_update(services: Services, request: FhirRequest, access: Access,
                               note: AuditNote) -> FhirResponse:
     """PUT [type]?[search]: conditional update."""
-    resource = _resource(request)
+    resource = _resource(services, request)
     write = prepare_conditional_update(services, access, _type(request), request.params,
                                        resource, _if_match(request))
     return await _written(services, request, write, note)
@@ -185,7 +187,7 @@ async def _conditional_update(services: Services, request: FhirRequest, access: 
 async def _patch(services: Services, request: FhirRequest, access: Access,
                  note: AuditNote) -> FhirResponse:
     """PATCH [type]/[id] with a JSON Patch document."""
-    operations = json_body(request, PATCH_TYPES)
+    operations = json_body(request, services.settings.max_string_chars, PATCH_TYPES)
     write = await prepare_patch(services, access, _type(request), _id(request), operations,
                                 _if_match(request))
     return await _written(services, request, write, note)
@@ -194,7 +196,7 @@ async def _patch(services: Services, request: FhirRequest, access: Access,
 async def _conditional_patch(services: Services, request: FhirRequest, access: Access,
                              note: AuditNote) -> FhirResponse:
     """PATCH [type]?[search] with a JSON Patch document."""
-    operations = json_body(request, PATCH_TYPES)
+    operations = json_body(request, services.settings.max_string_chars, PATCH_TYPES)
     write = prepare_conditional_patch(services, access, _type(request), request.params,
                                       operations)
     return await _written(services, request, write, note)
@@ -225,7 +227,8 @@ async def _operation(services: Services, request: FhirRequest, access: Access,
     operation = find_operation(operation_level(request), request.resource_type or "*",
                                str(request.operation))
     assert operation is not None  # the door answered 404 for an unknown operation
-    body = json_body(request) if request.method == "POST" else None
+    body = (json_body(request, services.settings.max_string_chars)
+            if request.method == "POST" else None)
     call = OperationInput.from_request(request.resource_type, request.id, list(request.params),
                                        body)
     outcome = await operation(services, access, call)

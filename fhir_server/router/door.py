@@ -11,11 +11,11 @@ come back through the same door, each authorized as the request it is.
 
 from __future__ import annotations
 
-from fhir_server.errors import BadRequest, FhirError, NotFound
+from fhir_server.errors import FhirError, NotFound
 from fhir_server.interactions.bundle import process_bundle
 from fhir_server.interactions.context import Services
 from fhir_server.operations import find_operation
-from fhir_server.resources import ID_PATTERN, require_resource_type
+from fhir_server.resources import require_id, require_resource_type
 from fhir_server.router.dispatch import ROUTE_HANDLERS, json_body, operation_level
 from fhir_server.router.request import FhirRequest, FhirResponse
 from fhir_server.router.routes import PUBLIC_ROUTES
@@ -43,9 +43,8 @@ def _check_target(request: FhirRequest) -> None:
     """A known resource type (404) and a valid id (400), as the route names them."""
     if request.resource_type is not None:
         require_resource_type(request.resource_type)
-    if request.id is not None and not ID_PATTERN.match(request.id):
-        raise BadRequest(f"'{request.id[:80]}' is not a valid resource id (1 to 64 letters, "
-                         "digits, '-' and '.')", message_id="MSG_ID_INVALID")
+    if request.id is not None:
+        require_id(request.id)
 
 
 def access_request(request: FhirRequest) -> AccessRequest:
@@ -115,8 +114,8 @@ async def _serve(
         return await ROUTE_HANDLERS[request.route](
             services, request, Access(caller, services.registry), note)
     if request.route == "bundle":
-        outcome = await process_bundle(services, json_body(request), EntryDoor(services, caller),
-                                       note)
+        body = json_body(request, services.settings.max_string_chars)
+        outcome = await process_bundle(services, body, EntryDoor(services, caller), note)
         return FhirResponse(outcome.status, outcome.body)
     access = authorize(caller, access_request(request), services.registry)
     return await ROUTE_HANDLERS[request.route](services, request, access, note)

@@ -28,6 +28,7 @@ from fhir_server.errors import Issue
 from fhir_server.storage.port import StoredResource
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "AnyClause",
     "ChainClause",
     "Clause",
@@ -44,6 +45,7 @@ __all__ = [
     "QuantityValue",
     "ReferenceValue",
     "SearchIndex",
+    "SearchLimits",
     "SearchQuery",
     "SearchResult",
     "SortKey",
@@ -327,6 +329,27 @@ class SearchQuery:
     compartment: tuple[str, str] | None = None
     cursor: str | None = None
     visibility: Visibility | None = None
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """Bounds on what one search may ask (each exceeded bound is a 400 naming it).
+
+    ``parameters`` counts every name=value pair, repetitions included; ``values`` the ORed
+    values of one parameter; ``sort_keys`` the ``_sort`` keys; ``includes`` the
+    ``_include`` and ``_revinclude`` parameters; ``chain_depth`` the links of a chain and the
+    nesting of ``_has`` (``a.b.c`` has depth 2). Set from ``Settings.search_limits``.
+    """
+
+    parameters: int = 64
+    values: int = 200
+    sort_keys: int = 8
+    includes: int = 16
+    chain_depth: int = 4
+
+
+#: The bounds of a search when no settings give others.
+DEFAULT_LIMITS = SearchLimits()
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,12 @@ shape. Unknown parameters and unsupported modifiers are collected as issues unde
 handling (the default) and raised under ``Prefer: handling=strict``; a value that does not fit
 its parameter's type (``birthdate=abc``) is always a 400 naming the parameter.
 
+A query beyond one of its ``SearchLimits`` (parameters, ORed values, sort keys, includes,
+chain and ``_has`` depth) is a 400 ``too-costly`` naming the limit, checked before any work
+grows with it.
+
 Message ids: ``MSG_PARAM_UNKNOWN``, ``MSG_PARAM_MODIFIER_INVALID``, ``MSG_PARAM_UNSUPPORTED``,
-``MSG_PARAM_MODIFIER_UNSUPPORTED``, ``MSG_PARAM_INVALID``.
+``MSG_PARAM_MODIFIER_UNSUPPORTED``, ``MSG_PARAM_INVALID``, ``MSG_LIMIT_EXCEEDED``.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from fhir_server.errors import BadRequest, FhirError, Issue, NotSupported
+from fhir_server.errors import BadRequest, FhirError, Issue, LimitExceeded, NotSupported
 from fhir_server.search import values
 from fhir_server.search.model import (
+    DEFAULT_LIMITS,
     AnyClause,
     ChainClause,
     Clause,
@@ -27,6 +32,7 @@ from fhir_server.search.model import (
     Modifier,
     ParamType,
     ParsedSearch,
+    SearchLimits,
     SearchQuery,
     SortKey,
     TokenValue,
@@ -63,6 +69,7 @@ def parse_search(
     default_count: int = 20,
     max_count: int = 1000,
     base_url: str | None = None,
+    limits: SearchLimits = DEFAULT_LIMITS,
 ) -> ParsedSearch:
     """Return the query for ``params`` (name, value pairs in request order) on a type.
 
@@ -70,22 +77,30 @@ def parse_search(
     that is an absolute URL on ``base_url`` (this server) is read as the relative reference
     it stands for, so it matches resources that refer to it relatively. Raises
     ``BadRequest``/``NotSupported`` for invalid values, and under ``strict`` for unknown
-    parameters or unsupported modifiers.
+    parameters or unsupported modifiers, and ``LimitExceeded`` beyond ``limits``. ``_count=0``
+    asks for the total (and no entries) unless ``_total`` says otherwise.
     """
-    parser = _Parser(registry, strict, base_url.rstrip("/") + "/" if base_url else None)
+    if len(params) > limits.parameters:
+        raise LimitExceeded.of(f"The search has {len(params)} parameters, which",
+                               limits.parameters, "search_max_parameters")
+    parser = _Parser(registry, strict, base_url.rstrip("/") + "/" if base_url else None, limits)
     query = SearchQuery(resource_type, count=default_count)
     for name, value in params:
         query = parser.apply(query, name, value, max_count)
-    return ParsedSearch(query, tuple(parser.issues))
+    if query.count == 0 and not any(name == "_total" for name, _ in params):
+        query = replace(query, total=TotalMode.ACCURATE)
+    return ParsedSearch(parser.wildcard_includes(query), tuple(parser.issues))
 
 
 class _Parser:
     """Turns one parameter at a time into an update of the query, collecting issues."""
 
-    def __init__(self, registry: SearchParameterRegistry, strict: bool, base: str | None) -> None:
+    def __init__(self, registry: SearchParameterRegistry, strict: bool, base: str | None,
+                 limits: SearchLimits) -> None:
         self.registry = registry
         self.strict = strict
         self.base = base
+        self.limits = limits
         self.issues: list[Issue] = []
 
     def problem(self, error: FhirError) -> None:
@@ -96,6 +111,10 @@ class _Parser:
 
     def apply(self, query: SearchQuery, name: str, value: str, max_count: int) -> SearchQuery:
         """Return ``query`` with the parameter ``name=value`` applied."""
+        depth = name.count(".") + name.count("_has:")
+        if depth > self.limits.chain_depth:
+            raise LimitExceeded.of(f"The chain or _has depth of {name[:60]!r} ({depth})",
+                                   self.limits.chain_depth, "search_max_chain_depth")
         if name.startswith("_") and not name.startswith("_has:"):
             return self.control(query, name, value, max_count)
         clause = self.clause(query.resource_type or "Resource", name, value)
@@ -109,8 +128,15 @@ class _Parser:
         if base == "_count":
             return replace(query, count=min(_count(value), max_count))
         if base == "_sort":
-            return replace(query, sort=(*query.sort, *self.sort(query, value)))
+            sort = (*query.sort, *self.sort(query, value))
+            if len(sort) > self.limits.sort_keys:
+                raise LimitExceeded.of(f"The search has {len(sort)} _sort keys, which",
+                                       self.limits.sort_keys, "search_max_sort_keys")
+            return replace(query, sort=sort)
         if base in ("_include", "_revinclude"):
+            if len(query.includes) + len(query.revincludes) >= self.limits.includes:
+                raise LimitExceeded.of("The number of _include and _revinclude parameters",
+                                       self.limits.includes, "search_max_includes")
             return self.include(query, name, value)
         if base == "_total":
             return replace(query, total=_total(value))
@@ -148,6 +174,7 @@ class _Parser:
             return None
         if dot:
             return self.chain(resource_type, definition, modifier_text, rest, raw)
+        self.ored(name, raw)
         modifier, target_type = self.modifier(definition, modifier_text, name)
         if modifier_text and modifier is None:
             return None
@@ -166,6 +193,14 @@ class _Parser:
             for part in values.split_unescaped(raw, ",")
         )
         return Clause(code, definition.type, parsed, modifier, target_type)
+
+    def ored(self, name: str, raw: str) -> list[str]:
+        """Return the comma-separated values of ``raw``, within ``limits.values``."""
+        parts = values.split_unescaped(raw, ",")
+        if len(parts) > self.limits.values:
+            raise LimitExceeded.of(f"{name[:60]} has {len(parts)} values, which",
+                                   self.limits.values, "search_max_values")
+        return parts
 
     def modifier(
         self, definition: SearchParameterDef, text: str, name: str
@@ -306,9 +341,17 @@ class _Parser:
         return keys
 
     def include(self, query: SearchQuery, name: str, value: str) -> SearchQuery:
-        """Parse ``_include[:iterate]=Source:code[:Target]`` and ``*``."""
+        """Parse ``_include[:iterate]=Source:code[:Target]``, ``Source:*`` and the wildcards
+        ``*`` and ``*:*`` (every reference of the searched types; ``wildcard_includes``)."""
         base, _, flag = name.partition(":")
-        parts = value.split(":")
+        parts = ["*", "*"] if value == "*" else value.split(":")
+        if parts[0] == "*" and len(parts) in (2, 3) and parts[1] == "*":
+            if base == "_revinclude" or flag == "iterate":
+                self.problem(NotSupported(f"{name}={value} is not supported: name the source "
+                                          "type (Type:*)", message_id="MSG_PARAM_UNSUPPORTED"))
+                return query
+            item = Include("*", "*", parts[2] if len(parts) == 3 else None)
+            return replace(query, includes=(*query.includes, item))
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise BadRequest(f"Invalid {base} value {value!r}: expected Type:parameter[:Target]",
                              message_id="MSG_PARAM_INVALID")  # fmt: skip
@@ -320,6 +363,22 @@ class _Parser:
         if base == "_include":
             return replace(query, includes=(*query.includes, item))
         return replace(query, revincludes=(*query.revincludes, item))
+
+    def wildcard_includes(self, query: SearchQuery) -> SearchQuery:
+        """Give each ``_include=*`` the searched types as sources (``Type:*`` each)."""
+        if not any(item.source_type == "*" for item in query.includes):
+            return query
+        types = (query.resource_type,) if query.resource_type else query.types
+        if not types:
+            self.problem(NotSupported("_include=* needs the searched types: search a type, "
+                                      "or give _type", message_id="MSG_PARAM_UNSUPPORTED"))
+        includes = tuple(
+            expanded
+            for item in query.includes
+            for expanded in ([replace(item, source_type=t) for t in types]
+                             if item.source_type == "*" else [item])
+        )
+        return replace(query, includes=includes)
 
     def summary(self, query: SearchQuery, value: str) -> SearchQuery:
         """Apply ``_summary``; ``count`` asks for the total and no entries."""
@@ -377,10 +436,11 @@ def _unknown(resource_type: str, code: str) -> BadRequest:
 
 
 def _count(value: str) -> int:
-    if not value.isdigit():
-        raise BadRequest(f"Invalid _count {value!r}: expected a non-negative integer",
+    """The number of ``_count``; a number of more than 9 digits is above any page size."""
+    if not (value.isascii() and value.isdigit()):
+        raise BadRequest(f"Invalid _count {value[:40]!r}: expected a non-negative integer",
                          message_id="MSG_PARAM_INVALID")  # fmt: skip
-    return int(value)
+    return int(value) if len(value) <= 9 else 10**9
 
 
 def _total(value: str) -> TotalMode:

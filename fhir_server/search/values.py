@@ -135,7 +135,8 @@ def parse_number(text: str) -> NumberValue:
     half = Decimal(5).scaleb(int(number.as_tuple().exponent) - 1)
     if prefix is Prefix.AP:
         half = max(half, abs(number) * Decimal(_AP_SHARE))
-    if prefix in (Prefix.EQ, Prefix.NE, Prefix.AP):
+    # sa and eb compare with the implied range too: sa100 excludes 100 (and 100.4).
+    if prefix in (Prefix.EQ, Prefix.NE, Prefix.AP, Prefix.SA, Prefix.EB):
         return NumberValue(prefix, value, float(number - half), float(number + half))
     return NumberValue(prefix, value, value, value)
 

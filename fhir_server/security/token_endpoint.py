@@ -171,12 +171,12 @@ def smart_configuration(base_url: str, *, app_launch: bool = False,
             "permission-patient",
             "permission-user",
         ],
-        # Required by SMART whatever the flows; PKCE is exercised by the authorization code
-        # flow when App Launch is on.
-        "code_challenge_methods_supported": ["S256"],
     }
     if app_launch:
+        # PKCE belongs to the authorization code flow: claimed only when it exists (SMART
+        # lists the field as required; a server without the flow would claim what it lacks).
         document |= {
+            "code_challenge_methods_supported": ["S256"],
             "issuer": base,
             "authorization_endpoint": auth + "/authorize",
             "revocation_endpoint": auth + "/revoke",

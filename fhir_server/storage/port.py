@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import orjson
+from fhir_server import decimals
 
 if TYPE_CHECKING:
     from fhir_server.search.model import SearchQuery, SearchResult, Visibility
@@ -53,7 +53,7 @@ class StoredResource:
 
     def resource(self) -> dict[str, Any]:
         """Return the resource as a JSON object (parsed on each call)."""
-        parsed: dict[str, Any] = orjson.loads(self.content)
+        parsed: dict[str, Any] = decimals.loads(self.content)
         return parsed
 
 

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
+from fhir_server import decimals
 
 __all__ = ["content_equal", "instant_of_micros", "instant_text", "now_instant"]
 
@@ -56,5 +56,5 @@ def _without_version_meta(resource: dict[str, Any]) -> dict[str, Any]:
 
 def content_equal(stored: bytes, resource: dict[str, Any]) -> bool:
     """Return True if ``resource`` equals the stored JSON, ignoring versionId/lastUpdated."""
-    current = orjson.loads(stored)
+    current = decimals.loads(stored)
     return bool(_without_version_meta(current) == _without_version_meta(resource))

@@ -368,6 +368,19 @@ async def test_everything_pages_with_next_links_without_repeats_or_gaps(
     assert set(keys(pages)) == data["a_keys"]
 
 
+async def test_everything_pages_send_each_included_resource_once(
+    client: httpx.AsyncClient,
+) -> None:
+    data = await book(client)
+    pages = await everything_pages(client, f"/fhir/Patient/{data['a']}/$everything", _count=2)
+    included = keys(pages, "include")
+    assert included and len(included) == len(set(included))
+    assert set(keys(pages)) == data["a_keys"]
+    assert {k.split("/")[0] for k in included} == {"Organization", "Practitioner"}
+    bad = await client.get(f"/fhir/Patient/{data['a']}/$everything", params={"_sent": "abc"})
+    assert bad.status_code == 400
+
+
 async def test_everything_pages_stay_correct_while_hospitals_push(
     client: httpx.AsyncClient,
 ) -> None:
@@ -645,6 +658,18 @@ async def test_summary_by_cccd_identifier(client: httpx.AsyncClient) -> None:
     assert missing.status_code == 404
 
 
+async def test_summary_takes_the_identifier_as_a_value_identifier(
+    client: httpx.AsyncClient,
+) -> None:
+    data = await book(client, visits=1)
+    response = await client.post("/fhir/Patient/$summary", headers=FHIR, json={
+        "resourceType": "Parameters",
+        "parameter": [{"name": "identifier",
+                       "valueIdentifier": {"system": CCCD_SYSTEM, "value": CCCD_A}}]})
+    assert response.status_code == 200, response.text
+    assert composition_of(response.json())["subject"]["reference"].endswith(data["a"])
+
+
 async def test_summary_html_page_is_printable_vietnamese(client: httpx.AsyncClient) -> None:
     data = await book(client, visits=2)
     document = (await client.get(f"/fhir/Patient/{data['a']}/$summary")).json()
@@ -660,6 +685,21 @@ async def test_summary_html_page_is_printable_vietnamese(client: httpx.AsyncClie
         "Chưa có thông tin",
     ):
         assert title in page
+
+
+async def test_summary_and_document_answer_the_page_to_text_html(
+    client: httpx.AsyncClient,
+) -> None:
+    data = await book(client, visits=1)
+    for params, headers in (({}, {"Accept": "text/html"}), ({"_format": "html"}, {})):
+        page = await client.get(f"/fhir/Patient/{data['a']}/$summary", params=params,
+                                headers=headers)
+        assert page.status_code == 200, page.text[:300]
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.text.startswith("<!DOCTYPE html>")
+    everything = await client.get(f"/fhir/Patient/{data['a']}/$everything",
+                                  headers={"Accept": "text/html"})
+    assert everything.status_code == 406  # no HTML form: a searchset is not a document
 
 
 def test_html_page_shows_a_foreign_narrative_as_text() -> None:

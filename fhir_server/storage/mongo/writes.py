@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from fhir_server import decimals
 from fhir_server.errors import Conflict, VersionConflict
 from fhir_server.search.model import SearchQuery
 from fhir_server.storage.mongo import documents as docs
@@ -49,7 +48,7 @@ def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
     meta["versionId"] = str(version)
     meta["lastUpdated"] = last_updated
     resource["meta"] = meta
-    return orjson.dumps(resource)
+    return decimals.dumps(resource)
 
 
 class MongoTransaction:

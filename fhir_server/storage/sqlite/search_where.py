@@ -10,6 +10,7 @@ chains and reverse chains nest to any depth. The meaning of each value mirrors
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Mapping
 from typing import TypeAlias
 
@@ -111,8 +112,10 @@ class WhereCompiler:
             parts = [_composite(clause.code, value, alias) for value in clause.values]
             return _join(" OR ", parts, "0")
         table, code = _table_and_code(clause)
-        conditions = [_value(clause, value) for value in clause.values]
-        inner = _join(" OR ", conditions, "0")
+        if clause.type is ParamType.TOKEN and clause.modifier in (None, Modifier.NOT):
+            inner = _token_set(clause.values)
+        else:
+            inner = _join(" OR ", [_value(clause, value) for value in clause.values], "0")
         keys = param_keys(code, self._unions)
         return _rows_exist(alias, table, inner, clause.modifier is Modifier.NOT, probe, keys)
 
@@ -244,9 +247,18 @@ def _rows_exist(
     return sql, [*keys[1], *condition[1]]
 
 
+#: SQLite parses ``a OR b OR c...`` as a chain as deep as it is long, and refuses an
+#: expression deeper than 1,000: longer lists are joined in parenthesized groups of this many.
+_GROUP = 64
+
+
 def _join(operator: str, parts: list[Condition], empty: str) -> Condition:
     if not parts:
         return empty, []
+    if len(parts) > _GROUP:
+        parts = [_join(operator, parts[i:i + _GROUP], empty)
+                 for i in range(0, len(parts), _GROUP)]
+        return _join(operator, parts, empty)
     sql = operator.join(f"({text})" for text, _ in parts)
     return sql, [value for _, values in parts for value in values]
 
@@ -284,6 +296,26 @@ def _string(modifier: Modifier | None, value: StringValue) -> Condition:
     if modifier is Modifier.CONTAINS:
         return "instr(folded, ?) > 0", [value.folded]
     return "folded >= ? AND folded < ?", [value.folded, value.folded + _PREFIX_END]
+
+
+def _token_set(values: tuple[ClauseValue, ...]) -> Condition:
+    """The ORed token values of a clause: the ``system|code`` ones of each system as one
+    ``code IN`` list (an ICD-10 range or a ValueSet can give thousands: as single
+    conditions SQLite took more than 30 s over them), the others one by one."""
+    by_system: dict[str, list[str]] = {}
+    parts: list[Condition] = []
+    for value in values:
+        if isinstance(value, TokenValue) and value.system is not None and value.code is not None:
+            by_system.setdefault(value.system, []).append(value.code)
+        else:
+            parts.append(_token(None, value) if isinstance(value, TokenValue) else ("0", []))
+    for system, codes in by_system.items():
+        if len(codes) == 1:
+            parts.append(("code = ? AND system = ?", [codes[0], system_key(system)]))
+        else:
+            parts.append(("code IN (SELECT value FROM json_each(?)) AND system = ?",
+                          [json.dumps(codes), system_key(system)]))
+    return _join(" OR ", parts, "0")
 
 
 def _token(modifier: Modifier | None, value: TokenValue) -> Condition:

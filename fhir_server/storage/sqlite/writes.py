@@ -11,8 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from fhir_server import decimals
 from fhir_server.errors import Conflict, VersionConflict
 from fhir_server.search.model import (
     Clause,
@@ -59,7 +58,7 @@ def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
     meta["versionId"] = str(version)
     meta["lastUpdated"] = last_updated
     resource["meta"] = meta
-    return orjson.dumps(resource)
+    return decimals.dumps(resource)
 
 
 def identifiers_sql(count: int) -> str:

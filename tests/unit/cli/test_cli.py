@@ -260,3 +260,27 @@ def test_a_store_left_without_value_indexes_gets_them_back_when_opened(tmp_path:
 
     assert asyncio.run(scenario()) == set()
     assert _value_indexes(tmp_path) == set(DEFERRABLE_INDEXES)
+
+
+@pytest.mark.parametrize(("options", "audience"), [
+    (["--port", "9000"], "http://127.0.0.1:9000/fhir"),
+    (["--base-url", "https://fhir.example.vn/fhir/"], "https://fhir.example.vn/fhir"),
+])
+def test_token_takes_the_server_address_and_says_its_audience(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], audience: str
+) -> None:
+    assert main(["token", "--scope", "system/*.rs", "--data-dir", str(tmp_path),
+                 *options]) == 0
+    out = capsys.readouterr()
+    token = out.out.strip().splitlines()[-1]
+    assert audience in out.err
+    verifier = TokenVerifier(server_key=load_server_key(tmp_path), audience=audience)
+    assert verifier.verify(token).scopes
+
+
+def test_token_reads_the_port_of_serve_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_SERVER_PORT", "9100")
+    assert main(["token", "--scope", "system/*.rs", "--data-dir", str(tmp_path)]) == 0
+    assert "http://127.0.0.1:9100/fhir" in capsys.readouterr().err

@@ -354,3 +354,25 @@ def test_an_empty_member_name_is_no_invariant_error() -> None:
     # The structure check refuses such a member; the walk itself must not fail on it.
     odd = {"resourceType": "Patient", "": 1}
     assert base_invariants.check_invariants(odd, errors_only=True) == []
+
+
+def test_ext_1_counts_a_value_given_only_through_its_extensions() -> None:
+    absent = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                             "valueCode": "unknown"}]}
+    given = PAT | {"extension": [{"url": "u", "_valueString": absent}]}
+    assert not errors(given)
+    both = PAT | {"extension": [{"url": "u", "_valueString": absent,
+                                 "extension": [{"url": "v", "valueString": "b"}]}]}
+    assert ("MSG_INVARIANT_EXT_1", "Patient.extension[0]") in errors(both)
+
+
+def test_que_7_accepts_answer_boolean_with_exists() -> None:
+    def questionnaire(answer: dict[str, Any]) -> Json:
+        when = {"question": "q1", "operator": "exists", **answer}
+        return {"resourceType": "Questionnaire", "status": "active", "item": [
+            {"linkId": "q1", "type": "boolean"},
+            {"linkId": "q2", "type": "string", "enableWhen": [when]}]}
+
+    assert not errors(questionnaire({"answerBoolean": True}))
+    assert ("MSG_INVARIANT_QUE_7", "Questionnaire.item[1].enableWhen[0]") in errors(
+        questionnaire({"answerString": "x"}))

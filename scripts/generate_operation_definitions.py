@@ -1,0 +1,110 @@
+"""Generate the OperationDefinitions of the operations the server has, for the
+CapabilityStatement's ``definition`` links (``[base]/OperationDefinition/[name]``).
+
+Writes ``profiles/OperationDefinition-<name>.json`` for each name of
+``fhir_server.operations.OPERATIONS``: the R4 definition (read from ``--r4``, default
+../shared/fhir-r4/profiles-resources.json, FHIR 4.0.1) where R4 has one, trimmed of its
+narrative, with the server's levels (``type``/``instance``) and resource types; the
+project's own operations (``$summary``, Encounter ``$document``, ``$json-schema``) are
+written here as data. The id of each is the operation's name, so the link resolves once
+the server stores the file at start-up (``conformance.seeding``).
+
+Run: ``.venv/bin/python scripts/generate_operation_definitions.py [--r4 FILE] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fhir_server.operations import OPERATIONS  # noqa: E402
+
+OWN = "https://fhir.sskdt.vn/OperationDefinition"
+#: The R4 definition of each operation the server has, by name.
+R4_IDS = {"validate": "Resource-validate", "expand": "ValueSet-expand",
+          "validate-code": "ValueSet-validate-code", "lookup": "CodeSystem-lookup",
+          "everything": "Patient-everything"}
+_KEPT = ("url", "version", "name", "status", "kind", "date", "publisher", "description",
+         "code", "comment", "resource", "system", "type", "instance", "parameter")
+
+
+def _parameter(name: str, use: str, minimum: int, maximum: str, type_: str,
+               documentation: str) -> dict[str, Any]:
+    return {"name": name, "use": use, "min": minimum, "max": maximum,
+            "documentation": documentation, "type": type_}
+
+
+#: The project's own operations (no R4 definition).
+OWN_DEFINITIONS: dict[str, dict[str, Any]] = {
+    "summary": {
+        "url": f"{OWN}/summary", "name": "HealthBookSummary", "status": "active",
+        "kind": "operation", "code": "summary",
+        "description": "The citizen's electronic health book (So suc khoe dien tu) as a document "
+                       "Bundle: the Patient's record in sections, newest first. By id, or by "
+                       "identifier (system|value, the CCCD).",
+        "parameter": [
+            _parameter("identifier", "in", 0, "1", "string",
+                       "system|value of the Patient's identifier (type level); a "
+                       "valueIdentifier is accepted too"),
+            _parameter("return", "out", 1, "1", "Bundle", "The document Bundle"),
+        ],
+    },
+    "document": {
+        "url": f"{OWN}/document", "name": "EncounterDocument", "status": "active",
+        "kind": "operation", "code": "document",
+        "description": "The document of one visit: a document Bundle whose Composition lists "
+                       "what the Encounter produced.",
+        "parameter": [_parameter("return", "out", 1, "1", "Bundle", "The document Bundle")],
+    },
+    "json-schema": {
+        "url": f"{OWN}/json-schema", "name": "ProfileJsonSchema", "status": "active",
+        "kind": "operation", "code": "json-schema",
+        "description": "A JSON Schema of a profile (StructureDefinition) for integrators.",
+        "parameter": [
+            _parameter("url", "in", 0, "1", "uri", "The profile's canonical URL (type level)"),
+            _parameter("return", "out", 1, "1", "Binary", "The JSON Schema"),
+        ],
+    },
+}
+
+
+def _levels(name: str) -> tuple[list[str], bool, bool, bool]:
+    """The resource types and levels (system, type, instance) the server has ``name`` at."""
+    keys = [(level, rtype) for (level, rtype, op) in OPERATIONS if op == name]
+    types = sorted({rtype if rtype != "*" else "Resource" for _, rtype in keys})
+    levels = {level for level, _ in keys}
+    return types, "system" in levels, "type" in levels, "instance" in levels
+
+
+def definition(name: str, r4: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The OperationDefinition of ``name`` as the server serves it."""
+    source = r4[R4_IDS[name]] if name in R4_IDS else OWN_DEFINITIONS[name]
+    body = {key: source[key] for key in _KEPT if key in source}
+    types, system, type_, instance = _levels(name)
+    body.update(resource=types, system=system, type=type_, instance=instance)
+    return {"resourceType": "OperationDefinition", "id": name, **body}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--r4", type=Path,
+                        default=REPO.parent / "shared" / "fhir-r4" / "profiles-resources.json")
+    parser.add_argument("--out", type=Path, default=REPO / "profiles")
+    args = parser.parse_args()
+    bundle = json.loads(args.r4.read_text())
+    r4 = {e["resource"]["id"]: e["resource"] for e in bundle["entry"]
+          if e["resource"]["resourceType"] == "OperationDefinition"}
+    for name in sorted({op for (_, _, op) in OPERATIONS}):
+        path = args.out / f"OperationDefinition-{name}.json"
+        path.write_text(json.dumps(definition(name, r4), ensure_ascii=False, indent=1) + "\n")
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
