@@ -1,0 +1,401 @@
+"""The value kinds of the mapping tables: how one XML field becomes FHIR, and back.
+
+Each kind is a pair: ``put(resource, target, text, context)`` writes the value (raising
+``ValueError`` for text the kind cannot read) and ``get(resource, target, context)`` returns the
+XML text the resource gives back, or None. List kinds (``codings``, ``concepts``, ``actors``)
+take a whole ``;``-separated field into one resource; scalar kinds take one value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from fhir_server.bridges.xml130 import address, persons, values
+from fhir_server.bridges.xml130.paths import locate, read, write
+from fhir_server.bridges.xml130.tables import Target
+from fhir_server.conformance.terminology import default_terminology
+
+__all__ = ["KINDS", "LIST_KINDS", "Context", "Kind"]
+
+Resource = dict[str, Any]
+_FIELD_SYSTEM = "https://fhir.sskdt.vn/CodeSystem/xml130-field"
+_BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
+_DIV = re.compile(r'^<div xmlns="http://www.w3.org/1999/xhtml"><p>(.*)</p></div>$', re.S)
+
+
+@dataclass
+class Context:
+    """What a kind may need besides the value: the table, field and record being mapped and
+    the visit's facility code, plus warnings it may add."""
+
+    table: str
+    field: str
+    facility: str
+    record: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of value is written and read back."""
+
+    put: Callable[[Resource, Target, str, Context], None]
+    get: Callable[[Resource, Target, Context], str | None]
+
+
+def _system(target: Target, context: Context) -> str:
+    return str(target.option("system", "")).replace("{facility}", context.facility)
+
+
+def _code(target: Target, text: str) -> str:
+    pad = target.option("pad")
+    code = text.zfill(pad) if pad else text
+    mapping = target.option("map")
+    if mapping is None:
+        return code
+    if code not in mapping:
+        raise ValueError(f"'{text}' is not one of {', '.join(mapping)}")
+    return str(mapping[code])
+
+
+def _uncode(target: Target, code: Any) -> str | None:
+    if code is None:
+        return None
+    mapping = target.option("map")
+    if mapping is not None:
+        code = next((k for k, v in mapping.items() if v == code), None)
+    text = str(code) if code is not None else None
+    return text.lstrip("0") or "0" if text and target.option("pad") else text
+
+
+@cache
+def _display(system_uri: str, code: str) -> str | None:
+    try:
+        concept = default_terminology().lookup(system_uri, code)
+    except Exception:  # an unknown code system has no displays
+        return None
+    return concept.display if concept is not None else None
+
+
+def _coding(target: Target, text: str, context: Context) -> dict[str, Any]:
+    uri, code = _system(target, context), _code(target, text)
+    coding = {"system": uri, "code": code}
+    if target.option("display") and (shown := _display(uri, code)):
+        coding["display"] = shown
+    return coding
+
+
+def _text_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    template = target.option("format")
+    write(resource, target.path, template.format(text) if template else text)
+
+
+def _text_get(resource: Resource, target: Target, context: Context) -> str | None:
+    value = read(resource, target.path)
+    return str(value) if value is not None else None
+
+
+def _converted(into: Callable[[str], Any], back: Callable[[Any], str]) -> Kind:
+    def put(resource: Resource, target: Target, text: str, context: Context) -> None:
+        write(resource, target.path, into(text))
+
+    def get(resource: Resource, target: Target, context: Context) -> str | None:
+        value = read(resource, target.path)
+        return back(value) if value is not None else None
+
+    return Kind(put, get)
+
+
+def _integer(text: str) -> int:
+    if not re.fullmatch(r"-?\d+", text):
+        raise ValueError(f"'{text}' is not a whole number")
+    return int(text)
+
+
+def _coding_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    write(resource, target.path, _coding(target, text, context))
+
+
+def _coding_get(resource: Resource, target: Target, context: Context) -> str | None:
+    return _uncode(target, read(resource, target.path + ".code"))
+
+
+def _concept_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    write(resource, target.path, {"coding": [_coding(target, text, context)]})
+
+
+def _concept_get(resource: Resource, target: Target, context: Context) -> str | None:
+    concept = read(resource, target.path)
+    uri = _system(target, context)
+    codings = (concept or {}).get("coding") or []
+    return _uncode(target, next((c.get("code") for c in codings if c.get("system") == uri),
+                                None))
+
+
+def _identifier_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    write(resource, target.path, {"system": _system(target, context), "value": text})
+
+
+def _identifier_get(resource: Resource, target: Target, context: Context) -> str | None:
+    return _text_get(resource, Target(target.roles, target.path + ".value", "text", {}),
+                     context)
+
+
+def _first(target: Target, text: str, context: Context) -> str:
+    items = values.split_list(text)
+    if len(items) > 1 and target.option("first"):
+        context.warnings.append(f"only the first of {len(items)} codes is kept")
+    return items[0] if items and target.option("first") else text
+
+
+def _reference_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    value = _first(target, text, context)
+    write(resource, target.path, {"identifier": {"system": _system(target, context),
+                                                 "value": value}})
+
+
+def _reference_get(resource: Resource, target: Target, context: Context) -> str | None:
+    return _text_get(resource, Target(target.roles, target.path + ".identifier.value",
+                                      "text", {}), context)
+
+
+def _list(resource: Resource, path: str) -> list[Any]:
+    found = locate(resource, path)
+    if found is None:
+        parent, _, name = path.rpartition(".")
+        holder = locate(resource, parent, create=True) if parent else resource
+        found = holder[name] = []
+    return found if isinstance(found, list) else []
+
+
+def _codings_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    uri = _system(target, context)
+    _list(resource, target.path).extend({"system": uri, "code": c}
+                                        for c in values.split_list(text))
+
+
+def _codings_get(resource: Resource, target: Target, context: Context) -> str | None:
+    uri = _system(target, context)
+    codes = [c.get("code") for c in read(resource, target.path) or [] if c.get("system") == uri]
+    return ";".join(codes) or None
+
+
+def _concepts_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    uri = _system(target, context)
+    _list(resource, target.path).extend({"coding": [{"system": uri, "code": c}]}
+                                        for c in values.split_list(text))
+
+
+def _concepts_get(resource: Resource, target: Target, context: Context) -> str | None:
+    uri = _system(target, context)
+    codes = [(item.get("coding") or [{}])[0].get("code") for item in
+             read(resource, target.path) or []
+             if (item.get("coding") or [{}])[0].get("system") == uri]
+    return ";".join(codes) or None
+
+
+def _actor(target: Target, value: str, context: Context) -> dict[str, Any]:
+    reference = {"identifier": {"system": _system(target, context), "value": value}}
+    item = target.option("item")
+    return {**target.option("fixed", {}), item: reference} if item else reference
+
+
+def _actors_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    _list(resource, target.path).extend(_actor(target, v, context)
+                                        for v in values.split_list(text))
+
+
+def _actors_get(resource: Resource, target: Target, context: Context) -> str | None:
+    item, fixed, uri = target.option("item"), target.option("fixed", {}), _system(target, context)
+    found = []
+    for entry in read(resource, target.path) or []:
+        reference = entry.get(item) if item else entry
+        rest = {k: v for k, v in entry.items() if k != item} if item else {}
+        identifier = (reference or {}).get("identifier") or {}
+        if identifier.get("system") == uri and (not item or rest == fixed):
+            found.append(str(identifier.get("value")))
+    return ";".join(found) or None
+
+
+def _note_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    line = f"{target.option('label')}: {text}"
+    if target.path == "comment":
+        write(resource, target.path, line)
+        return
+    _list(resource, target.path).append({"text": line})
+
+
+def _note_get(resource: Resource, target: Target, context: Context) -> str | None:
+    prefix = f"{target.option('label')}: "
+    found = read(resource, target.path)
+    texts = [found] if isinstance(found, str) else [n.get("text", "") for n in found or []]
+    return next((t[len(prefix):] for t in texts if t.startswith(prefix)), None)
+
+
+def _shown(kind: str | None, text: str) -> str:
+    if kind == "date":
+        return date.fromisoformat(values.date_from_xml(text)).strftime("%d/%m/%Y")
+    if kind == "datetime":
+        return datetime.fromisoformat(values.datetime_from_xml(text)).strftime("%H:%M %d/%m/%Y")
+    return text
+
+
+def _unshown(kind: str | None, text: str) -> str:
+    if kind == "date":
+        return datetime.strptime(text, "%d/%m/%Y").strftime("%Y%m%d")
+    if kind == "datetime":
+        return datetime.strptime(text, "%H:%M %d/%m/%Y").strftime("%Y%m%d%H%M")
+    return text
+
+
+def _section_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    shown = html.escape(_shown(target.option("format"), text), quote=False)
+    code = {"system": _FIELD_SYSTEM, "code": f"{context.table}.{context.field}"}
+    _list(resource, "section").append({
+        "title": target.option("label"), "code": {"coding": [code]},
+        "text": {"status": "additional",
+                 "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{shown}</p></div>'},
+    })
+
+
+def _section_get(resource: Resource, target: Target, context: Context) -> str | None:
+    code = f"{context.table}.{context.field}"
+    for section in resource.get("section") or []:
+        coding = ((section.get("code") or {}).get("coding") or [{}])[0]
+        if coding.get("system") == _FIELD_SYSTEM and coding.get("code") == code:
+            match = _DIV.match((section.get("text") or {}).get("div", ""))
+            return _unshown(target.option("format"), html.unescape(match.group(1))) \
+                if match else None
+    return None
+
+
+def _person_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    identifier = persons.person_identifier(text, context.record.get("MA_QUOCTICH", ""))
+    resource.setdefault("identifier", []).append(identifier)
+
+
+def _person_get(resource: Resource, target: Target, context: Context) -> str | None:
+    return persons.person_value(resource)
+
+
+def _birth_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    day, moment = values.birth_from_xml(text)
+    resource["birthDate"] = day
+    if moment is not None:
+        resource["_birthDate"] = {"extension": [{"url": _BIRTH_TIME, "valueDateTime": moment}]}
+
+
+def _birth_get(resource: Resource, target: Target, context: Context) -> str | None:
+    day = resource.get("birthDate")
+    if not day:
+        return None
+    extensions = (resource.get("_birthDate") or {}).get("extension") or []
+    moment = next((e.get("valueDateTime") for e in extensions if e.get("url") == _BIRTH_TIME),
+                  None)
+    return values.birth_to_xml(day, moment)
+
+
+def _address_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    address.set_part(locate(resource, target.path, create=True), target.option("part"), text)
+
+
+def _address_get(resource: Resource, target: Target, context: Context) -> str | None:
+    found = locate(resource, target.path)
+    return address.get_part(found, target.option("part")) if found else None
+
+
+def _name_parts(resource: Resource, target: Target, text: str, context: Context) -> None:
+    words = text.split()
+    name = locate(resource, target.path, create=True)
+    name["family"] = words[0]
+    if len(words) > 1:
+        name["given"] = words[1:]
+
+
+def _day_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    start = datetime.fromisoformat(values.date_from_xml(text)).replace(tzinfo=values.VIETNAM)
+    resource["start"] = start.isoformat()
+    resource["end"] = (start + timedelta(days=1, seconds=-1)).isoformat()
+
+
+def _day_get(resource: Resource, target: Target, context: Context) -> str | None:
+    start = resource.get("start")
+    return values.datetime_to_xml(start)[:8] if start else None
+
+
+def _moment_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    resource["start"] = resource["end"] = values.datetime_from_xml(text)
+
+
+def _moment_get(resource: Resource, target: Target, context: Context) -> str | None:
+    start = resource.get("start")
+    return values.datetime_to_xml(start) if start else None
+
+
+def _result_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    try:
+        resource.setdefault("valueQuantity", {})["value"] = values.number_from_xml(text)
+    except ValueError:
+        resource.pop("valueQuantity", None)
+        resource["valueString"] = text
+
+
+def _result_get(resource: Resource, target: Target, context: Context) -> str | None:
+    quantity = resource.get("valueQuantity") or {}
+    if "value" in quantity:
+        return values.number_to_xml(quantity["value"])
+    return resource.get("valueString")
+
+
+def _unit_put(resource: Resource, target: Target, text: str, context: Context) -> None:
+    if "valueQuantity" in resource:
+        resource["valueQuantity"]["unit"] = text
+    else:
+        _note_put(resource, Target(target.roles, "note", "note", target.options), text, context)
+
+
+def _unit_get(resource: Resource, target: Target, context: Context) -> str | None:
+    unit = (resource.get("valueQuantity") or {}).get("unit")
+    note = Target(target.roles, "note", "note", target.options)
+    return str(unit) if unit is not None else _note_get(resource, note, context)
+
+
+def _forward_only(resource: Resource, target: Target, context: Context) -> str | None:
+    return None
+
+
+KINDS: dict[str, Kind] = {
+    "text": Kind(_text_put, _text_get),
+    "integer": _converted(_integer, str),
+    "decimal": _converted(values.number_from_xml, values.number_to_xml),
+    "date": _converted(values.date_from_xml, values.date_to_xml),
+    "datetime": _converted(values.datetime_from_xml, values.datetime_to_xml),
+    "lookup": Kind(lambda r, t, x, c: write(r, t.path, _code(t, x)),
+                   lambda r, t, c: _uncode(t, read(r, t.path))),
+    "coding": Kind(_coding_put, _coding_get),
+    "concept": Kind(_concept_put, _concept_get),
+    "codings": Kind(_codings_put, _codings_get),
+    "concepts": Kind(_concepts_put, _concepts_get),
+    "identifier": Kind(_identifier_put, _identifier_get),
+    "reference": Kind(_reference_put, _reference_get),
+    "actors": Kind(_actors_put, _actors_get),
+    "note": Kind(_note_put, _note_get),
+    "section": Kind(_section_put, _section_get),
+    "person_id": Kind(_person_put, _person_get),
+    "birth": Kind(_birth_put, _birth_get),
+    "address": Kind(_address_put, _address_get),
+    "name_parts": Kind(_name_parts, _forward_only),
+    "day": Kind(_day_put, _day_get),
+    "moment": Kind(_moment_put, _moment_get),
+    "result_value": Kind(_result_put, _result_get),
+    "unit": Kind(_unit_put, _unit_get),
+}
+#: Kinds that read a whole ``;``-separated field into one resource.
+LIST_KINDS = frozenset({"codings", "concepts", "actors"})
