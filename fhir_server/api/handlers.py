@@ -41,7 +41,7 @@ from fhir_server.interactions import (
 )
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.operations import find_operation, render_html
+from fhir_server.operations import RAW_BODY_OPERATIONS, find_operation, render_html
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.outcomes import operation_outcome
 from fhir_server.resources import ID_PATTERN, parse_json, require_resource_type
@@ -270,9 +270,10 @@ async def operation_endpoint(request: Request) -> Response:
     if operation is None:
         raise NotFound(f"Operation ${path['op']} is not supported here",
                        message_id="MSG_OPERATION_UNKNOWN")
-    body = await _json_body(request) if request.method == "POST" else None
+    raw = await _raw_body(request, path["op"])
+    body = await _json_body(request) if request.method == "POST" and raw is None else None
     call = OperationInput.from_request(resource_type, id, request.query_params.multi_items(),
-                                       body)
+                                       body, raw)
     outcome = await operation(services_of(request), call)
     if outcome.body is not None and outcome.body.get("resourceType") == "Bundle":
         outcome = replace(outcome, body=guard.filter_bundle(outcome.body))
@@ -283,6 +284,15 @@ async def operation_endpoint(request: Request) -> Response:
                                 message_id="MSG_FORMAT_NOT_SUPPORTED")
         return Response(html, outcome.status, media_type="text/html; charset=utf-8")
     return fhir_response(request, outcome.status, outcome.body)
+
+
+async def _raw_body(request: Request, operation: str) -> bytes | None:
+    """The body of an operation that reads a non-JSON document (``RAW_BODY_OPERATIONS``)
+    sent with one of its media types; None otherwise."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method != "POST" or media not in RAW_BODY_OPERATIONS.get(operation, ()):
+        return None
+    return await read_body(request, services_of(request).settings.max_body_bytes)
 
 
 async def _form_params(request: Request) -> list[tuple[str, str]]:

@@ -10,10 +10,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.operations import document, everything, summary, terminology_ops, validate
+from fhir_server.operations import (
+    document,
+    everything,
+    summary,
+    terminology_ops,
+    validate,
+    xml130,
+)
 from fhir_server.operations.parameters import OperationInput
 
-__all__ = ["OPERATIONS", "Operation", "find_operation", "render_html"]
+__all__ = ["OPERATIONS", "RAW_BODY_OPERATIONS", "Operation", "find_operation", "render_html"]
 
 Operation = Callable[[Services, OperationInput], Awaitable[Outcome]]
 
@@ -33,6 +40,14 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("instance", "Patient", "summary"): summary.summary,
     ("type", "Patient", "summary"): summary.summary,
     ("instance", "Encounter", "document"): document.encounter_document,
+    ("system", "*", "import-xml130"): xml130.import_xml130,
+    ("system", "*", "convert-xml130"): xml130.convert_xml130,
+    ("instance", "Encounter", "export-xml130"): xml130.export_xml130,
+}
+#: Operations whose POST body may be a document other than FHIR JSON, by media type.
+RAW_BODY_OPERATIONS: dict[str, frozenset[str]] = {
+    "import-xml130": xml130.RAW_BODY_TYPES,
+    "convert-xml130": xml130.RAW_BODY_TYPES,
 }
 
 

@@ -85,6 +85,9 @@ SUBJECT_SOURCE_PREFIX = "urn:fhir-server:subject:"
 # subject, in this order of preference; other types use their first compartment parameter.
 _NARROWING_PREFERENCE = ("patient", "subject", "beneficiary", "individual", "member", "actor")
 _WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.PATCH})
+#: Operations only a facility's or an operator's ``system/`` scope may call (XML 130 import).
+_SYSTEM_ONLY = frozenset({Interaction.OPERATION_IMPORT_XML130,
+                          Interaction.OPERATION_CONVERT_XML130})
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,9 @@ def authorize(context: AccessContext, request: AccessRequest) -> Decision:
     """Decide a request before it runs; raise ``Forbidden`` or (hidden) ``NotFound``."""
     interaction = interaction_for(request)
     kind = request.resource_type
+    if interaction in _SYSTEM_ONLY and not allows(context.scopes, ScopeContext.SYSTEM, kind,
+                                                  interaction):
+        raise insufficient_scope(f"{interaction} needs a system/ scope (a facility's token)")
     grant = _grant(context, kind, interaction)
     if grant is None:
         raise insufficient_scope(f"no scope grants {interaction} on {kind or 'the system'}")

@@ -105,8 +105,10 @@ def _bad_envelope(en: str, vi: str) -> BadRequest:
                       expression=(ROOT,))
 
 
-def decode_envelope(data: bytes, shapes: Mapping[str, TableShape]) -> Envelope:
-    """Decode an envelope; ``shapes`` names the known tables. Raises ``BadRequest``."""
+def decode_envelope(data: bytes, shapes: Mapping[str, TableShape],
+                    skipped: Mapping[str, str] | None = None) -> Envelope:
+    """Decode an envelope. ``shapes`` are the tables to read, ``skipped`` the known tables that
+    are reported as not imported (with the reason). Raises ``BadRequest``."""
     try:
         root = _parse(data)
     except (etree.XMLSyntaxError, ValueError) as exc:
@@ -122,15 +124,22 @@ def decode_envelope(data: bytes, shapes: Mapping[str, TableShape]) -> Envelope:
     return Envelope(
         facility=_text(root.find("THONGTINDONVI/MACSKCB")),
         created=_text(root.find("THONGTINHOSO/NGAYLAP")),
-        visits=tuple(_hoso(n, h, shapes) for n, h in enumerate(visits, start=1)),
+        visits=tuple(_hoso(n, h, shapes, skipped or {}) for n, h in enumerate(visits, start=1)),
         raw=data,
     )
 
 
-def _hoso(position: int, element: etree._Element, shapes: Mapping[str, TableShape]) -> Hoso:
+def _hoso(position: int, element: etree._Element, shapes: Mapping[str, TableShape],
+          skipped: Mapping[str, str]) -> Hoso:
     files: list[TableFile] = []
     problems: list[Issue] = []
     for number, item in enumerate(element.findall("FILEHOSO"), start=1):
+        kind = _text(item.find("LOAIHOSO")).upper()
+        if kind in skipped:
+            problems.append(problem("MSG_XML130_TABLE_NOT_IMPORTED", kind,
+                                    "bảng không được nhập vào sổ sức khỏe",
+                                    f"the table is not imported: {skipped[kind]}", "warning"))
+            continue
         decoded = _file(number, item, shapes, problems)
         if decoded is not None:
             files.append(decoded)
