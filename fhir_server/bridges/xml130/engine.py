@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from fhir_server.bridges.xml130.envelope import problem
 from fhir_server.bridges.xml130.kinds import KINDS, LIST_KINDS, Context
 from fhir_server.bridges.xml130.paths import write
@@ -78,7 +80,7 @@ def _instances(table: Table, record: Mapping[str, str], position: int) -> dict[s
     for role in table.roles.values():
         made[role.name] = [
             Instance(table.name, role.name, number if table.many else n, position,
-                     {"resourceType": role.type, **copy.deepcopy(dict(role.template))})
+                     orjson.loads(role.blank))
             for n in range(1, _count(table, role, record) + 1)
         ]
     return made
@@ -123,6 +125,8 @@ def _apply(table: Table, rule: Rule, record: Mapping[str, str], position: int,
     facility, records = context
     issues: list[Issue] = []
     own = record.get(rule.name, "").strip()
+    if not own and not rule.acts_when_empty:
+        return issues
     for target in rule.targets:
         text = own or _fallback(target, records)
         insts = [i for role in target.roles for i in roles.get(role, [])]

@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
+
+import orjson
 
 from fhir_server.bridges.xml130.envelope import TableShape
 
@@ -84,6 +86,11 @@ class Rule:
     split: bool = False
 
     @property
+    def acts_when_empty(self) -> bool:
+        """Whether an empty field still writes something (a fallback, content when empty)."""
+        return any(t.option("fallback") or t.option("if_empty") for t in self.targets)
+
+    @property
     def mapped(self) -> bool:
         """Whether the field reaches FHIR (targets or a copy of a mapped field)."""
         return bool(self.targets) or self.same_as is not None or self.key is not None
@@ -100,6 +107,11 @@ class Role:
     template: Mapping[str, Any]
     links: Mapping[str, Any]
     original: bool = False
+
+    @cached_property
+    def blank(self) -> bytes:
+        """A new resource of the role as JSON: its type and fixed content."""
+        return orjson.dumps({"resourceType": self.type, **self.template})
 
 
 @dataclass(frozen=True)
