@@ -92,7 +92,8 @@ def _fallback(target: Target, records: Records) -> str:
         return ""
     other, _, name = str(source).partition(".")
     rows = records.get(other) or [{}]
-    return rows[0].get(name, "").strip()
+    text = rows[0].get(name, "").strip()
+    return text[:8] if target.kind == "date" else text  # a day from a time
 
 
 def _local(target: Target, facility: str) -> Target:
@@ -144,6 +145,7 @@ def _apply(table: Table, rule: Rule, record: Mapping[str, str], position: int,
         except ValueError as exc:
             issues.append(problem("MSG_XML130_VALUE", where(table, position, rule.name),
                                   f"giá trị '{text}' không hợp lệ", str(exc)))
+            break  # one issue per field
         issues += [problem("MSG_XML130_VALUE_TRUNCATED", where(table, position, rule.name),
                            "chỉ giữ mã đầu tiên", w, "warning")
                    for w in kind_context.warnings]
