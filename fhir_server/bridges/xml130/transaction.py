@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.bridges.xml130.engine import Instance, Mapped
-from fhir_server.bridges.xml130.paths import write
+from fhir_server.bridges.xml130.paths import locate, write
 from fhir_server.bridges.xml130.persons import person_key
 from fhir_server.bridges.xml130.tables import Standard, system
 from fhir_server.bridges.xml130.values import date_from_xml, datetime_from_xml
@@ -81,7 +81,10 @@ def _ref(urns: Mapping[str, list[str]], role: str) -> dict[str, str] | None:
 def _link(resource: Resource, path: str, spec: Any, urns: Mapping[str, list[str]]) -> None:
     if isinstance(spec, str):
         reference = _ref(urns, spec)
-        if reference is not None:
+        current = locate(resource, path)
+        if reference is not None and isinstance(current, dict):
+            current.update(reference)  # keeps an identifier a field put there (MA_BN)
+        elif reference is not None:
             write(resource, path, reference)
         return
     items = [urn for role in spec["each"] for urn in urns.get(role, [])]
@@ -89,7 +92,10 @@ def _link(resource: Resource, path: str, spec: Any, urns: Mapping[str, list[str]
     built = [{"reference": urn} if shape == "@" else
              {k: ({"reference": urn} if v == "@" else n if v == "#" else v)
               for k, v in shape.items()} for n, urn in enumerate(items, start=1)]
-    if built:
+    current = locate(resource, path)
+    if built and isinstance(current, list):
+        current[:0] = built  # before what fields put there (a doctor among participants)
+    elif built:
         write(resource, path, built)
 
 

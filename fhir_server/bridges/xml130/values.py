@@ -22,6 +22,7 @@ __all__ = [
     "datetime_to_xml",
     "number_from_xml",
     "number_to_xml",
+    "same_value",
     "split_list",
 ]
 
@@ -109,3 +110,12 @@ def number_to_xml(value: object) -> str:
         return str(value)
     text = format(Decimal(repr(value)), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def same_value(first: str, second: str) -> bool:
+    """Round-trip equality of two field texts: equal, or the same number (``1.50`` = ``1.5``)."""
+    if first == second:
+        return True
+    if not (_NUMBER.match(first) and _NUMBER.match(second)):
+        return False
+    return Decimal(first) == Decimal(second)
