@@ -9,15 +9,14 @@ take a whole ``;``-separated field into one resource; scalar kinds take one valu
 from __future__ import annotations
 
 import dataclasses
-import html
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from fhir_server.bridges.xml130 import address, persons, values
+from fhir_server.bridges.xml130 import address, freetext, persons, values
 from fhir_server.bridges.xml130.paths import locate, read, write
 from fhir_server.bridges.xml130.tables import Target
 from fhir_server.conformance.terminology import default_terminology
@@ -25,9 +24,7 @@ from fhir_server.conformance.terminology import default_terminology
 __all__ = ["KINDS", "LIST_KINDS", "Context", "Kind"]
 
 Resource = dict[str, Any]
-_FIELD_SYSTEM = "https://fhir.sskdt.vn/CodeSystem/xml130-field"
 _BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
-_DIV = re.compile(r'^<div xmlns="http://www.w3.org/1999/xhtml"><p>(.*)</p></div>$', re.S)
 
 
 @dataclass
@@ -224,58 +221,6 @@ def _actors_get(resource: Resource, target: Target, context: Context) -> str | N
     return ";".join(found) or None
 
 
-def _note_put(resource: Resource, target: Target, text: str, context: Context) -> None:
-    line = f"{target.option('label')}: {text}"
-    if target.path == "comment":
-        write(resource, target.path, line)
-        return
-    _list(resource, target.path).append({"text": line})
-
-
-def _note_get(resource: Resource, target: Target, context: Context) -> str | None:
-    prefix = f"{target.option('label')}: "
-    found = read(resource, target.path)
-    texts = [found] if isinstance(found, str) else [n.get("text", "") for n in found or []]
-    return next((t[len(prefix):] for t in texts if t.startswith(prefix)), None)
-
-
-def _shown(kind: str | None, text: str) -> str:
-    if kind == "date":
-        return date.fromisoformat(values.date_from_xml(text)).strftime("%d/%m/%Y")
-    if kind == "datetime":
-        return datetime.fromisoformat(values.datetime_from_xml(text)).strftime("%H:%M %d/%m/%Y")
-    return text
-
-
-def _unshown(kind: str | None, text: str) -> str:
-    if kind == "date":
-        return datetime.strptime(text, "%d/%m/%Y").strftime("%Y%m%d")
-    if kind == "datetime":
-        return datetime.strptime(text, "%H:%M %d/%m/%Y").strftime("%Y%m%d%H%M")
-    return text
-
-
-def _section_put(resource: Resource, target: Target, text: str, context: Context) -> None:
-    shown = html.escape(_shown(target.option("format"), text), quote=False)
-    code = {"system": _FIELD_SYSTEM, "code": f"{context.table}.{context.field}"}
-    _list(resource, "section").append({
-        "title": target.option("label"), "code": {"coding": [code]},
-        "text": {"status": "additional",
-                 "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{shown}</p></div>'},
-    })
-
-
-def _section_get(resource: Resource, target: Target, context: Context) -> str | None:
-    code = f"{context.table}.{context.field}"
-    for section in resource.get("section") or []:
-        coding = ((section.get("code") or {}).get("coding") or [{}])[0]
-        if coding.get("system") == _FIELD_SYSTEM and coding.get("code") == code:
-            match = _DIV.match((section.get("text") or {}).get("div", ""))
-            return _unshown(target.option("format"), html.unescape(match.group(1))) \
-                if match else None
-    return None
-
-
 def _person_put(resource: Resource, target: Target, text: str, context: Context) -> None:
     identifier = persons.person_identifier(text, context.record.get("MA_QUOCTICH", ""))
     resource.setdefault("identifier", []).append(identifier)
@@ -339,34 +284,6 @@ def _moment_get(resource: Resource, target: Target, context: Context) -> str | N
     return values.datetime_to_xml(start) if start else None
 
 
-def _result_put(resource: Resource, target: Target, text: str, context: Context) -> None:
-    try:
-        resource.setdefault("valueQuantity", {})["value"] = values.number_from_xml(text)
-    except ValueError:
-        resource.pop("valueQuantity", None)
-        resource["valueString"] = text
-
-
-def _result_get(resource: Resource, target: Target, context: Context) -> str | None:
-    quantity = resource.get("valueQuantity") or {}
-    if "value" in quantity:
-        return values.number_to_xml(quantity["value"])
-    return resource.get("valueString")
-
-
-def _unit_put(resource: Resource, target: Target, text: str, context: Context) -> None:
-    if "valueQuantity" in resource:
-        resource["valueQuantity"]["unit"] = text
-    else:
-        _note_put(resource, Target(target.roles, "note", "note", target.options), text, context)
-
-
-def _unit_get(resource: Resource, target: Target, context: Context) -> str | None:
-    unit = (resource.get("valueQuantity") or {}).get("unit")
-    note = Target(target.roles, "note", "note", target.options)
-    return str(unit) if unit is not None else _note_get(resource, note, context)
-
-
 def _forward_only(resource: Resource, target: Target, context: Context) -> str | None:
     return None
 
@@ -386,16 +303,16 @@ KINDS: dict[str, Kind] = {
     "identifier": Kind(_identifier_put, _identifier_get),
     "reference": Kind(_reference_put, _reference_get),
     "actors": Kind(_actors_put, _actors_get),
-    "note": Kind(_note_put, _note_get),
-    "section": Kind(_section_put, _section_get),
+    "note": Kind(freetext.note_put, freetext.note_get),
+    "section": Kind(freetext.section_put, freetext.section_get),
     "person_id": Kind(_person_put, _person_get),
     "birth": Kind(_birth_put, _birth_get),
     "address": Kind(_address_put, _address_get),
     "name_parts": Kind(_name_parts, _forward_only),
     "day": Kind(_day_put, _day_get),
     "moment": Kind(_moment_put, _moment_get),
-    "result_value": Kind(_result_put, _result_get),
-    "unit": Kind(_unit_put, _unit_get),
+    "result_value": Kind(freetext.result_put, freetext.result_get),
+    "unit": Kind(freetext.unit_put, freetext.unit_get),
 }
 #: Kinds that read a whole ``;``-separated field into one resource.
 LIST_KINDS = frozenset({"codings", "concepts", "actors"})
