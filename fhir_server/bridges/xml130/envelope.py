@@ -159,7 +159,12 @@ def _file(number: int, item: etree._Element, shapes: Mapping[str, TableShape],
     try:
         content = base64.b64decode("".join(_text(item.find("NOIDUNGFILE")).split()),
                                    validate=True)
+        content.decode("utf-8")  # the standard's encoding, whatever the declaration says
         inner = _parse(content)
+    except UnicodeDecodeError:
+        problems.append(problem("MSG_XML130_INNER_XML", f"{where}.NOIDUNGFILE",
+                                "nội dung bảng không phải UTF-8", "the table is not UTF-8"))
+        return None
     except (binascii.Error, ValueError) as exc:
         problems.append(problem("MSG_XML130_BASE64", f"{where}.NOIDUNGFILE",
                                 "NOIDUNGFILE không phải base64 hợp lệ",

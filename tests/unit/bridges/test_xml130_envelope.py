@@ -73,6 +73,12 @@ def test_inner_table_that_is_not_xml_is_a_problem() -> None:
     assert _decode(data).visits[0].problems[0].message_id == "MSG_XML130_INNER_XML"
 
 
+def test_inner_table_that_is_not_utf8_is_a_problem() -> None:
+    latin = '<?xml version="1.0" encoding="latin-1"?><TONG_HOP><HO_TEN>Lê</HO_TEN></TONG_HOP>'
+    data = _raw(("XML1", latin.encode("latin-1")))
+    assert _decode(data).visits[0].problems[0].message_id == "MSG_XML130_INNER_XML"
+
+
 def test_content_is_kept_as_decoded_bytes() -> None:
     table = b.table_xml("XML1", [b.xml1()])
     decoded = _decode(_raw(("XML1", table))).visits[0].files[0]

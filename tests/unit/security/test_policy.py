@@ -415,3 +415,21 @@ def test_patient_token_cannot_reverse_chain_from_shared_resources(
     else:
         check_search_parameters(CITIZEN, resource_type, [code])
     check_search_parameters(token("system/*.rs"), resource_type, [code])
+
+
+@pytest.mark.parametrize("operation", ["import-xml130", "convert-xml130"])
+@pytest.mark.parametrize(("scopes", "patient", "allowed"), [
+    ("system/*.cruds", None, True),
+    ("system/*.c", None, True),
+    ("system/Encounter.cruds", None, False),
+    ("user/*.cruds", None, False),
+    ("patient/*.cruds", "p1", False),
+])
+def test_xml130_import_is_open_to_system_scopes_only(operation: str, scopes: str,
+                                                     patient: str | None, allowed: bool) -> None:
+    request = AccessRequest("operation", None, None, operation=operation)
+    if allowed:
+        assert authorize(token(scopes, patient), request).interaction == f"${operation}"
+        return
+    with pytest.raises(Forbidden):
+        authorize(token(scopes, patient), request)
