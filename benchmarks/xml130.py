@@ -46,14 +46,11 @@ def _envelopes(seed: int, visits: int) -> list[bytes]:
 
 
 def _bundle(envelope: bytes) -> bytes:
-    from fhir_server.bridges.xml130.transaction import build_transaction
-    from fhir_server.bridges.xml130.visits import _prepare, decode, standard_of
+    from fhir_server.bridges.xml130.transaction import Plan
+    from fhir_server.bridges.xml130.visits import convert_only, standard_of
 
-    standard = standard_of("4750")
-    decoded = decode(envelope, standard)
-    prepared = _prepare(standard, decoded, decoded.visits[0])
-    plan = build_transaction(standard, prepared.mapped, prepared.keys,  # type: ignore[union-attr]
-                             prepared.originals)  # type: ignore[union-attr]
+    plan = convert_only(envelope, standard_of("4750"))[0]
+    assert isinstance(plan, Plan), plan
     return orjson.dumps(plan.bundle)
 
 
@@ -69,17 +66,13 @@ def _visits(context: BenchContext, seconds: int | None = None) -> int:
 
 def run_convert(context: BenchContext) -> list[Measurement]:
     """Conversion alone: visits per second of CPU time in this process."""
-    from fhir_server.bridges.xml130.transaction import build_transaction
-    from fhir_server.bridges.xml130.visits import _prepare, decode, standard_of
+    from fhir_server.bridges.xml130.visits import convert_only, standard_of
 
     standard = standard_of("4750")
     envelopes = _envelopes(SEED + 7, CONVERT_VISITS)
     started = time.process_time()
     for envelope in envelopes:
-        decoded = decode(envelope, standard)
-        prepared = _prepare(standard, decoded, decoded.visits[0])
-        build_transaction(standard, prepared.mapped, prepared.keys,  # type: ignore[union-attr]
-                          prepared.originals)  # type: ignore[union-attr]
+        convert_only(envelope, standard)
     spent = time.process_time() - started
     per_s = len(envelopes) / spent
     return [Measurement("xml130-convert", "in-process", round(per_s, 1),

@@ -32,7 +32,7 @@ from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
 from fhir_server.storage.versions import instant_text
 
-__all__ = ["convert_envelope", "decode", "import_envelope", "standard_of"]
+__all__ = ["convert_envelope", "convert_only", "decode", "import_envelope", "standard_of"]
 
 Progress = Callable[[VisitResult], None]
 
@@ -116,6 +116,19 @@ def _converted(services: Services, standard: Standard, visit: _Visit) -> VisitRe
         return _rejected(visit.hoso, visit.keys.ma_lk, 422, issues)
     return VisitResult(visit.hoso.position, visit.keys.ma_lk, "converted", 200, issues,
                        f"Encounter/{plan.encounter_id}", plan.bundle)
+
+
+def convert_only(data: bytes, standard: Standard) -> list[Plan | VisitResult]:
+    """Conversion alone (decode, check, map, build; no validation, no store): each visit's
+    transaction, or its rejection."""
+    envelope = decode(data, standard)
+    found: list[Plan | VisitResult] = []
+    for hoso in envelope.visits:
+        prepared = _prepare(standard, envelope, hoso)
+        found.append(prepared if isinstance(prepared, VisitResult) else
+                     build_transaction(standard, prepared.mapped, prepared.keys,
+                                       prepared.originals))
+    return found
 
 
 async def convert_envelope(services: Services, data: bytes, standard: Standard) -> ImportReport:

@@ -17,9 +17,15 @@ from hypothesis import strategies as st
 
 from fhir_server.bridges.xml130.engine import unmap_tables
 from fhir_server.bridges.xml130.exporting import visit_tables
-from fhir_server.bridges.xml130.visits import convert_envelope, decode, import_envelope
 from fhir_server.bridges.xml130.tables import load_standard
+from fhir_server.bridges.xml130.transaction import Plan
 from fhir_server.bridges.xml130.values import same_value
+from fhir_server.bridges.xml130.visits import (
+    convert_envelope,
+    convert_only,
+    decode,
+    import_envelope,
+)
 from fhir_server.interactions.context import Services
 from fhir_server.loader import open_services
 from fhir_server.settings import Settings
@@ -72,7 +78,8 @@ def _services(tmp: Path) -> Services:
     return Services(store=None, settings=Settings(data_dir=tmp))  # type: ignore[arg-type]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(min_value=0, max_value=2**31), pick=st.integers(min_value=0, max_value=9))
 async def test_any_generated_envelope_converts_to_a_valid_bundle(tmp_path: Path, seed: int,
                                                                  pick: int) -> None:
@@ -90,13 +97,9 @@ async def test_any_generated_envelope_converts_to_a_valid_bundle(tmp_path: Path,
 
 @pytest.mark.parametrize("pick", [0, 3])
 def test_conversion_alone_round_trips_in_memory(pick: int) -> None:
-    from fhir_server.bridges.xml130.visits import _prepare
-
     visit, bundle = list(synthetic_visits(4, 99))[pick]
-    data = visit_envelope(visit, bundle)
-    envelope = decode(data, STANDARD)
-    prepared = _prepare(STANDARD, envelope, envelope.visits[0])
-    assert not isinstance(prepared, type(None))
-    back = unmap_tables(STANDARD, prepared.mapped.instances,  # type: ignore[union-attr]
-                        visit.ma_lk, visit.facility.code)
+    plan = convert_only(visit_envelope(visit, bundle), STANDARD)[0]
+    assert isinstance(plan, Plan)
+    instances = [i for i in plan.sources if i is not None]
+    back = unmap_tables(STANDARD, instances, visit.ma_lk, visit.facility.code)
     assert _mapped_differences(visit_records(visit, bundle), back) == []

@@ -44,7 +44,8 @@ def test_loaihoso_that_disagrees_with_the_inner_root_is_refused() -> None:
     data = _raw(("XML3", b.table_xml("XML4", [b.xml4()])))
     problem = _decode(data).visits[0].problems[0]
     assert problem.message_id == "MSG_XML130_ROOT_MISMATCH"
-    assert "CHITIEU_CHITIET_DICHVUCANLAMSANG" in problem.diagnostics and " / " in problem.diagnostics
+    assert "CHITIEU_CHITIET_DICHVUCANLAMSANG" in problem.diagnostics
+    assert " / " in problem.diagnostics
 
 
 @pytest.mark.parametrize(("kind", "message_id"), [("XML99", "MSG_XML130_TABLE_UNKNOWN"),
