@@ -22,23 +22,30 @@ Records = dict[str, list[dict[str, str]]]
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
+def _field_problem(table: Table, name: str, text: str) -> tuple[str, str, str, str] | None:
+    """(message id, Vietnamese, English, severity) of a field's problem, or None."""
+    facts = table.facts.get(name)
+    if facts is None:
+        return ("MSG_XML130_FIELD_UNKNOWN",
+                f"trường không có trong Bảng {table.name} ({table.standard})",
+                f"no such field in {table.name} of standard {table.standard}; it is not "
+                "imported", "warning")
+    if facts.size is not None and len(text) > facts.size:
+        return ("MSG_XML130_TOO_LONG", f"dài {len(text)} ký tự, tối đa {facts.size}",
+                f"{len(text)} characters, at most {facts.size} allowed", "error")
+    if facts.kind == "number" and text and not _NUMBER.match(text):
+        return ("MSG_XML130_NOT_NUMBER", f"'{text}' không phải là số",
+                f"'{text}' is not a number", "error")
+    return None
+
+
 def _field_issues(table: Table, record: Mapping[str, str], position: int) -> list[Issue]:
     issues: list[Issue] = []
     for name, text in record.items():
-        at = where(table, position, name)
-        facts = table.facts.get(name)
-        if facts is None:
-            issues.append(problem("MSG_XML130_FIELD_UNKNOWN", at,
-                                  f"trường không có trong Bảng {table.name} ({table.standard})",
-                                  f"no such field in {table.name} of standard "
-                                  f"{table.standard}; it is not imported", "warning"))
-        elif facts.size is not None and len(text) > facts.size:
-            issues.append(problem("MSG_XML130_TOO_LONG", at,
-                                  f"dài {len(text)} ký tự, tối đa {facts.size}",
-                                  f"{len(text)} characters, at most {facts.size} allowed"))
-        elif facts.kind == "number" and text and not _NUMBER.match(text):
-            issues.append(problem("MSG_XML130_NOT_NUMBER", at, f"'{text}' không phải là số",
-                                  f"'{text}' is not a number"))
+        found = _field_problem(table, name, text)
+        if found is not None:
+            message_id, vi, en, severity = found
+            issues.append(problem(message_id, where(table, position, name), vi, en, severity))
     return issues
 
 
