@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from fhir_server.bridges.xml130 import values
-from fhir_server.bridges.xml130.paths import locate, read, write
+from fhir_server.bridges.xml130.paths import list_at, read, write
 from fhir_server.bridges.xml130.tables import Target
 
 __all__ = [
@@ -33,22 +33,13 @@ _FIELD_SYSTEM = "https://fhir.sskdt.vn/CodeSystem/xml130-field"
 _DIV = re.compile(r'^<div xmlns="http://www.w3.org/1999/xhtml"><p>(.*)</p></div>$', re.S)
 
 
-def _list(resource: Resource, path: str) -> list[Any]:
-    found = locate(resource, path)
-    if found is None:
-        parent, _, name = path.rpartition(".")
-        holder = locate(resource, parent, create=True) if parent else resource
-        found = holder[name] = []
-    return found if isinstance(found, list) else []
-
-
 def note_put(resource: Resource, target: Target, text: str, context: Any) -> None:
     """Append ``label: text`` to the notes at the target's path (or set a string)."""
     line = f"{target.option('label')}: {text}"
     if target.path == "comment":
         write(resource, target.path, line)
         return
-    _list(resource, target.path).append({"text": line})
+    list_at(resource, target.path).append({"text": line})
 
 
 def note_get(resource: Resource, target: Target, context: Any) -> str | None:
@@ -79,7 +70,7 @@ def section_put(resource: Resource, target: Target, text: str, context: Any) -> 
     """Append a section coded with the field and showing its value."""
     shown = html.escape(_shown(target.option("format"), text), quote=False)
     code = {"system": _FIELD_SYSTEM, "code": f"{context.table}.{context.field}"}
-    _list(resource, "section").append({
+    list_at(resource, "section").append({
         "title": target.option("label"), "code": {"coding": [code]},
         "text": {"status": "additional",
                  "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{shown}</p></div>'},

@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any
 
 from fhir_server.bridges.xml130 import address, freetext, persons, values
-from fhir_server.bridges.xml130.paths import locate, read, write
+from fhir_server.bridges.xml130.paths import list_at, locate, read, write
 from fhir_server.bridges.xml130.tables import Target
 from fhir_server.conformance.terminology import default_terminology
 
@@ -163,18 +163,9 @@ def _reference_get(resource: Resource, target: Target, context: Context) -> str 
                                       "text", {}), context)
 
 
-def _list(resource: Resource, path: str) -> list[Any]:
-    found = locate(resource, path)
-    if found is None:
-        parent, _, name = path.rpartition(".")
-        holder = locate(resource, parent, create=True) if parent else resource
-        found = holder[name] = []
-    return found if isinstance(found, list) else []
-
-
 def _codings_put(resource: Resource, target: Target, text: str, context: Context) -> None:
     uri = _system(target, context)
-    _list(resource, target.path).extend({"system": uri, "code": c}
+    list_at(resource, target.path).extend({"system": uri, "code": c}
                                         for c in values.split_list(text))
 
 
@@ -186,7 +177,7 @@ def _codings_get(resource: Resource, target: Target, context: Context) -> str | 
 
 def _concepts_put(resource: Resource, target: Target, text: str, context: Context) -> None:
     uri = _system(target, context)
-    _list(resource, target.path).extend({"coding": [{"system": uri, "code": c}]}
+    list_at(resource, target.path).extend({"coding": [{"system": uri, "code": c}]}
                                         for c in values.split_list(text))
 
 
@@ -205,7 +196,7 @@ def _actor(target: Target, value: str, context: Context) -> dict[str, Any]:
 
 
 def _actors_put(resource: Resource, target: Target, text: str, context: Context) -> None:
-    _list(resource, target.path).extend(_actor(target, v, context)
+    list_at(resource, target.path).extend(_actor(target, v, context)
                                         for v in values.split_list(text))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-__all__ = ["Step", "locate", "parse", "read", "write"]
+__all__ = ["Step", "list_at", "locate", "parse", "read", "write"]
 
 Step = tuple[str, int | str | None]
 _URL_LISTS = frozenset({"extension", "modifierExtension"})
@@ -118,3 +118,13 @@ def locate_steps(resource: dict[str, Any], steps: tuple[Step, ...]) -> Any:
     for step in steps:
         node = _child(node, step, True)
     return node
+
+
+def list_at(resource: dict[str, Any], path: str) -> list[Any]:
+    """The list at ``path``, created empty when absent (an item of a list to append to)."""
+    found = locate(resource, path)
+    if found is None:
+        parent, _, name = path.rpartition(".")
+        holder = locate(resource, parent, create=True) if parent else resource
+        found = holder[name] = []
+    return found if isinstance(found, list) else []
