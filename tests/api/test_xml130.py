@@ -12,7 +12,7 @@ import pytest
 from fhir_server.bridges.xml130.envelope import decode_envelope
 from fhir_server.bridges.xml130.tables import load_standard
 from fhir_server.settings import Settings
-from tests import xml130_builders as b
+from tests import builders as b
 from tests.conftest import token_for
 
 XML = {"Content-Type": "application/xml"}

@@ -9,7 +9,7 @@ import pytest
 from fhir_server.bridges.xml130.envelope import decode_envelope, encode_envelope
 from fhir_server.bridges.xml130.tables import load_standard
 from fhir_server.errors import BadRequest
-from tests import xml130_builders as b
+from tests import builders as b
 
 STANDARD = load_standard("4750")
 

@@ -8,7 +8,7 @@ import pytest
 
 from fhir_server.bridges.xml130.engine import Mapped, map_tables, unmap_tables
 from fhir_server.bridges.xml130.tables import load_standard
-from tests import xml130_builders as b
+from tests import builders as b
 
 MA_LK, FACILITY = b.MA_LK, b.FACILITY
 
