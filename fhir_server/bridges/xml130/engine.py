@@ -128,6 +128,7 @@ def _apply(table: Table, rule: Rule, record: Mapping[str, str], position: int,
     own = record.get(rule.name, "").strip()
     if not own and not rule.acts_when_empty:
         return issues
+    kind_context: Context | None = None
     for target in rule.targets:
         text = own or _fallback(target, records)
         insts = [i for role in target.roles for i in roles.get(role, [])]
@@ -136,7 +137,7 @@ def _apply(table: Table, rule: Rule, record: Mapping[str, str], position: int,
                 for path, value in (target.option("if_empty") or {}).items():
                     write(inst.resource, path, copy.deepcopy(value))
             continue
-        kind_context = Context(table.name, rule.name, facility, record)
+        kind_context = kind_context or Context(table.name, rule.name, facility, record)
         try:
             if target.reverse and not insts:
                 raise ValueError(f"the visit has no {'/'.join(target.roles)} to carry it")
@@ -167,10 +168,10 @@ def _copy_issue(table: Table, rule: Rule, record: Mapping[str, str], position: i
 def _map_record(table: Table, record: Mapping[str, str], position: int, facility: str,
                 records: Records, mapped: Mapped) -> None:
     roles = _instances(table, record, position)
-    for rule in table.rules.values():
+    for rule in table.active_rules:
         if rule.same_as:
             mapped.issues += _copy_issue(table, rule, record, position, records)
-        elif rule.targets:
+        elif record.get(rule.name) or rule.acts_when_empty:
             mapped.issues += _apply(table, rule, record, position, roles, (facility, records))
     mapped.instances += [i for insts in roles.values() for i in insts]
 

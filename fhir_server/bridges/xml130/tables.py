@@ -85,7 +85,7 @@ class Rule:
     targets: tuple[Target, ...] = ()
     split: bool = False
 
-    @property
+    @cached_property
     def acts_when_empty(self) -> bool:
         """Whether an empty field still writes something (a fallback, content when empty)."""
         return any(t.option("fallback") or t.option("if_empty") for t in self.targets)
@@ -126,6 +126,11 @@ class Table:
     rules: Mapping[str, Rule]
     facts: Mapping[str, FieldFacts]
     unmapped: str | None = None
+
+    @cached_property
+    def active_rules(self) -> tuple[Rule, ...]:
+        """The rules that do something when a record is mapped (targets or a copy check)."""
+        return tuple(r for r in self.rules.values() if r.targets or r.same_as)
 
     @property
     def many(self) -> bool:
