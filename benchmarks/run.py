@@ -28,10 +28,12 @@ from big_data import BIG_SCENARIOS
 from loadgen import INSTALL_HINT, wrk_version
 from results import Measurement, check_targets, format_table, report_json
 from scenarios import SCENARIOS, SUITES, BenchContext, BenchSettings, Scenario, expand
+from xml130 import XML130_SCENARIOS
 
-for _name, (_description, _run) in BIG_SCENARIOS.items():
+for _name, (_description, _run) in {**BIG_SCENARIOS, **XML130_SCENARIOS}.items():
     SCENARIOS[_name] = Scenario(_name, _description, _run)
 SUITES["big"] = tuple(BIG_SCENARIOS)
+SUITES["xml130"] = tuple(XML130_SCENARIOS)
 
 __all__ = ["main"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fhir_server.cli_conformance import add_conformance_commands
 from fhir_server.cli_security import add_security_commands
+from fhir_server.cli_xml130 import add_xml130_commands
 from fhir_server.logs import configure_logging
 from fhir_server.settings import Settings
 from fhir_server.supervision import SUPERVISOR_ENV
@@ -77,12 +78,20 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Write deterministic synthetic Vietnamese visit Bundles as NDJSON."""
+    """Write deterministic synthetic Vietnamese visits: NDJSON Bundles, or XML 130 envelopes."""
     from fhir_server.synthetic import generate
 
     def progress(done: int) -> None:
         print(f"\r{done}/{args.patients} patients", end="", file=sys.stderr, flush=True)
 
+    if args.format == "xml130":
+        from fhir_server.synthetic.xml130 import generate_xml130
+
+        written = generate_xml130(args.patients, args.seed, Path(args.out), progress)
+        print(file=sys.stderr)
+        print(f"patients={written.patients} visits={written.visits} envelopes="
+              f"{len(written.files)} out={args.out}")
+        return 0
     summary = generate(args.patients, args.seed, Path(args.out), progress)
     print(file=sys.stderr)
     print(f"patients={summary.patients} visits={summary.visits} bundles={summary.bundles} "
@@ -130,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--patients", type=int, required=True)
     gen.add_argument("--seed", type=int, default=1)
     gen.add_argument("--out", required=True)
+    gen.add_argument("--format", choices=("fhir", "xml130"), default="fhir",
+                     help="fhir: NDJSON transaction Bundles; xml130: one envelope per visit")
     gen.set_defaults(func=cmd_generate)
     reindex = sub.add_parser("reindex", help="rebuild the search index")
     reindex.add_argument("--type", default=None)
@@ -137,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.set_defaults(func=cmd_reindex)
     add_security_commands(sub)
     add_conformance_commands(sub)
+    add_xml130_commands(sub)
     return parser
 
 

@@ -269,7 +269,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     store = open_store(settings, registry)
     await store.open()
     try:
-        yield Services(store, settings, registry)
+        yield Services(store, settings, registry, handle=handle)
     finally:
         await store.close()
 

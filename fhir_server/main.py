@@ -24,6 +24,7 @@ from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.heap import keep_frozen
 from fhir_server.interactions.context import Services
 from fhir_server.logs import configure_logging
+from fhir_server.router.door import handle
 from fhir_server.search.setup import prepare_search
 from fhir_server.security.setup import audit_trail_for, token_verifier
 from fhir_server.settings import Settings
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = prepare_search(settings)
         store = open_store(settings, registry)
         await store.open()
-        services = Services(store=store, settings=settings, registry=registry,
+        services = Services(store=store, settings=settings, registry=registry, handle=handle,
                             verifier=token_verifier(settings))
         services.audit_trail = audit_trail_for(services)
         app.state.services = services

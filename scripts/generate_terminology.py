@@ -466,12 +466,14 @@ DOCUMENT_TYPES = CodeSystemSpec(
         "Signed per-visit documents of the electronic health book, by the XML 130/4750 table "
         "that carries them; for DocumentReference.type. See ConceptMap document-type-to-loinc."
     ),
-    copyright="QĐ 130/QĐ-BYT (2023) as amended by QĐ 4750/QĐ-BYT (2023): Bảng 7, 8, 13, 14.",
+    copyright="QĐ 130/QĐ-BYT (2023) as amended by QĐ 4750/QĐ-BYT (2023): Bảng 7, 8, 11, 13, 14.",
     version="QD4750-2023",
     terms=terms(
         [
             ("XML7", "Giấy ra viện", "Hospital discharge paper"),
             ("XML8", "Tóm tắt hồ sơ bệnh án", "Medical record summary"),
+            ("XML11", "Giấy chứng nhận nghỉ việc hưởng bảo hiểm xã hội",
+             "Certificate of sick leave with social-insurance benefit"),
             ("XML13", "Giấy chuyển tuyến khám bệnh, chữa bệnh BHYT", "Referral letter"),
             ("XML14", "Giấy hẹn khám lại", "Re-examination appointment slip"),
         ]

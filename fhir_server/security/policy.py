@@ -59,6 +59,9 @@ _LETTERS = {Interaction.CREATE: "c", Interaction.UPDATE: "u", Interaction.PATCH:
             Interaction.DELETE: "d"}
 _IMMUTABLE = frozenset({Interaction.UPDATE, Interaction.PATCH, Interaction.DELETE})
 _AUDIT = "AuditEvent"
+#: Operations only a facility's or an operator's ``system/`` scope may call (XML 130 import).
+_SYSTEM_ONLY = frozenset({Interaction.OPERATION_IMPORT_XML130,
+                          Interaction.OPERATION_CONVERT_XML130})
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ def authorize(
     if caller.unlimited:
         return Access(caller, registry)
     assert interaction is not None and caller.scopes is not None
+    if interaction in _SYSTEM_ONLY and not allows(caller.scopes, ScopeContext.SYSTEM, kind,
+                                                  interaction):
+        raise insufficient_scope(f"{interaction} needs a system/ scope (a facility's token)")
     if not _granted(caller, kind, interaction):
         raise insufficient_scope(f"no scope grants {interaction} on {kind or 'the system'}")
     if _bound(caller, kind, interaction):
