@@ -15,7 +15,8 @@ from pathlib import Path
 
 from fhir_server.cli_conformance import add_conformance_commands
 from fhir_server.cli_security import add_security_commands
-from fhir_server.logs import configure_logging
+from fhir_server.logs import configure_logging, uvicorn_log_config
+from fhir_server.metrics import directory as metrics_directory
 from fhir_server.settings import Settings
 from fhir_server.supervision import SUPERVISOR_ENV
 
@@ -45,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _export_settings(settings)
-    configure_logging(settings.log_level)
+    metrics_directory.prepare(settings.data_dir)  # before any worker starts
     os.environ[SUPERVISOR_ENV] = str(os.getpid())  # the workers end with this process
     uvicorn.run(
         "fhir_server.main:create_app",
@@ -55,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         access_log=False,
         log_level=settings.log_level,
+        # uvicorn applies it in this process and in each worker: its own lines in our format.
+        log_config=uvicorn_log_config(settings.log_level, settings.log_format),
         proxy_headers=False,
         # Named, not "auto": without them uvicorn silently falls back to a transport that
         # stalls every response about 40 ms with several workers (docs/performance.md).
@@ -143,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fhir-server`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # serve hands its configuration to uvicorn
+        settings = Settings()
+        configure_logging(settings.log_level, settings.log_format)
     func: Command = args.func
     return func(args)
 

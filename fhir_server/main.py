@@ -23,6 +23,7 @@ from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.heap import keep_frozen
 from fhir_server.interactions.context import Services
 from fhir_server.logs import configure_logging
+from fhir_server.metrics.exposition import process_ended
 from fhir_server.search.setup import prepare_search
 from fhir_server.security.setup import audit_trail_for, token_verifier
 from fhir_server.settings import Settings
@@ -38,7 +39,8 @@ log = logging.getLogger("fhir_server")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Return the FHIR server application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
-    configure_logging(settings.log_level)  # in each worker process (see fhir_server.logs)
+    # In each worker process (see fhir_server.logs).
+    configure_logging(settings.log_level, settings.log_format)
     follow_supervisor()  # a worker of `serve --workers N` ends with its supervisor
 
     @asynccontextmanager
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if services.audit_trail is not None:
                 await services.audit_trail.close()
             await store.close()
+            process_ended()
 
     app = FastAPI(title="fhir-server", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)

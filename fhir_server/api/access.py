@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.api.errors import fhir_error_response, unexpected_error_handler
+from fhir_server.api.request_facts import note_caller
 from fhir_server.errors import FhirError, Forbidden, NotFound
 from fhir_server.interactions.context import Services
 from fhir_server.operations import find_operation
@@ -33,7 +34,7 @@ log = logging.getLogger("fhir_server.security")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 PUBLIC_ENDPOINTS = frozenset({"metadata", "healthz", "readyz", "smart-configuration",
-                              "token", "jwks"})
+                              "token", "jwks", "metrics"})
 #: Endpoints whose successful writes audit themselves inside their transaction.
 WRITE_ENDPOINTS = frozenset({"create", "update", "conditional-update", "patch", "delete",
                              "conditional-delete", "bundle"})
@@ -119,6 +120,8 @@ def secured(name: str, endpoint: Endpoint) -> Endpoint:
             return await unexpected_error_handler(request, exc)
         finally:
             guard.current.reset(token)
+            note_caller(request.scope, security.context.client_id if security.context else None,
+                        security.interaction)
             if not (name in WRITE_ENDPOINTS and status < 400):
                 await _audit(services, name, request, security, status)
 

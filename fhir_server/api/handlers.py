@@ -14,7 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import errors, smart
+from fhir_server.api import errors, metrics_endpoint, smart
 from fhir_server.api.headers import (
     parse_http_date,
     parse_prefer,
@@ -41,6 +41,7 @@ from fhir_server.interactions import (
 )
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Outcome, Services
+from fhir_server.metrics.catalogue import counted_push
 from fhir_server.operations import find_operation, render_html
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.outcomes import operation_outcome
@@ -255,7 +256,8 @@ async def history_system(request: Request) -> Response:
 async def bundle_endpoint(request: Request) -> Response:
     """POST [base]: a transaction or batch Bundle."""
     body = await _json_body(request)
-    outcome = await bundle.process_bundle(services_of(request), body)
+    with counted_push("fhir", body):
+        outcome = await bundle.process_bundle(services_of(request), body)
     return fhir_response(request, outcome.status, outcome.body)
 
 
@@ -355,4 +357,5 @@ ENDPOINTS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "token": smart.token,
     "healthz": healthz,
     "readyz": readyz,
+    "metrics": metrics_endpoint.metrics,
 }

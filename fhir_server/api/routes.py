@@ -10,6 +10,7 @@ __all__ = ["ROUTES"]
 ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/healthz", "healthz"),
     ("GET", "/readyz", "readyz"),
+    ("GET", "/metrics", "metrics"),
     ("GET", "/fhir/metadata", "metadata"),
     ("GET", "/fhir/.well-known/smart-configuration", "smart-configuration"),
     ("GET", "/fhir/.well-known/jwks.json", "jwks"),
