@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from fhir_server.cli_conformance import add_conformance_commands
 from fhir_server.cli_security import add_security_commands
 from fhir_server.logs import configure_logging, uvicorn_log_config
 from fhir_server.metrics import directory as metrics_directory
+from fhir_server.progress import track
 from fhir_server.settings import Settings
 from fhir_server.supervision import SUPERVISOR_ENV
 
@@ -69,12 +69,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """Load resources, Bundles or NDJSON files through the interactions."""
-    from fhir_server.loader import load_paths
+    from fhir_server.loader import count_items, load_paths
 
     settings = _settings(args)
-    summary = asyncio.run(load_paths(settings, [Path(p) for p in args.paths],
-                                     concurrency=args.concurrency, processes=args.processes,
-                                     defer_indexes=args.defer_indexes))
+    paths = [Path(p) for p in args.paths]
+    with track("load", count_items(paths), "items",
+               interval_s=settings.progress_interval_s) as progress:
+        summary = asyncio.run(load_paths(settings, paths, concurrency=args.concurrency,
+                                         processes=args.processes,
+                                         defer_indexes=args.defer_indexes, progress=progress))
     print(summary.describe())
     return 0 if summary.rejected == 0 else 1
 
@@ -83,11 +86,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Write deterministic synthetic Vietnamese visit Bundles as NDJSON."""
     from fhir_server.synthetic import generate
 
-    def progress(done: int) -> None:
-        print(f"\r{done}/{args.patients} patients", end="", file=sys.stderr, flush=True)
-
-    summary = generate(args.patients, args.seed, Path(args.out), progress)
-    print(file=sys.stderr)
+    interval = Settings().progress_interval_s
+    with track("generate", args.patients, "patients", interval_s=interval) as progress:
+        summary = generate(args.patients, args.seed, Path(args.out), progress.reached)
     print(f"patients={summary.patients} visits={summary.visits} bundles={summary.bundles} "
           f"resources={summary.resources} files={len(summary.files)} out={args.out}")
     return 0
@@ -97,7 +98,10 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     """Rebuild search index rows (after a SearchParameter was added or changed)."""
     from fhir_server.loader import reindex
 
-    count = asyncio.run(reindex(_settings(args), args.type))
+    settings = _settings(args)
+    with track("reindex", None, "resources",
+               interval_s=settings.progress_interval_s) as progress:
+        count = asyncio.run(reindex(settings, args.type, progress))
     print(f"reindexed {count} resources")
     return 0
 

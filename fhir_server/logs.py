@@ -5,7 +5,8 @@ Every record is one line on stderr, in one of two formats (``FHIR_SERVER_LOG_FOR
 - ``json`` (the default): one JSON object per line, ``{"time", "level", "logger", "pid",
   "message", ...}`` plus the record's structured ``fields`` (``extra={"fields": {...}}``),
   and ``exception`` with the stack trace when there is one;
-- ``text``: ``time LEVEL logger message key=value ...`` for a developer's terminal.
+- ``text``: ``time LEVEL logger message`` for a developer's terminal (the message says what
+  the fields say; they are not repeated).
 
 uvicorn's own lines (start-up, shutdown, errors) go through the same handler: ``serve`` hands
 uvicorn :func:`uvicorn_log_config`, which uvicorn applies in the supervisor and in each worker
@@ -55,7 +56,7 @@ class _SecondCache:
 
 
 class TextFormatter(logging.Formatter):
-    """``YYYY-MM-DD HH:MM:SS,mmm LEVEL logger message key=value ...`` (local time)."""
+    """``YYYY-MM-DD HH:MM:SS,mmm LEVEL logger message`` (local time)."""
 
     def __init__(self, fmt: str = _TEXT) -> None:
         super().__init__(fmt)
@@ -63,14 +64,6 @@ class TextFormatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return f"{self._seconds.text(record.created)},{int(record.msecs):03d}"
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields: dict[str, Any] | None = getattr(record, "fields", None)
-        if fields:
-            line += "".join(f" {key}={value}" for key, value in fields.items()
-                            if value is not None)
-        return line
 
 
 class JsonFormatter(logging.Formatter):

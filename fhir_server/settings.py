@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     #: ``json``: one JSON object per line from every process; ``text``: for a developer.
     log_format: Literal["json", "text"] = "json"
+    #: Off a terminal, long commands (load, reindex...) write a progress line this often.
+    progress_interval_s: float = 10.0
     #: Who may read ``/metrics``: ``loopback`` (127.0.0.0/8 and ::1 only), ``token`` (a
     #: bearer ``metrics_token`` from anywhere), ``open`` (anyone) or ``off`` (404).
     metrics: Literal["loopback", "token", "open", "off"] = "loopback"

@@ -88,4 +88,6 @@ def _log_line(scope: Scope, facts: RequestFacts, status: int, seconds: float,
         "resource_type": facts.resource_type or None,
         "client_id": facts.client_id,
     }
-    log.info("%s %s %d", method, path, status, extra={"fields": fields})
+    log.info("%s %s %d %.1f ms %s%s client=%s id=%s", method, path, status, seconds * 1000,
+             facts.interaction, f" {facts.resource_type}" if facts.resource_type else "",
+             facts.client_id or "-", fields["request_id"], extra={"fields": fields})
