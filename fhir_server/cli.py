@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fhir_server.cli_conformance import add_conformance_commands
+from fhir_server.cli_operations import add_operations_commands
 from fhir_server.cli_security import add_security_commands
 from fhir_server.logs import configure_logging, uvicorn_log_config
 from fhir_server.metrics import directory as metrics_directory
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(reindex)
     reindex.set_defaults(func=cmd_reindex)
     add_security_commands(sub)
+    add_operations_commands(sub)
     add_conformance_commands(sub)
     return parser
 

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from fhir_server.errors import FhirError
+from fhir_server.facilities.known import load_known_facilities
 from fhir_server.interactions import bundle, create, update
 from fhir_server.interactions.context import Services
 from fhir_server.progress import Progress
@@ -280,7 +281,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     store = open_store(settings, registry)
     await store.open()
     try:
-        yield Services(store, settings, registry)
+        services = Services(store, settings, registry)
+        await load_known_facilities(services)  # what pushes' facility codes are checked against
+        yield services
     finally:
         await store.close()
 

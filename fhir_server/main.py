@@ -20,6 +20,7 @@ from fhir_server.api.handlers import ENDPOINTS
 from fhir_server.api.middleware import RequestLogMiddleware
 from fhir_server.api.routes import ROUTES
 from fhir_server.conformance.seeding import seed_conformance
+from fhir_server.facilities.known import load_known_facilities
 from fhir_server.heap import keep_frozen
 from fhir_server.interactions.context import Services
 from fhir_server.logs import configure_logging
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.audit_trail = audit_trail_for(services)
         app.state.services = services
         await seed_conformance(services)
+        await load_known_facilities(services)  # the facility registry's codes
         # Before the first request: what the first push would build (fhir_server.warmup).
         warm_up(services)
         # What start-up built (search registry, profiles, code systems: ~70,000 objects) lives

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_server.errors import BadRequest, Issue, MultipleMatches, Unprocessable
+from fhir_server.facilities.known import check_facility_codes
 from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
 from fhir_server.security import guard
@@ -24,20 +25,22 @@ def prepare_resource(
     checked unless validation is ``off`` for the type. Under ``enforce`` any error raises
     ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
     response. Raises ``InvalidResource`` (400) for structural errors. The caller's right to
-    write it is checked first and ``meta.source`` records who wrote it (``guard``).
+    write it is checked first and ``meta.source`` records who wrote it (``guard``). Facility
+    codes missing from the facility registry add a warning or raise (``facilities.known``).
     """
     validate_structure(resource, expected_type=resource_type)
     guard.prepare_write(resource, interaction)
+    facility_issues = check_facility_codes(services, resource)
     mode = services.settings.validation_mode(resource_type)
     if mode == "off":
-        return ()
+        return facility_issues
     from fhir_server.conformance.profiles import default_validator
 
     issues = default_validator().validate_resource(resource)
     if mode == "enforce" and any(i.severity in ("error", "fatal") for i in issues):
         first = next(i for i in issues if i.severity in ("error", "fatal"))
         raise Unprocessable(first.diagnostics, message_id=first.message_id, issues=issues)
-    return tuple(issues)
+    return (*issues, *facility_issues)
 
 
 def parse_criteria(query: str) -> list[tuple[str, str]]:

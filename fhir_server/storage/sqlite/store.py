@@ -35,7 +35,11 @@ from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
 from fhir_server.storage.sqlite import audit_log, history, writes
 from fhir_server.storage.sqlite.offload import run_to_end
-from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
+from fhir_server.storage.sqlite.schema import (
+    CORE_SCHEMA_SQL,
+    configure_connection,
+    record_schema_version,
+)
 from fhir_server.storage.sqlite.search_sql import find_ids, run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys, drop_deferrable_indexes
 
@@ -348,6 +352,7 @@ class SqliteStore:
                 "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL
             )
             audit_log.create_schema(self._writer)
+            record_schema_version(self._writer)
             self._writer.execute("COMMIT")
         except BaseException:  # nothing of a failed open stays open
             if self._writer.in_transaction:
