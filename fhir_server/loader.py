@@ -30,6 +30,7 @@ from fhir_server.errors import FhirError
 from fhir_server.facilities.known import load_known_facilities
 from fhir_server.interactions import bundle, create, update
 from fhir_server.interactions.context import Services
+from fhir_server.logs import configure_logging
 from fhir_server.progress import Progress
 from fhir_server.search.parse import parse_search
 from fhir_server.search.setup import prepare_search
@@ -241,6 +242,8 @@ _counters: Any = None
 def _child_init(counters: Any) -> None:
     global _counters
     _counters = counters
+    settings = Settings()  # the parent's FHIR_SERVER_* environment
+    configure_logging(settings.log_level, settings.log_format)  # a spawned process: its own
 
 
 def _child_load(settings: Settings, paths: list[Path], concurrency: int,

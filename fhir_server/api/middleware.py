@@ -4,7 +4,8 @@ access line per request.
 Written as plain ASGI (not ``BaseHTTPMiddleware``) because it runs on every request and the
 plain form costs a few microseconds instead of tens. Requests are counted here, around the
 whole application, by interaction, resource type and status (``metrics.catalogue``), so
-that every route is counted the same way and no endpoint has to remember to.
+that every route is counted the same way and no endpoint has to remember to; with
+``FHIR_SERVER_METRICS=off`` they are not counted.
 
 The access line holds the request's coordinates only: method, path (never the query string,
 which carries identifiers), status, duration, request id, interaction, resource type and the
@@ -39,6 +40,7 @@ class RequestLogMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.routes = RouteNames()
+        self._counting: bool | None = None  # learnt from the settings on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,8 +64,16 @@ class RequestLogMiddleware:
         finally:
             seconds = time.perf_counter() - started
             facts = self.routes.facts(scope)
-            observe_request(facts.interaction, facts.resource_type, status, seconds)
+            if self._counting is None:
+                self._counting = _metrics_on(scope)
+            if self._counting:
+                observe_request(facts.interaction, facts.resource_type, status, seconds)
             _log_line(scope, facts, status, seconds, request_id)
+
+
+def _metrics_on(scope: Scope) -> bool:
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    return services is None or services.settings.metrics != "off"
 
 
 def _request_id(scope: Scope) -> bytes:
