@@ -20,6 +20,7 @@ time. Registry entries are the Organizations with the registry tag written by
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from fhir_server.search.parse import parse_search
 
 __all__ = ["KnownFacilities", "check_facility_codes", "load_known_facilities"]
 
+log = logging.getLogger("fhir_server.facilities")
 #: How often the codes are read again (only the entries changed since the last reading).
 REFRESH_S = 30.0
 #: Identifier systems scoped by facility (NamingSystems ma-lk, ma-bn, record): prefix + code.
@@ -77,13 +79,25 @@ class KnownFacilities:
                 self.codes.add(identifier["value"])
 
     def read_when_stale(self, services: Services) -> None:
-        """Start a background reading if the last one is older than ``REFRESH_S``."""
+        """Start a background reading if the last one is older than ``REFRESH_S`` (and an
+        event loop runs: outside one, as in a synchronous warm-up, nothing is read)."""
         if time.monotonic() - self._read_at < REFRESH_S:
             return
         if self._reading is not None and not self._reading.done():
             return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
         self._read_at = time.monotonic()
-        self._reading = asyncio.get_running_loop().create_task(self.read(services))
+        self._reading = loop.create_task(self._read_in_background(services))
+
+    async def _read_in_background(self, services: Services) -> None:
+        try:
+            await self.read(services)
+        except Exception:  # the store closing, a busy store: the next check tries again
+            log.warning("reading the facility registry failed; keeping the codes read before",
+                        exc_info=True)
 
 
 _KNOWN: weakref.WeakKeyDictionary[Any, KnownFacilities] = weakref.WeakKeyDictionary()
