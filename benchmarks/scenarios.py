@@ -224,6 +224,8 @@ SERVER_ENV: dict[str, dict[str, str]] = {
     # Metrics and the JSON access line on (the defaults) against both off.
     "fhir-observed": {"FHIR_SERVER_METRICS": "loopback", "FHIR_SERVER_LOG_FORMAT": "json",
                       "FHIR_SERVER_LOG_LEVEL": "info"},
+    "fhir-logged": {"FHIR_SERVER_METRICS": "off", "FHIR_SERVER_LOG_FORMAT": "json",
+                    "FHIR_SERVER_LOG_LEVEL": "info"},
     "fhir-quiet": {"FHIR_SERVER_METRICS": "off", "FHIR_SERVER_LOG_LEVEL": "warning"},
 }
 
