@@ -4,7 +4,8 @@
 
 Throughput on this 2-core machine, shared with wrk and with other work, moves by more than
 the cost being measured (``run.py --scenario observability``). This measures the cost the way
-``audit_cost.py`` measures auditing's: a one-worker server on one data directory, with metrics
+``audit_cost.py`` measures auditing's: a one-worker server on a fresh data directory (1,000
+Patients seeded), with metrics
 and the JSON access line on (the defaults: ``fhir-observed``), with the access line alone
 (``FHIR_SERVER_METRICS=off``: ``fhir-logged``) and with both off (and log level ``warning``:
 ``fhir-quiet``) in turn, ``--rounds`` times each, in a rotating order; the same random reads
@@ -97,7 +98,8 @@ def _cpu_per(pid: int, requests: int, before: tuple[float, float, int]) -> float
 
 
 def _measure(work: Path, server_name: str, seed: int, duration: int) -> dict[str, float]:
-    data_dir, ids = work / "data", work / "ids.txt"
+    # A fresh store each time: the pushes of earlier runs would make later ones dearer.
+    data_dir, ids = work / f"data-{seed}", work / f"ids-{seed}.txt"
     port = free_port()
     command = [sys.executable, "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
                str(port), "--data-dir", str(data_dir), "--workers", "1"]
