@@ -12,6 +12,7 @@ import jsonpatch
 
 from fhir_server.conformance.profiles import default_validator
 from fhir_server.errors import BadRequest, Issue, Unprocessable
+from fhir_server.facilities.known import check_facility_codes
 from fhir_server.geography.addresses import address_context, annotate
 from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
@@ -33,20 +34,22 @@ def prepare_resource(
     ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
     response. Raises ``InvalidResource`` (400) for structural errors. An address written
     with the administrative units of before 1 July 2025 gets the extension
-    ``address-current-units`` (``fhir_server.geography.addresses.annotate``).
+    ``address-current-units`` (``fhir_server.geography.addresses.annotate``). Facility codes
+    missing from the facility registry add a warning or raise (``facilities.known``).
     """
     validate_structure(resource, expected_type=resource_type)
     access.stamp(resource)
     annotate(resource)  # the current units of an address written with pre-2025 codes
+    facility_issues = check_facility_codes(services, resource)
     mode = services.settings.validation_mode(resource_type)
     if mode == "off":
-        return ()
+        return facility_issues
     with address_context(unknown=services.settings.unknown_unit_code):
         issues = default_validator().validate_resource(resource)
     if mode == "enforce" and any(i.severity in ("error", "fatal") for i in issues):
         first = next(i for i in issues if i.severity in ("error", "fatal"))
         raise Unprocessable(first.diagnostics, message_id=first.message_id, issues=issues)
-    return tuple(issues)
+    return (*issues, *facility_issues)
 
 
 def parse_criteria(
