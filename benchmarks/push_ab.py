@@ -135,7 +135,7 @@ def main() -> int:
     parser.add_argument("--store-patients", type=int, default=2000)
     args = parser.parse_args()
     temp = Path(tempfile.mkdtemp(prefix="fhir-push-ab-"))
-    base, pushed = temp / "base", temp / "pushed"
+    base = temp / "base"
     _load(args.a, base, _generate(args.store_patients, 1, temp / "store"))
     visit_files = _generate(args.bundles + 1, 9, temp / "visits")
     lines = [line for f in visit_files for line in f.read_bytes().splitlines() if line.strip()]
