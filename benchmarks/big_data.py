@@ -7,10 +7,14 @@ running server, write the request paths to a file, and drive them with wrk:
 - ``big-read``: a primary-key read of the sampled Patients (the baseline of this data set);
 - ``search-identifier``, ``search-observation``, ``search-name``, ``search-encounter``: the four
   searches of issue 3 with their targets;
+- ``search-name-only``, ``search-has-one``, ``search-has-broad``, ``search-sort-date``,
+  ``search-missing``, ``search-revinclude``: searches with many matches, whose page must cost
+  the same on a store of 10k, 100k or 1M resources (issue 32; run the set on each size);
 - ``everything``, ``summary``: the health book of sampled patients (issue 7);
 - ``push``: new visit transaction Bundles from 8 connections (issue 4);
 - ``paging``: the cost of page 1 and page 100 of one search, following ``next`` links;
-- ``index-size``: search index storage against resource storage (SQLite dbstat).
+- ``index-size``: search index storage against resource storage (SQLite dbstat);
+- ``memory``: a worker's peak resident size through a mixed load, against its bound.
 """
 
 from __future__ import annotations
@@ -117,6 +121,102 @@ def run_search_encounter(context: BenchContext) -> list[Measurement]:
     paths = [f"/fhir/Encounter?patient={p['id']}&_include=Encounter:service-provider"
              "&_revinclude=Condition:encounter" for p in _patients(context)]
     return _run_paths(context, "search-encounter", paths)
+
+
+def _sample_ids(context: BenchContext, kind: str) -> list[str]:
+    """Ids of up to 200 resources of ``kind`` in the data set (cached for the run)."""
+    cache = context.workfile(f"big-{kind}-ids.json")
+    if not cache.exists():
+        bundle = _get(context, f"/fhir/{kind}?_count=200&_elements=id")
+        cache.write_bytes(orjson.dumps([e["resource"]["id"] for e in bundle.get("entry", [])
+                                        if e.get("search", {}).get("mode") == "match"]))
+    found: list[str] = orjson.loads(cache.read_bytes())
+    return found
+
+
+#: Searches whose matches grow with the store (issue 32): each page must cost what the page
+#: costs, whatever the number of matches (docs/search.md, "What a page costs").
+NAMES = ["nguyen", "tran", "le", "pham", "hoang", "vu", "dang", "bui"]
+LOINC_HEART_RATE = "http://loinc.org%7C8867-4"
+
+
+def _growth_paths(context: BenchContext, name: str) -> list[str]:
+    encounters = _sample_ids(context, "Encounter")
+    paths = {
+        "search-name-only": [f"/fhir/Patient?name={n}" for n in NAMES],
+        "search-has-one": [f"/fhir/Patient?_has:Encounter:patient:_id={e}" for e in encounters],
+        "search-has-broad": [f"/fhir/Patient?_has:Observation:patient:code={LOINC_HEART_RATE}"],
+        "search-sort-date": ["/fhir/Encounter?_sort=-date",
+                             f"/fhir/Observation?code={LOINC_HEART_RATE}&_sort=-date"],
+        "search-missing": ["/fhir/Observation?value-quantity:missing=true",
+                           "/fhir/Patient?birthdate:missing=false"],
+        "search-revinclude": [f"/fhir/Patient?name={n}&_revinclude=Encounter:patient"
+                              for n in NAMES],
+    }
+    return paths[name]
+
+
+def _growth_scenario(name: str) -> Any:
+    def run(context: BenchContext) -> list[Measurement]:
+        return _run_paths(context, name, _growth_paths(context, name))
+    return run
+
+
+def _group_rss_mb(pgid: int) -> dict[int, float]:
+    """Resident size (MiB) of each process of the server's process group."""
+    sizes: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # the fifth field of stat: the process group
+                continue
+            status = (entry / "status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                sizes[int(entry.name)] = int(line.split()[1]) / 1024
+    return sizes
+
+
+def run_memory(context: BenchContext) -> list[Measurement]:
+    """A long mixed load of reads and every search of the set on 2 workers; the greatest
+    resident size of any worker against the bound the server runs with
+    (``FHIR_SERVER_WORKER_MEMORY_MB``, 1024 unless set): the ratio must stay under 1."""
+    import os
+    import threading
+
+    server = context.server("fhir")
+    paths = [f"/fhir/Patient/{p['id']}" for p in _patients(context)]
+    for name in ("search-name-only", "search-has-one", "search-has-broad", "search-sort-date",
+                 "search-missing", "search-revinclude"):
+        paths += _growth_paths(context, name)
+    paths += [f"/fhir/Patient?name={n}&birthdate=ge1990&_count=50" for n in NAMES]
+    peak: dict[int, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            for pid, size in _group_rss_mb(server.pid).items():
+                peak[pid] = max(peak.get(pid, 0.0), size)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        measured = _run_paths(context, "memory", paths)[0]
+    finally:
+        done.set()
+        sampler.join()
+    bound = float(os.environ.get("FHIR_SERVER_WORKER_MEMORY_MB", "1024"))
+    workers = {pid: size for pid, size in peak.items() if pid != server.pid} or peak
+    worst = max(workers.values(), default=0.0)
+    return [Measurement("memory", "http", measured.requests_per_s, measured.p50_ms,
+                        measured.p99_ms, measured.operations, measured.errors, (),
+                        {"bound_mb": bound, "worker_peak_rss_mb": round(worst, 1),
+                         "ratio_to_bound": round(worst / bound, 3),
+                         "workers": {str(k): round(v, 1) for k, v in workers.items()}})]
 
 
 def _post(context: BenchContext, body: bytes) -> None:
@@ -296,6 +396,19 @@ BIG_SCENARIOS = {
     "search-observation": ("Observation?patient&code&_sort=-date", run_search_observation),
     "search-name": ("Patient?name=nguyen&birthdate=ge1990&_count=50", run_search_name),
     "search-encounter": ("Encounter?patient&_include&_revinclude", run_search_encounter),
+    "search-name-only": ("Patient?name=nguyen (40 % of the people)",
+                         _growth_scenario("search-name-only")),
+    "search-has-one": ("Patient?_has:Encounter:patient:_id=<one visit>",
+                       _growth_scenario("search-has-one")),
+    "search-has-broad": ("Patient?_has:Observation:patient:code=<heart rate>",
+                         _growth_scenario("search-has-broad")),
+    "search-sort-date": ("Encounter?_sort=-date, Observation?code&_sort=-date",
+                         _growth_scenario("search-sort-date")),
+    "search-missing": ("Observation?value-quantity:missing=true, Patient?birthdate:missing=false",
+                       _growth_scenario("search-missing")),
+    "search-revinclude": ("Patient?name&_revinclude=Encounter:patient",
+                          _growth_scenario("search-revinclude")),
+    "memory": ("mixed reads and searches: a worker's peak RSS / its memory bound", run_memory),
     "everything": ("Patient/{id}/$everything", run_everything),
     "summary": ("Patient/{id}/$summary", run_summary),
     "push-sqlite": ("raw SQLite inserts of the push's Bundles (baseline)", run_push_sqlite),

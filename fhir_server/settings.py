@@ -59,10 +59,11 @@ class Settings(BaseSettings):
     search_timeout_s: float = 30.0
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_busy_timeout_s: float = 10.0
-    #: Page cache of each SQLite connection, in MiB (grows only as pages are used). Writes
-    #: into a large store insert index rows at random places: a cache that holds the hot
-    #: index pages took the 1M-resource push from ~86 to ~113 Bundles/s (docs/performance.md).
-    sqlite_cache_mb: int = 512
+    #: The memory one worker process may hold, in MiB: the embedded store's page caches and
+    #: statement memory get all of it but a fixed part for Python (``sqlite.memory``), half of
+    #: it the writer's (hot index pages make writes to a large store faster), an eighth each
+    #: reading connection's, and the whole as SQLite's heap limit (docs/operations.md).
+    worker_memory_mb: int = 1024
     seed_search_parameters: bool = True
     profiles_dir: Path = PROJECT_DIR / "profiles"
     terminology_dir: Path = PROJECT_DIR / "terminology"

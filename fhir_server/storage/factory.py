@@ -20,7 +20,7 @@ def open_store(settings: Settings, registry: Any = None) -> ResourceStore:
     if url.startswith("sqlite:"):
         store = SqliteStore.from_url(url, synchronous=settings.sqlite_synchronous,
                                      busy_timeout_s=settings.sqlite_busy_timeout_s,
-                                     cache_mb=settings.sqlite_cache_mb,
+                                     memory_mb=settings.worker_memory_mb,
                                      search_timeout_s=settings.search_timeout_s)
         store.registry = registry
         return store

@@ -53,9 +53,9 @@ of times, and MongoDB stores field names in each document.
 SORT_FIELDS: dict[str, tuple[str, str]] = {
     "strings": ("f", "f"),
     "tokens": ("c", "c"),
-    "dates": ("lo", "hi"),
-    "numbers": ("lo", "hi"),
-    "quantities": ("lo", "hi"),
+    "dates": ("lo", "lo"),
+    "numbers": ("lo", "lo"),
+    "quantities": ("lo", "lo"),
     "references": ("i", "i"),
     "uris": ("u", "u"),
 }
@@ -64,7 +64,8 @@ SORT_FIELDS: dict[str, tuple[str, str]] = {
 ``idx.sa.<code>`` holds the least ascending value of a parameter and ``idx.sd.<code>`` the
 greatest descending one: scalars, because a MongoDB sort on an array field takes the min or
 max over every element, whatever its parameter, and a keyset comparison on an array matches
-any element. Resources sort by their lowest value ascending, their highest descending.
+any element. Resources sort by their lowest value ascending, their highest descending; a
+range (a date's precision, a period) by its low end both ways, as the embedded store does.
 """
 
 _NOT_ROWS = frozenset({"resource_type", "id", "last_updated"})

@@ -58,7 +58,7 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.ranges import range_predicate
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
-from fhir_server.storage.sqlite.search_sql import keyset_page, page_boundary
+from fhir_server.storage.sqlite.keyset import keyset_page, page_boundary
 from fhir_server.storage.sqlite.search_where import (
     Condition,
     last_updated_condition,
@@ -121,7 +121,7 @@ _INSERT = (
     "INSERT INTO audit_events (seq, id, last_updated, at, at_high, action, outcome, type, "
     "subtype, address, content, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: Six columns, as ``search_sql.keyset_page`` wants, the second being ``at`` (see :func:`_stored`).
+#: Six columns, as ``keyset.keyset_page`` wants, the second being ``at`` (see :func:`_stored`).
 _STORED = "a.seq AS rid, a.at, a.id, 1 AS version, a.last_updated, a.content"
 
 

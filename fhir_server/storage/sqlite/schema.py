@@ -63,7 +63,9 @@ def record_schema_version(conn: sqlite3.Connection) -> int:
     return found
 
 
-def configure_connection(conn: sqlite3.Connection, synchronous: str, cache_mb: int = 64) -> None:
+def configure_connection(
+    conn: sqlite3.Connection, synchronous: str, cache_mb: int = 64, mmap_mb: int = 256
+) -> None:
     """Apply the pragmas every connection of the store uses.
 
     WAL lets readers run beside the one writer; ``synchronous=FULL`` makes each commit durable
@@ -81,6 +83,6 @@ def configure_connection(conn: sqlite3.Connection, synchronous: str, cache_mb: i
     conn.execute("PRAGMA busy_timeout=50")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute(f"PRAGMA cache_size={-1024 * max(1, int(cache_mb))}")
-    conn.execute("PRAGMA mmap_size=268435456")
+    conn.execute(f"PRAGMA mmap_size={max(0, int(mmap_mb)) * 1024 * 1024}")
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("PRAGMA secure_delete=FAST")

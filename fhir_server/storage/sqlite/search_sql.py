@@ -7,6 +7,16 @@ costs and concurrent writes neither skip nor repeat rows. ``_include``/``_revinc
 each level set-wise (one statement per include parameter, never one per row), following
 ``:iterate`` up to ``MAX_INCLUDE_DEPTH`` levels. ``COUNT(*)`` runs only when ``_total`` asks.
 
+A page costs in proportion to the page, not to the matches (``_page``): the matches are first
+listed from the most selective clause's index, unordered, up to ``CANDIDATES``; fewer than that
+are ordered and the page taken from them (and give the total for free). More than that, and
+the search walks the resources in page order (``rid``), probing every clause for each row by
+its primary key, and stops at ``_count + 1``: with at least ``CANDIDATES`` matches, a page of
+20 is found within the first ``20 / share`` rows of the type, where ``share`` is the part of
+the type's resources that match (``Patient?name=nguyen``: about 50 rows). The sort reads only
+``rid`` and the sort keys; the page's contents are read afterwards, for its rows only. All the
+statements of a search read one snapshot (one read transaction).
+
 Join shape relied on (owned by the store): ``resources(rid, type, id, version, last_updated,
 deleted)`` and ``versions(rid, version, content)`` with the current content at
 ``versions.version = resources.version``.
@@ -16,9 +26,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from fhir_server.search.cursor import Cursor, decode_cursor, encode_cursor, page_window
+from fhir_server.search.cursor import Cursor, decode_cursor, page_window
 from fhir_server.search.model import (
     Include,
     ParamType,
@@ -29,31 +40,42 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.port import StoredResource
+from fhir_server.storage.sqlite.keyset import keyset_page, page_boundary
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key
 from fhir_server.storage.sqlite.search_where import Condition, Unions, WhereCompiler, param_keys
 
 __all__ = [
     "MAX_INCLUDE_DEPTH",
-    "after_condition",
     "find_ids",
-    "page_boundary",
     "row_stored",
     "run_search",
 ]
 
 MAX_INCLUDE_DEPTH = 4
+#: Matches listed from the index before a search walks in page order instead (``_page``).
+CANDIDATES = 2000
 _STORED = "r.rid, r.type, r.id, r.version, r.last_updated, v.content"
 _CURRENT = "JOIN versions v ON v.rid = r.rid AND v.version = r.version"
 _SORT_COLUMNS: dict[ParamType, tuple[str, str]] = {
     ParamType.STRING: ("folded", "folded"),
     ParamType.TOKEN: ("code", "code"),
-    ParamType.DATE: ("low", "high"),
-    ParamType.NUMBER: ("low", "high"),
-    ParamType.QUANTITY: ("low", "high"),
+    ParamType.DATE: ("low", "low"),
+    ParamType.NUMBER: ("low", "low"),
+    ParamType.QUANTITY: ("low", "low"),
     ParamType.REFERENCE: ("id", "id"),
     ParamType.URI: ("uri", "uri"),
 }
 _Row = tuple[object, ...]
+#: The tables whose value index ``(param, column, tie...)`` lists rows in the order of a
+#: descending sort (``_ordered_walk``), with the column that tells apart two rows of one
+#: resource sharing the sort value (None: the key has no other column).
+_ORDERED: dict[ParamType, tuple[str, str | None]] = {
+    ParamType.STRING: ("search_string", "exact"),
+    ParamType.TOKEN: ("search_token", "system"),
+    ParamType.DATE: ("search_date", "high"),
+    ParamType.NUMBER: ("search_number", "high"),
+    ParamType.URI: ("search_uri", None),
+}
 
 
 def find_ids(
@@ -79,19 +101,44 @@ def run_search(
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
     unions = unions or {}
     keys = [_sort_key(key, query, registry, unions) for key in query.sort]
-    fetched = _page(conn, query, keys, cursor, unions) if query.count > 0 else []
-    rows, has_next, has_prev = page_window(fetched, query.count, cursor)
-    included = _included(conn, query, registry, [int(str(row[0])) for row in rows], unions)
+    with _snapshot(conn):
+        fetched, total = _page(conn, query, keys, cursor, registry, unions)
+        rows, has_next, has_prev = page_window(fetched, query.count, cursor)
+        included = _included(conn, query, registry, [int(str(row[0])) for row in rows], unions)
+        if total is None and query.total is not TotalMode.NONE:
+            total = _total(conn, query, unions)
     return SearchResult(
         matches=tuple(row_stored(row) for row in rows),
         included=tuple(included),
-        total=_total(conn, query, unions),
+        total=total if query.total is not TotalMode.NONE else None,
         next_cursor=page_boundary(query, rows[-1:], len(keys), has_next),
         prev_cursor=page_boundary(query, rows[:1], len(keys), has_prev, backward=True),
     )
 
 
-def _filter(query: SearchQuery, unions: Unions) -> Condition:
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run the statements inside in one read transaction (unless one is open already)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def _filter(query: SearchQuery, unions: Unions, walk: bool = False) -> Condition:
+    return _compiled(query, unions, walk)[0]
+
+
+def _compiled(
+    query: SearchQuery, unions: Unions, walk: bool = False
+) -> tuple[Condition, Condition | None]:
+    """The filter's condition on ``r``, and the list its first clause drives from
+    (``WhereCompiler.lead``); ``walk``: every clause a probe, for a walk in ``rid`` order."""
     parts: list[Condition] = [("r.deleted = 0", [])]
     if query.resource_type is not None:
         parts.append(("r.type = ?", [query.resource_type]))
@@ -102,10 +149,11 @@ def _filter(query: SearchQuery, unions: Unions) -> Condition:
             ("r.rid IN (SELECT rid FROM search_compartment WHERE patient = ?)",
              [query.compartment[1]])
         )  # fmt: skip
-    compiler = WhereCompiler(unions, query.visibility)
+    compiler = WhereCompiler(unions, query.visibility, probes_only=walk)
     parts.append(compiler.clauses(query.clauses, "r"))
     parts.append(compiler.visible("r", query.resource_type or _only(query.types)))
-    return " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
+    where = " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
+    return where, compiler.lead(query.clauses, "r", CANDIDATES)
 
 
 def _only(types: tuple[str, ...]) -> str | None:
@@ -118,7 +166,8 @@ def _sort_key(
     """Return the SQL value a resource sorts by, and whether descending.
 
     A parameter with several values sorts by its lowest value ascending and its highest
-    descending (R4 3.1.1.4.9 leaves it to the server; this is the common choice).
+    descending (R4 3.1.1.4.9 leaves it to the server; this is the common choice); a range (a
+    date of some precision, a period, a number's precision) sorts by its low end both ways.
     """
     if key.code == "_id":
         return ("r.id", []), key.descending
@@ -140,84 +189,90 @@ def _page(
     query: SearchQuery,
     keys: list[tuple[Condition, bool]],
     cursor: Cursor | None,
+    registry: SearchParameterRegistry,
     unions: Unions,
-) -> list[_Row]:
-    """Return up to ``count + 1`` current resources after (or, backwards, before) the cursor."""
-    where, params = _filter(query, unions)
-    source = f"SELECT {_STORED}{{keys}} FROM resources r {_CURRENT} WHERE {where}"
-    return keyset_page(conn, (source, params), keys, cursor, query.count)
+) -> tuple[list[_Row], int | None]:
+    """Return up to ``count + 1`` current resources after (or, backwards, before) the cursor,
+    and the number of matches when it came for free (fewer than ``CANDIDATES``).
 
-
-def keyset_page(
-    conn: sqlite3.Connection,
-    source: Condition,
-    keys: list[tuple[Condition, bool]],
-    cursor: Cursor | None,
-    count: int,
-) -> list[_Row]:
-    """Return up to ``count + 1`` rows of ``source`` after (or, backwards, before) the cursor.
-
-    ``source`` selects the stored columns (``rid, type, id, version, last_updated, content``)
-    and has a ``{keys}`` placeholder where the sort key expressions go, as ``k0``, ``k1``...
-    Rows are ordered by the keys then ``rid``.
+    The candidates' query has no order, so SQLite drives it from the most selective clause's
+    index (with an order by ``rid`` it would rather walk every resource of the type). Without
+    such a clause (no clauses, only negations or ``:missing``) the search walks at once.
     """
-    forward = cursor is None or cursor.forward
-    order = [(f"k{i}", descending != (not forward)) for i, (_, descending) in enumerate(keys)]
-    selected = "".join(f", {sql} AS k{i}" for i, ((sql, _), _) in enumerate(keys))
-    params = [p for (_, ps), _ in keys for p in ps] + list(source[1])
-    after: Condition = ("1", [])
-    if cursor is not None:
-        after = after_condition(order, cursor, rid_descending=not forward)
-    order_sql = ", ".join(f"{name} {'DESC' if d else 'ASC'}" for name, d in order)
-    rid_order = "rid DESC" if not forward else "rid ASC"
-    sql = (
-        f"SELECT * FROM ({source[0].replace('{keys}', selected)}) "
-        f"WHERE {after[0]} ORDER BY {order_sql + ', ' if order_sql else ''}{rid_order} LIMIT ?"
-    )
-    return list(conn.execute(sql, [*params, *after[1], count + 1]))
+    (where, params), lead = _compiled(query, unions)
+    listed: list[_Row] | None = None
+    if lead is not None and _bounded_count(conn, lead) < CANDIDATES:
+        listed = conn.execute(f"SELECT r.rid FROM resources r WHERE {where} LIMIT ?",
+                              [*params, CANDIDATES]).fetchall()
+    if listed is not None and len(listed) < CANDIDATES:
+        rids = json.dumps([row[0] for row in listed])
+        source: Condition = (
+            "SELECT r.rid{keys} FROM resources r WHERE r.rid IN (SELECT value FROM json_each(?))",
+            [rids])
+        total: int | None = len(listed)
+    else:
+        walk, total = _filter(query, unions, walk=True), None
+        ordered = _ordered_walk(conn, query, walk, cursor, registry, unions)
+        if ordered is not None:
+            return _with_content(conn, ordered), total
+        source = (f"SELECT r.rid{{keys}} FROM resources r WHERE {walk[0]}", walk[1])
+    found = keyset_page(conn, source, keys, cursor, query.count) if query.count > 0 else []
+    return _with_content(conn, found), total
 
 
-def after_condition(
-    order: list[tuple[str, bool]], cursor: Cursor, rid_descending: bool
-) -> Condition:
-    """Return "the row comes after the cursor" in the lexicographic ``order`` then rid.
-
-    SQLite sorts NULL (a resource without the sort parameter) first ascending, last descending.
+def _ordered_walk(
+    conn: sqlite3.Connection, query: SearchQuery, walk: Condition, cursor: Cursor | None,
+    registry: SearchParameterRegistry, unions: Unions,
+) -> list[_Row] | None:
+    """A page of a search sorted descending by one parameter, read from the parameter's value
+    index in that order and stopped at ``count + 1`` rows: each resource at its greatest
+    value (its row with no greater one), then the resources without the parameter (they
+    sort last), in ``rid`` order. None when the sort is not of that kind.
     """
-    alternatives: list[Condition] = []
-    for position in range(len(order) + 1):
-        parts = [_equal(name, cursor.keys[i]) for i, (name, _) in enumerate(order[:position])]
-        if position < len(order):
-            name, descending = order[position]
-            parts.append(_beyond(name, descending, cursor.keys[position]))
-        else:
-            parts.append((f"rid {'<' if rid_descending else '>'} ?", [cursor.rid]))
-        alternatives.append(
-            (" AND ".join(f"({s})" for s, _ in parts), [p for _, ps in parts for p in ps])
-        )
-    sql = " OR ".join(f"({s})" for s, _ in alternatives)
-    return sql, [p for _, ps in alternatives for p in ps]
-
-
-def _equal(name: str, value: object) -> Condition:
-    return (f"{name} IS NULL", []) if value is None else (f"{name} = ?", [value])
-
-
-def _beyond(name: str, descending: bool, value: object) -> Condition:
-    if descending:
-        return ("0", []) if value is None else (f"({name} < ? OR {name} IS NULL)", [value])
-    return (f"{name} IS NOT NULL", []) if value is None else (f"{name} > ?", [value])
-
-
-def page_boundary(
-    query: SearchQuery, rows: Sequence[_Row], key_count: int, wanted: bool, backward: bool = False
-) -> str | None:
-    """Return the cursor of the page beyond ``rows[0]`` (if ``wanted`` and there is a row)."""
-    if not wanted or not rows:
+    if len(query.sort) != 1 or not query.sort[0].descending or query.count <= 0:
         return None
-    row = rows[0]
-    keys = tuple(row[6 : 6 + key_count])
-    return encode_cursor(query, Cursor(keys, int(str(row[0])), forward=not backward))
+    code = query.sort[0].code
+    definition = registry.get(query.resource_type or "Resource", code)
+    if (definition is None or definition.type not in _ORDERED or code in unions
+            or code in ("_id", "_lastUpdated")):
+        return None
+    table, tie = _ORDERED[definition.type]
+    column, key = _SORT_COLUMNS[definition.type][1], param_key(code)
+    greater = f"e.{column} > d.{column}" + (
+        f" OR (e.{column} = d.{column} AND e.{tie} > d.{tie})" if tie else "")
+    valued: Condition = (
+        f"SELECT r.rid{{keys}} FROM {table} d CROSS JOIN resources r ON r.rid = d.rid "
+        f"WHERE d.param = ? AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.rid = d.rid "
+        f"AND e.param = d.param AND ({greater})) AND {walk[0]}", [key, *walk[1]])
+    unvalued: Condition = (
+        f"SELECT r.rid{{keys}} FROM resources r WHERE {walk[0]} AND NOT EXISTS "
+        f"(SELECT 1 FROM {table} WHERE rid = r.rid AND param = ?)", [*walk[1], key])
+    parts = [(valued, f"d.{column}"), (unvalued, "NULL")]
+    if cursor is not None and not cursor.forward:
+        parts.reverse()
+    found: list[_Row] = []
+    for source, value in parts:
+        if len(found) <= query.count:
+            found += keyset_page(conn, source, [((value, []), True)], cursor,
+                                 query.count - len(found))
+    return found
+
+
+def _bounded_count(conn: sqlite3.Connection, rows: Condition) -> int:
+    """The number of rows of the ``SELECT`` ``rows``, counted up to ``CANDIDATES``."""
+    sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM ({rows[0]}) LIMIT ?)"
+    return int(conn.execute(sql, [*rows[1], CANDIDATES]).fetchone()[0])
+
+
+def _with_content(conn: sqlite3.Connection, found: list[_Row]) -> list[_Row]:
+    """Return the rows ``(rid, sort keys...)`` as stored rows (``_STORED``) then their keys."""
+    if not found:
+        return []
+    rids = json.dumps([row[0] for row in found])
+    stored = {row[0]: row for row in conn.execute(
+        f"SELECT {_STORED} FROM resources r {_CURRENT} "
+        "WHERE r.rid IN (SELECT value FROM json_each(?))", [rids])}
+    return [(*stored[row[0]], *row[1:]) for row in found if row[0] in stored]
 
 
 def _total(conn: sqlite3.Connection, query: SearchQuery, unions: Unions) -> int | None:

@@ -75,11 +75,16 @@ class WhereCompiler:
     """Compiles clauses; holds the counter that names nested aliases uniquely, and what the
     caller may see (``visibility``), which every chain target and ``_has`` source meets."""
 
-    def __init__(self, unions: Unions | None = None,
-                 visibility: Visibility | None = None) -> None:
+    def __init__(self, unions: Unions | None = None, visibility: Visibility | None = None,
+                 probes_only: bool = False, bound: int | None = None) -> None:
         self._aliases = itertools.count(1)
         self._unions: Unions = unions or {}
         self.visibility = visibility
+        #: Phrase every clause as a probe of the row at hand (``EXISTS``), none as a list to
+        #: drive from: for a walk of the resources in ``rid`` order that stops at a page.
+        self.probes_only = probes_only
+        #: Cut every list at this many rows (``lead``: an estimate, not an answer).
+        self.bound = bound
 
     def clauses(self, clauses: tuple[AnyClause, ...], alias: str) -> Condition:
         """Return the AND of ``clauses`` on the resources row ``alias``.
@@ -89,15 +94,32 @@ class WhereCompiler:
         key), which avoids materializing large lists such as every ``birthdate`` row.
         """
         ordered = sorted(clauses, key=_selectivity_rank)
-        parts = [self.clause(c, alias, probe=n > 0) for n, c in enumerate(ordered)]
+        parts = [self.clause(c, alias, probe=n > 0 or self.probes_only)
+                 for n, c in enumerate(ordered)]
         return _join(" AND ", parts, "1")
+
+    def lead(self, clauses: tuple[AnyClause, ...], alias: str, bound: int) -> Condition | None:
+        """Return a ``SELECT`` listing about the rows that ``clauses(clauses, alias)`` drives
+        from (its first clause's list), or None when that clause is not a list (a probe, a
+        negation, ``_id``). Counting its first rows (``LIMIT``) streams from the index,
+        whereas ``rid IN (list)`` builds the whole list before the first row; lists nested in
+        it (``_has``, chains) are cut at ``bound`` rows, so the count is an estimate."""
+        if not clauses or self.probes_only:
+            return None
+        cut = WhereCompiler(self._unions, self.visibility, bound=bound)
+        sql, params = cut.clause(min(clauses, key=_selectivity_rank), alias)
+        for head in (f"{alias}.rid IN (", f"({alias}.type, {alias}.id) IN ("):
+            inner = sql[len(head):-1]
+            if sql.startswith(head) and sql.endswith(")") and _balanced(inner):
+                return inner, params
+        return None
 
     def clause(self, clause: AnyClause, alias: str, probe: bool = False) -> Condition:
         """Return the condition of one clause on the resources row ``alias``."""
         if isinstance(clause, ChainClause):
-            return self.chain(clause, alias)
+            return self.chain(clause, alias, probe)
         if isinstance(clause, HasClause):
-            return self.has(clause, alias)
+            return self.has(clause, alias, probe)
         if clause.code in ("_id", "_lastUpdated"):
             return _resource_column(clause, alias)
         if clause.modifier is Modifier.MISSING:
@@ -117,32 +139,43 @@ class WhereCompiler:
         else:
             inner = _join(" OR ", [_value(clause, value) for value in clause.values], "0")
         keys = param_keys(code, self._unions)
-        return _rows_exist(alias, table, inner, clause.modifier is Modifier.NOT, probe, keys)
+        found = _rows_exist(alias, table, inner, clause.modifier is Modifier.NOT, probe, keys)
+        if self.bound is not None and not probe and clause.modifier is not Modifier.NOT:
+            return f"{found[0][:-1]} LIMIT {int(self.bound)})", found[1]
+        return found
 
-    def chain(self, clause: ChainClause, alias: str) -> Condition:
-        """``code.inner``: a reference to a live target of the given types where inner holds."""
+    def chain(self, clause: ChainClause, alias: str, probe: bool = False) -> Condition:
+        """``code.inner``: a reference to a live target of the given types where inner holds
+        (as a probe: this row's references, by its primary key)."""
         target = f"t{next(self._aliases)}"
-        inner_sql, inner_params = self.clause(clause.inner, target)
+        inner_sql, inner_params = self.clause(clause.inner, target, probe=probe)
         known = clause.target_types[0] if len(clause.target_types) == 1 else None
         seen_sql, seen_params = self.visible(target, known)
         types = ", ".join("?" for _ in clause.target_types)
+        head = (f"EXISTS (SELECT 1 FROM search_reference ref CROSS JOIN resources {target} "
+                f"ON {target}.type = ref.type AND {target}.id = ref.id WHERE ref.rid = "
+                f"{alias}.rid AND " if probe else
+                f"{alias}.rid IN (SELECT ref.rid FROM search_reference ref JOIN resources "
+                f"{target} ON {target}.type = ref.type AND {target}.id = ref.id WHERE ")
         sql = (
-            f"{alias}.rid IN (SELECT ref.rid FROM search_reference ref "
-            f"JOIN resources {target} ON {target}.type = ref.type AND {target}.id = ref.id "
-            f"WHERE ref.param = ? AND ref.type IN ({types}) AND {target}.deleted = 0 "
+            f"{head}ref.param = ? AND ref.type IN ({types}) AND {target}.deleted = 0 "
             f"AND {inner_sql} AND ({seen_sql}))"
         )
         return sql, [param_key(clause.code), *clause.target_types, *inner_params, *seen_params]
 
-    def has(self, clause: HasClause, alias: str) -> Condition:
-        """``_has:Type:ref:inner``: a live ``Type`` resource referring here where inner holds."""
+    def has(self, clause: HasClause, alias: str, probe: bool = False) -> Condition:
+        """``_has:Type:ref:inner``: a live ``Type`` resource referring here where inner holds
+        (as a probe: the references to this row, by the target index)."""
         source = f"s{next(self._aliases)}"
-        inner_sql, inner_params = self.clause(clause.inner, source)
+        inner_sql, inner_params = self.clause(clause.inner, source, probe=probe)
         seen_sql, seen_params = self.visible(source, clause.resource_type)
+        head = (f"EXISTS (SELECT 1 FROM search_reference ref CROSS JOIN resources {source} "
+                f"ON {source}.rid = ref.rid WHERE ref.id = {alias}.id AND ref.type = "
+                f"{alias}.type AND " if probe else
+                f"({alias}.type, {alias}.id) IN (SELECT ref.type, ref.id FROM search_reference "
+                f"ref JOIN resources {source} ON {source}.rid = ref.rid WHERE ")
         sql = (
-            f"({alias}.type, {alias}.id) IN (SELECT ref.type, ref.id FROM search_reference ref "
-            f"JOIN resources {source} ON {source}.rid = ref.rid "
-            f"WHERE ref.param = ? AND {source}.type = ? AND {source}.deleted = 0 AND {inner_sql} "
+            f"{head}ref.param = ? AND {source}.type = ? AND {source}.deleted = 0 AND {inner_sql} "
             f"AND ({seen_sql}))"
         )
         return sql, [param_key(clause.reference), clause.resource_type, *inner_params,
@@ -182,6 +215,16 @@ class WhereCompiler:
     def _alternatives(self, alternatives: tuple[tuple[AnyClause, ...], ...],
                       alias: str) -> Condition:
         return _join(" OR ", [self.clauses(clauses, alias) for clauses in alternatives], "0")
+
+
+def _balanced(sql: str) -> bool:
+    """Whether every parenthesis of ``sql`` closes within it (no user text is in SQL)."""
+    depth = 0
+    for char in sql:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _in(column: str, values: list[str]) -> Condition:
@@ -236,9 +279,12 @@ def _selectivity_rank(clause: AnyClause) -> int:
 def _rows_exist(
     alias: str, table: str, condition: Condition, negate: bool, probe: bool, keys: Condition
 ) -> Condition:
-    """Return "``alias`` has (or, negated, has no) rows of ``keys`` meeting ``condition``"."""
+    """Return "``alias`` has (or, negated, has no) rows of ``keys`` meeting ``condition``".
+
+    A negation is always a probe: as a list it would hold every row of the parameter.
+    """
     not_ = "NOT " if negate else ""
-    if probe:
+    if probe or negate:
         sql = (f"{not_}EXISTS (SELECT 1 FROM {table} WHERE rid = {alias}.rid AND {keys[0]} "
                f"AND ({condition[0]}))")  # fmt: skip
     else:

@@ -33,7 +33,7 @@ from fhir_server.metrics.catalogue import (
 )
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceReader, StoredResource
-from fhir_server.storage.sqlite import audit_log, history, writes
+from fhir_server.storage.sqlite import audit_log, history, memory, writes
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
     CORE_SCHEMA_SQL,
@@ -318,14 +318,14 @@ class SqliteStore:
         *,
         synchronous: str = "FULL",
         busy_timeout_s: float = 10.0,
-        cache_mb: int = 64,
+        memory_mb: int = 1024,
         index_tables: IndexTables | ModuleType | None = None,
         search_timeout_s: float = 30.0,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous
         self.busy_timeout_s = busy_timeout_s
-        self.cache_mb = cache_mb
+        self.memory = memory.budget(memory_mb)
         self._reader: sqlite3.Connection | None = None
         self.search_timeout_s = search_timeout_s
         #: The connections searches run on in threads (see ``search``), while none uses them.
@@ -358,9 +358,13 @@ class SqliteStore:
         path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
         return cls(path, **options)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, writer: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        configure_connection(conn, self.synchronous, self.cache_mb)
+        budget = self.memory
+        configure_connection(conn, self.synchronous,
+                             budget.writer_cache_mb if writer else budget.reader_cache_mb,
+                             budget.mmap_mb)
+        memory.limit_heap(conn, budget)
         return conn
 
     async def open(self) -> None:
@@ -371,7 +375,7 @@ class SqliteStore:
             # Parameter codes are stored as hashes: a custom SearchParameter must not collide.
             check_param_keys(definition.code for definition in self.registry)
             self.registry.unions()  # found now (about 20 ms), not by the first write
-        self._writer = self._connect()
+        self._writer = self._connect(writer=True)
         # Start-up may block: another worker may be creating the schema or building an index
         # of a new layout right now (8 s on a store of 1,000,000 resources). It does so holding
         # the turn, so the wait is for the turn, as long as the build takes; SQLite's busy

@@ -12,6 +12,7 @@ from fhir_server.search.indexing import index_resource
 from fhir_server.search.model import SearchIndex, SearchQuery, SearchResult
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL
 from fhir_server.storage.sqlite.search_sql import run_search
 from fhir_server.storage.sqlite.search_tables import SCHEMA_SQL, delete_index, replace_index
 
@@ -78,22 +79,14 @@ def query(resource_type: str | None, text: str) -> SearchQuery:
     return parse_search(resource_type, pairs, registry(), strict=True).query
 
 
-CORE_SQL = """
-CREATE TABLE resources (rid INTEGER PRIMARY KEY, type TEXT NOT NULL, id TEXT NOT NULL,
-  version INTEGER NOT NULL, last_updated TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
-  UNIQUE(type, id));
-CREATE TABLE versions (seq INTEGER PRIMARY KEY, rid INTEGER NOT NULL, type TEXT NOT NULL,
-  id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL, method TEXT NOT NULL,
-  content BLOB, UNIQUE(rid, version));
-"""
 
 
 class Database:
-    """An in-memory database with the store's core tables and the search tables."""
+    """An in-memory database with the store's schema (core and search tables)."""
 
     def __init__(self) -> None:
         self.conn = sqlite3.connect(":memory:", isolation_level=None)
-        self.conn.executescript(CORE_SQL + SCHEMA_SQL)
+        self.conn.executescript(CORE_SCHEMA_SQL + SCHEMA_SQL)
         self.clock = 0
 
     def add(self, resource: dict[str, Any]) -> int:

@@ -125,7 +125,7 @@ def test_index_document_names_each_row_field() -> None:
         "sd": {
             "name": "nguyen",
             "identifier": "001090012345",
-            "date": 20,
+            "date": 10,
             "value-quantity": 72.0,
             "subject": "p1",
         },
@@ -133,6 +133,7 @@ def test_index_document_names_each_row_field() -> None:
 
 
 def test_sort_keys_are_the_least_value_ascending_and_the_greatest_descending() -> None:
+    """A range (a date's precision, a period) sorts by its low end both ways."""
     index = SearchIndex(
         "Encounter",
         "e1",
@@ -143,7 +144,7 @@ def test_sort_keys_are_the_least_value_ascending_and_the_greatest_descending() -
     assert stored is not None
     assert (stored["sa"], stored["sd"]) == (
         {"name": "a", "date": 10, "period": 5},
-        {"name": "b", "date": 40, "period": 50},
+        {"name": "b", "date": 30, "period": 5},
     )
 
 

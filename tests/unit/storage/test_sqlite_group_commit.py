@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fhir_server.storage.sqlite.memory import PYTHON_RESERVE_MB
 from fhir_server.storage.sqlite.store import SqliteStore
 from tests.builders import patient
 
@@ -303,9 +304,10 @@ async def _pragma_on_both_connections(store: SqliteStore, pragma: str) -> set[ob
         await store.close()
 
 
-async def test_the_page_cache_setting_reaches_both_connections(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db.sqlite3", cache_mb=32)
-    assert await _pragma_on_both_connections(store, "cache_size") == {-32 * 1024}
+async def test_the_memory_setting_splits_into_the_connections_caches(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3", memory_mb=PYTHON_RESERVE_MB + 256)
+    assert await _pragma_on_both_connections(store, "cache_size") == {-128 * 1024, -32 * 1024}
+    assert await _pragma_on_both_connections(store, "soft_heap_limit") == {256 * 1024 * 1024}
 
 
 async def test_connections_zero_freed_bytes_only_where_it_costs_no_io(tmp_path: Path) -> None:

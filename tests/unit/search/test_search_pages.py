@@ -1,0 +1,158 @@
+"""A page costs in proportion to the page: the two plans of ``search_sql._page`` agree, and the
+walk in page order reads about as much for a store four times larger."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fhir_server.storage.sqlite import search_sql
+from tests.unit.search.search_builders import LOINC, Database, observation, patient
+
+FAMILIES = ["Nguyễn", "Trần", "Lê", "Nguyễn Thị", "Phạm"]
+
+
+def _people(db: Database, start: int, count: int) -> None:
+    """Patients of several families (some without a birth date), each with observations of
+    dates of several precisions (some without a date or a value)."""
+    for number in range(start, start + count):
+        fields: dict[str, Any] = {
+            "name": [{"family": FAMILIES[number % 5], "given": [f"G{number % 7}"]}],
+            "gender": "female" if number % 3 else "male",
+        }
+        if number % 4:
+            fields["birthDate"] = f"{1950 + number % 60}-0{1 + number % 9}-1{number % 10}"
+        else:
+            fields.pop("birthDate", None)
+        person = patient(f"p{number}", **fields)
+        if not number % 4:
+            del person["birthDate"]
+        db.add(person)
+        for visit in range(number % 3):
+            when: str | None = [f"{1990 + number % 30}-0{1 + number % 9}-1{number % 10}",
+                                f"{1990 + number % 29}", None][visit]
+            extra: dict[str, Any] = {"subject": {"reference": f"Patient/p{number}"},
+                                     "effectiveDateTime": when}
+            if when is None:
+                del extra["effectiveDateTime"]
+            if number % 5 == 0:
+                extra["valueQuantity"] = None
+            item = observation(f"o{number}-{visit}", **extra)
+            db.add({key: value for key, value in item.items() if value is not None})
+
+
+@pytest.fixture(scope="module")
+def db() -> Database:
+    database = Database()
+    _people(database, 0, 60)
+    return database
+
+
+QUERIES = [
+    ("Patient", "name=nguyen&_count=7"),
+    ("Patient", "name=nguyen&birthdate=ge1990&_count=5"),
+    ("Patient", f"_has:Observation:patient:code={LOINC}|8867-4&_count=4"),
+    ("Patient", "birthdate:missing=true&_count=3"),
+    ("Patient", "_sort=-birthdate&_count=6"),
+    ("Patient", "gender=female&_sort=-family&_count=5"),
+    ("Patient", "_sort=-name&_count=5"),
+    ("Patient", "_sort=birthdate&_count=8"),
+    ("Observation", "_sort=-date&_count=7"),
+    ("Observation", f"code={LOINC}|8867-4&_sort=-date&_count=5"),
+    ("Observation", "subject:Patient.name=tran&_count=4"),
+    ("Observation", "value-quantity:missing=true&_count=3"),
+    ("Observation", "_sort=-_id&_count=9"),
+]
+
+
+def _pages(db: Database, kind: str, text: str) -> Iterator[list[str]]:
+    """Every page forward, then every page again following the previous links back."""
+    found = db.search(kind, text)
+    forward = [found]
+    while forward[-1].next_cursor:
+        forward.append(db.search(kind, f"{text}&_cursor={forward[-1].next_cursor}"))
+    for page in forward:
+        yield [stored.id for stored in page.matches]
+    back = forward[-1]
+    while back.prev_cursor:
+        back = db.search(kind, f"{text}&_cursor={back.prev_cursor}")
+        yield ["back", *(stored.id for stored in back.matches)]
+
+
+@pytest.mark.parametrize(("kind", "text"), QUERIES, ids=[f"{k}?{t}" for k, t in QUERIES])
+def test_walk_in_page_order_gives_the_pages_the_listed_matches_give(
+    db: Database, kind: str, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = list(_pages(db, kind, text))
+    total = db.search(kind, f"{text}&_total=accurate").total
+    monkeypatch.setattr(search_sql, "CANDIDATES", 1)
+    assert list(_pages(db, kind, text)) == listed
+    assert db.search(kind, f"{text}&_total=accurate").total == total
+    assert sum(len(page) for page in listed if page[:1] != ["back"]) == total
+
+
+def _steps(conn: sqlite3.Connection, run: Any) -> int:
+    """SQLite virtual machine steps (in hundreds) that ``run()`` takes."""
+    count = [0]
+
+    def tick() -> int:
+        count[0] += 1
+        return 0
+
+    conn.set_progress_handler(tick, 100)
+    try:
+        run()
+    finally:
+        conn.set_progress_handler(None, 0)
+    return count[0]
+
+
+@pytest.mark.parametrize("text", ["Patient?name=nguyen", "Observation?_sort=-date",
+                                  f"Observation?code={LOINC}|8867-4&_sort=-date",
+                                  "Patient?name=nguyen&birthdate=ge1970",
+                                  f"Patient?_has:Observation:patient:code={LOINC}|8867-4",
+                                  "Patient?_has:Observation:patient:_id=o7-1",
+                                  "Patient?gender=female&_revinclude=Observation:patient"])
+def test_a_page_reads_as_much_in_a_store_four_times_larger(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_sql, "CANDIDATES", 40)
+    kind, query = text.split("?", 1)
+    database = Database()
+    _people(database, 0, 150)
+    small = _steps(database.conn, lambda: database.search(kind, query))
+    _people(database, 150, 450)
+    large = _steps(database.conn, lambda: database.search(kind, query))
+    assert large <= small * 1.5 + 5, (small, large)
+
+
+def test_with_listed_matches_the_cost_grows_with_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counter-check of the test above: the plan of few matches (list, then order) does
+    grow with the matches, so the test above would see a plan that did."""
+    monkeypatch.setattr(search_sql, "CANDIDATES", 10**6)
+    database = Database()
+    _people(database, 0, 150)
+    text = f"code={LOINC}|8867-4&_sort=-date"
+    small = _steps(database.conn, lambda: database.search("Observation", text))
+    _people(database, 150, 450)
+    large = _steps(database.conn, lambda: database.search("Observation", text))
+    assert large > small * 2.5, (small, large)
+
+
+def test_the_walks_sort_nothing_but_ties(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_sql, "CANDIDATES", 1)
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    try:
+        for kind, text in [("Patient", "name=nguyen"), ("Observation", "_sort=-date"),
+                           ("Patient", "_sort=-family")]:
+            db.search(kind, text)
+    finally:
+        db.conn.set_trace_callback(None)
+    plans = [row[3] for sql in statements if sql.startswith("SELECT * FROM")
+             for row in db.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    assert plans
+    assert "USE TEMP B-TREE FOR ORDER BY" not in plans
