@@ -7,15 +7,16 @@ costs and concurrent writes neither skip nor repeat rows. ``_include``/``_revinc
 each level set-wise (one statement per include parameter, never one per row), following
 ``:iterate`` up to ``MAX_INCLUDE_DEPTH`` levels. ``COUNT(*)`` runs only when ``_total`` asks.
 
-A page costs in proportion to the page, not to the matches (``_page``): the matches are first
-listed from the most selective clause's index, unordered, up to ``CANDIDATES``; fewer than that
-are ordered and the page taken from them (and give the total for free). More than that, and
-the search walks the resources in page order (``rid``), probing every clause for each row by
-its primary key, and stops at ``_count + 1``: with at least ``CANDIDATES`` matches, a page of
-20 is found within the first ``20 / share`` rows of the type, where ``share`` is the part of
-the type's resources that match (``Patient?name=nguyen``: about 50 rows). The sort reads only
-``rid`` and the sort keys; the page's contents are read afterwards, for its rows only. All the
-statements of a search read one snapshot (one read transaction).
+A page costs in proportion to the page, not to the matches (``_page``): the matches of the
+most selective clause's index are counted, streaming, up to ``candidates`` (about
+``sqrt(_count * size of the type)``); fewer than that are listed, ordered and the page taken
+from them (which gives the total for free). More than that, and the search walks the
+resources in page order (``rid``, or down the sort parameter's value index), probing every
+clause for each row by its primary key, and stops at ``_count + 1``: a page of 20 is found
+within the first ``20 / share`` rows of the type, where ``share`` is the part of the type's
+resources that match (``Patient?name=nguyen``: about 50 rows). The sort reads only ``rid`` and
+the sort keys; the page's contents are read afterwards, for its rows only. All the statements
+of a search read one snapshot (one read transaction).
 
 Join shape relied on (owned by the store): ``resources(rid, type, id, version, last_updated,
 deleted)`` and ``versions(rid, version, content)`` with the current content at
@@ -25,7 +26,9 @@ deleted)`` and ``versions(rid, version, content)`` with the current content at
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,15 +48,21 @@ from fhir_server.storage.sqlite.search_tables import TABLES, param_key
 from fhir_server.storage.sqlite.search_where import Condition, Unions, WhereCompiler, param_keys
 
 __all__ = [
+    "LEAST_CANDIDATES",
     "MAX_INCLUDE_DEPTH",
+    "candidates",
     "find_ids",
     "row_stored",
     "run_search",
 ]
 
 MAX_INCLUDE_DEPTH = 4
-#: Matches listed from the index before a search walks in page order instead (``_page``).
-CANDIDATES = 2000
+#: The least number of matches from which a search walks in page order (``candidates``).
+LEAST_CANDIDATES = 200
+#: How long a type's number of resources is reused before it is counted again.
+_SIZE_TTL_S = 600.0
+#: The number of resources of each type, with when it was counted, per database file.
+_sizes: dict[tuple[str, str], tuple[int, float]] = {}
 _STORED = "r.rid, r.type, r.id, r.version, r.last_updated, v.content"
 _CURRENT = "JOIN versions v ON v.rid = r.rid AND v.version = r.version"
 _SORT_COLUMNS: dict[ParamType, tuple[str, str]] = {
@@ -134,8 +143,31 @@ def _filter(query: SearchQuery, unions: Unions, walk: bool = False) -> Condition
     return _compiled(query, unions, walk)[0]
 
 
+def candidates(conn: sqlite3.Connection, query: SearchQuery) -> int:
+    """The number of matches from which walking in page order costs less than listing them:
+    a walk reads about ``count * size / matches`` rows of a type of ``size`` resources, a
+    list ``matches`` rows, so the walk wins past ``sqrt(count * size)`` (at least
+    ``LEAST_CANDIDATES``). A type's size is counted once per ``_SIZE_TTL_S``."""
+    kinds = (query.resource_type,) if query.resource_type else query.types
+    size = sum(_type_size(conn, kind) for kind in kinds) if kinds else _type_size(conn, "")
+    return max(LEAST_CANDIDATES, math.isqrt(max(1, query.count) * size))
+
+
+def _type_size(conn: sqlite3.Connection, kind: str) -> int:
+    """The resources of type ``kind`` (every type for ""), remembered per database file (a
+    database in memory is counted every time)."""
+    path = str(conn.execute("PRAGMA database_list").fetchone()[2])
+    found = _sizes.get((path, kind)) if path else None
+    if found is None or time.monotonic() - found[1] > _SIZE_TTL_S:
+        sql = "SELECT COUNT(*) FROM resources" + (" WHERE type = ?" if kind else "")
+        found = (int(conn.execute(sql, (kind,) if kind else ()).fetchone()[0]), time.monotonic())
+        if path:
+            _sizes[(path, kind)] = found
+    return found[0]
+
+
 def _compiled(
-    query: SearchQuery, unions: Unions, walk: bool = False
+    query: SearchQuery, unions: Unions, walk: bool = False, bound: int = LEAST_CANDIDATES
 ) -> tuple[Condition, Condition | None]:
     """The filter's condition on ``r``, and the list its first clause drives from
     (``WhereCompiler.lead``); ``walk``: every clause a probe, for a walk in ``rid`` order."""
@@ -153,7 +185,7 @@ def _compiled(
     parts.append(compiler.clauses(query.clauses, "r"))
     parts.append(compiler.visible("r", query.resource_type or _only(query.types)))
     where = " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
-    return where, compiler.lead(query.clauses, "r", CANDIDATES)
+    return where, compiler.lead(query.clauses, "r", bound)
 
 
 def _only(types: tuple[str, ...]) -> str | None:
@@ -193,18 +225,19 @@ def _page(
     unions: Unions,
 ) -> tuple[list[_Row], int | None]:
     """Return up to ``count + 1`` current resources after (or, backwards, before) the cursor,
-    and the number of matches when it came for free (fewer than ``CANDIDATES``).
+    and the number of matches when it came for free (fewer than ``candidates``).
 
     The candidates' query has no order, so SQLite drives it from the most selective clause's
     index (with an order by ``rid`` it would rather walk every resource of the type). Without
     such a clause (no clauses, only negations or ``:missing``) the search walks at once.
     """
-    (where, params), lead = _compiled(query, unions)
+    limit = candidates(conn, query)
+    (where, params), lead = _compiled(query, unions, bound=limit)
     listed: list[_Row] | None = None
-    if lead is not None and _bounded_count(conn, lead) < CANDIDATES:
+    if lead is not None and _bounded_count(conn, lead, limit) < limit:
         listed = conn.execute(f"SELECT r.rid FROM resources r WHERE {where} LIMIT ?",
-                              [*params, CANDIDATES]).fetchall()
-    if listed is not None and len(listed) < CANDIDATES:
+                              [*params, limit]).fetchall()
+    if listed is not None and len(listed) < limit:
         rids = json.dumps([row[0] for row in listed])
         source: Condition = (
             "SELECT r.rid{keys} FROM resources r WHERE r.rid IN (SELECT value FROM json_each(?))",
@@ -258,10 +291,10 @@ def _ordered_walk(
     return found
 
 
-def _bounded_count(conn: sqlite3.Connection, rows: Condition) -> int:
-    """The number of rows of the ``SELECT`` ``rows``, counted up to ``CANDIDATES``."""
+def _bounded_count(conn: sqlite3.Connection, rows: Condition, limit: int) -> int:
+    """The number of rows of the ``SELECT`` ``rows``, counted up to ``limit``."""
     sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM ({rows[0]}) LIMIT ?)"
-    return int(conn.execute(sql, [*rows[1], CANDIDATES]).fetchone()[0])
+    return int(conn.execute(sql, [*rows[1], limit]).fetchone()[0])
 
 
 def _with_content(conn: sqlite3.Connection, found: list[_Row]) -> list[_Row]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fhir_server.storage.sqlite import search_sql
 from tests.unit.search.search_builders import LOINC, Database, observation, patient
+from tests.unit.search.search_builders import query as search_query
 
 FAMILIES = ["Nguyễn", "Trần", "Lê", "Nguyễn Thị", "Phạm"]
 
@@ -88,7 +90,7 @@ def test_walk_in_page_order_gives_the_pages_the_listed_matches_give(
 ) -> None:
     listed = list(_pages(db, kind, text))
     total = db.search(kind, f"{text}&_total=accurate").total
-    monkeypatch.setattr(search_sql, "CANDIDATES", 1)
+    monkeypatch.setattr(search_sql, "candidates", lambda conn, query: 1)
     assert list(_pages(db, kind, text)) == listed
     assert db.search(kind, f"{text}&_total=accurate").total == total
     assert sum(len(page) for page in listed if page[:1] != ["back"]) == total
@@ -119,7 +121,7 @@ def _steps(conn: sqlite3.Connection, run: Any) -> int:
 def test_a_page_reads_as_much_in_a_store_four_times_larger(
     text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(search_sql, "CANDIDATES", 40)
+    monkeypatch.setattr(search_sql, "candidates", lambda conn, query: 40)
     kind, query = text.split("?", 1)
     database = Database()
     _people(database, 0, 150)
@@ -132,7 +134,7 @@ def test_a_page_reads_as_much_in_a_store_four_times_larger(
 def test_with_listed_matches_the_cost_grows_with_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """The counter-check of the test above: the plan of few matches (list, then order) does
     grow with the matches, so the test above would see a plan that did."""
-    monkeypatch.setattr(search_sql, "CANDIDATES", 10**6)
+    monkeypatch.setattr(search_sql, "candidates", lambda conn, query: 10**6)
     database = Database()
     _people(database, 0, 150)
     text = f"code={LOINC}|8867-4&_sort=-date"
@@ -143,7 +145,7 @@ def test_with_listed_matches_the_cost_grows_with_them(monkeypatch: pytest.Monkey
 
 
 def test_the_walks_sort_nothing_but_ties(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_sql, "CANDIDATES", 1)
+    monkeypatch.setattr(search_sql, "candidates", lambda conn, query: 1)
     statements: list[str] = []
     db.conn.set_trace_callback(statements.append)
     try:
@@ -156,3 +158,22 @@ def test_the_walks_sort_nothing_but_ties(db: Database, monkeypatch: pytest.Monke
              for row in db.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
     assert plans
     assert "USE TEMP B-TREE FOR ORDER BY" not in plans
+
+
+def test_the_walk_begins_where_it_reads_fewer_rows_than_the_list(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Past ``sqrt(count * size)`` matches a walk of ``count * size / matches`` rows is the
+    shorter read; the size of a type of a database file is counted once and remembered."""
+    monkeypatch.setattr(search_sql, "LEAST_CANDIDATES", 1)
+    database = Database()
+    _people(database, 0, 100)
+    query = search_query("Patient", "_count=20")
+    assert search_sql.candidates(database.conn, query) == 44  # isqrt(20 * 100)
+    on_file = sqlite3.connect(tmp_path / "copy.sqlite3")
+    database.conn.backup(on_file)
+    assert search_sql.candidates(on_file, query) == 44
+    on_file.execute("DELETE FROM resources WHERE rid > 30")
+    assert search_sql.candidates(on_file, query) == 44  # remembered
+    monkeypatch.setattr(search_sql, "_SIZE_TTL_S", -1.0)
+    assert search_sql.candidates(on_file, query) < 44
