@@ -98,6 +98,18 @@ class Settings(BaseSettings):
         description="Per-type modes as JSON, e.g. {\"Observation\": \"warn\"}",
     )
     log_level: str = "info"
+    #: Bulk export (docs/bulk-export.md): how long a finished export's files are kept, the
+    #: share of its worker's event loop a running export may take (its pace), resources per
+    #: search page and per NDJSON file, and unfinished exports one client may have at once.
+    export_expiry_s: int = 24 * 3600
+    export_cpu_share: float = 0.5
+    export_page_size: int = 500
+    export_file_resources: int = 100_000
+    export_jobs_per_client: int = 4
+    #: Background jobs: how often each worker looks for work, and how long a job's lease
+    #: lasts without a checkpoint (a job whose process died on another host waits for it).
+    jobs_poll_s: float = 1.0
+    jobs_lease_s: float = 30.0
 
     def validation_mode(self, resource_type: str) -> str:
         """Return the profile validation mode (enforce, warn, off) for a resource type."""

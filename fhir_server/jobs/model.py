@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from fhir_server.security.caller import Caller
+from fhir_server.security.policy import principal
 from fhir_server.security.scopes import parse_scopes
 
 __all__ = ["Job", "JobState", "caller_from_record", "caller_record", "owner_key"]
@@ -81,8 +82,5 @@ def caller_from_record(record: dict[str, Any]) -> Caller:
 
 
 def owner_key(caller: Caller) -> str:
-    """Who a job belongs to: the token's issuer, subject, client and patient. A new token of
-    the same client (tokens of backend services live minutes, exports longer) is the same
-    owner; a token of another subject, client or patient is not."""
-    parts = (caller.issuer, caller.subject, caller.client_id or "", caller.patient_id or "")
-    return "\x1f".join(parts)
+    """Who a job belongs to: the principal of the access policy (``policy.principal``)."""
+    return principal(caller)

@@ -26,6 +26,7 @@ from fhir_server.jobs.model import Job, JobState
 from fhir_server.jobs.pace import Pace
 from fhir_server.jobs.store import JobStore
 from fhir_server.outcomes import operation_outcome
+from fhir_server.security.policy import AccessRequest
 
 __all__ = ["JobControl", "JobFailed", "JobKind", "JobRunner", "JobStopped"]
 
@@ -91,6 +92,11 @@ class JobKind(Protocol):
 
     async def discard(self, job: Job) -> None:
         """Remove what the job produced (cancelled or expired)."""
+        ...
+
+    def question(self, job: Job) -> AccessRequest:
+        """What the access policy is asked about requests for the job (its status, its
+        results): what started it."""
         ...
 
     def expiry_s(self) -> float:

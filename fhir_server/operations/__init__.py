@@ -12,7 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.operations import document, everything, summary, terminology_ops, validate
+from fhir_server.operations import (
+    document,
+    everything,
+    export,
+    summary,
+    terminology_ops,
+    validate,
+)
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.security.policy import Access
 
@@ -36,6 +43,9 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("instance", "Patient", "summary"): summary.summary,
     ("type", "Patient", "summary"): summary.summary,
     ("instance", "Encounter", "document"): document.encounter_document,
+    ("system", "*", "export"): export.export,
+    ("type", "Patient", "export"): export.export,
+    ("instance", "Group", "export"): export.export,
 }
 
 

@@ -11,12 +11,18 @@ __all__ = ["OperationInput", "parameters"]
 
 @dataclass(frozen=True)
 class OperationInput:
-    """The call of an operation: where (type, id), its scalar parameters and resources."""
+    """The call of an operation: where (type, id), its scalar parameters and resources; for
+    an asynchronous one (``$export``) also the HTTP method, the query string and the
+    ``Prefer`` header's ``respond-async`` and ``handling=lenient``."""
 
     resource_type: str | None
     id: str | None
     values: dict[str, list[str]] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method: str = "GET"
+    query_string: str = ""
+    respond_async: bool = False
+    lenient: bool = False
 
     def value(self, name: str) -> str | None:
         """Return the first value of parameter ``name``, or None."""
@@ -30,8 +36,10 @@ class OperationInput:
         id: str | None,
         query: list[tuple[str, str]],
         body: dict[str, Any] | None,
+        **request: Any,
     ) -> OperationInput:
-        """Merge query parameters and a POSTed body (Parameters, or a bare resource)."""
+        """Merge query parameters and a POSTed body (Parameters, or a bare resource);
+        ``request``: ``method``, ``query_string``, ``respond_async``, ``lenient``."""
         values: dict[str, list[str]] = {}
         resources: dict[str, dict[str, Any]] = {}
         for name, value in query:
@@ -46,7 +54,7 @@ class OperationInput:
                         values.setdefault(name, []).append(_as_text(value))
         elif body is not None:
             resources["resource"] = body
-        return cls(resource_type, id, values, resources)
+        return cls(resource_type, id, values, resources, **request)
 
 
 def _as_text(value: Any) -> str:

@@ -16,6 +16,7 @@ from fhir_server.jobs.model import Job, JobState
 from fhir_server.jobs.pace import Pace
 from fhir_server.jobs.runner import JobControl, JobFailed, JobRunner, is_dead, worker_name
 from fhir_server.jobs.store import JobStore
+from fhir_server.security.policy import AccessRequest
 
 
 class Counting:
@@ -42,6 +43,9 @@ class Counting:
 
     async def discard(self, job: Job) -> None:
         self.discarded.append(job.id)
+
+    def question(self, job: Job) -> AccessRequest:
+        return AccessRequest("operation", None, operation="export")
 
     def expiry_s(self) -> float:
         return 60.0
