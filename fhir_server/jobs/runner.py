@@ -195,7 +195,8 @@ class JobRunner:
             except Exception:  # a bad row or a locked file must not end the runner
                 log.exception("the job runner's step failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _claim(self) -> None:
