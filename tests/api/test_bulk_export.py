@@ -17,8 +17,8 @@ from fhir_server.settings import Settings
 from tests.api.bulk_export import (
     ASYNC,
     FHIR,
-    create_group,
     cohort,
+    create_group,
     exported,
     facilities,
     files,
