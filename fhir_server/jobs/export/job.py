@@ -55,14 +55,14 @@ class ExportKind:
 
     def __init__(self, services: Services, *, name: str = "export", share: float | None = None,
                  folder: Callable[[str], Path] | None = None,
-                 observer: Observer | None = None, checkpoint_s: float = 2.0) -> None:
+                 observer: Observer | None = None, checkpoint_s: float | None = None) -> None:
         settings = services.settings
         self.services = services
         self.name = name
         self.share = settings.export_cpu_share if share is None else share
         self.folder = folder or (lambda job_id: export_folder(services, job_id))
         self.observer = observer
-        self.checkpoint_s = checkpoint_s
+        self.checkpoint_s = settings.export_checkpoint_s if checkpoint_s is None else checkpoint_s
 
     async def run(self, job: Job, control: JobControl) -> dict[str, Any]:
         """Run (or resume) the export; return its result (what the manifest lists)."""
