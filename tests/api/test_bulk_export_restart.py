@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,17 @@ from fhir_server.settings import Settings
 from tests.api.bulk_export import files, finished, kick_off, local
 from tests.api.two_patients import populate
 from tests.conftest import token_for
+
+
+@asynccontextmanager
+async def _served(settings: Settings, headers: dict[str, str]
+                  ) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app of ``settings``, run from its start to its stop."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test",
+            headers=headers) as http:
+        yield http
 
 
 async def _job_with_checkpoint(data_dir: Path, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -39,25 +52,19 @@ async def _job_with_checkpoint(data_dir: Path, timeout_s: float = 30.0) -> dict[
 async def test_an_export_stopped_midway_resumes_at_the_next_start(settings: Settings) -> None:
     slow = settings.model_copy(update={"export_page_size": 1, "export_cpu_share": 0.01,
                                        "export_checkpoint_s": 0.05})
-    app = create_app(slow)
     headers = {"Authorization": f"Bearer {token_for(slow, 'system/*.cruds')}"}
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test", headers=headers) as http:
-            worlds = [await populate(http, slow) for _ in range(4)]
-            expected = {f"Patient/{p.patient}" for w in worlds for p in (w.a, w.b)}
-            started = await kick_off(http, params={"_type": "Patient,Observation"})
-            location = local(started.headers["content-location"])
-            job = await _job_with_checkpoint(slow.data_dir)
-            assert (await http.get(location)).status_code == 202
+    async with _served(slow, headers) as http:
+        worlds = [await populate(http, slow) for _ in range(4)]
+        expected = {f"Patient/{p.patient}" for w in worlds for p in (w.a, w.b)}
+        started = await kick_off(http, params={"_type": "Patient,Observation"})
+        location = local(started.headers["content-location"])
+        job = await _job_with_checkpoint(slow.data_dir)
+        assert (await http.get(location)).status_code == 202
     # The server stopped in the middle; it starts again (at full pace).
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test", headers=headers) as http:
-            done = await finished(http, location)
-            assert done.status_code == 200, done.text
-            found = await files(http, done.json())
+    async with _served(settings, headers) as http:
+        done = await finished(http, location)
+        assert done.status_code == 200, done.text
+        found = await files(http, done.json())
     keys = [f"{r['resourceType']}/{r['id']}" for items in found.values() for r in items]
     assert len(keys) == len(set(keys))
     assert {k for k in keys if k.startswith("Patient/")} == expected
