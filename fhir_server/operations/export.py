@@ -29,7 +29,7 @@ from fhir_server.security.policy import Access
 from fhir_server.security.tokens import insufficient_scope
 from fhir_server.storage.port import WriteLog
 
-__all__ = ["export"]
+__all__ = ["export", "export_request"]
 
 
 def _level(call: OperationInput) -> str:
@@ -50,10 +50,10 @@ def _runner(services: Services) -> JobRunner:
     return services.jobs
 
 
-def _check_types(call: OperationInput, request: ExportRequest, access: Access) -> None:
+def _check_types(values: dict[str, list[str]], request: ExportRequest, access: Access) -> None:
     """A type the caller may not read, named in ``_type``, is refused (403)."""
     seen = access.visibility
-    if seen is None or not call.values.get("_type"):
+    if seen is None or not values.get("_type"):
         return
     hidden = [kind for kind in request.types if not seen.readable(kind)]
     if hidden:
@@ -98,25 +98,34 @@ async def _snapshot(services: Services) -> tuple[int, str]:
     return position, last_updated or to_storage_instant(datetime.now(UTC))
 
 
+async def export_request(services: Services, access: Access, values: dict[str, list[str]],
+                         level: str, *, group: str | None = None, lenient: bool = False,
+                         url: str = "") -> ExportRequest:
+    """The export the parameters ask for, checked against what the caller may see (the
+    Group, the listed patients, the named types), with its snapshot's position; raise the
+    kick-off's errors (400, 403, 404)."""
+    request = parse_export(values, level, services.registry, lenient=lenient, group=group,
+                           url=url)
+    _check_types(values, request, access)
+    named = await _group_members(services, access, group) if group else None
+    await _check_patients(services, access, request, named)
+    position, moment = await _snapshot(services)
+    return replace(request, position=position, transaction_time=moment)
+
+
 async def export(services: Services, access: Access, call: OperationInput) -> Outcome:
     """Start a bulk export; 202 with ``Content-Location``, or an OperationOutcome error."""
     runner = _runner(services)
     if not call.respond_async:
         raise BadRequest("$export runs asynchronously: send 'Prefer: respond-async'",
                          message_id="MSG_EXPORT_ASYNC_REQUIRED")
-    level = _level(call)
-    request = parse_export(call.values, level, services.registry, lenient=call.lenient,
-                           group=call.id, url=_url(services, call))
-    _check_types(call, request, access)
-    named = await _group_members(services, access, call.id) if call.id else None
-    await _check_patients(services, access, request, named)
     owner = owner_key(access.caller)
     limit = services.settings.export_jobs_per_client
     if runner.store.active(owner, "export") >= limit:
         raise TooManyRequests(f"At most {limit} exports of one client run at once; wait for "
                               "one to finish", headers={"Retry-After": "60"})
-    position, moment = await _snapshot(services)
-    request = replace(request, position=position, transaction_time=moment)
+    request = await export_request(services, access, call.values, _level(call),
+                                   group=call.id, lenient=call.lenient, url=_url(services, call))
     job = runner.store.create("export", caller_record(access.caller), owner,
                               request.to_json())
     runner.wake()
