@@ -1,5 +1,6 @@
-"""``fhir-server export``: a bulk export into a folder, as the server itself, with a progress
-bar; and ``fhir-server import``, which loads such a folder back (``fhir-server load``).
+"""``fhir-server export``: a bulk export into a folder, as the server itself, showing its
+progress (``progress.track``: a bar on a terminal, log lines elsewhere); and
+``fhir-server import``, which loads such a folder back (``fhir-server load``).
 
 The export is the server's own job (``jobs.export``, kind ``export-cli`` so that no server
 process takes it): the same kick-off checks, snapshot, searches and files, run at full pace
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +25,28 @@ from fhir_server.jobs.setup import jobs_database_path
 from fhir_server.jobs.store import JobStore
 from fhir_server.loader import open_services
 from fhir_server.operations.export import export_request
+from fhir_server.progress import Progress
 from fhir_server.security.caller import SERVER
 from fhir_server.security.policy import AccessRequest, authorize
 from fhir_server.settings import Settings
 
-__all__ = ["ProgressBar", "export_to_folder"]
+__all__ = ["export_to_folder"]
 
 _KIND = "export-cli"
 
 
-class ProgressBar:
-    """One line on stderr: a bar, the share done, resources written and the rate."""
+class _Shown:
+    """The job's observer (resources written, of about how many) told to a ``Progress``."""
 
-    def __init__(self, width: int = 30) -> None:
-        self.width = width
-        self.started = time.monotonic()
-        self._shown = 0.0
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.total: int | None = None
 
-    def __call__(self, written: int, total: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self._shown < 0.2:
-            return
-        self._shown = now
-        share = min(1.0, written / total) if total > 0 else (1.0 if final else 0.0)
-        filled = int(share * self.width)
-        rate = written / max(now - self.started, 1e-9)
-        print(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%} "
-              f"{written:,}/{max(total, written):,} resources {rate:,.0f}/s",
-              end="\n" if final else "", file=sys.stderr, flush=True)
+    def __call__(self, written: int, total: int) -> None:
+        if total != self.total:
+            self.total = total
+            self.progress.set_total(max(total, written))
+        self.progress.reached(written)
 
 
 def _values(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -75,8 +68,9 @@ async def _wait(jobs: JobStore, job_id: str) -> Job:
 
 
 async def export_to_folder(settings: Settings, args: argparse.Namespace,
-                           bar: ProgressBar | None = None) -> Job:
-    """Run an export into ``args.out`` and return the finished job."""
+                           progress: Progress | None = None) -> Job:
+    """Run an export into ``args.out`` and return the finished job; ``progress`` is told
+    the resources written (of about how many) after every page."""
     out = Path(args.out).resolve()
     level = "group" if args.group else "patient" if args.patients else "system"
     async with open_services(settings) as services:
@@ -86,7 +80,7 @@ async def export_to_folder(settings: Settings, args: argparse.Namespace,
         jobs = JobStore(jobs_database_path(settings))
         jobs.open()
         kind = ExportKind(services, name=_KIND, share=1.0, folder=lambda _: out,
-                          observer=bar)
+                          observer=_Shown(progress) if progress is not None else None)
         runner = JobRunner(jobs, {_KIND: kind}, poll_s=0.1)
         runner.start()
         try:

@@ -11,8 +11,9 @@ __all__ = ["OperationInput", "parameters"]
 
 @dataclass(frozen=True)
 class OperationInput:
-    """The call of an operation: where (type, id), its scalar parameters and resources; for
-    an asynchronous one (``$export``) also the HTTP method, the query string and the
+    """The call of an operation: where (type, id), its scalar parameters and resources, the
+    raw body of the operations that take a document other than FHIR JSON (``RAW_BODY_TYPES``),
+    and for an asynchronous one (``$export``) the HTTP method, the query string and the
     ``Prefer`` header's ``respond-async`` and ``handling=lenient``."""
 
     resource_type: str | None
@@ -23,6 +24,7 @@ class OperationInput:
     query_string: str = ""
     respond_async: bool = False
     lenient: bool = False
+    raw: bytes | None = None
 
     def value(self, name: str) -> str | None:
         """Return the first value of parameter ``name``, or None."""
@@ -36,6 +38,7 @@ class OperationInput:
         id: str | None,
         query: list[tuple[str, str]],
         body: dict[str, Any] | None,
+        raw: bytes | None = None,
         **request: Any,
     ) -> OperationInput:
         """Merge query parameters and a POSTed body (Parameters, or a bare resource);
@@ -54,7 +57,7 @@ class OperationInput:
                         values.setdefault(name, []).append(_as_text(value))
         elif body is not None:
             resources["resource"] = body
-        return cls(resource_type, id, values, resources, **request)
+        return cls(resource_type, id, values, resources, raw=raw, **request)
 
 
 def _as_text(value: Any) -> str:

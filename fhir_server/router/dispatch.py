@@ -26,7 +26,7 @@ from fhir_server.jobs.export.job import export_folder
 from fhir_server.jobs.export.status import manifest, output_file, retry_after, visible_job
 from fhir_server.jobs.model import JobState
 from fhir_server.jobs.runner import JobRunner
-from fhir_server.operations import find_operation
+from fhir_server.operations import RAW_BODY_OPERATIONS, find_operation
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.outcomes import information
 from fhir_server.resources import parse_json
@@ -229,6 +229,16 @@ async def _conditional_delete(services: Services, request: FhirRequest, access: 
     return await _written(services, request, write, note)
 
 
+def _document(request: FhirRequest) -> bytes | None:
+    """The body of an operation that reads a document other than FHIR JSON
+    (``RAW_BODY_OPERATIONS``), sent with one of its media types; None otherwise."""
+    accepted = RAW_BODY_OPERATIONS.get(str(request.operation), frozenset())
+    if request.method != "POST" or request.raw is None or _media(request.content_type) not in \
+            accepted:
+        return None
+    return request.raw
+
+
 def operation_level(request: FhirRequest) -> str:
     """``instance``, ``type`` or ``system``: where an operation is invoked."""
     return "instance" if request.id else "type" if request.resource_type else "system"
@@ -240,12 +250,13 @@ async def _operation(services: Services, request: FhirRequest, access: Access,
     operation = find_operation(operation_level(request), request.resource_type or "*",
                                str(request.operation))
     assert operation is not None  # the door answered 404 for an unknown operation
+    raw = _document(request)
     body = (json_body(request, services.settings.max_string_chars)
-            if request.method == "POST" else None)
+            if request.method == "POST" and raw is None else None)
     call = OperationInput.from_request(
-        request.resource_type, request.id, list(request.params), body, method=request.method,
-        query_string=request.query_string, respond_async=request.prefer.respond_async,
-        lenient=request.prefer.lenient)
+        request.resource_type, request.id, list(request.params), body, raw=raw,
+        method=request.method, query_string=request.query_string,
+        respond_async=request.prefer.respond_async, lenient=request.prefer.lenient)
     outcome = await operation(services, access, call)
     if outcome.body is not None:
         _note_bundle(note, access, outcome.body)

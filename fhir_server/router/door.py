@@ -15,6 +15,7 @@ from fhir_server.errors import BadRequest, FhirError, NotFound
 from fhir_server.interactions.bundle import process_bundle
 from fhir_server.interactions.context import Services
 from fhir_server.jobs.export.status import visible_job
+from fhir_server.metrics.catalogue import counted_push
 from fhir_server.operations import find_operation
 from fhir_server.resources import require_id, require_resource_type
 from fhir_server.router.dispatch import ROUTE_HANDLERS, json_body, operation_level
@@ -125,8 +126,9 @@ async def _serve(
             services, request, Access(caller, services.registry), note)
     if request.route == "bundle":
         body = json_body(request, services.settings.max_string_chars)
-        outcome = await process_bundle(services, body, EntryDoor(services, caller), note)
-        return FhirResponse(outcome.status, outcome.body)
+        with counted_push("fhir", body):
+            outcome = await process_bundle(services, body, EntryDoor(services, caller), note)
+        return FhirResponse(outcome.status, outcome.body, interaction=note.interaction)
     if request.route in JOB_ROUTES:
         access = _job_access(services, request, caller)
     else:

@@ -96,9 +96,10 @@ class FhirRequest:
 class FhirResponse:
     """The answer to a ``FhirRequest``: status, body (a JSON value, or stored JSON bytes sent
     as they are), headers (``ETag``, ``Location``...), the resource version it is about
-    (``stored``) and the issues to report beside it (validation warnings). ``media_type``
-    is set for a body that is not FHIR JSON (a bulk export's manifest, its NDJSON files);
-    ``chunks`` streams a body too large to hold (a bulk export's file)."""
+    (``stored``), the issues to report beside it (validation warnings) and the interaction
+    it turned out to be (a Bundle: ``transaction`` or ``batch``). ``media_type`` is set for a
+    body that is not FHIR JSON (a bulk export's manifest, its NDJSON files); ``chunks`` streams
+    a body too large to hold (a bulk export's file)."""
 
     status: int
     body: dict[str, Any] | bytes | None = None
@@ -107,3 +108,4 @@ class FhirResponse:
     issues: tuple[Issue, ...] = ()
     media_type: str | None = None
     chunks: AsyncIterator[bytes] | None = None
+    interaction: str | None = None

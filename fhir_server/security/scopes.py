@@ -92,6 +92,9 @@ class Interaction(StrEnum):
     OPERATION_META = "$meta"
     OPERATION_DOCUMENT = "$document"
     OPERATION_JSON_SCHEMA = "$json-schema"
+    OPERATION_IMPORT_XML130 = "$import-xml130"
+    OPERATION_CONVERT_XML130 = "$convert-xml130"
+    OPERATION_EXPORT_XML130 = "$export-xml130"
 
 
 # SMART v2: c = create, r = read/vread/instance history, u = update/patch, d = delete,
@@ -119,6 +122,9 @@ _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.OPERATION_META: "r",
     Interaction.OPERATION_DOCUMENT: "s",
     Interaction.OPERATION_JSON_SCHEMA: "r",
+    Interaction.OPERATION_IMPORT_XML130: "c",
+    Interaction.OPERATION_CONVERT_XML130: "c",
+    Interaction.OPERATION_EXPORT_XML130: "s",
 }
 
 

@@ -77,6 +77,8 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 #   cancellation answer only the principal that started it (here the world's ``system/``
 #   client, whose principal ``sys`` shares): anyone else finds no such job (404), whatever
 #   its scopes; the starter whose scopes no longer grant the export gets 403.
+# - XML 130 import and conversion are a facility's or an operator's: a system/ scope with c on
+#   every type (an empty call then answers 400: no envelope); export is a read of the visit.
 # - Search always answers 200 with what the caller may see (possibly nothing).
 # - ``user/*.cruds`` of a doctor reaches every record until Consent rules narrow it.
 # - Referential integrity is on (the default): a Patient its records refer to is not deleted
@@ -187,6 +189,11 @@ $export Group                unknown  404     404     403     404     404     40
 export status                -        404     404     404     404     200     403
 export cancel                -        404     404     404     404     202     403
 export file                  -        404     404     404     404     200     403
+$import-xml130               -        403     403     403     403     400     403
+$convert-xml130              -        403     403     403     403     400     403
+$export-xml130               own      200     200     403     200     200     403
+$export-xml130               other    404     404     403     200     200     403
+$export-xml130               unknown  404     404     403     404     404     403
 system operation             -        404     404     404     404     404     404
 system operation by POST     -        404     404     404     404     404     404
 """
@@ -195,6 +202,7 @@ system operation by POST     -        404     404     404     404     404     40
 PUBLIC: dict[tuple[str, str], int] = {
     ("GET", "/healthz"): 200,
     ("GET", "/readyz"): 200,
+    ("GET", "/metrics"): 200,  # open on the loopback by default (FHIR_SERVER_METRICS)
     ("GET", "/fhir/metadata"): 200,
     ("GET", "/fhir/.well-known/smart-configuration"): 200,
     ("GET", "/fhir/.well-known/jwks.json"): 200,

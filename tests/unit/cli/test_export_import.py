@@ -1,10 +1,11 @@
-"""``fhir-server export`` writes an export's NDJSON and manifest to a folder with a progress
-bar, and ``fhir-server import`` loads it into an empty server (references checked, cycles
+"""``fhir-server export`` writes an export's NDJSON and manifest to a folder showing its
+progress, and ``fhir-server import`` loads it into an empty server (references checked, cycles
 included), whose own export then holds the same resources: export -> import -> export."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,18 @@ def source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 
 def test_export_import_export_gives_the_same_resources(
     tmp_path: Path, source: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
-    assert main(["export", str(first), "--data-dir", str(source)]) == 0
-    printed = capsys.readouterr()
-    assert "100%" in printed.err and "resources" in printed.err  # the progress bar
+    with caplog.at_level(logging.INFO, "fhir_server.progress"):
+        assert main(["export", str(first), "--data-dir", str(source)]) == 0
+    assert "\r" not in capsys.readouterr().err  # off a terminal: lines, not a bar
+    shown = [r for r in caplog.records if r.name == "fhir_server.progress"]
     manifest = json.loads((first / "manifest.json").read_text())
     assert manifest["transactionTime"] and manifest["output"]
     assert sum(item["count"] for item in manifest["output"]) == len(_resources(first))
+    total = len(_resources(first))
+    assert shown[-1].getMessage().startswith(f"export: done, {total}/{total} resources (100 %)")
     target = tmp_path / "target"  # a new server, referential integrity on (the default)
     assert main(["import", str(first), "--data-dir", str(target)]) == 0
     assert "rejected 0" in capsys.readouterr().out
