@@ -25,6 +25,7 @@ from fhir_server.errors import FhirError, Issue
 from fhir_server.jobs.model import Job, JobState
 from fhir_server.jobs.pace import Pace
 from fhir_server.jobs.store import JobStore
+from fhir_server.metrics.catalogue import JOBS_RUNNING, job_ended
 from fhir_server.outcomes import operation_outcome
 from fhir_server.security.policy import AccessRequest
 
@@ -185,6 +186,8 @@ class JobRunner:
         kind = self.kinds.get(job.kind)
         if kind is not None:
             await kind.discard(job)
+        if not job.state.finished:  # a finished one was counted when it ended
+            job_ended(job.kind, JobState.CANCELLED.value)
         return job
 
     async def _loop(self) -> None:
@@ -228,27 +231,39 @@ class JobRunner:
         self.store.delete(job.id)
 
     async def _run(self, job: Job) -> None:
+        running = JOBS_RUNNING.labels(job.kind)
+        running.inc()
+        try:
+            state = await self._outcome(job)
+        finally:
+            running.dec()
+        if state is not None:
+            job_ended(job.kind, state.value)
+
+    async def _outcome(self, job: Job) -> JobState | None:
+        """Run ``job`` and record how it ended; return that state (None: stopped here)."""
         kind = self.kinds[job.kind]
         control = JobControl(self.store, job, self.worker, self.lease_s, Pace(kind.share))
         try:
             result = await kind.run(job, control)
             self.store.finish(job.id, self.worker, JobState.COMPLETED, _expiry(kind),
                               result=result)
+            return JobState.COMPLETED
         except JobStopped:
             log.info("job %s stopped: cancelled or taken over", job.id)
+            return None
         except asyncio.CancelledError:
             self.store.release(job.id, self.worker)
             raise
         except JobFailed as failure:
-            self.store.finish(job.id, self.worker, JobState.FAILED, _expiry(kind),
-                              error=failure.outcome)
+            error = failure.outcome
         except FhirError as exc:
-            self.store.finish(job.id, self.worker, JobState.FAILED, _expiry(kind),
-                              error=operation_outcome(exc.issues))
+            error = operation_outcome(exc.issues)
         except Exception:
             log.exception("job %s failed", job.id)
-            self.store.finish(job.id, self.worker, JobState.FAILED, _expiry(kind),
-                              error=_internal_error())
+            error = _internal_error()
+        self.store.finish(job.id, self.worker, JobState.FAILED, _expiry(kind), error=error)
+        return JobState.FAILED
 
 
 def _expiry(kind: JobKind) -> float:

@@ -31,6 +31,7 @@ from fhir_server.jobs.export.plan import Plan, Segment
 from fhir_server.jobs.export.request import ExportRequest
 from fhir_server.jobs.model import Job
 from fhir_server.jobs.runner import JobControl, JobFailed
+from fhir_server.metrics.catalogue import EXPORTED_RESOURCES
 from fhir_server.outcomes import operation_outcome
 from fhir_server.search.indexing import compartment_patients
 from fhir_server.search.model import TotalMode
@@ -194,6 +195,7 @@ class ExportRun:
         for kind, lines in by_type.items():
             self.files.write(kind, lines)
         self.progress.written += len(resources)
+        EXPORTED_RESOURCES.inc(len(resources))
 
     # -- patient by patient --------------------------------------------------------------------
 
@@ -235,6 +237,7 @@ class ExportRun:
                 if self.request.organize_by:
                     block += [self.lines.line(stored) for stored in kept]
                     self.progress.written += len(kept)
+                    EXPORTED_RESOURCES.inc(len(kept))
                 else:
                     self._write_typed(kept)
                 after = page.upto
