@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -105,6 +107,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export to NDJSON files in a folder (the server's bulk export, as the server)."""
+    from fhir_server.cli_export import export_to_folder
+    from fhir_server.errors import FhirError
+
+    settings = _settings(args)
+    with track("export", None, "resources",
+               interval_s=settings.progress_interval_s) as progress:
+        try:
+            job = asyncio.run(export_to_folder(settings, args, progress))
+        except FhirError as exc:
+            print(f"export refused ({exc.message_id}): {exc.diagnostics}", file=sys.stderr)
+            return 1
+        result = job.result or {}
+        written = sum(item["count"] for item in result.get("output", []))
+        progress.set_total(written)
+        progress.reached(written)
+    if job.state.value != "completed":
+        print(f"export failed: {json.dumps(job.error, ensure_ascii=False)}", file=sys.stderr)
+        return 1
+    print(f"exported {written} resources in {len(result.get('output', []))} files to "
+          f"{args.out} (transactionTime {result.get('transactionTime')})")
+    return 0
+
+
 def cmd_reindex(args: argparse.Namespace) -> int:
     """Rebuild search index rows (after a SearchParameter was added or changed)."""
     from fhir_server.loader import reindex
@@ -115,6 +142,20 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         count = asyncio.run(reindex(settings, args.type, progress))
     print(f"reindexed {count} resources")
     return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fhir-server export`` (the kick-off's parameters)."""
+    parser.add_argument("out", help="folder for the NDJSON files and manifest.json")
+    parser.add_argument("--type", help="comma-separated resource types (_type)")
+    parser.add_argument("--since", help="only resources last updated after (_since)")
+    parser.add_argument("--until", help="only resources last updated before (_until)")
+    parser.add_argument("--type-filter", action="append", default=[],
+                        help="Type?query (_typeFilter; repeatable)")
+    parser.add_argument("--elements", help="[Type.]element,... (_elements)")
+    parser.add_argument("--patients", action="store_true",
+                        help="the Patient compartments only (Patient/$export)")
+    parser.add_argument("--group", help="the compartments of a Group's patients")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -132,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None)
     _common(serve)
     serve.set_defaults(func=cmd_serve)
-    load = sub.add_parser("load", help="load resources, Bundles or NDJSON files")
+    load = sub.add_parser("load", aliases=["import"],
+                          help="load resources, Bundles or NDJSON files (an export's folder)")
     load.add_argument("paths", nargs="+")
     load.add_argument("--concurrency", type=int, default=1,
                       help="items in flight in each process (default 1)")
@@ -151,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=("fhir", "xml130"), default="fhir",
                      help="fhir: NDJSON transaction Bundles; xml130: one envelope per visit")
     gen.set_defaults(func=cmd_generate)
+    export = sub.add_parser("export", help="bulk export to NDJSON files in a folder")
+    _export_arguments(export)
+    _common(export)
+    export.set_defaults(func=cmd_export)
     reindex = sub.add_parser("reindex", help="rebuild the search index")
     reindex.add_argument("--type", default=None)
     _common(reindex)

@@ -30,6 +30,7 @@ __all__ = [
     "PayloadTooLarge",
     "PreconditionFailed",
     "SearchTooCostly",
+    "TooManyRequests",
     "Unauthorized",
     "Unprocessable",
     "UnsupportedMediaType",
@@ -222,6 +223,15 @@ class LimitExceeded(FhirError):
         """The error for ``what`` beyond ``limit``, naming the setting that raises it."""
         return cls(f"{what} exceeds the limit of {limit} (FHIR_SERVER_{setting.upper()})",
                    expression=expression)
+
+
+class TooManyRequests(FhirError):
+    """429: the caller has too much work in progress already (unfinished bulk exports);
+    ``Retry-After`` says when to try again."""
+
+    status = 429
+    issue_code = "throttled"
+    default_message_id = "MSG_TOO_MANY_REQUESTS"
 
 
 class SearchTooCostly(FhirError):

@@ -10,17 +10,23 @@ a create.
 item (validation and indexing need a CPU each; the store serialises their writes, and its
 conditional creates are safe across processes, so two Bundles naming one new Patient still make
 one).
+
+A folder's files load in ``load_order`` (a bulk export's types, referred-to ones first), and
+an item that refers to what is not stored yet is loaded again after the rest
+(``load_order.Deferred``), so an export loads back into an empty server with referential
+integrity on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +35,10 @@ import orjson
 from fhir_server import decimals
 from fhir_server.errors import FhirError
 from fhir_server.facilities.known import load_known_facilities
+from fhir_server.geography.addresses import address_context
 from fhir_server.interactions.context import Services
+from fhir_server.interactions.references import local_targets
+from fhir_server.load_order import Deferred, load_order, read_on, resolvable
 from fhir_server.logs import configure_logging
 from fhir_server.progress import Progress
 from fhir_server.router.door import handle
@@ -56,6 +65,8 @@ class LoadSummary:
     #: Seconds spent building the search value indexes a load into an empty store deferred
     #: (None when it did not defer them); part of ``seconds``.
     index_seconds: float | None = None
+    #: Files of the items that waited for what they refer to (loaded again at the end).
+    deferred_files: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """Return the human summary printed at the end of a load."""
@@ -73,8 +84,9 @@ class LoadSummary:
 
 def _files(paths: list[Path]) -> Iterator[Path]:
     for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.suffix in (".json", ".ndjson"))
+        if path.is_dir():  # an export's manifest.json is not a resource
+            yield from sorted((p for p in path.rglob("*") if p.suffix in (".json", ".ndjson")
+                               and p.name != "manifest.json"), key=load_order)
         else:
             yield path
 
@@ -130,7 +142,8 @@ async def _load_item(services: Services, item: dict[str, Any]) -> int:
         return written
     if item.get("id"):
         request = FhirRequest("PUT", "update", kind, str(item["id"]), body=item)
-        return 1 if (await handle(services, request, SERVER)).status == 201 else 0
+        with address_context(visit=read_on(item)):  # an exported resource, as it was
+            return 1 if (await handle(services, request, SERVER)).status == 201 else 0
     await handle(services, FhirRequest("POST", "create", kind, body=item), SERVER)
     return 1
 
@@ -150,20 +163,83 @@ async def _progress(summary: LoadSummary, report: Callable[[LoadSummary], None],
     report(summary)
 
 
+async def _load_one(services: Services, where: str, raw: bytes, summary: LoadSummary,
+                    deferred: Deferred | None) -> None:
+    """Load one item; one that refers to what is not stored yet waits in ``deferred``."""
+    try:
+        item = decimals.loads(raw)
+        # Await first: "summary.resources += await ..." would read the counter before the
+        # await and lose the other workers' additions.
+        written = await _load_item(services, item)
+        summary.resources += written
+    except FhirError as exc:
+        if deferred is not None and exc.message_id == "MSG_REFERENCE_NOT_FOUND":
+            deferred.add(where, decimals.dumps(item))
+        else:
+            summary.rejected += 1
+            summary.reasons.append(f"{where}: {exc.diagnostics}")
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+        summary.rejected += 1
+        summary.reasons.append(f"{where}: {exc}")
+
+
 async def _worker(services: Services, queue: asyncio.Queue[tuple[str, bytes] | None],
-                  summary: LoadSummary) -> None:
+                  summary: LoadSummary, deferred: Deferred) -> None:
     while (job := await queue.get()) is not None:
         where, raw = job
-        try:
-            # Await first: "summary.resources += await ..." would read the counter before the
-            # await and lose the other workers' additions.
-            written = await _load_item(services, decimals.loads(raw))
-            summary.resources += written
-        except (FhirError, orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
-            summary.rejected += 1
-            text = exc.diagnostics if isinstance(exc, FhirError) else str(exc)
-            summary.reasons.append(f"{where}: {text}")
+        await _load_one(services, where, raw, summary, deferred)
         summary.items += 1
+
+
+async def _load_deferred(settings: Settings, summary: LoadSummary) -> None:
+    """Load again what waited for its references, pass after pass while a pass stores
+    something; reject what still waits then."""
+    files, summary.deferred_files = summary.deferred_files, []
+    waiting = sum(1 for path in files for _ in Deferred.items(path))
+    if not waiting:
+        for path in files:
+            os.unlink(path)
+        return
+    async with open_services(settings) as services:
+        while True:
+            again = Deferred()
+            for path in files:
+                for where, raw in Deferred.items(path):
+                    await _load_one(services, where, raw, summary, again)
+                os.unlink(path)
+            files = [again.close()]
+            if again.count in (0, waiting):
+                break
+            waiting = again.count
+        await _load_cycles(services, files, summary)
+    for path in files:
+        os.unlink(path)
+
+
+async def _load_cycles(services: Services, files: list[str], summary: LoadSummary) -> None:
+    """Store together the waiting items that refer to each other (and to what is stored),
+    without checking references one at a time; reject the rest."""
+    base = services.base_url
+    targets: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for path in files:
+        for _, raw in Deferred.items(path):
+            item = decimals.loads(raw)
+            targets[str(item.get("resourceType")), str(item.get("id"))] = set(
+                local_targets(item, base))
+    wanted = sorted({t for refs in targets.values() for t in refs} - set(targets))
+    async with services.store.transaction() as tx:
+        stored = await tx.existing(wanted) if wanted else set()
+    kept = resolvable(targets, stored)
+    unchecked = replace(services, settings=services.settings.model_copy(
+        update={"referential_integrity": False}))
+    for path in files:
+        for where, raw in Deferred.items(path):
+            item = decimals.loads(raw)
+            if (str(item.get("resourceType")), str(item.get("id"))) in kept:
+                await _load_one(unchecked, where, raw, summary, None)
+            else:
+                summary.rejected += 1
+                summary.reasons.append(f"{where}: refers to a resource that is not stored")
 
 
 async def load_paths(settings: Settings, paths: list[Path], concurrency: int = 1,
@@ -190,6 +266,7 @@ async def load_paths(settings: Settings, paths: list[Path], concurrency: int = 1
             _show(progress, current.items, current.resources, current.rejected)
 
         summary = await _load_share(settings, paths, concurrency, (0, 1), report, defer)
+    await _load_deferred(settings, summary)
     if defer:
         building = time.monotonic()
         async with open_services(settings):  # opening the store creates missing indexes
@@ -225,7 +302,8 @@ async def _load_share(settings: Settings, paths: list[Path], concurrency: int,
             # After this process's open, which creates any missing index.
             await services.store.defer_value_indexes()
         queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=concurrency * 4)
-        workers = [asyncio.create_task(_worker(services, queue, summary))
+        deferred = Deferred()
+        workers = [asyncio.create_task(_worker(services, queue, summary, deferred))
                    for _ in range(max(1, concurrency))]
         stop = asyncio.Event()
         progress = asyncio.create_task(_progress(summary, report, stop))
@@ -236,6 +314,7 @@ async def _load_share(settings: Settings, paths: list[Path], concurrency: int,
         await asyncio.gather(*workers)
         stop.set()
         await progress
+        summary.deferred_files.append(deferred.close())
     return summary
 
 
@@ -279,7 +358,8 @@ def _load_in_processes(settings: Settings, paths: list[Path], concurrency: int,
     return LoadSummary(items=sum(p.items for p in parts),
                        resources=sum(p.resources for p in parts),
                        rejected=sum(p.rejected for p in parts),
-                       reasons=[reason for p in parts for reason in p.reasons])
+                       reasons=[reason for p in parts for reason in p.reasons],
+                       deferred_files=[path for p in parts for path in p.deferred_files])
 
 
 @asynccontextmanager

@@ -24,6 +24,7 @@ from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.facilities.known import load_known_facilities
 from fhir_server.heap import keep_frozen
 from fhir_server.interactions.context import Services
+from fhir_server.jobs.setup import start_jobs, stop_jobs
 from fhir_server.logs import configure_logging
 from fhir_server.metrics.exposition import process_ended
 from fhir_server.router.door import handle
@@ -64,9 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # (one took ~20 ms, a pause for every request in flight).
         gc.freeze()
         refreezing = asyncio.get_running_loop().create_task(keep_frozen())
+        services.jobs = start_jobs(services)
         try:
             yield
         finally:
+            await stop_jobs(services.jobs)
             refreezing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refreezing

@@ -99,6 +99,20 @@ class Settings(BaseSettings):
         description="Per-type modes as JSON, e.g. {\"Observation\": \"warn\"}",
     )
     log_level: str = "info"
+    #: Bulk export (docs/bulk-export.md): how long a finished export's files are kept, the
+    #: share of its worker's event loop a running export may take (its pace), resources per
+    #: search page and per NDJSON file, unfinished exports one client may have at once, and
+    #: how often a running export records where it is (what a restart resumes from).
+    export_expiry_s: int = 24 * 3600
+    export_cpu_share: float = 0.5
+    export_page_size: int = 500
+    export_file_resources: int = 100_000
+    export_jobs_per_client: int = 4
+    export_checkpoint_s: float = 2.0
+    #: Background jobs: how often each worker looks for work, and how long a job's lease
+    #: lasts without a checkpoint (a job whose process died on another host waits for it).
+    jobs_poll_s: float = 1.0
+    jobs_lease_s: float = 30.0
     #: ``json``: one JSON object per line from every process; ``text``: for a developer.
     log_format: Literal["json", "text"] = "json"
     #: Off a terminal, long commands (load, reindex...) write a progress line this often.

@@ -62,6 +62,39 @@ OWN_DEFINITIONS: dict[str, dict[str, Any]] = {
                        "what the Encounter produced.",
         "parameter": [_parameter("return", "out", 1, "1", "Bundle", "The document Bundle")],
     },
+    "export": {
+        "url": f"{OWN}/export", "name": "BulkDataExport", "status": "active",
+        "kind": "operation", "code": "export",
+        "description": "Bulk Data export (FHIR Bulk Data Access IG v2.0, with the _until, "
+                       "organizeOutputBy and allowPartialManifests parameters of its later "
+                       "versions: http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export, "
+                       "patient-export and group-export): asynchronous (Prefer: respond-async, "
+                       "202 and Content-Location), NDJSON files of what the caller may see, "
+                       "from a consistent snapshot. See docs/bulk-export.md.",
+        "parameter": [
+            _parameter("_outputFormat", "in", 0, "1", "string",
+                       "application/fhir+ndjson (also application/ndjson, ndjson)"),
+            _parameter("_since", "in", 0, "1", "instant",
+                       "Only resources last updated after this instant"),
+            _parameter("_until", "in", 0, "1", "instant",
+                       "Only resources last updated before this instant"),
+            _parameter("_type", "in", 0, "*", "string", "Comma-separated resource types"),
+            _parameter("_elements", "in", 0, "*", "string",
+                       "[Type.]element: resources cut to these (and mandatory) elements, "
+                       "tagged SUBSETTED"),
+            _parameter("patient", "in", 0, "*", "Reference",
+                       "Patient and Group level: only these patients' compartments"),
+            _parameter("includeAssociatedData", "in", 0, "*", "code",
+                       "Not supported: refused (ignored under Prefer: handling=lenient)"),
+            _parameter("_typeFilter", "in", 0, "*", "string",
+                       "Type?query: only resources of Type that the search matches "
+                       "(several for one type are ORed)"),
+            _parameter("organizeOutputBy", "in", 0, "1", "string",
+                       "Patient (Patient and Group level): files of patient blocks"),
+            _parameter("allowPartialManifests", "in", 0, "1", "boolean",
+                       "Accepted; the manifest is always whole, given once the export is done"),
+        ],
+    },
     "json-schema": {
         "url": f"{OWN}/json-schema", "name": "ProfileJsonSchema", "status": "active",
         "kind": "operation", "code": "json-schema",

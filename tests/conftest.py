@@ -31,8 +31,13 @@ def _api_on_mongo_fake(monkeypatch: pytest.MonkeyPatch) -> None:
     from fhir_server.storage.mongo.store import MongoStore
     from tests.contract.mongo_fake import FakeMongoClient
 
+    # One stand-in server per data directory: an app started again on it (a restart) finds
+    # what the one before wrote, as it would on a real MongoDB.
+    servers: dict[str, FakeMongoClient] = {}
+
     def open_fake(settings: Settings, registry: Any = None) -> Any:
-        store = MongoStore("mongodb://fake", database="fhir", client=FakeMongoClient())
+        client = servers.setdefault(str(settings.data_dir), FakeMongoClient())
+        store = MongoStore("mongodb://fake", database="fhir", client=client)
         store.registry = registry
         return store
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from fhir_server.api.errors import fhir_error_response, unexpected_error_handler
 from fhir_server.api.request_facts import note_caller
@@ -39,6 +40,9 @@ __all__ = ["authenticate", "fhir_endpoint"]
 
 log = logging.getLogger("fhir_server.security")
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+#: Routes that answer in a format of their own, whatever Accept says (a bulk export's
+#: NDJSON files; the IG has clients ask for application/fhir+ndjson).
+_OWN_FORMATS = frozenset({"export-file"})
 
 
 def _services(request: Request) -> Services:
@@ -89,7 +93,7 @@ async def _fhir_request(request: Request, match: Match, services: Services) -> F
     headers = request.headers
     return FhirRequest(
         request.method, match.name, match.resource_type, match.id, match.version,
-        match.operation, match.compartment, params=tuple(params), raw=raw,
+        match.operation, match.compartment, match.file, params=tuple(params), raw=raw,
         content_type=headers.get("content-type"), if_match=headers.get("if-match"),
         if_none_match=headers.get("if-none-match"), if_none_exist=headers.get("if-none-exist"),
         if_modified_since=headers.get("if-modified-since"),
@@ -101,6 +105,12 @@ def _render(request: Request, match: Match, answer: FhirResponse) -> Response:
     headers = dict(answer.headers)
     if answer.status == 304:
         return Response(status_code=304, headers=headers)
+    if answer.chunks is not None:
+        return StreamingResponse(answer.chunks, answer.status, headers,
+                                 media_type=answer.media_type)
+    if answer.media_type is not None:
+        return Response(orjson.dumps(answer.body), answer.status, headers,
+                        media_type=answer.media_type)
     if match.name == "operation" and wants_html(request):
         page = render_html(answer.body if isinstance(answer.body, dict) else {})
         if page is None:
@@ -119,7 +129,8 @@ async def fhir_endpoint(request: Request) -> Response:
     reached = False
     try:
         match = match_route(request.method, request.path_params.get("path", ""))
-        if not (match.name == "operation" and wants_html(request)):
+        if not ((match.name == "operation" and wants_html(request))
+                or match.name in _OWN_FORMATS):
             check_accept(request)
         if match.name not in PUBLIC_ROUTES:
             caller = await authenticate(services, request.headers.get("authorization"),

@@ -24,6 +24,8 @@ TYPE_INTERACTIONS = (
 )
 SYSTEM_INTERACTIONS = ["history-system"]
 
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+
 #: Optional features switched on as the modules that implement them are wired in.
 FEATURES: dict[str, bool] = {"search": True, "transaction": True, "batch": True}
 
@@ -149,6 +151,9 @@ def capability_statement(services: Services) -> dict[str, Any]:
         "date": "2026-11-23",
         "publisher": "fhir-server project",
         "kind": "instance",
+        # The Bulk Data Access IG's server capabilities: $export at system, Patient and
+        # Group level (operations below), Group read and search (every type has them).
+        "instantiates": [BULK_DATA],
         "software": {"name": "fhir-server", "version": __version__},
         "implementation": {
             "description": "FHIR R4 server for Vietnam's electronic health book",

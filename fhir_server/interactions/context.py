@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from fhir_server.errors import Issue
+from fhir_server.jobs.runner import JobRunner
 from fhir_server.router.request import FhirRequest, FhirResponse
 from fhir_server.search.indexing import index_resource
 from fhir_server.search.model import SearchQuery, SearchResult
@@ -64,7 +65,8 @@ class Services:
     """The collaborators of the interactions, built once per application.
 
     ``verifier`` checks bearer tokens (None when access control is off); ``audit_trail``
-    batches the AuditEvents of reads (None disables auditing, e.g. in the loader).
+    batches the AuditEvents of reads (None disables auditing, e.g. in the loader); ``jobs``
+    runs background jobs, bulk exports (None where nothing runs them).
     """
 
     store: ResourceStore
@@ -72,6 +74,7 @@ class Services:
     registry: Any = None
     verifier: Any = None
     audit_trail: Any = None
+    jobs: JobRunner | None = None
     #: The router's door, set where the services are made (``main``, the loader).
     handle: RequestHandler | None = None
     #: The CapabilityStatement's JSON, built on first request (it depends only on the
@@ -136,10 +139,12 @@ class Outcome:
     """The result of an interaction: status, the stored version (if any) and extra issues.
 
     ``body`` is used by interactions that answer with something other than one stored
-    resource (a Bundle, an OperationOutcome, the CapabilityStatement).
+    resource (a Bundle, an OperationOutcome, the CapabilityStatement); ``headers`` are
+    those an operation answers with (the ``Content-Location`` of an asynchronous one).
     """
 
     status: int
     stored: StoredResource | None = None
     body: dict[str, Any] | None = None
     issues: tuple[Issue, ...] = field(default=())
+    headers: Mapping[str, str] = field(default_factory=dict)

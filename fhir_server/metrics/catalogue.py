@@ -6,9 +6,9 @@ profile URLs, message ids), never from user input as such, so a client cannot gr
 of series. Gauges say how they combine over worker processes (``multiprocess_mode``): a backlog
 is the sum over the live workers, a file size the most recent reading.
 
-Background jobs add theirs to the last section when they arrive: export jobs (issue 28:
-``fhir_export_jobs`` by state, resources exported) and subscription delivery (issue 29: queue
-length, deliveries and retries by outcome), in the same shape as the audit backlog.
+Background jobs (``jobs.runner``) are counted by kind (``export``, ``export-cli``): running,
+and ended by state; a bulk export counts the resources it writes. Subscription delivery
+(issue 29: queue length, deliveries and retries by outcome) goes in the same last section.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from fhir_server.errors import Issue
 __all__ = [
     "AUDIT_BACKLOG",
     "CHECKPOINT_SECONDS",
+    "EXPORTED_RESOURCES",
+    "JOBS_ENDED",
+    "JOBS_RUNNING",
     "LAST_CHECKPOINT",
     "PUSHED_RESOURCES",
     "PUSHES",
@@ -37,6 +40,7 @@ __all__ = [
     "WRITE_LOCK_WAIT_SECONDS",
     "count_validation_failures",
     "counted_push",
+    "job_ended",
     "observe_checkpoint",
     "observe_push",
     "observe_request",
@@ -93,6 +97,13 @@ SEARCH_TIMEOUTS = Counter(
 # --- background work ----------------------------------------------------------------------------
 AUDIT_BACKLOG = Gauge("fhir_audit_backlog", "AuditEvents of reads waiting to be written",
                       multiprocess_mode="livesum")
+JOBS_RUNNING = Gauge("fhir_jobs_running", "Background jobs running, by kind", ["kind"],
+                     multiprocess_mode="livesum")
+JOBS_ENDED = Counter(
+    "fhir_jobs_ended", "Background jobs that ended, by kind and state (completed, failed, "
+    "cancelled)", ["kind", "state"])
+EXPORTED_RESOURCES = Counter("fhir_exported_resources",
+                             "Resources written to the files of bulk exports")
 
 _request_children: dict[tuple[str, str, int], Counter] = {}
 _latency_children: dict[tuple[str, str], Histogram] = {}
@@ -151,3 +162,8 @@ def observe_checkpoint(mode: str, seconds: float, wal_bytes: int) -> None:
     CHECKPOINT_SECONDS.labels(mode).observe(seconds)
     LAST_CHECKPOINT.set(time.time())
     WAL_BYTES.set(wal_bytes)
+
+
+def job_ended(kind: str, state: str) -> None:
+    """Count a background job of ``kind`` that ended in ``state``."""
+    JOBS_ENDED.labels(kind, state).inc()

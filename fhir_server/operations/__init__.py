@@ -15,6 +15,7 @@ from fhir_server.interactions.context import Outcome, Services
 from fhir_server.operations import (
     document,
     everything,
+    export,
     summary,
     terminology_ops,
     validate,
@@ -43,6 +44,9 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("instance", "Patient", "summary"): summary.summary,
     ("type", "Patient", "summary"): summary.summary,
     ("instance", "Encounter", "document"): document.encounter_document,
+    ("system", "*", "export"): export.export,
+    ("type", "Patient", "export"): export.export,
+    ("instance", "Group", "export"): export.export,
     ("system", "*", "import-xml130"): xml130.import_xml130,
     ("system", "*", "convert-xml130"): xml130.convert_xml130,
     ("instance", "Encounter", "export-xml130"): xml130.export_xml130,

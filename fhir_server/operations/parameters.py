@@ -11,13 +11,19 @@ __all__ = ["OperationInput", "parameters"]
 
 @dataclass(frozen=True)
 class OperationInput:
-    """The call of an operation: where (type, id), its scalar parameters and resources, and the
-    raw body of the operations that take a document other than FHIR JSON (``RAW_BODY_TYPES``)."""
+    """The call of an operation: where (type, id), its scalar parameters and resources, the
+    raw body of the operations that take a document other than FHIR JSON (``RAW_BODY_TYPES``),
+    and for an asynchronous one (``$export``) the HTTP method, the query string and the
+    ``Prefer`` header's ``respond-async`` and ``handling=lenient``."""
 
     resource_type: str | None
     id: str | None
     values: dict[str, list[str]] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method: str = "GET"
+    query_string: str = ""
+    respond_async: bool = False
+    lenient: bool = False
     raw: bytes | None = None
 
     def value(self, name: str) -> str | None:
@@ -33,8 +39,10 @@ class OperationInput:
         query: list[tuple[str, str]],
         body: dict[str, Any] | None,
         raw: bytes | None = None,
+        **request: Any,
     ) -> OperationInput:
-        """Merge query parameters and a POSTed body (Parameters, or a bare resource)."""
+        """Merge query parameters and a POSTed body (Parameters, or a bare resource);
+        ``request``: ``method``, ``query_string``, ``respond_async``, ``lenient``."""
         values: dict[str, list[str]] = {}
         resources: dict[str, dict[str, Any]] = {}
         for name, value in query:
@@ -49,7 +57,7 @@ class OperationInput:
                         values.setdefault(name, []).append(_as_text(value))
         elif body is not None:
             resources["resource"] = body
-        return cls(resource_type, id, values, resources, raw)
+        return cls(resource_type, id, values, resources, raw=raw, **request)
 
 
 def _as_text(value: Any) -> str:

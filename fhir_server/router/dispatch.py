@@ -5,6 +5,7 @@ the request; none can be reached without one (``router.door`` is the only caller
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,11 +21,22 @@ from fhir_server.interactions.patch import prepare_conditional_patch, prepare_pa
 from fhir_server.interactions.preconditions import parse_version_tag
 from fhir_server.interactions.update import prepare_conditional_update, prepare_update
 from fhir_server.interactions.write import Write, run_write
+from fhir_server.jobs.export.files import read_chunks
+from fhir_server.jobs.export.job import export_folder
+from fhir_server.jobs.export.status import manifest, output_file, retry_after, visible_job
+from fhir_server.jobs.model import JobState
+from fhir_server.jobs.runner import JobRunner
 from fhir_server.operations import RAW_BODY_OPERATIONS, find_operation
 from fhir_server.operations.parameters import OperationInput
+from fhir_server.outcomes import information
 from fhir_server.resources import parse_json
 from fhir_server.router.request import FhirRequest, FhirResponse
-from fhir_server.router.responses import not_modified, version_headers, write_response
+from fhir_server.router.responses import (
+    http_date,
+    not_modified,
+    version_headers,
+    write_response,
+)
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.policy import Access
 
@@ -33,6 +45,7 @@ __all__ = ["JSON_TYPES", "ROUTE_HANDLERS", "RouteHandler", "json_body", "operati
 RouteHandler = Callable[[Services, FhirRequest, Access, AuditNote], Awaitable[FhirResponse]]
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 PATCH_TYPES = frozenset({"application/json-patch+json"})
+NDJSON = "application/fhir+ndjson"
 
 
 def _media(content_type: str | None) -> str:
@@ -240,12 +253,52 @@ async def _operation(services: Services, request: FhirRequest, access: Access,
     raw = _document(request)
     body = (json_body(request, services.settings.max_string_chars)
             if request.method == "POST" and raw is None else None)
-    call = OperationInput.from_request(request.resource_type, request.id, list(request.params),
-                                       body, raw)
+    call = OperationInput.from_request(
+        request.resource_type, request.id, list(request.params), body, raw=raw,
+        method=request.method, query_string=request.query_string,
+        respond_async=request.prefer.respond_async, lenient=request.prefer.lenient)
     outcome = await operation(services, access, call)
     if outcome.body is not None:
         _note_bundle(note, access, outcome.body)
-    return FhirResponse(outcome.status, outcome.body)
+    return FhirResponse(outcome.status, outcome.body, outcome.headers)
+
+
+def _runner(services: Services) -> JobRunner:
+    if services.jobs is None:  # the door found no job then
+        raise NotFound("No such job", message_id="MSG_JOB_UNKNOWN")
+    return services.jobs
+
+
+async def _export_status(services: Services, request: FhirRequest, access: Access,
+                         note: AuditNote) -> FhirResponse:
+    """GET [base]/$export-status/[job]: 202 with X-Progress while the export runs, the
+    output manifest (200) when it is done, its OperationOutcome when it failed."""
+    job = visible_job(_runner(services).store, _id(request))
+    if not job.state.finished:
+        return FhirResponse(202, None, {"X-Progress": job.progress or "queued",
+                                        "Retry-After": str(retry_after(job))})
+    if job.state is JobState.FAILED:
+        return FhirResponse(500, job.error)
+    expires = datetime.fromtimestamp(job.expires or 0, UTC).isoformat()
+    return FhirResponse(200, manifest(services.base_url, job, expires),
+                        {"Expires": http_date(expires)}, media_type="application/json")
+
+
+async def _export_cancel(services: Services, request: FhirRequest, access: Access,
+                         note: AuditNote) -> FhirResponse:
+    """DELETE [base]/$export-status/[job]: the export stops and its files are removed."""
+    runner = _runner(services)
+    await runner.cancel(visible_job(runner.store, _id(request)).id)
+    return FhirResponse(202, information("MSG_EXPORT_CANCELLED",
+                                         "The export was cancelled; its files are removed"))
+
+
+async def _export_file(services: Services, request: FhirRequest, access: Access,
+                       note: AuditNote) -> FhirResponse:
+    """GET [base]/$export-file/[job]/[file]: one NDJSON file of a completed export."""
+    job = visible_job(_runner(services).store, _id(request))
+    path = output_file(export_folder(services, job.id), job, str(request.file))
+    return FhirResponse(200, media_type=NDJSON, chunks=read_chunks(path))
 
 
 ROUTE_HANDLERS: dict[str, RouteHandler] = {
@@ -266,4 +319,7 @@ ROUTE_HANDLERS: dict[str, RouteHandler] = {
     "delete": _delete,
     "conditional-delete": _conditional_delete,
     "operation": _operation,
+    "export-status": _export_status,
+    "export-cancel": _export_cancel,
+    "export-file": _export_file,
 }

@@ -11,18 +11,25 @@ come back through the same door, each authorized as the request it is.
 
 from __future__ import annotations
 
-from fhir_server.errors import FhirError, NotFound
+from fhir_server.errors import BadRequest, FhirError, NotFound
 from fhir_server.interactions.bundle import process_bundle
 from fhir_server.interactions.context import Services
+from fhir_server.jobs.export.status import visible_job
 from fhir_server.metrics.catalogue import counted_push
 from fhir_server.operations import find_operation
 from fhir_server.resources import require_id, require_resource_type
 from fhir_server.router.dispatch import ROUTE_HANDLERS, json_body, operation_level
 from fhir_server.router.request import FhirRequest, FhirResponse
-from fhir_server.router.routes import PUBLIC_ROUTES
+from fhir_server.router.routes import JOB_ROUTES, PUBLIC_ROUTES
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
-from fhir_server.security.policy import Access, AccessRequest, authorize
+from fhir_server.security.policy import (
+    Access,
+    AccessRequest,
+    authorize,
+    authorize_job,
+    principal,
+)
 from fhir_server.security.scopes import Interaction
 
 __all__ = ["EntryDoor", "access_request", "audit_name", "handle"]
@@ -51,6 +58,9 @@ def _check_target(request: FhirRequest) -> None:
 def access_request(request: FhirRequest) -> AccessRequest:
     """The question the access policy answers for a request."""
     _check_target(request)
+    if request.route in JOB_ROUTES:
+        raise BadRequest("A bulk export's status and files are asked directly, not in a "
+                         "Bundle", message_id="MSG_BUNDLE_URL")
     if request.route == "operation":
         if find_operation(operation_level(request), request.resource_type or "*",
                           str(request.operation)) is None:
@@ -119,8 +129,22 @@ async def _serve(
         with counted_push("fhir", body):
             outcome = await process_bundle(services, body, EntryDoor(services, caller), note)
         return FhirResponse(outcome.status, outcome.body, interaction=note.interaction)
-    access = authorize(caller, access_request(request), services.registry)
+    if request.route in JOB_ROUTES:
+        access = _job_access(services, request, caller)
+    else:
+        access = authorize(caller, access_request(request), services.registry)
     return await ROUTE_HANDLERS[request.route](services, request, access, note)
+
+
+def _job_access(services: Services, request: FhirRequest, caller: Caller) -> Access:
+    """A job's status, files and cancellation: the policy is asked what started the job,
+    for the principal that started it (``policy.authorize_job``)."""
+    runner = services.jobs
+    if runner is None:
+        raise NotFound("No such job", message_id="MSG_JOB_UNKNOWN")
+    job = visible_job(runner.store, str(request.id))
+    question = runner.kinds[job.kind].question(job)
+    return authorize_job(caller, principal(job.caller), question, services.registry)
 
 
 async def _audit(services: Services, request: FhirRequest, caller: Caller, note: AuditNote,

@@ -7,7 +7,7 @@ each ``entry.request``; tools build them directly. The router answers each with 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -25,6 +25,7 @@ class Prefer:
     return_: str | None = None
     strict: bool = False
     respond_async: bool = False
+    lenient: bool = False
 
 
 def parse_prefer(value: str | None) -> Prefer:
@@ -33,7 +34,7 @@ def parse_prefer(value: str | None) -> Prefer:
     if not value:
         return Prefer()
     return_: str | None = None
-    strict = respond_async = False
+    strict = respond_async = lenient = False
     for part in value.split(","):
         for token in part.split(";"):
             key, _, val = token.strip().partition("=")
@@ -41,10 +42,10 @@ def parse_prefer(value: str | None) -> Prefer:
             if key == "return" and val in ("minimal", "representation", "OperationOutcome"):
                 return_ = val
             elif key == "handling":
-                strict = val == "strict"
+                strict, lenient = val == "strict", val == "lenient"
             elif key == "respond-async":
                 respond_async = True
-    return Prefer(return_, strict, respond_async)
+    return Prefer(return_, strict, respond_async, lenient)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class FhirRequest:
     version: str | None = None
     operation: str | None = None
     compartment: str | None = None
+    file: str | None = None
     params: tuple[tuple[str, str], ...] = ()
     body: Any = None
     raw: bytes | None = None
@@ -95,11 +97,15 @@ class FhirResponse:
     """The answer to a ``FhirRequest``: status, body (a JSON value, or stored JSON bytes sent
     as they are), headers (``ETag``, ``Location``...), the resource version it is about
     (``stored``), the issues to report beside it (validation warnings) and the interaction
-    it turned out to be (a Bundle: ``transaction`` or ``batch``)."""
+    it turned out to be (a Bundle: ``transaction`` or ``batch``). ``media_type`` is set for a
+    body that is not FHIR JSON (a bulk export's manifest, its NDJSON files); ``chunks`` streams
+    a body too large to hold (a bulk export's file)."""
 
     status: int
     body: dict[str, Any] | bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     stored: StoredResource | None = None
     issues: tuple[Issue, ...] = ()
+    media_type: str | None = None
+    chunks: AsyncIterator[bytes] | None = None
     interaction: str | None = None

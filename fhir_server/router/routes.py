@@ -3,9 +3,10 @@ but the matching of a path against the table.
 
 The same table classifies an HTTP request and a Bundle entry's ``request.url``, so both reach
 the same interaction. Pattern segments: a literal, ``{type}`` (a resource type), ``{id}``,
-``{vid}`` (a version), ``{compartment}`` (a compartment type) and ``$op`` (a segment naming an
-operation). Literal segments and operations win over ``{type}``/``{id}``: the table is read in
-order and a variable never matches a segment that starts with ``_`` or ``$``.
+``{vid}`` (a version), ``{compartment}`` (a compartment type), ``{file}`` (a file of a bulk
+export) and ``$op`` (a segment naming an operation). Literal segments and operations win over
+``{type}``/``{id}``: the table is read in order and a variable never matches a segment that
+starts with ``_`` or ``$``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import cache, lru_cache
 
 from fhir_server.errors import MethodNotAllowed, NotFound
 
-__all__ = ["PUBLIC_ROUTES", "ROUTES", "Match", "Route", "match_route"]
+__all__ = ["JOB_ROUTES", "PUBLIC_ROUTES", "ROUTES", "Match", "Route", "match_route"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "metadata", "capabilities"),
+    Route("GET", "$export-status/{id}", "export-status"),
+    Route("DELETE", "$export-status/{id}", "export-cancel"),
+    Route("GET", "$export-file/{id}/{file}", "export-file"),
     Route("POST", "", "bundle"),
     Route("GET", "", "search-system"),
     Route("POST", "_search", "search-system"),
@@ -62,6 +66,9 @@ ROUTES: tuple[Route, ...] = (
 
 #: Routes served without a token (the CapabilityStatement).
 PUBLIC_ROUTES = frozenset({"capabilities"})
+#: Routes about a background job (a bulk export's status, cancellation and files): the job
+#: decides what the policy is asked (``router.door``).
+JOB_ROUTES = frozenset({"export-status", "export-cancel", "export-file"})
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class Match:
     version: str | None = None
     operation: str | None = None
     compartment: str | None = None
+    file: str | None = None
 
 
 @cache
@@ -89,7 +97,7 @@ _BY_LENGTH: dict[int, tuple[Route, ...]] = {
 
 
 _VARIABLES = {"{type}": "resource_type", "{id}": "id", "{vid}": "version",
-              "{compartment}": "compartment", "$op": "operation"}
+              "{compartment}": "compartment", "$op": "operation", "{file}": "file"}
 
 
 def _bind(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:

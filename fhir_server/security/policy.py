@@ -47,7 +47,9 @@ __all__ = [
     "Access",
     "AccessRequest",
     "authorize",
+    "authorize_job",
     "interaction_for",
+    "principal",
     "source_of",
 ]
 
@@ -128,6 +130,25 @@ def _authorize(
     if _bound(caller, kind, interaction):
         _check_bound(caller, request, interaction)
     return Access(caller, registry, _visibility(caller, "rs", registry))
+
+
+def principal(caller: Caller) -> str:
+    """Who the caller is, whatever token it holds now: the issuer, subject, client and
+    patient of its token (a backend service's tokens live minutes, its exports longer).
+    Another subject, client or patient is another principal."""
+    parts = (caller.issuer, caller.subject, caller.client_id or "", caller.patient_id or "")
+    return "\x1f".join(parts)
+
+
+def authorize_job(caller: Caller, started_by: str, request: AccessRequest,
+                  registry: SearchParameterRegistry) -> Access:
+    """Decide a request about a background job (a bulk export's status, files,
+    cancellation): only the principal that started it (``started_by``) may ask, anyone else
+    gets the 404 of an unknown job, as another patient's resource answers like an unknown
+    id; and its scopes must still grant ``request``, what started the job (403)."""
+    if not caller.unlimited and principal(caller) != started_by:
+        raise NotFound("No such job", message_id="MSG_JOB_UNKNOWN")
+    return authorize(caller, request, registry)
 
 
 def _check_bound(caller: Caller, request: AccessRequest, interaction: Interaction) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditLogTransaction",
+    "Change",
     "DeferrableIndexes",
     "HistoryPage",
     "HistoryQuery",
@@ -31,6 +32,7 @@ __all__ = [
     "ResourceStore",
     "StoreTransaction",
     "StoredResource",
+    "WriteLog",
     "WriteResult",
 ]
 
@@ -186,6 +188,43 @@ class ResourceReader(Protocol):
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Run a search: a page of matches (and included resources) for the query."""
+        ...
+
+
+@dataclass(frozen=True)
+class Change:
+    """One version in the store's write order: its sequence number (``seq``, the order of
+    commits), the row id of its resource (``rid``: the order searches page in, the ``rid`` of
+    their cursors) and the resource's type and id."""
+
+    seq: int
+    rid: int
+    resource_type: str
+    id: str
+
+
+@runtime_checkable
+class WriteLog(Protocol):
+    """A store that numbers its writes in commit order and keeps every version: what a
+    consistent snapshot (a bulk export, ``jobs.export``) reads beside its searches.
+
+    A snapshot is a position of the write order: the resources as they were once every write
+    up to it, and none after it, had been made. AuditEvents kept in an audit log of their own
+    are not in the write order.
+    """
+
+    async def write_position(self) -> tuple[int, str | None]:
+        """Return the newest write's sequence number and ``lastUpdated`` ((0, None) for an
+        empty store)."""
+        ...
+
+    async def changes_after(self, seq: int, limit: int) -> list[Change]:
+        """Return up to ``limit`` versions written after ``seq``, oldest first."""
+        ...
+
+    async def version_at(self, resource_type: str, id: str, seq: int) -> StoredResource | None:
+        """Return the version of a resource that was current at position ``seq`` (a deletion
+        has ``deleted=True``), or None if it did not exist yet."""
         ...
 
 

@@ -47,7 +47,7 @@ def _module_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         storage = f"{API_STORAGE.rstrip('/')}/fhir_door_{uuid.uuid4().hex[:12]}"
     return Settings(data_dir=tmp_path_factory.mktemp("door") / "data",
                     base_url="http://test/fhir", storage=storage, max_body_bytes=64 * 1024,
-                    seed_search_parameters=False)
+                    seed_search_parameters=False, export_jobs_per_client=10_000)
 
 
 def _open_mongo_fake(settings: Settings, registry: Any = None) -> Any:

@@ -6,10 +6,11 @@ own, so that nothing A writes carries B's data."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tests.api.bulk_export import cohort, create_group, finished, kick_off, local
 from tests.api.two_patients import FHIR, Call, Person, World, new_id
 
 __all__ = ["CASES", "Case"]
@@ -25,6 +26,8 @@ class Case:
     shows: str | None = None
     operation: tuple[str, str, str] | None = None
     in_bundle: bool = False
+    #: What the world needs before the request is built (a Group, an export to poll).
+    prepare: Callable[[World], Awaitable[None]] | None = None
 
     @property
     def may_write(self) -> bool:
@@ -111,6 +114,38 @@ def _validate_type(world: World, target: Person) -> Call:
 def _validate_instance(world: World, target: Person) -> Call:
     return Call("POST", f"/fhir/{target.ref('lab')}/$validate",
                 json={"resourceType": "Parameters"}, headers=FHIR)
+
+
+_ASYNC = {"Prefer": "respond-async"}
+_NO_JOB = "0" * 32
+
+
+async def _groups(world: World) -> None:
+    """A Group of each citizen (it is in that citizen's compartment)."""
+    for person in (world.a, world.b):
+        if f"group-{person.patient}" not in world.prepared:
+            world.prepared[f"group-{person.patient}"] = await create_group(
+                world.http, cohort("one", members=(person.ref("patient"),)))
+
+
+def _group_export(world: World, target: Person) -> Call:
+    group = world.prepared.get(f"group-{target.patient}", target.ids["patient"])
+    return Call("GET", f"/fhir/Group/{group}/$export", {"_type": "Patient"}, headers=_ASYNC)
+
+
+async def _export_done(world: World) -> None:
+    """An export started by the world's client (``system/*.cruds``, the ``sys`` tokens'
+    principal), finished: its status location and the url of one of its files."""
+    started = await kick_off(world.http, params={"_type": "Patient"})
+    location = started.headers["content-location"]
+    manifest = (await finished(world.http, location)).json()
+    world.prepared["status"] = local(location)
+    world.prepared["file"] = local(manifest["output"][0]["url"])
+
+
+def _prepared(key: str, method: str = "GET") -> Callable[[World, Person], Call]:
+    fallback = f"/fhir/$export-status/{_NO_JOB}"
+    return lambda world, target: Call(method, world.prepared.get(key, fallback))
 
 
 _VISIT_TYPES = "https://fhir.sskdt.vn/ValueSet/visit-type"
@@ -201,6 +236,20 @@ CASES: dict[str, Case] = {
                           operation=("type", "Patient", "summary")),
     "$document": Case(_INSTANCE_OP, _get("/fhir/Encounter/{encounter}/$document"), "lab",
                       operation=("instance", "Encounter", "document")),
+    "$export system": Case(("GET", "/fhir/$op"), lambda world, target: Call(
+        "GET", "/fhir/$export", {"_type": "Patient"}, headers=_ASYNC),
+        operation=("system", "*", "export")),
+    "$export Patient": Case(_TYPE_OP, lambda world, target: Call(
+        "GET", "/fhir/Patient/$export", {"_type": "Patient"}, headers=_ASYNC),
+        operation=("type", "Patient", "export")),
+    "$export Group": Case(_INSTANCE_OP, _group_export, operation=("instance", "Group", "export"),
+                          prepare=_groups),
+    "export status": Case(("GET", "/fhir/$export-status/{id}"), _prepared("status"),
+                          prepare=_export_done),
+    "export cancel": Case(("DELETE", "/fhir/$export-status/{id}"),
+                          _prepared("status", "DELETE"), prepare=_export_done),
+    "export file": Case(("GET", "/fhir/$export-file/{id}/{file}"), _prepared("file"),
+                        prepare=_export_done),
     "$import-xml130": Case(("POST", "/fhir/$op"), lambda world, target: Call(
         "POST", "/fhir/$import-xml130", json={"resourceType": "Parameters"}, headers=FHIR),
         operation=("system", "*", "import-xml130")),

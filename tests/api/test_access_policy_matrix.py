@@ -72,6 +72,11 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 #   no one has; ``$validate instance`` (POST with empty Parameters) checks the stored resource,
 #   so it is an instance read.
 # - An operation the server does not have answers 404 whatever the token.
+# - $export starts a job (202) for whoever may search what it names (a citizen exports their
+#   own record; a Group must be one the caller may read). A job's status, files and
+#   cancellation answer only the principal that started it (here the world's ``system/``
+#   client, whose principal ``sys`` shares): anyone else finds no such job (404), whatever
+#   its scopes; the starter whose scopes no longer grant the export gets 403.
 # - XML 130 import and conversion are a facility's or an operator's: a system/ scope with c on
 #   every type (an empty call then answers 400: no envelope); export is a read of the visit.
 # - Search always answers 200 with what the caller may see (possibly nothing).
@@ -176,6 +181,14 @@ $summary type                unknown  404     404     403     404     404     40
 $document                    own      200     200     403     200     200     403
 $document                    other    404     404     403     200     200     403
 $document                    unknown  404     404     403     404     404     403
+$export system               -        202     202     403     202     202     403
+$export Patient              -        202     202     403     202     202     403
+$export Group                own      202     202     403     202     202     403
+$export Group                other    404     404     403     202     202     403
+$export Group                unknown  404     404     403     404     404     403
+export status                -        404     404     404     404     200     403
+export cancel                -        404     404     404     404     202     403
+export file                  -        404     404     404     404     200     403
 $import-xml130               -        403     403     403     403     400     403
 $convert-xml130              -        403     403     403     403     400     403
 $export-xml130               own      200     200     403     200     200     403
@@ -371,6 +384,8 @@ async def _check_case(world: World, name: str, token: str,
                       way: Callable[[Call, dict[str, str]], Any], via: str = "http") -> None:
     case = CASES[name]
     faults: list[str] = []
+    if case.prepare is not None:
+        await case.prepare(world)
     since = _now()
     for target in _targets(name):
         call = case.build(world, _target(world, target))

@@ -4,13 +4,17 @@ of the run, so each test compares the figures before and after what it does."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.api.bulk_export import finished, kick_off, local
+from tests.api.two_patients import populate
 from tests.builders import valid_example
 from tests.conftest import on_sqlite_only, token_for
 
@@ -150,3 +154,30 @@ async def test_metrics_token_mode_wants_the_metrics_token_not_a_fhir_token(
 async def test_metrics_off_answers_404(client_with: Any) -> None:
     http = await client_with(metrics="off")
     assert (await http.get("/metrics")).status_code == 404
+
+
+async def test_export_jobs_are_counted_running_ended_and_their_resources(
+    client_with: Any, settings: Any,
+) -> None:
+    slow = await client_with(export_page_size=1, export_cpu_share=0.05)
+    await populate(slow, settings)
+    before = await figures(slow)
+    started = await kick_off(slow, params={"_type": "Patient,Observation"})
+    deadline = time.monotonic() + 10
+    while value(await figures(slow), "fhir_jobs_running", kind="export") < 1:
+        assert time.monotonic() < deadline, "the export never ran"
+        await asyncio.sleep(0.02)
+    done = await finished(slow, started.headers["content-location"])
+    written = sum(item["count"] for item in done.json()["output"])
+    cancelled = await kick_off(slow)
+    assert (await slow.delete(local(cancelled.headers["content-location"]))).status_code == 202
+    after = await figures(slow)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert value(after, "fhir_jobs_running", kind="export") == 0
+    assert delta("fhir_jobs_ended_total", kind="export", state="completed") == 1
+    assert delta("fhir_jobs_ended_total", kind="export", state="cancelled") == 1
+    assert delta("fhir_jobs_ended_total", kind="export", state="failed") == 0
+    assert written > 0 and delta("fhir_exported_resources_total") >= written

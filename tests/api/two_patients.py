@@ -142,6 +142,8 @@ class World:
     ghost: Person
     shared: dict[str, str]
     _tokens: dict[str, str] = field(default_factory=dict)
+    #: What a case of the policy matrix prepared in the world (``policy_cases.Case.prepare``).
+    prepared: dict[str, str] = field(default_factory=dict)
 
     def token(self, kind: str) -> str:
         """A's token of ``kind`` (see ``TOKENS``), minted once per world."""

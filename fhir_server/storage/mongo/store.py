@@ -23,6 +23,7 @@ from fhir_server.errors import Gone, NotFound, NotSupported, SearchTooCostly, Ve
 from fhir_server.metrics.catalogue import SEARCH_TIMEOUTS
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.mongo import documents as docs
+from fhir_server.storage.mongo import write_log
 from fhir_server.storage.mongo.indexes import INDEXES
 from fhir_server.storage.mongo.search_filters import NOTHING, all_of, visibility_filter
 from fhir_server.storage.mongo.writes import (
@@ -31,7 +32,13 @@ from fhir_server.storage.mongo.writes import (
     apply_writes,
     written_keys,
 )
-from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceReader, StoredResource
+from fhir_server.storage.port import (
+    Change,
+    HistoryPage,
+    HistoryQuery,
+    ResourceReader,
+    StoredResource,
+)
 
 __all__ = ["MongoStore", "TransactionsUnavailable"]
 
@@ -182,6 +189,18 @@ class MongoStore:
             found.setdefault(doc["type"], []).append(doc["id"])
         alternatives = [{"type": t, "id": {"$in": ids}} for t, ids in found.items()]
         return {"$or": alternatives} if alternatives else NOTHING
+
+    async def write_position(self) -> tuple[int, str | None]:
+        """The newest write's ``seq`` and ``lastUpdated`` (``port.WriteLog``)."""
+        return await write_log.write_position(self.db)
+
+    async def changes_after(self, seq: int, limit: int) -> list[Change]:
+        """Versions written after ``seq``, oldest first (``port.WriteLog``)."""
+        return await write_log.changes_after(self.db, seq, limit)
+
+    async def version_at(self, resource_type: str, id: str, seq: int) -> StoredResource | None:
+        """The version current at ``seq`` (``port.WriteLog``)."""
+        return await write_log.version_at(self.db, resource_type, id, seq)
 
     async def scan(
         self, resource_type: str | None = None, batch: int = 1000

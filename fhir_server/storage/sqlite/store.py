@@ -32,8 +32,14 @@ from fhir_server.metrics.catalogue import (
     observe_checkpoint,
 )
 from fhir_server.search.model import SearchQuery, SearchResult
-from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceReader, StoredResource
-from fhir_server.storage.sqlite import audit_log, history, memory, writes
+from fhir_server.storage.port import (
+    Change,
+    HistoryPage,
+    HistoryQuery,
+    ResourceReader,
+    StoredResource,
+)
+from fhir_server.storage.sqlite import audit_log, history, memory, write_log, writes
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
     CORE_SCHEMA_SQL,
@@ -644,6 +650,18 @@ class SqliteStore:
             raise _OutOfTime from None
         finally:
             conn.set_progress_handler(None, 0)
+
+    async def write_position(self) -> tuple[int, str | None]:
+        """The newest write's ``seq`` and ``lastUpdated`` (``port.WriteLog``)."""
+        return write_log.write_position(self.reader)
+
+    async def changes_after(self, seq: int, limit: int) -> list[Change]:
+        """Versions written after ``seq``, oldest first (``port.WriteLog``)."""
+        return write_log.changes_after(self.reader, seq, limit)
+
+    async def version_at(self, resource_type: str, id: str, seq: int) -> StoredResource | None:
+        """The version current at ``seq`` (``port.WriteLog``)."""
+        return write_log.version_at(self.reader, resource_type, id, seq)
 
     async def scan(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         """Yield every current resource (of one type, or all), in batches by ``rid``."""
