@@ -98,6 +98,16 @@ class Settings(BaseSettings):
         description="Per-type modes as JSON, e.g. {\"Observation\": \"warn\"}",
     )
     log_level: str = "info"
+    #: Digital signatures on what is written (docs/signatures.md): ``off`` checks nothing,
+    #: ``record`` checks every signature and keeps the proof, ``enforce`` also refuses (422)
+    #: what carries a signature that does not verify.
+    signature_verification: Literal["off", "record", "enforce"] = "record"
+    #: The trust list: the roots, intermediates and CRLs signers are judged by (JSON).
+    signature_trust_list: Path | None = None
+    #: The server's own signing key (PEM, unencrypted) and its certificate chain (PEM, the
+    #: key's certificate first): with both set, $summary and $document are signed.
+    signature_key_file: Path | None = None
+    signature_certificate_file: Path | None = None
 
     def validation_mode(self, resource_type: str) -> str:
         """Return the profile validation mode (enforce, warn, off) for a resource type."""
