@@ -55,6 +55,7 @@ __all__ = [
     "checked_transaction",
     "envelope_signature",
     "refusal",
+    "refuses",
 ]
 
 Json = dict[str, Any]
@@ -87,6 +88,11 @@ def refusal(services: Services, proofs: tuple[Proof, ...], where: str) -> Unproc
                     f"The signature does not verify ({s.verification.status}): "
                     f"{s.verification.detail}", (where,)) for s in failed]
     return Unprocessable(issues[0].diagnostics, message_id=issues[0].message_id, issues=issues)
+
+
+def refuses(services: Services, verification: Verification) -> bool:
+    """Whether the deployment refuses content whose signature came out so."""
+    return services.settings.signature_verification == "enforce" and not verification.verified
 
 
 def _decide(services: Services, proofs: tuple[Proof, ...], where: str) -> tuple[Proof, ...]:

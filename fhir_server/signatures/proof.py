@@ -154,5 +154,5 @@ async def keep(tx: StoreTransaction, services: Services, proof: Proof,
             "securityContext": {"reference": patient},
             "data": base64.b64encode(proof.content).decode()}, note)
         source = f"Binary/{binary_id}"
-    id = "sig-" + _digest(source.encode(), signatures)
+    id = "sig-" + _digest(source.encode(), signatures, "|".join(targets).encode())
     await _create_absent(tx, services, _provenance(proof, id, source, targets), note)
