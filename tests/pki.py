@@ -14,6 +14,7 @@ import datetime as dt
 import io
 import json
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -258,6 +259,10 @@ def sign_pdf(data: bytes, signer: Signer) -> bytes:
             der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
         cert_registry=SimpleCertificateStore.from_certs(
             [asn1_x509.Certificate.load(c.public_bytes(der)) for c in signer.chain[1:]]))
-    out = signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(data)),
-                           PdfSignatureMetadata(field_name="GiayRaVien"), signer=cms)
-    return bytes(out.getvalue())
+    def sign() -> bytes:  # pyHanko runs its own event loop: not inside the test's
+        out = signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(data)),
+                               PdfSignatureMetadata(field_name="GiayRaVien"), signer=cms)
+        return bytes(out.getvalue())
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(sign).result()

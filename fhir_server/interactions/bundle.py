@@ -183,8 +183,9 @@ async def _commit(services: Services, writes: list[Entry], door: Door, note: Aud
             responses[entry.index] = await bundle_exec.located(
                 entry, bundle_exec.execute(services, tx, entry, note))
         if signed is not None:
-            await keep(tx, services, signed, [e.write.resource for e in writes
-                                              if e.write and e.write.resource], note)
+            await keep(tx, services, signed, [{**e.write.resource, "id": e.write.id}
+                                              for e in writes if e.write and e.write.resource],
+                       note)
         # After the writes (and their access checks): what they refer to must exist.
         await bundle_exec.check_integrity(services, tx, writes)
         await services.audit_write(tx, note, door.caller)

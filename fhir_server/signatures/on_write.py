@@ -43,7 +43,7 @@ from fhir_server.signatures.canonical import (
     method_of,
 )
 from fhir_server.signatures.jws import JOSE, verify_jws
-from fhir_server.signatures.pdf import PDF, is_pdf, verify_pdf
+from fhir_server.signatures.pdf import PDF, is_signed_pdf, verify_pdf
 from fhir_server.signatures.proof import SELF, Proof, SignedBy
 from fhir_server.signatures.trust import TrustList, load_trust_list
 from fhir_server.signatures.verification import Status, Verification
@@ -195,7 +195,7 @@ def _pdf_proof(data: str, trust: TrustList, source: str | None) -> Proof | None:
         content = base64.b64decode(data)
     except (binascii.Error, ValueError):
         return None
-    if not is_pdf(content):
+    if not is_signed_pdf(content):
         return None
     signed = [SignedBy({"sigFormat": PDF, "targetFormat": PDF}, v)
               for v in verify_pdf(content, trust, _now())]

@@ -32,7 +32,7 @@ from fhir_server.signatures.jws import certificate_facts, judged
 from fhir_server.signatures.trust import TrustList
 from fhir_server.signatures.verification import Status, Verification
 
-__all__ = ["PDF", "is_pdf", "verify_pdf"]
+__all__ = ["PDF", "is_pdf", "is_signed_pdf", "verify_pdf"]
 
 PDF = "application/pdf"
 _ALLOWED_CHANGES = (ModificationLevel.NONE, ModificationLevel.LTA_UPDATES,
@@ -42,6 +42,14 @@ _ALLOWED_CHANGES = (ModificationLevel.NONE, ModificationLevel.LTA_UPDATES,
 def is_pdf(data: bytes) -> bool:
     """Whether ``data`` starts like a PDF file."""
     return data[:1024].lstrip().startswith(b"%PDF-")
+
+
+def is_signed_pdf(data: bytes) -> bool:
+    """Whether ``data`` is a PDF holding a signature dictionary. Its ``/ByteRange`` is always
+    in the clear: the signed byte ranges must leave out the signature's own ``/Contents``, so
+    a signature dictionary is never compressed into an object stream. An unsigned PDF costs
+    this search only."""
+    return is_pdf(data) and b"/ByteRange" in data
 
 
 def _covered(signature: EmbeddedPdfSignature) -> str | None:

@@ -26,7 +26,7 @@ from fhir_server.search.parse import parse_search
 from fhir_server.security.policy import Access
 from fhir_server.signatures.canonical import DEFAULT_BUNDLE_METHOD, canonical_json, method_of
 from fhir_server.signatures.jws import JOSE, SignatureError, parse_instant, verify_jws
-from fhir_server.signatures.pdf import PDF, is_pdf, verify_pdf
+from fhir_server.signatures.pdf import PDF, is_signed_pdf, verify_pdf
 from fhir_server.signatures.proof import is_proof
 from fhir_server.signatures.trust import TrustList, load_trust_list
 from fhir_server.signatures.verification import Status, Verification, from_extension
@@ -131,7 +131,7 @@ async def _in_place(services: Services, access: Access, resource: Json,
         return [Found(verify_jws(signature, content, trust, received, method))]
     data = await _bytes(services, reference) if resource["resourceType"] in (
         "Binary", "DocumentReference") else None
-    if data is None or not is_pdf(data):
+    if data is None or not is_signed_pdf(data):
         return []
     return [Found(v) for v in verify_pdf(data, trust, received)]
 

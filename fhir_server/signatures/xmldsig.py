@@ -72,7 +72,10 @@ def _signing_time(signature: etree._Element, received: datetime) -> datetime:
 
 def _check(data: bytes, signer: x509.Certificate) -> None:
     try:
-        result = XMLVerifier().verify(data, x509_cert=signer, expect_config=_ACCEPTED,
+        # The certificate's dates are the trust list's to judge (at the signing time):
+        # signxml is asked at a moment the certificate is valid.
+        config = replace(_ACCEPTED, verification_time=signer.not_valid_before_utc)
+        result = XMLVerifier().verify(data, x509_cert=signer, expect_config=config,
                                       ignore_ambiguous_key_info=True)
     except (InvalidDigest, InvalidSignature) as exc:
         raise SignatureError(Status.INVALID, f"the XML signature does not match the file: "

@@ -1,0 +1,424 @@
+"""API tests of signed records (docs/signatures.md): what a facility pushes signed is checked on
+write (``enforce`` refuses, ``record`` keeps the result), its proof is kept (the signed bytes as
+a Binary, the server's Provenance), and ``$verify-signature`` checks it again after storage, for
+the facility, the citizen and an attacker holding another citizen's token."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_server.settings import Settings
+from fhir_server.signatures.proof import PROOF_SOURCE
+from fhir_server.signatures.verification import EXTENSION
+from tests import builders as b
+from tests import pki as k
+from tests.api.test_health_book import patient_id, visit_bundle
+from tests.conftest import token_for
+
+FHIR = {"Content-Type": "application/fhir+json"}
+CCCD_A, CCCD_B = "001090012345", "079085000111"
+
+
+@pytest.fixture
+def trust_list(tmp_path: Path) -> Path:
+    """A trust list of the test roots and a CRL revoking nothing."""
+    return k.pki().trust_list(tmp_path / "trust", k.pki().crl())
+
+
+async def _app(client_with: Any, trust: Path, mode: str = "enforce") -> httpx.AsyncClient:
+    http: httpx.AsyncClient = await client_with(signature_verification=mode,
+                                                signature_trust_list=trust)
+    return http
+
+
+def _result(proof: dict[str, Any]) -> dict[str, Any]:
+    """The parts of the verification extension of a proof's first signature."""
+    extension = next(e for e in proof["signature"][0]["extension"] if e["url"] == EXTENSION)
+    return {p["url"]: next(v for key, v in p.items() if key.startswith("value"))
+            for p in extension["extension"]}
+
+
+async def _proofs(http: httpx.AsyncClient, target: str) -> list[dict[str, Any]]:
+    found = (await http.get("/fhir/Provenance", params={"target": target})).json()
+    return [e["resource"] for e in found.get("entry", [])
+            if e["resource"].get("meta", {}).get("source") == PROOF_SOURCE]
+
+
+async def _verify(http: httpx.AsyncClient, reference: str, **headers: str) -> httpx.Response:
+    return await http.get(f"/fhir/{reference}/$verify-signature", headers=headers)
+
+
+def _verdict(response: httpx.Response) -> tuple[bool, list[str]]:
+    body = response.json()
+    verified = next(p["valueBoolean"] for p in body["parameter"] if p["name"] == "verified")
+    results = [next(q["valueCode"] for q in p["part"] if q["name"] == "result")
+               for p in body["parameter"] if p["name"] == "signature"]
+    return verified, results
+
+
+def _encounter(response: httpx.Response) -> str:
+    return next(e["response"]["location"].split("/_history")[0]
+                for e in response.json()["entry"]
+                if e["response"]["location"].startswith("Encounter/"))
+
+
+# -- a signed visit push -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("rsa", {}), ("rsa", {"algorithm": "PS256"}), ("rsa", {"unencoded": True}),
+    ("rsa", {"attached": True}), ("ec", {}), ("ec", {"algorithm": "ES256"}),
+])
+async def test_signed_visit_is_accepted_and_its_proof_kept(
+        client_with: Any, trust_list: Path, kind: str, options: dict[str, Any]) -> None:
+    http = await _app(client_with, trust_list)
+    bundle = k.sign_bundle(visit_bundle(CCCD_A, "S1", day=3), k.pki().signer(kind=kind),
+                           **options)
+    response = await http.post("/fhir", json=bundle, headers=FHIR)
+    assert response.status_code == 200, response.text
+    encounter = _encounter(response)
+    proofs = await _proofs(http, encounter)
+    assert len(proofs) == 1
+    proof = proofs[0]
+    assert _result(proof)["result"] == "verified"
+    assert _result(proof)["signer"].startswith("CN=Bệnh viện Thử nghiệm")
+    patient = f"Patient/{await patient_id(http, CCCD_A)}"
+    assert patient in {t["reference"] for t in proof["target"]}
+    binary = (await http.get(f"/fhir/{proof['entity'][0]['what']['reference']}")).json()
+    assert base64.b64decode(binary["data"]) == k.signed_content(bundle)  # the signed bytes
+
+
+async def test_signed_push_sent_again_keeps_its_first_proof(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    bundle = k.sign_bundle(visit_bundle(CCCD_A, "S2", day=3), k.pki().signer())
+    first = await http.post("/fhir", json=copy.deepcopy(bundle), headers=FHIR)
+    again = await http.post("/fhir", json=copy.deepcopy(bundle), headers=FHIR)
+    assert first.status_code == again.status_code == 200, again.text
+    proofs = await _proofs(http, _encounter(first))
+    assert len(proofs) == 1 and proofs[0]["meta"]["versionId"] == "1"
+
+
+async def test_unsigned_push_keeps_no_proof(client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    response = await http.post("/fhir", json=visit_bundle(CCCD_A, "U1", day=3), headers=FHIR)
+    assert response.status_code == 200, response.text
+    assert await _proofs(http, _encounter(response)) == []
+
+
+def _expired() -> k.Signer:
+    return k.pki().signer(start=k.NOW - 400 * k.DAY, end=k.NOW - 10 * k.DAY)
+
+
+def _future() -> k.Signer:
+    return k.pki().signer(start=k.NOW + 10 * k.DAY, end=k.NOW + 400 * k.DAY)
+
+
+def _stranger() -> k.Signer:
+    key = k.rsa_key()
+    name = k._name("Self-made CA")
+    leaf = k.certificate("Bệnh viện Giả", key, name, key, ca=False, start=k.NOW - k.DAY,
+                         end=k.NOW + 100 * k.DAY)
+    return k.Signer(key, (leaf,))
+
+
+def _tampered(bundle: dict[str, Any]) -> dict[str, Any]:
+    bundle["entry"][3]["resource"]["period"]["end"] = "2025-03-03T11:00:00+07:00"
+    return bundle
+
+
+CASES = {
+    "garbage": (lambda b: {**b, "signature": {**k.signature("bm90IGEgSldT")}},
+                "MSG_SIGNATURE_MALFORMED", "malformed"),
+    "changed after signing": (lambda b: _tampered(k.sign_bundle(b, k.pki().signer())),
+                              "MSG_SIGNATURE_INVALID", "invalid"),
+    "expired": (lambda b: k.sign_bundle(b, _expired()), "MSG_SIGNATURE_CERT_EXPIRED",
+                "expired"),
+    "not yet valid": (lambda b: k.sign_bundle(b, _future()), "MSG_SIGNATURE_CERT_NOT_YET_VALID",
+                      "not-yet-valid"),
+    "untrusted": (lambda b: k.sign_bundle(b, _stranger()), "MSG_SIGNATURE_UNTRUSTED",
+                  "untrusted"),
+    "HMAC": (lambda b: {**b, "signature": k.signature(base64.b64encode(
+        b"eyJhbGciOiJIUzI1NiJ9..c2ln").decode())}, "MSG_SIGNATURE_UNSUPPORTED", "unsupported"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_bad_signature_is_refused_in_enforce_mode_and_nothing_is_written(
+        client_with: Any, trust_list: Path, case: str) -> None:
+    make, message_id, _ = CASES[case]
+    http = await _app(client_with, trust_list, "enforce")
+    response = await http.post("/fhir", json=make(visit_bundle(CCCD_A, "B1", day=3)),
+                               headers=FHIR)
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == message_id
+    assert issue["expression"] == ["Bundle.signature"]
+    found = (await http.get("/fhir/Encounter", params={"_summary": "count"})).json()
+    assert found["total"] == 0
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_bad_signature_is_recorded_in_record_mode(
+        client_with: Any, trust_list: Path, case: str) -> None:
+    make, _, status = CASES[case]
+    http = await _app(client_with, trust_list, "record")
+    response = await http.post("/fhir", json=make(visit_bundle(CCCD_A, "R1", day=3)),
+                               headers=FHIR)
+    assert response.status_code == 200, response.text
+    proofs = await _proofs(http, _encounter(response))
+    assert [_result(p)["result"] for p in proofs] == [status]
+
+
+async def test_revoked_certificate_is_refused(client_with: Any, tmp_path: Path) -> None:
+    signer = k.pki().signer()
+    trust = k.pki().trust_list(tmp_path / "t", k.pki().crl((signer.certificate,
+                                                          k.NOW - k.DAY)))
+    http = await _app(client_with, trust)
+    response = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "V1", 3), signer),
+                               headers=FHIR)
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["details"]["coding"][0]["code"] == \
+        "MSG_SIGNATURE_CERT_REVOKED"
+
+
+async def test_certificate_revoked_after_receipt_still_verifies_later(
+        client_with: Any, tmp_path: Path) -> None:
+    """Revocation is judged at the moment the server first received the signature."""
+    signer = k.pki().signer()
+    directory = tmp_path / "t"
+    trust = k.pki().trust_list(directory, k.pki().crl())
+    http = await _app(client_with, trust)
+    response = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "V2", 3), signer),
+                               headers=FHIR)
+    assert response.status_code == 200, response.text
+    (directory / "crl-0.pem").write_bytes(
+        k.pki().crl((signer.certificate, k.NOW + dt.timedelta(hours=1))))
+    verified, results = _verdict(await _verify(http, _encounter(response)))
+    assert (verified, results) == (True, ["verified"])
+    (directory / "crl-0.pem").write_bytes(k.pki().crl((signer.certificate, k.NOW - k.DAY)))
+    assert _verdict(await _verify(http, _encounter(response))) == (False, ["revoked"])
+
+
+async def test_nothing_is_checked_when_verification_is_off(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list, "off")
+    bundle = CASES["garbage"][0](visit_bundle(CCCD_A, "O1", day=3))
+    response = await http.post("/fhir", json=bundle, headers=FHIR)
+    assert response.status_code == 200
+    assert await _proofs(http, _encounter(response)) == []
+
+
+# -- documents, Provenances, PDFs ---------------------------------------------------------------
+
+
+def _document(patient: str) -> dict[str, Any]:
+    composition = {"resourceType": "Composition", "id": "c1", "status": "final",
+                   "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]},
+                   "subject": {"reference": patient}, "date": "2025-03-03T10:00:00+07:00",
+                   "author": [{"display": "BS. Trần Thị Bình"}], "title": "Giấy ra viện"}
+    return {"resourceType": "Bundle", "identifier": {"system": "urn:ietf:rfc:3986",
+                                                     "value": "urn:uuid:1f0d7a3e-1"},
+            "type": "document", "timestamp": "2025-03-03T10:00:00+07:00",
+            "entry": [{"fullUrl": "urn:uuid:c1", "resource": composition}]}
+
+
+async def _patient(http: httpx.AsyncClient, cccd: str = CCCD_A) -> str:
+    response = await http.post("/fhir/Patient", json=b.patient(cccd=cccd), headers=FHIR)
+    assert response.status_code == 201, response.text
+    return f"Patient/{response.json()['id']}"
+
+
+async def test_signed_document_verifies_after_storage(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    document = k.sign_bundle(_document(await _patient(http)), k.pki().signer(kind="ec"))
+    response = await http.post("/fhir/Bundle", json=document, headers=FHIR)
+    assert response.status_code == 201, response.text
+    stored = (await http.get(f"/fhir/Bundle/{response.json()['id']}")).json()
+    assert stored["meta"]["versionId"] == "1" and "source" in stored["meta"]
+    assert _verdict(await _verify(http, f"Bundle/{stored['id']}")) == (True, ["verified"])
+
+
+async def test_document_changed_after_signing_is_refused(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    document = k.sign_bundle(_document(await _patient(http)), k.pki().signer())
+    document["entry"][0]["resource"]["title"] = "Giấy ra viện (sửa)"
+    response = await http.post("/fhir/Bundle", json=document, headers=FHIR)
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["expression"] == ["Bundle.signature"]
+
+
+def _signed_provenance(target: dict[str, Any], signer: k.Signer) -> dict[str, Any]:
+    content = k.canonical(target)
+    return {"resourceType": "Provenance", "target": [{"reference": "urn:uuid:d"}],
+            "recorded": "2025-03-03T10:00:00+07:00",
+            "agent": [{"who": {"reference": "urn:uuid:o"}}],
+            "signature": [k.signature(k.jws(content, signer),
+                                      method="http://hl7.org/fhir/canonicalization/json")]}
+
+
+async def test_signed_provenance_in_the_transaction_of_what_it_signs(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    bundle = visit_bundle(CCCD_A, "P1", day=3)
+    paper = next(e["resource"] for e in bundle["entry"] if e["fullUrl"] == "urn:uuid:d")
+    bundle["entry"].append({"fullUrl": "urn:uuid:prov",
+                            "resource": _signed_provenance(paper, k.pki().signer()),
+                            "request": {"method": "POST", "url": "Provenance"}})
+    response = await http.post("/fhir", json=bundle, headers=FHIR)
+    assert response.status_code == 200, response.text
+    provenance = response.json()["entry"][-1]["response"]["location"].split("/_history")[0]
+    assert _verdict(await _verify(http, provenance)) == (True, ["verified"])
+    paper_ref = next(e["response"]["location"].split("/_history")[0]
+                     for e in response.json()["entry"]
+                     if e["response"]["location"].startswith("DocumentReference/"))
+    assert _verdict(await _verify(http, paper_ref)) == (True, ["verified"])
+
+
+async def test_signed_provenance_alone_cannot_be_verified(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    provenance = _signed_provenance({"resourceType": "Basic"}, k.pki().signer())
+    provenance["target"] = [{"reference": await _patient(http)}]
+    provenance["agent"] = [{"who": {"display": "Bệnh viện"}}]
+    response = await http.post("/fhir/Provenance", json=provenance, headers=FHIR)
+    assert response.status_code == 422
+    issue = response.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "MSG_SIGNATURE_CONTENT_ABSENT"
+
+
+def _paper(patient: str, pdf: bytes) -> dict[str, Any]:
+    return {"resourceType": "DocumentReference", "status": "current",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "34133-9"}],
+                     "text": "Giấy ra viện"},
+            "subject": {"reference": patient}, "date": "2025-03-03T10:00:00+07:00",
+            "context": {"encounter": [{"reference": "Encounter/visit-1"}]},
+            "content": [{"attachment": {
+                "contentType": "application/pdf", "data": base64.b64encode(pdf).decode(),
+                "size": len(pdf), "hash": base64.b64encode(hashlib.sha1(pdf).digest()).decode()}}]}
+
+
+async def test_signed_pdf_is_verified_and_a_changed_one_refused(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    patient = await _patient(http)
+    pdf = k.sign_pdf(k.blank_pdf(), k.pki().signer())
+    response = await http.post("/fhir/DocumentReference", json=_paper(patient, pdf),
+                               headers=FHIR)
+    assert response.status_code == 201, response.text
+    reference = f"DocumentReference/{response.json()['id']}"
+    assert _verdict(await _verify(http, reference)) == (True, ["verified"])
+    changed = pdf.replace(b"/MediaBox [ 0 0 595 842 ]", b"/MediaBox [ 0 0 595 841 ]")
+    assert changed != pdf
+    refused = await http.post("/fhir/DocumentReference", json=_paper(patient, changed),
+                              headers=FHIR)
+    assert refused.status_code == 422
+    assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "MSG_SIGNATURE_INVALID"
+
+
+async def test_signed_pdf_as_a_binary(client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    patient = await _patient(http)
+    pdf = k.sign_pdf(k.blank_pdf(), k.pki().signer(kind="ec"))
+    binary = {"resourceType": "Binary", "contentType": "application/pdf",
+              "securityContext": {"reference": patient},
+              "data": base64.b64encode(pdf).decode()}
+    response = await http.post("/fhir/Binary", json=binary, headers=FHIR)
+    assert response.status_code == 201, response.text
+    assert _verdict(await _verify(http, f"Binary/{response.json()['id']}")) == \
+        (True, ["verified"])
+
+
+# -- XML 130 -------------------------------------------------------------------------------------
+
+XML = {"Content-Type": "application/xml"}
+
+
+async def test_signed_envelope_is_verified_and_recorded_on_each_visit(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    second = b.visit(XML1=[b.xml1(MA_LK="LK2")], XML2=[b.xml2(MA_LK="LK2")],
+                     XML4=[b.xml4(MA_LK="LK2")])
+    data = k.sign_envelope(b.envelope(b.visit(), second), k.pki().signer())
+    response = await http.post("/fhir/$import-xml130", content=data, headers=XML)
+    assert response.status_code == 200, response.text
+    assert response.text.count('"valueCode":"created"') == 2, response.text
+    provenances = (await http.get("/fhir/Provenance")).json()["entry"]
+    bridge = [e["resource"] for e in provenances
+              if e["resource"].get("meta", {}).get("source") != PROOF_SOURCE]
+    assert len(bridge) == 2
+    for provenance in bridge:
+        assert provenance["signature"][0]["sigFormat"] == "application/signature+xml"
+        assert _verdict(await _verify(http, f"Provenance/{provenance['id']}")) == \
+            (True, ["verified"])
+    envelope = bridge[0]["entity"][0]["what"]["reference"]
+    stored = (await http.get(f"/fhir/{envelope}")).json()
+    assert base64.b64decode(stored["data"]) == data  # byte for byte
+
+
+async def test_envelope_changed_after_signing_is_refused_whole(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list)
+    data = k.sign_envelope(b.envelope(b.visit()), k.pki().signer())
+    changed = data.replace(b"<NGAYLAP>20210204", b"<NGAYLAP>20210205")
+    response = await http.post("/fhir/$import-xml130", content=changed, headers=XML)
+    assert response.status_code == 422, response.text  # every visit rejected
+    codes = [i["details"]["coding"][0]["code"] for i in response.json()["issue"]]
+    assert "MSG_SIGNATURE_INVALID" in codes
+    found = (await http.get("/fhir/Encounter", params={"_summary": "count"})).json()
+    assert found["total"] == 0
+
+
+async def test_envelope_with_a_bad_signature_is_stored_with_a_warning_in_record_mode(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list, "record")
+    data = k.sign_envelope(b.envelope(b.visit()), _expired())
+    response = await http.post("/fhir/$import-xml130", content=data, headers=XML)
+    assert response.status_code == 200, response.text
+    assert "MSG_SIGNATURE_CERT_EXPIRED" in response.text
+    assert "created" in response.text
+
+
+# -- who may check ------------------------------------------------------------------------------
+
+
+async def test_facility_citizen_and_attacker_on_a_signed_record(
+        client_with: Any, trust_list: Path, settings: Settings) -> None:
+    http = await _app(client_with, trust_list)
+    response = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "A1", 3),
+                                                           k.pki().signer()), headers=FHIR)
+    other = await http.post("/fhir", json=visit_bundle(CCCD_B, "B9", 4), headers=FHIR)
+    assert response.status_code == other.status_code == 200
+    encounter = _encounter(response)
+    proof = (await _proofs(http, encounter))[0]
+    a, b_ = await patient_id(http, CCCD_A), await patient_id(http, CCCD_B)
+
+    def bearer(scope: str, **claims: str) -> dict[str, str]:
+        changed = settings.model_copy(update={"signature_trust_list": trust_list,
+                                              "signature_verification": "enforce"})
+        return {"Authorization": f"Bearer {token_for(changed, scope, **claims)}"}
+
+    facility = bearer("system/*.rs")
+    citizen = bearer("patient/*.rs", patient_id=a)
+    attacker = bearer("patient/*.rs", patient_id=b_)
+    for reference in (encounter, f"Provenance/{proof['id']}"):
+        for headers in (facility, citizen):
+            answer = await _verify(http, reference, **headers)
+            assert answer.status_code == 200, answer.text
+            assert _verdict(answer) == (True, ["verified"])
+        refused = await _verify(http, reference, **attacker)
+        assert refused.status_code == 404, refused.text
+        assert "Bệnh viện" not in refused.text
+    binary = proof["entity"][0]["what"]["reference"]
+    assert (await http.get(f"/fhir/{binary}", headers=citizen)).status_code == 200
+    assert (await http.get(f"/fhir/{binary}", headers=attacker)).status_code == 404
