@@ -30,6 +30,7 @@ from lxml import etree
 from signxml import methods
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.signer import XMLSigner
+from signxml.xades import XAdESSigner
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
@@ -219,21 +220,19 @@ def sign_bundle(bundle: dict[str, Any], signer: Signer, **options: Any) -> dict[
     return bundle
 
 
-def sign_envelope(data: bytes, signer: Signer, signing_time: str | None = None) -> bytes:
-    """The envelope with the facility's enveloped XML signature in ``CHUKYDONVI``."""
+def sign_envelope(data: bytes, signer: Signer, xades: bool = False) -> bytes:
+    """The envelope with the facility's enveloped XML signature in ``CHUKYDONVI`` (a XAdES
+    one, with its signed SigningTime, when asked)."""
     root = etree.fromstring(data)
     holder = etree.SubElement(root, "CHUKYDONVI")
     etree.SubElement(holder, "{http://www.w3.org/2000/09/xmldsig#}Signature", Id="placeholder")
     method = SignatureMethod.RSA_SHA256 if isinstance(signer.key, rsa.RSAPrivateKey) \
         else SignatureMethod.ECDSA_SHA256
-    xml_signer = XMLSigner(method=methods.enveloped, signature_algorithm=method,
-                           digest_algorithm=DigestAlgorithm.SHA256)
+    kind = XAdESSigner if xades else XMLSigner
+    xml_signer = kind(method=methods.enveloped, signature_algorithm=method,
+                      digest_algorithm=DigestAlgorithm.SHA256)
     signed = xml_signer.sign(root, key=signer.key,
                              cert=[pem(c).decode() for c in signer.chain])
-    if signing_time is not None:  # a XAdES-like signing time inside the signature
-        mark = signed.find(".//{http://www.w3.org/2000/09/xmldsig#}Signature")
-        assert mark is not None
-        etree.SubElement(mark, "SigningTime").text = signing_time
     return bytes(etree.tostring(signed))
 
 

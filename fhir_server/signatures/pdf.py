@@ -21,7 +21,6 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 with warnings.catch_warnings():  # pyHanko imports DSA, which cryptography deprecates
     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-    from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, ModificationLevel
     from pyhanko.sign.validation.generic_cms import validate_sig_integrity
@@ -45,11 +44,11 @@ def is_pdf(data: bytes) -> bool:
 
 
 def is_signed_pdf(data: bytes) -> bool:
-    """Whether ``data`` is a PDF holding a signature dictionary. Its ``/ByteRange`` is always
-    in the clear: the signed byte ranges must leave out the signature's own ``/Contents``, so
-    a signature dictionary is never compressed into an object stream. An unsigned PDF costs
-    this search only."""
-    return is_pdf(data) and b"/ByteRange" in data
+    """Whether ``data`` is a PDF that holds, or held, a signature: a signature dictionary's
+    ``/ByteRange`` or a ``/Sig`` name. A signature dictionary is always in the clear (the
+    signed byte ranges must leave out its own ``/Contents``, so it is never compressed into an
+    object stream). An unsigned PDF costs this search only."""
+    return is_pdf(data) and (b"/ByteRange" in data or b"/Sig" in data)
 
 
 def _covered(signature: EmbeddedPdfSignature) -> str | None:
@@ -90,16 +89,19 @@ def verify_pdf(data: bytes, trust: TrustList, received: datetime) -> list[Verifi
     try:
         reader = PdfFileReader(io.BytesIO(data), strict=False)
         signatures = list(reader.embedded_signatures)
-    except (PdfError, ValueError, KeyError, TypeError, IndexError) as exc:
-        return [Verification(Status.MALFORMED, f"the PDF cannot be read: {exc}", "pdf",
+    except Exception as exc:  # hostile bytes in a third-party parser: never a 500
+        return [Verification(Status.MALFORMED, f"the PDF cannot be read: {exc!r}", "pdf",
                              verified_at=received.isoformat())]
+    if not signatures and b"/ByteRange" in data:
+        return [Verification(Status.MALFORMED, "the PDF has a signature dictionary that cannot "
+                             "be read", "pdf", verified_at=received.isoformat())]
     found = []
     for signature in signatures:
         try:
             result, chain = _checked(signature, received)
-        except (PdfError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # as above
             found.append(Verification(Status.MALFORMED, f"the PDF signature cannot be read: "
-                                      f"{exc}", "pdf", verified_at=received.isoformat()))
+                                      f"{exc!r}", "pdf", verified_at=received.isoformat()))
             continue
         found.append(judged(result, trust, chain, datetime.fromisoformat(result.signing_time),
                             received) if chain else result)

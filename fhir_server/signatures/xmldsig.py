@@ -6,9 +6,10 @@ enveloped-signature transform and the canonicalization the signature names, and 
 digest and the signature value); the signer's certificate is the first ``X509Certificate`` of
 its ``KeyInfo``, judged by the trust list like any other. The signing time is XAdES'
 ``SigningTime`` where the signature has one; otherwise the certificate must be valid when the
-server receives the file. Only signatures over the whole document (``Reference URI=""``) and
-the SHA-2 (and SHA-3) family of RSA and ECDSA algorithms are accepted: SHA-1, DSA and HMAC are
-refused.
+server receives the file (a ``SigningTime`` counts only inside the XAdES
+``SignedProperties`` the signature covers). Only signatures that cover the whole document
+(``Reference URI=""``) and the SHA-2 (and SHA-3) family of RSA and ECDSA algorithms are
+accepted: SHA-1, DSA and HMAC are refused.
 """
 
 from __future__ import annotations
@@ -36,20 +37,29 @@ _NS = {"ds": DSIG}
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                           remove_comments=False)
 _ACCEPTED = SignatureConfiguration(
+    expect_references=True,  # the document, and XAdES' signed properties when there are
     signature_methods=frozenset(m for m in SignatureMethod if not any(
-        weak in m.value for weak in ("sha1", "hmac", "dsa-"))),
+        weak in m.value for weak in ("sha1", "hmac", "#dsa-"))),
 )
 
 
-def signature_element(data: bytes) -> etree._Element | None:
-    """The ``ds:Signature`` in the envelope's ``CHUKYDONVI``, None when it has none (an
-    unsigned file; also a file that is not XML: its own checks report that)."""
+def _holder(data: bytes) -> etree._Element | None:
+    """The envelope's ``CHUKYDONVI`` when it holds anything; None for an unsigned file (or
+    one that is not XML: its own checks report that)."""
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError:
         return None
-    found = root.find("CHUKYDONVI/ds:Signature", _NS)
-    return found
+    holder = root.find("CHUKYDONVI")
+    if holder is None or (len(holder) == 0 and not (holder.text or "").strip()):
+        return None
+    return holder
+
+
+def signature_element(data: bytes) -> etree._Element | None:
+    """The ``ds:Signature`` in the envelope's ``CHUKYDONVI``, None when it has none."""
+    holder = _holder(data)
+    return None if holder is None else holder.find("ds:Signature", _NS)
 
 
 def _certificates(signature: etree._Element) -> list[x509.Certificate]:
@@ -63,14 +73,17 @@ def _certificates(signature: etree._Element) -> list[x509.Certificate]:
                              "not a certificate") from None
 
 
-def _signing_time(signature: etree._Element, received: datetime) -> datetime:
-    found = signature.find(".//{*}SigningTime")
-    if found is None or not (found.text or "").strip():
-        return received
-    return parse_instant((found.text or "").strip())
+def _signing_time(signed: list[etree._Element], received: datetime) -> datetime:
+    """XAdES' ``SigningTime`` in the signed properties, else the moment of receipt."""
+    for element in signed:
+        found = element.find(".//{*}SigningTime")
+        if found is not None and (found.text or "").strip():
+            return parse_instant((found.text or "").strip())
+    return received
 
 
-def _check(data: bytes, signer: x509.Certificate) -> None:
+def _check(data: bytes, signer: x509.Certificate) -> list[etree._Element]:
+    """What the signature covers (the document first); raises ``SignatureError``."""
     try:
         # The certificate's dates are the trust list's to judge (at the signing time):
         # signxml is asked at a moment the certificate is valid.
@@ -80,20 +93,26 @@ def _check(data: bytes, signer: x509.Certificate) -> None:
     except (InvalidDigest, InvalidSignature) as exc:
         raise SignatureError(Status.INVALID, f"the XML signature does not match the file: "
                              f"{exc}") from None
-    except (SignXMLException, ValueError) as exc:
+    except (SignXMLException, ValueError, etree.LxmlError) as exc:
         status = Status.UNSUPPORTED if "not allowed" in str(exc).lower() else Status.MALFORMED
         raise SignatureError(status, f"the XML signature cannot be checked: {exc}") from None
-    signed = result.signed_xml if not isinstance(result, list) else None
-    if signed is None or signed.tag != "GIAMDINHHS":
+    signed = [r.signed_xml for r in (result if isinstance(result, list) else [result])
+              if r.signed_xml is not None]  # fmt: skip
+    if not any(element.tag == "GIAMDINHHS" for element in signed):
         raise SignatureError(Status.INVALID, "the XML signature does not cover the whole file")
+    return signed
 
 
 def verify_envelope(data: bytes, trust: TrustList, received: datetime) -> Verification | None:
     """Check the signature in ``CHUKYDONVI`` of the envelope ``data`` (exactly as received);
     None when the file carries none."""
-    signature = signature_element(data)
-    if signature is None:
+    holder = _holder(data)
+    if holder is None:
         return None
+    signature = holder.find("ds:Signature", _NS)
+    if signature is None:
+        return Verification(Status.MALFORMED, "CHUKYDONVI holds no XML signature (ds:Signature)",
+                            "xmldsig", verified_at=received.isoformat())
     method = signature.find("ds:SignedInfo/ds:SignatureMethod", _NS)
     c14n = signature.find("ds:SignedInfo/ds:CanonicalizationMethod", _NS)
     result = Verification(Status.VERIFIED, "", "xmldsig",
@@ -103,9 +122,8 @@ def verify_envelope(data: bytes, trust: TrustList, received: datetime) -> Verifi
     try:
         chain = _certificates(signature)
         result = replace(result, **certificate_facts(chain[0]))
-        signed_at = _signing_time(signature, received)
+        signed_at = _signing_time(_check(data, chain[0]), received)
         result = replace(result, signing_time=signed_at.isoformat())
-        _check(data, chain[0])
     except SignatureError as exc:
         return result.failed(exc.status, exc.detail)
     return judged(result, trust, chain, signed_at, received)
