@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from jwt.api_jws import PyJWS
 
 from fhir_server.settings import Settings
 from fhir_server.signatures.proof import PROOF_SOURCE
@@ -422,3 +423,73 @@ async def test_facility_citizen_and_attacker_on_a_signed_record(
     binary = proof["entity"][0]["what"]["reference"]
     assert (await http.get(f"/fhir/{binary}", headers=citizen)).status_code == 200
     assert (await http.get(f"/fhir/{binary}", headers=attacker)).status_code == 404
+
+
+# -- the health book ------------------------------------------------------------------------------
+
+
+def _section(bundle: dict[str, Any], code: str) -> dict[str, Any]:
+    composition = bundle["entry"][0]["resource"]
+    return next(s for s in composition["section"] if s["code"]["coding"][0]["code"] == code)
+
+
+async def test_health_book_shows_which_records_were_signed_and_how_they_verified(
+        client_with: Any, trust_list: Path, settings: Settings) -> None:
+    http = await _app(client_with, trust_list, "record")
+    signed = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "H1", 3),
+                                                         k.pki().signer()), headers=FHIR)
+    expired = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "H2", 5),
+                                                          _expired()), headers=FHIR)
+    plain = await http.post("/fhir", json=visit_bundle(CCCD_A, "H3", 7), headers=FHIR)
+    assert signed.status_code == expired.status_code == plain.status_code == 200
+    a = await patient_id(http, CCCD_A)
+    citizen = {"Authorization": "Bearer " + token_for(
+        settings.model_copy(update={"signature_trust_list": trust_list}), "patient/*.rs",
+        patient_id=a)}
+    book = (await http.get(f"/fhir/Patient/{a}/$summary", headers=citizen)).json()
+    div = _section(book, "signatures")["text"]["div"]
+    assert div.count("Bệnh viện Thử nghiệm") == 2
+    assert "Hợp lệ: chữ ký số đã được xác minh" in div
+    assert "Chứng thư số đã hết hạn khi ký" in div
+    assert "03/03/2025" in div and "05/03/2025" in div and "07/03/2025" not in div
+    page = await http.get(f"/fhir/Patient/{a}/$summary", headers={**citizen,
+                                                                   "Accept": "text/html"})
+    assert "Chữ ký số" in page.text and "Hợp lệ: chữ ký số đã được xác minh" in page.text
+    visit = (await http.get(f"/fhir/{_encounter(signed)}/$document", headers=citizen)).json()
+    assert "Hợp lệ" in _section(visit, "signatures")["text"]["div"]
+    unsigned = (await http.get(f"/fhir/{_encounter(plain)}/$document", headers=citizen)).json()
+    codes = {s["code"]["coding"][0]["code"] for s in unsigned["entry"][0]["resource"]["section"]}
+    assert "signatures" not in codes
+
+
+def _check_detached(bundle: dict[str, Any], certificate: Any) -> None:
+    """Verify the server's signature with PyJWT alone (an outside verifier's view)."""
+    token = base64.b64decode(bundle["signature"]["data"]).decode()
+    head, payload, value = token.split(".")
+    assert payload == ""
+    content = base64.urlsafe_b64encode(k.signed_content(bundle)).rstrip(b"=").decode()
+    PyJWS().decode_complete(f"{head}.{content}.{value}", key=certificate.public_key(),
+                            algorithms=["ES256"])
+
+
+async def test_server_signs_the_health_book_and_the_visit_document(
+        client_with: Any, trust_list: Path, tmp_path: Path, settings: Settings) -> None:
+    server = k.pki().signer("Máy chủ Sổ sức khỏe điện tử", kind="ec", under="ec-root")
+    (tmp_path / "server-key.pem").write_bytes(server.key_pem())
+    (tmp_path / "server-chain.pem").write_bytes(k.pem(*server.chain))
+    http: httpx.AsyncClient = await client_with(
+        signature_verification="enforce", signature_trust_list=trust_list,
+        signature_key_file=tmp_path / "server-key.pem",
+        signature_certificate_file=tmp_path / "server-chain.pem")
+    response = await http.post("/fhir", json=visit_bundle(CCCD_A, "D1", 3), headers=FHIR)
+    a = await patient_id(http, CCCD_A)
+    book = (await http.get(f"/fhir/Patient/{a}/$summary")).json()
+    visit = (await http.get(f"/fhir/{_encounter(response)}/$document")).json()
+    for document in (book, visit):
+        _check_detached(document, server.certificate)
+        assert document["signature"]["who"]["reference"].startswith("urn:uuid:")
+    stored = await http.post("/fhir/Bundle", json=book, headers=FHIR)  # a third party keeps it
+    assert stored.status_code == 201, stored.text
+    assert _verdict(await _verify(http, f"Bundle/{stored.json()['id']}")) == (True, ["verified"])
+    page = await http.get(f"/fhir/Patient/{a}/$summary", headers={"Accept": "text/html"})
+    assert "Ký số bởi Máy chủ FHIR Sổ sức khỏe điện tử" in page.text
