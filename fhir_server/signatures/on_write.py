@@ -34,6 +34,7 @@ from typing import Any
 
 from lxml import etree
 
+from fhir_server.decimals import loads
 from fhir_server.errors import Issue, Unprocessable
 from fhir_server.interactions.context import Services
 from fhir_server.signatures.canonical import (
@@ -56,6 +57,7 @@ __all__ = [
     "envelope_signature",
     "refusal",
     "refuses",
+    "verify_file",
 ]
 
 Json = dict[str, Any]
@@ -316,3 +318,30 @@ def envelope_signature(data: bytes, verification: Verification) -> Json:
             "who": {"display": verification.signer or "unknown signer"},
             "targetFormat": "application/xml", "sigFormat": XML_SIGNATURE,
             "data": base64.b64encode(signed).decode()}  # fmt: skip
+
+
+def verify_file(data: bytes, trust: TrustList) -> list[Verification] | None:
+    """The signatures of a file as a verifier outside the server sees them: a FHIR JSON
+    resource (a Bundle's signature and the signed Provenances among its entries, a PDF in a
+    DocumentReference or Binary), an XML 130 envelope or a PDF; None when the file is none of
+    these."""
+    if is_signed_pdf(data):
+        return verify_pdf(data, trust, _now())
+    if data.lstrip()[:1] == b"<":
+        found = verify_envelope(data, trust, _now())
+        return [found] if found else []
+    try:
+        resource = loads(data)
+    except ValueError:
+        return None
+    if not isinstance(resource, dict):
+        return None
+    proofs = list(_pdf_proofs(resource, trust))
+    if resource.get("resourceType") == "Bundle":
+        proofs += [p for p in [_bundle_proof(resource, trust)] if p is not None]
+        entries = _entry_map(resource)
+        proofs += [p for provenance in _signed_provenances(resource)
+                   for p in _provenance_proofs(provenance, entries, trust)]
+    elif resource.get("resourceType") == "Provenance":
+        proofs += _provenance_proofs(resource, {}, trust)
+    return [s.verification for proof in proofs for s in proof.signatures]
