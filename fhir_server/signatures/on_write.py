@@ -45,7 +45,8 @@ from fhir_server.signatures.canonical import (
 )
 from fhir_server.signatures.jws import JOSE, verify_jws
 from fhir_server.signatures.pdf import PDF, is_signed_pdf, verify_pdf
-from fhir_server.signatures.proof import SELF, Proof, SignedBy
+from fhir_server.signatures.proof import SELF, Proof, SignedBy, is_proof
+from fhir_server.signatures.recheck import check_kept
 from fhir_server.signatures.trust import TrustList, load_trust_list
 from fhir_server.signatures.verification import Status, Verification
 from fhir_server.signatures.xmldsig import XML_SIGNATURE, signature_element, verify_envelope
@@ -168,8 +169,29 @@ def _targets(provenance: Json, entries: Mapping[str, Json]) -> list[Json] | None
     return resources if resources and len(resources) == len(found) else None
 
 
+def _kept_proof(provenance: Json, entries: Mapping[str, Json], trust: TrustList
+                ) -> tuple[Proof, ...]:
+    """A proof the server wrote, written again (a store loaded from an export): its
+    signatures over the bytes its entity names, which must be in the same Bundle."""
+    source = ((provenance.get("entity") or [{}])[0].get("what") or {}).get("reference", "")
+    binary = entries.get(str(source))
+    try:
+        content = base64.b64decode(str((binary or {}).get("data", ""))) if binary else None
+    except binascii.Error:
+        content = None
+    signed = []
+    for element in provenance.get("signature") or ():
+        verification = check_kept(element, content, trust, _now()) if content is not None \
+            else _unchecked(Status.UNVERIFIABLE, "the bytes the proof kept are not in the same "
+                            "transaction Bundle")
+        signed.append(SignedBy(element, verification))
+    return (Proof(tuple(signed), source=SELF),) if signed else ()
+
+
 def _provenance_proofs(provenance: Json, entries: Mapping[str, Json],
                        trust: TrustList) -> tuple[Proof, ...]:
+    if is_proof(provenance):
+        return _kept_proof(provenance, entries, trust)
     proofs = []
     signed = None
     targets = _targets(provenance, entries)
@@ -324,7 +346,8 @@ def verify_file(data: bytes, trust: TrustList) -> list[Verification] | None:
     """The signatures of a file as a verifier outside the server sees them: a FHIR JSON
     resource (a Bundle's signature and the signed Provenances among its entries, a PDF in a
     DocumentReference or Binary), an XML 130 envelope or a PDF; None when the file is none of
-    these."""
+    these. The server's proofs a document holds are records of signatures checked, not
+    signatures over the document: ``verify --stored`` checks them with the bytes kept."""
     if is_signed_pdf(data):
         return verify_pdf(data, trust, _now())
     if data.lstrip()[:1] == b"<":
@@ -340,7 +363,7 @@ def verify_file(data: bytes, trust: TrustList) -> list[Verification] | None:
     if resource.get("resourceType") == "Bundle":
         proofs += [p for p in [_bundle_proof(resource, trust)] if p is not None]
         entries = _entry_map(resource)
-        proofs += [p for provenance in _signed_provenances(resource)
+        proofs += [p for provenance in _signed_provenances(resource) if not is_proof(provenance)
                    for p in _provenance_proofs(provenance, entries, trust)]
     elif resource.get("resourceType") == "Provenance":
         proofs += _provenance_proofs(resource, {}, trust)

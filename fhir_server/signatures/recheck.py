@@ -32,7 +32,7 @@ from fhir_server.signatures.trust import TrustList, load_trust_list
 from fhir_server.signatures.verification import Status, Verification, from_extension
 from fhir_server.signatures.xmldsig import XML_SIGNATURE, verify_envelope
 
-__all__ = ["Found", "recheck", "report"]
+__all__ = ["Found", "check_kept", "recheck", "report"]
 
 Json = dict[str, Any]
 
@@ -81,7 +81,9 @@ async def _bytes(services: Services, reference: str) -> bytes | None:
         return None
 
 
-def _again(element: Json, content: bytes, trust: TrustList, received: datetime) -> Verification:
+def check_kept(element: Json, content: bytes, trust: TrustList,
+               received: datetime) -> Verification:
+    """The signature ``element`` of a proof checked again over the bytes the proof kept."""
     recorded = from_extension(element)
     fmt = element.get("sigFormat")
     if fmt == JOSE:
@@ -106,7 +108,8 @@ async def _from_proof(services: Services, proof: Json, trust: TrustList,
     changed = bool(updated) and _moment(updated) > received
     found = []
     for element in proof.get("signature") or ():
-        verification = _again(element, content, trust, received) if content is not None else \
+        verification = check_kept(element, content, trust, received) if content is not None \
+            else \
             Verification(Status.UNVERIFIABLE, f"{source} is gone", "", verified_at="")
         if verification.status is not Status.UNVERIFIABLE and not verification.verified_at:
             verification = replace(verification, verified_at=received.isoformat())

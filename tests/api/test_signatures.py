@@ -17,7 +17,9 @@ import pytest
 from jwt.api_jws import PyJWS
 
 from fhir_server.settings import Settings
+from fhir_server.signatures.on_write import verify_file
 from fhir_server.signatures.proof import PROOF_SOURCE
+from fhir_server.signatures.trust import load_trust_list
 from fhir_server.signatures.verification import EXTENSION
 from tests import builders as b
 from tests import pki as k
@@ -493,3 +495,63 @@ async def test_server_signs_the_health_book_and_the_visit_document(
     assert _verdict(await _verify(http, f"Bundle/{stored.json()['id']}")) == (True, ["verified"])
     page = await http.get(f"/fhir/Patient/{a}/$summary", headers={"Accept": "text/html"})
     assert "Ký số bởi Máy chủ FHIR Sổ sức khỏe điện tử" in page.text
+
+
+# -- every signed resource, stored, read and checked again -----------------------------------------
+
+
+async def _created(http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> str:
+    response = await http.post(f"/fhir/{path}", json=body, headers=FHIR)
+    assert response.status_code in (200, 201), response.text
+    if path == "":
+        return _encounter(response)
+    return f"{body['resourceType']}/{response.json()['id']}"
+
+
+async def test_every_signed_resource_verifies_after_store_and_read(
+        client_with: Any, trust_list: Path, tmp_path: Path) -> None:
+    """0 false rejections: each kind of signed record, stored, read back and checked again,
+    by the server (``$verify-signature``) and, where the record carries its signature, by a
+    verifier outside it (``verify_file`` over the JSON as read)."""
+    server = k.pki().signer("Máy chủ", kind="ec", under="ec-root")
+    (tmp_path / "k.pem").write_bytes(server.key_pem())
+    (tmp_path / "c.pem").write_bytes(k.pem(*server.chain))
+    http: httpx.AsyncClient = await client_with(
+        signature_verification="enforce", signature_trust_list=trust_list,
+        signature_key_file=tmp_path / "k.pem", signature_certificate_file=tmp_path / "c.pem")
+    rsa, ec = k.pki().signer(), k.pki().signer(kind="ec")
+    patient = await _patient(http, "001090099999")
+    visit = visit_bundle(CCCD_A, "E1", 3)
+    paper = next(e["resource"] for e in visit["entry"] if e["fullUrl"] == "urn:uuid:d")
+    visit["entry"].append({"fullUrl": "urn:uuid:prov", "resource": _signed_provenance(paper, ec),
+                           "request": {"method": "POST", "url": "Provenance"}})
+    signed: list[str] = [
+        await _created(http, "", k.sign_bundle(visit, rsa)),
+        await _created(http, "Bundle", k.sign_bundle(_document(patient), ec)),
+        await _created(http, "DocumentReference", _paper(patient, k.sign_pdf(k.blank_pdf(), rsa))),
+        await _created(http, "Binary", {"resourceType": "Binary", "contentType": "application/pdf",
+                                        "securityContext": {"reference": patient}, "data":
+                                        base64.b64encode(k.sign_pdf(k.blank_pdf(), ec)).decode()}),
+    ]
+    imported = await http.post("/fhir/$import-xml130", content=k.sign_envelope(
+        b.envelope(b.visit()), rsa, xades=True), headers=XML)
+    assert imported.status_code == 200, imported.text
+    a = await patient_id(http, CCCD_A)
+    book = (await http.get(f"/fhir/Patient/{a}/$summary")).json()
+    signed.append(await _created(http, "Bundle", book))
+    provenances = (await http.get("/fhir/Provenance", params={"_count": "100"})).json()["entry"]
+    signed += [f"Provenance/{e['resource']['id']}" for e in provenances]
+    assert len(signed) >= 10
+    trust = load_trust_list(trust_list)
+    rejected = []
+    for reference in signed:
+        stored = await http.get(f"/fhir/{reference}")
+        assert stored.status_code == 200
+        verified, results = _verdict(await _verify(http, reference))
+        if not verified:  # true only with at least one signature, all verified
+            rejected.append(f"{reference}: {results}")
+        if reference.startswith(("Bundle/", "DocumentReference/", "Binary/")):
+            outside = verify_file(stored.content, trust) or []
+            if not outside or not all(v.verified for v in outside):
+                rejected.append(f"{reference} (outside): {outside}")
+    assert rejected == []
