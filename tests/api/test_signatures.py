@@ -181,16 +181,22 @@ async def test_bad_signature_is_recorded_in_record_mode(
     assert [_result(p)["result"] for p in proofs] == [status]
 
 
-async def test_revoked_certificate_is_refused(client_with: Any, tmp_path: Path) -> None:
+async def test_revoked_certificate_is_refused_or_recorded(client_with: Any,
+                                                         tmp_path: Path) -> None:
     signer = k.pki().signer()
     trust = k.pki().trust_list(tmp_path / "t", k.pki().crl((signer.certificate,
                                                           k.NOW - k.DAY)))
-    http = await _app(client_with, trust)
-    response = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "V1", 3), signer),
-                               headers=FHIR)
-    assert response.status_code == 422
-    assert response.json()["issue"][0]["details"]["coding"][0]["code"] == \
+    bundle = k.sign_bundle(visit_bundle(CCCD_A, "V1", 3), signer)
+    refused = await (await _app(client_with, trust)).post("/fhir", json=bundle, headers=FHIR)
+    assert refused.status_code == 422
+    assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == \
         "MSG_SIGNATURE_CERT_REVOKED"
+    http = await client_with(signature_verification="record", signature_trust_list=trust,
+                             data_dir=tmp_path / "second")
+    recorded = await http.post("/fhir", json=bundle, headers=FHIR)
+    assert recorded.status_code == 200, recorded.text
+    assert [_result(p)["result"] for p in await _proofs(http, _encounter(recorded))] == \
+        ["revoked"]
 
 
 async def test_certificate_revoked_after_receipt_still_verifies_later(
