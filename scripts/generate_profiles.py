@@ -487,9 +487,6 @@ EXTENSIONS: dict[str, tuple[str, str, str, Json | None, str | None]] = {
     "address-commune-code": ("Mã xã / Commune code (5 digits; QĐ 19/2025, or the list before "
                              "1 July 2025)", "Address", "code",
                              bind(f"{VS}/address-commune", "preferred"), r"^[0-9]{5}$"),
-    "address-legacy-code": ("Mã đơn vị hành chính trước 1/7/2025 / Administrative code before "
-                            "July 2025 (province TT 07/2016, district QĐ 124/2004)", "Address",
-                            "Coding", None, None),
     "encounter-treatment-outcome": ("Kết quả điều trị / Treatment outcome (KET_QUA_DTRI)",
                                     "Encounter", "CodeableConcept",
                                     bind(f"{VS}/treatment-outcome"), None),

@@ -480,6 +480,27 @@ DOCUMENT_TYPES = CodeSystemSpec(
     ),
 )
 
+FACILITY_LEVELS = CodeSystemSpec(
+    id="facility-level",
+    name="VNFacilityLevel",
+    title="Cấp chuyên môn kỹ thuật của cơ sở khám bệnh, chữa bệnh",
+    description=(
+        "The technical level of a medical facility under Article 104 of the Law on Medical "
+        "Examination and Treatment (Luật Khám bệnh, chữa bệnh 15/2023/QH15): primary, basic, "
+        "specialised. The numeric codes are this project's; the facility registry "
+        "(fhir-server facilities load) writes them in Organization.type."
+    ),
+    copyright="Luật Khám bệnh, chữa bệnh số 15/2023/QH15, Điều 104.",
+    version="2023",
+    terms=terms(
+        [
+            ("1", "Cấp khám bệnh, chữa bệnh ban đầu", "Primary level"),
+            ("2", "Cấp khám bệnh, chữa bệnh cơ bản", "Basic level"),
+            ("3", "Cấp khám bệnh, chữa bệnh chuyên sâu", "Specialised level"),
+        ]
+    ),
+)
+
 # code -> (LOINC code, LOINC display, R4 equivalence of the LOINC code to ours).
 DOCUMENT_LOINC = {
     "XML7": ("18842-5", "Discharge summary", "inexact"),
@@ -652,6 +673,7 @@ def inline_specs() -> list[CodeSystemSpec]:
         GENDERS,
         RELIGIONS,
         DOCUMENT_TYPES,
+        FACILITY_LEVELS,
     ]
 
 

@@ -194,6 +194,7 @@ system operation by POST     -        404     404     404     404     404     40
 PUBLIC: dict[tuple[str, str], int] = {
     ("GET", "/healthz"): 200,
     ("GET", "/readyz"): 200,
+    ("GET", "/metrics"): 200,  # open on the loopback by default (FHIR_SERVER_METRICS)
     ("GET", "/fhir/metadata"): 200,
     ("GET", "/fhir/.well-known/smart-configuration"): 200,
     ("GET", "/fhir/.well-known/jwks.json"): 200,

@@ -240,3 +240,37 @@ async def test_citizen_exports_own_visit_and_not_anothers(
                 f"Bearer {token_for(settings, 'patient/*.rs', patient_id='someone-else')}"}
     assert (await client.get(f"/fhir/{encounter}/$export-xml130",
                              headers=stranger)).status_code == 404
+
+
+OLD_ADDRESS = {"MATINH_CU_TRU": "02", "MAHUYEN_CU_TRU": "026", "MAXA_CU_TRU": "00715",
+               "DIA_CHI": "Xã Lũng Cú, Huyện Đồng Văn, Tỉnh Hà Giang"}
+
+
+def _dated(day: str) -> dict[str, str]:
+    """The XML1 dates of a visit on ``day`` (yyyyMMdd)."""
+    return {"NGAY_VAO": f"{day}0800", "NGAY_VAO_NOI_TRU": f"{day}0900",
+            "NGAY_RA": f"{day}1000", "NGAY_TTOAN": f"{day}1100", "NGAY_TAI_KHAM": day}
+
+
+async def test_a_2024_claim_keeps_its_old_address_codes_and_is_found_by_todays_province(
+        client: httpx.AsyncClient) -> None:
+    """Issue 33 with issue 25: a claim of 2024 carries the units of 2024 (Hà Giang, Đồng
+    Văn, Lũng Cú), stored as written, with where the address lies today (Tuyên Quang)."""
+    xml1 = b.xml1(**OLD_ADDRESS, **_dated("20240510"))
+    response = await _import(client, b.envelope(b.visit(XML1=[xml1])))
+    assert response.status_code == 200, response.text
+    assert _visit(response.json())["outcome"] == "created", response.text
+    found = (await client.get("/fhir/Patient", params={"address-province": "08"})).json()
+    patient = found["entry"][0]["resource"]
+    extensions = {e["url"].rsplit("/", 1)[1]: e for e in patient["address"][0]["extension"]}
+    assert extensions["address-province-code"]["valueCode"] == "02"
+    assert extensions["address-district-code"]["valueCode"] == "026"
+    assert "address-current-units" in extensions
+
+
+async def test_a_2026_claim_with_a_province_of_before_july_2025_is_refused(
+        client: httpx.AsyncClient) -> None:
+    xml1 = b.xml1(**OLD_ADDRESS, **_dated("20260510"))
+    response = await _import(client, b.envelope(b.visit(XML1=[xml1])))
+    assert response.status_code >= 400, response.text
+    assert await _count(client, "Encounter") == 0
