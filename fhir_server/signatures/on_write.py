@@ -17,7 +17,9 @@ What is checked, and over what (docs/signatures.md):
 :func:`check_written` is called for each resource written, :func:`checked_transaction` around
 the preparation of a transaction's entries (it checks ``Bundle.signature`` and, from the
 entries as they were received, the signed Provenances among them), :func:`check_envelope` by
-the XML 130 bridge. The proofs go with the writes (``proof.keep``).
+the XML 130 bridge. The proofs go with the writes (``proof.keep``). Each signature checked
+is counted once, by kind and result (``fhir_signature_checks_total`` on ``/metrics``; an
+envelope checked lately and recorded again on its visits' Provenances is not checked again).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from lxml import etree
 from fhir_server.decimals import loads
 from fhir_server.errors import Issue, Unprocessable
 from fhir_server.interactions.context import Services
+from fhir_server.metrics.catalogue import count_signature_check
 from fhir_server.signatures.canonical import (
     DEFAULT_BUNDLE_METHOD,
     DEFAULT_RESOURCE_METHOD,
@@ -108,8 +111,14 @@ def _decide(services: Services, proofs: tuple[Proof, ...], where: str) -> tuple[
 # -- what each kind of content signs -------------------------------------------------------------
 
 
+def _counted(verification: Verification) -> Verification:
+    """``verification``, counted on ``/metrics``."""
+    count_signature_check(verification.kind, verification.status.value)
+    return verification
+
+
 def _unchecked(status: Status, detail: str, kind: str = "jws") -> Verification:
-    return Verification(status, detail, kind, verified_at=_now().isoformat())
+    return _counted(Verification(status, detail, kind, verified_at=_now().isoformat()))
 
 
 def _jws(signature: Json, content: Any, method: str | None, trust: TrustList,
@@ -123,7 +132,7 @@ def _jws(signature: Json, content: Any, method: str | None, trust: TrustList,
         return _unchecked(Status.UNSUPPORTED, "targetFormat names a canonicalization this "
                           "server does not know"), b""
     signed = canonical_json(content, method, omit)
-    return verify_jws(signature, signed, trust, _now(), method), signed
+    return _counted(verify_jws(signature, signed, trust, _now(), method)), signed
 
 
 def _bundle_proof(bundle: Json, trust: TrustList) -> Proof | None:
@@ -181,7 +190,8 @@ def _kept_proof(provenance: Json, entries: Mapping[str, Json], trust: TrustList
         content = None
     signed = []
     for element in provenance.get("signature") or ():
-        verification = check_kept(element, content, trust, _now()) if content is not None \
+        verification = _counted(check_kept(element, content, trust, _now())) \
+            if content is not None \
             else _unchecked(Status.UNVERIFIABLE, "the bytes the proof kept are not in the same "
                             "transaction Bundle")
         signed.append(SignedBy(element, verification))
@@ -221,7 +231,7 @@ def _pdf_proof(data: str, trust: TrustList, source: str | None) -> Proof | None:
         return None
     if not is_signed_pdf(content):
         return None
-    signed = [SignedBy({"sigFormat": PDF, "targetFormat": PDF}, v)
+    signed = [SignedBy({"sigFormat": PDF, "targetFormat": PDF}, _counted(v))
               for v in verify_pdf(content, trust, _now())]
     if not signed:
         return None
@@ -314,6 +324,7 @@ def _envelope(data: bytes, reference: str, trust: TrustList) -> Verification | N
         found = verify_envelope(data, trust, _now())
         if found is None:
             return None
+        _counted(found)
     for name in (key, reference):
         _ENVELOPES[name] = found
         _ENVELOPES.move_to_end(name)

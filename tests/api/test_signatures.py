@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from jwt.api_jws import PyJWS
+from prometheus_client.parser import text_string_to_metric_families
 
 from fhir_server.settings import Settings
 from fhir_server.signatures.on_write import verify_file
@@ -561,3 +562,40 @@ async def test_every_signed_resource_verifies_after_store_and_read(
             if not outside or not all(v.verified for v in outside):
                 rejected.append(f"{reference} (outside): {outside}")
     assert rejected == []
+
+
+# -- counted on /metrics ---------------------------------------------------------------------------
+
+
+async def _checks(http: httpx.AsyncClient) -> dict[tuple[str, str], float]:
+    """``fhir_signature_checks_total`` by (kind, result), as /metrics shows it."""
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    return {(s.labels["kind"], s.labels["result"]): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples if s.name == "fhir_signature_checks_total"}
+
+
+async def test_each_signature_checked_on_write_is_counted_once_by_kind_and_result(
+        client_with: Any, trust_list: Path) -> None:
+    http = await _app(client_with, trust_list, "record")
+    before = await _checks(http)
+    signed = k.sign_bundle(visit_bundle(CCCD_A, "M1", day=3), k.pki().signer())
+    assert (await http.post("/fhir", json=signed, headers=FHIR)).status_code == 200
+    bad = _tampered(k.sign_bundle(visit_bundle(CCCD_A, "M2", day=3), k.pki().signer()))
+    assert (await http.post("/fhir", json=bad, headers=FHIR)).status_code == 200
+    two = b.visit(XML1=[b.xml1(MA_LK="M4")], XML2=[b.xml2(MA_LK="M4")],
+                  XML4=[b.xml4(MA_LK="M4")])
+    envelope = k.sign_envelope(b.envelope(b.visit(XML1=[b.xml1(MA_LK="M3")],
+                                                  XML2=[b.xml2(MA_LK="M3")],
+                                                  XML4=[b.xml4(MA_LK="M3")]), two),
+                               _expired())
+    imported = await http.post("/fhir/$import-xml130", content=envelope, headers=XML)
+    assert imported.status_code == 200, imported.text
+    assert (await http.post("/fhir", json=visit_bundle(CCCD_A, "M5", day=3),
+                            headers=FHIR)).status_code == 200  # unsigned: nothing to count
+    after = await _checks(http)
+    added = {key: after[key] - before.get(key, 0.0) for key in after
+             if after[key] != before.get(key, 0.0)}
+    # the envelope is checked once for its two visits' Provenances
+    assert added == {("jws", "verified"): 1, ("jws", "invalid"): 1, ("xmldsig", "expired"): 1}
