@@ -1,7 +1,7 @@
 """API tests of signed records (docs/signatures.md): what a facility pushes signed is checked on
 write (``enforce`` refuses, ``record`` keeps the result), its proof is kept (the signed bytes as
 a Binary, the server's Provenance), and ``$verify-signature`` checks it again after storage, for
-the facility, the citizen and an attacker holding another citizen's token."""
+every kind of caller (an attacker holding another citizen's token learns nothing)."""
 
 from __future__ import annotations
 
@@ -402,8 +402,12 @@ async def test_envelope_with_a_bad_signature_is_stored_with_a_warning_in_record_
 # -- who may check ------------------------------------------------------------------------------
 
 
-async def test_facility_citizen_and_attacker_on_a_signed_record(
+async def test_every_caller_on_a_signed_record(
         client_with: Any, trust_list: Path, settings: Settings) -> None:
+    """``$verify-signature`` is a read of the resource it is asked about: the citizen's own
+    tokens (read-only, read-write, granular), a clinician's, a facility's and an operator's
+    get the verdict; a scope without the type is refused (403); an attacker holding another
+    citizen's token learns nothing, not even that the record exists (404)."""
     http = await _app(client_with, trust_list)
     response = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "A1", 3),
                                                            k.pki().signer()), headers=FHIR)
@@ -418,18 +422,34 @@ async def test_facility_citizen_and_attacker_on_a_signed_record(
                                               "signature_verification": "enforce"})
         return {"Authorization": f"Bearer {token_for(changed, scope, **claims)}"}
 
-    facility = bearer("system/*.rs")
-    citizen = bearer("patient/*.rs", patient_id=a)
-    attacker = bearer("patient/*.rs", patient_id=b_)
+    allowed = {
+        "citizen, read-only": bearer("patient/*.rs", patient_id=a),
+        "citizen, read-write": bearer("patient/*.cruds", patient_id=a),
+        "citizen, granular": bearer("patient/Encounter.rs patient/Provenance.rs", patient_id=a),
+        "clinician": bearer("user/*.cruds", fhir_user="Practitioner/bs-1"),
+        "facility": bearer("system/*.rs", organization="Organization/01001"),
+        "operator": bearer("system/*.cruds"),
+        "granular system": bearer("system/Encounter.rs system/Provenance.rs"),
+    }
+    attackers = {"read-only": bearer("patient/*.rs", patient_id=b_),
+                 "read-write": bearer("patient/*.cruds", patient_id=b_)}
     for reference in (encounter, f"Provenance/{proof['id']}"):
-        for headers in (facility, citizen):
+        for caller, headers in allowed.items():
             answer = await _verify(http, reference, **headers)
-            assert answer.status_code == 200, answer.text
-            assert _verdict(answer) == (True, ["verified"])
-        refused = await _verify(http, reference, **attacker)
-        assert refused.status_code == 404, refused.text
-        assert "Bệnh viện" not in refused.text
+            assert answer.status_code == 200, (caller, answer.text)
+            assert _verdict(answer) == (True, ["verified"]), caller
+        for caller, headers in attackers.items():
+            refused = await _verify(http, reference, **headers)
+            assert refused.status_code == 404, (caller, refused.text)
+            assert "Bệnh viện" not in refused.text
+        unknown = await _verify(http, f"{reference.split('/')[0]}/no-such-id",
+                                **attackers["read-only"])
+        assert unknown.status_code == 404  # the same answer as for B's record
+    narrow = bearer("patient/Observation.rs?category=laboratory", patient_id=a)
+    assert (await _verify(http, encounter, **narrow)).status_code == 403
+    assert (await _verify(http, encounter, **bearer("system/Observation.rs"))).status_code == 403
     binary = proof["entity"][0]["what"]["reference"]
+    citizen, attacker = allowed["citizen, read-only"], attackers["read-only"]
     assert (await http.get(f"/fhir/{binary}", headers=citizen)).status_code == 200
     assert (await http.get(f"/fhir/{binary}", headers=attacker)).status_code == 404
 
