@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     #: ``record`` checks every signature and keeps the proof, ``enforce`` also refuses (422)
     #: what carries a signature that does not verify.
     signature_verification: Literal["off", "record", "enforce"] = "record"
-    #: The trust list: the roots, intermediates and CRLs signers are judged by (JSON).
+    #: The trust list (JSON): the roots, intermediates, CRLs and OCSP responses signers are
+    #: judged by.
     signature_trust_list: Path | None = None
     #: The server's own signing key (PEM, unencrypted) and its certificate chain (PEM, the
     #: key's certificate first): with both set, $summary and $document are signed.

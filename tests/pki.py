@@ -1,7 +1,8 @@
 """A test PKI made in the test set-up, and signers that use it the way facilities would.
 
 Two roots (RSA and EC), an intermediate (EC, under the RSA root) that issues the facilities'
-certificates, CRLs of the intermediate, and a trust list file naming them. Signatures are made
+certificates, CRLs and OCSP responses of the intermediate (signed by it or by a responder it
+delegated), and a trust list file naming them. Signatures are made
 with independent tools: PyJWT's JWS encoder (detached payloads: RFC 7515 appendix F, and RFC
 7797's unencoded form), the standard library's ``json`` for the canonical form, signxml for the
 XML 130 envelope, pyHanko for PDFs. Nothing here is a real certificate.
@@ -24,7 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import NameOID
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jwt.api_jws import PyJWS
 from lxml import etree
 from signxml import methods
@@ -62,8 +64,10 @@ def _usage(ca: bool) -> x509.KeyUsage:
 
 
 def certificate(subject: str, key: Key, issuer: x509.Name, issuer_key: Key, *, ca: bool,
-                start: dt.datetime, end: dt.datetime) -> x509.Certificate:
-    """A certificate of ``key`` signed by ``issuer_key`` (SHA-256)."""
+                start: dt.datetime, end: dt.datetime,
+                usage: x509.ObjectIdentifier | None = None) -> x509.Certificate:
+    """A certificate of ``key`` signed by ``issuer_key`` (SHA-256), with the extended key
+    usage ``usage`` if given."""
     builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(start).not_valid_after(end)
@@ -73,6 +77,8 @@ def certificate(subject: str, key: Key, issuer: x509.Name, issuer_key: Key, *, c
                               critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                    issuer_key.public_key()), critical=False))
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -154,16 +160,43 @@ class Pki:
         return builder.sign(self.intermediate_key, hashes.SHA256()).public_bytes(
             serialization.Encoding.PEM)
 
-    def trust_list(self, directory: Path, *crls: bytes) -> Path:
-        """A trust list file naming both roots (and the CRLs) in ``directory``."""
+    def ocsp(self, cert: x509.Certificate, revoked: dt.datetime | None = None, *,
+             responder: str = "issuer") -> bytes:
+        """An OCSP response (DER) of the intermediate about ``cert``: good, or revoked at
+        ``revoked``; signed by the intermediate, by a ``delegated`` responder (its certificate
+        in the response), or by a ``stranger`` that claims the intermediate's name."""
+        status = ocsp.OCSPCertStatus.GOOD if revoked is None else ocsp.OCSPCertStatus.REVOKED
+        builder = ocsp.OCSPResponseBuilder().add_response(
+            cert=cert, issuer=self.intermediate, algorithm=hashes.SHA256(), cert_status=status,
+            this_update=NOW - DAY, next_update=NOW + DAY, revocation_time=revoked,
+            revocation_reason=None if revoked is None else x509.ReasonFlags.key_compromise)
+        key: Key = self.intermediate_key
+        signer = self.intermediate
+        if responder != "issuer":
+            key = ec_key()
+            issuer_key: Key = self.intermediate_key if responder == "delegated" else ec_key()
+            signer = certificate("OCSP responder", key, self.intermediate.subject, issuer_key,
+                                 ca=False, start=NOW - DAY, end=NOW + DAY,
+                                 usage=ExtendedKeyUsageOID.OCSP_SIGNING)
+            builder = builder.certificates([signer])
+        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, signer)
+        return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+    def trust_list(self, directory: Path, *crls: bytes, ocsp: tuple[bytes, ...] = ()) -> Path:
+        """A trust list file naming both roots (and the CRLs, the OCSP responses) in
+        ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "roots.pem").write_bytes(pem(self.rsa_root, self.ec_root))
         names = []
         for n, crl in enumerate(crls):
             (directory / f"crl-{n}.pem").write_bytes(crl)
             names.append(f"crl-{n}.pem")
+        answers = []
+        for n, answer in enumerate(ocsp):
+            (directory / f"ocsp-{n}.der").write_bytes(answer)
+            answers.append(f"ocsp-{n}.der")
         path = directory / "trust-list.json"
-        path.write_text(json.dumps({"anchors": ["roots.pem"], "crls": names}))
+        path.write_text(json.dumps({"anchors": ["roots.pem"], "crls": names, "ocsp": answers}))
         return path
 
 

@@ -3,13 +3,15 @@ signer's certificate against it.
 
 The trust list is a JSON file (docs/signatures.md, "Trust"): ``anchors``, the roots (the
 national digital-signature root, the licensed providers' roots), ``intermediates`` (issuing
-certificates a signature may leave out) and ``crls``, certificate revocation lists; each item
+certificates a signature may leave out), ``crls``, certificate revocation lists, and ``ocsp``,
+OCSP responses (RFC 6960, DER) the operator fetched from the providers' responders; each item
 is a file (PEM with one or more certificates or CRLs, or DER), relative to the trust list, or
 PEM text. A certificate is trusted when a path leads from it to an anchor, every certificate
 on it valid at the signing time (RFC 5280 path validation by ``cryptography``: names,
 signatures, validity, basic constraints, path length), and none revoked, by a CRL of its
-issuer, at or before the moment the server received the signature. Without a trust list no
-signer is trusted.
+issuer or an OCSP response signed by its issuer (or a responder its issuer delegated), at or
+before the moment the server received the signature. The server itself makes no network call.
+Without a trust list no signer is trusted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from typing import Any
 import orjson
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -89,6 +95,7 @@ class TrustList:
     anchors: list[x509.Certificate] = field(default_factory=list)
     intermediates: list[x509.Certificate] = field(default_factory=list)
     crls: list[x509.CertificateRevocationList] = field(default_factory=list)
+    ocsp: list[ocsp.OCSPResponse] = field(default_factory=list)
 
     def check(self, signer: x509.Certificate, presented: Sequence[x509.Certificate],
               signed_at: datetime, received: datetime) -> ChainOutcome:
@@ -120,6 +127,9 @@ class TrustList:
 
     def _revoked(self, chain: list[x509.Certificate], received: datetime) -> ChainOutcome | None:
         for certificate, issuer in itertools.pairwise(chain):
+            answered = _ocsp_revoked(self.ocsp, certificate, issuer, received)
+            if answered is not None:
+                return answered
             for crl in self.crls:
                 if crl.issuer != issuer.subject or not _crl_signed_by(crl, issuer):
                     continue
@@ -136,6 +146,72 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate
         return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (InvalidSignature, TypeError, ValueError):
         return False
+
+
+def _signed(key: object, signature: bytes, data: bytes,
+            algorithm: hashes.HashAlgorithm | None) -> bool:
+    """Whether ``signature`` over ``data`` verifies with ``key`` (RSA PKCS#1 v1.5 or ECDSA)."""
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+            key.verify(signature, data, padding.PKCS1v15(), algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
+            key.verify(signature, data, ec.ECDSA(algorithm))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _delegated(responder: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``responder`` is an OCSP responder ``issuer`` delegated (RFC 6960 4.2.2.2)."""
+    try:
+        usage = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return (responder.issuer == issuer.subject and ExtendedKeyUsageOID.OCSP_SIGNING in usage
+            and _signed(issuer.public_key(), responder.signature,
+                        responder.tbs_certificate_bytes, responder.signature_hash_algorithm))
+
+
+def _answered_by(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> bool:
+    """Whether ``response`` is signed by ``issuer`` or by a responder it delegated."""
+    keys = [issuer.public_key()] + [c.public_key() for c in response.certificates
+                                    if _delegated(c, issuer)]  # fmt: skip
+    return any(_signed(key, response.signature, response.tbs_response_bytes,
+                       response.signature_hash_algorithm) for key in keys)
+
+
+def _names(single: ocsp.OCSPSingleResponse, issuer: x509.Certificate,
+           certificate: x509.Certificate) -> bool:
+    digest = hashes.Hash(single.hash_algorithm)
+    digest.update(issuer.subject.public_bytes())
+    return (single.serial_number == certificate.serial_number
+            and single.issuer_name_hash == digest.finalize())
+
+
+def _ocsp_revoked(responses: Sequence[ocsp.OCSPResponse], certificate: x509.Certificate,
+                  issuer: x509.Certificate, received: datetime) -> ChainOutcome | None:
+    """REVOKED when an OCSP response of ``issuer`` says ``certificate`` was revoked at or
+    before ``received``; responses of another issuer, or not signed by it, are ignored."""
+    for response in responses:
+        singles = [r for r in response.responses if _names(r, issuer, certificate)
+                   and r.certificate_status == ocsp.OCSPCertStatus.REVOKED]  # fmt: skip
+        if not singles or not _answered_by(response, issuer):
+            continue
+        for single in singles:
+            when = single.revocation_time_utc
+            if when is not None and when <= received:
+                return ChainOutcome(Status.REVOKED, f"{_subject(certificate)} was revoked on "
+                                    f"{when.isoformat()} ({_subject(issuer)}'s OCSP response)")
+    return None
+
+
+def _ocsp_responses(data: bytes) -> list[ocsp.OCSPResponse]:
+    response = ocsp.load_der_ocsp_response(data)
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return []  # an error answer says nothing about any certificate
+    return [response]
 
 
 def _validity(certificate: x509.Certificate, moment: datetime) -> ChainOutcome | None:
@@ -171,6 +247,7 @@ def _read(path: Path, files: list[Path]) -> TrustList:
         anchors=[c for data in items("anchors") for c in load_certificates(data)],
         intermediates=[c for data in items("intermediates") for c in load_certificates(data)],
         crls=[crl for data in items("crls") for crl in _crls(data)],
+        ocsp=[r for data in items("ocsp") for r in _ocsp_responses(data)],
     )
 
 

@@ -200,6 +200,19 @@ async def test_revoked_certificate_is_refused_or_recorded(client_with: Any,
         ["revoked"]
 
 
+async def test_certificate_revoked_by_an_ocsp_response_is_refused(client_with: Any,
+                                                                  tmp_path: Path) -> None:
+    signer = k.pki().signer()
+    answer = k.pki().ocsp(signer.certificate, k.NOW - k.DAY, responder="delegated")
+    trust = k.pki().trust_list(tmp_path / "t", ocsp=(answer,))
+    bundle = k.sign_bundle(visit_bundle(CCCD_A, "O1", 3), signer)
+    refused = await (await _app(client_with, trust)).post("/fhir", json=bundle, headers=FHIR)
+    assert refused.status_code == 422, refused.text
+    issue = refused.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "MSG_SIGNATURE_CERT_REVOKED"
+    assert "OCSP" in issue["diagnostics"]
+
+
 async def test_certificate_revoked_after_receipt_still_verifies_later(
         client_with: Any, tmp_path: Path) -> None:
     """Revocation is judged at the moment the server first received the signature."""

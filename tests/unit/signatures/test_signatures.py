@@ -187,6 +187,32 @@ def test_trust_list_is_read_again_when_a_crl_changes(tmp_path: Path) -> None:
     assert verify_jws(signature, CONTENT, load_trust_list(path), NOW).status is Status.REVOKED
 
 
+@pytest.mark.parametrize("responder", ["issuer", "delegated"])
+def test_ocsp_response_of_the_issuer_revokes_from_its_time(tmp_path: Path,
+                                                           responder: str) -> None:
+    signer = k.pki().signer()
+    answer = k.pki().ocsp(signer.certificate, NOW - k.DAY, responder=responder)
+    trust = load_trust_list(k.pki().trust_list(tmp_path, ocsp=(answer,)))
+    signature = k.signature(k.jws(CONTENT, signer, signed_at=NOW - 2 * k.DAY))
+    result = verify_jws(signature, CONTENT, trust, NOW)
+    assert result.status is Status.REVOKED and "OCSP" in result.detail
+    before = verify_jws(signature, CONTENT, trust, NOW - 2 * k.DAY + dt.timedelta(minutes=1))
+    assert before.status is Status.VERIFIED  # received before the revocation
+
+
+def test_ocsp_good_forged_or_about_another_certificate_revokes_nothing(tmp_path: Path) -> None:
+    signer, neighbour = k.pki().signer(), k.pki().signer()
+    answers = (k.pki().ocsp(signer.certificate),  # good
+               k.pki().ocsp(signer.certificate, NOW - k.DAY, responder="stranger"),
+               k.Pki().ocsp(signer.certificate, NOW - k.DAY),  # another CA of the same name
+               k.pki().ocsp(neighbour.certificate, NOW - k.DAY))
+    trust = load_trust_list(k.pki().trust_list(tmp_path, ocsp=answers))
+    result = verify_jws(k.signature(k.jws(CONTENT, signer)), CONTENT, trust, NOW)
+    assert result.status is Status.VERIFIED
+    assert verify_jws(k.signature(k.jws(CONTENT, neighbour)), CONTENT, trust,
+                      NOW).status is Status.REVOKED
+
+
 # -- the XML 130 envelope --------------------------------------------------------------------------
 
 
