@@ -115,6 +115,9 @@ async def apply(
     assert write.resource is not None
     if write.access.limits(write.interaction):
         before = None if write.interaction is Interaction.CREATE else await _current(tx, write)
+        if before is not None and before.deleted:  # another patient's deleted id: unknown
+            await check_deleted_visible(services, write.access, write.resource_type,
+                                        str(write.id))
         write.access.check_write(write.interaction, _content(before), write.resource)
     if integrity:
         await check_references(tx, services, [write.resource])
