@@ -17,6 +17,7 @@ from pathlib import Path
 from fhir_server.cli_conformance import add_conformance_commands
 from fhir_server.cli_operations import add_operations_commands
 from fhir_server.cli_security import add_security_commands
+from fhir_server.cli_signatures import add_signature_commands
 from fhir_server.cli_xml130 import add_xml130_commands
 from fhir_server.logs import configure_logging, uvicorn_log_config
 from fhir_server.metrics import directory as metrics_directory
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_operations_commands(sub)
     add_conformance_commands(sub)
     add_xml130_commands(sub)
+    add_signature_commands(sub)
     return parser
 
 

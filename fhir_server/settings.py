@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     #: lasts without a checkpoint (a job whose process died on another host waits for it).
     jobs_poll_s: float = 1.0
     jobs_lease_s: float = 30.0
+    #: Digital signatures on what is written (docs/signatures.md): ``off`` checks nothing,
+    #: ``record`` checks every signature and keeps the proof, ``enforce`` also refuses (422)
+    #: what carries a signature that does not verify.
+    signature_verification: Literal["off", "record", "enforce"] = "record"
+    #: The trust list (JSON): the roots, intermediates, CRLs and OCSP responses signers are
+    #: judged by.
+    signature_trust_list: Path | None = None
+    #: The server's own signing key (PEM, unencrypted) and its certificate chain (PEM, the
+    #: key's certificate first): with both set, $summary and $document are signed.
+    signature_key_file: Path | None = None
+    signature_certificate_file: Path | None = None
     #: ``json``: one JSON object per line from every process; ``text``: for a developer.
     log_format: Literal["json", "text"] = "json"
     #: Off a terminal, long commands (load, reindex...) write a progress line this often.

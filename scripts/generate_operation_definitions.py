@@ -141,6 +141,33 @@ OWN_DEFINITIONS: dict[str, dict[str, Any]] = {
             _parameter("return", "out", 1, "1", "Binary", "The envelope (application/xml)"),
         ],
     },
+    "verify-signature": {
+        "url": f"{OWN}/verify-signature", "name": "VerifySignature", "status": "active",
+        "kind": "operation", "code": "verify-signature", "affectsState": False,
+        "description": "Check again the digital signatures about a resource: a Bundle's own "
+                       "Bundle.signature, a signed PDF, or the signatures whose proof (the "
+                       "server's Provenance, with the bytes received) names the resource; "
+                       "against the trust list, the certificate's validity at the signing time "
+                       "and revocation at the moment the server received it.",
+        "parameter": [
+            _parameter("verified", "out", 1, "1", "boolean",
+                       "There is at least one signature and every one verifies"),
+            {"name": "signature", "use": "out", "min": 0, "max": "*",
+             "documentation": "One per signature",
+             "part": [_parameter(name, "out", low, "1", kind, text) for name, low, kind, text in (
+                 ("result", 1, "code", "verified, invalid, malformed, unsupported, untrusted, "
+                                       "expired, not-yet-valid, revoked or unverifiable"),
+                 ("messageId", 1, "string", "The result's stable message id"),
+                 ("detail", 1, "string", "Why, in words"),
+                 ("kind", 1, "code", "jws, xmldsig or pdf"),
+                 ("signer", 0, "string", "The signer's certificate subject"),
+                 ("issuer", 0, "string", "Its issuer"),
+                 ("signingTime", 0, "dateTime", "The signing time the signature claims"),
+                 ("trustAnchor", 0, "string", "The root of the trust list it leads to"),
+                 ("proof", 0, "Reference", "The server's Provenance recording it"),
+                 ("changedSince", 0, "boolean", "The resource changed after it was signed"))]},
+        ],
+    },
 }
 
 

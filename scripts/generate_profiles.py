@@ -708,6 +708,35 @@ def current_units_extension(base: Base) -> Json:
     return sd
 
 
+def signature_verification_extension(base: Base) -> Json:
+    """The server's record of a signature it checked, on a Signature of its Provenance."""
+    sd = header("signature-verification", "Kết quả kiểm tra chữ ký số / Signature verification",
+                "Added by the server to the Signature elements of the Provenances it writes to "
+                "keep the proof of a signature it checked (docs/signatures.md): the result, its "
+                "stable message id and reason, the kind of signature (jws, xmldsig, pdf), the "
+                "algorithm and canonicalization, the signer's certificate (subject, issuer, "
+                "serial number, DER), the trust anchor, the signing time and when the server "
+                "checked it.", "complex-type", "Extension")  # fmt: skip
+    sd["context"] = [{"type": "element", "expression": "Signature"}]
+    parts = [("result", "code", 1), ("messageId", "string", 1), ("detail", "string", 0),
+             ("kind", "code", 1), ("algorithm", "string", 0), ("canonicalization", "uri", 0),
+             ("signer", "string", 0), ("issuer", "string", 0), ("serialNumber", "string", 0),
+             ("trustAnchor", "string", 0), ("signingTime", "dateTime", 0),
+             ("verifiedAt", "instant", 1), ("certificate", "base64Binary", 0)]  # fmt: skip
+    differential = [el("Extension", 0, "*"), slicing("Extension.extension", "url", "closed")]
+    for name, kind, low in parts:
+        differential += [
+            el(f"Extension.extension:{name}", low, "1"),
+            el(f"Extension.extension:{name}.url", fixedUri=name),
+            el(f"Extension.extension:{name}.value[x]", 1, "1", type=[{"code": kind}]),
+        ]
+    differential += [el("Extension.url", fixedUri=f"{SD}/signature-verification"),
+                     el("Extension.value[x]", 0, "0")]
+    sd["snapshot"] = {"element": snapshot(base, "Extension", differential)}
+    sd["differential"] = {"element": differential}
+    return sd
+
+
 def units_by_date_extension(base: Base) -> Json:
     """The mark on an Address element whose unit codes are checked by date."""
     return element_extension(
@@ -776,6 +805,7 @@ def main() -> None:
     write(args.out, message_id_extension(base))
     write(args.out, current_units_extension(base))
     write(args.out, units_by_date_extension(base))
+    write(args.out, signature_verification_extension(base))
     for code, element, name, description in SEARCH_PARAMETERS:
         parameter = address_search_parameter(code, element, name, description)
         path = args.out / f"SearchParameter-{code}.json"

@@ -42,6 +42,8 @@ from fhir_server.router.request import FhirRequest, FhirResponse
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
 from fhir_server.security.policy import Access
+from fhir_server.signatures.on_write import checked_transaction
+from fhir_server.signatures.proof import Proof, keep
 
 __all__ = ["Door", "process_bundle"]
 
@@ -150,15 +152,16 @@ async def transaction(
     entries = [parse_entry(i, e, services.base_url)
                for i, e in enumerate(_entries(services, bundle))]
     _check_full_urls(entries)
-    for entry in entries:
-        await _prepare(services, door, entry, transaction=True)
+    with checked_transaction(services, bundle) as signed:  # Bundle.signature, as received
+        for entry in entries:
+            await _prepare(services, door, entry, transaction=True)
     writes = [entry for entry in entries if entry.write is not None]
     # Resolve and index outside the write lock; the transaction reuses what still holds.
     await bundle_exec.optimistic_indexes(services, writes)
     responses: dict[int, dict[str, Any]] = {}
     if writes:
         try:
-            await _commit(services, writes, door, note, responses)
+            await _commit(services, writes, door, note, responses, signed)
         except BaseException:
             note.discard_writes()
             raise
@@ -170,14 +173,19 @@ async def transaction(
 
 
 async def _commit(services: Services, writes: list[Entry], door: Door, note: AuditNote,
-                  responses: dict[int, dict[str, Any]]) -> None:
-    """The writes of a transaction, in one store transaction with its AuditEvent."""
+                  responses: dict[int, dict[str, Any]], signed: Proof | None) -> None:
+    """The writes of a transaction, in one store transaction with its AuditEvent (and the
+    proof of the Bundle's signature)."""
     async with services.store.transaction() as tx:
         await bundle_exec.resolve_entries(tx, services, writes, tx.find_many)
         bundle_exec.note_renames(writes)
         for entry in bundle_exec.ordered(writes):
             responses[entry.index] = await bundle_exec.located(
                 entry, bundle_exec.execute(services, tx, entry, note))
+        if signed is not None:
+            await keep(tx, services, signed, [{**e.write.resource, "id": e.write.id}
+                                              for e in writes if e.write and e.write.resource],
+                       note)
         # After the writes (and their access checks): what they refer to must exist.
         await bundle_exec.check_integrity(services, tx, writes)
         await services.audit_write(tx, note, door.caller)

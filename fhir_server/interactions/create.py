@@ -29,11 +29,11 @@ def prepare_create(
     """The create of ``resource`` (201), or of nothing when ``If-None-Exist`` matches one
     resource (200 with it). ``indexed`` False leaves the index to be computed later (a
     transaction's entries are indexed once their references are resolved)."""
-    issues = prepare_resource(services, access, resource, resource_type)
+    prepared = prepare_resource(services, access, resource, resource_type)
     resource["id"] = new_id()
     criteria = (parse_criteria(services, access, resource_type, if_none_exist)
                 if if_none_exist is not None else None)
     return Write(Interaction.CREATE, resource_type, access, id=resource["id"],
                  resource=resource, index=services.index(resource) if indexed else None,
                  if_none_exist=criteria,
-                 issues=issues)
+                 issues=prepared.issues, proofs=prepared.proofs)

@@ -40,10 +40,11 @@ async def prepare_patch(
             message_id="MSG_VERSION_MISMATCH",
         )
     patched = apply_patch(content, operations, resource_type, id)
-    issues = prepare_resource(services, access, patched, resource_type)
+    prepared = prepare_resource(services, access, patched, resource_type)
     return Write(Interaction.PATCH, resource_type, access, id=id, resource=patched,
                  index=services.index(patched), expected_version=current.version,
-                 if_match=if_match is not None, issues=issues)
+                 if_match=if_match is not None, issues=prepared.issues,
+                 proofs=prepared.proofs)
 
 
 def prepare_conditional_patch(

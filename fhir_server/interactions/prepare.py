@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import jsonpatch
@@ -21,15 +21,26 @@ from fhir_server.search.model import Clause, ParamType, SearchQuery, TokenValue
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.policy import Access
+from fhir_server.signatures.on_write import check_written
+from fhir_server.signatures.proof import Proof
 
-__all__ = ["apply_patch", "parse_criteria", "prepare_resource"]
+__all__ = ["Prepared", "apply_patch", "parse_criteria", "prepare_resource"]
+
+
+class Prepared(NamedTuple):
+    """What preparing a resource found: validation issues to report (``warn`` mode) and the
+    proofs of the signatures it carries, to keep with it (``signatures.proof``)."""
+
+    issues: tuple[Issue, ...]
+    proofs: tuple[Proof, ...] = ()
 
 
 def prepare_resource(
     services: Services, access: Access, resource: dict[str, Any], resource_type: str
-) -> tuple[Issue, ...]:
-    """Validate the content to store as a ``resource_type`` and record who writes it
-    (``meta.source``): base R4 structure always, then profiles.
+) -> Prepared:
+    """Validate the content to store as a ``resource_type``, check the signatures it carries
+    (``signatures.on_write``, before the server changes anything in it) and record who writes
+    it (``meta.source``): base R4 structure always, then profiles.
 
     Profiles (those in ``meta.profile`` and the Vietnamese profile required for the type) are
     checked unless validation is ``off`` for the type. Under ``enforce`` any error raises
@@ -37,21 +48,24 @@ def prepare_resource(
     response. Raises ``InvalidResource`` (400) for structural errors. An address written
     with the administrative units of before 1 July 2025 gets the extension
     ``address-current-units`` (``fhir_server.geography.addresses.annotate``). Facility codes
-    missing from the facility registry add a warning or raise (``facilities.known``).
+    missing from the facility registry add a warning or raise (``facilities.known``). A
+    signature that does not verify raises ``Unprocessable`` (422) under
+    ``signature_verification`` ``enforce``.
     """
     validate_structure(resource, expected_type=resource_type)
+    proofs = check_written(services, resource)
     access.stamp(resource)
     annotate(resource)  # the current units of an address written with pre-2025 codes
     facility_issues = check_facility_codes(services, resource)
     mode = services.settings.validation_mode(resource_type)
     if mode == "off":
-        return facility_issues
+        return Prepared(tuple(facility_issues), proofs)
     with address_context(unknown=services.settings.unknown_unit_code):
         issues = default_validator().validate_resource(resource)
     if mode == "enforce" and any(i.severity in ("error", "fatal") for i in issues):
         first = next(i for i in issues if i.severity in ("error", "fatal"))
         raise Unprocessable(first.diagnostics, message_id=first.message_id, issues=issues)
-    return (*issues, *facility_issues)
+    return Prepared((*issues, *facility_issues), proofs)
 
 
 def parse_criteria(

@@ -44,12 +44,13 @@ def prepare_update(
 ) -> Write:
     """A new version of ``resource_type/id`` (200), its creation with the client's id (201),
     or nothing when the content is unchanged (``indexed``: see ``prepare_create``)."""
-    issues = prepare_resource(services, access, resource, resource_type)
+    prepared = prepare_resource(services, access, resource, resource_type)
     check_body_id(resource, id)
     return Write(Interaction.UPDATE, resource_type, access, id=id, resource=resource,
                  index=services.index(resource) if indexed else None,
                  expected_version=if_match,
-                 if_match=if_match is not None, issues=issues)
+                 if_match=if_match is not None, issues=prepared.issues,
+                 proofs=prepared.proofs)
 
 
 def prepare_conditional_update(
@@ -62,8 +63,8 @@ def prepare_conditional_update(
 ) -> Write:
     """The update of the one match of ``criteria``; a create if none (with the body's id,
     or a new one); 412 if several."""
-    issues = prepare_resource(services, access, resource, resource_type)
+    prepared = prepare_resource(services, access, resource, resource_type)
     query = parse_criteria(services, access, resource_type, criteria)
     return Write(Interaction.UPDATE, resource_type, access, resource=resource, criteria=query,
                  expected_version=if_match, if_match=if_match is not None, fresh_id=new_id(),
-                 issues=issues)
+                 issues=prepared.issues, proofs=prepared.proofs)

@@ -34,6 +34,7 @@ from fhir_server.search.model import SearchIndex, SearchQuery
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.policy import Access
 from fhir_server.security.scopes import Interaction
+from fhir_server.signatures.proof import Proof, keep
 from fhir_server.storage.port import AuditLogTransaction, StoredResource, StoreTransaction
 from fhir_server.storage.versions import content_equal
 
@@ -49,7 +50,8 @@ class Write:
     computed outside the lock; ``expected_version`` the version the write must replace
     (``If-Match``, or the version a patch was made from) and ``if_match`` whether the client
     asked for it (412 instead of 409). A conditional create carries ``if_none_exist``; a
-    conditional update that matches nothing creates ``fresh_id``.
+    conditional update that matches nothing creates ``fresh_id``. ``proofs``: the signatures
+    the content carries, checked in prepare, whose proof is written with it.
     """
 
     interaction: Interaction
@@ -65,6 +67,7 @@ class Write:
     fresh_id: str | None = None
     operations: object | None = None
     issues: tuple[Issue, ...] = ()
+    proofs: tuple[Proof, ...] = ()
 
 
 async def match_single(tx: StoreTransaction, query: SearchQuery) -> str | None:
@@ -112,10 +115,16 @@ async def apply(
     assert write.resource is not None
     if write.access.limits(write.interaction):
         before = None if write.interaction is Interaction.CREATE else await _current(tx, write)
+        if before is not None and before.deleted:  # another patient's deleted id: unknown
+            await check_deleted_visible(services, write.access, write.resource_type,
+                                        str(write.id))
         write.access.check_write(write.interaction, _content(before), write.resource)
     if integrity:
         await check_references(tx, services, [write.resource])
-    return await _store(tx, services, write, note)
+    outcome = await _store(tx, services, write, note)
+    for proof in write.proofs:  # the proof of its signatures, beside it
+        await keep(tx, services, proof, [write.resource], note)
+    return outcome
 
 
 async def _if_none_exist(tx: StoreTransaction, write: Write) -> Outcome | None:
@@ -157,7 +166,8 @@ async def _patch_match(tx: StoreTransaction, services: Services, write: Write) -
     assert current is not None and content is not None and write.id is not None
     write.access.check_write(write.interaction, content, None)
     patched = apply_patch(content, write.operations, write.resource_type, write.id)
-    write.issues = prepare_resource(services, write.access, patched, write.resource_type)
+    write.issues, write.proofs = prepare_resource(services, write.access, patched,
+                                                  write.resource_type)
     write.resource, write.expected_version = patched, current.version
 
 

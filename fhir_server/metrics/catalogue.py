@@ -34,10 +34,12 @@ __all__ = [
     "REQUESTS",
     "REQUEST_SECONDS",
     "SEARCH_TIMEOUTS",
+    "SIGNATURE_CHECKS",
     "VALIDATION_FAILURES",
     "WAL_BYTES",
     "WRITE_LOCK_HOLD_SECONDS",
     "WRITE_LOCK_WAIT_SECONDS",
+    "count_signature_check",
     "count_validation_failures",
     "counted_push",
     "job_ended",
@@ -73,6 +75,12 @@ VALIDATION_FAILURES = Counter(
     "fhir_validation_failures",
     "Errors found by validation of writes and $validate, by profile and message id",
     ["profile", "message_id"])
+
+# --- signatures (each signature checked on write: a JWS, an envelope's, a PDF's) -----------------
+SIGNATURE_CHECKS = Counter(
+    "fhir_signature_checks",
+    "Signatures checked on write, by kind (jws, xmldsig, pdf) and result (verified, invalid, "
+    "untrusted, expired, revoked...)", ["kind", "result"])
 
 # --- storage ------------------------------------------------------------------------------------
 WRITE_LOCK_WAIT_SECONDS = Histogram(
@@ -155,6 +163,12 @@ def count_validation_failures(profile: str, issues: Iterable[Issue]) -> None:
     for issue in issues:
         if issue.severity in ("error", "fatal"):
             VALIDATION_FAILURES.labels(profile, issue.message_id).inc()
+
+
+def count_signature_check(kind: str, result: str) -> None:
+    """Count one signature checked on write: its kind and its result (both from the server's
+    own bounded sets, ``signatures.verification``)."""
+    SIGNATURE_CHECKS.labels(kind, result).inc()
 
 
 def observe_checkpoint(mode: str, seconds: float, wal_bytes: int) -> None:

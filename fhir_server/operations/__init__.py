@@ -19,6 +19,7 @@ from fhir_server.operations import (
     summary,
     terminology_ops,
     validate,
+    verify_signature,
     xml130,
 )
 from fhir_server.operations.parameters import OperationInput
@@ -50,6 +51,7 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("system", "*", "import-xml130"): xml130.import_xml130,
     ("system", "*", "convert-xml130"): xml130.convert_xml130,
     ("instance", "Encounter", "export-xml130"): xml130.export_xml130,
+    ("instance", "*", "verify-signature"): verify_signature.verify_signature,
 }
 #: Operations whose POST body may be a document other than FHIR JSON, by media type.
 RAW_BODY_OPERATIONS: dict[str, frozenset[str]] = {

@@ -26,13 +26,15 @@ from fhir_server.operations.summary import (
     build_sections,
     composition,
     document_bundle,
+    signed,
 )
 from fhir_server.security.policy import Access
 
 __all__ = ["VISIT_SECTIONS", "encounter_document"]
 
 VISIT_TYPE = ("34133-9", "Summary of episode note")
-_FROM_SUMMARY = ("medications", "results", "vital-signs", "procedures", "documents")
+_FROM_SUMMARY = ("medications", "results", "vital-signs", "procedures", "documents",
+                 "signatures")
 VISIT_SECTIONS: tuple[Section, ...] = (
     Section("visit", "46240-8", "History of Hospitalizations+Outpatient visits Narrative",
             "Thông tin lượt khám", lambda r: r.get("resourceType") == "Encounter",
@@ -81,7 +83,8 @@ async def encounter_document(
     doc["encounter"] = {"reference": lookup.url(encounter)}
     cited = [patient, *(r for s in sections for e in s.get("entry", [])
                         if (r := lookup.by_url(e["reference"])))]  # fmt: skip
-    return Outcome(200, body=document_bundle(doc, cited + lookup.referenced(cited), lookup))
+    bundle = document_bundle(doc, cited + lookup.referenced(cited), lookup)
+    return Outcome(200, body=signed(services, bundle))
 
 
 def _title(encounter: dict[str, Any], lookup: Lookup) -> str:

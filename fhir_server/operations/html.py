@@ -45,6 +45,14 @@ def _section(section: dict[str, Any]) -> str:
     return f"<section><h2>{title}</h2>{_div(section.get('text'))}{inner}</section>"
 
 
+def _signed_by(signature: Any) -> str:
+    """The footer's line on the document's own signature, if it has one."""
+    if not isinstance(signature, dict):
+        return ""
+    who = escape(str((signature.get("who") or {}).get("display", "")))
+    return f" · Ký số bởi {who} lúc {escape(vn_date(signature.get('when')))}"
+
+
 def render_document(bundle: dict[str, Any]) -> str:
     """Return the HTML page of a document Bundle (its first entry is the Composition)."""
     entries = bundle.get("entry") or [{}]
@@ -53,7 +61,7 @@ def render_document(bundle: dict[str, Any]) -> str:
     body = _div(composition.get("text")) or f"<h1>{title}</h1>"
     body += "".join(_section(s) for s in composition.get("section") or [])
     identifier = escape(str((bundle.get("identifier") or {}).get("value", "")))
-    stamp = escape(vn_date(bundle.get("timestamp")))
+    stamp = escape(vn_date(bundle.get("timestamp"))) + _signed_by(bundle.get("signature"))
     return (
         '<!DOCTYPE html>\n<html lang="vi"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

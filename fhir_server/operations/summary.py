@@ -29,12 +29,18 @@ from fhir_server.operations.everything import (
 )
 from fhir_server.operations.narrative import Lookup, Markup, narrative, paragraph
 from fhir_server.operations.parameters import OperationInput
+from fhir_server.operations.signed_documents import (
+    SECTION_SYSTEM,
+    is_signature_record,
+    signature_table,
+)
 from fhir_server.search.model import SearchQuery
 from fhir_server.search.parse import parse_search
 from fhir_server.security.policy import Access
+from fhir_server.signatures.server_signing import sign_document
 from fhir_server.storage.port import StoredResource
 
-__all__ = ["SECTIONS", "Section", "document_bundle", "summary"]
+__all__ = ["SECTIONS", "Section", "document_bundle", "signed", "summary"]
 
 LOINC = "http://loinc.org"
 EMPTY_REASON = "http://terminology.hl7.org/CodeSystem/list-empty-reason"
@@ -58,6 +64,7 @@ class Section:
     accepts: Callable[[Resource], bool]
     render: Renderer
     empty_reason: str = "unavailable"
+    system: str = LOINC
 
 
 def _of(*types: str) -> Callable[[Resource], bool]:
@@ -111,6 +118,9 @@ SECTIONS: tuple[Section, ...] = (
             _of("DocumentReference", "ServiceRequest"), text.document_table),
     Section("appointments", "18776-5", "Plan of care note", "Lịch hẹn",
             _of("Appointment"), text.appointment_table, empty_reason="nilknown"),
+    Section("signatures", "signatures", "Digital signatures of the records", "Chữ ký số",
+            is_signature_record, signature_table, empty_reason="nilknown",
+            system=SECTION_SYSTEM),
 )  # fmt: skip
 
 
@@ -132,7 +142,8 @@ def build_section(
     """Return the Composition section: coded title, narrative and entries (or emptyReason)."""
     built: Resource = {
         "title": section.title,
-        "code": {"coding": [{"system": LOINC, "code": section.code, "display": section.display}]},
+        "code": {"coding": [{"system": section.system, "code": section.code,
+                             "display": section.display}]},
     }
     if chosen:
         built["text"] = narrative(section.render(chosen, lookup))
@@ -272,7 +283,16 @@ async def summary(services: Services, access: Access, call: OperationInput) -> O
     doc = composition(
         patient_resource, lookup, ("60591-5", "Patient summary Document"), BOOK_TITLE, sections
     )
-    return Outcome(200, body=document_bundle(doc, _cited(doc, patient_resource, lookup), lookup))
+    bundle = document_bundle(doc, _cited(doc, patient_resource, lookup), lookup)
+    return Outcome(200, body=signed(services, bundle))
+
+
+def signed(services: Services, bundle: Resource) -> Resource:
+    """The document signed by the server, when the operator configured its key (the Device
+    standing for the server is the signer)."""
+    who = {"reference": f"urn:uuid:{SERVER_DEVICE_ID}", "display": "Máy chủ FHIR Sổ sức khỏe "
+           "điện tử"}
+    return sign_document(services.settings, bundle, who)
 
 
 def _cited(doc: Resource, patient: Resource, lookup: Lookup) -> list[Resource]:

@@ -95,6 +95,7 @@ class Interaction(StrEnum):
     OPERATION_IMPORT_XML130 = "$import-xml130"
     OPERATION_CONVERT_XML130 = "$convert-xml130"
     OPERATION_EXPORT_XML130 = "$export-xml130"
+    OPERATION_VERIFY_SIGNATURE = "$verify-signature"
 
 
 # SMART v2: c = create, r = read/vread/instance history, u = update/patch, d = delete,
@@ -125,6 +126,7 @@ _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.OPERATION_IMPORT_XML130: "c",
     Interaction.OPERATION_CONVERT_XML130: "c",
     Interaction.OPERATION_EXPORT_XML130: "s",
+    Interaction.OPERATION_VERIFY_SIGNATURE: "r",
 }
 
 

@@ -258,6 +258,8 @@ CASES: dict[str, Case] = {
         operation=("system", "*", "convert-xml130")),
     "$export-xml130": Case(_INSTANCE_OP, _get("/fhir/Encounter/{encounter}/$export-xml130"),
                            operation=("instance", "Encounter", "export-xml130")),
+    "$verify-signature": Case(_INSTANCE_OP, _get("/fhir/Observation/{lab}/$verify-signature"),
+                              operation=("instance", "*", "verify-signature")),
     "system operation": Case(("GET", "/fhir/$op"), _get("/fhir/$no-such-operation")),
     "system operation by POST": Case(("POST", "/fhir/$op"), lambda world, target: Call(
         "POST", "/fhir/$no-such-operation", json={"resourceType": "Parameters"},

@@ -79,6 +79,8 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 #   its scopes; the starter whose scopes no longer grant the export gets 403.
 # - XML 130 import and conversion are a facility's or an operator's: a system/ scope with c on
 #   every type (an empty call then answers 400: no envelope); export is a read of the visit.
+# - $verify-signature is a read of the resource it is asked about (r on its type); it answers
+#   200 with what it found (nothing, for an unsigned record).
 # - Search always answers 200 with what the caller may see (possibly nothing).
 # - ``user/*.cruds`` of a doctor reaches every record until Consent rules narrow it.
 # - Referential integrity is on (the default): a Patient its records refer to is not deleted
@@ -194,6 +196,9 @@ $convert-xml130              -        403     403     403     403     400     40
 $export-xml130               own      200     200     403     200     200     403
 $export-xml130               other    404     404     403     200     200     403
 $export-xml130               unknown  404     404     403     404     404     403
+$verify-signature            own      200     200     200     200     200     200
+$verify-signature            other    404     404     404     200     200     200
+$verify-signature            unknown  404     404     404     404     404     404
 system operation             -        404     404     404     404     404     404
 system operation by POST     -        404     404     404     404     404     404
 """

@@ -76,6 +76,34 @@ async def test_delete_of_another_patients_resource_answers_404_and_deletes_nothi
     assert own.status_code == 204
 
 
+@pytest.mark.parametrize("way", ["http", "transaction"])
+async def test_update_of_another_patients_deleted_resource_answers_404_and_changes_nothing(
+    door: Door, way: str
+) -> None:
+    """A deleted id of B is not free for A to take: updating it with A's content answers the
+    404 an update of B's live id answers, and adds nothing to B's history. A's own deleted
+    resource may be written again."""
+    world = await door.world()
+    before = await world.snapshot(world.b)
+    headers = {**FHIR, **world.headers("p.cruds")}
+
+    async def put(person: Person) -> httpx.Response:
+        body = {**copy.deepcopy(world.a.resources["lab"]), "id": person.ids["gone"]}
+        url = f"Observation/{person.ids['gone']}"
+        if way == "http":
+            return await world.http.put(f"/fhir/{url}", json=body, headers=headers)
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": body, "request": {"method": "PUT", "url": url}}]}
+        return await world.http.post("/fhir", json=bundle, headers=headers)
+
+    other = await put(world.b)
+    assert other.status_code == 404, other.text
+    assert message_id(other) == "MSG_NO_EXIST"
+    await assert_unchanged(world, world.b, before)
+    own = await put(world.a)
+    assert own.status_code in (200, 201), own.text
+
+
 @pytest.mark.parametrize(("resource_type", "criteria"), [
     ("Patient", "identifier={patient_identifier}"),
     ("Encounter", "identifier={encounter_identifier}"),

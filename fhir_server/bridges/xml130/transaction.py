@@ -137,7 +137,7 @@ def _recorded(keys: VisitKeys, mapped: Mapped) -> str:
 
 
 def _provenance(keys: VisitKeys, mapped: Mapped, urns: Mapping[tuple[str, str, int], str],
-                binary: str) -> Resource:
+                binary: str, signature: Resource | None) -> Resource:
     targets = [{"reference": urn} for urn in urns.values()]
     facility = next(urn for (t, r, _), urn in urns.items() if r == "facility")
     return {
@@ -148,19 +148,21 @@ def _provenance(keys: VisitKeys, mapped: Mapped, urns: Mapping[tuple[str, str, i
         "agent": [{"type": {"coding": [{"system": _PROVENANCE_AGENT, "code": "author"}]},
                    "who": {"reference": facility}}],
         "entity": [{"role": "source", "what": {"reference": binary}}],
+        **({"signature": [signature]} if signature else {}),
     }
 
 
 def build_transaction(standard: Standard, mapped: Mapped, keys: VisitKeys,
                       originals: Mapping[str, bytes], *, encounter_id: str | None = None,
                       if_match: int | None = None, with_binary: bool = True,
-                      deletions: Sequence[str] = ()) -> Plan:
+                      deletions: Sequence[str] = (), signature: Resource | None = None) -> Plan:
     """The transaction Bundle of a mapped visit.
 
     ``encounter_id`` is the id of the visit already stored (else the derived one),
     ``if_match`` its version (the Bundle then fails if it changed meanwhile), ``with_binary``
     whether the envelope is stored with this visit (the first visit of a file to commit),
-    ``deletions`` the ``Type/id`` of resources of a previous sending this one no longer has.
+    ``deletions`` the ``Type/id`` of resources of a previous sending this one no longer has,
+    ``signature`` the envelope's signature (``CHUKYDONVI``) for the Provenance to record.
     """
     urns = {(i.table, i.role, i.n): _urn(keys, i.table, i.role, i.n) for i in mapped.instances}
     by_role: dict[str, list[str]] = {}
@@ -178,7 +180,7 @@ def build_transaction(standard: Standard, mapped: Mapped, keys: VisitKeys,
         _append(plan, _entry(_urn(keys, "binary"), content,
                              {"method": "PUT", "url": f"Binary/{binary}"}), None)
     what = _urn(keys, "binary") if with_binary else f"Binary/{binary}"
-    provenance = _provenance(keys, mapped, urns, what)
+    provenance = _provenance(keys, mapped, urns, what, signature)
     _append(plan, _entry(_urn(keys, "provenance"), provenance,
                          {"method": "PUT", "url": f"Provenance/{provenance['id']}"}), None)
     for reference in deletions:

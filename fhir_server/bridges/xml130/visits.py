@@ -7,6 +7,11 @@ another person is rejected, not merged; the stored version becomes the Encounter
 resources of the previous sending that the new one lacks are deleted, as the insurance portal
 replaces a corrected visit's tables) and commits through ``door.commit``. Nothing of a rejected
 visit is stored; the other visits of the file go on.
+
+The facility's signature (``CHUKYDONVI``) is checked once per file, over its exact bytes
+(``signatures.on_write.check_envelope``); each visit's Provenance records it, and the write of
+that Provenance keeps the proof. Under ``enforce`` a file whose signature does not verify is
+refused whole (422 for every visit); under ``record`` each visit is stored with a warning.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from fhir_server.bridges.xml130.located import locate_issue
 from fhir_server.bridges.xml130.report import ImportReport, VisitResult
 from fhir_server.bridges.xml130.stored import StoredVisit, caller_facility, stored_visit
 from fhir_server.bridges.xml130.tables import Standard, load_standard
-from fhir_server.bridges.xml130.transaction import Plan, VisitKeys, build_transaction
+from fhir_server.bridges.xml130.transaction import Plan, VisitKeys, binary_id, build_transaction
 from fhir_server.conformance.profiles import default_validator
 from fhir_server.errors import BadRequest, FhirError, Issue
 from fhir_server.interactions.bundle_entries import at_entry
 from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
 from fhir_server.security.policy import Access
+from fhir_server.signatures.on_write import check_envelope, envelope_signature, refuses
 from fhir_server.storage.versions import instant_text
 
 __all__ = ["convert_envelope", "convert_only", "decode", "import_envelope", "standard_of"]
@@ -47,6 +53,31 @@ class _Visit:
     mapped: Mapped
     originals: dict[str, bytes]
     issues: list[Issue]
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """The envelope's signature: the Provenance's ``Signature`` (None: unsigned), what the
+    report says of it, and whether the file is refused for it."""
+
+    element: dict[str, Any] | None = None
+    issue: Issue | None = None
+    refused: bool = False
+
+
+def _signature(services: Services, data: bytes) -> _Signed:
+    verification = check_envelope(services, data, f"Binary/{binary_id(data)}")
+    if verification is None:
+        return _Signed()
+    element = envelope_signature(data, verification)
+    if verification.verified:
+        return _Signed(element)
+    refused = refuses(services, verification)
+    issue = problem(verification.message_id, "CHUKYDONVI",
+                    f"chữ ký số của cơ sở không hợp lệ ({verification.status})",
+                    f"the facility's signature does not verify: {verification.detail}",
+                    "error" if refused else "warning")
+    return _Signed(element, issue, refused)
 
 
 def standard_of(name: str | None) -> Standard:
@@ -157,10 +188,11 @@ def _outcome(plan: Plan, response: dict[str, Any], since: str, deletions: int) -
 
 
 async def _commit(services: Services, access: Access, standard: Standard, visit: _Visit,
-                  stored: StoredVisit, with_binary: bool) -> VisitResult:
+                  stored: StoredVisit, with_binary: bool, signed: _Signed) -> VisitResult:
     plan = build_transaction(standard, visit.mapped, visit.keys, visit.originals,
                              encounter_id=stored.encounter_id, if_match=stored.version,
-                             with_binary=with_binary, deletions=stored.deletions)
+                             with_binary=with_binary, deletions=stored.deletions,
+                             signature=signed.element)
     since = instant_text(datetime.now(UTC))
     try:
         response = await door.commit(services, access, plan.bundle)
@@ -173,8 +205,12 @@ async def _commit(services: Services, access: Access, standard: Standard, visit:
 
 
 async def _import(services: Services, access: Access, standard: Standard, visit: _Visit,
-                  caller: str | None, with_binary: bool) -> VisitResult:
+                  caller: str | None, with_binary: bool, signed: _Signed) -> VisitResult:
     keys = visit.keys
+    if signed.issue is not None:
+        visit.issues.append(signed.issue)
+    if signed.refused:
+        return _rejected(visit.hoso, keys.ma_lk, 422, visit.issues)
     if caller is not None and caller != keys.facility:
         issue = problem("MSG_XML130_FACILITY_NOT_CALLER", "XML1.MA_CSKCB",
                         f"cơ sở {keys.facility} không phải cơ sở của token ({caller})",
@@ -183,7 +219,7 @@ async def _import(services: Services, access: Access, standard: Standard, visit:
     stored = await stored_visit(services, visit.mapped, keys)
     if stored.problem is not None:
         return _rejected(visit.hoso, keys.ma_lk, 409, [*visit.issues, stored.problem])
-    return await _commit(services, access, standard, visit, stored, with_binary)
+    return await _commit(services, access, standard, visit, stored, with_binary, signed)
 
 
 async def import_envelope(services: Services, access: Access, data: bytes, standard: Standard,
@@ -192,13 +228,14 @@ async def import_envelope(services: Services, access: Access, data: bytes, stand
     ``access``."""
     envelope = decode(data, standard)
     caller = await caller_facility(services, access)
+    signed = _signature(services, envelope.raw)
     report = ImportReport()
     stored_binary = False
     for hoso in envelope.visits:
         prepared = _prepare(standard, envelope, hoso)
         if not isinstance(prepared, VisitResult):
             prepared = await _import(services, access, standard, prepared, caller,
-                                     not stored_binary)
+                                     not stored_binary, signed)
             stored_binary = stored_binary or not prepared.rejected
         report.visits.append(prepared)
         if progress is not None:
