@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services(store=store, settings=settings, registry=registry, handle=handle,
                             verifier=token_verifier(settings))
         services.audit_trail = audit_trail_for(services)
+        if settings.auth == "off":
+            log.warning("access control is OFF: every request is served without a token")
         app.state.services = services
         await seed_conformance(services)
         await load_known_facilities(services)  # the facility registry's codes

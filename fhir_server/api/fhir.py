@@ -9,7 +9,6 @@ errors as OperationOutcomes. Everything else happens behind ``router.door.handle
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 import orjson
@@ -38,7 +37,6 @@ from fhir_server.security.tokens import AccessContext
 
 __all__ = ["authenticate", "fhir_endpoint"]
 
-log = logging.getLogger("fhir_server.security")
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 #: Routes that answer in a format of their own, whatever Accept says (a bulk export's
 #: NDJSON files; the IG has clients ask for application/fhir+ndjson).
@@ -68,8 +66,7 @@ async def authenticate(services: Services, authorization: str | None,
                        address: str | None) -> Caller:
     """The caller of a request: its verified bearer token (401 without a valid one), or an
     anonymous caller when access control is off."""
-    if services.settings.auth == "off":
-        log.warning("access control is OFF: a request is served without a token")
+    if services.settings.auth == "off":  # said once, at start-up (main.create_app)
         return Caller.anonymous(address)
     assert services.verifier is not None
     context = services.verifier.verify_authorization(authorization)
