@@ -33,10 +33,12 @@ def prepare_resource(
     ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
     response. Raises ``InvalidResource`` (400) for structural errors. An address written
     with the administrative units of before 1 July 2025 gets the extension
-    ``address-current-units`` (``fhir_server.geography.addresses.annotate``).
+    ``address-current-units`` (``fhir_server.geography.addresses.annotate``). Sensitive data
+    gets the security labels of the deployment's labelling rules (``security.sharing``).
     """
     validate_structure(resource, expected_type=resource_type)
     access.stamp(resource)
+    services.sharing.label(resource)  # sensitive data carries its security label
     annotate(resource)  # the current units of an address written with pre-2025 codes
     mode = services.settings.validation_mode(resource_type)
     if mode == "off":

@@ -12,11 +12,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.operations import document, everything, summary, terminology_ops, validate
+from fhir_server.operations import (
+    access_log,
+    break_glass,
+    document,
+    everything,
+    summary,
+    terminology_ops,
+    validate,
+)
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.security.policy import Access
 
-__all__ = ["OPERATIONS", "Operation", "find_operation", "render_html"]
+__all__ = ["AFFECTS_STATE", "OPERATIONS", "Operation", "find_operation", "render_html"]
 
 Operation = Callable[[Services, Access, OperationInput], Awaitable[Outcome]]
 
@@ -36,7 +44,13 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("instance", "Patient", "summary"): summary.summary,
     ("type", "Patient", "summary"): summary.summary,
     ("instance", "Encounter", "document"): document.encounter_document,
+    ("instance", "Patient", "break-glass"): break_glass.break_glass,
+    ("instance", "Patient", "access-log"): access_log.access_log,
 }
+
+
+#: The operations that change what is stored: invoked with POST only (R4 operations.html).
+AFFECTS_STATE = frozenset({"break-glass"})
 
 
 def find_operation(level: str, resource_type: str, name: str) -> Operation | None:

@@ -78,7 +78,8 @@ class EntryDoor:
         self.caller = caller
 
     def authorize(self, request: FhirRequest) -> Access:
-        return authorize(self.caller, access_request(request), self.services.registry)
+        return authorize(self.caller, access_request(request), self.services.registry,
+                         self.services.sharing)
 
     async def handle(self, request: FhirRequest, note: AuditNote) -> FhirResponse:
         return await handle(self.services, request, self.caller, note)
@@ -117,8 +118,13 @@ async def _serve(
         body = json_body(request, services.settings.max_string_chars)
         outcome = await process_bundle(services, body, EntryDoor(services, caller), note)
         return FhirResponse(outcome.status, outcome.body)
-    access = authorize(caller, access_request(request), services.registry)
-    return await ROUTE_HANDLERS[request.route](services, request, access, note)
+    access = authorize(caller, access_request(request), services.registry, services.sharing)
+    note.purpose = note.purpose or access.purpose()
+    try:
+        return await ROUTE_HANDLERS[request.route](services, request, access, note)
+    finally:
+        if note.enabled:  # why it was allowed (the Consents) or refused, for the AuditEvent
+            await access.annotate(note, services.store)
 
 
 async def _audit(services: Services, request: FhirRequest, caller: Caller, note: AuditNote,

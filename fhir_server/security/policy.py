@@ -24,35 +24,69 @@ creates a Patient and writes only its own Patient. ``system/`` scopes, and ``use
 of a user who is not a patient, are not bound to a patient; when both kinds grant a type,
 the broader one applies. SMART v2 query restrictions (``patient/Observation.rs?category=
 laboratory``) limit what is seen and written to the resources that meet them.
+
+Consent (docs/consent.md). A clinician (``user/`` scopes of a user who is not the patient)
+and a facility (a token acting for an ``organization``) see, of patients' data, what they
+wrote themselves (``meta.source``), what a patient's active Consent lets them read
+(``search.consent``), and the types every one of them reads (the Patient, by default); the
+clients of national operators the deployment names read only under a ``research`` Consent;
+other operators, the citizen's own tokens and the server are not governed by Consent. That
+rule is the ``consent`` of the ``Visibility``: the stores join it to their index of grants,
+and :meth:`Access.load_grants` reads the grants a single resource is judged by in memory.
+Only the patient (a token bound to them) or an operator writes a privacy Consent; the
+emergency Consents of break-the-glass (ids ``btg-...``) only the server itself.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from fhir_server.errors import FhirError, MethodNotAllowed, NotFound
+from fhir_server.search.consent import CONSENT_SCOPES
 from fhir_server.search.indexing import compartment_patients, compartment_types, index_resource
 from fhir_server.search.matching import visible
-from fhir_server.search.model import Alternatives, SearchIndex, SearchQuery, Visibility
+from fhir_server.search.model import (
+    Alternatives,
+    ConsentRule,
+    Grant,
+    SearchIndex,
+    SearchQuery,
+    Visibility,
+)
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
 from fhir_server.security.scopes import Interaction, Scope, ScopeContext, allows
+from fhir_server.security.sharing import SharingRules
 from fhir_server.security.tokens import insufficient_scope
+from fhir_server.storage.port import ConsentGrants
 
 __all__ = [
+    "DEFAULT_SHARING",
+    "EMERGENCY_PREFIX",
     "Access",
     "AccessRequest",
     "authorize",
+    "consent_rule",
     "interaction_for",
     "source_of",
 ]
 
 CLIENT_SOURCE_PREFIX = "urn:fhir-server:client:"
 SUBJECT_SOURCE_PREFIX = "urn:fhir-server:subject:"
+#: How a Consent names an app or a client system (``actor.reference.identifier``).
+CLIENT_IDENTIFIER_SYSTEM = "urn:fhir-server:client"
+#: The id prefix of the emergency Consents the server writes for a break-the-glass.
+EMERGENCY_PREFIX = "btg-"
+#: The rules of a deployment that configured none (Consent enforced, default labels).
+DEFAULT_SHARING = SharingRules.configured()
+_PRIVACY, _RESEARCH = "patient-privacy", "research"
+_PURPOSES = {_PRIVACY: "TREAT", _RESEARCH: "HRESCH"}
 _WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.PATCH,
                      Interaction.DELETE})
 _LETTERS = {Interaction.CREATE: "c", Interaction.UPDATE: "u", Interaction.PATCH: "u",
@@ -88,10 +122,13 @@ def interaction_for(request: AccessRequest) -> Interaction:
 
 
 def authorize(
-    caller: Caller, request: AccessRequest, registry: SearchParameterRegistry
+    caller: Caller, request: AccessRequest, registry: SearchParameterRegistry,
+    sharing: SharingRules | None = None,
 ) -> Access:
     """Decide a request before it runs; raise ``Forbidden``, the hidden ``NotFound`` or
-    ``MethodNotAllowed``; return what the rest of the request must respect."""
+    ``MethodNotAllowed``; return what the rest of the request must respect. ``sharing``:
+    the deployment's Consent rules (None: ``DEFAULT_SHARING``, Consent enforced)."""
+    sharing = sharing or DEFAULT_SHARING
     kind = request.resource_type
     interaction = None if caller.unlimited and request.operation else interaction_for(request)
     if kind == _AUDIT and interaction in _IMMUTABLE and not (
@@ -99,13 +136,13 @@ def authorize(
         raise MethodNotAllowed("AuditEvents cannot be updated or deleted",
                                message_id="MSG_AUDIT_IMMUTABLE")
     if caller.unlimited:
-        return Access(caller, registry)
+        return Access(caller, registry, sharing=sharing)
     assert interaction is not None and caller.scopes is not None
     if not _granted(caller, kind, interaction):
         raise insufficient_scope(f"no scope grants {interaction} on {kind or 'the system'}")
     if _bound(caller, kind, interaction):
         _check_bound(caller, request, interaction)
-    return Access(caller, registry, _visibility(caller, "rs", registry))
+    return Access(caller, registry, _visibility(caller, "rs", registry, sharing), sharing)
 
 
 def _check_bound(caller: Caller, request: AccessRequest, interaction: Interaction) -> None:
@@ -141,18 +178,23 @@ def _bound(caller: Caller, kind: str | None, interaction: Interaction) -> bool:
     return bool(narrow) and not any(allows(scopes, c, kind, interaction) for c in broad)
 
 
-_VISIBILITIES: dict[tuple[int, tuple[Scope, ...], str | None, str], Visibility | None] = {}
+_VISIBILITIES: dict[tuple[Any, ...], Visibility | None] = {}
 
 
-def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry
-                ) -> Visibility | None:
-    """What the caller's scopes with any of ``letters`` let it see (None: everything);
-    remembered per scopes, patient and registry."""
-    key = (id(registry), caller.scopes or (), caller.patient_id, letters)
+def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry,
+                sharing: SharingRules) -> Visibility | None:
+    """What the caller's scopes with any of ``letters`` let it see (None: everything), and
+    what Consent lets it see; remembered per scopes, patient, registry and who the caller
+    is to Consent."""
+    names = (caller.organization, caller.fhir_user, caller.client_id, caller.subject)
+    key = (id(registry), id(sharing), caller.scopes or (), caller.patient_id, letters, names)
     if key not in _VISIBILITIES:
         if len(_VISIBILITIES) >= 4096:
             _VISIBILITIES.clear()
-        _VISIBILITIES[key] = _build_visibility(caller, letters, registry)
+        seen = _build_visibility(caller, letters, registry)
+        rule = consent_rule(caller, sharing, reading=bool(set(letters) & set("rs")))
+        _VISIBILITIES[key] = seen if rule is None else replace(seen or Visibility(),
+                                                               consent=rule)
     return _VISIBILITIES[key]
 
 
@@ -176,6 +218,53 @@ def _build_visibility(caller: Caller, letters: str, registry: SearchParameterReg
         restrictions=restrictions,
     )
     return None if seen.everything else seen
+
+
+# -- what Consent lets a clinician or a facility see ------------------------------------------
+
+
+def _citizen(caller: Caller) -> bool:
+    """A token bound to a patient that is not a practitioner's: the citizen, or an app of
+    theirs."""
+    user = caller.fhir_user
+    return caller.patient_id is not None and (user is None or user.startswith("Patient/"))
+
+
+def _consent_scope(caller: Caller, sharing: SharingRules) -> str | None:
+    """The scope of the Consents that govern the caller (None: Consent does not)."""
+    if caller.unlimited or not sharing.enforced or _citizen(caller):
+        return None
+    scopes = caller.scopes or ()
+    if caller.organization or any(s.context is ScopeContext.USER for s in scopes):
+        return _PRIVACY
+    return _RESEARCH if caller.client_id in sharing.secondary_use_clients else None
+
+
+def consent_rule(caller: Caller, sharing: SharingRules,
+                 reading: bool = True) -> ConsentRule | None:
+    """The Consent part of what the caller sees (None: not governed by Consent): for
+    reading, what it wrote, the open types and what Consents grant it; for writing, only
+    what it wrote and the open types (a Consent shares for reading)."""
+    scope = _consent_scope(caller, sharing)
+    if scope is None:
+        return None
+    client = (f"identifier|{CLIENT_IDENTIFIER_SYSTEM}|{caller.client_id}"
+              if caller.client_id else None)
+    actors = frozenset(a for a in (caller.organization, caller.fhir_user, client) if a)
+    return ConsentRule(
+        own=source_of(caller), actors=actors if reading else frozenset(),
+        scope=scope if reading else "", purpose=_PURPOSES[scope],
+        sensitive=sharing.sensitive,
+        open_types=sharing.open_types if scope == _PRIVACY else frozenset())
+
+
+def _privacy_consent(resource: dict[str, Any] | None) -> bool:
+    """Whether a resource is a Consent that governs reading (privacy or research)."""
+    if resource is None or resource.get("resourceType") != "Consent":
+        return False
+    scope = resource.get("scope")
+    codings = scope.get("coding") if isinstance(scope, dict) else None
+    return any(isinstance(c, dict) and c.get("code") in CONSENT_SCOPES for c in codings or ())
 
 
 def _restriction(kind: str, scopes: list[Scope], registry: SearchParameterRegistry
@@ -208,11 +297,38 @@ class Access:
     """What one request may do and see, from :func:`authorize`."""
 
     def __init__(self, caller: Caller, registry: SearchParameterRegistry,
-                 visibility: Visibility | None = None) -> None:
+                 visibility: Visibility | None = None,
+                 sharing: SharingRules | None = None) -> None:
         self.caller = caller
         self.registry = registry
         #: What the request may read (None: everything).
         self.visibility = visibility
+        #: The deployment's Consent rules.
+        self.sharing = sharing or DEFAULT_SHARING
+        #: The grants of the patients read so far (``load_grants``), by patient.
+        self._grants: dict[str, tuple[Grant, ...]] = {}
+        #: Which rule hid the last single resource refused (for the AuditEvent), if any.
+        self.refusal: str | None = None
+        #: The reason the caller gave for its access (break-the-glass), if any.
+        self.reason: str | None = None
+
+    @property
+    def consent(self) -> ConsentRule | None:
+        """The Consent rule the caller reads under (None: Consent does not govern it)."""
+        return self.visibility.consent if self.visibility is not None else None
+
+    async def load_grants(self, store: ConsentGrants, resources: Iterable[dict[str, Any]],
+                          context: Collection[str] = ()) -> None:
+        """Read the Consent grants of the patients of ``resources`` (and of ``context``) that
+        are not known yet, for judging those resources in memory; nothing without a rule."""
+        if self.consent is None:
+            return
+        patients = set(context).union(*(self.patients_of(r) for r in resources))
+        missing = sorted(patients - self._grants.keys())
+        if missing:
+            found = await store.consent_grants(missing)
+            for patient in missing:
+                self._grants[patient] = tuple(g for g in found if g.patient == patient)
 
     def scoped(self, query: SearchQuery) -> SearchQuery:
         """The query, limited to what the caller may see."""
@@ -226,9 +342,16 @@ class Access:
         return self.visibility is None or self._admits(self.visibility, resource, context)
 
     def check_readable(self, resource: dict[str, Any], context: Collection[str] = ()) -> None:
-        """Raise the ``NotFound`` of an unknown id unless the caller may see the resource."""
-        if not self.readable(resource, context):
-            raise _unknown(resource)
+        """Raise the ``NotFound`` of an unknown id unless the caller may see the resource
+        (noting in ``refusal`` when the Consent rule is what hides it)."""
+        if self.readable(resource, context):
+            return
+        seen = self.visibility
+        if seen is not None and seen.consent is not None and self._admits(
+                replace(seen, consent=None), resource, context):
+            self.refusal = ("hidden by the Consent rule: no active Consent of the patient "
+                            "lets this reader see it")
+        raise _unknown(resource)
 
     def visible_of(self, resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The resources the caller may see (the versions of a history page)."""
@@ -239,7 +362,8 @@ class Access:
         judged by :meth:`check_write`)."""
         if self.caller.unlimited:
             return False
-        return _visibility(self.caller, _LETTERS[interaction], self.registry) is not None
+        return _visibility(self.caller, _LETTERS[interaction], self.registry,
+                           self.sharing) is not None
 
     def check_write(self, interaction: Interaction, before: dict[str, Any] | None,
                     after: dict[str, Any] | None) -> None:
@@ -251,7 +375,8 @@ class Access:
         """
         if self.caller.unlimited:
             return
-        seen = _visibility(self.caller, _LETTERS[interaction], self.registry)
+        self._check_consent_write(before, after)
+        seen = _visibility(self.caller, _LETTERS[interaction], self.registry, self.sharing)
         if before is not None and seen is not None and not self._admits(seen, before):
             raise insufficient_scope("the token's scopes do not allow changing this resource") \
                 if self.readable(before) else _unknown(before)
@@ -266,6 +391,17 @@ class Access:
         if seen is not None and not self._admits(seen, after):
             raise insufficient_scope("the token can only write that patient's records "
                                      "within its scopes' restrictions")
+
+    def _check_consent_write(self, before: dict[str, Any] | None,
+                             after: dict[str, Any] | None) -> None:
+        """Only the patient (a token bound to them) or an operator writes a privacy
+        Consent; an emergency one, only the server itself."""
+        changed = [r for r in (before, after) if r is not None and _privacy_consent(r)]
+        if changed and self.consent is not None:
+            raise insufficient_scope("only the patient, with their own token, or an operator "
+                                     "may write a patient's privacy Consent")
+        if any(str(r.get("id", "")).startswith(EMERGENCY_PREFIX) for r in changed):
+            raise insufficient_scope("emergency Consents are written by break-the-glass")
 
     def stamp(self, resource: dict[str, Any]) -> None:
         """Record in ``meta.source`` who writes the resource (it is the server's record)."""
@@ -283,10 +419,43 @@ class Access:
     def _admits(self, seen: Visibility, resource: dict[str, Any],
                 context: Collection[str] = ()) -> bool:
         kind = str(resource.get("resourceType"))
-        index = (index_resource(resource, self.registry) if seen.restricted(kind) is not None
+        consent = seen.consent is not None and kind not in seen.consent.open_types
+        index = (index_resource(resource, self.registry)
+                 if consent or seen.restricted(kind) is not None
                  else SearchIndex(kind, str(resource.get("id", ""))))
         patients = compartment_patients(resource, self.registry) | frozenset(context)
-        return visible(seen, replace(index, compartments=tuple(sorted(patients))))
+        grants = [g for patient in sorted(patients) for g in self._grants.get(patient, ())]
+        return visible(seen, replace(index, compartments=tuple(sorted(patients))), grants)
+
+    # -- what the AuditEvent says of the decision ------------------------------------------
+
+    def purpose(self) -> str | None:
+        """The purpose of use the request is recorded with: the citizen's own request
+        (``PATRQT``), the rule's (treatment, research) for a clinician or facility."""
+        if _citizen(self.caller) and not self.caller.unlimited:
+            return "PATRQT"
+        return self.consent.purpose if self.consent is not None else None
+
+    async def annotate(self, note: AuditNote, store: ConsentGrants) -> None:
+        """Record in the request's AuditEvents why it was allowed or refused: the purpose,
+        per patient the Consents in force that let the caller read (a break-the-glass one:
+        the purpose is ``BTG``), and the rule that hid a refused resource."""
+        note.purpose = note.purpose or self.purpose()
+        note.refusal = note.refusal or self.refusal
+        note.reason = note.reason or self.reason
+        rule = self.consent
+        patients = sorted(set().union(*(p for _, p in note.touched)))
+        if rule is None or not patients:
+            return
+        found = await store.consent_grants(patients)  # as they stand after the request
+        self._grants.update({p: tuple(g for g in found if g.patient == p) for p in patients})
+        now = time.time_ns() // 1000
+        for patient in patients:
+            consents = sorted({g.consent for g in self._grants[patient]
+                               if g.permit and rule.applies_to(g, now)})
+            note.policies[patient] = tuple(f"Consent/{c}" for c in consents)
+            if any(c.startswith(EMERGENCY_PREFIX) for c in consents):
+                note.purpose = "BTG"
 
 
 def _unknown(resource: dict[str, Any]) -> NotFound:

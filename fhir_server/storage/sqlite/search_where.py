@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Mapping
 from typing import TypeAlias
 
+from fhir_server.search.consent import AGENT_PARAM, AUDIT_TYPE, SECURITY_PARAM, SOURCE_PARAM
 from fhir_server.search.dates import instant_bound
 from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
@@ -22,6 +24,7 @@ from fhir_server.search.model import (
     Clause,
     ClauseValue,
     CompositeValue,
+    ConsentRule,
     DateValue,
     HasClause,
     Modifier,
@@ -39,8 +42,8 @@ from fhir_server.search.ranges import RangePredicate, range_predicate
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
 __all__ = [
-    "Condition", "Unions", "WhereCompiler", "last_updated_condition", "param_keys",
-    "range_condition",
+    "Condition", "Unions", "WhereCompiler", "consent_condition", "last_updated_condition",
+    "param_keys", "range_condition",
 ]  # fmt: skip
 
 Condition: TypeAlias = tuple[str, list[object]]
@@ -161,6 +164,8 @@ class WhereCompiler:
             parts.append(_in(f"{alias}.type", sorted(seen.types)))
         if seen.patient is not None:
             parts.append(_compartment_rule(alias, seen))
+        if seen.consent is not None:
+            parts.append(consent_condition(alias, seen.consent))
         own_entries = sorted(kind for kind, _ in seen.restrictions if kind != "*")
         for restricted, alternatives in seen.restrictions:
             exempt: Condition = (_in(f"{alias}.type", own_entries) if restricted == "*"
@@ -174,6 +179,8 @@ class WhereCompiler:
         parts: list[Condition] = []
         if seen.bound(kind):
             parts.append(_in_compartment(alias, kind in compartment_types(), str(seen.patient)))
+        if seen.consent is not None and kind not in seen.consent.open_types:
+            parts.append(consent_condition(alias, seen.consent))
         alternatives = seen.restricted(kind)
         if alternatives is not None:
             parts.append(self._alternatives(alternatives, alias))
@@ -182,6 +189,70 @@ class WhereCompiler:
     def _alternatives(self, alternatives: tuple[tuple[AnyClause, ...], ...],
                       alias: str) -> Condition:
         return _join(" OR ", [self.clauses(clauses, alias) for clauses in alternatives], "0")
+
+
+def consent_condition(alias: str, rule: ConsentRule) -> Condition:
+    """``ConsentRule`` as SQL on the resources row ``alias``: of an open type, written by
+    the caller, or permitted by every patient in whose compartment it is (none: vacuously)."""
+    open_types = _in(f"{alias}.type", sorted(rule.open_types))
+    applies = _grant_applies(alias, rule, int(time.time_ns() // 1000))
+    permitted = _patient_permits(alias, rule, applies)
+    everyone = (f"{alias}.type <> ? AND NOT EXISTS (SELECT 1 FROM search_compartment c "
+                f"WHERE c.rid = {alias}.rid AND NOT ({permitted[0]}))",
+                [AUDIT_TYPE, *permitted[1]])
+    return _join(" OR ", [open_types, _own(alias, rule), everyone], "0")
+
+
+def _own(alias: str, rule: ConsentRule) -> Condition:
+    """Written by the caller (``meta.source``); an AuditEvent naming it as an agent."""
+    if rule.own is None:
+        return "0", []
+    kind, _, id = rule.own.partition("/")
+    return (f"({alias}.type <> ? AND EXISTS (SELECT 1 FROM search_uri u WHERE u.rid = "
+            f"{alias}.rid AND u.param = ? AND u.uri = ?)) OR ({alias}.type = ? AND EXISTS "
+            f"(SELECT 1 FROM search_reference a WHERE a.rid = {alias}.rid AND a.param = ? "
+            "AND a.type = ? AND a.id = ? AND a.url = ''))",
+            [AUDIT_TYPE, param_key(SOURCE_PARAM), rule.own, AUDIT_TYPE, param_key(AGENT_PARAM),
+             kind, id])
+
+
+def _grant_applies(alias: str, rule: ConsentRule, now: int) -> Condition:
+    """"The grant row ``g`` concerns the caller now and covers the resources row ``alias``"
+    (``search.consent``: actor, scope, period, purpose, type, target, code, label)."""
+    actors = sorted(rule.actors | {"*"})
+    sql = (f"g.actor IN ({', '.join('?' for _ in actors)}) AND g.scope = ? AND g.since <= ? "
+           f"AND g.until > ? AND g.purpose IN ('', ?) AND g.type IN ('', {alias}.type) "
+           f"AND (g.target = '' OR g.target = {alias}.type || '/' || {alias}.id) "
+           f"AND (g.code = '' OR EXISTS (SELECT 1 FROM search_token t WHERE t.rid = "
+           f"{alias}.rid AND t.code = g.code_value AND t.system = g.code_system)) "
+           f"AND (g.label = '' OR EXISTS (SELECT 1 FROM search_token t WHERE t.rid = "
+           f"{alias}.rid AND t.param = ? AND t.code = g.label_value "
+           f"AND t.system = g.label_system))")
+    return sql, [*actors, rule.scope, now, now, rule.purpose, param_key(SECURITY_PARAM)]
+
+
+def _patient_permits(alias: str, rule: ConsentRule, applies: Condition) -> Condition:
+    """"The patient ``c.patient`` lets the caller read ``alias``": a permit applies, no deny
+    does, and each sensitive label the resource carries is named by a permit that applies."""
+    grant = f"SELECT 1 FROM consent_grant g WHERE g.patient = c.patient AND {applies[0]}"
+    parts: list[Condition] = [
+        (f"EXISTS ({grant} AND g.permit = 1)", applies[1]),
+        (f"NOT EXISTS ({grant} AND g.permit = 0)", applies[1]),
+    ]
+    if rule.sensitive:
+        labels = [_split_label(label) for label in sorted(rule.sensitive)]
+        pairs = " OR ".join("(s.code = ? AND s.system = ?)" for _ in labels)
+        parts.append((
+            f"NOT EXISTS (SELECT 1 FROM search_token s WHERE s.rid = {alias}.rid "
+            f"AND s.param = ? AND ({pairs}) AND NOT EXISTS ({grant} AND g.permit = 1 "
+            "AND g.label_value = s.code AND g.label_system = s.system))",
+            [param_key(SECURITY_PARAM), *(v for pair in labels for v in pair), *applies[1]]))
+    return _join(" AND ", parts, "1")
+
+
+def _split_label(label: str) -> tuple[str, int]:
+    system, _, code = label.partition("|")
+    return code, system_key(system)
 
 
 def _in(column: str, values: list[str]) -> Condition:

@@ -25,13 +25,17 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from fhir_server.errors import FhirError, Gone, NotFound, SearchTooCostly
-from fhir_server.search.model import SearchQuery, SearchResult
+from fhir_server.search.model import Grant, SearchQuery, SearchResult
 from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceReader, StoredResource
 from fhir_server.storage.sqlite import audit_log, history, writes
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
 from fhir_server.storage.sqlite.search_sql import run_search
-from fhir_server.storage.sqlite.search_tables import check_param_keys, drop_deferrable_indexes
+from fhir_server.storage.sqlite.search_tables import (
+    GRANT_COLUMNS,
+    check_param_keys,
+    drop_deferrable_indexes,
+)
 
 __all__ = ["SqliteStore", "StorageBusy"]
 
@@ -556,6 +560,18 @@ class SqliteStore:
         """Return a page of versions, newest first (see ``history.fetch_page``); system
         history leaves AuditEvents (in the audit log) out."""
         return history.fetch_page(self.reader, query)
+
+    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
+        """The grants of the current Consents about ``patients`` (``consent_grant``)."""
+        wanted = sorted(set(patients))
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        rows = self.reader.execute(
+            f"SELECT {GRANT_COLUMNS} FROM consent_grant WHERE patient IN ({marks}) "
+            "ORDER BY rid, rule", wanted)
+        return [Grant(consent, patient, actor, bool(permit), *rest)
+                for consent, patient, actor, permit, *rest in rows]
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Run a compiled search within ``search_timeout_s``.
