@@ -244,7 +244,8 @@ def consent_rule(caller: Caller, sharing: SharingRules,
                  reading: bool = True) -> ConsentRule | None:
     """The Consent part of what the caller sees (None: not governed by Consent): for
     reading, what it wrote, the open types and what Consents grant it; for writing, only
-    what it wrote and the open types (a Consent shares for reading)."""
+    what it wrote (a Consent shares for reading; an open type is read by all, changed by
+    the facility that wrote it)."""
     scope = _consent_scope(caller, sharing)
     if scope is None:
         return None
@@ -255,7 +256,7 @@ def consent_rule(caller: Caller, sharing: SharingRules,
         own=source_of(caller), actors=actors if reading else frozenset(),
         scope=scope if reading else "", purpose=_PURPOSES[scope],
         sensitive=sharing.sensitive,
-        open_types=sharing.open_types if scope == _PRIVACY else frozenset())
+        open_types=sharing.open_types if scope == _PRIVACY and reading else frozenset())
 
 
 def _privacy_consent(resource: dict[str, Any] | None) -> bool:

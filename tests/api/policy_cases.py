@@ -25,6 +25,7 @@ class Case:
     shows: str | None = None
     operation: tuple[str, str, str] | None = None
     in_bundle: bool = False
+    writes: bool = False
 
     @property
     def may_write(self) -> bool:
@@ -32,7 +33,7 @@ class Case:
         so do history requests, which must see the newest versions of their world)."""
         method, path = self.route
         reads = method == "GET" or path.endswith(("_search", "$op"))
-        return not reads or "_history" in path
+        return self.writes or not reads or "_history" in path
 
 def _lab_of(world: World) -> dict[str, Any]:
     """A laboratory Observation written by A: about A, with an identifier of its own."""
@@ -111,6 +112,13 @@ def _validate_type(world: World, target: Person) -> Call:
 def _validate_instance(world: World, target: Person) -> Call:
     return Call("POST", f"/fhir/{target.ref('lab')}/$validate",
                 json={"resourceType": "Parameters"}, headers=FHIR)
+
+
+def _break_glass(world: World, target: Person) -> Call:
+    reason = {"resourceType": "Parameters",
+              "parameter": [{"name": "reason", "valueString": "bất tỉnh khi vào cấp cứu"}]}
+    return Call("POST", f"/fhir/{target.ref('patient')}/$break-glass", json=reason,
+                headers=FHIR)
 
 
 _VISIT_TYPES = "https://fhir.sskdt.vn/ValueSet/visit-type"
@@ -201,6 +209,10 @@ CASES: dict[str, Case] = {
                           operation=("type", "Patient", "summary")),
     "$document": Case(_INSTANCE_OP, _get("/fhir/Encounter/{encounter}/$document"), "lab",
                       operation=("instance", "Encounter", "document")),
+    "$break-glass": Case(("POST", "/fhir/{type}/{id}/$op"), _break_glass,
+                         operation=("instance", "Patient", "break-glass"), writes=True),
+    "$access-log": Case(_INSTANCE_OP, _get("/fhir/Patient/{patient}/$access-log"),
+                        operation=("instance", "Patient", "access-log")),
     "system operation": Case(("GET", "/fhir/$op"), _get("/fhir/$no-such-operation")),
     "system operation by POST": Case(("POST", "/fhir/$op"), lambda world, target: Call(
         "POST", "/fhir/$no-such-operation", json={"resourceType": "Parameters"},

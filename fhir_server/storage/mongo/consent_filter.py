@@ -4,7 +4,8 @@ A filter cannot join the grants kept in the Consents' documents, so the store fi
 the grants that concern the caller (``MongoStore.resolve``: actor, scope) and puts them in
 the rule (``ConsentRule.grants``). The patients whose grants that apply now are the same
 share one condition on the resource (``_permits``); a resource passes when every patient in
-whose compartment it is belongs to a group whose condition it meets. The rule is
+whose compartment it is belongs to a group whose condition it meets (a deleted resource of a
+type of the Patient compartment, which has no index left, none). The rule is
 ``search.consent``'s; the cost grows with the number of patients who granted the caller
 something (docs/mongodb.md).
 """
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhir_server.search.consent import AGENT_PARAM, AUDIT_TYPE, SECURITY_PARAM, SOURCE_PARAM
+from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import ConsentRule, Grant
 
 __all__ = ["consent_filter"]
@@ -34,8 +36,10 @@ def consent_filter(rule: ConsentRule) -> Filter:
              "idx.uris": {"$elemMatch": {"p": SOURCE_PARAM, "u": rule.own}}},
             {"type": AUDIT_TYPE, "idx.references": {"$elemMatch": {
                 "p": AGENT_PARAM, "t": kind, "i": id, "u": ""}}}]
-    alternatives.append({"$and": [{"type": {"$ne": AUDIT_TYPE}},
-                                  _everyone(rule, _groups(rule, rule.grants or ()))]})
+    alternatives.append({"$and": [
+        {"type": {"$ne": AUDIT_TYPE}},
+        {"$or": [{"deleted": False}, {"type": {"$nin": sorted(compartment_types())}}]},
+        _everyone(rule, _groups(rule, rule.grants or ()))]})
     return {"$or": alternatives}
 
 

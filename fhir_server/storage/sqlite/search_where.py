@@ -193,13 +193,16 @@ class WhereCompiler:
 
 def consent_condition(alias: str, rule: ConsentRule) -> Condition:
     """``ConsentRule`` as SQL on the resources row ``alias``: of an open type, written by
-    the caller, or permitted by every patient in whose compartment it is (none: vacuously)."""
+    the caller, or permitted by every patient in whose compartment it is (none: vacuously).
+    A deleted resource has no index rows left: one of a type of the Patient compartment is
+    then hidden (history judges deletions by this row)."""
     open_types = _in(f"{alias}.type", sorted(rule.open_types))
     applies = _grant_applies(alias, rule, int(time.time_ns() // 1000))
     permitted = _patient_permits(alias, rule, applies)
-    everyone = (f"{alias}.type <> ? AND NOT EXISTS (SELECT 1 FROM search_compartment c "
-                f"WHERE c.rid = {alias}.rid AND NOT ({permitted[0]}))",
-                [AUDIT_TYPE, *permitted[1]])
+    patient_data = _in(f"{alias}.type", sorted(compartment_types()))
+    everyone = (f"{alias}.type <> ? AND ({alias}.deleted = 0 OR NOT {patient_data[0]}) "
+                f"AND NOT EXISTS (SELECT 1 FROM search_compartment c WHERE c.rid = {alias}.rid "
+                f"AND NOT ({permitted[0]}))", [AUDIT_TYPE, *patient_data[1], *permitted[1]])
     return _join(" OR ", [open_types, _own(alias, rule), everyone], "0")
 
 
