@@ -11,8 +11,9 @@ by (the patients, entities and agents it names).
 The AuditEvent: type ``rest`` with the interaction as subtype (token issuance: DICOM "User
 Authentication"/"Login"; token revocation: "User Authentication"/"Logout"), action (C/R/U/D/E),
 recorded time, outcome (0 success, 4 minor failure for a refused or invalid request, 8 serious
-failure for a server error), the agent (who called: the Patient of a ``patient/`` token, or the
-token's subject, with the client id as ``altId`` and the network address; the Organization a
+failure for a server error), the agent (who called: the Patient of a ``patient/`` token, the
+user (``fhirUser``) of a clinician's, or the token's subject, with the client id as ``altId``
+and the network address; the Organization a
 client acts for as a second agent), the source (this server) and the entities (each resource
 touched, and each patient they belong to in the role "Patient", so
 ``AuditEvent?patient=Patient/123`` finds every access to a person's records; a search's query
@@ -74,7 +75,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PATIENT_REF, ENTITY_REF, AGENT_REF = 0, 1, 2
 #: Version 1 of the compact form held the id and the recorded time; version 2 leaves them to
 #: the store, which keeps both in columns of their own; version 3 adds the purpose, its
-#: reason and the policies.
+#: reason, the policies and the user (``fhirUser``).
 _COMPACT_VERSION = 3
 
 
@@ -113,6 +114,8 @@ class Caller(Protocol):
     def patient_id(self) -> str | None: ...
     @property
     def organization(self) -> str | None: ...
+    @property
+    def fhir_user(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -146,6 +149,7 @@ class AuditRecord:
     purpose: str | None = None
     reason: str | None = None
     policies: tuple[str, ...] = ()
+    user: str | None = None
 
     @property
     def action(self) -> str:
@@ -169,13 +173,14 @@ class AuditRecord:
         return [_COMPACT_VERSION, self.interaction, self.status, self.has_caller, self.issuer,
                 self.subject, self.patient_id, self.organization, self.client_id,
                 self.touched, self.patients, self.address, self.query, self.outcome_desc,
-                self.observer, self.purpose, self.reason, self.policies]  # fmt: skip
+                self.observer, self.purpose, self.reason, self.policies,
+                self.user]  # fmt: skip
 
     @classmethod
     def from_compact(cls, values: Sequence[Any], id: str, recorded: int) -> AuditRecord:
         """Return the record :meth:`compact` wrote (``id`` and ``recorded`` are only used for
         versions 2 and 3; version 1 arrays carry their own)."""
-        why: Sequence[Any] = (None, None, ())
+        why: Sequence[Any] = (None, None, (), None)
         if values and values[0] == 1:
             (_, interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
              organization, client_id, touched, patients, address, query, outcome_desc,
@@ -186,10 +191,10 @@ class AuditRecord:
             why = values[15:] or why
         else:
             raise ValueError("not a compact audit record")
-        purpose, reason, policies = why
+        purpose, reason, policies, user = why
         return cls(interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
                    organization, client_id, tuple(touched), tuple(patients), address, query,
-                   outcome_desc, observer, purpose, reason, tuple(policies))  # fmt: skip
+                   outcome_desc, observer, purpose, reason, tuple(policies), user)  # fmt: skip
 
     def refs(self) -> set[tuple[int, str]]:
         """Return what the AuditEvent is searched by, as ``(kind, reference)`` pairs.
@@ -205,7 +210,7 @@ class AuditRecord:
             found.add((PATIENT_REF if plain.startswith("Patient/") else ENTITY_REF, plain))
         if self.has_caller:
             found.add((AGENT_REF, f"Patient/{self.patient_id}" if self.patient_id
-                       else f"identifier|{self.issuer}|{self.subject}"))
+                       else self.user or f"identifier|{self.issuer}|{self.subject}"))
             if self.organization:
                 found.add((AGENT_REF, self.organization))
         elif self.client_id:
@@ -215,6 +220,8 @@ class AuditRecord:
     def _who(self) -> dict[str, Any] | None:
         if self.has_caller and self.patient_id:
             return {"reference": f"Patient/{self.patient_id}"}
+        if self.has_caller and self.user:
+            return {"reference": self.user}
         if self.has_caller:
             return {"identifier": {"system": self.issuer, "value": self.subject}}
         if self.client_id:
@@ -316,7 +323,7 @@ def audit_record(
         context.subject, context.patient_id, context.organization,
         client_id or context.client_id, tuple(touched), tuple(dict.fromkeys(patients)),
         network_address, query, outcome_desc, observer, purpose, reason,
-        tuple(dict.fromkeys(policies)),
+        tuple(dict.fromkeys(policies)), getattr(context, "fhir_user", None),
     )
 
 

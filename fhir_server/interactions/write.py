@@ -110,7 +110,7 @@ async def apply(
     if write.resource is None:
         await _patch_match(tx, services, write)
     assert write.resource is not None
-    if write.access.limits(write.interaction):
+    if write.access.limits(write.interaction) or write.resource_type == "Consent":
         before = None if write.interaction is Interaction.CREATE else await _current(tx, write)
         await _judge(services, write, _content(before), write.resource)
     if integrity:

@@ -8,8 +8,9 @@ the model with examples.
 
 How a Consent reads (R4 consent.html, "provision"):
 
-- Only an ``active`` Consent counts. Its root provision holds the conditions of the whole
-  Consent and decides by its ``type``; without one, by the ``policyRule`` (``OPTIN``
+- Only an ``active`` Consent with a ``provision`` counts (a bare opt-in shares nothing). Its
+  root provision holds the conditions of the whole Consent and decides by its ``type``;
+  without one, by the ``policyRule`` (``OPTIN``
   permits, ``OPTOUT`` denies, anything else decides nothing and leaves it to the nested
   provisions). Nested provisions are exceptions within their parent's conditions: each adds
   its own conditions and decides by its own type.
@@ -39,6 +40,7 @@ __all__ = [
     "AGENT_PARAM",
     "AUDIT_TYPE",
     "CONSENT_SCOPES",
+    "OUTCOME_PARAM",
     "READ_ACTIONS",
     "SECURITY_PARAM",
     "SOURCE_PARAM",
@@ -56,8 +58,9 @@ READ_ACTIONS = frozenset({"access", "use", "disclose", "correct"})
 #: The search parameters holding a resource's security labels and its ``meta.source``.
 SECURITY_PARAM, SOURCE_PARAM = "_security", "_source"
 #: AuditEvents are not shared by Consent: a clinician or facility sees those naming it as an
-#: agent (the record of its own accesses), through this parameter.
-AUDIT_TYPE, AGENT_PARAM = "AuditEvent", "agent"
+#: agent (through ``agent``) that succeeded (``outcome`` 0): the record of its own accesses.
+#: A refusal's event says which rule refused, for the patient and operators only.
+AUDIT_TYPE, AGENT_PARAM, OUTCOME_PARAM = "AuditEvent", "agent", "outcome"
 _RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
 _ACTIONS = "http://terminology.hl7.org/CodeSystem/consentaction"
 _POLICY = {"OPTIN": "permit", "OPTOUT": "deny"}
@@ -99,10 +102,10 @@ def consent_grants(consent: dict[str, Any], patients: Iterable[str]) -> tuple[Gr
     """Return the grants of an active Consent about ``patients`` (its ``patient``), or ()."""
     scope = _scope(consent)
     found = sorted(set(patients))
-    if consent.get("status") != "active" or scope is None or len(found) != 1:
-        return ()
     root = consent.get("provision")
-    root = root if isinstance(root, dict) else {}
+    if (consent.get("status") != "active" or scope is None or len(found) != 1
+            or not isinstance(root, dict)):
+        return ()
     base = root.get("type") or _policy_type(consent.get("policyRule"))
     identity = (str(consent.get("id", "")), found[0], scope)
     return tuple(dict.fromkeys(_grant(identity, row) for permit, levels in
@@ -339,13 +342,14 @@ def permitting(rule: ConsentRule, index: SearchIndex, grants: Iterable[Grant], n
 
 
 def _own(rule: ConsentRule, index: SearchIndex) -> bool:
-    """Written by the caller; for an AuditEvent, naming the caller as an agent."""
+    """Written by the caller; for an AuditEvent, naming the caller as an agent, and done."""
     if rule.own is None:
         return False
     if index.resource_type == AUDIT_TYPE:
         kind, _, id = rule.own.partition("/")
         return any(code == AGENT_PARAM and (t, i) == (kind, id) and not url
-                   for code, t, i, url in index.references)
+                   for code, t, i, url in index.references) and any(
+            param == OUTCOME_PARAM and code == "0" for param, _, code in index.tokens)
     return (SOURCE_PARAM, rule.own) in index.uris
 
 

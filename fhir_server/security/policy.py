@@ -312,6 +312,9 @@ class Access:
         self.refusal: str | None = None
         #: The reason the caller gave for its access (break-the-glass), if any.
         self.reason: str | None = None
+        #: What the Consent rule hid, and its patients (named in the refusal's AuditEvent,
+        #: which only the patient and operators read).
+        self.refused: tuple[str, frozenset[str]] | None = None
 
     @property
     def consent(self) -> ConsentRule | None:
@@ -352,6 +355,8 @@ class Access:
                 replace(seen, consent=None), resource, context):
             self.refusal = ("hidden by the Consent rule: no active Consent of the patient "
                             "lets this reader see it")
+            self.refused = (f"{resource.get('resourceType')}/{resource.get('id')}",
+                            self.patients_of(resource) | frozenset(context))
         raise _unknown(resource)
 
     def visible_of(self, resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -372,15 +377,16 @@ class Access:
         target (None if there is none), ``after`` the content to store (None: a deletion).
 
         Another patient's target answers like an unknown id (404); content outside what
-        the caller may write is 403.
+        the caller may write is 403 (a privacy Consent, unless the caller is the patient or
+        an operator).
         """
         if self.caller.unlimited:
             return
-        self._check_consent_write(before, after)
         seen = _visibility(self.caller, _LETTERS[interaction], self.registry, self.sharing)
         if before is not None and seen is not None and not self._admits(seen, before):
             raise insufficient_scope("the token's scopes do not allow changing this resource") \
                 if self.readable(before) else _unknown(before)
+        self._check_consent_write(before, after)
         if after is None:
             return
         kind = str(after.get("resourceType"))
@@ -444,6 +450,8 @@ class Access:
         note.purpose = note.purpose or self.purpose()
         note.refusal = note.refusal or self.refusal
         note.reason = note.reason or self.reason
+        if self.refused is not None and note.enabled and self.refused not in note.touched:
+            note.touched.append(self.refused)
         rule = self.consent
         patients = sorted(set().union(*(p for _, p in note.touched)))
         if rule is None or not patients:

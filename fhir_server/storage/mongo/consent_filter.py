@@ -16,7 +16,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from fhir_server.search.consent import AGENT_PARAM, AUDIT_TYPE, SECURITY_PARAM, SOURCE_PARAM
+from fhir_server.search.consent import (
+    AGENT_PARAM,
+    AUDIT_TYPE,
+    OUTCOME_PARAM,
+    SECURITY_PARAM,
+    SOURCE_PARAM,
+)
 from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import ConsentRule, Grant
 
@@ -35,7 +41,8 @@ def consent_filter(rule: ConsentRule) -> Filter:
             {"type": {"$ne": AUDIT_TYPE},
              "idx.uris": {"$elemMatch": {"p": SOURCE_PARAM, "u": rule.own}}},
             {"type": AUDIT_TYPE, "idx.references": {"$elemMatch": {
-                "p": AGENT_PARAM, "t": kind, "i": id, "u": ""}}}]
+                "p": AGENT_PARAM, "t": kind, "i": id, "u": ""}},
+             "idx.tokens": {"$elemMatch": {"p": OUTCOME_PARAM, "c": "0"}}}]
     alternatives.append({"$and": [
         {"type": {"$ne": AUDIT_TYPE}},
         {"$or": [{"deleted": False}, {"type": {"$nin": sorted(compartment_types())}}]},

@@ -15,7 +15,13 @@ import time
 from collections.abc import Mapping
 from typing import TypeAlias
 
-from fhir_server.search.consent import AGENT_PARAM, AUDIT_TYPE, SECURITY_PARAM, SOURCE_PARAM
+from fhir_server.search.consent import (
+    AGENT_PARAM,
+    AUDIT_TYPE,
+    OUTCOME_PARAM,
+    SECURITY_PARAM,
+    SOURCE_PARAM,
+)
 from fhir_server.search.dates import instant_bound
 from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
@@ -207,16 +213,17 @@ def consent_condition(alias: str, rule: ConsentRule) -> Condition:
 
 
 def _own(alias: str, rule: ConsentRule) -> Condition:
-    """Written by the caller (``meta.source``); an AuditEvent naming it as an agent."""
+    """Written by the caller (``meta.source``); an AuditEvent naming it as an agent, done."""
     if rule.own is None:
         return "0", []
     kind, _, id = rule.own.partition("/")
     return (f"({alias}.type <> ? AND EXISTS (SELECT 1 FROM search_uri u WHERE u.rid = "
             f"{alias}.rid AND u.param = ? AND u.uri = ?)) OR ({alias}.type = ? AND EXISTS "
             f"(SELECT 1 FROM search_reference a WHERE a.rid = {alias}.rid AND a.param = ? "
-            "AND a.type = ? AND a.id = ? AND a.url = ''))",
+            f"AND a.type = ? AND a.id = ? AND a.url = '') AND EXISTS (SELECT 1 FROM "
+            f"search_token o WHERE o.rid = {alias}.rid AND o.param = ? AND o.code = '0'))",
             [AUDIT_TYPE, param_key(SOURCE_PARAM), rule.own, AUDIT_TYPE, param_key(AGENT_PARAM),
-             kind, id])
+             kind, id, param_key(OUTCOME_PARAM)])
 
 
 def _grant_applies(alias: str, rule: ConsentRule, now: int) -> Condition:

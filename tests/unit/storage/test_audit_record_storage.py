@@ -36,6 +36,7 @@ records = st.builds(
     purpose=st.none() | st.sampled_from(["TREAT", "BTG", "PATRQT"]),
     reason=st.none() | st.just("bất tỉnh, cấp cứu"),
     policies=st.lists(_ids.map(lambda i: f"Consent/{i}"), max_size=2, unique=True).map(tuple),
+    user=st.none() | st.just("Practitioner/dr-1"),
 )
 
 
