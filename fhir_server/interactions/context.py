@@ -18,6 +18,7 @@ from typing import Any, cast
 from fhir_server.errors import Issue
 from fhir_server.search.indexing import index_resource
 from fhir_server.search.model import SearchQuery, SearchResult
+from fhir_server.security.actors import ActorNames
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
 from fhir_server.security.sharing import SharingRules
@@ -73,6 +74,12 @@ class Services:
     def base_url(self) -> str:
         """The public FHIR base URL (for fullUrl, Location and links)."""
         return self.settings.public_base_url()
+
+    @functools.cached_property
+    def names(self) -> ActorNames:
+        """The identifiers of the callers' facilities and users (the names Consents give
+        them), read from the store and remembered a minute."""
+        return ActorNames(self.store)
 
     @functools.cached_property
     def sharing(self) -> SharingRules:

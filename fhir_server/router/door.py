@@ -111,6 +111,7 @@ async def handle(
 async def _serve(
     services: Services, request: FhirRequest, caller: Caller, note: AuditNote
 ) -> FhirResponse:
+    caller = await services.names.named(caller)  # the names Consents may give it
     if request.route in PUBLIC_ROUTES:  # nothing of anyone's: no decision to make
         return await ROUTE_HANDLERS[request.route](
             services, request, Access(caller, services.registry), note)

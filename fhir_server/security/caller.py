@@ -23,7 +23,8 @@ class Caller:
 
     ``scopes`` None means no limit: access control is off (development), or the caller is
     the server's own tooling. ``verified`` tells whether a token was presented (what the
-    AuditEvent's agent can name).
+    AuditEvent's agent can name). ``identities``: the identifiers of its facility and user
+    (``identifier|system|value``), by which a Consent may name it (``security.actors``).
     """
 
     subject: str = "fhir-server"
@@ -36,6 +37,7 @@ class Caller:
     token_id: str | None = None
     address: str | None = None
     verified: bool = False
+    identities: tuple[str, ...] = ()
 
     @classmethod
     def from_token(cls, context: AccessContext, address: str | None = None) -> Caller:

@@ -40,19 +40,16 @@ emergency Consents of break-the-glass (ids ``btg-...``) only the server itself.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from fhir_server.errors import FhirError, MethodNotAllowed, NotFound
-from fhir_server.search.consent import CONSENT_SCOPES
 from fhir_server.search.indexing import compartment_patients, compartment_types, index_resource
 from fhir_server.search.matching import visible
 from fhir_server.search.model import (
     Alternatives,
     ConsentRule,
-    Grant,
     SearchIndex,
     SearchQuery,
     Visibility,
@@ -61,6 +58,13 @@ from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
+from fhir_server.security.consent_access import (
+    EMERGENCY_PREFIX,
+    ConsentBook,
+    check_consent_write,
+    citizen,
+    consent_rule,
+)
 from fhir_server.security.scopes import Interaction, Scope, ScopeContext, allows
 from fhir_server.security.sharing import SharingRules
 from fhir_server.security.tokens import insufficient_scope
@@ -79,14 +83,8 @@ __all__ = [
 
 CLIENT_SOURCE_PREFIX = "urn:fhir-server:client:"
 SUBJECT_SOURCE_PREFIX = "urn:fhir-server:subject:"
-#: How a Consent names an app or a client system (``actor.reference.identifier``).
-CLIENT_IDENTIFIER_SYSTEM = "urn:fhir-server:client"
-#: The id prefix of the emergency Consents the server writes for a break-the-glass.
-EMERGENCY_PREFIX = "btg-"
 #: The rules of a deployment that configured none (Consent enforced, default labels).
 DEFAULT_SHARING = SharingRules.configured()
-_PRIVACY, _RESEARCH = "patient-privacy", "research"
-_PURPOSES = {_PRIVACY: "TREAT", _RESEARCH: "HRESCH"}
 _WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.PATCH,
                      Interaction.DELETE})
 _LETTERS = {Interaction.CREATE: "c", Interaction.UPDATE: "u", Interaction.PATCH: "u",
@@ -186,13 +184,15 @@ def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry,
     """What the caller's scopes with any of ``letters`` let it see (None: everything), and
     what Consent lets it see; remembered per scopes, patient, registry and who the caller
     is to Consent."""
-    names = (caller.organization, caller.fhir_user, caller.client_id, caller.subject)
+    names = (caller.organization, caller.fhir_user, caller.client_id, caller.subject,
+             caller.identities)
     key = (id(registry), id(sharing), caller.scopes or (), caller.patient_id, letters, names)
     if key not in _VISIBILITIES:
         if len(_VISIBILITIES) >= 4096:
             _VISIBILITIES.clear()
         seen = _build_visibility(caller, letters, registry)
-        rule = consent_rule(caller, sharing, reading=bool(set(letters) & set("rs")))
+        rule = consent_rule(caller, sharing, source_of(caller),
+                            reading=bool(set(letters) & set("rs")))
         _VISIBILITIES[key] = seen if rule is None else replace(seen or Visibility(),
                                                                consent=rule)
     return _VISIBILITIES[key]
@@ -218,54 +218,6 @@ def _build_visibility(caller: Caller, letters: str, registry: SearchParameterReg
         restrictions=restrictions,
     )
     return None if seen.everything else seen
-
-
-# -- what Consent lets a clinician or a facility see ------------------------------------------
-
-
-def _citizen(caller: Caller) -> bool:
-    """A token bound to a patient that is not a practitioner's: the citizen, or an app of
-    theirs."""
-    user = caller.fhir_user
-    return caller.patient_id is not None and (user is None or user.startswith("Patient/"))
-
-
-def _consent_scope(caller: Caller, sharing: SharingRules) -> str | None:
-    """The scope of the Consents that govern the caller (None: Consent does not)."""
-    if caller.unlimited or not sharing.enforced or _citizen(caller):
-        return None
-    scopes = caller.scopes or ()
-    if caller.organization or any(s.context is ScopeContext.USER for s in scopes):
-        return _PRIVACY
-    return _RESEARCH if caller.client_id in sharing.secondary_use_clients else None
-
-
-def consent_rule(caller: Caller, sharing: SharingRules,
-                 reading: bool = True) -> ConsentRule | None:
-    """The Consent part of what the caller sees (None: not governed by Consent): for
-    reading, what it wrote, the open types and what Consents grant it; for writing, only
-    what it wrote (a Consent shares for reading; an open type is read by all, changed by
-    the facility that wrote it)."""
-    scope = _consent_scope(caller, sharing)
-    if scope is None:
-        return None
-    client = (f"identifier|{CLIENT_IDENTIFIER_SYSTEM}|{caller.client_id}"
-              if caller.client_id else None)
-    actors = frozenset(a for a in (caller.organization, caller.fhir_user, client) if a)
-    return ConsentRule(
-        own=source_of(caller), actors=actors if reading else frozenset(),
-        scope=scope if reading else "", purpose=_PURPOSES[scope],
-        sensitive=sharing.sensitive,
-        open_types=sharing.open_types if scope == _PRIVACY and reading else frozenset())
-
-
-def _privacy_consent(resource: dict[str, Any] | None) -> bool:
-    """Whether a resource is a Consent that governs reading (privacy or research)."""
-    if resource is None or resource.get("resourceType") != "Consent":
-        return False
-    scope = resource.get("scope")
-    codings = scope.get("coding") if isinstance(scope, dict) else None
-    return any(isinstance(c, dict) and c.get("code") in CONSENT_SCOPES for c in codings or ())
 
 
 def _restriction(kind: str, scopes: list[Scope], registry: SearchParameterRegistry
@@ -306,8 +258,8 @@ class Access:
         self.visibility = visibility
         #: The deployment's Consent rules.
         self.sharing = sharing or DEFAULT_SHARING
-        #: The grants of the patients read so far (``load_grants``), by patient.
-        self._grants: dict[str, tuple[Grant, ...]] = {}
+        #: The grants of the patients read so far (``load_grants``).
+        self._book = ConsentBook()
         #: Which rule hid the last single resource refused (for the AuditEvent), if any.
         self.refusal: str | None = None
         #: The reason the caller gave for its access (break-the-glass), if any.
@@ -325,14 +277,9 @@ class Access:
                           context: Collection[str] = ()) -> None:
         """Read the Consent grants of the patients of ``resources`` (and of ``context``) that
         are not known yet, for judging those resources in memory; nothing without a rule."""
-        if self.consent is None:
-            return
-        patients = set(context).union(*(self.patients_of(r) for r in resources))
-        missing = sorted(patients - self._grants.keys())
-        if missing:
-            found = await store.consent_grants(missing)
-            for patient in missing:
-                self._grants[patient] = tuple(g for g in found if g.patient == patient)
+        if self.consent is not None:
+            patients = set(context).union(*(self.patients_of(r) for r in resources))
+            await self._book.load(store, patients)
 
     def scoped(self, query: SearchQuery) -> SearchQuery:
         """The query, limited to what the caller may see."""
@@ -386,7 +333,7 @@ class Access:
         if before is not None and seen is not None and not self._admits(seen, before):
             raise insufficient_scope("the token's scopes do not allow changing this resource") \
                 if self.readable(before) else _unknown(before)
-        self._check_consent_write(before, after)
+        check_consent_write(self.consent is not None, before, after)
         if after is None:
             return
         kind = str(after.get("resourceType"))
@@ -398,17 +345,6 @@ class Access:
         if seen is not None and not self._admits(seen, after):
             raise insufficient_scope("the token can only write that patient's records "
                                      "within its scopes' restrictions")
-
-    def _check_consent_write(self, before: dict[str, Any] | None,
-                             after: dict[str, Any] | None) -> None:
-        """Only the patient (a token bound to them) or an operator writes a privacy
-        Consent; an emergency one, only the server itself."""
-        changed = [r for r in (before, after) if r is not None and _privacy_consent(r)]
-        if changed and self.consent is not None:
-            raise insufficient_scope("only the patient, with their own token, or an operator "
-                                     "may write a patient's privacy Consent")
-        if any(str(r.get("id", "")).startswith(EMERGENCY_PREFIX) for r in changed):
-            raise insufficient_scope("emergency Consents are written by break-the-glass")
 
     def stamp(self, resource: dict[str, Any]) -> None:
         """Record in ``meta.source`` who writes the resource (it is the server's record)."""
@@ -431,15 +367,15 @@ class Access:
                  if consent or seen.restricted(kind) is not None
                  else SearchIndex(kind, str(resource.get("id", ""))))
         patients = compartment_patients(resource, self.registry) | frozenset(context)
-        grants = [g for patient in sorted(patients) for g in self._grants.get(patient, ())]
-        return visible(seen, replace(index, compartments=tuple(sorted(patients))), grants)
+        return visible(seen, replace(index, compartments=tuple(sorted(patients))),
+                       self._book.of(patients))
 
     # -- what the AuditEvent says of the decision ------------------------------------------
 
     def purpose(self) -> str | None:
         """The purpose of use the request is recorded with: the citizen's own request
         (``PATRQT``), the rule's (treatment, research) for a clinician or facility."""
-        if _citizen(self.caller) and not self.caller.unlimited:
+        if citizen(self.caller) and not self.caller.unlimited:
             return "PATRQT"
         return self.consent.purpose if self.consent is not None else None
 
@@ -452,19 +388,8 @@ class Access:
         note.reason = note.reason or self.reason
         if self.refused is not None and note.enabled and self.refused not in note.touched:
             note.touched.append(self.refused)
-        rule = self.consent
-        patients = sorted(set().union(*(p for _, p in note.touched)))
-        if rule is None or not patients:
-            return
-        found = await store.consent_grants(patients)  # as they stand after the request
-        self._grants.update({p: tuple(g for g in found if g.patient == p) for p in patients})
-        now = time.time_ns() // 1000
-        for patient in patients:
-            consents = sorted({g.consent for g in self._grants[patient]
-                               if g.permit and rule.applies_to(g, now)})
-            note.policies[patient] = tuple(f"Consent/{c}" for c in consents)
-            if any(c.startswith(EMERGENCY_PREFIX) for c in consents):
-                note.purpose = "BTG"
+        if self.consent is not None and note.touched:
+            await self._book.explain(note, self.consent, store)
 
 
 def _unknown(resource: dict[str, Any]) -> NotFound:

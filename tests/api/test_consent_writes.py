@@ -139,3 +139,22 @@ async def test_sensitive_data_is_labelled_when_written(door: Door) -> None:
     test["identifier"] = [{"system": "urn:test:lab", "value": new_id()}]
     test["code"] = {"coding": [{"system": "http://loinc.org", "code": "75622-1"}]}
     assert await _labels(world, test, "/fhir/Observation", "dr.X") == {"HIV"}
+
+
+async def test_a_consent_names_a_facility_by_its_ministry_code(door: Door) -> None:
+    world = await door.world()
+    code = f"{int(new_id()[:8], 16) % 100_000:05d}"
+    system = "http://fhir.ehealth.gov.vn/core/sid/provider-code"
+    org_y = f"/fhir/Organization/{world.shared['org_y']}"
+    facility = (await _send(world, "op", "GET", org_y)).json()
+    facility["identifier"] = [{"system": system, "value": code}]
+    assert (await _send(world, "op", "PUT", org_y, facility)).status_code == 200
+    consent = privacy_consent(world.a.ref("patient"), None)
+    consent["provision"]["actor"] = [{"role": {"text": "recipient"}, "reference": {
+        "identifier": {"system": system, "value": code}}}]
+    assert (await _send(world, _citizen(world), "POST", "/fhir/Consent", consent)
+            ).status_code == 201
+    lab = f"/fhir/{world.a.ref('lab')}"
+    assert (await _send(world, "dr.Y", "GET", lab)).status_code == 200
+    b_lab = f"/fhir/{world.b.ref('lab')}"
+    assert (await _send(world, "dr.Y", "GET", b_lab)).status_code == 404
