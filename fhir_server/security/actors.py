@@ -39,7 +39,8 @@ class ActorNames:
         if caller.unlimited or not references:
             return caller
         names = [name for reference in references for name in await self._names(reference)]
-        return replace(caller, identities=tuple(dict.fromkeys(names)))
+        found = tuple(dict.fromkeys(names))
+        return caller if found == caller.identities else replace(caller, identities=found)
 
     async def _names(self, reference: str) -> tuple[str, ...]:
         known = self._known.get(reference)

@@ -118,12 +118,13 @@ class ConsentBook:
         """The grants read of ``patients`` (none for those not read: nothing shared)."""
         return [g for patient in sorted(patients) for g in self._grants.get(patient, ())]
 
-    async def explain(self, note: AuditNote, rule: ConsentRule, store: ConsentGrants) -> None:
+    async def explain(self, note: AuditNote, rule: ConsentRule, store: ConsentGrants,
+                      changed: bool = False) -> None:
         """Name in ``note`` the Consents in force that let the caller read each patient's
-        records (as they stand after the request); one of a break-the-glass makes the
-        purpose ``BTG``."""
+        records (read again if the request ``changed`` them: a break-the-glass); one of a
+        break-the-glass makes the purpose ``BTG``."""
         patients = sorted(set().union(*(p for _, p in note.touched)))
-        await self.load(store, patients, again=True)
+        await self.load(store, patients, again=changed)
         now = time.time_ns() // 1000
         for patient in patients:
             consents = sorted({g.consent for g in self._grants[patient]

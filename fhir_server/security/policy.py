@@ -388,8 +388,8 @@ class Access:
         note.reason = note.reason or self.reason
         if self.refused is not None and note.enabled and self.refused not in note.touched:
             note.touched.append(self.refused)
-        if self.consent is not None and note.touched:
-            await self._book.explain(note, self.consent, store)
+        if self.consent is not None and note.touched:  # a reason: a break-the-glass
+            await self._book.explain(note, self.consent, store, changed=self.reason is not None)
 
 
 def _unknown(resource: dict[str, Any]) -> NotFound:

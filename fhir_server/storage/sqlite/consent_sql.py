@@ -10,6 +10,7 @@ primary key leads with the patient and the actor); see docs/consent.md for measu
 
 from __future__ import annotations
 
+import functools
 import time
 
 from fhir_server.search.consent import (
@@ -38,19 +39,32 @@ def _join(operator: str, parts: list[Condition], empty: str) -> Condition:
     return operator.join(f"({sql})" for sql, _ in parts), [v for _, vs in parts for v in vs]
 
 
+#: Stands for the current instant among the parameters of a compiled condition.
+_NOW = object()
+
+
 def consent_condition(alias: str, rule: ConsentRule) -> Condition:
     """``ConsentRule`` as SQL on the resources row ``alias``: of an open type, written by
     the caller, or permitted by every patient in whose compartment it is (none: vacuously).
     A deleted resource has no index rows left: one of a type of the Patient compartment is
-    then hidden (history judges deletions by this row)."""
+    then hidden (history judges deletions by this row). Compiled once per rule and alias;
+    the grants' periods are compared with the instant of the call."""
+    sql, params = _compiled(alias, rule)
+    now = time.time_ns() // 1000
+    return sql, [now if value is _NOW else value for value in params]
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(alias: str, rule: ConsentRule) -> tuple[str, tuple[object, ...]]:
     open_types = _in(f"{alias}.type", sorted(rule.open_types))
-    applies = _grant_applies(alias, rule, int(time.time_ns() // 1000))
+    applies = _grant_applies(alias, rule, _NOW)
     permitted = _patient_permits(alias, rule, applies)
     patient_data = _in(f"{alias}.type", sorted(compartment_types()))
     everyone = (f"{alias}.type <> ? AND ({alias}.deleted = 0 OR NOT {patient_data[0]}) "
                 f"AND NOT EXISTS (SELECT 1 FROM search_compartment c WHERE c.rid = {alias}.rid "
                 f"AND NOT ({permitted[0]}))", [AUDIT_TYPE, *patient_data[1], *permitted[1]])
-    return _join(" OR ", [open_types, _own(alias, rule), everyone], "0")
+    sql, params = _join(" OR ", [open_types, _own(alias, rule), everyone], "0")
+    return sql, tuple(params)
 
 
 def _own(alias: str, rule: ConsentRule) -> Condition:
@@ -67,7 +81,7 @@ def _own(alias: str, rule: ConsentRule) -> Condition:
              kind, id, param_key(OUTCOME_PARAM)])
 
 
-def _grant_applies(alias: str, rule: ConsentRule, now: int) -> Condition:
+def _grant_applies(alias: str, rule: ConsentRule, now: object) -> Condition:
     """"The grant row ``g`` concerns the caller now and covers the resources row ``alias``"
     (``search.consent``: actor, scope, period, purpose, type, target, code, label)."""
     actors = sorted(rule.actors | {"*"})
@@ -86,10 +100,12 @@ def _patient_permits(alias: str, rule: ConsentRule, applies: Condition) -> Condi
     """"The patient ``c.patient`` lets the caller read ``alias``": a permit applies, no deny
     does, and each sensitive label the resource carries is named by a permit that applies."""
     grant = f"SELECT 1 FROM consent_grant g WHERE g.patient = c.patient AND {applies[0]}"
+    # One pass over the grants that apply: the least of their ``permit`` is 1 when some apply
+    # and none denies (NULL when none applies: IFNULL keeps the condition true or false, as
+    # a NULL would turn the NOT EXISTS around it true).
     parts: list[Condition] = [
-        (f"EXISTS ({grant} AND g.permit = 1)", applies[1]),
-        (f"NOT EXISTS ({grant} AND g.permit = 0)", applies[1]),
-    ]
+        (f"IFNULL((SELECT min(g.permit) FROM consent_grant g WHERE g.patient = c.patient "
+         f"AND {applies[0]}), 0) = 1", applies[1])]
     if rule.sensitive:
         labels = [_split_label(label) for label in sorted(rule.sensitive)]
         pairs = " OR ".join("(s.code = ? AND s.system = ?)" for _ in labels)

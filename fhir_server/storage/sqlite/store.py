@@ -567,9 +567,8 @@ class SqliteStore:
         if not wanted:
             return []
         marks = ", ".join("?" for _ in wanted)
-        rows = self.reader.execute(
-            f"SELECT {GRANT_COLUMNS} FROM consent_grant WHERE patient IN ({marks}) "
-            "ORDER BY rid, rule", wanted)
+        rows = self.reader.execute(  # by the primary key (patient, ...): no ORDER BY
+            f"SELECT {GRANT_COLUMNS} FROM consent_grant WHERE patient IN ({marks})", wanted)
         return [Grant(consent, patient, actor, bool(permit), *rest)
                 for consent, patient, actor, permit, *rest in rows]
 
