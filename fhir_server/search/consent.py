@@ -45,6 +45,7 @@ __all__ = [
     "SECURITY_PARAM",
     "SOURCE_PARAM",
     "consent_allows",
+    "consent_facts",
     "consent_grants",
     "labels_of",
     "permitting",
@@ -309,6 +310,20 @@ def _rows(permit: bool, levels: Sequence[_Level]) -> list[tuple[Any, ...]]:
 
 
 # -- the rule in memory ----------------------------------------------------------------------
+
+
+def consent_facts(resource: dict[str, Any]) -> SearchIndex:
+    """What the rule looks at of a resource whose grants name no code (and that is no
+    AuditEvent), as its index would hold it: ``meta.source`` and the security labels."""
+    meta = resource.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    source = meta.get("source")
+    labels = [s for s in meta.get("security") or () if isinstance(s, dict) and s.get("code")]
+    return SearchIndex(
+        str(resource.get("resourceType")), str(resource.get("id", "")),
+        tokens=tuple((SECURITY_PARAM, str(s.get("system", "")), str(s["code"]))
+                     for s in labels),
+        uris=((SOURCE_PARAM, source),) if isinstance(source, str) and source else ())
 
 
 def labels_of(index: SearchIndex) -> frozenset[str]:

@@ -45,15 +45,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fhir_server.errors import FhirError, MethodNotAllowed, NotFound
+from fhir_server.search.consent import AUDIT_TYPE, consent_facts
 from fhir_server.search.indexing import compartment_patients, compartment_types, index_resource
 from fhir_server.search.matching import visible
-from fhir_server.search.model import (
-    Alternatives,
-    ConsentRule,
-    SearchIndex,
-    SearchQuery,
-    Visibility,
-)
+from fhir_server.search.model import Alternatives, ConsentRule, SearchQuery, Visibility
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.audit import AuditNote
@@ -362,13 +357,14 @@ class Access:
     def _admits(self, seen: Visibility, resource: dict[str, Any],
                 context: Collection[str] = ()) -> bool:
         kind = str(resource.get("resourceType"))
-        consent = seen.consent is not None and kind not in seen.consent.open_types
-        index = (index_resource(resource, self.registry)
-                 if consent or seen.restricted(kind) is not None
-                 else SearchIndex(kind, str(resource.get("id", ""))))
         patients = compartment_patients(resource, self.registry) | frozenset(context)
-        return visible(seen, replace(index, compartments=tuple(sorted(patients))),
-                       self._book.of(patients))
+        grants = self._book.of(patients)
+        if seen.restricted(kind) is not None or (seen.consent is not None and (
+                kind == AUDIT_TYPE or any(g.code for g in grants))):
+            index = index_resource(resource, self.registry)
+        else:  # all the rule looks at: meta.source and the security labels
+            index = consent_facts(resource)
+        return visible(seen, replace(index, compartments=tuple(sorted(patients))), grants)
 
     # -- what the AuditEvent says of the decision ------------------------------------------
 

@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 
-from fhir_server.search.consent import MAX_ROWS, consent_allows, consent_grants, permitting
+from fhir_server.search.consent import (
+    MAX_ROWS,
+    consent_allows,
+    consent_facts,
+    consent_grants,
+    permitting,
+)
 from fhir_server.search.model import OPEN_END, ConsentRule, SearchIndex
+from tests.unit.search.search_builders import index, observation
 
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 TYPES = "http://hl7.org/fhir/resource-types"
@@ -136,7 +143,7 @@ def test_actors_by_identifier_and_everyone() -> None:
         (False, "*", "", "", "")}
 
 
-def _index(labels: tuple[str, ...] = (), source: str | None = None,
+def _index_of(labels: tuple[str, ...] = (), source: str | None = None,
            kind: str = "Observation") -> SearchIndex:
     return SearchIndex(kind, "o1", tokens=tuple(("_security", V3, label) for label in labels),
                        uris=(("_source", source),) if source else (), compartments=("p1",))
@@ -147,17 +154,18 @@ RULE = ConsentRule(own=X, actors=frozenset({X}), sensitive=frozenset({f"{V3}|HIV
 
 
 @pytest.mark.parametrize(("provision", "index", "allowed"), [
-    ({"type": "permit", "actor": actor(X)}, _index(), True),
-    ({"type": "permit", "actor": actor(Y)}, _index(), False),
-    ({"type": "permit", "actor": actor(X)}, _index(("HIV",)), False),
+    ({"type": "permit", "actor": actor(X)}, _index_of(), True),
+    ({"type": "permit", "actor": actor(Y)}, _index_of(), False),
+    ({"type": "permit", "actor": actor(X)}, _index_of(("HIV",)), False),
     ({"type": "permit", "actor": actor(X), "provision": [
         {"type": "permit", "securityLabel": [{"system": V3, "code": "HIV"}]}]},
-     _index(("HIV",)), True),
+     _index_of(("HIV",)), True),
     ({"type": "permit", "actor": actor(X), "provision": [
-        {"type": "deny", "class": [{"system": TYPES, "code": "Observation"}]}]}, _index(), False),
-    ({"type": "permit", "actor": actor(X), "period": {"end": "2021-01-01"}}, _index(), False),
-    ({"type": "deny", "actor": actor(X)}, _index(source=X), True),
-    ({"type": "deny", "actor": actor(X)}, _index(kind="Patient"), True),
+        {"type": "deny", "class": [{"system": TYPES, "code": "Observation"}]}]},
+     _index_of(), False),
+    ({"type": "permit", "actor": actor(X), "period": {"end": "2021-01-01"}}, _index_of(), False),
+    ({"type": "deny", "actor": actor(X)}, _index_of(source=X), True),
+    ({"type": "deny", "actor": actor(X)}, _index_of(kind="Patient"), True),
 ])
 def test_the_rule_in_memory(provision: dict[str, Any], index: SearchIndex,
                             allowed: bool) -> None:
@@ -178,9 +186,21 @@ def test_a_resource_of_two_patients_needs_both() -> None:
 def test_a_rule_that_concerns_another_purpose_or_scope_does_not_apply() -> None:
     grants = consent_grants(consent({"type": "permit", "purpose": [{"code": "HRESCH"}]}),
                             ["p1"])
-    assert not consent_allows(RULE, _index(), grants, NOW)
+    assert not consent_allows(RULE, _index_of(), grants, NOW)
     research = ConsentRule(None, frozenset(), scope="research", purpose="HRESCH")
-    assert not consent_allows(research, _index(), grants, NOW)  # a privacy Consent
+    assert not consent_allows(research, _index_of(), grants, NOW)  # a privacy Consent
     studied = consent_grants(consent({"type": "permit", "purpose": [{"code": "HRESCH"}]},
                                      scope="research"), ["p1"])
-    assert consent_allows(research, _index(), studied, NOW)
+    assert consent_allows(research, _index_of(), studied, NOW)
+
+
+@pytest.mark.parametrize("meta", [
+    {}, {"source": "Organization/x"},
+    {"source": "urn:fhir-server:client:his", "security": [
+        {"system": V3, "code": "HIV", "display": "HIV"}, {"code": "R"}]},
+])
+def test_the_facts_the_rule_reads_are_those_the_index_holds(meta: dict[str, Any]) -> None:
+    resource = observation(meta=meta)
+    full, facts = index(resource), consent_facts(resource)
+    assert {t for t in full.tokens if t[0] == "_security"} == set(facts.tokens)
+    assert {u for u in full.uris if u[0] == "_source"} == set(facts.uris)
