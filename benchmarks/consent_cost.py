@@ -47,6 +47,9 @@ from loadgen import WrkLoad, run_wrk
 from processes import LOOPBACK, free_port, running_server
 from scenarios import LUA_DIR
 
+from fhir_server.security.keys import load_server_key
+from fhir_server.security.tokens import mint_access_token
+
 FACILITY = "bench-facility"
 OTHERS = 200
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -142,9 +145,6 @@ def _cpu_s(pid: int) -> float:
 
 
 def _tokens(data_dir: Path, base: str) -> dict[str, str]:
-    from fhir_server.security.keys import load_server_key
-    from fhir_server.security.tokens import mint_access_token
-
     key = load_server_key(data_dir)
 
     def token(subject: str, scope: str, organization: str | None = None,
