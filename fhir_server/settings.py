@@ -107,6 +107,18 @@ class Settings(BaseSettings):
         description="Per-type modes as JSON, e.g. {\"Observation\": \"warn\"}",
     )
     log_level: str = "info"
+    #: ``json``: one JSON object per line from every process; ``text``: for a developer.
+    log_format: Literal["json", "text"] = "json"
+    #: Off a terminal, long commands (load, reindex...) write a progress line this often.
+    progress_interval_s: float = 10.0
+    #: Who may read ``/metrics``: ``loopback`` (127.0.0.0/8 and ::1 only), ``token`` (a
+    #: bearer ``metrics_token`` from anywhere), ``open`` (anyone) or ``off`` (404).
+    metrics: Literal["loopback", "token", "open", "off"] = "loopback"
+    metrics_token: str = ""
+    #: A pushed resource naming a facility code missing from the facility registry (loaded by
+    #: ``fhir-server facilities load``): a warning, an error (422), or not checked. The check
+    #: applies once the registry holds a facility.
+    unknown_facility: Literal["warn", "error", "off"] = "warn"
 
     def validation_mode(self, resource_type: str) -> str:
         """Return the profile validation mode (enforce, warn, off) for a resource type."""

@@ -86,6 +86,9 @@ _LETTERS = {Interaction.CREATE: "c", Interaction.UPDATE: "u", Interaction.PATCH:
             Interaction.DELETE: "d"}
 _IMMUTABLE = frozenset({Interaction.UPDATE, Interaction.PATCH, Interaction.DELETE})
 _AUDIT = "AuditEvent"
+#: Operations only a facility's or an operator's ``system/`` scope may call (XML 130 import).
+_SYSTEM_ONLY = frozenset({Interaction.OPERATION_IMPORT_XML130,
+                          Interaction.OPERATION_CONVERT_XML130})
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,29 @@ def authorize(
 ) -> Access:
     """Decide a request before it runs; raise ``Forbidden``, the hidden ``NotFound`` or
     ``MethodNotAllowed``; return what the rest of the request must respect. ``sharing``:
-    the deployment's Consent rules (None: ``DEFAULT_SHARING``, Consent enforced)."""
+    the deployment's Consent rules (None: ``DEFAULT_SHARING``, Consent enforced).
+
+    A granted type-level decision is remembered on the caller: a Bundle's entries ask the
+    same few questions (create a Patient, update an Encounter by criteria...) again and again.
+    One that Consent governs is handed out fresh (:meth:`Access.fresh`): it carries the
+    grants and the refusal of its own request, and the grants are read by each request, so a
+    revoked Consent applies to the next one.
+    """
     sharing = sharing or DEFAULT_SHARING
+    if request.id is not None:
+        return _authorize(caller, request, registry, sharing)
+    key = (id(registry), id(sharing), request)
+    decided: dict[tuple[int, int, AccessRequest], Access] = caller.decisions
+    if key not in decided:
+        decided[key] = _authorize(caller, request, registry, sharing)
+    access = decided[key]
+    return access if access.consent is None else access.fresh()
+
+
+def _authorize(
+    caller: Caller, request: AccessRequest, registry: SearchParameterRegistry,
+    sharing: SharingRules,
+) -> Access:
     kind = request.resource_type
     interaction = None if caller.unlimited and request.operation else interaction_for(request)
     if kind == _AUDIT and interaction in _IMMUTABLE and not (
@@ -131,6 +155,9 @@ def authorize(
     if caller.unlimited:
         return Access(caller, registry, sharing=sharing)
     assert interaction is not None and caller.scopes is not None
+    if interaction in _SYSTEM_ONLY and not allows(caller.scopes, ScopeContext.SYSTEM, kind,
+                                                  interaction):
+        raise insufficient_scope(f"{interaction} needs a system/ scope (a facility's token)")
     if not _granted(caller, kind, interaction):
         raise insufficient_scope(f"no scope grants {interaction} on {kind or 'the system'}")
     if _bound(caller, kind, interaction):
@@ -177,8 +204,13 @@ _VISIBILITIES: dict[tuple[Any, ...], Visibility | None] = {}
 def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry,
                 sharing: SharingRules) -> Visibility | None:
     """What the caller's scopes with any of ``letters`` let it see (None: everything), and
-    what Consent lets it see; remembered per scopes, patient, registry and who the caller
-    is to Consent."""
+    what Consent lets it see (the rule, not the grants: the stores read those with each
+    query); remembered on the caller (a Bundle asks for each entry), and per scopes,
+    patient, registry and who the caller is to Consent (hashing the scopes costs more than
+    the look-up saves, so once per caller)."""
+    mine: dict[tuple[int, int, str], Visibility | None] = caller.visibilities
+    if (id(registry), id(sharing), letters) in mine:
+        return mine[(id(registry), id(sharing), letters)]
     names = (caller.organization, caller.fhir_user, caller.client_id, caller.subject,
              caller.identities)
     key = (id(registry), id(sharing), caller.scopes or (), caller.patient_id, letters, names)
@@ -190,7 +222,8 @@ def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry,
                             reading=bool(set(letters) & set("rs")))
         _VISIBILITIES[key] = seen if rule is None else replace(seen or Visibility(),
                                                                consent=rule)
-    return _VISIBILITIES[key]
+    found = mine[(id(registry), id(sharing), letters)] = _VISIBILITIES[key]
+    return found
 
 
 def _build_visibility(caller: Caller, letters: str, registry: SearchParameterRegistry
@@ -262,6 +295,10 @@ class Access:
         #: What the Consent rule hid, and its patients (named in the refusal's AuditEvent,
         #: which only the patient and operators read).
         self.refused: tuple[str, frozenset[str]] | None = None
+
+    def fresh(self) -> Access:
+        """The same decision for another request: no grants read, nothing refused yet."""
+        return Access(self.caller, self.registry, self.visibility, self.sharing)
 
     @property
     def consent(self) -> ConsentRule | None:

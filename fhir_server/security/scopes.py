@@ -94,6 +94,9 @@ class Interaction(StrEnum):
     OPERATION_JSON_SCHEMA = "$json-schema"
     OPERATION_BREAK_GLASS = "$break-glass"
     OPERATION_ACCESS_LOG = "$access-log"
+    OPERATION_IMPORT_XML130 = "$import-xml130"
+    OPERATION_CONVERT_XML130 = "$convert-xml130"
+    OPERATION_EXPORT_XML130 = "$export-xml130"
 
 
 # SMART v2: c = create, r = read/vread/instance history, u = update/patch, d = delete,
@@ -125,6 +128,9 @@ _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.OPERATION_JSON_SCHEMA: "r",
     Interaction.OPERATION_BREAK_GLASS: "r",
     Interaction.OPERATION_ACCESS_LOG: "r",
+    Interaction.OPERATION_IMPORT_XML130: "c",
+    Interaction.OPERATION_CONVERT_XML130: "c",
+    Interaction.OPERATION_EXPORT_XML130: "s",
 }
 
 

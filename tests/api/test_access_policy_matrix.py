@@ -86,6 +86,8 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 #   and operators, who need none, get 403. ``$access-log`` is the citizen's and operators'; a
 #   clinician or facility gets 403, decided before any record is looked at.
 # - An operation the server does not have answers 404 whatever the token.
+# - XML 130 import and conversion are a facility's or an operator's: a system/ scope with c on
+#   every type (an empty call then answers 400: no envelope); export is a read of the visit.
 # - Search always answers 200 with what the caller may see (possibly nothing).
 # - Referential integrity is on (the default): a Patient its records refer to is not deleted
 #   (409) by whoever may delete it; to anyone else it is unknown (404) or unmatched (204); a
@@ -193,6 +195,11 @@ $break-glass                 unknown  404     404     403     404     404     40
 $access-log                  own      200     200     403     403     403     403     200     403
 $access-log                  other    404     404     403     403     403     403     200     403
 $access-log                  unknown  404     404     403     403     403     403     404     403
+$import-xml130               -        403     403     403     403     403     400     400     403
+$convert-xml130              -        403     403     403     403     403     400     400     403
+$export-xml130               own      200     200     403     200     404     200     200     403
+$export-xml130               other    404     404     403     404     404     404     200     403
+$export-xml130               unknown  404     404     403     404     404     404     404     403
 system operation             -        404     404     404     404     404     404     404     404
 system operation by POST     -        404     404     404     404     404     404     404     404
 """
@@ -201,6 +208,7 @@ system operation by POST     -        404     404     404     404     404     40
 PUBLIC: dict[tuple[str, str], int] = {
     ("GET", "/healthz"): 200,
     ("GET", "/readyz"): 200,
+    ("GET", "/metrics"): 200,  # open on the loopback by default (FHIR_SERVER_METRICS)
     ("GET", "/fhir/metadata"): 200,
     ("GET", "/fhir/.well-known/smart-configuration"): 200,
     ("GET", "/fhir/.well-known/jwks.json"): 200,
