@@ -65,7 +65,7 @@ class Caller:
         return cls(address=address)
 
     @cached_property
-    def visibilities(self) -> dict[tuple[int, str], Any]:  # Visibility | None, a lower layer
+    def visibilities(self) -> dict[tuple[int, int, str], Any]:  # Visibility | None, lower layer
         """The access policy's memo of what this caller may see (``security.policy``)."""
         return {}
 

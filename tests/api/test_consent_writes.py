@@ -48,6 +48,36 @@ async def test_the_citizen_shares_and_revokes_and_it_applies_to_the_next_request
     assert (await _send(world, "dr.Y", "GET", lab)).status_code == 404
 
 
+async def _seen_by_y(world: World) -> tuple[int, int, str]:
+    """What Y's clinician sees of A's laboratory result: the search's total, and a batch
+    Bundle's read of it twice (the second entry asks what the first asked)."""
+    search = await _send(world, "dr.Y", "GET",
+                         f"/fhir/Observation?patient={world.a.patient}&_total=accurate")
+    lab = world.a.ref("lab")
+    entries = [{"request": {"method": "GET", "url": lab}}] * 2
+    batch = await _send(world, "dr.Y", "POST", "/fhir",
+                        {"resourceType": "Bundle", "type": "batch", "entry": entries})
+    assert batch.status_code == 200, batch.text
+    statuses = ",".join(e["response"]["status"][:3] for e in batch.json()["entry"])
+    return search.status_code, search.json()["total"], statuses
+
+
+async def test_a_revoked_consent_applies_at_once_to_searches_and_bundles(door: Door) -> None:
+    """The policy remembers its decisions per caller and per rule, never the grants: the
+    same clinician, before and after a revocation, sees what the Consents then allow."""
+    world = await door.world()
+    assert await _seen_by_y(world) == (200, 0, "404,404")
+    consent = privacy_consent(world.a.ref("patient"), f"Organization/{world.shared['org_y']}")
+    created = await _send(world, _citizen(world), "POST", "/fhir/Consent", consent)
+    assert created.status_code == 201, created.text
+    shared = await _seen_by_y(world)
+    assert shared[0] == 200 and shared[1] > 0 and shared[2] == "200,200"
+    revoked = {**created.json(), "status": "inactive"}
+    put = await _send(world, _citizen(world), "PUT", f"/fhir/Consent/{revoked['id']}", revoked)
+    assert put.status_code == 200
+    assert await _seen_by_y(world) == (200, 0, "404,404")
+
+
 async def test_a_citizen_writes_consents_only_for_their_own_record(door: Door) -> None:
     world = await door.world()
     about_b = privacy_consent(world.b.ref("patient"), f"Organization/{world.shared['org_y']}")
