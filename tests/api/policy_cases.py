@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.api.two_patients import FHIR, Call, Person, World, new_id
+from tests.api.two_patients import FHIR, Call, Person, World, new_id, privacy_consent
 
 __all__ = ["CASES", "Case"]
 
@@ -121,6 +121,20 @@ def _break_glass(world: World, target: Person) -> Call:
                 headers=FHIR)
 
 
+def _create_consent(world: World, target: Person) -> Call:
+    """A privacy Consent of the target's Patient that shares it with facility Y (what a
+    clinician or facility would write to grant itself access)."""
+    consent = privacy_consent(target.ref("patient"), f"Organization/{world.shared['org_y']}")
+    return Call("POST", "/fhir/Consent", json=consent, headers=FHIR)
+
+
+def _revoke_consent(world: World, target: Person) -> Call:
+    """A's Consent revoked (status inactive), written under the target's Consent id."""
+    consent = {**world.a.resources["consent"], "status": "inactive",
+               "id": target.ids["consent"]}
+    return Call("PUT", f"/fhir/Consent/{target.ids['consent']}", json=consent, headers=FHIR)
+
+
 _VISIT_TYPES = "https://fhir.sskdt.vn/ValueSet/visit-type"
 _VISIT_CODES = "https://fhir.sskdt.vn/CodeSystem/visit-type"
 _TYPE_OP = ("GET", "/fhir/{type}/$op")
@@ -173,6 +187,10 @@ CASES: dict[str, Case] = {
                                        _delete("/fhir/Patient",
                                                identifier="{patient_identifier}"),
                                        in_bundle=True),
+    "read Consent": Case(("GET", "/fhir/{type}/{id}"), _get("/fhir/Consent/{consent}"),
+                         "consent", in_bundle=True),
+    "create Consent": Case(("POST", "/fhir/{type}"), _create_consent, in_bundle=True),
+    "revoke Consent": Case(("PUT", "/fhir/{type}/{id}"), _revoke_consent, in_bundle=True),
     "$validate type": Case(("POST", "/fhir/{type}/$op"), _validate_type,
                            operation=("type", "*", "validate")),
     "$validate instance": Case(("POST", "/fhir/{type}/{id}/$op"), _validate_instance,

@@ -82,6 +82,10 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 # - A patient's token may create with an id of its choosing (update as create, 201) only an id
 #   no one has; ``$validate instance`` (POST with empty Parameters) checks the stored resource,
 #   so it is an instance read.
+# - A privacy Consent is written only by its patient (a read-write patient token, for their
+#   own record) or an operator: a clinician or facility gets 403 even for the Consent that
+#   shares A's record with it, so none grants itself access; one it cannot read is 404.
+#   ``revoke Consent`` writes A's Consent as inactive under the target's id.
 # - ``$break-glass`` is for clinicians and facilities (201: the emergency Consent); the citizen
 #   and operators, who need none, get 403. ``$access-log`` is the citizen's and operators'; a
 #   clinician or facility gets 403, decided before any record is looked at.
@@ -163,6 +167,15 @@ conditional delete by _id    unknown  403     204     403     204     204     20
 conditional delete Patient   own      403     409     403     403     403     403     409     403
 conditional delete Patient   other    403     204     403     403     403     403     409     403
 conditional delete Patient   unknown  403     204     403     204     204     204     204     403
+read Consent                 own      200     200     403     200     404     200     200     403
+read Consent                 other    404     404     403     404     404     404     200     403
+read Consent                 unknown  404     404     403     404     404     404     404     403
+create Consent               own      403     201     403     403     403     403     201     403
+create Consent               other    403     403     403     403     403     403     201     403
+create Consent               unknown  403     403     403     403     403     403     400     403
+revoke Consent               own      403     200     403     403     404     403     200     403
+revoke Consent               other    403     404     403     404     404     404     200     403
+revoke Consent               unknown  403     201     403     403     403     403     201     403
 $validate type               own      403     200     403     200     200     200     200     403
 $validate type               other    403     200     403     200     200     200     200     403
 $validate type               unknown  403     200     403     200     200     200     200     403
