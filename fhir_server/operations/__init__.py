@@ -62,7 +62,7 @@ RAW_BODY_OPERATIONS: dict[str, frozenset[str]] = {
 
 
 #: The operations that change what is stored: invoked with POST only (R4 operations.html).
-AFFECTS_STATE = frozenset({"break-glass"})
+AFFECTS_STATE = frozenset({"break-glass", "import-xml130"})
 
 
 def find_operation(level: str, resource_type: str, name: str) -> Operation | None:
