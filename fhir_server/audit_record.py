@@ -11,8 +11,9 @@ by (the patients, entities and agents it names).
 The AuditEvent: type ``rest`` with the interaction as subtype (token issuance: DICOM "User
 Authentication"/"Login"; token revocation: "User Authentication"/"Logout"), action (C/R/U/D/E),
 recorded time, outcome (0 success, 4 minor failure for a refused or invalid request, 8 serious
-failure for a server error), the agent (who called: the Patient of a ``patient/`` token, or the
-token's subject, with the client id as ``altId`` and the network address; the Organization a
+failure for a server error), the agent (who called: the Patient of a ``patient/`` token, the
+user (``fhirUser``) of a clinician's, or the token's subject, with the client id as ``altId``
+and the network address; the Organization a
 client acts for as a second agent), the source (this server) and the entities (each resource
 touched, and each patient they belong to in the role "Patient", so
 ``AuditEvent?patient=Patient/123`` finds every access to a person's records; a search's query
@@ -60,6 +61,7 @@ _ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 _OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 _SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 _CLIENT_SYSTEM = "urn:fhir-server:client"
+_PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 _ACTIONS = {
     "create": "C",
     "read": "R", "vread": "R", "search-type": "R", "search-system": "R", "history-instance": "R",
@@ -72,8 +74,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The kinds of :meth:`AuditRecord.refs`.
 PATIENT_REF, ENTITY_REF, AGENT_REF = 0, 1, 2
 #: Version 1 of the compact form held the id and the recorded time; version 2 leaves them to
-#: the store, which keeps both in columns of their own.
-_COMPACT_VERSION = 2
+#: the store, which keeps both in columns of their own; version 3 adds the purpose, its
+#: reason, the policies and the user (``fhirUser``).
+_COMPACT_VERSION = 3
 
 
 class AuditOutcome(StrEnum):
@@ -111,6 +114,8 @@ class Caller(Protocol):
     def patient_id(self) -> str | None: ...
     @property
     def organization(self) -> str | None: ...
+    @property
+    def fhir_user(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -141,6 +146,10 @@ class AuditRecord:
     query: str | None = None
     outcome_desc: str | None = None
     observer: str = DEFAULT_OBSERVER
+    purpose: str | None = None
+    reason: str | None = None
+    policies: tuple[str, ...] = ()
+    user: str | None = None
 
     @property
     def action(self) -> str:
@@ -164,24 +173,28 @@ class AuditRecord:
         return [_COMPACT_VERSION, self.interaction, self.status, self.has_caller, self.issuer,
                 self.subject, self.patient_id, self.organization, self.client_id,
                 self.touched, self.patients, self.address, self.query, self.outcome_desc,
-                self.observer]  # fmt: skip
+                self.observer, self.purpose, self.reason, self.policies,
+                self.user]  # fmt: skip
 
     @classmethod
     def from_compact(cls, values: Sequence[Any], id: str, recorded: int) -> AuditRecord:
         """Return the record :meth:`compact` wrote (``id`` and ``recorded`` are only used for
-        version 2; version 1 arrays carry their own)."""
+        versions 2 and 3; version 1 arrays carry their own)."""
+        why: Sequence[Any] = (None, None, (), None)
         if values and values[0] == 1:
             (_, interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
              organization, client_id, touched, patients, address, query, outcome_desc,
              observer) = values  # fmt: skip
-        elif values and values[0] == _COMPACT_VERSION:
+        elif values and values[0] in (2, _COMPACT_VERSION):
             (_, interaction, status, has_caller, issuer, subject, patient_id, organization,
-             client_id, touched, patients, address, query, outcome_desc, observer) = values
+             client_id, touched, patients, address, query, outcome_desc, observer) = values[:15]
+            why = values[15:] or why
         else:
             raise ValueError("not a compact audit record")
+        purpose, reason, policies, user = why
         return cls(interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
                    organization, client_id, tuple(touched), tuple(patients), address, query,
-                   outcome_desc, observer)  # fmt: skip
+                   outcome_desc, observer, purpose, reason, tuple(policies), user)  # fmt: skip
 
     def refs(self) -> set[tuple[int, str]]:
         """Return what the AuditEvent is searched by, as ``(kind, reference)`` pairs.
@@ -197,7 +210,7 @@ class AuditRecord:
             found.add((PATIENT_REF if plain.startswith("Patient/") else ENTITY_REF, plain))
         if self.has_caller:
             found.add((AGENT_REF, f"Patient/{self.patient_id}" if self.patient_id
-                       else f"identifier|{self.issuer}|{self.subject}"))
+                       else self.user or f"identifier|{self.issuer}|{self.subject}"))
             if self.organization:
                 found.add((AGENT_REF, self.organization))
         elif self.client_id:
@@ -207,6 +220,8 @@ class AuditRecord:
     def _who(self) -> dict[str, Any] | None:
         if self.has_caller and self.patient_id:
             return {"reference": f"Patient/{self.patient_id}"}
+        if self.has_caller and self.user:
+            return {"reference": self.user}
         if self.has_caller:
             return {"identifier": {"system": self.issuer, "value": self.subject}}
         if self.client_id:
@@ -233,6 +248,9 @@ class AuditRecord:
         }
         if self.outcome_desc or outcome is not AuditOutcome.SUCCESS:
             event["outcomeDesc"] = self.outcome_desc or f"HTTP {self.status}"
+        if self.purpose:
+            purpose: dict[str, Any] = {"coding": [_coding(_PURPOSE_SYSTEM, self.purpose)]}
+            event["purposeOfEvent"] = [purpose | ({"text": self.reason} if self.reason else {})]
         entities = _entities(self.touched, self.patients, self.query)
         if entities:
             event["entity"] = entities
@@ -252,6 +270,8 @@ class AuditRecord:
             agent["name"] = self.subject
         if self.address:
             agent["network"] = {"address": self.address, "type": "2"}  # 2 = IP address
+        if self.policies:
+            agent["policy"] = list(self.policies)
         agents = [agent]
         if self.has_caller and self.organization:
             # The facility the client acts for is a participant, not the requestor.
@@ -272,6 +292,9 @@ def audit_record(
     client_id: str | None = None,
     observer: str = DEFAULT_OBSERVER,
     recorded: datetime | None = None,
+    purpose: str | None = None,
+    reason: str | None = None,
+    policies: Sequence[str] = (),
 ) -> AuditRecord:
     """Return the record (with a new id) of one interaction.
 
@@ -280,7 +303,9 @@ def audit_record(
     answered; ``touched`` the references of the resources read or written
     (``Observation/1/_history/2``); ``patients`` the ids of the patients they belong to;
     ``query`` the query string of a search; ``client_id`` the client when there is no verified
-    token (token issuance, refusals before verification).
+    token (token issuance, refusals before verification); ``purpose`` the v3 PurposeOfUse
+    code of the access, ``reason`` the reason given for it (break-the-glass), ``policies``
+    the Consents (``Consent/id``) that allowed it.
     """
     if recorded is None:
         micros = time.time_ns() // 1000
@@ -290,12 +315,15 @@ def audit_record(
         return AuditRecord(str(interaction), status, new_event_id(micros), micros,
                            client_id=client_id, touched=tuple(touched),
                            patients=tuple(dict.fromkeys(patients)), address=network_address,
-                           query=query, outcome_desc=outcome_desc, observer=observer)
+                           query=query, outcome_desc=outcome_desc, observer=observer,
+                           purpose=purpose, reason=reason,
+                           policies=tuple(dict.fromkeys(policies)))
     return AuditRecord(
         str(interaction), status, new_event_id(micros), micros, True, context.issuer,
         context.subject, context.patient_id, context.organization,
         client_id or context.client_id, tuple(touched), tuple(dict.fromkeys(patients)),
-        network_address, query, outcome_desc, observer,
+        network_address, query, outcome_desc, observer, purpose, reason,
+        tuple(dict.fromkeys(policies)), getattr(context, "fhir_user", None),
     )
 
 

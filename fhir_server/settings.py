@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     #: RFC 7591 dynamic client registration (``POST /fhir/auth/register``).
     dynamic_registration: bool = False
     audit: bool = True
+    #: Consent (docs/consent.md): whether patients' Consents govern what clinicians and
+    #: facilities read; the types they read without one; the clients of national operators
+    #: that read only under a ``research`` Consent; how long a break-the-glass lasts; the
+    #: rules that label sensitive data when it is written (a JSON file; none: the default).
+    consent_enforced: bool = True
+    consent_open_types: list[str] = Field(default_factory=lambda: ["Patient"])
+    consent_secondary_use_clients: list[str] = Field(default_factory=list)
+    break_glass_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    consent_labels_file: Path | None = None
     validation: Literal["enforce", "warn", "off"] = "enforce"
     #: Severity of an address's district or commune code that no list of its date holds
     #: (docs/geography.md); a unit not in force on that date is always an error.

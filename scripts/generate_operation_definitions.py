@@ -31,7 +31,8 @@ R4_IDS = {"validate": "Resource-validate", "expand": "ValueSet-expand",
           "validate-code": "ValueSet-validate-code", "lookup": "CodeSystem-lookup",
           "everything": "Patient-everything"}
 _KEPT = ("url", "version", "name", "status", "kind", "date", "publisher", "description",
-         "code", "comment", "resource", "system", "type", "instance", "parameter")
+         "affectsState", "code", "comment", "resource", "system", "type", "instance",
+         "parameter")
 
 
 def _parameter(name: str, use: str, minimum: int, maximum: str, type_: str,
@@ -93,6 +94,32 @@ OWN_DEFINITIONS: dict[str, dict[str, Any]] = {
                        "Patient (Patient and Group level): files of patient blocks"),
             _parameter("allowPartialManifests", "in", 0, "1", "boolean",
                        "Accepted; the manifest is always whole, given once the export is done"),
+        ],
+    },
+    "break-glass": {
+        "url": f"{OWN}/break-glass", "name": "BreakTheGlass", "status": "active",
+        "kind": "operation", "code": "break-glass", "affectsState": True,
+        "description": "Emergency access by a clinician or facility to one patient's record "
+                       "without the patient's Consent, for a limited time (one hour by "
+                       "default): recorded as an emergency Consent, every access under it "
+                       "audited with purpose BTG and shown in the citizen's access log.",
+        "parameter": [
+            _parameter("reason", "in", 1, "1", "string", "Why the record is needed now"),
+            _parameter("return", "out", 1, "1", "Consent", "The emergency Consent"),
+        ],
+    },
+    "access-log": {
+        "url": f"{OWN}/access-log", "name": "AccessLog", "status": "active",
+        "kind": "operation", "code": "access-log",
+        "description": "Who saw or changed the citizen's record, newest first: when, who "
+                       "(user, facility, app), what, why (treatment, emergency, the citizen "
+                       "themself) and under which Consent. For the citizen and operators.",
+        "parameter": [
+            _parameter("_count", "in", 0, "1", "integer", "Accesses per page (50; at most 500)"),
+            _parameter("_cursor", "in", 0, "1", "string", "The next value of the page before"),
+            _parameter("return", "out", 1, "1", "Parameters",
+                       "One access parameter per access (when, action, outcome, who, facility, "
+                       "app, what, why, emergency, consent, event) and next"),
         ],
     },
     "json-schema": {

@@ -9,8 +9,11 @@ The Consent of an app's access (FHIR R4 Consent, scope ``patient-privacy``, cate
 Patient), and a ``permit`` provision for one actor, the app (role IRCP "information recipient",
 named by the identifier ``urn:fhir-server:client|<client id>``), with one nested provision per
 approved clinical scope: the resource type as ``class``, ``access`` for reading and ``correct``
-for writing, and the exact SMART scope as the provision's ``code`` text. Revoking the app sets
-the status to ``inactive`` and ends the period.
+for writing, and the exact SMART scope as the provision's ``code`` text. The root provision
+carries the union of those classes (none when a scope names every type) and actions, so that
+the Consent permits the app what was approved and nothing more, as ``search.consent`` reads
+any Consent (the nested permits restate it per scope). Revoking the app sets the status to
+``inactive`` and ends the period.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def consent_resource(client: RegisteredClient, patient_id: str, scope: str, sinc
     patient = {"reference": f"Patient/{patient_id}"}
     period = {"start": _instant(since)} | ({"end": _instant(until)} if until else {})
     clinical = [parse_scope(w) for w in scope.split() if w not in APP_WORDS]
+    nested = [_scope_provision(s) for s in clinical]
     return {
         "resourceType": "Consent",
         "status": "inactive" if until else "active",
@@ -121,6 +125,18 @@ def consent_resource(client: RegisteredClient, patient_id: str, scope: str, sinc
                                              "value": client.client_id},
                               "display": client.name or client.client_id},
             }],
-            "provision": [_scope_provision(s) for s in clinical],
+            **_approved(clinical, nested),
+            "provision": nested,
         },
     }
+
+
+def _approved(clinical: list[Scope], nested: list[dict[str, Any]]) -> dict[str, Any]:
+    """The root provision's ``class`` (the approved types; none for ``*``) and ``action``."""
+    approved: dict[str, Any] = {}
+    if clinical and all(s.resource_type != "*" for s in clinical):
+        approved["class"] = list({c["code"]: c for p in nested for c in p["class"]}.values())
+    actions = {a["coding"][0]["code"]: a for p in nested for a in p["action"]}
+    if actions:
+        approved["action"] = [actions[name] for name in ("access", "correct") if name in actions]
+    return approved

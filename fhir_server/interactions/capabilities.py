@@ -134,8 +134,17 @@ def _security(services: Services) -> dict[str, Any]:
                           for name, url in oauth_uris(services.settings).items()],
         }],
         "description": "Bearer JWTs (SMART App Launch v1/v2 scopes); see "
-                       "/.well-known/smart-configuration.",
+                       "/.well-known/smart-configuration." + _consent(services),
     }
+
+
+def _consent(services: Services) -> str:
+    """What the security description says of Consent (docs/consent.md)."""
+    if not services.settings.consent_enforced:
+        return " Patients' Consents do not limit what clinicians and facilities read."
+    return (" Clinicians and facilities read what they wrote and what the patient's Consent "
+            "(scope patient-privacy) shares with them; emergency access: "
+            "Patient/[id]/$break-glass; the citizen's access log: Patient/[id]/$access-log.")
 
 
 def capability_statement(services: Services) -> dict[str, Any]:

@@ -7,6 +7,7 @@ tests.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -19,8 +20,10 @@ from fhir_server.jobs.runner import JobRunner
 from fhir_server.router.request import FhirRequest, FhirResponse
 from fhir_server.search.indexing import index_resource
 from fhir_server.search.model import SearchQuery, SearchResult
+from fhir_server.security.actors import ActorNames
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
+from fhir_server.security.sharing import SharingRules
 from fhir_server.settings import Settings
 from fhir_server.storage.port import (
     AuditLogTransaction,
@@ -85,6 +88,22 @@ class Services:
     def base_url(self) -> str:
         """The public FHIR base URL (for fullUrl, Location and links)."""
         return self.settings.public_base_url()
+
+    @functools.cached_property
+    def names(self) -> ActorNames:
+        """The identifiers of the callers' facilities and users (the names Consents give
+        them), read from the store and remembered a minute."""
+        return ActorNames(self.store)
+
+    @functools.cached_property
+    def sharing(self) -> SharingRules:
+        """The deployment's Consent rules (``consent_*`` and ``break_glass_minutes``
+        settings), which every request's access decision uses."""
+        s = self.settings
+        return SharingRules.configured(
+            enforced=s.consent_enforced, open_types=s.consent_open_types,
+            secondary_use_clients=s.consent_secondary_use_clients,
+            break_glass_minutes=s.break_glass_minutes, labels_file=s.consent_labels_file)
 
     def reader(self, resource_type: str | None) -> ResourceReader:
         """Where resources of the type are read: the store, or its audit log for AuditEvents

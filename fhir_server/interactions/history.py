@@ -118,6 +118,8 @@ async def history(
     ):
         raise NotFound(f"{target.resource_type}/{target.id} is not known",
                        message_id="MSG_NO_EXIST")
+    await access.load_grants(services.store, [s.resource() for s in page.entries
+                                               if not s.deleted])
     path = _path(services, target)
     keep = {k: v for k, v in params.items() if k in ("_count", "_since", "_at")}
     links = [{"relation": "self", "url": path + ("?" + urlencode(params) if params else "")}]

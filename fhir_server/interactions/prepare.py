@@ -47,14 +47,16 @@ def prepare_resource(
     ``Unprocessable`` (422) with every issue; under ``warn`` the issues are returned for the
     response. Raises ``InvalidResource`` (400) for structural errors. An address written
     with the administrative units of before 1 July 2025 gets the extension
-    ``address-current-units`` (``fhir_server.geography.addresses.annotate``). Facility codes
-    missing from the facility registry add a warning or raise (``facilities.known``). A
-    signature that does not verify raises ``Unprocessable`` (422) under
-    ``signature_verification`` ``enforce``.
+    ``address-current-units`` (``fhir_server.geography.addresses.annotate``). Sensitive data
+    gets the security labels of the deployment's labelling rules (``security.sharing``).
+    Facility codes missing from the facility registry add a warning or raise
+    (``facilities.known``). A signature that does not verify raises ``Unprocessable`` (422)
+    under ``signature_verification`` ``enforce``.
     """
     validate_structure(resource, expected_type=resource_type)
     proofs = check_written(services, resource)
     access.stamp(resource)
+    services.sharing.label(resource)  # sensitive data carries its security label
     annotate(resource)  # the current units of an address written with pre-2025 codes
     facility_issues = check_facility_codes(services, resource)
     mode = services.settings.validation_mode(resource_type)

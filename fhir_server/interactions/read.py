@@ -33,8 +33,11 @@ async def read(services: Services, access: Access, resource_type: str, id: str) 
 
 
 async def check_readable(services: Services, access: Access, resource: dict[str, Any]) -> None:
-    """The access policy's judgement of one resource (with its security context's patients)."""
-    access.check_readable(resource, await context_patients(services, resource))
+    """The access policy's judgement of one resource (with its security context's patients,
+    and the Consents of its patients)."""
+    context = await context_patients(services, resource)
+    await access.load_grants(services.store, [resource], context)
+    access.check_readable(resource, context)
 
 
 async def read_resource(

@@ -113,12 +113,12 @@ async def apply(
     if write.resource is None:
         await _patch_match(tx, services, write)
     assert write.resource is not None
-    if write.access.limits(write.interaction):
+    if write.access.limits(write.interaction) or write.resource_type == "Consent":
         before = None if write.interaction is Interaction.CREATE else await _current(tx, write)
         if before is not None and before.deleted:  # another patient's deleted id: unknown
             await check_deleted_visible(services, write.access, write.resource_type,
                                         str(write.id))
-        write.access.check_write(write.interaction, _content(before), write.resource)
+        await _judge(services, write, _content(before), write.resource)
     if integrity:
         await check_references(tx, services, [write.resource])
     outcome = await _store(tx, services, write, note)
@@ -164,11 +164,20 @@ async def _patch_match(tx: StoreTransaction, services: Services, write: Write) -
     current = await _current(tx, write)
     content = _content(current)
     assert current is not None and content is not None and write.id is not None
-    write.access.check_write(write.interaction, content, None)
+    await _judge(services, write, content, None)
     patched = apply_patch(content, write.operations, write.resource_type, write.id)
     write.issues, write.proofs = prepare_resource(services, write.access, patched,
                                                   write.resource_type)
     write.resource, write.expected_version = patched, current.version
+
+
+async def _judge(services: Services, write: Write, before: dict[str, Any] | None,
+                 after: dict[str, Any] | None) -> None:
+    """The access policy's judgement of a write (with the Consents of the target's
+    patients: what the caller may read but not change is 403, not 404)."""
+    if before is not None:
+        await write.access.load_grants(services.store, [before])
+    write.access.check_write(write.interaction, before, after)
 
 
 async def _current(tx: StoreTransaction, write: Write) -> StoredResource | None:
@@ -254,7 +263,7 @@ async def _delete(
         await check_deleted_visible(services, write.access, write.resource_type, str(write.id))
         return Outcome(204, current)
     before = _content(current)
-    write.access.check_write(Interaction.DELETE, before, None)
+    await _judge(services, write, before, None)
     await check_not_referenced(tx, services, write.resource_type, str(write.id))
     marker = await tx.delete(write.resource_type, str(write.id))
     if marker is not None:

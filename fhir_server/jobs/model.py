@@ -78,6 +78,7 @@ def caller_from_record(record: dict[str, Any]) -> Caller:
     values = {name: value for name, value in record.items() if name in known}
     scopes = values.get("scopes")
     values["scopes"] = None if scopes is None else parse_scopes(list(scopes))
+    values["identities"] = tuple(values.get("identities") or ())  # JSON gave a list
     return Caller(**values)
 
 

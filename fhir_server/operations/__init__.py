@@ -13,6 +13,8 @@ from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.operations import (
+    access_log,
+    break_glass,
     document,
     everything,
     export,
@@ -25,7 +27,10 @@ from fhir_server.operations import (
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.security.policy import Access
 
-__all__ = ["OPERATIONS", "RAW_BODY_OPERATIONS", "Operation", "find_operation", "render_html"]
+__all__ = [
+    "AFFECTS_STATE", "OPERATIONS", "RAW_BODY_OPERATIONS", "Operation", "find_operation",
+    "render_html",
+]
 
 Operation = Callable[[Services, Access, OperationInput], Awaitable[Outcome]]
 
@@ -48,6 +53,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("system", "*", "export"): export.export,
     ("type", "Patient", "export"): export.export,
     ("instance", "Group", "export"): export.export,
+    ("instance", "Patient", "break-glass"): break_glass.break_glass,
+    ("instance", "Patient", "access-log"): access_log.access_log,
     ("system", "*", "import-xml130"): xml130.import_xml130,
     ("system", "*", "convert-xml130"): xml130.convert_xml130,
     ("instance", "Encounter", "export-xml130"): xml130.export_xml130,
@@ -58,6 +65,10 @@ RAW_BODY_OPERATIONS: dict[str, frozenset[str]] = {
     "import-xml130": xml130.RAW_BODY_TYPES,
     "convert-xml130": xml130.RAW_BODY_TYPES,
 }
+
+
+#: The operations that change what is stored: invoked with POST only (R4 operations.html).
+AFFECTS_STATE = frozenset({"break-glass", "import-xml130"})
 
 
 def find_operation(level: str, resource_type: str, name: str) -> Operation | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.errors import BadRequest, NotFound, UnsupportedMediaType
+from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound, UnsupportedMediaType
 from fhir_server.interactions import read, search
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Services
@@ -26,7 +26,7 @@ from fhir_server.jobs.export.job import export_folder
 from fhir_server.jobs.export.status import manifest, output_file, retry_after, visible_job
 from fhir_server.jobs.model import JobState
 from fhir_server.jobs.runner import JobRunner
-from fhir_server.operations import RAW_BODY_OPERATIONS, find_operation
+from fhir_server.operations import AFFECTS_STATE, RAW_BODY_OPERATIONS, find_operation
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.outcomes import information
 from fhir_server.resources import parse_json
@@ -129,7 +129,10 @@ def _note_stored(note: AuditNote, access: Access, content: bytes) -> None:
 
 
 def _note_bundle(note: AuditNote, access: Access, bundle: dict[str, Any]) -> None:
-    if note.enabled:
+    """Note the resources of a Bundle answered (or the one resource answered)."""
+    if note.enabled and bundle.get("resourceType") != "Bundle":
+        note.read([bundle], access.patients_of)
+    elif note.enabled:
         resources = (e["resource"] for e in bundle.get("entry") or ()
                      if isinstance(e.get("resource"), dict))
         note.read(resources, access.patients_of)
@@ -250,6 +253,9 @@ async def _operation(services: Services, request: FhirRequest, access: Access,
     operation = find_operation(operation_level(request), request.resource_type or "*",
                                str(request.operation))
     assert operation is not None  # the door answered 404 for an unknown operation
+    if request.method == "GET" and request.operation in AFFECTS_STATE:
+        raise MethodNotAllowed(f"${request.operation} changes the record: invoke it with POST",
+                               message_id="MSG_OPERATION_POST_ONLY")
     raw = _document(request)
     body = (json_body(request, services.settings.max_string_chars)
             if request.method == "POST" and raw is None else None)

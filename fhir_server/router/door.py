@@ -89,7 +89,8 @@ class EntryDoor:
         self.caller = caller
 
     def authorize(self, request: FhirRequest) -> Access:
-        return authorize(self.caller, access_request(request), self.services.registry)
+        return authorize(self.caller, access_request(request), self.services.registry,
+                         self.services.sharing)
 
     async def handle(self, request: FhirRequest, note: AuditNote) -> FhirResponse:
         return await handle(self.services, request, self.caller, note)
@@ -121,6 +122,7 @@ async def handle(
 async def _serve(
     services: Services, request: FhirRequest, caller: Caller, note: AuditNote
 ) -> FhirResponse:
+    caller = await services.names.named(caller)  # the names Consents may give it
     if request.route in PUBLIC_ROUTES:  # nothing of anyone's: no decision to make
         return await ROUTE_HANDLERS[request.route](
             services, request, Access(caller, services.registry), note)
@@ -132,8 +134,13 @@ async def _serve(
     if request.route in JOB_ROUTES:
         access = _job_access(services, request, caller)
     else:
-        access = authorize(caller, access_request(request), services.registry)
-    return await ROUTE_HANDLERS[request.route](services, request, access, note)
+        access = authorize(caller, access_request(request), services.registry, services.sharing)
+    note.purpose = note.purpose or access.purpose()
+    try:
+        return await ROUTE_HANDLERS[request.route](services, request, access, note)
+    finally:
+        if note.enabled:  # why it was allowed (the Consents) or refused, for the AuditEvent
+            await access.annotate(note, services.store)
 
 
 def _job_access(services: Services, request: FhirRequest, caller: Caller) -> Access:
@@ -144,7 +151,8 @@ def _job_access(services: Services, request: FhirRequest, caller: Caller) -> Acc
         raise NotFound("No such job", message_id="MSG_JOB_UNKNOWN")
     job = visible_job(runner.store, str(request.id))
     question = runner.kinds[job.kind].question(job)
-    return authorize_job(caller, principal(job.caller), question, services.registry)
+    return authorize_job(caller, principal(job.caller), question, services.registry,
+                         services.sharing)
 
 
 async def _audit(services: Services, request: FhirRequest, caller: Caller, note: AuditNote,

@@ -75,9 +75,12 @@ def set_cursor_secret(secret: bytes) -> None:
 
 def fingerprint(query: SearchQuery) -> str:
     """Return a short digest of what the query selects and how it is ordered (for whom: a
-    cursor of one caller's search does not page another caller's)."""
+    cursor of one caller's search does not page another caller's; grants a store resolved
+    into the visibility do not count, so a Consent that changes between pages does not
+    break the paging)."""
+    seen = query.visibility.unresolved() if query.visibility is not None else None
     selecting = (query.resource_type, query.clauses, query.sort, query.types, query.compartment,
-                 query.visibility)
+                 seen)
     return hashlib.sha256(repr(selecting).encode()).hexdigest()[:16]
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from fhir_server.search import normalize
+from fhir_server.search.consent import consent_grants
 from fhir_server.search.expressions import Walker, compile_expression, root_fields
-from fhir_server.search.model import ParamType, SearchIndex
+from fhir_server.search.model import Grant, ParamType, SearchIndex
 from fhir_server.search.normalize import Tables
 from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry
 
@@ -89,8 +90,16 @@ def index_resource(resource: dict[str, Any], registry: SearchParameterRegistry) 
         id=resource.get("id", ""),
         last_updated=meta.get("lastUpdated"),
         compartments=_compartments(resource, tables),
+        grants=_grants(resource, tables) if resource_type == "Consent" else (),
         **_frozen(tables),
     )
+
+
+def _grants(consent: dict[str, Any], tables: Tables) -> tuple[Grant, ...]:
+    """The reading rules of a Consent about the patient its ``patient`` names."""
+    patients = [row[2] for row in tables["references"]
+                if row[0] == "patient" and row[1] == "Patient" and not row[3]]
+    return consent_grants(consent, patients)
 
 
 def renamed_index(index: SearchIndex, renames: Mapping[str, str]) -> SearchIndex:
@@ -115,6 +124,8 @@ def renamed_index(index: SearchIndex, renames: Mapping[str, str]) -> SearchIndex
         index,
         references=tuple(dict.fromkeys(row(r) for r in index.references)),
         compartments=tuple(sorted({patients.get(p, p) for p in index.compartments})),
+        grants=tuple(g._replace(patient=patients.get(g.patient, g.patient))
+                     for g in index.grants),
         composites=tuple((code, renamed_index(element, renames))
                          for code, element in index.composites),
     )

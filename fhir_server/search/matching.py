@@ -9,10 +9,12 @@ Result shaping (``_sort``, ``_count``, ``_include``...) does not affect matching
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
 from fhir_server.errors import NotSupported
+from fhir_server.search.consent import consent_allows
 from fhir_server.search.dates import date_range
 from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
@@ -22,6 +24,7 @@ from fhir_server.search.model import (
     ClauseValue,
     CompositeValue,
     DateValue,
+    Grant,
     HasClause,
     Modifier,
     NumberValue,
@@ -69,10 +72,18 @@ def matches(query: SearchQuery, index: SearchIndex, source: IndexSource | None =
     return all(clause_matches(clause, index, source) for clause in query.clauses)
 
 
-def visible(visibility: Visibility, index: SearchIndex) -> bool:
+def visible(visibility: Visibility, index: SearchIndex, grants: Iterable[Grant] = ()) -> bool:
     """Return whether the caller may see the resource indexed as ``index`` (the rule is
-    ``Visibility``'s; the stores compile the same rule into their queries)."""
+    ``Visibility``'s; the stores compile the same rule into their queries).
+
+    ``grants``: the Consent grants of the patients in whose compartment the resource is,
+    for a ``consent`` rule (without them, and without grants resolved in the rule, only
+    what the caller may see without a Consent is visible).
+    """
     kind = index.resource_type
+    if visibility.consent is not None and not consent_allows(
+            visibility.consent, index, grants, time.time_ns() // 1000):
+        return False
     if not visibility.readable(kind):
         return False
     if visibility.bound(kind):

@@ -20,21 +20,25 @@ Normalized forms (shared by indexing, matching and every adapter):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from fhir_server.errors import Issue
 from fhir_server.storage.port import StoredResource
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "OPEN_END",
+    "OPEN_START",
     "AnyClause",
     "ChainClause",
     "Clause",
     "ClauseValue",
     "CompositeValue",
+    "ConsentRule",
     "DateValue",
+    "Grant",
     "HasClause",
     "Include",
     "Modifier",
@@ -261,6 +265,67 @@ Alternatives: TypeAlias = tuple[tuple[AnyClause, ...], ...]
 """SMART v2 query restrictions of one type: alternatives (ORed), each clauses (ANDed)."""
 
 
+class Grant(NamedTuple):
+    """One rule of a patient's Consent, flattened for one actor (``search.consent``): whether
+    it permits or denies reading, and which resources it covers.
+
+    ``consent`` is the Consent's id and ``patient`` the id of the patient it is about;
+    ``actor`` a name of whom it concerns (``Organization/1``, ``identifier|system|value``,
+    or ``*``: everyone); ``scope`` the Consent's scope code (``patient-privacy``,
+    ``research``). The rule holds from ``start`` (included) to ``end`` (excluded), in
+    microseconds since 1970 (``OPEN_START``/``OPEN_END`` when unbounded), for requests of
+    ``purpose`` ("" any). It covers the resources of ``resource_type`` ("" any type), the
+    one ``target`` (``Type/id``, "" any), having a token ``code`` (``system|code``, "" any)
+    and carrying the security ``label`` (``system|code``, "" any).
+    """
+
+    consent: str
+    patient: str
+    actor: str
+    permit: bool
+    scope: str
+    start: int
+    end: int
+    purpose: str = ""
+    resource_type: str = ""
+    target: str = ""
+    code: str = ""
+    label: str = ""
+
+
+#: The bounds of a Consent period that has no start or no end.
+OPEN_START, OPEN_END = -(2**62), 2**62
+
+
+@dataclass(frozen=True)
+class ConsentRule:
+    """What a clinician or facility may see of patients' data (``search.consent`` states the
+    rule): a resource of an ``open_types`` type, one the caller wrote itself (``meta.source``
+    is ``own``), one in no patient's compartment, or one that every patient in whose
+    compartment it is lets the caller read with a Consent of ``scope``: some permit applies
+    to it (the caller is one of its ``actors``, the period holds now, ``purpose`` fits, the
+    resource is of its class, code, label and target), no deny applies, and each of the
+    ``sensitive`` labels the resource carries is named by a permit that applies.
+
+    ``grants``: the grants of the caller, resolved beforehand (a store that cannot join its
+    grant index, tests); None where the store joins its own index of grants.
+    """
+
+    own: str | None
+    actors: frozenset[str]
+    scope: str = "patient-privacy"
+    purpose: str = "TREAT"
+    sensitive: frozenset[str] = frozenset()
+    open_types: frozenset[str] = frozenset()
+    grants: tuple[Grant, ...] | None = None
+
+    def applies_to(self, grant: Grant, now: int) -> bool:
+        """Whether a grant concerns this caller now (actor, scope, period, purpose)."""
+        return ((grant.actor == "*" or grant.actor in self.actors)
+                and grant.scope == self.scope and grant.start <= now < grant.end
+                and grant.purpose in ("", self.purpose))
+
+
 @dataclass(frozen=True)
 class Visibility:
     """What a caller may see. Every store applies it to each resource a search reaches: the
@@ -273,13 +338,15 @@ class Visibility:
     it is in no other patient's compartment (a Binary whose ``securityContext`` is another
     patient's). ``unbound`` types are exempt from that rule (a broader scope grants them).
     ``restrictions``: the SMART v2 query restrictions per type (``*`` for every type
-    without an entry of its own).
+    without an entry of its own). ``consent``: for a clinician or a facility, what patients'
+    Consents let it see (``ConsentRule``), on top of the rest.
     """
 
     types: frozenset[str] | None = None
     patient: str | None = None
     unbound: frozenset[str] = frozenset()
     restrictions: tuple[tuple[str, Alternatives], ...] = ()
+    consent: ConsentRule | None = None
 
     def readable(self, resource_type: str) -> bool:
         """Whether resources of the type may be seen at all."""
@@ -300,10 +367,18 @@ class Visibility:
             return own
         return next((alts for kind, alts in self.restrictions if kind == "*"), None)
 
+    def unresolved(self) -> Visibility:
+        """The rule as stated, without the grants a store resolved into it (what cursors
+        and guards are keyed by)."""
+        if self.consent is None or self.consent.grants is None:
+            return self
+        return replace(self, consent=replace(self.consent, grants=None))
+
     @property
     def everything(self) -> bool:
         """Whether nothing is hidden."""
-        return self.types is None and self.patient is None and not self.restrictions
+        return (self.types is None and self.patient is None and not self.restrictions
+                and self.consent is None)
 
 
 @dataclass(frozen=True)
@@ -369,7 +444,8 @@ class SearchIndex:
     ``numbers`` (code, low, high); ``quantities`` (code, system, unit code, low, high);
     ``references`` (code, type, id, url); ``uris`` (code, uri); ``composites`` (code, one
     element's components as an index whose codes are the component positions "0", "1"...);
-    ``compartments`` the ids of the patients whose compartment holds it.
+    ``compartments`` the ids of the patients whose compartment holds it; ``grants`` the
+    reading rules of a Consent (``search.consent``).
     """
 
     resource_type: str
@@ -385,6 +461,7 @@ class SearchIndex:
     uris: tuple[tuple[str, str], ...] = ()
     composites: tuple[tuple[str, SearchIndex], ...] = ()
     compartments: tuple[str, ...] = ()
+    grants: tuple[Grant, ...] = ()
 
     def codes(self) -> frozenset[str]:
         """Return the codes of every parameter that has at least one row (for ``:missing``)."""

@@ -101,6 +101,14 @@ class AuditNote:
     enabled: bool = True
     touched: list[tuple[str, frozenset[str]]] = field(default_factory=list)
     stored: bool = False
+    #: Why the caller acted (a v3 PurposeOfUse code: ``TREAT``, ``BTG``, ``PATRQT``...) and
+    #: the reason it gave (break-the-glass).
+    purpose: str | None = None
+    reason: str | None = None
+    #: Per patient, the Consents that let the caller read that patient's records.
+    policies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The rule that hid what the caller asked for (never sent to the caller).
+    refusal: str | None = None
 
     def read(self, resources: Iterable[dict[str, Any]],
              patients_of: Callable[[dict[str, Any]], Iterable[str]]) -> None:
@@ -129,7 +137,9 @@ class AuditNote:
         address = caller.address if caller else None
         return [audit_record(self.interaction, status=status, context=verified,
                              touched=touched, patients=patients, network_address=address,
-                             query=query)
+                             query=query, purpose=self.purpose, reason=self.reason,
+                             policies=[c for p in patients for c in self.policies.get(p, ())],
+                             outcome_desc=self.refusal if status >= 400 else None)
                 for touched, patients in self._groups()]
 
     def _groups(self) -> list[tuple[list[str], list[str]]]:

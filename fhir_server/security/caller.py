@@ -25,7 +25,8 @@ class Caller:
 
     ``scopes`` None means no limit: access control is off (development), or the caller is
     the server's own tooling. ``verified`` tells whether a token was presented (what the
-    AuditEvent's agent can name).
+    AuditEvent's agent can name). ``identities``: the identifiers of its facility and user
+    (``identifier|system|value``), by which a Consent may name it (``security.actors``).
     """
 
     subject: str = "fhir-server"
@@ -38,6 +39,7 @@ class Caller:
     token_id: str | None = None
     address: str | None = None
     verified: bool = False
+    identities: tuple[str, ...] = ()
 
     @classmethod
     def from_token(cls, context: AccessContext, address: str | None = None) -> Caller:
@@ -63,7 +65,7 @@ class Caller:
         return cls(address=address)
 
     @cached_property
-    def visibilities(self) -> dict[tuple[int, str], Any]:  # Visibility | None, a lower layer
+    def visibilities(self) -> dict[tuple[int, int, str], Any]:  # Visibility | None, lower layer
         """The access policy's memo of what this caller may see (``security.policy``)."""
         return {}
 

@@ -24,6 +24,17 @@ creates a Patient and writes only its own Patient. ``system/`` scopes, and ``use
 of a user who is not a patient, are not bound to a patient; when both kinds grant a type,
 the broader one applies. SMART v2 query restrictions (``patient/Observation.rs?category=
 laboratory``) limit what is seen and written to the resources that meet them.
+
+Consent (docs/consent.md). A clinician (``user/`` scopes of a user who is not the patient)
+and a facility (a token acting for an ``organization``) see, of patients' data, what they
+wrote themselves (``meta.source``), what a patient's active Consent lets them read
+(``search.consent``), and the types every one of them reads (the Patient, by default); the
+clients of national operators the deployment names read only under a ``research`` Consent;
+other operators, the citizen's own tokens and the server are not governed by Consent. That
+rule is the ``consent`` of the ``Visibility``: the stores join it to their index of grants,
+and :meth:`Access.load_grants` reads the grants a single resource is judged by in memory.
+Only the patient (a token bound to them) or an operator writes a privacy Consent; the
+emergency Consents of break-the-glass (ids ``btg-...``) only the server itself.
 """
 
 from __future__ import annotations
@@ -34,20 +45,34 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fhir_server.errors import FhirError, MethodNotAllowed, NotFound
+from fhir_server.search.consent import AUDIT_TYPE, consent_facts
 from fhir_server.search.indexing import compartment_patients, compartment_types, index_resource
 from fhir_server.search.matching import visible
-from fhir_server.search.model import Alternatives, SearchIndex, SearchQuery, Visibility
+from fhir_server.search.model import Alternatives, ConsentRule, SearchQuery, Visibility
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
+from fhir_server.security.consent_access import (
+    EMERGENCY_PREFIX,
+    ConsentBook,
+    check_consent_write,
+    citizen,
+    consent_rule,
+)
 from fhir_server.security.scopes import Interaction, Scope, ScopeContext, allows
+from fhir_server.security.sharing import SharingRules
 from fhir_server.security.tokens import insufficient_scope
+from fhir_server.storage.port import ConsentGrants
 
 __all__ = [
+    "DEFAULT_SHARING",
+    "EMERGENCY_PREFIX",
     "Access",
     "AccessRequest",
     "authorize",
     "authorize_job",
+    "consent_rule",
     "interaction_for",
     "principal",
     "source_of",
@@ -55,6 +80,8 @@ __all__ = [
 
 CLIENT_SOURCE_PREFIX = "urn:fhir-server:client:"
 SUBJECT_SOURCE_PREFIX = "urn:fhir-server:subject:"
+#: The rules of a deployment that configured none (Consent enforced, default labels).
+DEFAULT_SHARING = SharingRules.configured()
 _WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.PATCH,
                      Interaction.DELETE})
 _LETTERS = {Interaction.CREATE: "c", Interaction.UPDATE: "u", Interaction.PATCH: "u",
@@ -94,24 +121,32 @@ def interaction_for(request: AccessRequest) -> Interaction:
 
 def authorize(
     caller: Caller, request: AccessRequest, registry: SearchParameterRegistry,
+    sharing: SharingRules | None = None,
 ) -> Access:
     """Decide a request before it runs; raise ``Forbidden``, the hidden ``NotFound`` or
-    ``MethodNotAllowed``; return what the rest of the request must respect.
+    ``MethodNotAllowed``; return what the rest of the request must respect. ``sharing``:
+    the deployment's Consent rules (None: ``DEFAULT_SHARING``, Consent enforced).
 
     A granted type-level decision is remembered on the caller: a Bundle's entries ask the
     same few questions (create a Patient, update an Encounter by criteria...) again and again.
+    One that Consent governs is handed out fresh (:meth:`Access.fresh`): it carries the
+    grants and the refusal of its own request, and the grants are read by each request, so a
+    revoked Consent applies to the next one.
     """
+    sharing = sharing or DEFAULT_SHARING
     if request.id is not None:
-        return _authorize(caller, request, registry)
-    key = (id(registry), request)
-    decided: dict[tuple[int, AccessRequest], Access] = caller.decisions
+        return _authorize(caller, request, registry, sharing)
+    key = (id(registry), id(sharing), request)
+    decided: dict[tuple[int, int, AccessRequest], Access] = caller.decisions
     if key not in decided:
-        decided[key] = _authorize(caller, request, registry)
-    return decided[key]
+        decided[key] = _authorize(caller, request, registry, sharing)
+    access = decided[key]
+    return access if access.consent is None else access.fresh()
 
 
 def _authorize(
     caller: Caller, request: AccessRequest, registry: SearchParameterRegistry,
+    sharing: SharingRules,
 ) -> Access:
     kind = request.resource_type
     interaction = None if caller.unlimited and request.operation else interaction_for(request)
@@ -120,7 +155,7 @@ def _authorize(
         raise MethodNotAllowed("AuditEvents cannot be updated or deleted",
                                message_id="MSG_AUDIT_IMMUTABLE")
     if caller.unlimited:
-        return Access(caller, registry)
+        return Access(caller, registry, sharing=sharing)
     assert interaction is not None and caller.scopes is not None
     if interaction in _SYSTEM_ONLY and not allows(caller.scopes, ScopeContext.SYSTEM, kind,
                                                   interaction):
@@ -129,7 +164,7 @@ def _authorize(
         raise insufficient_scope(f"no scope grants {interaction} on {kind or 'the system'}")
     if _bound(caller, kind, interaction):
         _check_bound(caller, request, interaction)
-    return Access(caller, registry, _visibility(caller, "rs", registry))
+    return Access(caller, registry, _visibility(caller, "rs", registry, sharing), sharing)
 
 
 def principal(caller: Caller) -> str:
@@ -141,14 +176,15 @@ def principal(caller: Caller) -> str:
 
 
 def authorize_job(caller: Caller, started_by: str, request: AccessRequest,
-                  registry: SearchParameterRegistry) -> Access:
+                  registry: SearchParameterRegistry,
+                  sharing: SharingRules | None = None) -> Access:
     """Decide a request about a background job (a bulk export's status, files,
     cancellation): only the principal that started it (``started_by``) may ask, anyone else
     gets the 404 of an unknown job, as another patient's resource answers like an unknown
     id; and its scopes must still grant ``request``, what started the job (403)."""
     if not caller.unlimited and principal(caller) != started_by:
         raise NotFound("No such job", message_id="MSG_JOB_UNKNOWN")
-    return authorize(caller, request, registry)
+    return authorize(caller, request, registry, sharing)
 
 
 def _check_bound(caller: Caller, request: AccessRequest, interaction: Interaction) -> None:
@@ -184,23 +220,31 @@ def _bound(caller: Caller, kind: str | None, interaction: Interaction) -> bool:
     return bool(narrow) and not any(allows(scopes, c, kind, interaction) for c in broad)
 
 
-_VISIBILITIES: dict[tuple[int, tuple[Scope, ...], str | None, str], Visibility | None] = {}
+_VISIBILITIES: dict[tuple[Any, ...], Visibility | None] = {}
 
 
-def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry
-                ) -> Visibility | None:
-    """What the caller's scopes with any of ``letters`` let it see (None: everything);
-    remembered on the caller (a Bundle asks for each entry), and per scopes, patient and
-    registry (hashing the scopes costs more than the look-up saves, so once per caller)."""
-    mine: dict[tuple[int, str], Visibility | None] = caller.visibilities
-    if (id(registry), letters) in mine:
-        return mine[(id(registry), letters)]
-    key = (id(registry), caller.scopes or (), caller.patient_id, letters)
+def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry,
+                sharing: SharingRules) -> Visibility | None:
+    """What the caller's scopes with any of ``letters`` let it see (None: everything), and
+    what Consent lets it see (the rule, not the grants: the stores read those with each
+    query); remembered on the caller (a Bundle asks for each entry), and per scopes,
+    patient, registry and who the caller is to Consent (hashing the scopes costs more than
+    the look-up saves, so once per caller)."""
+    mine: dict[tuple[int, int, str], Visibility | None] = caller.visibilities
+    if (id(registry), id(sharing), letters) in mine:
+        return mine[(id(registry), id(sharing), letters)]
+    names = (caller.organization, caller.fhir_user, caller.client_id, caller.subject,
+             caller.identities)
+    key = (id(registry), id(sharing), caller.scopes or (), caller.patient_id, letters, names)
     if key not in _VISIBILITIES:
         if len(_VISIBILITIES) >= 4096:
             _VISIBILITIES.clear()
-        _VISIBILITIES[key] = _build_visibility(caller, letters, registry)
-    found = mine[(id(registry), letters)] = _VISIBILITIES[key]
+        seen = _build_visibility(caller, letters, registry)
+        rule = consent_rule(caller, sharing, source_of(caller),
+                            reading=bool(set(letters) & set("rs")))
+        _VISIBILITIES[key] = seen if rule is None else replace(seen or Visibility(),
+                                                               consent=rule)
+    found = mine[(id(registry), id(sharing), letters)] = _VISIBILITIES[key]
     return found
 
 
@@ -256,11 +300,40 @@ class Access:
     """What one request may do and see, from :func:`authorize`."""
 
     def __init__(self, caller: Caller, registry: SearchParameterRegistry,
-                 visibility: Visibility | None = None) -> None:
+                 visibility: Visibility | None = None,
+                 sharing: SharingRules | None = None) -> None:
         self.caller = caller
         self.registry = registry
         #: What the request may read (None: everything).
         self.visibility = visibility
+        #: The deployment's Consent rules.
+        self.sharing = sharing or DEFAULT_SHARING
+        #: The grants of the patients read so far (``load_grants``).
+        self._book = ConsentBook()
+        #: Which rule hid the last single resource refused (for the AuditEvent), if any.
+        self.refusal: str | None = None
+        #: The reason the caller gave for its access (break-the-glass), if any.
+        self.reason: str | None = None
+        #: What the Consent rule hid, and its patients (named in the refusal's AuditEvent,
+        #: which only the patient and operators read).
+        self.refused: tuple[str, frozenset[str]] | None = None
+
+    def fresh(self) -> Access:
+        """The same decision for another request: no grants read, nothing refused yet."""
+        return Access(self.caller, self.registry, self.visibility, self.sharing)
+
+    @property
+    def consent(self) -> ConsentRule | None:
+        """The Consent rule the caller reads under (None: Consent does not govern it)."""
+        return self.visibility.consent if self.visibility is not None else None
+
+    async def load_grants(self, store: ConsentGrants, resources: Iterable[dict[str, Any]],
+                          context: Collection[str] = ()) -> None:
+        """Read the Consent grants of the patients of ``resources`` (and of ``context``) that
+        are not known yet, for judging those resources in memory; nothing without a rule."""
+        if self.consent is not None:
+            patients = set(context).union(*(self.patients_of(r) for r in resources))
+            await self._book.load(store, patients)
 
     def scoped(self, query: SearchQuery) -> SearchQuery:
         """The query, limited to what the caller may see."""
@@ -274,9 +347,18 @@ class Access:
         return self.visibility is None or self._admits(self.visibility, resource, context)
 
     def check_readable(self, resource: dict[str, Any], context: Collection[str] = ()) -> None:
-        """Raise the ``NotFound`` of an unknown id unless the caller may see the resource."""
-        if not self.readable(resource, context):
-            raise _unknown(resource)
+        """Raise the ``NotFound`` of an unknown id unless the caller may see the resource
+        (noting in ``refusal`` when the Consent rule is what hides it)."""
+        if self.readable(resource, context):
+            return
+        seen = self.visibility
+        if seen is not None and seen.consent is not None and self._admits(
+                replace(seen, consent=None), resource, context):
+            self.refusal = ("hidden by the Consent rule: no active Consent of the patient "
+                            "lets this reader see it")
+            self.refused = (f"{resource.get('resourceType')}/{resource.get('id')}",
+                            self.patients_of(resource) | frozenset(context))
+        raise _unknown(resource)
 
     def visible_of(self, resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The resources the caller may see (the versions of a history page)."""
@@ -287,7 +369,8 @@ class Access:
         judged by :meth:`check_write`)."""
         if self.caller.unlimited:
             return False
-        return _visibility(self.caller, _LETTERS[interaction], self.registry) is not None
+        return _visibility(self.caller, _LETTERS[interaction], self.registry,
+                           self.sharing) is not None
 
     def check_write(self, interaction: Interaction, before: dict[str, Any] | None,
                     after: dict[str, Any] | None) -> None:
@@ -295,14 +378,16 @@ class Access:
         target (None if there is none), ``after`` the content to store (None: a deletion).
 
         Another patient's target answers like an unknown id (404); content outside what
-        the caller may write is 403.
+        the caller may write is 403 (a privacy Consent, unless the caller is the patient or
+        an operator).
         """
         if self.caller.unlimited:
             return
-        seen = _visibility(self.caller, _LETTERS[interaction], self.registry)
+        seen = _visibility(self.caller, _LETTERS[interaction], self.registry, self.sharing)
         if before is not None and seen is not None and not self._admits(seen, before):
             raise insufficient_scope("the token's scopes do not allow changing this resource") \
                 if self.readable(before) else _unknown(before)
+        check_consent_write(self.consent is not None, before, after)
         if after is None:
             return
         kind = str(after.get("resourceType"))
@@ -331,10 +416,35 @@ class Access:
     def _admits(self, seen: Visibility, resource: dict[str, Any],
                 context: Collection[str] = ()) -> bool:
         kind = str(resource.get("resourceType"))
-        index = (index_resource(resource, self.registry) if seen.restricted(kind) is not None
-                 else SearchIndex(kind, str(resource.get("id", ""))))
         patients = compartment_patients(resource, self.registry) | frozenset(context)
-        return visible(seen, replace(index, compartments=tuple(sorted(patients))))
+        grants = self._book.of(patients)
+        if seen.restricted(kind) is not None or (seen.consent is not None and (
+                kind == AUDIT_TYPE or any(g.code for g in grants))):
+            index = index_resource(resource, self.registry)
+        else:  # all the rule looks at: meta.source and the security labels
+            index = consent_facts(resource)
+        return visible(seen, replace(index, compartments=tuple(sorted(patients))), grants)
+
+    # -- what the AuditEvent says of the decision ------------------------------------------
+
+    def purpose(self) -> str | None:
+        """The purpose of use the request is recorded with: the citizen's own request
+        (``PATRQT``), the rule's (treatment, research) for a clinician or facility."""
+        if citizen(self.caller) and not self.caller.unlimited:
+            return "PATRQT"
+        return self.consent.purpose if self.consent is not None else None
+
+    async def annotate(self, note: AuditNote, store: ConsentGrants) -> None:
+        """Record in the request's AuditEvents why it was allowed or refused: the purpose,
+        per patient the Consents in force that let the caller read (a break-the-glass one:
+        the purpose is ``BTG``), and the rule that hid a refused resource."""
+        note.purpose = note.purpose or self.purpose()
+        note.refusal = note.refusal or self.refusal
+        note.reason = note.reason or self.reason
+        if self.refused is not None and note.enabled and self.refused not in note.touched:
+            note.touched.append(self.refused)
+        if self.consent is not None and note.touched:  # a reason: a break-the-glass
+            await self._book.explain(note, self.consent, store, changed=self.reason is not None)
 
 
 def _unknown(resource: dict[str, Any]) -> NotFound:

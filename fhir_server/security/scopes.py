@@ -92,6 +92,8 @@ class Interaction(StrEnum):
     OPERATION_META = "$meta"
     OPERATION_DOCUMENT = "$document"
     OPERATION_JSON_SCHEMA = "$json-schema"
+    OPERATION_BREAK_GLASS = "$break-glass"
+    OPERATION_ACCESS_LOG = "$access-log"
     OPERATION_IMPORT_XML130 = "$import-xml130"
     OPERATION_CONVERT_XML130 = "$convert-xml130"
     OPERATION_EXPORT_XML130 = "$export-xml130"
@@ -100,7 +102,9 @@ class Interaction(StrEnum):
 
 # SMART v2: c = create, r = read/vread/instance history, u = update/patch, d = delete,
 # s = search and type/system history. Operations that return many resources count as search;
-# terminology look-ups and $meta read one resource; $validate is a dry-run create.
+# terminology look-ups and $meta read one resource; $validate is a dry-run create;
+# $break-glass asks to read a patient's record (r on Patient), $access-log reads the log of
+# accesses to it (r on Patient; the operation admits only the citizen and operators).
 _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.READ: "r",
     Interaction.VREAD: "r",
@@ -123,6 +127,8 @@ _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.OPERATION_META: "r",
     Interaction.OPERATION_DOCUMENT: "s",
     Interaction.OPERATION_JSON_SCHEMA: "r",
+    Interaction.OPERATION_BREAK_GLASS: "r",
+    Interaction.OPERATION_ACCESS_LOG: "r",
     Interaction.OPERATION_IMPORT_XML130: "c",
     Interaction.OPERATION_CONVERT_XML130: "c",
     Interaction.OPERATION_EXPORT_XML130: "s",

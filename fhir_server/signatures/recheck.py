@@ -55,11 +55,14 @@ def _moment(value: object) -> datetime:
         return datetime.now(UTC)
 
 
-async def _proofs(services: Services, access: Access, reference: str) -> list[Json]:
+async def _proofs(services: Services, reference: str) -> list[Json]:
+    """The server's proofs about ``reference``, a resource the caller has been allowed to
+    read (``recheck`` reads it first): found with the server's sight, since a proof is the
+    server's record of a check, which Consent does not share with a clinician or facility
+    the way it shares the record itself (the verdict says no more than the record does)."""
     clauses = parse_search("Provenance", [("target", reference)], services.registry,
                            strict=True).query.clauses
-    found = await services.search(access.scoped(SearchQuery("Provenance", clauses=clauses,
-                                                            count=100)))
+    found = await services.search(SearchQuery("Provenance", clauses=clauses, count=100))
     return [s.resource() for s in found.matches if is_proof(s.resource())]
 
 
@@ -118,7 +121,7 @@ async def _from_proof(services: Services, proof: Json, trust: TrustList,
 
 
 async def _first_seen(services: Services, access: Access, reference: str) -> datetime:
-    times = [_moment(p.get("recorded")) for p in await _proofs(services, access, reference)]
+    times = [_moment(p.get("recorded")) for p in await _proofs(services, reference)]
     return min(times) if times else datetime.now(UTC)
 
 
@@ -153,7 +156,7 @@ async def recheck(services: Services, access: Access, resource_type: str, id: st
     if found:
         return found
     updated = str((content.get("meta") or {}).get("lastUpdated", ""))
-    for proof in await _proofs(services, access, f"{resource_type}/{id}"):
+    for proof in await _proofs(services, f"{resource_type}/{id}"):
         found += await _from_proof(services, proof, trust, updated)
     return found
 

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from fhir_server import decimals
 
 if TYPE_CHECKING:
-    from fhir_server.search.model import SearchQuery, SearchResult, Visibility
+    from fhir_server.search.model import Grant, SearchQuery, SearchResult, Visibility
 
 __all__ = [
     "AuditLogTransaction",
     "Change",
+    "ConsentGrants",
     "DeferrableIndexes",
     "HistoryPage",
     "HistoryQuery",
@@ -228,6 +229,15 @@ class WriteLog(Protocol):
         ...
 
 
+class ConsentGrants(Protocol):
+    """What the access policy reads to judge one resource in memory: the grants of the
+    patients' current Consents (``search.consent``), as the store's queries join them."""
+
+    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
+        """Return the grants of the current Consents about any of ``patients``."""
+        ...
+
+
 @runtime_checkable
 class DeferrableIndexes(Protocol):
     """A store whose search value indexes a bulk load may drop and have built at its end (the
@@ -290,4 +300,9 @@ class ResourceStore(Protocol):
 
     def scan(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         """Iterate over all current (not deleted) resources, for reindexing and export."""
+        ...
+
+    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
+        """Return the grants of the current Consents about any of ``patients``
+        (``ConsentGrants``)."""
         ...

@@ -27,7 +27,12 @@ class Door:
 
     http: httpx.AsyncClient
     settings: Settings
+    services: Any = None
     _shared: World | None = None
+
+    async def flush_audit(self) -> None:
+        """Write the AuditEvents of the reads so far (they are written in batches)."""
+        await self.services.audit_trail.flush()
 
     async def world(self, rng: random.Random | None = None, extras: int = 0) -> World:
         """Store a new world of two patients and return it."""
@@ -71,4 +76,4 @@ async def door(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Door]:
             headers = {"Authorization": f"Bearer {token_for(settings, 'system/*.cruds')}"}
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                          base_url="http://test", headers=headers) as http:
-                yield Door(http, settings)
+                yield Door(http, settings, app.state.services)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.api.bulk_export import cohort, create_group, finished, kick_off, local
-from tests.api.two_patients import FHIR, Call, Person, World, new_id
+from tests.api.two_patients import FHIR, Call, Person, World, new_id, privacy_consent
 
 __all__ = ["CASES", "Case"]
 
@@ -28,6 +28,7 @@ class Case:
     in_bundle: bool = False
     #: What the world needs before the request is built (a Group, an export to poll).
     prepare: Callable[[World], Awaitable[None]] | None = None
+    writes: bool = False
 
     @property
     def may_write(self) -> bool:
@@ -35,7 +36,7 @@ class Case:
         so do history requests, which must see the newest versions of their world)."""
         method, path = self.route
         reads = method == "GET" or path.endswith(("_search", "$op"))
-        return not reads or "_history" in path
+        return self.writes or not reads or "_history" in path
 
 def _lab_of(world: World) -> dict[str, Any]:
     """A laboratory Observation written by A: about A, with an identifier of its own."""
@@ -148,6 +149,27 @@ def _prepared(key: str, method: str = "GET") -> Callable[[World, Person], Call]:
     return lambda world, target: Call(method, world.prepared.get(key, fallback))
 
 
+def _break_glass(world: World, target: Person) -> Call:
+    reason = {"resourceType": "Parameters",
+              "parameter": [{"name": "reason", "valueString": "bất tỉnh khi vào cấp cứu"}]}
+    return Call("POST", f"/fhir/{target.ref('patient')}/$break-glass", json=reason,
+                headers=FHIR)
+
+
+def _create_consent(world: World, target: Person) -> Call:
+    """A privacy Consent of the target's Patient that shares it with facility Y (what a
+    clinician or facility would write to grant itself access)."""
+    consent = privacy_consent(target.ref("patient"), f"Organization/{world.shared['org_y']}")
+    return Call("POST", "/fhir/Consent", json=consent, headers=FHIR)
+
+
+def _revoke_consent(world: World, target: Person) -> Call:
+    """A's Consent revoked (status inactive), written under the target's Consent id."""
+    consent = {**world.a.resources["consent"], "status": "inactive",
+               "id": target.ids["consent"]}
+    return Call("PUT", f"/fhir/Consent/{target.ids['consent']}", json=consent, headers=FHIR)
+
+
 _VISIT_TYPES = "https://fhir.sskdt.vn/ValueSet/visit-type"
 _VISIT_CODES = "https://fhir.sskdt.vn/CodeSystem/visit-type"
 _TYPE_OP = ("GET", "/fhir/{type}/$op")
@@ -200,6 +222,10 @@ CASES: dict[str, Case] = {
                                        _delete("/fhir/Patient",
                                                identifier="{patient_identifier}"),
                                        in_bundle=True),
+    "read Consent": Case(("GET", "/fhir/{type}/{id}"), _get("/fhir/Consent/{consent}"),
+                         "consent", in_bundle=True),
+    "create Consent": Case(("POST", "/fhir/{type}"), _create_consent, in_bundle=True),
+    "revoke Consent": Case(("PUT", "/fhir/{type}/{id}"), _revoke_consent, in_bundle=True),
     "$validate type": Case(("POST", "/fhir/{type}/$op"), _validate_type,
                            operation=("type", "*", "validate")),
     "$validate instance": Case(("POST", "/fhir/{type}/{id}/$op"), _validate_instance,
@@ -250,6 +276,10 @@ CASES: dict[str, Case] = {
                           _prepared("status", "DELETE"), prepare=_export_done),
     "export file": Case(("GET", "/fhir/$export-file/{id}/{file}"), _prepared("file"),
                         prepare=_export_done),
+    "$break-glass": Case(("POST", "/fhir/{type}/{id}/$op"), _break_glass,
+                         operation=("instance", "Patient", "break-glass"), writes=True),
+    "$access-log": Case(_INSTANCE_OP, _get("/fhir/Patient/{patient}/$access-log"),
+                        operation=("instance", "Patient", "access-log")),
     "$import-xml130": Case(("POST", "/fhir/$op"), lambda world, target: Call(
         "POST", "/fhir/$import-xml130", json={"resourceType": "Parameters"}, headers=FHIR),
         operation=("system", "*", "import-xml130")),

@@ -27,6 +27,8 @@ from tests.api.conftest import Door
 from tests.api.policy_cases import CASES, Case
 from tests.api.two_patients import (
     FHIR,
+    GOVERNED,
+    SEES,
     TOKENS,
     Call,
     Person,
@@ -47,10 +49,13 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
                                          reason="too slow on the MongoDB stand-in")
 
 # The statuses, by request (a case of ``CASES``), target and token (``two_patients.TOKENS``:
-# A's patient tokens ``p.*``, a doctor's ``user/*.cruds``, ``system/*.cruds`` and the granular
-# ``system/Observation.rs?category=laboratory``). Targets: ``own`` is A's resource, ``other``
-# B's, ``unknown`` an id (or identifier) never stored; ``-`` a request aimed at no one record.
-# Instance requests aim at A's or B's laboratory Observation unless the case names another type.
+# A's patient tokens ``p.*``, the doctors of facilities X (``dr.X``, whom A's Consent permits)
+# and Y (``dr.Y``, no Consent), facility X's system (``fac.X``), a national operator's
+# ``system/*.cruds`` (``op``) and the granular ``system/Observation.rs?category=laboratory``).
+# Targets: ``own`` is A's resource, ``other`` B's, ``unknown`` an id (or identifier) never
+# stored; ``-`` a request aimed at no one record. Instance requests aim at A's or B's
+# laboratory Observation unless the case names another type. The records were stored by an
+# operator: no facility wrote them.
 #
 # Where the specifications leave the status open, the table chooses:
 # - A scope that does not grant the interaction on the type answers 403, decided from the
@@ -59,6 +64,12 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 # - Another patient's resource answers exactly like an unknown id: 404 on read, vread, history,
 #   patch, delete, instance operations; ``$summary?identifier=`` with B's CCCD answers like an
 #   unknown CCCD. A resource outside a v2 query restriction is likewise not there (404).
+# - What no Consent shares with a clinician or facility is, to it, not there either: 404 (B's
+#   record for X, whose Consent expired; both records for Y). The Patient itself they all
+#   read (docs/consent.md): ``$everything`` and ``$summary`` answer 200 with what is shared.
+# - A clinician or facility changes only what it wrote: a record it reads through a Consent
+#   (A's, for X) or a Patient answers 403 to a change; one it cannot see, 404. A
+#   conditional write matches only what it sees (Y creates where X is refused).
 # - Update of B's id answers 404 where an unknown id is created (201): a taken id cannot be
 #   created, and the caller learns no more than a read of it tells (404).
 # - Conditional create, update and delete only match what the caller may see: B's identifier
@@ -71,18 +82,26 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 # - A patient's token may create with an id of its choosing (update as create, 201) only an id
 #   no one has; ``$validate instance`` (POST with empty Parameters) checks the stored resource,
 #   so it is an instance read.
+# - A privacy Consent is written only by its patient (a read-write patient token, for their
+#   own record) or an operator: a clinician or facility gets 403 even for the Consent that
+#   shares A's record with it, so none grants itself access; one it cannot read is 404.
+#   ``revoke Consent`` writes A's Consent as inactive under the target's id.
+# - ``$break-glass`` is for clinicians and facilities (201: the emergency Consent); the citizen
+#   and operators, who need none, get 403. ``$access-log`` is the citizen's and operators'; a
+#   clinician or facility gets 403, decided before any record is looked at.
 # - An operation the server does not have answers 404 whatever the token.
 # - $export starts a job (202) for whoever may search what it names (a citizen exports their
-#   own record; a Group must be one the caller may read). A job's status, files and
-#   cancellation answer only the principal that started it (here the world's ``system/``
-#   client, whose principal ``sys`` shares): anyone else finds no such job (404), whatever
-#   its scopes; the starter whose scopes no longer grant the export gets 403.
+#   own record; a Group must be one the caller may read: the Groups here are the operator's,
+#   which Consent does not share with a facility). A job's status, files and cancellation
+#   answer only the principal that started it (here the world's ``system/`` client, whose
+#   principal ``op`` shares): anyone else finds no such job (404), whatever its scopes; the
+#   starter whose scopes no longer grant the export gets 403. What an export holds follows
+#   Consent as every search does (tests/api/test_bulk_export_access.py).
 # - XML 130 import and conversion are a facility's or an operator's: a system/ scope with c on
 #   every type (an empty call then answers 400: no envelope); export is a read of the visit.
 # - $verify-signature is a read of the resource it is asked about (r on its type); it answers
 #   200 with what it found (nothing, for an unsigned record).
 # - Search always answers 200 with what the caller may see (possibly nothing).
-# - ``user/*.cruds`` of a doctor reaches every record until Consent rules narrow it.
 # - Referential integrity is on (the default): a Patient its records refer to is not deleted
 #   (409) by whoever may delete it; to anyone else it is unknown (404) or unmatched (204); a
 #   record about a Patient that does not exist is refused (400) once the caller may write it.
@@ -91,116 +110,131 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 # two differ for a reason other than access: ``a`` over HTTP, ``b`` in a Bundle (a Bundle's
 # references must resolve: docs/hospital-push.md, referential integrity).
 EXPECTED = """
-case                         target   p.rs    p.cruds p.lab   user    sys     s.lab
-read                         own      200     200     200     200     200     200
-read                         other    404     404     404     200     200     200
-read                         unknown  404     404     404     404     404     404
-read Patient                 own      200     200     403     200     200     403
-read Patient                 other    404     404     403     200     200     403
-read Patient                 unknown  404     404     403     404     404     403
-read Binary                  own      200     200     403     200     200     403
-read Binary                  other    404     404     403     200     200     403
-read Binary                  unknown  404     404     403     404     404     403
-vread                        own      200     200     200     200     200     200
-vread                        other    404     404     404     200     200     200
-vread                        unknown  404     404     404     404     404     404
-history instance             own      200     200     200     200     200     200
-history instance             other    404     404     404     200     200     200
-history instance             unknown  404     404     404     404     404     404
-history type                 -        200     200     200     200     200     200
-history system               -        200     200     403     200     200     403
-search                       own      200     200     200     200     200     200
-search                       other    200     200     200     200     200     200
-search                       unknown  200     200     200     200     200     200
-search by POST               own      200     200     200     200     200     200
-search by POST               other    200     200     200     200     200     200
-search by POST               unknown  200     200     200     200     200     200
-search system                own      200     200     403     200     200     403
-search system                other    200     200     403     200     200     403
-search system                unknown  200     200     403     200     200     403
-search system by POST        own      200     200     403     200     200     403
-search system by POST        other    200     200     403     200     200     403
-search system by POST        unknown  200     200     403     200     200     403
-search compartment           own      200     200     200     200     200     200
-search compartment           other    200     200     200     200     200     200
-search compartment           unknown  200     200     200     200     200     200
-create                       own      403     201     403     201     201     403
-create                       other    403     403     403     201     201     403
-create                       unknown  403     403     403     400     400     403
-conditional create           own      403     200     403     200     200     403
-conditional create           other    403     201     403     200     200     403
-conditional create           unknown  403     201     403     201     201     403
-update                       own      403     200     403     200     200     403
-update                       other    403     404     403     200     200     403
-update                       unknown  403     201     403     201     201     403
-conditional update           own      403     200     403     200     200     403
-conditional update           other    403     201     403     200     200     403
-conditional update           unknown  403     201     403     201     201     403
-patch                        own      403     200     403     200     200     403
-patch                        other    403     404     403     200     200     403
-patch                        unknown  403     404     403     404     404     403
-conditional patch            own      403     200     403     200     200     403
-conditional patch            other    403     404     403     200     200     403
-conditional patch            unknown  403     404     403     404     404     403
-delete                       own      403     204     403     204     204     403
-delete                       other    403     404     403     204     204     403
-delete                       unknown  403     404     403     404     404     403
-delete Patient               own      403     409     403     409     409     403
-delete Patient               other    403     404     403     409     409     403
-delete Patient               unknown  403     404     403     404     404     403
-conditional delete           own      403     204     403     204     204     403
-conditional delete           other    403     204     403     204     204     403
-conditional delete           unknown  403     204     403     204     204     403
-conditional delete by _id    own      403     204     403     204     204     403
-conditional delete by _id    other    403     204     403     204     204     403
-conditional delete by _id    unknown  403     204     403     204     204     403
-conditional delete Patient   own      403     409     403     409     409     403
-conditional delete Patient   other    403     204     403     409     409     403
-conditional delete Patient   unknown  403     204     403     204     204     403
-$validate type               own      403     200     403     200     200     403
-$validate type               other    403     200     403     200     200     403
-$validate type               unknown  403     200     403     200     200     403
-$validate instance           own      403     200     403     200     200     403
-$validate instance           other    403     404     403     200     200     403
-$validate instance           unknown  403     404     403     404     404     403
-$json-schema type            -        200     200     403     200     200     403
-$json-schema instance        -        200     200     403     200     200     403
-$expand type                 -        200     200     403     200     200     403
-$expand instance             -        200     200     403     200     200     403
-$validate-code type          -        200     200     403     200     200     403
-$validate-code instance      -        200     200     403     200     200     403
-$lookup type                 -        200     200     403     200     200     403
-$lookup instance             -        200     200     403     200     200     403
-$everything                  own      200     200     403     200     200     403
-$everything                  other    404     404     403     200     200     403
-$everything                  unknown  404     404     403     404     404     403
-$summary instance            own      200     200     403     200     200     403
-$summary instance            other    404     404     403     200     200     403
-$summary instance            unknown  404     404     403     404     404     403
-$summary type                own      200     200     403     200     200     403
-$summary type                other    404     404     403     200     200     403
-$summary type                unknown  404     404     403     404     404     403
-$document                    own      200     200     403     200     200     403
-$document                    other    404     404     403     200     200     403
-$document                    unknown  404     404     403     404     404     403
-$export system               -        202     202     403     202     202     403
-$export Patient              -        202     202     403     202     202     403
-$export Group                own      202     202     403     202     202     403
-$export Group                other    404     404     403     202     202     403
-$export Group                unknown  404     404     403     404     404     403
-export status                -        404     404     404     404     200     403
-export cancel                -        404     404     404     404     202     403
-export file                  -        404     404     404     404     200     403
-$import-xml130               -        403     403     403     403     400     403
-$convert-xml130              -        403     403     403     403     400     403
-$export-xml130               own      200     200     403     200     200     403
-$export-xml130               other    404     404     403     200     200     403
-$export-xml130               unknown  404     404     403     404     404     403
-$verify-signature            own      200     200     200     200     200     200
-$verify-signature            other    404     404     404     200     200     200
-$verify-signature            unknown  404     404     404     404     404     404
-system operation             -        404     404     404     404     404     404
-system operation by POST     -        404     404     404     404     404     404
+case                         target   p.rs    p.cruds p.lab   dr.X    dr.Y    fac.X   op      s.lab
+read                         own      200     200     200     200     404     200     200     200
+read                         other    404     404     404     404     404     404     200     200
+read                         unknown  404     404     404     404     404     404     404     404
+read Patient                 own      200     200     403     200     200     200     200     403
+read Patient                 other    404     404     403     200     200     200     200     403
+read Patient                 unknown  404     404     403     404     404     404     404     403
+read Binary                  own      200     200     403     200     404     200     200     403
+read Binary                  other    404     404     403     404     404     404     200     403
+read Binary                  unknown  404     404     403     404     404     404     404     403
+vread                        own      200     200     200     200     404     200     200     200
+vread                        other    404     404     404     404     404     404     200     200
+vread                        unknown  404     404     404     404     404     404     404     404
+history instance             own      200     200     200     200     404     200     200     200
+history instance             other    404     404     404     404     404     404     200     200
+history instance             unknown  404     404     404     404     404     404     404     404
+history type                 -        200     200     200     200     200     200     200     200
+history system               -        200     200     403     200     200     200     200     403
+search                       own      200     200     200     200     200     200     200     200
+search                       other    200     200     200     200     200     200     200     200
+search                       unknown  200     200     200     200     200     200     200     200
+search by POST               own      200     200     200     200     200     200     200     200
+search by POST               other    200     200     200     200     200     200     200     200
+search by POST               unknown  200     200     200     200     200     200     200     200
+search system                own      200     200     403     200     200     200     200     403
+search system                other    200     200     403     200     200     200     200     403
+search system                unknown  200     200     403     200     200     200     200     403
+search system by POST        own      200     200     403     200     200     200     200     403
+search system by POST        other    200     200     403     200     200     200     200     403
+search system by POST        unknown  200     200     403     200     200     200     200     403
+search compartment           own      200     200     200     200     200     200     200     200
+search compartment           other    200     200     200     200     200     200     200     200
+search compartment           unknown  200     200     200     200     200     200     200     200
+create                       own      403     201     403     201     201     201     201     403
+create                       other    403     403     403     201     201     201     201     403
+create                       unknown  403     403     403     400     400     400     400     403
+conditional create           own      403     200     403     200     201     200     200     403
+conditional create           other    403     201     403     201     201     201     200     403
+conditional create           unknown  403     201     403     201     201     201     201     403
+update                       own      403     200     403     403     404     403     200     403
+update                       other    403     404     403     404     404     404     200     403
+update                       unknown  403     201     403     201     201     201     201     403
+conditional update           own      403     200     403     403     201     403     200     403
+conditional update           other    403     201     403     201     201     201     200     403
+conditional update           unknown  403     201     403     201     201     201     201     403
+patch                        own      403     200     403     403     404     403     200     403
+patch                        other    403     404     403     404     404     404     200     403
+patch                        unknown  403     404     403     404     404     404     404     403
+conditional patch            own      403     200     403     403     404     403     200     403
+conditional patch            other    403     404     403     404     404     404     200     403
+conditional patch            unknown  403     404     403     404     404     404     404     403
+delete                       own      403     204     403     403     404     403     204     403
+delete                       other    403     404     403     404     404     404     204     403
+delete                       unknown  403     404     403     404     404     404     404     403
+delete Patient               own      403     409     403     403     403     403     409     403
+delete Patient               other    403     404     403     403     403     403     409     403
+delete Patient               unknown  403     404     403     404     404     404     404     403
+conditional delete           own      403     204     403     403     204     403     204     403
+conditional delete           other    403     204     403     204     204     204     204     403
+conditional delete           unknown  403     204     403     204     204     204     204     403
+conditional delete by _id    own      403     204     403     403     204     403     204     403
+conditional delete by _id    other    403     204     403     204     204     204     204     403
+conditional delete by _id    unknown  403     204     403     204     204     204     204     403
+conditional delete Patient   own      403     409     403     403     403     403     409     403
+conditional delete Patient   other    403     204     403     403     403     403     409     403
+conditional delete Patient   unknown  403     204     403     204     204     204     204     403
+read Consent                 own      200     200     403     200     404     200     200     403
+read Consent                 other    404     404     403     404     404     404     200     403
+read Consent                 unknown  404     404     403     404     404     404     404     403
+create Consent               own      403     201     403     403     403     403     201     403
+create Consent               other    403     403     403     403     403     403     201     403
+create Consent               unknown  403     403     403     403     403     403     400     403
+revoke Consent               own      403     200     403     403     404     403     200     403
+revoke Consent               other    403     404     403     404     404     404     200     403
+revoke Consent               unknown  403     201     403     403     403     403     201     403
+$validate type               own      403     200     403     200     200     200     200     403
+$validate type               other    403     200     403     200     200     200     200     403
+$validate type               unknown  403     200     403     200     200     200     200     403
+$validate instance           own      403     200     403     200     404     200     200     403
+$validate instance           other    403     404     403     404     404     404     200     403
+$validate instance           unknown  403     404     403     404     404     404     404     403
+$json-schema type            -        200     200     403     200     200     200     200     403
+$json-schema instance        -        200     200     403     200     200     200     200     403
+$expand type                 -        200     200     403     200     200     200     200     403
+$expand instance             -        200     200     403     200     200     200     200     403
+$validate-code type          -        200     200     403     200     200     200     200     403
+$validate-code instance      -        200     200     403     200     200     200     200     403
+$lookup type                 -        200     200     403     200     200     200     200     403
+$lookup instance             -        200     200     403     200     200     200     200     403
+$everything                  own      200     200     403     200     200     200     200     403
+$everything                  other    404     404     403     200     200     200     200     403
+$everything                  unknown  404     404     403     404     404     404     404     403
+$summary instance            own      200     200     403     200     200     200     200     403
+$summary instance            other    404     404     403     200     200     200     200     403
+$summary instance            unknown  404     404     403     404     404     404     404     403
+$summary type                own      200     200     403     200     200     200     200     403
+$summary type                other    404     404     403     200     200     200     200     403
+$summary type                unknown  404     404     403     404     404     404     404     403
+$document                    own      200     200     403     200     404     200     200     403
+$document                    other    404     404     403     404     404     404     200     403
+$document                    unknown  404     404     403     404     404     404     404     403
+$export system               -        202     202     403     202     202     202     202     403
+$export Patient              -        202     202     403     202     202     202     202     403
+$export Group                own      202     202     403     404     404     404     202     403
+$export Group                other    404     404     403     404     404     404     202     403
+$export Group                unknown  404     404     403     404     404     404     404     403
+export status                -        404     404     404     404     404     404     200     403
+export cancel                -        404     404     404     404     404     404     202     403
+export file                  -        404     404     404     404     404     404     200     403
+$break-glass                 own      403     403     403     201     201     201     403     403
+$break-glass                 other    404     404     403     201     201     201     403     403
+$break-glass                 unknown  404     404     403     404     404     404     403     403
+$access-log                  own      200     200     403     403     403     403     200     403
+$access-log                  other    404     404     403     403     403     403     200     403
+$access-log                  unknown  404     404     403     403     403     403     404     403
+$import-xml130               -        403     403     403     403     403     400     400     403
+$convert-xml130              -        403     403     403     403     403     400     400     403
+$export-xml130               own      200     200     403     200     404     200     200     403
+$export-xml130               other    404     404     403     404     404     404     200     403
+$export-xml130               unknown  404     404     403     404     404     404     404     403
+$verify-signature            own      200     200     200     200     404     200     200     200
+$verify-signature            other    404     404     404     404     404     404     200     200
+$verify-signature            unknown  404     404     404     404     404     404     404     404
+system operation             -        404     404     404     404     404     404     404     404
+system operation by POST     -        404     404     404     404     404     404     404     404
 """
 
 #: Routes that answer without a token, and what they answer to a bare request.
@@ -337,24 +371,40 @@ class Answer:
     writes_of_b: list[str]
 
 
+def _hidden(world: World, token: str) -> list[Person]:
+    """Whose records the token must show nothing of (beyond, for a clinician or facility,
+    the Patient every one of them reads)."""
+    if TOKENS[token][1]:
+        return [world.b]
+    if token in GOVERNED:
+        return [p for p, name in ((world.a, "A"), (world.b, "B")) if name not in SEES[token]]
+    return []
+
+
 async def _ask(world: World, token: str, target: str, call: Call,
                way: Callable[[Call, dict[str, str]], Any], may_write: bool) -> Answer:
     since = _now()
     response, status = await way(call, world.headers(token))
     writes = await _writes_since(world, since) if may_write else []
-    bound, asked = TOKENS[token][1], call.text()
-    secrets = leaked(response, world.b, asked) if bound else set()
-    of_b = [e["fullUrl"] for e in writes if bound and _touches(e, world.b, asked)]
+    asked, governed = call.text(), token in GOVERNED
+    secrets = {s for person in _hidden(world, token)
+               for s in leaked(response, person, asked, records_only=governed)}
+    changed = [world.b] if TOKENS[token][1] else _hidden(world, token)
+    of_b = [e["fullUrl"] for e in writes for person in changed
+            if _touches(e, person, asked, only_existing=governed)]
     return Answer(target, status, response.text, secrets, [e["fullUrl"] for e in writes], of_b)
 
 
-def _touches(entry: dict[str, Any], person: Person, asked: str) -> bool:
+def _touches(entry: dict[str, Any], person: Person, asked: str,
+             only_existing: bool = False) -> bool:
     """Whether a written version is one of the person's resources or carries their data
-    (beyond what the request itself named)."""
+    (beyond what the request itself named); ``only_existing``: one of the person's stored
+    resources (a facility writes new records about anyone it treats)."""
     if entry["fullUrl"].rsplit("/", 1)[-1] in person.ids.values():
         return True
     text = json.dumps(entry, ensure_ascii=False)
-    return any(secret in text and secret not in asked for secret in person.secrets())
+    return not only_existing and any(secret in text and secret not in asked
+                                     for secret in person.secrets())
 
 
 def _faults(case: Case, name: str, token: str, answer: Answer, world: World,
@@ -380,9 +430,9 @@ def _faults(case: Case, name: str, token: str, answer: Answer, world: World,
 
 def _must_show(world: World, token: str, target: str) -> list[Person]:
     """Whose resource an allowed read aimed at ``target`` shows."""
-    bound = TOKENS[token][1]
-    return {"own": [world.a], "other": [] if bound else [world.b], "unknown": [],
-            "-": [world.a] if bound else [world.a, world.b]}[target]
+    sees = [p for p, name in ((world.a, "A"), (world.b, "B")) if name in SEES[token]]
+    return {"own": [world.a] if world.a in sees else [],
+            "other": [world.b] if world.b in sees else [], "unknown": [], "-": sees}[target]
 
 
 async def _check_case(world: World, name: str, token: str,

@@ -54,18 +54,21 @@ class Trail:
 async def trail(settings: Settings) -> AsyncIterator[Trail]:
     app = create_app(settings.model_copy(update={"referential_integrity": True}))
     async with app.router.lifespan_context(app):
-        hospital = {"Authorization": "Bearer " + token_for(
+        # The hospital writes; a national operator (not governed by Consent) audits.
+        hospital = {**FHIR, "Authorization": "Bearer " + token_for(
             settings, "system/*.cruds", client_id="bv-bach-mai", organization="Organization/bm")}
+        auditor = {"Authorization": "Bearer " + token_for(
+            settings, "system/*.cruds", client_id="national-auditor")}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test", headers=hospital) as http:
+                                     base_url="http://test", headers=auditor) as http:
             ids = []
             for cccd in ("019203107473", "001090012345"):
                 patient = valid_example("Patient")
                 patient["identifier"] = [{"system": CCCD_SYSTEM, "value": cccd}]
-                created = await http.post("/fhir/Patient", json=patient, headers=FHIR)
+                created = await http.post("/fhir/Patient", json=patient, headers=hospital)
                 ids.append(created.json()["id"])
             obs = await http.post("/fhir/Observation", json=observation(f"Patient/{ids[0]}"),
-                                  headers=FHIR)
+                                  headers=hospital)
             world = Trail(http, app.state.services, settings, ids[0], ids[1], obs.json()["id"])
             citizen = world.headers("patient/*.rs", patient_id=ids[0], subject="cccd-019")
             assert (await http.get(f"/fhir/Observation/{obs.json()['id']}",

@@ -51,7 +51,7 @@ async def test_a_citizen_s_token_exports_that_citizen_s_record_and_nothing_of_an
         assert all(r["id"] != world.b.patient for r in found.get("Patient", []))
 
 
-async def test_a_facility_exports_only_what_its_scopes_let_it_see(
+async def test_a_facility_exports_only_what_its_scopes_and_consent_let_it_see(
     client: httpx.AsyncClient, world: World, settings: Settings,
 ) -> None:
     facility = _auth(settings, "system/Patient.rs system/Encounter.rs "
@@ -59,7 +59,10 @@ async def test_a_facility_exports_only_what_its_scopes_let_it_see(
                      organization=f"Organization/{world.shared['org']}")
     found = await exported(client, "/fhir/Patient/$export", headers=facility)
     assert set(found) == {"Patient", "Encounter", "Observation"}
-    assert {r["id"] for r in found["Observation"]} == {world.a.ids["lab"], world.b.ids["lab"]}
+    # Consent: A's record is shared with the facility, B's is not (its Patient is: a
+    # facility reads every Patient, docs/consent.md)
+    assert {r["id"] for r in found["Observation"]} == {world.a.ids["lab"]}
+    assert {r["id"] for r in found["Encounter"]} == {world.a.ids["encounter"]}
     refused = await kick_off(client, "/fhir/Patient/$export", params={"_type": "Condition"},
                              headers=facility)
     assert refused.status_code == 403
@@ -113,7 +116,8 @@ async def test_another_principal_s_token_finds_no_such_export(
         _auth(settings, "system/*.cruds", subject="another-client"),
         _auth(settings, "system/*.cruds", client_id="another-client"),
         _auth(settings, "patient/*.cruds", patient_id=world.b.patient),
-        world.headers("user"),
+        world.headers("dr.X"),
+        world.headers("fac.X"),
     ]
     for headers in attackers:
         for answer in (await client.get(local(location), headers=headers),

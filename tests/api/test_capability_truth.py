@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from fhir_server.operations import AFFECTS_STATE
 from tests.builders import HEALTH_BOOK_RESOURCES, patient
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -81,3 +82,36 @@ async def test_smart_configuration_claims_no_pkce_without_an_authorization_endpo
     assert "authorization_endpoint" not in document
     assert not [c for c in document["capabilities"] if c.startswith("launch-")]
     assert document["token_endpoint"] == "http://test/fhir/auth/token"
+
+
+async def test_operations_that_change_the_record_are_refused_by_get_as_declared(
+    client: httpx.AsyncClient,
+) -> None:
+    """An OperationDefinition with ``affectsState`` is invoked with POST only (R4
+    operations.html): the server refuses a GET of exactly those (405), and says so."""
+    statement = await _statement(client)
+    rest = statement["rest"][0]
+    operations = {op["name"]: op["definition"].removeprefix("http://test")
+                  for op in [*rest.get("operation", []),
+                             *(op for r in rest["resource"] for op in r.get("operation", []))]}
+    declared = {name for name, url in operations.items()
+                if (await client.get(url)).json().get("affectsState")}
+    assert declared == set(AFFECTS_STATE)
+    person = await client.post("/fhir/Patient", json=patient(), headers=FHIR)
+    paths = {"break-glass": f"/fhir/Patient/{person.json()['id']}/$break-glass",
+             "import-xml130": "/fhir/$import-xml130"}
+    for name in declared:
+        refused = await client.get(paths[name])
+        assert refused.status_code == 405, (name, refused.text)
+
+
+async def test_the_security_description_names_the_consent_operations(
+    client: httpx.AsyncClient,
+) -> None:
+    statement = await _statement(client)
+    description = statement["rest"][0]["security"]["description"]
+    operations = {op["name"] for r in statement["rest"][0]["resource"]
+                  for op in r.get("operation", []) if r["type"] == "Patient"}
+    assert {"break-glass", "access-log"} <= operations
+    assert "Patient/[id]/$break-glass" in description
+    assert "Patient/[id]/$access-log" in description

@@ -418,37 +418,51 @@ async def test_envelope_with_a_bad_signature_is_stored_with_a_warning_in_record_
 async def test_every_caller_on_a_signed_record(
         client_with: Any, trust_list: Path, settings: Settings) -> None:
     """``$verify-signature`` is a read of the resource it is asked about: the citizen's own
-    tokens (read-only, read-write, granular), a clinician's, a facility's and an operator's
-    get the verdict; a scope without the type is refused (403); an attacker holding another
-    citizen's token learns nothing, not even that the record exists (404)."""
+    tokens (read-only, read-write, granular), a clinician of the facility that made the
+    record, the facility's and an operator's get the verdict; a scope without the type is
+    refused (403); an attacker holding another citizen's token, or a clinician of a facility
+    the citizen has not shared the record with, learns nothing, not even that the record
+    exists (404)."""
     http = await _app(client_with, trust_list)
-    response = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "A1", 3),
-                                                           k.pki().signer()), headers=FHIR)
-    other = await http.post("/fhir", json=visit_bundle(CCCD_B, "B9", 4), headers=FHIR)
-    assert response.status_code == other.status_code == 200
-    encounter = _encounter(response)
-    proof = (await _proofs(http, encounter))[0]
-    a, b_ = await patient_id(http, CCCD_A), await patient_id(http, CCCD_B)
 
     def bearer(scope: str, **claims: str) -> dict[str, str]:
         changed = settings.model_copy(update={"signature_trust_list": trust_list,
                                               "signature_verification": "enforce"})
         return {"Authorization": f"Bearer {token_for(changed, scope, **claims)}"}
 
+    hospital = bearer("system/*.cruds", organization="Organization/01001",
+                      client_id="his-01001")  # the facility that made and signed the record
+    response = await http.post("/fhir", json=k.sign_bundle(visit_bundle(CCCD_A, "A1", 3),
+                                                           k.pki().signer()),
+                               headers={**FHIR, **hospital})
+    other = await http.post("/fhir", json=visit_bundle(CCCD_B, "B9", 4), headers=FHIR)
+    assert response.status_code == other.status_code == 200, response.text
+    encounter = _encounter(response)
+    proof = (await _proofs(http, encounter))[0]
+    a, b_ = await patient_id(http, CCCD_A), await patient_id(http, CCCD_B)
+
     allowed = {
         "citizen, read-only": bearer("patient/*.rs", patient_id=a),
         "citizen, read-write": bearer("patient/*.cruds", patient_id=a),
         "citizen, granular": bearer("patient/Encounter.rs patient/Provenance.rs", patient_id=a),
-        "clinician": bearer("user/*.cruds", fhir_user="Practitioner/bs-1"),
+        "clinician": bearer("user/*.cruds", fhir_user="Practitioner/bs-1",
+                            organization="Organization/01001"),
         "facility": bearer("system/*.rs", organization="Organization/01001"),
         "operator": bearer("system/*.cruds"),
         "granular system": bearer("system/Encounter.rs system/Provenance.rs"),
     }
     attackers = {"read-only": bearer("patient/*.rs", patient_id=b_),
-                 "read-write": bearer("patient/*.cruds", patient_id=b_)}
+                 "read-write": bearer("patient/*.cruds", patient_id=b_),
+                 # a clinician of another facility, without the citizen's Consent
+                 "clinician elsewhere": bearer("user/*.cruds", fhir_user="Practitioner/bs-9",
+                                               organization="Organization/79001")}
+    governed = {"clinician", "facility"}  # by Consent: they read the record, not the proof
     for reference in (encounter, f"Provenance/{proof['id']}"):
         for caller, headers in allowed.items():
             answer = await _verify(http, reference, **headers)
+            if caller in governed and reference.startswith("Provenance/"):
+                assert answer.status_code == 404, (caller, answer.text)
+                continue
             assert answer.status_code == 200, (caller, answer.text)
             assert _verdict(answer) == (True, ["verified"]), caller
         for caller, headers in attackers.items():

@@ -1,15 +1,19 @@
 """Two citizens, A and B, in one store, and the callers the access tests speak as.
 
-A world holds a shared facility (Organization) and doctor (Practitioner) and, for each of A
-and B, the record of :func:`tests.builders.patient_record` with random ids, identifiers and a
-random marker text in every resource; one Observation of each (``gone``) is deleted. A third
-person, the *ghost*, has ids and identifiers of the same shape that were never stored: what a
-request aimed at an unknown id looks like. Every world is new, so the tests of one module share
-one app (``door``, see tests/api/conftest.py) and still start from a known state.
+A world holds two facilities, X (where both were seen) and Y, each with a doctor, and, for
+each of A and B, the record of :func:`tests.builders.patient_record` at X with random ids,
+identifiers and a random marker text in every resource; one Observation of each (``gone``) is
+deleted. Each has a privacy ``consent``: A's permits facility X (everything), B's permitted X
+but has expired. The records are stored by a national operator, so no facility wrote them: what
+a facility reads of them is what the Consents allow. A third person, the *ghost*, has ids and
+identifiers of the same shape that were never stored: what a request aimed at an unknown id
+looks like. Every world is new, so the tests of one module share one app (``door``, see
+tests/api/conftest.py) and still start from a known state.
 
 The callers (``TOKENS``) are the token kinds of the policy matrix; the patient-bound ones are
-A's. :func:`leaked` names what of B a response shows, :meth:`World.snapshot` is B's (or A's)
-data as a ``system/`` token reads it, to compare before and after a request.
+A's (to B's record they are an attacker's valid token for someone else). :func:`leaked` names
+what of a person a response shows, :meth:`World.snapshot` is B's (or A's) data as a
+``system/`` token reads it, to compare before and after a request.
 """
 
 from __future__ import annotations
@@ -38,20 +42,31 @@ from tests.conftest import token_for
 FHIR = {"Content-Type": "application/fhir+json"}
 
 #: The callers, by the short name the expectation tables use: (scopes, bound to A's record).
-#: ``user`` is a doctor's token (``sub``: the shared Practitioner); nothing narrows a
-#: practitioner's ``user/`` scopes yet (the Consent rules will), so it reaches what ``sys`` does.
+#: ``dr.X`` is a doctor of facility X (``fhirUser`` the Practitioner, ``organization`` X),
+#: ``dr.Y`` one of facility Y, ``fac.X`` facility X's own system; ``op`` a national operator
+#: (``system/`` without a facility: not governed by Consent) and ``s.lab`` a granular one.
 TOKENS: dict[str, tuple[str, bool]] = {
     "p.rs": ("patient/*.rs", True),
     "p.cruds": ("patient/*.cruds", True),
     "p.lab": ("patient/Observation.rs?category=laboratory", True),
-    "user": ("user/*.cruds", False),
-    "sys": ("system/*.cruds", False),
+    "dr.X": ("user/*.cruds", False),
+    "dr.Y": ("user/*.cruds", False),
+    "fac.X": ("system/*.cruds", False),
+    "op": ("system/*.cruds", False),
     "s.lab": ("system/Observation.rs?category=laboratory", False),
 }
+#: Whose records (beyond the Patients, which clinicians and facilities all read) each token
+#: sees: A's through A's Consent (X) or A's own token, nobody's (Y), or everyone's.
+SEES: dict[str, str] = {"p.rs": "A", "p.cruds": "A", "p.lab": "A", "dr.X": "A", "dr.Y": "",
+                        "fac.X": "A", "op": "AB", "s.lab": "AB"}
+#: The tokens governed by Consent (a clinician or a facility).
+GOVERNED = frozenset({"dr.X", "dr.Y", "fac.X"})
 
-#: The roles of a record (see ``tests.builders.patient_record``).
+#: The roles of a record (see ``tests.builders.patient_record``), and its Consent.
 ROLES = ("patient", "encounter", "lab", "vital", "condition", "medication", "document",
-         "binary", "gone")
+         "binary", "gone", "consent")
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 _FAMILIES = ["Nguyễn", "Trần", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô"]
 _GIVEN = ["An", "Bảo", "Châu", "Dũng", "Giang", "Hạnh", "Khánh", "Linh", "Minh", "Ngọc",
           "Phúc", "Quân", "Sơn", "Thảo", "Uyên", "Vy", "Xuân", "Yến"]
@@ -91,26 +106,34 @@ class Person:
         """The ``system|value`` search token of the resource of ``role``."""
         return "|".join(self.identifiers[role])
 
-    def secrets(self) -> set[str]:
-        """Strings that only this person's data holds: ids, identifier values, the marker."""
-        values = {value for _, value in self.identifiers.values()}
+    def secrets(self, records_only: bool = False) -> set[str]:
+        """Strings that only this person's data holds: ids, identifier values, the marker
+        (``records_only``: without what the Patient itself holds, which every clinician and
+        facility reads)."""
+        values = {value for role, (_, value) in self.identifiers.items()
+                  if not (records_only and role == "patient")}
         binary = self.resources.get("binary", {}).get("data")
-        return {*self.ids.values(), *values, self.bhyt, self.marker,
-                f"{self.family} {self.given}", *([binary] if binary else [])}
+        found = {*self.ids.values(), *values, self.marker, *([binary] if binary else [])}
+        if records_only:
+            return found - {self.patient}
+        return found | {self.bhyt, f"{self.family} {self.given}"}
 
 
 def make_person(rng: random.Random, shared: dict[str, str], family: str, given: str,
-                birth_year: int, female: bool, extras: int = 0) -> Person:
+                birth_year: int, female: bool, extras: int = 0,
+                consent_expired: bool = False) -> Person:
     """Return a person with random ids and identifiers (not stored yet): the record of
     ``patient_record`` and ``extras`` more results, diagnoses or prescriptions
     (roles ``extra0``, ``extra1``...)."""
     ids = {role: new_id() for role in ROLES}
     visit = f"LK{rng.randrange(10**9):09d}"
     marker = f"ghi-chu-{new_id()[:12]}"
-    refs = {**{k: f"Organization/{v}" if k == "org" else f"Practitioner/{v}"
+    refs = {**{k: f"Organization/{v}" if k.startswith("org") else f"Practitioner/{v}"
                for k, v in shared.items()},
             "encounter": f"Encounter/{ids['encounter']}", "binary": f"Binary/{ids['binary']}"}
     resources = patient_record(f"Patient/{ids['patient']}", refs, visit, marker)
+    resources["consent"] = privacy_consent(f"Patient/{ids['patient']}", refs["org"],
+                                           expired=consent_expired, marker=marker)
     century_sex = (1 if female else 0) + (2 if birth_year >= 2000 else 0)
     cccd = f"001{century_sex}{birth_year % 100:02d}{rng.randrange(10**6):06d}"
     bhyt = f"HN4{rng.randrange(10**12):012d}"
@@ -125,9 +148,35 @@ def make_person(rng: random.Random, shared: dict[str, str], family: str, given: 
     for role, resource in resources.items():
         resource["id"] = ids[role]
     identifiers = {role: (r["identifier"][0]["system"], r["identifier"][0]["value"])
-                   for role, r in resources.items() if r.get("identifier")}
+                   for role, r in resources.items()
+                   if isinstance(r.get("identifier"), list)}
     identifiers["patient"] = (CCCD_SYSTEM, cccd)
     return Person(ids, identifiers, cccd, bhyt, family, given, marker, resources)
+
+
+def privacy_consent(patient: str, actor: str | None, expired: bool = False,
+                    marker: str = "", **provision: Any) -> dict[str, Any]:
+    """A privacy Consent of ``patient`` permitting ``actor`` (None: everyone) everything, or
+    what ``provision`` adds (class, code, securityLabel, nested provisions...), for a year
+    from now (or a year that ended yesterday: ``expired``)."""
+    period = ({"start": "2020-01-01", "end": "2021-01-01"} if expired
+              else {"start": "2020-01-01", "end": "2099-12-31"})
+    root: dict[str, Any] = {"type": "permit", "period": period, **provision}
+    if actor is not None:
+        root["actor"] = [{"role": {"coding": [{"system": PARTICIPATION, "code": "IRCP"}]},
+                          "reference": {"reference": actor}}]
+    consent = {"resourceType": "Consent", "status": "active",
+               "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+               "patient": {"reference": patient}, "dateTime": "2026-01-01",
+               "policyRule": {"coding": [{"system":
+                                          "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                          "code": "OPTIN"}]},
+               "provision": root}
+    if marker:
+        consent["text"] = {"status": "generated",
+                           "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{marker}</div>'}
+    return consent
 
 
 @dataclass
@@ -150,10 +199,21 @@ class World:
         if kind not in self._tokens:
             scope, bound = TOKENS[kind]
             claims: dict[str, Any] = {"patient_id": self.a.patient} if bound else {}
-            if kind == "user":
-                claims["subject"] = f"Practitioner/{self.shared['dr']}"
+            claims.update(self.claims(kind))
             self._tokens[kind] = token_for(self.settings, scope, **claims)
         return self._tokens[kind]
+
+    def claims(self, kind: str) -> dict[str, Any]:
+        """Who a clinician's or facility's token names: its user and facility."""
+        org, dr = {"dr.X": ("org", "dr"), "dr.Y": ("org_y", "dr_y"),
+                   "fac.X": ("org", None)}.get(kind, (None, None))
+        claims: dict[str, Any] = {}
+        if org is not None:
+            claims["organization"] = f"Organization/{self.shared[org]}"
+            claims["client_id"] = f"his-{org}"
+        if dr is not None:
+            claims["subject"] = claims["fhir_user"] = f"Practitioner/{self.shared[dr]}"
+        return claims
 
     def headers(self, kind: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(kind)}"}
@@ -174,11 +234,14 @@ class World:
         return state
 
 
-def leaked(response: httpx.Response, person: Person, asked: str = "") -> set[str]:
+def leaked(response: httpx.Response, person: Person, asked: str = "",
+           records_only: bool = False) -> set[str]:
     """Return what of ``person`` the response shows, beyond what the request itself named
-    (``asked``: an error message may echo the id or identifier the caller sent)."""
+    (``asked``: an error message may echo the id or identifier the caller sent;
+    ``records_only``: what of the person's records beyond their Patient)."""
     text = response.text
-    return {secret for secret in person.secrets() if secret in text and secret not in asked}
+    return {secret for secret in person.secrets(records_only)
+            if secret in text and secret not in asked}
 
 
 async def populate(http: httpx.AsyncClient, settings: Settings,
@@ -186,15 +249,16 @@ async def populate(http: httpx.AsyncClient, settings: Settings,
     """Store a new world: the facility and doctor, A's and B's records (with up to ``extras``
     more resources each, as ``rng`` draws), then delete ``gone``."""
     rng = rng or random.Random()
-    shared = {"org": new_id(), "dr": new_id()}
+    shared = {"org": new_id(), "dr": new_id(), "org_y": new_id(), "dr_y": new_id()}
     families = rng.sample(_FAMILIES, 3)
     givens = rng.sample(_GIVEN, 6)
     people = [make_person(rng, shared, families[n], f"{givens[2 * n]} {givens[2 * n + 1]}",
                           1960 + rng.randrange(50), female=n == 1,
-                          extras=rng.randrange(extras + 1)) for n in range(3)]
+                          extras=rng.randrange(extras + 1), consent_expired=n == 1)
+              for n in range(3)]
     a, b, ghost = people
-    entries = [_put({**HEALTH_BOOK_RESOURCES["Organization"], "id": shared["org"]}),
-               _put({**HEALTH_BOOK_RESOURCES["Practitioner"], "id": shared["dr"]})]
+    entries = [_put({**HEALTH_BOOK_RESOURCES[_SHARED_TYPES[key]], "id": value})
+               for key, value in shared.items()]
     entries += [_put(r) for person in (a, b) for r in person.resources.values()]
     stored = await http.post("/fhir", json=_transaction(entries), headers=FHIR)
     assert stored.status_code == 200, stored.text
@@ -202,6 +266,10 @@ async def populate(http: httpx.AsyncClient, settings: Settings,
     deleted = await http.post("/fhir", json=_transaction(deletions), headers=FHIR)
     assert deleted.status_code == 200, deleted.text
     return World(http, settings, a, b, ghost, shared)
+
+
+_SHARED_TYPES = {"org": "Organization", "org_y": "Organization", "dr": "Practitioner",
+                 "dr_y": "Practitioner"}
 
 
 def _put(resource: dict[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,23 @@ def matches(doc: dict[str, Any], filter_: dict[str, Any]) -> bool:
     return True
 
 
+def _project(doc: dict[str, Any], keep: list[str]) -> dict[str, Any]:
+    """The fields of ``doc`` named by ``keep`` (dotted names keep a sub-document's field)."""
+    out: dict[str, Any] = {"_id": doc["_id"]} if "_id" in doc else {}
+    for key in keep:
+        head, _, rest = key.partition(".")
+        if head not in doc:
+            continue
+        value = doc[head]
+        if rest and isinstance(value, dict):
+            inner = _project(value, [rest])
+            inner.pop("_id", None)
+            out[head] = {**out.get(head, {}), **inner}
+        else:
+            out[head] = value
+    return out
+
+
 _BSON_ORDER: tuple[tuple[type | tuple[type, ...], int], ...] = (
     (bool, 8), ((int, float), 2), (str, 3), (dict, 4), (list, 5), (bytes, 6),
 )  # fmt: skip
@@ -317,7 +334,7 @@ class FakeCollection:
             found = found[:limit]
         if projection:
             keep = [k for k, v in projection.items() if v]
-            found = [{k: d[k] for k in keep if k in d} for d in found]
+            found = [_project(d, keep) for d in found]
         return FakeCursor(copy.deepcopy(found))
 
     async def count_documents(

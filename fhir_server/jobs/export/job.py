@@ -138,7 +138,8 @@ class ExportRun:
 
     def _access(self) -> Access:
         try:
-            return authorize(self.job.caller, self.request.question(), self.registry)
+            return authorize(self.job.caller, self.request.question(), self.registry,
+                             self.services.sharing)
         except FhirError as exc:
             raise JobFailed(operation_outcome(exc.issues)) from None
 

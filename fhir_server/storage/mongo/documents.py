@@ -43,6 +43,7 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
     "quantities": ("p", "s", "c", "lo", "hi"),
     "references": ("p", "t", "i", "u"),
     "uris": ("p", "u"),
+    "grants": ("k", "pt", "a", "pm", "sc", "st", "en", "pu", "ty", "tg", "cd", "lb"),
 }
 """Short field names of each ``SearchIndex`` row table (``p`` is always the parameter code).
 

@@ -13,7 +13,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.search.matching import matches
-from fhir_server.search.model import SearchIndex, SearchQuery
+from fhir_server.search.model import Grant, SearchIndex, SearchQuery
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.mongo.documents import ROW_FIELDS
 from fhir_server.storage.mongo.filters import query_filter
@@ -33,7 +33,8 @@ def default_registry() -> SearchParameterRegistry:
 
 def guard_key(query: SearchQuery) -> str:
     """Return the guard ``_id`` of a search: the same for the same clauses in any order."""
-    canonical = repr((sorted(repr(clause) for clause in query.clauses), query.visibility))
+    seen = query.visibility.unresolved() if query.visibility is not None else None
+    canonical = repr((sorted(repr(clause) for clause in query.clauses), seen))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
     return f"{query.resource_type}?{digest}"
 
@@ -53,6 +54,7 @@ def _index_from(
         name: tuple(tuple(row[f] for f in fields) for row in idx.get(name, ()))
         for name, fields in ROW_FIELDS.items()
     }
+    tables["grants"] = tuple(Grant(*row) for row in tables["grants"])
     composites = tuple(
         (row["p"], _index_from(row["e"] or {}, "", "", None)) for row in idx.get("composites", ())
     )

@@ -85,6 +85,20 @@ INDEXES: tuple[IndexSpec, ...] = (
         "name=nguyen (folded starts-with, a prefix range on the index)",
     ),
     _spec(
+        "resources",
+        "consent_actor",
+        (("idx.grants.a", 1), ("idx.grants.sc", 1)),
+        "the Consent grants naming a clinician or facility (MongoStore.resolve)",
+        sparse=True,
+    ),
+    _spec(
+        "resources",
+        "consent_patient",
+        (("idx.grants.pt", 1),),
+        "the Consent grants of the patients a resource belongs to (single reads)",
+        sparse=True,
+    ),
+    _spec(
         "versions",
         "instance_version",
         (("type", 1), ("id", 1), ("version", 1)),

@@ -36,6 +36,7 @@ from fhir_server.search.model import (
     Visibility,
 )
 from fhir_server.search.ranges import Bound, RangePredicate, range_predicate
+from fhir_server.storage.mongo.consent_filter import consent_filter
 from fhir_server.storage.mongo.documents import resource_key
 
 __all__ = [
@@ -109,7 +110,9 @@ def scope_filter(query: SearchQuery) -> Filter:
 def visibility_filter(visibility: Visibility | None, kind: str | None = None) -> Filter:
     """Return "the caller may see the resource" for resources of type ``kind`` (any type
     when None): ``Visibility`` as a filter. A restriction no filter expresses (a chain, a
-    composite) hides the type it restricts: the adapter fails closed."""
+    composite) hides the type it restricts: the adapter fails closed. A ``consent`` rule
+    needs its grants resolved (``MongoStore.resolve``); without them only what the caller
+    may see without a Consent passes."""
     if visibility is None or visibility.everything:
         return {}
     if kind is not None:
@@ -117,6 +120,9 @@ def visibility_filter(visibility: Visibility | None, kind: str | None = None) ->
             return NOTHING
         parts = [_compartment(kind in compartment_types(), str(visibility.patient))
                  if visibility.bound(kind) else {}]
+        consent = visibility.consent
+        if consent is not None and kind not in consent.open_types:
+            parts.append(consent_filter(consent))
         alternatives = visibility.restricted(kind)
         if alternatives is not None:
             parts.append(_alternatives(alternatives) or NOTHING)
@@ -126,6 +132,8 @@ def visibility_filter(visibility: Visibility | None, kind: str | None = None) ->
         parts.append({"type": {"$in": sorted(visibility.types)}})
     if visibility.patient is not None:
         parts.append(_compartment_rule(visibility))
+    if visibility.consent is not None:
+        parts.append(consent_filter(visibility.consent))
     own_entries = sorted(kind for kind, _ in visibility.restrictions if kind != "*")
     for restricted, alternatives in visibility.restrictions:
         exempt = ({"type": {"$in": own_entries}} if restricted == "*"

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from fhir_server.errors import Gone, NotFound, NotSupported, SearchTooCostly, VersionConflict
 from fhir_server.metrics.catalogue import SEARCH_TIMEOUTS
-from fhir_server.search.model import SearchQuery, SearchResult
+from fhir_server.search.model import Grant, SearchQuery, SearchResult, Visibility
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo import write_log
 from fhir_server.storage.mongo.indexes import INDEXES
@@ -155,6 +156,7 @@ class MongoStore:
         # The driver's operation timeout covers every round trip of the search.
         with pymongo.timeout(self.search_timeout_s):
             try:
+                query = replace(query, visibility=await self.resolve(query.visibility))
                 return await run_search(self.db, query, self.registry or default_registry())
             except PyMongoError as exc:
                 if not exc.timeout:
@@ -170,6 +172,7 @@ class MongoStore:
         """
         filter_ = docs.history_filter(query)
         if query.visibility is not None:
+            query = replace(query, visibility=await self.resolve(query.visibility))
             filter_ = {"$and": [filter_, await self._visible_keys(query)]}
         cursor = self.db["versions"].find(filter_, sort=[("seq", -1)], limit=query.count + 1)
         rows = [doc async for doc in cursor]
@@ -201,6 +204,31 @@ class MongoStore:
     async def version_at(self, resource_type: str, id: str, seq: int) -> StoredResource | None:
         """The version current at ``seq`` (``port.WriteLog``)."""
         return await write_log.version_at(self.db, resource_type, id, seq)
+
+    async def resolve(self, visibility: Visibility | None) -> Visibility | None:
+        """The visibility with the caller's Consent grants read into its ``consent`` rule
+        (a filter cannot join them): every grant naming the caller, or everyone, in a
+        Consent of the rule's scope."""
+        rule = visibility.consent if visibility is not None else None
+        if visibility is None or rule is None or rule.grants is not None:
+            return visibility
+        actors = sorted(rule.actors | {"*"})
+        wanted = {"$elemMatch": {"a": {"$in": actors}, "sc": rule.scope}}
+        grants = [grant for doc in await self._consents({"idx.grants": wanted})
+                  for grant in _grants(doc) if grant.actor in actors
+                  and grant.scope == rule.scope]
+        return replace(visibility, consent=replace(rule, grants=tuple(grants)))
+
+    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
+        """The grants of the current Consents about ``patients``."""
+        wanted = sorted(set(patients))
+        found = await self._consents({"idx.grants.pt": {"$in": wanted}})
+        return [grant for doc in found for grant in _grants(doc) if grant.patient in wanted]
+
+    async def _consents(self, grants: dict[str, Any]) -> list[dict[str, Any]]:
+        cursor = self.db["resources"].find({"type": "Consent", "deleted": False, **grants},
+                                           projection={"idx.grants": 1})
+        return [doc async for doc in cursor]
 
     async def scan(
         self, resource_type: str | None = None, batch: int = 1000
@@ -260,6 +288,12 @@ class MongoStore:
                 await session.abort_transaction()
                 raise
             await session.commit_transaction()
+
+def _grants(doc: dict[str, Any]) -> list[Grant]:
+    names = docs.ROW_FIELDS["grants"]
+    return [Grant(*(row[name] for name in names)) for row in (doc.get("idx") or {}).get(
+        "grants") or ()]
+
 
 def _supports_transactions(hello: dict[str, Any]) -> bool:
     """Replica set members report ``setName``; a mongos router says ``msg: isdbgrid``."""

@@ -12,6 +12,7 @@ with the database transaction kept as short as the writes themselves.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fhir_server import decimals
@@ -73,6 +74,7 @@ class MongoTransaction:
 
     async def find(self, query: SearchQuery) -> list[str]:
         """Return ids of current resources matching the query, and guard the search."""
+        query = replace(query, visibility=await self.store.resolve(query.visibility))
         ids, guard = await find_ids(self.store, query, self._overlay)
         self.plan.append(guard)
         return ids

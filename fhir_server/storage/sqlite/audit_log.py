@@ -419,7 +419,8 @@ def _clauses(clauses: Sequence[Any]) -> Condition:
 
 def _visible(seen: Visibility | None) -> Condition:
     """``Visibility`` over the audit log: an AuditEvent is in the compartment of the patients
-    it names (R4: AuditEvent's ``patient`` parameter)."""
+    it names (R4: AuditEvent's ``patient`` parameter); under Consent, a clinician or facility
+    sees the events naming it as an agent that succeeded (``search.consent``)."""
     if seen is None or seen.everything:
         return "1", []
     if not seen.readable(AUDIT_TYPE):
@@ -427,6 +428,10 @@ def _visible(seen: Visibility | None) -> Condition:
     parts: list[Condition] = []
     if seen.bound(AUDIT_TYPE):
         parts.append(_ref_in(_PATIENT, f"Patient/{seen.patient}"))
+    if seen.consent is not None:  # a clinician or facility: its own accesses that were done
+        own = seen.consent.own
+        parts.append(_all([_ref_in(_AGENT, own), ("a.outcome = '0'", [])])
+                     if own and "/" in own and ":" not in own else ("0", []))
     alternatives = seen.restricted(AUDIT_TYPE)
     if alternatives is not None:
         options = [_clauses(clauses) for clauses in alternatives]

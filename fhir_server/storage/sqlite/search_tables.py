@@ -17,6 +17,11 @@ Parameter codes are stored as ``param_key(code)``, a 31-bit CRC of the code: a s
 that is the same in every process and database, so no code table needs to be read or
 locked. ``check_param_keys`` verifies that the registered codes do not collide.
 
+``consent_grant`` holds the ``grants`` of a Consent's index (``search.consent``), one row per
+rule keyed by the patient and the actor it concerns, so that a clinician's search joins the
+grants of each patient it reaches (``search_where``); its code and label are stored as token
+rows hold them as well (code, system key), to join those.
+
 Values are the normal forms of ``fhir_server.search.model`` (dates in UTC microseconds,
 strings folded, ``""`` for an absent url). Token and quantity systems, long URLs repeated in
 most rows, are stored as ``system_key(system)``: a 64-bit hash (0 for "no system"), which
@@ -31,13 +36,15 @@ import zlib
 from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
 
-from fhir_server.search.model import ParamType, SearchIndex
+from fhir_server.search.model import Grant, ParamType, SearchIndex
 
 __all__ = [
+    "GRANT_COLUMNS",
     "SCHEMA_SQL",
     "TABLES",
     "check_param_keys",
     "delete_index",
+    "grant_row",
     "insert_fresh",
     "param_key",
     "replace_index",
@@ -97,6 +104,14 @@ CREATE TABLE IF NOT EXISTS search_composite (
 CREATE TABLE IF NOT EXISTS search_compartment (
   patient TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (patient, rid)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS search_compartment_rid ON search_compartment (rid);
+CREATE TABLE IF NOT EXISTS consent_grant (
+  patient TEXT NOT NULL, actor TEXT NOT NULL, rid INTEGER NOT NULL, rule INTEGER NOT NULL,
+  permit INTEGER NOT NULL, scope TEXT NOT NULL, since INTEGER NOT NULL, until INTEGER NOT NULL,
+  purpose TEXT NOT NULL, type TEXT NOT NULL, target TEXT NOT NULL,
+  code TEXT NOT NULL, code_value TEXT NOT NULL, code_system INTEGER NOT NULL,
+  label TEXT NOT NULL, label_value TEXT NOT NULL, label_system INTEGER NOT NULL,
+  consent TEXT NOT NULL, PRIMARY KEY (patient, actor, rid, rule)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS consent_grant_rid ON consent_grant (rid);
 """
 
 _INSERTS = {
@@ -110,6 +125,11 @@ _INSERTS = {
     "uris": "INSERT OR IGNORE INTO search_uri VALUES (?, ?, ?)",
 }
 _ALL_TABLES = (*TABLES.values(), "search_text")
+#: The columns of ``consent_grant`` that hold a ``Grant``, in its field order.
+GRANT_COLUMNS = ("consent, patient, actor, permit, scope, since, until, purpose, type, target, "
+                 "code, label")
+_GRANT_INSERT = ("INSERT OR IGNORE INTO consent_grant VALUES "
+                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _KEYS: dict[str, int] = {}
 
 
@@ -150,6 +170,22 @@ def drop_deferrable_indexes(conn: sqlite3.Connection) -> None:
     """
     for name in DEFERRABLE_INDEXES:
         conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def _split(token: str) -> tuple[str, int]:
+    """``system|code`` as the code and the system's key of token rows ("", 0 for none)."""
+    if not token:
+        return "", 0
+    system, _, code = token.partition("|")
+    return code, system_key(system)
+
+
+def grant_row(rid: int, rule: int, grant: Grant) -> tuple[object, ...]:
+    """The ``consent_grant`` row of rule number ``rule`` of the Consent ``rid``: the grant,
+    plus its code and label as token rows hold them (code, system key), for the join."""
+    return (grant.patient, grant.actor, rid, rule, int(grant.permit), grant.scope, grant.start,
+            grant.end, grant.purpose, grant.resource_type, grant.target, grant.code,
+            *_split(grant.code), grant.label, *_split(grant.label), grant.consent)
 
 
 def check_param_keys(codes: Iterable[str]) -> None:
@@ -209,7 +245,9 @@ def insert_fresh(
     tables: dict[str, list[tuple[object, ...]]] = {table: [] for table in _INSERTS}
     composites: list[tuple[int, int, int]] = []
     compartments: list[tuple[str, int]] = []
+    grants: list[tuple[object, ...]] = []
     for rid, index in items:
+        grants += [grant_row(rid, n, grant) for n, grant in enumerate(index.grants)]
         for table, rows in _rows(rid, index, skip).items():
             tables[table] += rows
         for position, (code, element) in enumerate(index.composites[:64]):
@@ -225,6 +263,8 @@ def insert_fresh(
         conn.executemany("INSERT OR IGNORE INTO search_composite VALUES (?, ?, ?)", composites)
     if compartments:
         conn.executemany("INSERT OR IGNORE INTO search_compartment VALUES (?, ?)", compartments)
+    if grants:
+        conn.executemany(_GRANT_INSERT, grants)
 
 
 def delete_index(conn: sqlite3.Connection, rid: int) -> None:
@@ -235,3 +275,4 @@ def delete_index(conn: sqlite3.Connection, rid: int) -> None:
             conn.execute(f"DELETE FROM {table} WHERE rid BETWEEN ? AND ?", (low, high))
         conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
     conn.execute("DELETE FROM search_compartment WHERE rid = ?", (rid,))
+    conn.execute("DELETE FROM consent_grant WHERE rid = ?", (rid,))

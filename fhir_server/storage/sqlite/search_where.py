@@ -36,6 +36,7 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.normalize import absolute_target_id
 from fhir_server.search.ranges import RangePredicate, range_predicate
+from fhir_server.storage.sqlite.consent_sql import consent_condition
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
 __all__ = [
@@ -201,6 +202,8 @@ class WhereCompiler:
             parts.append(_in(f"{alias}.type", sorted(seen.types)))
         if seen.patient is not None:
             parts.append(_compartment_rule(alias, seen))
+        if seen.consent is not None:
+            parts.append(consent_condition(alias, seen.consent))
         own_entries = sorted(kind for kind, _ in seen.restrictions if kind != "*")
         for restricted, alternatives in seen.restrictions:
             exempt: Condition = (_in(f"{alias}.type", own_entries) if restricted == "*"
@@ -214,6 +217,8 @@ class WhereCompiler:
         parts: list[Condition] = []
         if seen.bound(kind):
             parts.append(_in_compartment(alias, kind in compartment_types(), str(seen.patient)))
+        if seen.consent is not None and kind not in seen.consent.open_types:
+            parts.append(consent_condition(alias, seen.consent))
         alternatives = seen.restricted(kind)
         if alternatives is not None:
             parts.append(self._alternatives(alternatives, alias))

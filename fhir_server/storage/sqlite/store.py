@@ -31,7 +31,7 @@ from fhir_server.metrics.catalogue import (
     WRITE_LOCK_WAIT_SECONDS,
     observe_checkpoint,
 )
-from fhir_server.search.model import SearchQuery, SearchResult
+from fhir_server.search.model import Grant, SearchQuery, SearchResult
 from fhir_server.storage.port import (
     Change,
     HistoryPage,
@@ -47,7 +47,11 @@ from fhir_server.storage.sqlite.schema import (
     record_schema_version,
 )
 from fhir_server.storage.sqlite.search_sql import run_search
-from fhir_server.storage.sqlite.search_tables import check_param_keys, drop_deferrable_indexes
+from fhir_server.storage.sqlite.search_tables import (
+    GRANT_COLUMNS,
+    check_param_keys,
+    drop_deferrable_indexes,
+)
 
 __all__ = ["SqliteStore", "StorageBusy"]
 
@@ -598,6 +602,17 @@ class SqliteStore:
         """Return a page of versions, newest first (see ``history.fetch_page``); system
         history leaves AuditEvents (in the audit log) out."""
         return history.fetch_page(self.reader, query)
+
+    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
+        """The grants of the current Consents about ``patients`` (``consent_grant``)."""
+        wanted = sorted(set(patients))
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        rows = self.reader.execute(  # by the primary key (patient, ...): no ORDER BY
+            f"SELECT {GRANT_COLUMNS} FROM consent_grant WHERE patient IN ({marks})", wanted)
+        return [Grant(consent, patient, actor, bool(permit), *rest)
+                for consent, patient, actor, permit, *rest in rows]
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Run a compiled search within ``search_timeout_s``.

@@ -3,6 +3,7 @@ worker is gone, stopped when cancelled, and removed when they expire."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,8 +108,12 @@ def test_a_finished_job_keeps_its_result_until_it_expires(jobs: JobStore) -> Non
 def test_the_caller_of_a_job_round_trips_through_its_record() -> None:
     caller = Caller(subject="s", issuer="i", scopes=parse_scopes(
         "patient/Observation.rs?category=laboratory system/*.read"), client_id="c",
-        patient_id="p", organization="Organization/o", verified=True)
+        patient_id="p", organization="Organization/o", verified=True,
+        identities=("Organization|http://moh.gov.vn/facility|01001",))
     assert caller_from_record(caller_record(caller)) == caller
+    stored = json.loads(json.dumps(caller_record(caller)))  # as the job store keeps it
+    assert caller_from_record(stored) == caller
+    assert hash(caller_from_record(stored).identities)  # the policy's memo keys hash it
     assert caller_from_record(caller_record(Caller())).unlimited
     assert caller_from_record({**caller_record(caller), "unknown": 1}) == caller
 

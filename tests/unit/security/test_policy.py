@@ -360,3 +360,31 @@ def test_xml130_import_is_open_to_system_scopes_only(operation: str, scopes: str
         return
     with pytest.raises(Forbidden):
         decide(token(scopes, patient), request)
+
+
+# -- the decisions remembered per caller --------------------------------------------------------
+
+
+SEARCH_OBSERVATIONS = AccessRequest(Interaction.SEARCH_TYPE, "Observation")
+
+
+def test_a_consent_governed_decision_is_fresh_for_each_request() -> None:
+    """A clinician's type-level decision is remembered (the same rule), but each request gets
+    its own Access: the grants one request read are not another's, so a revoked Consent
+    applies to the next request even for the same caller."""
+    clinician = token("user/*.cruds", organization="Organization/x",
+                      fhir_user="Practitioner/dr")
+    first, second = decide(clinician, SEARCH_OBSERVATIONS), decide(clinician,
+                                                                   SEARCH_OBSERVATIONS)
+    assert first.consent is not None
+    assert first is not second
+    assert first.visibility is second.visibility
+    first.refusal = "hidden by the Consent rule"
+    assert second.refusal is None
+
+
+def test_a_decision_without_consent_is_remembered_on_the_caller() -> None:
+    operator = token("system/*.cruds")
+    first = decide(operator, SEARCH_OBSERVATIONS)
+    assert first.consent is None
+    assert decide(operator, SEARCH_OBSERVATIONS) is first

@@ -33,6 +33,10 @@ records = st.builds(
     patients=st.lists(_ids, max_size=3, unique=True).map(tuple),
     address=st.none() | st.just("10.0.0.1"),
     query=st.none() | st.just("code=x"),
+    purpose=st.none() | st.sampled_from(["TREAT", "BTG", "PATRQT"]),
+    reason=st.none() | st.just("bất tỉnh, cấp cứu"),
+    policies=st.lists(_ids.map(lambda i: f"Consent/{i}"), max_size=2, unique=True).map(tuple),
+    user=st.none() | st.just("Practitioner/dr-1"),
 )
 
 
@@ -58,7 +62,28 @@ def test_a_version_1_compact_record_still_reads_back() -> None:
            ["Patient/p1"], ["p1"], "10.0.0.1", None, None, "fhir-server"]
     record = AuditRecord.from_compact(old, "ignored", 0)
     assert (record.id, record.recorded, record.client_id) == ("e-1", 1_700_000_000_123_000, "c1")
-    assert record.compact()[0] == 2
+    assert record.compact()[0] == 3
+
+
+def test_a_version_2_compact_record_reads_back_without_a_purpose() -> None:
+    """Logs written before version 3 have no purpose, reason or policies."""
+    old = [2, "read", 200, False, None, None, None, None, "c1", ["Patient/p1"], ["p1"],
+           "10.0.0.1", None, None, "fhir-server"]
+    record = AuditRecord.from_compact(old, "e-2", 7)
+    assert (record.id, record.client_id, record.purpose, record.policies) == (
+        "e-2", "c1", None, ())
+    assert "purposeOfEvent" not in record.to_event()
+
+
+def test_the_audit_event_says_why_and_under_which_consent() -> None:
+    record = AuditRecord("read", 200, "e-3", 7, True, "iss", "dr", None, "Organization/bm",
+                         None, ("Observation/o1",), ("p1",), purpose="BTG",
+                         reason="unconscious", policies=("Consent/btg-1",))
+    event = record.to_event()
+    assert event["purposeOfEvent"] == [{"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "BTG"}],
+        "text": "unconscious"}]
+    assert event["agent"][0]["policy"] == ["Consent/btg-1"]
 
 
 def _log() -> sqlite3.Connection:

@@ -59,6 +59,12 @@ def test_index_specifications_are_exactly_the_documented_ones() -> None:
         ),
         ("resources", [("idx.strings.p", 1), ("idx.strings.f", 1)], {"name": "string"}),
         (
+            "resources",
+            [("idx.grants.a", 1), ("idx.grants.sc", 1)],
+            {"name": "consent_actor", "sparse": True},
+        ),
+        ("resources", [("idx.grants.pt", 1)], {"name": "consent_patient", "sparse": True}),
+        (
             "versions",
             [("type", 1), ("id", 1), ("version", 1)],
             {"name": "instance_version", "unique": True},

@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -704,10 +705,13 @@ async def test_opening_waits_for_another_workers_schema_work_past_the_busy_timeo
     fcntl.flock(fd, fcntl.LOCK_EX)
     building.execute("BEGIN IMMEDIATE")
 
+    finished = threading.Event()
+
     def finish_the_build() -> None:
         time.sleep(0.6)
         try:
             building.execute("COMMIT")
+            finished.set()  # before the turn is passed on: the opener may run at once
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -715,7 +719,9 @@ async def test_opening_waits_for_another_workers_schema_work_past_the_busy_timeo
     build = asyncio.ensure_future(asyncio.to_thread(finish_the_build))
     try:
         await second.open()
-        assert build.done()  # it opened once the build was over
+        # it opened once the build was over (the thread's end, not its future's: the loop
+        # may not have run the future's completion yet)
+        assert finished.is_set()
         await _write(second, 1, fail=False)
     finally:
         await build
