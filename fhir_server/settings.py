@@ -98,6 +98,27 @@ class Settings(BaseSettings):
         description="Per-type modes as JSON, e.g. {\"Observation\": \"warn\"}",
     )
     log_level: str = "info"
+    #: Subscriptions (docs/subscriptions.md): delivery of notifications in the background.
+    subscriptions: bool = True
+    #: Rest-hook endpoints must be https:// unless this is on (tests, development).
+    subscription_allow_http: bool = False
+    #: Endpoints on loopback, private, link-local or reserved addresses are refused unless
+    #: this is on (an endpoint inside the operator's own network).
+    subscription_allow_private_endpoints: bool = False
+    #: A failing rest-hook is retried with exponential back-off (from
+    #: ``subscription_retry_first_s``, at most ``subscription_retry_max_interval_s`` apart)
+    #: for this long, then the subscription goes to ``error`` with the reason.
+    subscription_retry_window_s: float = 24 * 3600.0
+    subscription_retry_first_s: float = 2.0
+    subscription_retry_max_interval_s: float = 900.0
+    #: How long a handshake is retried before the subscription goes to ``error``.
+    subscription_handshake_window_s: float = 300.0
+    #: Events are kept this long for ``$events`` (and for a subscriber that was away).
+    subscription_event_retention_days: float = 7.0
+    #: How often each worker process looks for notifications to send.
+    subscription_poll_s: float = 0.25
+    #: Lifetime of a ``$get-ws-binding-token`` token, in seconds.
+    subscription_ws_token_ttl_s: int = 600
 
     def validation_mode(self, resource_type: str) -> str:
         """Return the profile validation mode (enforce, warn, off) for a resource type."""

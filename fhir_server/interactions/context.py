@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from fhir_server.errors import Issue
+from fhir_server.interactions.changes import ChangeFeed
 from fhir_server.search.indexing import index_resource
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.security.audit import AuditNote
@@ -66,6 +67,8 @@ class Services:
     #: The CapabilityStatement's JSON, built on first request (it depends only on the
     #: settings and the search registry, both fixed for the life of the services).
     capabilities: bytes | None = None
+    #: Follows every stored change inside its transaction (the subscriptions' outbox).
+    changes: ChangeFeed | None = None
 
     @property
     def base_url(self) -> str:

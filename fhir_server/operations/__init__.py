@@ -12,7 +12,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fhir_server.interactions.context import Outcome, Services
-from fhir_server.operations import document, everything, summary, terminology_ops, validate
+from fhir_server.operations import (
+    document,
+    everything,
+    get_ws_binding_token,
+    subscription_events,
+    subscription_status,
+    summary,
+    terminology_ops,
+    validate,
+)
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.security.policy import Access
 
@@ -36,6 +45,12 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("instance", "Patient", "summary"): summary.summary,
     ("type", "Patient", "summary"): summary.summary,
     ("instance", "Encounter", "document"): document.encounter_document,
+    ("type", "Subscription", "status"): subscription_status.status,
+    ("instance", "Subscription", "status"): subscription_status.status,
+    ("instance", "Subscription", "events"): subscription_events.events,
+    ("type", "Subscription", "get-ws-binding-token"): get_ws_binding_token.get_ws_binding_token,
+    ("instance", "Subscription", "get-ws-binding-token"):
+        get_ws_binding_token.get_ws_binding_token,
 }
 
 

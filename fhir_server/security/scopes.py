@@ -92,6 +92,9 @@ class Interaction(StrEnum):
     OPERATION_META = "$meta"
     OPERATION_DOCUMENT = "$document"
     OPERATION_JSON_SCHEMA = "$json-schema"
+    OPERATION_STATUS = "$status"
+    OPERATION_EVENTS = "$events"
+    OPERATION_GET_WS_BINDING_TOKEN = "$get-ws-binding-token"
 
 
 # SMART v2: c = create, r = read/vread/instance history, u = update/patch, d = delete,
@@ -119,6 +122,11 @@ _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.OPERATION_META: "r",
     Interaction.OPERATION_DOCUMENT: "s",
     Interaction.OPERATION_JSON_SCHEMA: "r",
+    # A subscription's status, its events and a websocket token read the subscription (each
+    # event's focus is judged as a read of it).
+    Interaction.OPERATION_STATUS: "r",
+    Interaction.OPERATION_EVENTS: "r",
+    Interaction.OPERATION_GET_WS_BINDING_TOKEN: "r",
 }
 
 

@@ -26,8 +26,9 @@ from typing import Any, Protocol
 
 from fhir_server.errors import FhirError, Gone, NotFound, SearchTooCostly
 from fhir_server.search.model import SearchQuery, SearchResult
+from fhir_server.storage.outbox import Outbox
 from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceReader, StoredResource
-from fhir_server.storage.sqlite import audit_log, history, writes
+from fhir_server.storage.sqlite import audit_log, history, outbox, writes
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
 from fhir_server.storage.sqlite.search_sql import run_search
@@ -335,6 +336,8 @@ class SqliteStore:
         self.index_tables = index_tables or _default_index_tables()
         #: AuditEvents live in the audit log (``audit_log``), which indexes them itself.
         self.audit_log: ResourceReader | None = SqliteAuditLog(self)
+        #: Subscriptions' delivery state and notification events (``storage.outbox``).
+        self.outbox: Outbox = outbox.SqliteOutbox(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteStore:
@@ -369,6 +372,7 @@ class SqliteStore:
                 "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL
             )
             audit_log.create_schema(self._writer)
+            outbox.create_schema(self._writer)
             self._writer.execute("COMMIT")
         except BaseException:  # nothing of a failed open stays open
             if self._writer.in_transaction:
