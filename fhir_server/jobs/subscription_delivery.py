@@ -38,13 +38,13 @@ import orjson
 
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Services
-from fhir_server.interactions.security_context import context_patients
 from fhir_server.jobs.rest_hook import post_notification
 from fhir_server.jobs.websocket_hub import WebSocketHub
 from fhir_server.router.door import handle
 from fhir_server.router.request import FhirRequest
 from fhir_server.storage.outbox import NotificationEvent, SubscriptionState
 from fhir_server.subscriptions.feed import SubscriptionFeed
+from fhir_server.subscriptions.focus import visible_focus
 from fhir_server.subscriptions.index import Registered
 from fhir_server.subscriptions.notifications import EventEntry, Notice, notification
 from fhir_server.subscriptions.owners import WORKER, readable_by
@@ -88,13 +88,23 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Work until cancelled (a failing round is logged and the next one comes)."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.subscription_poll_s)
+            await self._nap()
             self.wake.clear()
             try:
                 await self.step()
             except Exception:
                 log.exception("a round of subscription delivery failed")
+
+    async def _nap(self) -> None:
+        """Wait for a wake-up or ``subscription_poll_s``. Not ``asyncio.wait_for``: on
+        Python 3.11 a cancellation arriving with its timeout could be lost, and the worker
+        then never stopped."""
+        alarm = asyncio.get_running_loop().call_later(self.settings.subscription_poll_s,
+                                                      self.wake.set)
+        try:
+            await self.wake.wait()
+        finally:
+            alarm.cancel()
 
     async def step(self) -> None:
         """One round: refresh the index, purge old events, claim and start what is due."""
@@ -169,10 +179,13 @@ class Delivery:
         else:
             await self._settle({})
 
-    def _notice(self, kind: str, status: str | None = None) -> Notice:
+    def _notice(self, kind: str, status: str | None = None, last: int | None = None) -> Notice:
+        """The status of a notification; ``last``: the number of its last event (the events
+        since the start, inclusive of this notification)."""
         plan = self.registered.plan
         return Notice(plan.id, plan.topic, status or self.state.status, kind,
-                      self.state.events, plan.content, plan.fhir_version)
+                      self.state.events if last is None else last, plan.content,
+                      plan.fhir_version)
 
     async def _handshake(self) -> None:
         bundle = notification(self._notice("handshake", "requested"), [],
@@ -193,8 +206,8 @@ class Delivery:
             await self._settle({"delivered": self.state.events})
             return
         entries = [await self._entry(event) for event in found]
-        failure = await self._send(notification(self._notice("event-notification"), entries,
-                                                self.services.base_url))
+        notice = self._notice("event-notification", last=found[-1].number)
+        failure = await self._send(notification(notice, entries, self.services.base_url))
         if failure is None:
             await self._settle({"delivered": found[-1].number, **_success()})
         else:
@@ -221,16 +234,10 @@ class Delivery:
         owner, verifier = self.registered.owner, self.services.verifier
         if verifier is not None and verifier.revoked(owner.grant_id):
             return None
-        version = event.focus_version - (1 if event.change == "delete" else 0)
-        try:
-            stored = await self.services.reader(event.focus_type).vread(
-                event.focus_type, event.focus_id, version)
-        except FhirError:
-            return None
-        resource = stored.resource()
-        context = await context_patients(self.services, resource)
-        return resource if readable_by(owner, resource, self.services.registry,
-                                       context) else None
+        registry = self.services.registry
+        return await visible_focus(
+            self.services, event,
+            lambda resource, context: readable_by(owner, resource, registry, context))
 
     async def _send(self, bundle: dict[str, Any]) -> str | None:
         """Send on the subscription's channel; None on success, else why not."""

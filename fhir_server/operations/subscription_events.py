@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fhir_server.errors import BadRequest, FhirError
+from fhir_server.errors import BadRequest
 from fhir_server.interactions.context import Outcome, Services
 from fhir_server.interactions.read import read
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.operations.subscription_status import subscription_notice
 from fhir_server.security.policy import Access
 from fhir_server.storage.outbox import NotificationEvent
+from fhir_server.subscriptions.focus import visible_focus
 from fhir_server.subscriptions.notifications import EventEntry, notification
 from fhir_server.subscriptions.plans import Content
 
@@ -50,14 +51,8 @@ def _content(call: OperationInput, subscribed: Content) -> Content:
 
 async def _entry(services: Services, access: Access, event: NotificationEvent,
                  content: Content) -> EventEntry:
-    version = event.focus_version - (1 if event.change == "delete" else 0)
-    try:
-        stored = await services.reader(event.focus_type).vread(
-            event.focus_type, event.focus_id, version)
-    except FhirError:
-        return EventEntry(event.number, event.timestamp, None, event.change)
-    resource = stored.resource()
-    if not access.readable(resource):
+    resource = await visible_focus(services, event, access.readable)
+    if resource is None:
         return EventEntry(event.number, event.timestamp, None, event.change)
     full = content is Content.FULL_RESOURCE and event.change != "delete"
     return EventEntry(event.number, event.timestamp, f"{event.focus_type}/{event.focus_id}",

@@ -95,6 +95,13 @@ class OutboxTransaction(Protocol):
         """Append events, numbering each after its subscription's last one."""
         ...
 
+    async def subscriptions_changed_since(
+        self, seq: int
+    ) -> tuple[list[SubscriptionState], int]:
+        """``Outbox.changed_since`` as this transaction sees it (what committed before it
+        took the write lock, and its own writes)."""
+        ...
+
 
 class Outbox(Protocol):
     """The delivery worker's view of the outbox (each call its own small transaction)."""

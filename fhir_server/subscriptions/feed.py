@@ -10,9 +10,13 @@ Subscription saves its record (with its owner's caller facts), and a change that
 indexed subscription, and that the subscription's owner may read, appends one event for it.
 Both land in the store with the change or not at all.
 
-The index of subscriptions is refreshed from the store (``Outbox.changed_since``) by the
-delivery worker's loop, in every worker process, within ``subscription_poll_s`` of a
-subscription's commit; topics are reloaded every ``TOPIC_RELOAD_S`` and after a topic is
+The index of subscriptions follows the subscription records (``changed``, a counter the
+store gives each save): every write first reads, inside its own transaction, the records
+changed since the index last looked, so that a change committed after a subscription (in any
+worker process) is matched against it; what a transaction files that way is provisional
+until the delivery worker's next refresh reads it committed (``refresh``, every
+``subscription_poll_s``, which also re-reads the last ``_LAG`` changes: MongoDB may commit
+them out of counter order). Topics are reloaded every ``TOPIC_RELOAD_S`` and after a topic is
 written in this process.
 """
 
@@ -51,6 +55,7 @@ __all__ = ["SUBSCRIPTION", "SubscriptionFeed"]
 
 SUBSCRIPTION = "Subscription"
 TOPIC_RELOAD_S = 10.0
+_LAG = 64
 log = logging.getLogger("fhir_server.subscriptions")
 
 
@@ -70,6 +75,8 @@ class SubscriptionFeed:
         self.topics_stale = True
         #: Called after events or a subscription were recorded (the worker wakes up).
         self.on_record: Any = None
+        #: Subscriptions filed from a transaction's view, until a refresh confirms them.
+        self._provisional: set[str] = set()
 
     # -- loading -------------------------------------------------------------------------
 
@@ -88,9 +95,18 @@ class SubscriptionFeed:
         refresh; return how many changed."""
         if self.topics_stale or time.monotonic() - self.topics_loaded_at > TOPIC_RELOAD_S:
             await self.load_topics()
-        states, self.seen = await self.store.outbox.changed_since(self.seen)
+        provisional, self._provisional = self._provisional, set()
+        states, latest = await self.store.outbox.changed_since(max(0, self.seen - _LAG))
         for state in states:
+            provisional.discard(state.id)
             self._file(state.id, state.content, state.owner, state.deleted)
+        for id in provisional:  # filed by a transaction: committed, or rolled back?
+            found = await self.store.outbox.state(id)
+            if found is None:
+                self.index.remove(id)
+            else:
+                self._file(found.id, found.content, found.owner, found.deleted)
+        self.seen = max(self.seen, latest)
         return len(states)
 
     def _file(self, id: str, content: bytes, owner: bytes, deleted: bool) -> None:
@@ -136,16 +152,21 @@ class SubscriptionFeed:
     async def observe(self, tx: StoreTransaction, change: Change) -> None:
         """Record, inside ``tx``, what ``change`` means for subscriptions."""
         stored = change.stored
+        outbox = cast(OutboxTransaction, tx)
         if stored.resource_type == SUBSCRIPTION:
             await self._save(tx, change)
         elif stored.resource_type == "Basic" and any(
                 is_topic(r) for r in (change.resource, change.previous) if r):
             self.topics_stale = True
+        states, _ = await outbox.subscriptions_changed_since(self.seen)
+        for state in states:
+            self._provisional.add(state.id)
+            self._file(state.id, state.content, state.owner, state.deleted)
         if not self.index.watches(stored.resource_type):
             return
         events = self._events(change)
         if events:
-            await cast(OutboxTransaction, tx).append_notifications(events)
+            await outbox.append_notifications(events)
             self._recorded()
 
     async def _save(self, tx: StoreTransaction, change: Change) -> None:

@@ -201,6 +201,18 @@ CASES: dict[str, Case] = {
                           operation=("type", "Patient", "summary")),
     "$document": Case(_INSTANCE_OP, _get("/fhir/Encounter/{encounter}/$document"), "lab",
                       operation=("instance", "Encounter", "document")),
+    "$status type": Case(_TYPE_OP, _get("/fhir/Subscription/$status"), "subscription",
+                         operation=("type", "Subscription", "status")),
+    "$status instance": Case(_INSTANCE_OP, _get("/fhir/Subscription/{subscription}/$status"),
+                             "subscription", operation=("instance", "Subscription", "status")),
+    "$events": Case(_INSTANCE_OP, _get("/fhir/Subscription/{subscription}/$events"),
+                    "subscription", operation=("instance", "Subscription", "events")),
+    "$get-ws-binding-token type": Case(
+        _TYPE_OP, _get("/fhir/Subscription/$get-ws-binding-token"), "subscription",
+        operation=("type", "Subscription", "get-ws-binding-token")),
+    "$get-ws-binding-token instance": Case(
+        _INSTANCE_OP, _get("/fhir/Subscription/{subscription}/$get-ws-binding-token"),
+        "subscription", operation=("instance", "Subscription", "get-ws-binding-token")),
     "system operation": Case(("GET", "/fhir/$op"), _get("/fhir/$no-such-operation")),
     "system operation by POST": Case(("POST", "/fhir/$op"), lambda world, target: Call(
         "POST", "/fhir/$no-such-operation", json={"resourceType": "Parameters"},

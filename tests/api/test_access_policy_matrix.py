@@ -174,6 +174,17 @@ $summary type                unknown  404     404     403     404     404     40
 $document                    own      200     200     403     200     200     403
 $document                    other    404     404     403     200     200     403
 $document                    unknown  404     404     403     404     404     403
+$status type                 -        200     200     403     200     200     403
+$status instance             own      200     200     403     200     200     403
+$status instance             other    404     404     403     200     200     403
+$status instance             unknown  404     404     403     404     404     403
+$events                      own      200     200     403     200     200     403
+$events                      other    404     404     403     200     200     403
+$events                      unknown  404     404     403     404     404     403
+$get-ws-binding-token type   -        200     200     403     200     200     403
+$get-ws-binding-token instance own    200     200     403     200     200     403
+$get-ws-binding-token instance other  404     404     403     200     200     403
+$get-ws-binding-token instance unknown 404    404     403     404     404     403
 system operation             -        404     404     404     404     404     404
 system operation by POST     -        404     404     404     404     404     404
 """

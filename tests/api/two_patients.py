@@ -51,7 +51,10 @@ TOKENS: dict[str, tuple[str, bool]] = {
 
 #: The roles of a record (see ``tests.builders.patient_record``).
 ROLES = ("patient", "encounter", "lab", "vital", "condition", "medication", "document",
-         "binary", "gone")
+         "binary", "gone", "subscription")
+_TOPIC = "https://fhir.sskdt.vn/SubscriptionTopic/encounter-new"
+_FILTER = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+           "backport-filter-criteria")
 _FAMILIES = ["Nguyễn", "Trần", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô"]
 _GIVEN = ["An", "Bảo", "Châu", "Dũng", "Giang", "Hạnh", "Khánh", "Linh", "Minh", "Ngọc",
           "Phúc", "Quân", "Sơn", "Thảo", "Uyên", "Vy", "Xuân", "Yến"]
@@ -118,6 +121,7 @@ def make_person(rng: random.Random, shared: dict[str, str], family: str, given: 
                      gender="female" if female else "male", birth_date=f"{birth_year}-03-04")
     person["identifier"].append({"system": BHYT_SYSTEM, "value": bhyt})
     resources["patient"] = person
+    resources["subscription"] = _subscription(ids["patient"])
     for n in range(extras):
         extra = copy.deepcopy(resources[rng.choice(["lab", "vital", "condition", "medication"])])
         extra["identifier"][0]["value"] += f"/x{n}"
@@ -128,6 +132,16 @@ def make_person(rng: random.Random, shared: dict[str, str], family: str, given: 
                    for role, r in resources.items() if r.get("identifier")}
     identifiers["patient"] = (CCCD_SYSTEM, cccd)
     return Person(ids, identifiers, cccd, bhyt, family, given, marker, resources)
+
+
+def _subscription(patient_id: str) -> dict[str, Any]:
+    """The person's app subscription to new visits: websocket, switched off (it records
+    nothing), filtered on the person's record, so it is in the person's compartment."""
+    return {"resourceType": "Subscription", "status": "off", "reason": "the citizen app",
+            "criteria": _TOPIC,
+            "_criteria": {"extension": [{"url": _FILTER,
+                                         "valueString": f"patient=Patient/{patient_id}"}]},
+            "channel": {"type": "websocket", "payload": "application/fhir+json"}}
 
 
 @dataclass

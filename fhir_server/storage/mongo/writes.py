@@ -28,7 +28,7 @@ from fhir_server.storage.mongo.plans import (
     VersionWrite,
     written_keys,
 )
-from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord
+from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord, SubscriptionState
 from fhir_server.storage.port import StoredResource, WriteResult
 from fhir_server.storage.versions import content_equal, now_instant
 
@@ -173,6 +173,13 @@ class MongoTransaction:
         """Plan notification events, numbered when the plan is applied."""
         if events:
             self.plan.append(OutboxWrite(events=tuple(events)))
+
+    async def subscriptions_changed_since(
+        self, seq: int
+    ) -> tuple[list[SubscriptionState], int]:
+        """The subscriptions changed after ``seq`` (committed ones: MongoDB reads outside the
+        scope's plan)."""
+        return await self.store.outbox.changed_since(seq)
 
     async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
         """Plan a new search index for the current version of ``resource``."""

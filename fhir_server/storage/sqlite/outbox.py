@@ -20,7 +20,7 @@ from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord, Su
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite.store import SqliteStore
 
-__all__ = ["SqliteOutbox", "append", "create_schema", "save"]
+__all__ = ["SqliteOutbox", "append", "changed_since", "create_schema", "save"]
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS subscription_state (
@@ -118,6 +118,15 @@ def append(conn: sqlite3.Connection, events: Sequence[NotificationEvent]) -> Non
              event.focus_id, event.focus_version, event.change, event.topic))
 
 
+def changed_since(conn: sqlite3.Connection, seq: int) -> tuple[list[SubscriptionState], int]:
+    """The subscriptions whose record changed after ``seq``, and the newest ``changed``."""
+    rows = conn.execute(
+        f"SELECT {', '.join(_STATE_COLUMNS)} FROM subscription_state WHERE changed > ? "
+        "ORDER BY changed", (seq,)).fetchall()
+    states = [_state(row) for row in rows]
+    return states, (states[-1].changed if states else seq)
+
+
 def _state(row: Sequence[Any]) -> SubscriptionState:
     values = dict(zip(_STATE_COLUMNS, row, strict=True))
     values["handshake"] = bool(values["handshake"])
@@ -140,11 +149,7 @@ class SqliteOutbox:
         self._store = store
 
     async def changed_since(self, seq: int) -> tuple[list[SubscriptionState], int]:
-        rows = self._store.reader.execute(
-            f"SELECT {', '.join(_STATE_COLUMNS)} FROM subscription_state WHERE changed > ? "
-            "ORDER BY changed", (seq,)).fetchall()
-        states = [_state(row) for row in rows]
-        return states, (states[-1].changed if states else seq)
+        return changed_since(self._store.reader, seq)
 
     async def state(self, id: str) -> SubscriptionState | None:
         row = self._store.reader.execute(

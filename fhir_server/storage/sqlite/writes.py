@@ -19,7 +19,7 @@ from fhir_server.search.model import (
     SearchQuery,
     TokenValue,
 )
-from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord
+from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord, SubscriptionState
 from fhir_server.storage.port import StoredResource, WriteResult
 from fhir_server.storage.sqlite import audit_log, outbox
 from fhir_server.storage.sqlite.offload import run_to_end
@@ -250,6 +250,12 @@ class SqliteTransaction:
     async def append_notifications(self, events: Sequence[NotificationEvent]) -> None:
         """Append notification events, numbered per subscription (``storage.outbox``)."""
         outbox.append(self.conn, events)
+
+    async def subscriptions_changed_since(
+        self, seq: int
+    ) -> tuple[list[SubscriptionState], int]:
+        """The subscriptions changed after ``seq``, as this transaction sees them."""
+        return outbox.changed_since(self.conn, seq)
 
     async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
         """Replace the search index rows of the current version of ``resource``."""
