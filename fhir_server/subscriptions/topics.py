@@ -38,6 +38,7 @@ __all__ = [
     "compile_topic",
     "is_topic",
     "shipped_topics",
+    "topic_urls",
 ]
 
 TOPIC_CODE = ("http://hl7.org/fhir/fhir-types", "SubscriptionTopic")
@@ -183,6 +184,12 @@ def shipped_topics() -> tuple[dict[str, Any], ...]:
     data = resources.files("fhir_server").joinpath("data/subscription_topics.json")
     found: list[dict[str, Any]] = orjson.loads(data.read_bytes())["topics"]
     return tuple(found)
+
+
+def topic_urls() -> list[str]:
+    """The canonical urls of the shipped topics."""
+    return [value for topic in shipped_topics() for extension in topic["extension"]
+            if _element(extension) == "url" and isinstance(value := _value(extension), str)]
 
 
 def compile_all(basics: Iterable[dict[str, Any]],
