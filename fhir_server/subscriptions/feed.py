@@ -36,7 +36,12 @@ from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.caller import Caller
 from fhir_server.security.tokens import insufficient_scope
 from fhir_server.settings import Settings
-from fhir_server.storage.outbox import NotificationEvent, OutboxTransaction, SubscriptionRecord
+from fhir_server.storage.outbox import (
+    NotificationEvent,
+    OutboxTransaction,
+    SubscriptionRecord,
+    SubscriptionState,
+)
 from fhir_server.storage.port import ResourceStore, StoreTransaction
 from fhir_server.subscriptions.endpoints import check_endpoint
 from fhir_server.subscriptions.index import Registered, SubscriptionIndex
@@ -77,6 +82,8 @@ class SubscriptionFeed:
         self.on_record: Any = None
         #: Subscriptions filed from a transaction's view, until a refresh confirms them.
         self._provisional: set[str] = set()
+        #: The ``changed`` of the record each subscription was last filed from.
+        self._filed: dict[str, int] = {}
 
     # -- loading -------------------------------------------------------------------------
 
@@ -86,7 +93,10 @@ class SubscriptionFeed:
                              self.registry).query
         found = await self.store.search(query)
         stored = [match.resource() for match in found.matches]
-        self.topics = compile_all([*shipped_topics(), *stored], self.registry)
+        topics = compile_all([*shipped_topics(), *stored], self.registry)
+        if self.topics and topics != self.topics:  # file every subscription again
+            self.seen, self._filed = 0, {}
+        self.topics = topics
         self.topics_loaded_at, self.topics_stale = time.monotonic(), False
         self.index.forget_topics()
 
@@ -99,27 +109,32 @@ class SubscriptionFeed:
         states, latest = await self.store.outbox.changed_since(max(0, self.seen - _LAG))
         for state in states:
             provisional.discard(state.id)
-            self._file(state.id, state.content, state.owner, state.deleted)
+            self._file(state)
         for id in provisional:  # filed by a transaction: committed, or rolled back?
             found = await self.store.outbox.state(id)
             if found is None:
                 self.index.remove(id)
+                self._filed.pop(id, None)
             else:
-                self._file(found.id, found.content, found.owner, found.deleted)
+                self._file(found, again=True)
         self.seen = max(self.seen, latest)
         return len(states)
 
-    def _file(self, id: str, content: bytes, owner: bytes, deleted: bool) -> None:
-        if deleted:
-            self.index.remove(id)
+    def _file(self, state: SubscriptionState, again: bool = False) -> None:
+        """Index the subscription as its record says (unless already filed from it)."""
+        if not again and self._filed.get(state.id) == state.changed:
+            return
+        self._filed[state.id] = state.changed
+        if state.deleted:
+            self.index.remove(state.id)
             return
         try:
-            plan = make_plan(decimals.loads(content), self.topics, self.registry)
+            plan = make_plan(decimals.loads(state.content), self.topics, self.registry)
         except FhirError as exc:  # its topic is gone: it can no longer fire
-            log.warning("subscription %s is not indexed: %s", id, exc.diagnostics)
-            self.index.remove(id)
+            log.warning("subscription %s is not indexed: %s", state.id, exc.diagnostics)
+            self.index.remove(state.id)
             return
-        self.index.put(Registered(plan, owner_of(owner)))
+        self.index.put(Registered(plan, owner_of(state.owner)))
 
     # -- the write path ------------------------------------------------------------------
 
@@ -161,7 +176,7 @@ class SubscriptionFeed:
         states, _ = await outbox.subscriptions_changed_since(self.seen)
         for state in states:
             self._provisional.add(state.id)
-            self._file(state.id, state.content, state.owner, state.deleted)
+            self._file(state)
         if not self.index.watches(stored.resource_type):
             return
         events = self._events(change)
