@@ -28,6 +28,8 @@ class Door:
     http: httpx.AsyncClient
     settings: Settings
     _shared: World | None = None
+    #: The ASGI app (for the websocket endpoint, outside the HTTP client's reach).
+    app: Any = None
 
     async def world(self, rng: random.Random | None = None, extras: int = 0) -> World:
         """Store a new world of two patients and return it."""
@@ -71,4 +73,4 @@ async def door(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Door]:
             headers = {"Authorization": f"Bearer {token_for(settings, 'system/*.cruds')}"}
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                          base_url="http://test", headers=headers) as http:
-                yield Door(http, settings)
+                yield Door(http, settings, app=app)
