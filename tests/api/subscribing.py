@@ -162,9 +162,10 @@ class Subscribed:
     def headers(self, scope: str, **claims: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {token_for(self.settings, scope, **claims)}", **FHIR}
 
-    def citizen(self, scope: str = "patient/*.cruds", of: str = "a") -> dict[str, str]:
+    def citizen(self, scope: str = "patient/*.cruds", of: str = "a",
+                **claims: Any) -> dict[str, str]:
         """Headers of a token bound to A's (or B's) record."""
-        return self.headers(scope, patient_id=getattr(self.world, of).patient)
+        return self.headers(scope, patient_id=getattr(self.world, of).patient, **claims)
 
     async def subscribe(self, resource: dict[str, Any],
                         headers: dict[str, str] | None = None) -> str:

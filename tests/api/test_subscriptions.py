@@ -5,12 +5,15 @@ down, retries ending in ``error``, and what a subscription never delivers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from fhir_server.authorization.store import AuthStore, TokenFamily
+from fhir_server.security.clients import auth_database_path
 from fhir_server.settings import Settings
 from tests.api.subscribing import (
     ENDPOINT,
@@ -365,3 +368,28 @@ async def test_a_subscription_the_server_cannot_serve_is_refused(
     response = await server.http.post("/fhir/Subscription", json=subscription, headers=FHIR)
     assert response.status_code == 400, response.text
     assert response.json()["issue"][0]["details"]["coding"][0]["code"] == message
+
+
+async def test_nothing_is_delivered_after_the_owners_app_authorization_is_revoked(
+    server: Subscribed,
+) -> None:
+    """The citizen withdraws the app's authorization (App Launch) while a notification waits:
+    it goes out without its focus, and so do later ones."""
+    world = server.world
+    store = AuthStore(auth_database_path(server.settings.data_dir))
+    store.open_family(TokenFamily("grant-1", "citizen-app", "cccd", world.a.patient,
+                                  "patient/*.cruds", int(time.time()), time.time()))
+    app_token = server.citizen(grant_id="grant-1")
+    id = await server.subscribe(topic_subscription(
+        "observation", f"patient=Patient/{world.a.patient}"), app_token)
+    await server.active(id)
+    await server.create(new_lab(world))
+    await until(lambda: server.receiver.events(id))
+    server.receiver.up = False
+    await server.create(new_lab(world))
+    await until(lambda: server.receiver.refused >= 1)
+    store.revoke_family("grant-1")
+    server.receiver.up = True
+    await until(lambda: len(server.receiver.events(id)) == 2)
+    first, second = server.receiver.events(id)
+    assert first[1] is not None and second == (2, None)
