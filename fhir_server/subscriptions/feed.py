@@ -11,7 +11,7 @@ indexed subscription, and that the subscription's owner may read, appends one ev
 Both land in the store with the change or not at all.
 
 The index of subscriptions follows the subscription records (``changed``, a counter the
-store gives each save): every write first reads, inside its own transaction, the records
+store gives each save): every write transaction first reads, inside itself, the records
 changed since the index last looked, so that a change committed after a subscription (in any
 worker process) is matched against it; what a transaction files that way is provisional
 until the delivery worker's next refresh reads it committed (``refresh``, every
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Any, cast
 
 from fhir_server import decimals
@@ -84,6 +85,8 @@ class SubscriptionFeed:
         self._provisional: set[str] = set()
         #: The ``changed`` of the record each subscription was last filed from.
         self._filed: dict[str, int] = {}
+        #: The transactions that have read the subscription records changed before them.
+        self._looked: weakref.WeakSet[StoreTransaction] = weakref.WeakSet()
 
     # -- loading -------------------------------------------------------------------------
 
@@ -173,10 +176,12 @@ class SubscriptionFeed:
         elif stored.resource_type == "Basic" and any(
                 is_topic(r) for r in (change.resource, change.previous) if r):
             self.topics_stale = True
-        states, _ = await outbox.subscriptions_changed_since(self.seen)
-        for state in states:
-            self._provisional.add(state.id)
-            self._file(state)
+        if tx not in self._looked:  # once per transaction (a round trip on MongoDB)
+            self._looked.add(tx)
+            states, _ = await outbox.subscriptions_changed_since(self.seen)
+            for state in states:
+                self._provisional.add(state.id)
+                self._file(state)
         if not self.index.watches(stored.resource_type):
             return
         events = self._events(change)
