@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck unit api-mongo-fake browser conformance-examples bench clean
+.PHONY: serve test lint typecheck unit api-mongo-fake browser conformance-examples bench corpus-xml130 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ test: lint browser unit api-mongo-fake
 # Every one of the 5,305 official R4 examples (the suite runs a fixed sample of them).
 conformance-examples: $(VENV)/.installed-test
 	FHIR_SERVER_TEST_R4_EXAMPLES=all $(BIN)/python -m pytest -q tests/conformance/test_r4_examples.py
+
+# The XML 130 bridge over a large generated corpus (600 patients, over 1,000 envelopes): every
+# envelope imported valid and every mapped field back equal (the suite runs a sample).
+corpus-xml130: $(VENV)/.installed-test
+	XML130_CORPUS_PATIENTS=600 $(BIN)/python -m pytest -q tests/unit/bridges/test_xml130_corpus.py
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run.py

@@ -26,12 +26,18 @@ from typing import Any
 import orjson
 from big_data import BIG_SCENARIOS
 from loadgen import INSTALL_HINT, wrk_version
+from observability_cost import run_observability
 from results import Measurement, check_targets, format_table, report_json
 from scenarios import SCENARIOS, SUITES, BenchContext, BenchSettings, Scenario, expand
+from xml130 import XML130_SCENARIOS
 
-for _name, (_description, _run) in BIG_SCENARIOS.items():
+for _name, (_description, _run) in {**BIG_SCENARIOS, **XML130_SCENARIOS}.items():
     SCENARIOS[_name] = Scenario(_name, _description, _run)
 SUITES["big"] = tuple(BIG_SCENARIOS)
+SUITES["xml130"] = tuple(XML130_SCENARIOS)
+SCENARIOS["observability"] = Scenario(
+    "observability", "push and reads with metrics and JSON access log on, then off",
+    run_observability)
 
 __all__ = ["main"]
 

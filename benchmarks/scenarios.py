@@ -106,8 +106,7 @@ class BenchContext:
         env = _server_env()
         if self.settings.storage and name.startswith("fhir"):
             env["FHIR_SERVER_STORAGE"] = self.settings.storage
-        if name == "fhir-noaudit":
-            env["FHIR_SERVER_AUDIT"] = "false"
+        env.update(SERVER_ENV.get(name, {}))
         return running_server(
             name,
             command,
@@ -215,7 +214,19 @@ _SERVER_COMMANDS: dict[str, Callable[[BenchSettings, int], tuple[list[str], str]
     "fhir": _fhir_command,
     "fhir-noaudit": _fhir_command,
     "fhir-reads": _fhir_command,
+    "fhir-observed": _fhir_command,
+    "fhir-quiet": _fhir_command,
     "asgi": _asgi_command,
+}
+#: What a server of that name runs with besides the inherited environment.
+SERVER_ENV: dict[str, dict[str, str]] = {
+    "fhir-noaudit": {"FHIR_SERVER_AUDIT": "false"},
+    # Metrics and the JSON access line on (the defaults) against both off.
+    "fhir-observed": {"FHIR_SERVER_METRICS": "loopback", "FHIR_SERVER_LOG_FORMAT": "json",
+                      "FHIR_SERVER_LOG_LEVEL": "info"},
+    "fhir-logged": {"FHIR_SERVER_METRICS": "off", "FHIR_SERVER_LOG_FORMAT": "json",
+                    "FHIR_SERVER_LOG_LEVEL": "info"},
+    "fhir-quiet": {"FHIR_SERVER_METRICS": "off", "FHIR_SERVER_LOG_LEVEL": "warning"},
 }
 
 

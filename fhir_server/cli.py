@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fhir_server.cli_conformance import add_conformance_commands
+from fhir_server.cli_operations import add_operations_commands
 from fhir_server.cli_security import add_security_commands
-from fhir_server.logs import configure_logging
+from fhir_server.cli_xml130 import add_xml130_commands
+from fhir_server.logs import configure_logging, uvicorn_log_config
+from fhir_server.metrics import directory as metrics_directory
+from fhir_server.progress import track
 from fhir_server.settings import Settings
 from fhir_server.supervision import SUPERVISOR_ENV
 
@@ -45,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _export_settings(settings)
-    configure_logging(settings.log_level)
+    metrics_directory.prepare(settings.data_dir)  # before any worker starts
     os.environ[SUPERVISOR_ENV] = str(os.getpid())  # the workers end with this process
     uvicorn.run(
         "fhir_server.main:create_app",
@@ -55,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         access_log=False,
         log_level=settings.log_level,
+        # uvicorn applies it in this process and in each worker: its own lines in our format.
+        log_config=uvicorn_log_config(settings.log_level, settings.log_format),
         proxy_headers=False,
         # Named, not "auto": without them uvicorn silently falls back to a transport that
         # stalls every response about 40 ms with several workers (docs/performance.md).
@@ -66,25 +71,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """Load resources, Bundles or NDJSON files through the interactions."""
-    from fhir_server.loader import load_paths
+    from fhir_server.loader import count_items, load_paths
 
     settings = _settings(args)
-    summary = asyncio.run(load_paths(settings, [Path(p) for p in args.paths],
-                                     concurrency=args.concurrency, processes=args.processes,
-                                     defer_indexes=args.defer_indexes))
+    paths = [Path(p) for p in args.paths]
+    with track("load", count_items(paths), "items",
+               interval_s=settings.progress_interval_s) as progress:
+        summary = asyncio.run(load_paths(settings, paths, concurrency=args.concurrency,
+                                         processes=args.processes,
+                                         defer_indexes=args.defer_indexes, progress=progress))
     print(summary.describe())
     return 0 if summary.rejected == 0 else 1
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Write deterministic synthetic Vietnamese visit Bundles as NDJSON."""
+    """Write deterministic synthetic Vietnamese visits: NDJSON Bundles, or XML 130 envelopes."""
     from fhir_server.synthetic import generate
 
-    def progress(done: int) -> None:
-        print(f"\r{done}/{args.patients} patients", end="", file=sys.stderr, flush=True)
+    interval = Settings().progress_interval_s
+    if args.format == "xml130":
+        from fhir_server.synthetic.xml130 import generate_xml130
 
-    summary = generate(args.patients, args.seed, Path(args.out), progress)
-    print(file=sys.stderr)
+        with track("generate", args.patients, "patients", interval_s=interval) as progress:
+            written = generate_xml130(args.patients, args.seed, Path(args.out),
+                                      progress.reached)
+        print(f"patients={written.patients} visits={written.visits} envelopes="
+              f"{len(written.files)} out={args.out}")
+        return 0
+    with track("generate", args.patients, "patients", interval_s=interval) as progress:
+        summary = generate(args.patients, args.seed, Path(args.out), progress.reached)
     print(f"patients={summary.patients} visits={summary.visits} bundles={summary.bundles} "
           f"resources={summary.resources} files={len(summary.files)} out={args.out}")
     return 0
@@ -94,7 +109,10 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     """Rebuild search index rows (after a SearchParameter was added or changed)."""
     from fhir_server.loader import reindex
 
-    count = asyncio.run(reindex(_settings(args), args.type))
+    settings = _settings(args)
+    with track("reindex", None, "resources",
+               interval_s=settings.progress_interval_s) as progress:
+        count = asyncio.run(reindex(settings, args.type, progress))
     print(f"reindexed {count} resources")
     return 0
 
@@ -130,19 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--patients", type=int, required=True)
     gen.add_argument("--seed", type=int, default=1)
     gen.add_argument("--out", required=True)
+    gen.add_argument("--format", choices=("fhir", "xml130"), default="fhir",
+                     help="fhir: NDJSON transaction Bundles; xml130: one envelope per visit")
     gen.set_defaults(func=cmd_generate)
     reindex = sub.add_parser("reindex", help="rebuild the search index")
     reindex.add_argument("--type", default=None)
     _common(reindex)
     reindex.set_defaults(func=cmd_reindex)
     add_security_commands(sub)
+    add_operations_commands(sub)
     add_conformance_commands(sub)
+    add_xml130_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fhir-server`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # serve hands its configuration to uvicorn
+        settings = Settings()
+        configure_logging(settings.log_level, settings.log_format)
     func: Command = args.func
     return func(args)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -29,16 +28,20 @@ import orjson
 
 from fhir_server import decimals
 from fhir_server.errors import FhirError
+from fhir_server.facilities.known import load_known_facilities
 from fhir_server.interactions.context import Services
+from fhir_server.logs import configure_logging
+from fhir_server.progress import Progress
 from fhir_server.router.door import handle
 from fhir_server.router.request import FhirRequest
+from fhir_server.search.parse import parse_search
 from fhir_server.search.setup import prepare_search
 from fhir_server.security.caller import SERVER
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 from fhir_server.storage.port import DeferrableIndexes
 
-__all__ = ["LoadSummary", "load_paths", "open_services", "reindex"]
+__all__ = ["LoadSummary", "count_items", "load_paths", "open_services", "reindex"]
 
 
 @dataclass
@@ -74,6 +77,19 @@ def _files(paths: list[Path]) -> Iterator[Path]:
             yield from sorted(p for p in path.rglob("*") if p.suffix in (".json", ".ndjson"))
         else:
             yield path
+
+
+def count_items(paths: list[Path]) -> int:
+    """How many items ``load_paths`` would read from ``paths`` (for the progress bar's
+    total): one pass over the files, about a second a gigabyte of NDJSON."""
+    total = 0
+    for path in _files(paths):
+        if path.suffix == ".ndjson":
+            with path.open("rb") as handle:
+                total += sum(1 for line in handle if line.strip())
+        else:
+            total += 1
+    return total
 
 
 def _share(paths: list[Path], share: tuple[int, int]) -> Iterator[tuple[str, bytes]]:
@@ -119,9 +135,10 @@ async def _load_item(services: Services, item: dict[str, Any]) -> int:
     return 1
 
 
-def _print_progress(items: int, resources: int, rejected: int, elapsed: float) -> None:
-    print(f"\r{items} items, {resources} resources, {rejected} rejected, {elapsed:.0f} s",
-          end="", file=sys.stderr, flush=True)
+def _show(progress: Progress | None, items: int, resources: int, rejected: int) -> None:
+    if progress is not None:
+        progress.note(resources=resources, rejected=rejected)
+        progress.reached(items)
 
 
 async def _progress(summary: LoadSummary, report: Callable[[LoadSummary], None],
@@ -150,8 +167,12 @@ async def _worker(services: Services, queue: asyncio.Queue[tuple[str, bytes] | N
 
 
 async def load_paths(settings: Settings, paths: list[Path], concurrency: int = 1,
-                     processes: int = 1, defer_indexes: str = "auto") -> LoadSummary:
+                     processes: int = 1, defer_indexes: str = "auto",
+                     progress: Progress | None = None) -> LoadSummary:
     """Load every item of ``paths`` into the configured store; return the summary.
+
+    ``progress`` is told the items done (and the resources written and items rejected so far)
+    every second.
 
     ``defer_indexes``: ``on`` drops the search value indexes while loading and builds them at
     the end (SQLite store), ``off`` keeps them, ``auto`` defers them when the store holds fewer
@@ -163,14 +184,12 @@ async def load_paths(settings: Settings, paths: list[Path], concurrency: int = 1
     defer = await _should_defer(settings, defer_indexes)
     if processes > 1:
         summary = await asyncio.to_thread(_load_in_processes, settings, paths, concurrency,
-                                          processes, defer)
+                                          processes, defer, progress)
     else:
         def report(current: LoadSummary) -> None:
-            _print_progress(current.items, current.resources, current.rejected,
-                            time.monotonic() - started)
+            _show(progress, current.items, current.resources, current.rejected)
 
         summary = await _load_share(settings, paths, concurrency, (0, 1), report, defer)
-        print(file=sys.stderr)
     if defer:
         building = time.monotonic()
         async with open_services(settings):  # opening the store creates missing indexes
@@ -228,6 +247,8 @@ _counters: Any = None
 def _child_init(counters: Any) -> None:
     global _counters
     _counters = counters
+    settings = Settings()  # the parent's FHIR_SERVER_* environment
+    configure_logging(settings.log_level, settings.log_format)  # a spawned process: its own
 
 
 def _child_load(settings: Settings, paths: list[Path], concurrency: int,
@@ -241,21 +262,20 @@ def _child_load(settings: Settings, paths: list[Path], concurrency: int,
 
 
 def _load_in_processes(settings: Settings, paths: list[Path], concurrency: int,
-                       processes: int, defer: bool) -> LoadSummary:
+                       processes: int, defer: bool, progress: Progress | None) -> LoadSummary:
     """Run ``processes`` loader processes, each on its share of the items; merge the counts."""
     context = multiprocessing.get_context("spawn")  # no inherited SQLite handles or event loop
     counters = context.Array("q", 3 * processes)
-    started = time.monotonic()
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_child_init,
                              initargs=(counters,)) as pool:
         futures = [pool.submit(_child_load, settings, paths, concurrency, (k, processes), defer)
                    for k in range(processes)]
         while wait(futures, timeout=1.0).not_done:
             values = counters[:]
-            _print_progress(sum(values[0::3]), sum(values[1::3]), sum(values[2::3]),
-                            time.monotonic() - started)
+            _show(progress, sum(values[0::3]), sum(values[1::3]), sum(values[2::3]))
         parts = [future.result() for future in futures]
-    print(file=sys.stderr)
+    _show(progress, sum(p.items for p in parts), sum(p.resources for p in parts),
+          sum(p.rejected for p in parts))
     return LoadSummary(items=sum(p.items for p in parts),
                        resources=sum(p.resources for p in parts),
                        rejected=sum(p.rejected for p in parts),
@@ -269,23 +289,38 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     store = open_store(settings, registry)
     await store.open()
     try:
-        yield Services(store, settings, registry)
+        services = Services(store, settings, registry, handle=handle)
+        await load_known_facilities(services)  # what pushes' facility codes are checked against
+        yield services
     finally:
         await store.close()
 
 
-async def reindex(settings: Settings, resource_type: str | None) -> int:
-    """Recompute and rewrite the search index of every current resource; return the count."""
+async def reindex(settings: Settings, resource_type: str | None,
+                  progress: Progress | None = None) -> int:
+    """Recompute and rewrite the search index of every current resource; return the count.
+
+    ``progress`` is given the number of resources to do, then told of each batch done.
+    """
     count = 0
     async with open_services(settings) as services:
+        if progress is not None:
+            progress.set_total(await _current_count(services, resource_type))
         batch: list[dict[str, Any]] = []
         async for stored in _scan(services, resource_type):
             batch.append(stored)
             if len(batch) >= 500:
-                count += await _reindex_batch(services, batch)
+                count += await _reindex_batch(services, batch, progress)
                 batch = []
-        count += await _reindex_batch(services, batch)
+        count += await _reindex_batch(services, batch, progress)
     return count
+
+
+async def _current_count(services: Services, resource_type: str | None) -> int | None:
+    """The number of current resources (of one type, or all), as a ``_summary=count``
+    search answers it."""
+    parsed = parse_search(resource_type, [("_summary", "count")], services.registry)
+    return (await services.store.search(parsed.query)).total
 
 
 async def _scan(services: Services, resource_type: str | None) -> AsyncIterator[dict[str, Any]]:
@@ -293,9 +328,12 @@ async def _scan(services: Services, resource_type: str | None) -> AsyncIterator[
         yield stored.resource()
 
 
-async def _reindex_batch(services: Services, resources: list[dict[str, Any]]) -> int:
+async def _reindex_batch(services: Services, resources: list[dict[str, Any]],
+                         progress: Progress | None) -> int:
     indexes = [(r, services.index(r)) for r in resources]
     async with services.store.transaction() as tx:
         for resource, index in indexes:
             await tx.reindex(resource, index)
+    if progress is not None:
+        progress.advance(len(resources))
     return len(resources)

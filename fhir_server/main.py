@@ -22,11 +22,14 @@ from fhir_server.api.middleware import RequestLogMiddleware
 from fhir_server.api.routes import FHIR_BASE_PATH, OTHER_ROUTES, WEBSOCKET_ROUTES
 from fhir_server.api.websocket import subscription_websocket
 from fhir_server.conformance.seeding import seed_conformance
+from fhir_server.facilities.known import load_known_facilities
 from fhir_server.heap import keep_frozen
 from fhir_server.interactions.context import Services
 from fhir_server.jobs import subscription_delivery
 from fhir_server.jobs.websocket_hub import WebSocketHub
 from fhir_server.logs import configure_logging
+from fhir_server.metrics.exposition import process_ended
+from fhir_server.router.door import handle
 from fhir_server.search.setup import prepare_search
 from fhir_server.security.setup import audit_trail_for, token_verifier
 from fhir_server.settings import Settings
@@ -42,7 +45,8 @@ log = logging.getLogger("fhir_server")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Return the FHIR server application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
-    configure_logging(settings.log_level)  # in each worker process (see fhir_server.logs)
+    # In each worker process (see fhir_server.logs).
+    configure_logging(settings.log_level, settings.log_format)
     follow_supervisor()  # a worker of `serve --workers N` ends with its supervisor
 
     @asynccontextmanager
@@ -50,11 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = prepare_search(settings)
         store = open_store(settings, registry)
         await store.open()
-        services = Services(store=store, settings=settings, registry=registry,
+        services = Services(store=store, settings=settings, registry=registry, handle=handle,
                             verifier=token_verifier(settings))
         services.audit_trail = audit_trail_for(services)
         app.state.services = services
         await seed_conformance(services)
+        await load_known_facilities(services)  # the facility registry's codes
         app.state.subscription_hub = WebSocketHub()
         delivery = (await subscription_delivery.start(services, app.state.subscription_hub)
                     if settings.subscriptions else None)
@@ -77,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if services.audit_trail is not None:
                 await services.audit_trail.close()
             await store.close()
+            process_ended()
 
     app = FastAPI(title="fhir-server", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)

@@ -19,6 +19,7 @@ import orjson
 from fhir_server import decimals
 from fhir_server.conformance import base_invariants, elements, structure
 from fhir_server.errors import BadRequest, InvalidResource, LimitExceeded, NotFound
+from fhir_server.metrics.catalogue import count_validation_failures
 
 __all__ = [
     "ID_PATTERN",
@@ -112,6 +113,10 @@ def _check_depth(value: dict[str, Any] | list[Any], depth: int) -> None:
             _check_depth(item, depth + 1)
 
 
+#: The base StructureDefinitions: what structural failures are counted under.
+_BASE_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
+
+
 def validate_structure(resource: dict[str, Any], *, expected_type: str | None = None) -> None:
     """Check ``resource`` against the R4 structure rules; raise ``InvalidResource``.
 
@@ -140,6 +145,7 @@ def validate_structure(resource: dict[str, Any], *, expected_type: str | None = 
         # Warnings (dom-6: no narrative, con-3) never make a write fail; only errors are kept.
         issues += base_invariants.check_invariants(resource, errors_only=True)
     if issues:
+        count_validation_failures(f"{_BASE_PROFILE}{resource_type}", issues)
         raise InvalidResource(issues[0].diagnostics, issues=issues)
 
 

@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     subscription_poll_s: float = 0.25
     #: Lifetime of a ``$get-ws-binding-token`` token, in seconds.
     subscription_ws_token_ttl_s: int = 600
+    #: ``json``: one JSON object per line from every process; ``text``: for a developer.
+    log_format: Literal["json", "text"] = "json"
+    #: Off a terminal, long commands (load, reindex...) write a progress line this often.
+    progress_interval_s: float = 10.0
+    #: Who may read ``/metrics``: ``loopback`` (127.0.0.0/8 and ::1 only), ``token`` (a
+    #: bearer ``metrics_token`` from anywhere), ``open`` (anyone) or ``off`` (404).
+    metrics: Literal["loopback", "token", "open", "off"] = "loopback"
+    metrics_token: str = ""
+    #: A pushed resource naming a facility code missing from the facility registry (loaded by
+    #: ``fhir-server facilities load``): a warning, an error (422), or not checked. The check
+    #: applies once the registry holds a facility.
+    unknown_facility: Literal["warn", "error", "off"] = "warn"
 
     def validation_mode(self, resource_type: str) -> str:
         """Return the profile validation mode (enforce, warn, off) for a resource type."""

@@ -71,6 +71,43 @@ OWN_DEFINITIONS: dict[str, dict[str, Any]] = {
             _parameter("return", "out", 1, "1", "Binary", "The JSON Schema"),
         ],
     },
+    "import-xml130": {
+        "url": f"{OWN}/import-xml130", "name": "ImportXml130", "status": "active",
+        "kind": "operation", "code": "import-xml130", "affectsState": True,
+        "description": "Import the XML 130 claim envelope (QD 130/4750/3176) a facility sends to "
+                       "the insurance portal: each visit (HOSO) becomes one transaction of "
+                       "Vietnamese-profile resources. The body is the envelope "
+                       "(application/xml) or a Parameters with it as base64.",
+        "parameter": [
+            _parameter("envelope", "in", 0, "1", "base64Binary",
+                       "The envelope, when the body is a Parameters"),
+            _parameter("standard", "in", 0, "1", "string", "130, 4750 (default) or 3176"),
+            _parameter("dry-run", "in", 0, "1", "boolean", "Convert without writing"),
+            _parameter("return", "out", 1, "1", "Parameters",
+                       "One visit part per HOSO: created, updated, unchanged or rejected"),
+        ],
+    },
+    "convert-xml130": {
+        "url": f"{OWN}/convert-xml130", "name": "ConvertXml130", "status": "active",
+        "kind": "operation", "code": "convert-xml130", "affectsState": False,
+        "description": "The transaction Bundles an XML 130 import would commit, without writing.",
+        "parameter": [
+            _parameter("envelope", "in", 0, "1", "base64Binary",
+                       "The envelope, when the body is a Parameters"),
+            _parameter("standard", "in", 0, "1", "string", "130, 4750 (default) or 3176"),
+            _parameter("return", "out", 1, "1", "Resource",
+                       "The Bundle of a one-visit envelope, else a Parameters of Bundles"),
+        ],
+    },
+    "export-xml130": {
+        "url": f"{OWN}/export-xml130", "name": "ExportXml130", "status": "active",
+        "kind": "operation", "code": "export-xml130", "affectsState": False,
+        "description": "A stored visit written back as an XML 130 envelope of one HOSO.",
+        "parameter": [
+            _parameter("standard", "in", 0, "1", "string", "130, 4750 (default) or 3176"),
+            _parameter("return", "out", 1, "1", "Binary", "The envelope (application/xml)"),
+        ],
+    },
 }
 
 

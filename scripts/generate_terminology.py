@@ -466,14 +466,37 @@ DOCUMENT_TYPES = CodeSystemSpec(
         "Signed per-visit documents of the electronic health book, by the XML 130/4750 table "
         "that carries them; for DocumentReference.type. See ConceptMap document-type-to-loinc."
     ),
-    copyright="QĐ 130/QĐ-BYT (2023) as amended by QĐ 4750/QĐ-BYT (2023): Bảng 7, 8, 13, 14.",
+    copyright="QĐ 130/QĐ-BYT (2023) as amended by QĐ 4750/QĐ-BYT (2023): Bảng 7, 8, 11, 13, 14.",
     version="QD4750-2023",
     terms=terms(
         [
             ("XML7", "Giấy ra viện", "Hospital discharge paper"),
             ("XML8", "Tóm tắt hồ sơ bệnh án", "Medical record summary"),
+            ("XML11", "Giấy chứng nhận nghỉ việc hưởng bảo hiểm xã hội",
+             "Certificate of sick leave with social-insurance benefit"),
             ("XML13", "Giấy chuyển tuyến khám bệnh, chữa bệnh BHYT", "Referral letter"),
             ("XML14", "Giấy hẹn khám lại", "Re-examination appointment slip"),
+        ]
+    ),
+)
+
+FACILITY_LEVELS = CodeSystemSpec(
+    id="facility-level",
+    name="VNFacilityLevel",
+    title="Cấp chuyên môn kỹ thuật của cơ sở khám bệnh, chữa bệnh",
+    description=(
+        "The technical level of a medical facility under Article 104 of the Law on Medical "
+        "Examination and Treatment (Luật Khám bệnh, chữa bệnh 15/2023/QH15): primary, basic, "
+        "specialised. The numeric codes are this project's; the facility registry "
+        "(fhir-server facilities load) writes them in Organization.type."
+    ),
+    copyright="Luật Khám bệnh, chữa bệnh số 15/2023/QH15, Điều 104.",
+    version="2023",
+    terms=terms(
+        [
+            ("1", "Cấp khám bệnh, chữa bệnh ban đầu", "Primary level"),
+            ("2", "Cấp khám bệnh, chữa bệnh cơ bản", "Basic level"),
+            ("3", "Cấp khám bệnh, chữa bệnh chuyên sâu", "Specialised level"),
         ]
     ),
 )
@@ -650,6 +673,7 @@ def inline_specs() -> list[CodeSystemSpec]:
         GENDERS,
         RELIGIONS,
         DOCUMENT_TYPES,
+        FACILITY_LEVELS,
     ]
 
 

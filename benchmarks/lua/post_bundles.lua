@@ -1,5 +1,7 @@
 -- POST transaction Bundles read from an NDJSON file (argument 1) to the FHIR base, each
 -- thread taking its own share of the lines in order (so every push is a new visit).
+-- Argument 3, if given, is the Content-Type (application/xml for XML 130 envelopes, one per
+-- line, posted to $import-xml130).
 
 local bundles = {}
 local next_index = 1
@@ -26,7 +28,7 @@ function init(args)
    end
    assert(#bundles > 0, "no bundles for this thread")
    wrk.method = "POST"
-   wrk.headers["Content-Type"] = "application/fhir+json"
+   wrk.headers["Content-Type"] = args[3] or "application/fhir+json"
 end
 
 function request()

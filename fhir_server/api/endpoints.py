@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api import dev_idp, launch, smart
+from fhir_server.api import dev_idp, launch, metrics_endpoint, smart
 from fhir_server.interactions.context import Services
 
 __all__ = ["ENDPOINTS", "Endpoint"]
@@ -34,6 +34,7 @@ async def readyz(request: Request) -> Response:
 ENDPOINTS: dict[str, Endpoint] = {
     "healthz": healthz,
     "readyz": readyz,
+    "metrics": metrics_endpoint.metrics,
     "smart-configuration": smart.smart_config,
     "jwks": smart.jwks,
     "token": smart.token,

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.api.errors import fhir_error_response, unexpected_error_handler
+from fhir_server.api.request_facts import note_caller
 from fhir_server.api.responses import (
     check_accept,
     fhir_response,
@@ -126,13 +127,24 @@ async def fhir_endpoint(request: Request) -> Response:
         fhir_request = await _fhir_request(request, match, services)
         reached = True
         answer = await handle(services, fhir_request, caller)
+        _note(request, caller, fhir_request, answer.interaction)
         return _render(request, match, answer)
     except FhirError as exc:
+        if match is not None:
+            _note(request, caller, FhirRequest(request.method, match.name, match.resource_type,
+                                               operation=match.operation), None)
         if not reached and match is not None and match.name not in PUBLIC_ROUTES:
             await _audit_refusal(services, match, caller, exc.status)
         return fhir_error_response(exc)
     except Exception as exc:
         return await unexpected_error_handler(request, exc)
+
+
+def _note(request: Request, caller: Caller, fhir_request: FhirRequest,
+          interaction: str | None) -> None:
+    """What the access line and the request metrics say of the request."""
+    note_caller(request.scope, caller.client_id, interaction or audit_name(fhir_request),
+                fhir_request.resource_type)
 
 
 async def _audit_refusal(services: Services, match: Match, caller: Caller, status: int) -> None:

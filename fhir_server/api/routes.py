@@ -17,6 +17,7 @@ FHIR_BASE_PATH = "/fhir"
 OTHER_ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/healthz", "healthz"),
     ("GET", "/readyz", "readyz"),
+    ("GET", "/metrics", "metrics"),
     ("GET", "/fhir/.well-known/smart-configuration", "smart-configuration"),
     ("GET", "/fhir/.well-known/jwks.json", "jwks"),
     ("POST", "/fhir/auth/token", "token"),

@@ -37,6 +37,7 @@ from fhir_server.conformance import structure
 from fhir_server.conformance.invariants import native_invariant
 from fhir_server.conformance.terminology import Terminology, default_terminology
 from fhir_server.errors import Issue
+from fhir_server.metrics.catalogue import count_validation_failures
 
 __all__ = [
     "CANONICAL_BASE",
@@ -261,18 +262,24 @@ class ProfileValidator:
         return self.definitions.get(url.partition("|")[0])
 
     def validate(self, resource: Json, profile_urls: Iterable[str]) -> list[Issue]:
-        """Issues of ``resource`` against each profile; an unknown url is an error."""
+        """Issues of ``resource`` against each profile; an unknown url is an error.
+
+        Each error is counted under its profile (``fhir_validation_failures_total``).
+        """
         issues: list[Issue] = []
         root = (resource, resource.get("resourceType", "Resource"))
         for url in dict.fromkeys(profile_urls):
+            before = len(issues)
             profile = self.profiles.get(url.partition("|")[0])
             if profile is None:
                 issues.append(_unknown_profile(url))
+                url = "unknown"  # not a label value a client may choose
             elif profile.type != resource.get("resourceType"):
                 issues.append(_wrong_type(url, profile.type))
             else:
                 for rule in profile.rules:
                     rule.check(root, resource, issues)
+            count_validation_failures(url.partition("|")[0], issues[before:])
         return issues
 
     def validate_resource(self, resource: Json) -> list[Issue]:

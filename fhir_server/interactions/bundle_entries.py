@@ -83,16 +83,13 @@ class Entry:
     optimistic: Optimistic | None = None
     renames: dict[str, str] = field(default_factory=dict)
     conditions: dict[str, SearchQuery] = field(default_factory=dict)
+    #: The entry's HTTP method and the type its request is about (read very often).
+    method: str = field(init=False)
+    resource_type: str = field(init=False)
 
-    @property
-    def method(self) -> str:
-        """The entry's HTTP method."""
-        return self.request.method
-
-    @property
-    def resource_type(self) -> str:
-        """The type the entry's request is about."""
-        return str(self.request.resource_type)
+    def __post_init__(self) -> None:
+        self.method = self.request.method
+        self.resource_type = str(self.request.resource_type)
 
     @property
     def target(self) -> str | None:

@@ -81,7 +81,7 @@ class PrefetchedFinds:
     ``NotPrefetched`` without one). Only valid until the first write.
     """
 
-    def __init__(self, tx: StoreTransaction | None, found: dict[SearchQuery, list[str]]) -> None:
+    def __init__(self, tx: StoreTransaction | None, found: dict[int, list[str]]) -> None:
         self._tx = tx
         self._found = found
 
@@ -90,25 +90,30 @@ class PrefetchedFinds:
         cls, tx: StoreTransaction | None, services: Services, entries: list[Entry],
         find_many: FindMany,
     ) -> PrefetchedFinds:
-        """Find every criterion of ``entries`` at once with ``find_many``."""
-        queries: dict[SearchQuery, None] = {}
+        """Find every criterion of ``entries`` at once with ``find_many``.
+
+        Criteria are told apart by identity: parsing remembers each distinct criterion, so
+        the same search is the same object (hashing a query costs more than its dict look-up
+        saves); one not found here is found again by the transaction.
+        """
+        queries: dict[int, SearchQuery] = {}
         for entry in entries:
             write = entry.write
             if write is None:
                 continue
             for query in (write.if_none_exist, write.criteria):
                 if query is not None:
-                    queries[query] = None
+                    queries[id(query)] = query
             for holder in entry.holders:
                 try:
                     query = _conditional_query(services, entry, holder["reference"])
                 except FhirError:
                     continue  # an invalid criterion fails later, at its own entry
                 if query is not None:
-                    queries[query] = None
+                    queries[id(query)] = query
         keys = list(queries)
         try:
-            answers = await find_many(keys) if keys else []
+            answers = await find_many(list(queries.values())) if keys else []
         except FhirError:
             answers = None
         found = dict(zip(keys, answers, strict=True)) if answers is not None else {}
@@ -116,7 +121,7 @@ class PrefetchedFinds:
 
     async def find(self, query: SearchQuery) -> list[str]:
         """The prefetched answer, or the transaction's own ``find``."""
-        answer = self._found.get(query)
+        answer = self._found.get(id(query))
         if answer is not None:
             return list(answer)
         if self._tx is None:

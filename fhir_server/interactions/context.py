@@ -12,10 +12,11 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from fhir_server.errors import Issue
 from fhir_server.interactions.changes import ChangeFeed
+from fhir_server.router.request import FhirRequest, FhirResponse
 from fhir_server.search.indexing import index_resource
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.security.audit import AuditNote
@@ -51,6 +52,14 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+class RequestHandler(Protocol):
+    """The router's door (``router.door.handle``), for what re-enters it from below (a bridge
+    committing the Bundles it made)."""
+
+    async def __call__(self, services: Services, request: FhirRequest, caller: Caller
+                       ) -> FhirResponse: ...
+
+
 @dataclass
 class Services:
     """The collaborators of the interactions, built once per application.
@@ -64,6 +73,8 @@ class Services:
     registry: Any = None
     verifier: Any = None
     audit_trail: Any = None
+    #: The router's door, set where the services are made (``main``, the loader).
+    handle: RequestHandler | None = None
     #: The CapabilityStatement's JSON, built on first request (it depends only on the
     #: settings and the search registry, both fixed for the life of the services).
     capabilities: bytes | None = None

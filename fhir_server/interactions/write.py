@@ -31,7 +31,7 @@ from fhir_server.interactions.prepare import apply_patch, prepare_resource
 from fhir_server.interactions.read import check_deleted_visible
 from fhir_server.interactions.references import local_targets
 from fhir_server.interactions.security_context import with_context_patients
-from fhir_server.search.model import SearchQuery
+from fhir_server.search.model import SearchIndex, SearchQuery
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.policy import Access
 from fhir_server.security.scopes import Interaction
@@ -184,7 +184,7 @@ async def _store(
         return await _append_event(tx, services, write, note)
     if write.interaction is Interaction.CREATE:
         stored = await tx.create(resource, index)
-        _note(note, write, stored, resource)
+        _note(note, write, stored, resource, index)
         await _observe(tx, services, write, Change("create", stored, resource, None, index,
                                                    write.access.caller))
         return Outcome(201, stored)
@@ -196,7 +196,7 @@ async def _store(
         if not write.if_match:
             raise
         raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
-    _note(note, write, result.stored, resource if result.changed else None)
+    _note(note, write, result.stored, resource if result.changed else None, index)
     if result.changed:
         kind = "create" if result.created else "update"
         await _observe(tx, services, write, Change(kind, result.stored, resource, previous,
@@ -239,8 +239,15 @@ async def _append_event(
 
 
 def _note(note: AuditNote, write: Write, stored: StoredResource,
-          resource: dict[str, Any] | None) -> None:
+          resource: dict[str, Any] | None, index: object | None = None) -> None:
+    """Note a written version for the AuditEvent, with its patients: those of its search
+    index when it was indexed (the same compartments), else found in its content."""
+    if not note.enabled:
+        return
     reference = f"{stored.resource_type}/{stored.id}/_history/{stored.version}"
+    if isinstance(index, SearchIndex) and resource is not None:
+        note.wrote(reference, index.compartments)
+        return
     written = resource if resource is not None else _content(stored)
     note.wrote(reference, write.access.patients_of(written) if written else ())
 

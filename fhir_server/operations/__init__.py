@@ -21,11 +21,12 @@ from fhir_server.operations import (
     summary,
     terminology_ops,
     validate,
+    xml130,
 )
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.security.policy import Access
 
-__all__ = ["OPERATIONS", "Operation", "find_operation", "render_html"]
+__all__ = ["OPERATIONS", "RAW_BODY_OPERATIONS", "Operation", "find_operation", "render_html"]
 
 Operation = Callable[[Services, Access, OperationInput], Awaitable[Outcome]]
 
@@ -51,6 +52,14 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("type", "Subscription", "get-ws-binding-token"): get_ws_binding_token.get_ws_binding_token,
     ("instance", "Subscription", "get-ws-binding-token"):
         get_ws_binding_token.get_ws_binding_token,
+    ("system", "*", "import-xml130"): xml130.import_xml130,
+    ("system", "*", "convert-xml130"): xml130.convert_xml130,
+    ("instance", "Encounter", "export-xml130"): xml130.export_xml130,
+}
+#: Operations whose POST body may be a document other than FHIR JSON, by media type.
+RAW_BODY_OPERATIONS: dict[str, frozenset[str]] = {
+    "import-xml130": xml130.RAW_BODY_TYPES,
+    "convert-xml130": xml130.RAW_BODY_TYPES,
 }
 
 

@@ -11,12 +11,14 @@ __all__ = ["OperationInput", "parameters"]
 
 @dataclass(frozen=True)
 class OperationInput:
-    """The call of an operation: where (type, id), its scalar parameters and resources."""
+    """The call of an operation: where (type, id), its scalar parameters and resources, and the
+    raw body of the operations that take a document other than FHIR JSON (``RAW_BODY_TYPES``)."""
 
     resource_type: str | None
     id: str | None
     values: dict[str, list[str]] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raw: bytes | None = None
 
     def value(self, name: str) -> str | None:
         """Return the first value of parameter ``name``, or None."""
@@ -30,6 +32,7 @@ class OperationInput:
         id: str | None,
         query: list[tuple[str, str]],
         body: dict[str, Any] | None,
+        raw: bytes | None = None,
     ) -> OperationInput:
         """Merge query parameters and a POSTed body (Parameters, or a bare resource)."""
         values: dict[str, list[str]] = {}
@@ -46,7 +49,7 @@ class OperationInput:
                         values.setdefault(name, []).append(_as_text(value))
         elif body is not None:
             resources["resource"] = body
-        return cls(resource_type, id, values, resources)
+        return cls(resource_type, id, values, resources, raw)
 
 
 def _as_text(value: Any) -> str:

@@ -20,7 +20,7 @@ from fhir_server.interactions.patch import prepare_conditional_patch, prepare_pa
 from fhir_server.interactions.preconditions import parse_version_tag
 from fhir_server.interactions.update import prepare_conditional_update, prepare_update
 from fhir_server.interactions.write import Write, run_write
-from fhir_server.operations import find_operation
+from fhir_server.operations import RAW_BODY_OPERATIONS, find_operation
 from fhir_server.operations.parameters import OperationInput
 from fhir_server.resources import parse_json
 from fhir_server.router.request import FhirRequest, FhirResponse
@@ -216,6 +216,16 @@ async def _conditional_delete(services: Services, request: FhirRequest, access: 
     return await _written(services, request, write, note)
 
 
+def _document(request: FhirRequest) -> bytes | None:
+    """The body of an operation that reads a document other than FHIR JSON
+    (``RAW_BODY_OPERATIONS``), sent with one of its media types; None otherwise."""
+    accepted = RAW_BODY_OPERATIONS.get(str(request.operation), frozenset())
+    if request.method != "POST" or request.raw is None or _media(request.content_type) not in \
+            accepted:
+        return None
+    return request.raw
+
+
 def operation_level(request: FhirRequest) -> str:
     """``instance``, ``type`` or ``system``: where an operation is invoked."""
     return "instance" if request.id else "type" if request.resource_type else "system"
@@ -227,10 +237,11 @@ async def _operation(services: Services, request: FhirRequest, access: Access,
     operation = find_operation(operation_level(request), request.resource_type or "*",
                                str(request.operation))
     assert operation is not None  # the door answered 404 for an unknown operation
+    raw = _document(request)
     body = (json_body(request, services.settings.max_string_chars)
-            if request.method == "POST" else None)
+            if request.method == "POST" and raw is None else None)
     call = OperationInput.from_request(request.resource_type, request.id, list(request.params),
-                                       body)
+                                       body, raw)
     outcome = await operation(services, access, call)
     if outcome.body is not None:
         _note_bundle(note, access, outcome.body)

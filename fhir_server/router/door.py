@@ -14,6 +14,7 @@ from __future__ import annotations
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.interactions.bundle import process_bundle
 from fhir_server.interactions.context import Services
+from fhir_server.metrics.catalogue import counted_push
 from fhir_server.operations import find_operation
 from fhir_server.resources import require_id, require_resource_type
 from fhir_server.router.dispatch import ROUTE_HANDLERS, json_body, operation_level
@@ -115,8 +116,9 @@ async def _serve(
             services, request, Access(caller, services.registry), note)
     if request.route == "bundle":
         body = json_body(request, services.settings.max_string_chars)
-        outcome = await process_bundle(services, body, EntryDoor(services, caller), note)
-        return FhirResponse(outcome.status, outcome.body)
+        with counted_push("fhir", body):
+            outcome = await process_bundle(services, body, EntryDoor(services, caller), note)
+        return FhirResponse(outcome.status, outcome.body, interaction=note.interaction)
     access = authorize(caller, access_request(request), services.registry)
     return await ROUTE_HANDLERS[request.route](services, request, access, note)
 

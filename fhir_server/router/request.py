@@ -94,10 +94,12 @@ class FhirRequest:
 class FhirResponse:
     """The answer to a ``FhirRequest``: status, body (a JSON value, or stored JSON bytes sent
     as they are), headers (``ETag``, ``Location``...), the resource version it is about
-    (``stored``) and the issues to report beside it (validation warnings)."""
+    (``stored``), the issues to report beside it (validation warnings) and the interaction
+    it turned out to be (a Bundle: ``transaction`` or ``batch``)."""
 
     status: int
     body: dict[str, Any] | bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     stored: StoredResource | None = None
     issues: tuple[Issue, ...] = ()
+    interaction: str | None = None

@@ -11,6 +11,7 @@ order and a variable never matches a segment that starts with ``_`` or ``$``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
 from fhir_server.errors import MethodNotAllowed, NotFound
 
@@ -28,7 +29,7 @@ class Route:
     @property
     def segments(self) -> tuple[str, ...]:
         """The pattern's segments (none for the base itself)."""
-        return tuple(part for part in self.pattern.split("/") if part)
+        return _segments(self.pattern)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -75,6 +76,18 @@ class Match:
     compartment: str | None = None
 
 
+@cache
+def _segments(pattern: str) -> tuple[str, ...]:
+    return tuple(part for part in pattern.split("/") if part)
+
+
+#: The routes by their number of segments, in table order (a path can match no other).
+_BY_LENGTH: dict[int, tuple[Route, ...]] = {
+    length: tuple(route for route in ROUTES if len(route.segments) == length)
+    for length in {len(route.segments) for route in ROUTES}
+}
+
+
 _VARIABLES = {"{type}": "resource_type", "{id}": "id", "{vid}": "version",
               "{compartment}": "compartment", "$op": "operation"}
 
@@ -97,16 +110,18 @@ def _bind(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
     return bound
 
 
+@lru_cache(maxsize=4096)
 def match_route(method: str, path: str) -> Match:
     """Return the route of ``method`` on ``path`` (below the base, without a query).
 
     Raises ``NotFound`` (``MSG_NO_ENDPOINT``) for a path no route has, ``MethodNotAllowed``
-    (with ``Allow``) for a known path and another method. ``HEAD`` is ``GET``.
+    (with ``Allow``) for a known path and another method. ``HEAD`` is ``GET``. Remembered:
+    a push's entries name the same few paths (``Patient``, ``Encounter``...).
     """
     method = "GET" if method == "HEAD" else method
     parts = [part for part in path.split("/") if part]
     allowed: list[str] = []
-    for route in ROUTES:
+    for route in _BY_LENGTH.get(len(parts), ()):
         bound = _bind(route.segments, parts)
         if bound is None:
             continue

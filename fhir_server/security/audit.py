@@ -198,7 +198,8 @@ class AuditTrail:
     events wait or every ``flush_seconds``. When ``capacity`` events wait, :meth:`record` makes
     its caller flush first, which slows requests down rather than dropping evidence. A batch
     whose write fails stays at the head of the buffer and is retried. :meth:`close` stops the
-    task and writes everything left (raising if that final write fails).
+    task and writes everything left (raising if that final write fails). ``on_backlog`` is
+    told the number of waiting events whenever it changes (the ``fhir_audit_backlog`` gauge).
     """
 
     def __init__(
@@ -208,6 +209,7 @@ class AuditTrail:
         batch_size: int = 50,
         flush_seconds: float = 1.0,
         capacity: int = 10_000,
+        on_backlog: Callable[[int], object] | None = None,
     ) -> None:
         if batch_size < 1 or capacity < batch_size:
             raise ValueError("need 1 <= batch_size <= capacity")
@@ -220,6 +222,7 @@ class AuditTrail:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._on_backlog = on_backlog
 
     @property
     def pending(self) -> int:
@@ -235,6 +238,8 @@ class AuditTrail:
         while len(self._buffer) >= self._capacity:
             await self.flush()  # backpressure: the caller pays for the write
         self._buffer.append(event)
+        if self._on_backlog is not None:
+            self._on_backlog(len(self._buffer))
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
 
@@ -246,6 +251,8 @@ class AuditTrail:
                 await self._write_batch(batch)
                 # Only flush removes from the head, under the lock: these are the written ones.
                 del self._buffer[: len(batch)]
+                if self._on_backlog is not None:
+                    self._on_backlog(len(self._buffer))
 
     async def close(self) -> None:
         """Stop the background writer and write what is left."""

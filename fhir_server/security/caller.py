@@ -8,6 +8,8 @@ it from a context variable. The access policy (``security.policy``) decides with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from fhir_server.security.scopes import Scope
 from fhir_server.security.tokens import AccessContext
@@ -62,6 +64,16 @@ class Caller:
     def anonymous(cls, address: str | None = None) -> Caller:
         """A caller without a token on a server whose access control is off."""
         return cls(address=address)
+
+    @cached_property
+    def visibilities(self) -> dict[tuple[int, str], Any]:  # Visibility | None, a lower layer
+        """The access policy's memo of what this caller may see (``security.policy``)."""
+        return {}
+
+    @cached_property
+    def decisions(self) -> dict[Any, Any]:
+        """The access policy's memo of the decisions made for this caller (its Accesses)."""
+        return {}
 
     @property
     def unlimited(self) -> bool:

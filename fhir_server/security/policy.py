@@ -59,6 +59,9 @@ _LETTERS = {Interaction.CREATE: "c", Interaction.UPDATE: "u", Interaction.PATCH:
             Interaction.DELETE: "d"}
 _IMMUTABLE = frozenset({Interaction.UPDATE, Interaction.PATCH, Interaction.DELETE})
 _AUDIT = "AuditEvent"
+#: Operations only a facility's or an operator's ``system/`` scope may call (XML 130 import).
+_SYSTEM_ONLY = frozenset({Interaction.OPERATION_IMPORT_XML130,
+                          Interaction.OPERATION_CONVERT_XML130})
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,26 @@ def interaction_for(request: AccessRequest) -> Interaction:
 
 
 def authorize(
-    caller: Caller, request: AccessRequest, registry: SearchParameterRegistry
+    caller: Caller, request: AccessRequest, registry: SearchParameterRegistry,
 ) -> Access:
     """Decide a request before it runs; raise ``Forbidden``, the hidden ``NotFound`` or
-    ``MethodNotAllowed``; return what the rest of the request must respect."""
+    ``MethodNotAllowed``; return what the rest of the request must respect.
+
+    A granted type-level decision is remembered on the caller: a Bundle's entries ask the
+    same few questions (create a Patient, update an Encounter by criteria...) again and again.
+    """
+    if request.id is not None:
+        return _authorize(caller, request, registry)
+    key = (id(registry), request)
+    decided: dict[tuple[int, AccessRequest], Access] = caller.decisions
+    if key not in decided:
+        decided[key] = _authorize(caller, request, registry)
+    return decided[key]
+
+
+def _authorize(
+    caller: Caller, request: AccessRequest, registry: SearchParameterRegistry,
+) -> Access:
     kind = request.resource_type
     interaction = None if caller.unlimited and request.operation else interaction_for(request)
     if kind == _AUDIT and interaction in _IMMUTABLE and not (
@@ -101,6 +120,9 @@ def authorize(
     if caller.unlimited:
         return Access(caller, registry)
     assert interaction is not None and caller.scopes is not None
+    if interaction in _SYSTEM_ONLY and not allows(caller.scopes, ScopeContext.SYSTEM, kind,
+                                                  interaction):
+        raise insufficient_scope(f"{interaction} needs a system/ scope (a facility's token)")
     if not _granted(caller, kind, interaction):
         raise insufficient_scope(f"no scope grants {interaction} on {kind or 'the system'}")
     if _bound(caller, kind, interaction):
@@ -147,13 +169,18 @@ _VISIBILITIES: dict[tuple[int, tuple[Scope, ...], str | None, str], Visibility |
 def _visibility(caller: Caller, letters: str, registry: SearchParameterRegistry
                 ) -> Visibility | None:
     """What the caller's scopes with any of ``letters`` let it see (None: everything);
-    remembered per scopes, patient and registry."""
+    remembered on the caller (a Bundle asks for each entry), and per scopes, patient and
+    registry (hashing the scopes costs more than the look-up saves, so once per caller)."""
+    mine: dict[tuple[int, str], Visibility | None] = caller.visibilities
+    if (id(registry), letters) in mine:
+        return mine[(id(registry), letters)]
     key = (id(registry), caller.scopes or (), caller.patient_id, letters)
     if key not in _VISIBILITIES:
         if len(_VISIBILITIES) >= 4096:
             _VISIBILITIES.clear()
         _VISIBILITIES[key] = _build_visibility(caller, letters, registry)
-    return _VISIBILITIES[key]
+    found = mine[(id(registry), letters)] = _VISIBILITIES[key]
+    return found
 
 
 def _build_visibility(caller: Caller, letters: str, registry: SearchParameterRegistry

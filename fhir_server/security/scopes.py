@@ -95,6 +95,9 @@ class Interaction(StrEnum):
     OPERATION_STATUS = "$status"
     OPERATION_EVENTS = "$events"
     OPERATION_GET_WS_BINDING_TOKEN = "$get-ws-binding-token"
+    OPERATION_IMPORT_XML130 = "$import-xml130"
+    OPERATION_CONVERT_XML130 = "$convert-xml130"
+    OPERATION_EXPORT_XML130 = "$export-xml130"
 
 
 # SMART v2: c = create, r = read/vread/instance history, u = update/patch, d = delete,
@@ -127,6 +130,9 @@ _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.OPERATION_STATUS: "r",
     Interaction.OPERATION_EVENTS: "r",
     Interaction.OPERATION_GET_WS_BINDING_TOKEN: "r",
+    Interaction.OPERATION_IMPORT_XML130: "c",
+    Interaction.OPERATION_CONVERT_XML130: "c",
+    Interaction.OPERATION_EXPORT_XML130: "s",
 }
 
 

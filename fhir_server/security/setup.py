@@ -10,6 +10,7 @@ from typing import Any
 
 from fhir_server.authorization.store import AuthStore
 from fhir_server.interactions.context import Services
+from fhir_server.metrics.catalogue import AUDIT_BACKLOG
 from fhir_server.security.audit import AuditTrail
 from fhir_server.security.clients import auth_database_path
 from fhir_server.security.keys import load_server_key
@@ -58,4 +59,5 @@ def audit_trail_for(services: Services) -> AuditTrail | None:
     async def write_batch(records: list[Any]) -> None:
         await services.store_audit(records)
 
-    return AuditTrail(write_batch, batch_size=500, flush_seconds=1.0)
+    return AuditTrail(write_batch, batch_size=500, flush_seconds=1.0,
+                      on_backlog=AUDIT_BACKLOG.set)

@@ -23,7 +23,13 @@ from fhir_server.synthetic.patients import PatientFacts, draw_patient
 from fhir_server.synthetic.tables import load_tables
 from fhir_server.synthetic.visit import Visit, draw_schedule
 
-__all__ = ["BUNDLES_PER_FILE", "GenerateSummary", "generate", "visit_bundles"]
+__all__ = [
+    "BUNDLES_PER_FILE",
+    "GenerateSummary",
+    "generate",
+    "synthetic_visits",
+    "visit_bundles",
+]
 
 BUNDLES_PER_FILE = 10_000
 PROGRESS_EVERY = 1_000
@@ -100,11 +106,11 @@ def _clear_old_parts(out: Path) -> None:
         stale.unlink()
 
 
-def visit_bundles(
+def synthetic_visits(
     patients: int, seed: int, progress: Callable[[int], None] | None = None
-) -> Iterator[dict[str, Any]]:
-    """Yield the visit Bundles of `patients` patients drawn from `seed`, in order (what
-    :func:`generate` writes); `progress` gets the patients done every ``PROGRESS_EVERY``."""
+) -> Iterator[tuple[Visit, dict[str, Any]]]:
+    """Yield each visit of `patients` patients drawn from `seed` with its Bundle, in order;
+    `progress` gets the patients done every ``PROGRESS_EVERY``."""
     rng = random.Random(seed)
     tables = load_tables()
     directory = FacilityDirectory(facility_pool(tables))
@@ -112,10 +118,19 @@ def visit_bundles(
     issued: set[str] = set()
     for done in range(1, patients + 1):
         for visit in _visits(rng, draw_patient(rng, tables, issued), directory, visits):
-            yield visit_bundle(rng, visit)
+            yield visit, visit_bundle(rng, visit)
             visits += 1
         if progress is not None and (done % PROGRESS_EVERY == 0 or done == patients):
             progress(done)
+
+
+def visit_bundles(
+    patients: int, seed: int, progress: Callable[[int], None] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the visit Bundles of `patients` patients drawn from `seed`, in order (what
+    :func:`generate` writes)."""
+    for _, bundle in synthetic_visits(patients, seed, progress):
+        yield bundle
 
 
 def generate(

@@ -213,6 +213,14 @@ CASES: dict[str, Case] = {
     "$get-ws-binding-token instance": Case(
         _INSTANCE_OP, _get("/fhir/Subscription/{subscription}/$get-ws-binding-token"),
         "subscription", operation=("instance", "Subscription", "get-ws-binding-token")),
+    "$import-xml130": Case(("POST", "/fhir/$op"), lambda world, target: Call(
+        "POST", "/fhir/$import-xml130", json={"resourceType": "Parameters"}, headers=FHIR),
+        operation=("system", "*", "import-xml130")),
+    "$convert-xml130": Case(("POST", "/fhir/$op"), lambda world, target: Call(
+        "POST", "/fhir/$convert-xml130", json={"resourceType": "Parameters"}, headers=FHIR),
+        operation=("system", "*", "convert-xml130")),
+    "$export-xml130": Case(_INSTANCE_OP, _get("/fhir/Encounter/{encounter}/$export-xml130"),
+                           operation=("instance", "Encounter", "export-xml130")),
     "system operation": Case(("GET", "/fhir/$op"), _get("/fhir/$no-such-operation")),
     "system operation by POST": Case(("POST", "/fhir/$op"), lambda world, target: Call(
         "POST", "/fhir/$no-such-operation", json={"resourceType": "Parameters"},

@@ -74,6 +74,8 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 #   no one has; ``$validate instance`` (POST with empty Parameters) checks the stored resource,
 #   so it is an instance read.
 # - An operation the server does not have answers 404 whatever the token.
+# - XML 130 import and conversion are a facility's or an operator's: a system/ scope with c on
+#   every type (an empty call then answers 400: no envelope); export is a read of the visit.
 # - Search always answers 200 with what the caller may see (possibly nothing).
 # - ``user/*.cruds`` of a doctor reaches every record until Consent rules narrow it.
 # - Referential integrity is on (the default): a Patient its records refer to is not deleted
@@ -187,6 +189,11 @@ $get-ws-binding-token type   -        200     200     403     200     200     40
 $get-ws-binding-token instance own    200     200     403     200     200     403
 $get-ws-binding-token instance other  404     404     403     200     200     403
 $get-ws-binding-token instance unknown 404    404     403     404     404     403
+$import-xml130               -        403     403     403     403     400     403
+$convert-xml130              -        403     403     403     403     400     403
+$export-xml130               own      200     200     403     200     200     403
+$export-xml130               other    404     404     403     200     200     403
+$export-xml130               unknown  404     404     403     404     404     403
 system operation             -        404     404     404     404     404     404
 system operation by POST     -        404     404     404     404     404     404
 """
@@ -195,6 +202,7 @@ system operation by POST     -        404     404     404     404     404     40
 PUBLIC: dict[tuple[str, str], int] = {
     ("GET", "/healthz"): 200,
     ("GET", "/readyz"): 200,
+    ("GET", "/metrics"): 200,  # open on the loopback by default (FHIR_SERVER_METRICS)
     ("GET", "/fhir/metadata"): 200,
     ("GET", "/fhir/.well-known/smart-configuration"): 200,
     ("GET", "/fhir/.well-known/jwks.json"): 200,

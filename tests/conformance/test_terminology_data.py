@@ -99,7 +99,7 @@ def test_code_system_concepts_are_unique_counted_and_displayed(cs: dict[str, Any
         ("occupation-social-class", 13, "complete"),
         ("gender-vn", 3, "complete"),
         ("religion", 4, "fragment"),
-        ("document-type", 4, "complete"),
+        ("document-type", 5, "complete"),
     ],
 )
 def test_code_system_sizes(ident: str, count: int, content: str) -> None:

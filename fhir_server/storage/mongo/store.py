@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fhir_server.errors import Gone, NotFound, NotSupported, SearchTooCostly, VersionConflict
+from fhir_server.metrics.catalogue import SEARCH_TIMEOUTS
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo.indexes import INDEXES
@@ -155,6 +156,7 @@ class MongoStore:
             except PyMongoError as exc:
                 if not exc.timeout:
                     raise
+                SEARCH_TIMEOUTS.labels(query.resource_type or "").inc()
                 raise SearchTooCostly.after(self.search_timeout_s) from None
 
     async def history(self, query: HistoryQuery) -> HistoryPage:

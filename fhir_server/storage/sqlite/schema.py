@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["CORE_SCHEMA_SQL", "configure_connection"]
+__all__ = ["CORE_SCHEMA_SQL", "SCHEMA_VERSION", "NewerSchema", "configure_connection",
+           "record_schema_version"]
+
+#: The layout this code writes, kept in ``store_meta`` as ``schema_version``. A change that an
+#: older server could not read bumps it (with the step that brings older files up to it); a
+#: server refuses a file of a newer version instead of damaging it (docs/operations.md,
+#: "Upgrades").
+SCHEMA_VERSION = 1
 
 CORE_SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -37,6 +44,23 @@ CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (type, seq);
 CREATE INDEX IF NOT EXISTS versions_last_updated ON versions (last_updated);
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class NewerSchema(RuntimeError):
+    """The file was written by a newer server, with a layout this one does not know."""
+
+
+def record_schema_version(conn: sqlite3.Connection) -> int:
+    """Inside the schema transaction: note :data:`SCHEMA_VERSION` in a new file, or check the
+    file's; return it. Raises :class:`NewerSchema` for a file of a newer version."""
+    conn.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)",
+                 (str(SCHEMA_VERSION),))
+    found = int(conn.execute(
+        "SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise NewerSchema(f"the store has schema version {found}; this server knows up to "
+                          f"{SCHEMA_VERSION} (upgrade the server, do not downgrade it)")
+    return found
 
 
 def configure_connection(conn: sqlite3.Connection, synchronous: str, cache_mb: int = 64) -> None:

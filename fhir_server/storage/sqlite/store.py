@@ -25,12 +25,22 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from fhir_server.errors import FhirError, Gone, NotFound, SearchTooCostly
+from fhir_server.metrics.catalogue import (
+    SEARCH_TIMEOUTS,
+    WRITE_LOCK_HOLD_SECONDS,
+    WRITE_LOCK_WAIT_SECONDS,
+    observe_checkpoint,
+)
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.outbox import Outbox
 from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceReader, StoredResource
 from fhir_server.storage.sqlite import audit_log, history, outbox, writes
 from fhir_server.storage.sqlite.offload import run_to_end
-from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL, configure_connection
+from fhir_server.storage.sqlite.schema import (
+    CORE_SCHEMA_SQL,
+    configure_connection,
+    record_schema_version,
+)
 from fhir_server.storage.sqlite.search_sql import run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys, drop_deferrable_indexes
 
@@ -80,6 +90,8 @@ class _Group:
     done: asyncio.Future[None]
     members: int = 0
     durable: bool = True
+    #: When the group's process took the write turn (``time.monotonic``), for the hold time.
+    began: float = 0.0
 
 
 class _WriterTurn:
@@ -97,14 +109,14 @@ class _WriterTurn:
     """
 
     def __init__(self, path: str | None) -> None:
-        self._path = path
+        self.path = path
         self._fd: int | None = None
         self._held = False
         self._released_at = 0.0
 
     def open(self) -> None:
-        if self._path is not None and self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        if self.path is not None and self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def close(self) -> None:
         self.release()
@@ -156,6 +168,10 @@ class _WriterTurn:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._held = False
             self._released_at = time.monotonic()
+
+    def released_since(self, moment: float) -> float:
+        """When the turn was last released, if after ``moment``; else now (``monotonic``)."""
+        return self._released_at if self._released_at >= moment else time.monotonic()
 
 
 #: How often the background task checkpoints the WAL into the database file.
@@ -373,6 +389,7 @@ class SqliteStore:
             )
             audit_log.create_schema(self._writer)
             outbox.create_schema(self._writer)
+            record_schema_version(self._writer)
             self._writer.execute("COMMIT")
         except BaseException:  # nothing of a failed open stays open
             if self._writer.in_transaction:
@@ -426,14 +443,29 @@ class SqliteStore:
         # OperationalError: a checkpoint from outside the server is running; its turn.
         try:
             with contextlib.suppress(sqlite3.OperationalError, StorageBusy):
+                started = time.monotonic()
                 _, frames, copied = await run_to_end(_checkpoint, conn, "PASSIVE")
+                self._checkpointed("passive", started)
                 # Restarted and nothing written since: the next writer starts the WAL over.
                 if frames >= _RESTART_FRAMES and frames != self._restarted_at:
                     await self._catch_up(conn, copied)
+                    started = time.monotonic()
                     busy, frames, _ = await self._restart_wal(conn)
+                    self._checkpointed("restart", started)
                     self._restarted_at = None if busy else frames
         finally:
             self._checkpoint_claim.release()
+
+    def _checkpointed(self, mode: str, started: float) -> None:
+        """Note a checkpoint: the metrics, and the claim file's time for ``fhir-server status``
+        (the time of the last checkpoint, which SQLite itself does not keep)."""
+        try:
+            wal_bytes = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            wal_bytes = 0
+        observe_checkpoint(mode, time.monotonic() - started, wal_bytes)
+        if self._checkpoint_claim.path is not None:
+            os.utime(self._checkpoint_claim.path)
 
     async def _catch_up(self, conn: sqlite3.Connection, copied: int) -> None:
         """Copy and sync, outside the write lock, nearly all that the restart would.
@@ -593,6 +625,7 @@ class SqliteStore:
                 deadline = started + self.search_timeout_s
                 return await run_to_end(self._search_until, search, conn, query, deadline)
             except _OutOfTime:
+                SEARCH_TIMEOUTS.labels(query.resource_type or "").inc()
                 raise SearchTooCostly.after(self.search_timeout_s) from None
             finally:
                 if conn is not reader:
@@ -648,6 +681,7 @@ class SqliteStore:
         await self._committed(group)
 
     async def _enter(self, durable: bool = True) -> sqlite3.Connection:
+        asked = time.monotonic()
         self._waiting += 1
         try:
             await self._write_lock.acquire()
@@ -663,16 +697,19 @@ class SqliteStore:
                 self._group.durable = self._group.durable or durable
             else:
                 await self._turn.acquire(self.busy_timeout_s)
+                began = time.monotonic()
                 try:
                     await self._begin(conn)
                 except BaseException:
                     self._turn.release()
                     raise
-                self._group = _Group(asyncio.get_running_loop().create_future(), durable=durable)
+                self._group = _Group(asyncio.get_running_loop().create_future(), durable=durable,
+                                     began=began)
             conn.execute("SAVEPOINT scope")
         except BaseException:
             self._write_lock.release()
             raise
+        WRITE_LOCK_WAIT_SECONDS.observe(time.monotonic() - asked)
         return conn
 
     def _undo_scope(self, conn: sqlite3.Connection, group: _Group) -> None:
@@ -721,6 +758,7 @@ class SqliteStore:
             raise
         finally:
             self._turn.release()  # a no-op, unless the thread never ran
+        WRITE_LOCK_HOLD_SECONDS.observe(self._turn.released_since(group.began) - group.began)
         self._settle(group)
 
     def _settle(self, group: _Group) -> None:

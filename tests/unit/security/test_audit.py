@@ -253,3 +253,17 @@ async def test_a_failing_final_write_is_reported_not_swallowed() -> None:
     with pytest.raises(OSError):
         await trail.close()
     assert trail.pending == 1
+
+
+async def test_the_trail_reports_its_backlog_as_it_grows_and_drains() -> None:
+    seen: list[int] = []
+
+    async def sink(batch: list[Any]) -> None:
+        pass
+
+    trail = AuditTrail(sink, batch_size=2, flush_seconds=60, capacity=10,
+                       on_backlog=seen.append)
+    for event in range(3):
+        await trail.record(event)
+    await trail.close()
+    assert seen[:3] == [1, 2, 3] and seen[-1] == 0

@@ -342,3 +342,21 @@ def test_writes_are_stamped_with_the_facility_or_client(extra: dict[str, Any], s
     assert resource["meta"] == {"source": source, "profile": ["p"]}
     assert original_meta["source"] == "forged"  # the client's meta object is not changed
     assert source_of(caller) == source
+
+
+@pytest.mark.parametrize("operation", ["import-xml130", "convert-xml130"])
+@pytest.mark.parametrize(("scopes", "patient", "allowed"), [
+    ("system/*.cruds", None, True),
+    ("system/*.c", None, True),
+    ("system/Encounter.cruds", None, False),
+    ("user/*.cruds", None, False),
+    ("patient/*.cruds", "p1", False),
+])
+def test_xml130_import_is_open_to_system_scopes_only(operation: str, scopes: str,
+                                                     patient: str | None, allowed: bool) -> None:
+    request = AccessRequest("operation", None, None, operation=operation)
+    if allowed:
+        assert isinstance(decide(token(scopes, patient), request), Access)
+        return
+    with pytest.raises(Forbidden):
+        decide(token(scopes, patient), request)

@@ -1,0 +1,132 @@
+"""The XML 130 bridge against the FHIR push of the same visits (issue 25).
+
+``run.py [--data-dir DIR] --scenario xml130`` runs, in one run:
+
+- ``xml130-convert``: conversion alone, in this process (decode, check, map, build the
+  transaction Bundle; no validation, no storage), visits per second of CPU time on one core;
+- ``push-xml130-fhir``: the transaction Bundles converted from synthetic envelopes of one visit
+  each (seed A), POSTed to ``[base]`` from 8 connections: the FHIR push of these visits;
+- ``push-xml130``: envelopes of one visit each (seed B: other new visits of the same
+  generator), POSTed to ``[base]/$import-xml130`` from 8 connections: convert + validate +
+  commit through the same push path.
+
+A visit can be new only once, so the two pushes send two sets of new visits drawn the same way
+rather than one set twice; both carry the same resources (the envelope's Binary and Provenance
+included). ``push-xml130``'s detail gives its ratio to ``push-xml130-fhir``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from results import Measurement
+from scenarios import WARMUP_S, BenchContext, _from_wrk
+
+__all__ = ["XML130_SCENARIOS"]
+
+SEED = 2_000 + int(time.time()) % 1_000_000_000
+#: Envelopes for a run of ``duration`` seconds at up to this many visits/s.
+MAX_RATE = 300
+CONVERT_VISITS = 600
+
+
+def _envelopes(seed: int, visits: int) -> list[bytes]:
+    from fhir_server.synthetic.generation import synthetic_visits
+    from fhir_server.synthetic.xml130 import visit_envelope
+
+    found: list[bytes] = []
+    for visit, bundle in synthetic_visits(visits, seed):
+        found.append(visit_envelope(visit, bundle).replace(b"\n", b""))
+        if len(found) == visits:
+            break
+    return found
+
+
+def _bundle(envelope: bytes) -> bytes:
+    from fhir_server.bridges.xml130.transaction import Plan
+    from fhir_server.bridges.xml130.visits import convert_only, standard_of
+
+    plan = convert_only(envelope, standard_of("4750"))[0]
+    assert isinstance(plan, Plan), plan
+    return orjson.dumps(plan.bundle)
+
+
+def _file(context: BenchContext, name: str, lines: list[bytes]) -> Path:
+    path = context.workfile(name)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _visits(context: BenchContext, seconds: int | None = None) -> int:
+    return MAX_RATE * (seconds or context.settings.load.duration_s)
+
+
+def run_convert(context: BenchContext) -> list[Measurement]:
+    """Conversion alone: visits per second of CPU time in this process."""
+    from fhir_server.bridges.xml130.visits import convert_only, standard_of
+
+    standard = standard_of("4750")
+    envelopes = _envelopes(SEED + 7, CONVERT_VISITS)
+    started = time.process_time()
+    for envelope in envelopes:
+        convert_only(envelope, standard)
+    spent = time.process_time() - started
+    per_s = len(envelopes) / spent
+    return [Measurement("xml130-convert", "in-process", round(per_s, 1),
+                        round(1000 / per_s, 3), 0.0, len(envelopes), 0, (),
+                        {"cpu_s": round(spent, 2)})]
+
+
+def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
+          content_type: str) -> Measurement:
+    from loadgen import WrkLoad, run_wrk
+    from scenarios import LUA_DIR
+
+    url = context.server("fhir").base_url + path
+    load = context.settings.load
+    threads = min(load.threads, 8)
+    headers = [f"Authorization: Bearer {context.token()}"]
+    run_wrk(url, LUA_DIR / "post_bundles.lua", [str(warm), str(threads), content_type],
+            WrkLoad(8, threads, WARMUP_S), headers)
+    result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads), content_type],
+                     WrkLoad(8, threads, load.duration_s), headers)
+    measured = _from_wrk(name, result, url, ())
+    sent = len(lines.read_bytes().splitlines())
+    if measured.operations > sent:
+        print(f"{name}: {measured.operations - sent} re-pushes (only {sent} visits generated)",
+              file=sys.stderr)
+    return measured
+
+
+def run_push_fhir(context: BenchContext) -> list[Measurement]:
+    """The FHIR push of visits converted from envelopes (seed A)."""
+    lines = _file(context, "xml130-fhir.ndjson",
+                  [_bundle(e) for e in _envelopes(SEED, _visits(context))])
+    warm = _file(context, "xml130-fhir-warm.ndjson",
+                 [_bundle(e) for e in _envelopes(SEED + 1, _visits(context, WARMUP_S))])
+    measured = _push(context, "push-xml130-fhir", "/fhir", lines, warm, "application/fhir+json")
+    context.cache["push-xml130-fhir"] = measured.requests_per_s
+    return [measured]
+
+
+def run_push_xml(context: BenchContext) -> list[Measurement]:
+    """The XML 130 import of other new visits of the same kind (seed B)."""
+    lines = _file(context, "xml130-envelopes.txt", _envelopes(SEED + 2, _visits(context)))
+    warm = _file(context, "xml130-warm.txt", _envelopes(SEED + 3, _visits(context, WARMUP_S)))
+    measured = _push(context, "push-xml130", "/fhir/$import-xml130", lines, warm,
+                     "application/xml")
+    fhir = context.cache.get("push-xml130-fhir")
+    ratio = round(measured.requests_per_s / fhir, 3) if isinstance(fhir, float) and fhir else None
+    return [Measurement(measured.name, measured.kind, measured.requests_per_s, measured.p50_ms,
+                        measured.p99_ms, measured.operations, measured.errors,
+                        ("push-xml130-fhir",), {**measured.detail, "ratio_to_fhir_push": ratio})]
+
+
+XML130_SCENARIOS = {
+    "xml130-convert": ("XML 130 conversion alone, in-process, one core", run_convert),
+    "push-xml130-fhir": ("POST the converted Bundles (FHIR push), 8 connections", run_push_fhir),
+    "push-xml130": ("POST envelopes to $import-xml130, 8 connections", run_push_xml),
+}

@@ -1,0 +1,108 @@
+"""What the store already holds for a visit, and which facility the caller acts for.
+
+Read before a visit is committed: the Encounter stored under its MA_LK (whose person must be the
+visit's: a visit naming another person is rejected, not merged; its version becomes the
+``ifMatch`` of the new Encounter so a change in between fails the transaction), and the
+resources of the previous sending that the new one no longer has (from the visit's Provenance),
+which the transaction deletes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_server.bridges.xml130.engine import Mapped
+from fhir_server.bridges.xml130.envelope import problem
+from fhir_server.bridges.xml130.tables import system
+from fhir_server.bridges.xml130.transaction import VisitKeys, record_id
+from fhir_server.errors import Forbidden, Gone, Issue, NotFound
+from fhir_server.interactions.context import Services
+from fhir_server.search.parse import parse_search
+from fhir_server.security.policy import Access
+
+__all__ = ["StoredVisit", "caller_facility", "stored_visit"]
+
+_FACILITY_CODE = re.compile(r"^[0-9A-Z]{5}$")
+_KEPT = frozenset({"Patient", "Organization", "Encounter"})
+
+
+@dataclass
+class StoredVisit:
+    """The stored Encounter of a visit (id, version), what to delete, or why to refuse."""
+
+    encounter_id: str | None = None
+    version: int | None = None
+    deletions: list[str] = field(default_factory=list)
+    problem: Issue | None = None
+
+
+async def _read(services: Services, kind: str, id: str) -> dict[str, Any] | None:
+    try:
+        return (await services.store.read(kind, id)).resource()
+    except (NotFound, Gone):
+        return None
+
+
+def _identifiers(resource: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(str(i.get("system")), str(i.get("value"))) for i in resource.get("identifier") or []}
+
+
+async def _same_person(services: Services, encounter: dict[str, Any],
+                       patient: dict[str, Any]) -> bool:
+    kind, _, id = str((encounter.get("subject") or {}).get("reference", "")).partition("/")
+    stored = await _read(services, "Patient", id) if kind == "Patient" else None
+    return stored is None or bool(_identifiers(stored) & _identifiers(patient))
+
+
+async def _leftovers(services: Services, mapped: Mapped, keys: VisitKeys) -> list[str]:
+    provenance = await _read(services, "Provenance",
+                             record_id(keys, "envelope", "provenance", 1))
+    if provenance is None:
+        return []
+    kept = {record_id(keys, i.table, i.role, i.n) for i in mapped.instances}
+    found = [str(t.get("reference", "")) for t in provenance.get("target") or []]
+    return [ref for ref in found
+            if ref.partition("/")[0] not in _KEPT and ref.partition("/")[2].startswith("x130-")
+            and ref.partition("/")[2] not in kept]
+
+
+async def stored_visit(services: Services, mapped: Mapped, keys: VisitKeys) -> StoredVisit:
+    """What is stored under the visit's MA_LK (see the module's docstring)."""
+    criteria = [("identifier", f"{system('@ma-lk', keys.facility)}|{keys.ma_lk}")]
+    found = (await services.store.search(parse_search("Encounter", criteria,
+                                                      services.registry).query)).matches
+    if not found:
+        return StoredVisit()
+    if len(found) > 1:
+        return StoredVisit(problem=problem(
+            "MSG_XML130_VISIT_AMBIGUOUS", "XML1.MA_LK", "nhiều lượt khám có cùng MA_LK",
+            f"{len(found)} stored visits have this MA_LK"))
+    encounter = found[0]
+    patient = next(i.resource for i in mapped.instances if i.role == "patient")
+    if not await _same_person(services, encounter.resource(), patient):
+        return StoredVisit(problem=problem(
+            "MSG_XML130_PERSON_MISMATCH", "XML1.SO_CCCD",
+            "MA_LK này đã được lưu cho một người bệnh khác; không gộp",
+            "this MA_LK is stored for another person; the visit is not merged"))
+    deletions = await _leftovers(services, mapped, keys)
+    return StoredVisit(encounter.id, encounter.version, deletions)
+
+
+async def caller_facility(services: Services, access: Access) -> str | None:
+    """The facility code the caller acts for: the provider code of the Organization its token
+    names (or that Organization's id, when it is a facility code and not stored); None for a
+    token without an organization (an operator, the insurance portal's relay) or no token."""
+    named = access.caller.organization
+    if not named:
+        return None
+    id = named.rpartition("/")[2]
+    organization = await _read(services, "Organization", id) or {}
+    codes = [v for s, v in _identifiers(organization) if s == system("@facility")]
+    if codes:
+        return codes[0]
+    if _FACILITY_CODE.match(id):
+        return id
+    raise Forbidden("The token's organization has no facility code (MA_CSKCB)",
+                    message_id="MSG_XML130_CALLER_FACILITY")

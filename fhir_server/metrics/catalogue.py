@@ -1,0 +1,153 @@
+"""Every metric the server exports, defined once, with the functions that observe them.
+
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` and ``_bytes`` units);
+every label takes values from a bounded set (route names, R4 resource types, status codes,
+profile URLs, message ids), never from user input as such, so a client cannot grow the number
+of series. Gauges say how they combine over worker processes (``multiprocess_mode``): a backlog
+is the sum over the live workers, a file size the most recent reading.
+
+Background jobs add theirs to the last section when they arrive: export jobs (issue 28:
+``fhir_export_jobs`` by state, resources exported) and subscription delivery (issue 29: queue
+length, deliveries and retries by outcome), in the same shape as the audit backlog.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from fhir_server.errors import Issue
+
+__all__ = [
+    "AUDIT_BACKLOG",
+    "CHECKPOINT_SECONDS",
+    "LAST_CHECKPOINT",
+    "PUSHED_RESOURCES",
+    "PUSHES",
+    "REQUESTS",
+    "REQUEST_SECONDS",
+    "SEARCH_TIMEOUTS",
+    "VALIDATION_FAILURES",
+    "WAL_BYTES",
+    "WRITE_LOCK_HOLD_SECONDS",
+    "WRITE_LOCK_WAIT_SECONDS",
+    "count_validation_failures",
+    "counted_push",
+    "observe_checkpoint",
+    "observe_push",
+    "observe_request",
+]
+
+#: Request latencies run from a cached read (under a millisecond) to a slow search (seconds).
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0)
+#: Lock waits and holds are shorter: a commit group holds the lock for a few milliseconds.
+_LOCK_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                 2.5, 10.0)
+
+# --- requests (counted by api.middleware around every HTTP request) ---------------------------
+REQUESTS = Counter(
+    "fhir_requests", "HTTP requests answered, by interaction, resource type and status",
+    ["interaction", "resource_type", "status"])
+REQUEST_SECONDS = Histogram(
+    "fhir_request_duration_seconds", "Time from request to the end of the response",
+    ["interaction", "resource_type"], buckets=_LATENCY_BUCKETS)
+
+# --- pushes (transaction Bundles; the XML 130 bridge counts its visits as source xml130) -------
+PUSHES = Counter("fhir_pushes", "Visit pushes, by source (fhir, xml130) and outcome",
+                 ["source", "outcome"])
+PUSHED_RESOURCES = Counter(
+    "fhir_pushed_resources", "Resources (Bundle entries) in pushes, by source and outcome",
+    ["source", "outcome"])
+
+# --- validation ---------------------------------------------------------------------------------
+VALIDATION_FAILURES = Counter(
+    "fhir_validation_failures",
+    "Errors found by validation of writes and $validate, by profile and message id",
+    ["profile", "message_id"])
+
+# --- storage ------------------------------------------------------------------------------------
+WRITE_LOCK_WAIT_SECONDS = Histogram(
+    "fhir_store_write_lock_wait_seconds",
+    "Time a write scope waited for the write lock (in the process, then across processes)",
+    buckets=_LOCK_BUCKETS)
+WRITE_LOCK_HOLD_SECONDS = Histogram(
+    "fhir_store_write_lock_hold_seconds",
+    "Time a commit group held the write lock, from BEGIN to the end of COMMIT",
+    buckets=_LOCK_BUCKETS)
+WAL_BYTES = Gauge("fhir_sqlite_wal_bytes", "Size of the SQLite write-ahead log",
+                  multiprocess_mode="mostrecent")
+CHECKPOINT_SECONDS = Histogram(
+    "fhir_sqlite_checkpoint_seconds", "Duration of WAL checkpoints, by mode (passive, restart)",
+    ["mode"], buckets=_LOCK_BUCKETS)
+LAST_CHECKPOINT = Gauge("fhir_sqlite_last_checkpoint_timestamp_seconds",
+                        "Unix time of the last WAL checkpoint", multiprocess_mode="mostrecent")
+SEARCH_TIMEOUTS = Counter(
+    "fhir_search_timeouts", "Searches stopped at FHIR_SERVER_SEARCH_TIMEOUT_S, by resource type",
+    ["resource_type"])
+
+# --- background work ----------------------------------------------------------------------------
+AUDIT_BACKLOG = Gauge("fhir_audit_backlog", "AuditEvents of reads waiting to be written",
+                      multiprocess_mode="livesum")
+
+_request_children: dict[tuple[str, str, int], Counter] = {}
+_latency_children: dict[tuple[str, str], Histogram] = {}
+
+
+def observe_request(interaction: str, resource_type: str, status: int, seconds: float) -> None:
+    """Count one answered request and its duration (label children are cached: a
+    ``labels()`` call costs more than the increment)."""
+    key = (interaction, resource_type, status)
+    counter = _request_children.get(key)
+    if counter is None:
+        counter = _request_children[key] = REQUESTS.labels(interaction, resource_type,
+                                                           str(status))
+    counter.inc()
+    pair = (interaction, resource_type)
+    histogram = _latency_children.get(pair)
+    if histogram is None:
+        histogram = _latency_children[pair] = REQUEST_SECONDS.labels(*pair)
+    histogram.observe(seconds)
+
+
+def observe_push(source: str, accepted: bool, resources: int) -> None:
+    """Count one push (a visit) from ``source`` (``fhir``, ``xml130``) and its resources."""
+    outcome = "accepted" if accepted else "rejected"
+    PUSHES.labels(source, outcome).inc()
+    PUSHED_RESOURCES.labels(source, outcome).inc(resources)
+
+
+@contextmanager
+def counted_push(source: str, bundle: Any) -> Iterator[None]:
+    """Count the processing of ``bundle`` as a push if it is a transaction Bundle: accepted
+    when the block ends normally, rejected when it raises (the exception goes on)."""
+    push = isinstance(bundle, dict) and bundle.get("type") == "transaction"
+    entries = bundle.get("entry") if push else None
+    resources = len(entries) if isinstance(entries, list) else 0
+    try:
+        yield
+    except Exception:
+        if push:
+            observe_push(source, False, resources)
+        raise
+    if push:
+        observe_push(source, True, resources)
+
+
+def count_validation_failures(profile: str, issues: Iterable[Issue]) -> None:
+    """Count the errors among ``issues`` found against ``profile`` (a StructureDefinition URL
+    the server knows), each under its message id."""
+    for issue in issues:
+        if issue.severity in ("error", "fatal"):
+            VALIDATION_FAILURES.labels(profile, issue.message_id).inc()
+
+
+def observe_checkpoint(mode: str, seconds: float, wal_bytes: int) -> None:
+    """Note a WAL checkpoint: its duration, its time and the WAL's size after it."""
+    CHECKPOINT_SECONDS.labels(mode).observe(seconds)
+    LAST_CHECKPOINT.set(time.time())
+    WAL_BYTES.set(wal_bytes)
