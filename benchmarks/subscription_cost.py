@@ -10,7 +10,7 @@ citizen: ``--notified`` of them on pushed patients, the others on citizens who d
 during the run (every citizen's app, whether or not they are seen today). Their endpoint is a
 receiver in this process (loopback) that records when each notification arrives. Then the
 push of the patients' later visits (8 wrk connections) alternates, ``--rounds`` times, between
-the server with subscriptions on and off (``FHIR_SERVER_SUBSCRIPTIONS``), each run on visits
+the server with subscriptions on and off (on first in odd rounds, off first in even ones) (``FHIR_SERVER_SUBSCRIPTIONS``), each run on visits
 of its own. Reported: Bundles/s of each run and the ratio off/on of the medians (the target
 is a drop of at most 10 %); and for the notifications of the runs with subscriptions on, the
 time from the event (the change's ``lastUpdated``, stamped inside its transaction, a few ms
@@ -236,7 +236,7 @@ def main() -> int:
     share = len(later) // (2 * args.rounds)
     figures: dict[bool, list[float]] = {True: [], False: []}
     for round_ in range(args.rounds):
-        for mode in (True, False):
+        for mode in ((True, False) if round_ % 2 == 0 else (False, True)):  # alternating
             part = 2 * round_ + (0 if mode else 1)
             arrivals.recording = mode
             rate = _run(work, args, later[part * share:(part + 1) * share], mode,

@@ -40,6 +40,7 @@ from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Services
 from fhir_server.jobs.rest_hook import post_notification
 from fhir_server.jobs.websocket_hub import WebSocketHub
+from fhir_server.metrics.catalogue import observe_backlog, observe_delivery
 from fhir_server.router.door import handle
 from fhir_server.router.request import FhirRequest
 from fhir_server.storage.outbox import NotificationEvent, SubscriptionState
@@ -61,6 +62,8 @@ _BATCH = 64
 #: Deliveries in flight at once in one process.
 _CONCURRENCY = 32
 _PURGE_EVERY_S = 3600.0
+#: How often the worker reads the outbox's backlog for /metrics.
+_BACKLOG_EVERY_S = 15.0
 
 
 class DeliveryWorker:
@@ -79,6 +82,7 @@ class DeliveryWorker:
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._purged_at = 0.0
+        self._counted_at = 0.0
         feed.on_record = self.wake.set
 
     @property
@@ -114,6 +118,9 @@ class DeliveryWorker:
             self._purged_at = now
             keep = self.settings.subscription_event_retention_days * 86400.0
             await self.services.store.outbox.purge(now - keep)
+        if now - self._counted_at > _BACKLOG_EVERY_S and self.settings.metrics != "off":
+            self._counted_at = now
+            await self.count_backlog()
         for id in await self.services.store.outbox.due(now, _BATCH):
             registered = self.feed.index.get(id)
             if id in self._busy or registered is None:
@@ -122,6 +129,11 @@ class DeliveryWorker:
                 continue
             if await self.services.store.outbox.claim(id, self.id, now + LEASE_S, now):
                 self._start(id, registered)
+
+    async def count_backlog(self) -> None:
+        """Read what waits in the outbox into /metrics (every ``_BACKLOG_EVERY_S``)."""
+        backlog = await self.services.store.outbox.backlog()
+        observe_backlog(backlog.events, backlog.subscriptions, backlog.retrying)
 
     def _start(self, id: str, registered: Registered) -> None:
         self._busy.add(id)
@@ -192,11 +204,12 @@ class Delivery:
                               self.services.base_url)
         failure = await self._send(bundle)
         if failure is None:
+            self._count("handshake", "sent")
             if self.state.status != "active":
                 await _set_status(self.services, self.state.id, "active", None)
             await self._settle({"handshake": 0, **_success()})
         else:
-            await self._failed(failure, self.services.settings.subscription_handshake_window_s)
+            await self._failed("handshake", failure)
 
     async def _events(self) -> None:
         plan = self.registered.plan
@@ -209,17 +222,20 @@ class Delivery:
         notice = self._notice("event-notification", last=found[-1].number)
         failure = await self._send(notification(notice, entries, self.services.base_url))
         if failure is None:
+            withheld = sum(entry.focus is None for entry in entries)
+            self._count("event-notification", "sent", len(entries) - withheld, withheld)
             await self._settle({"delivered": found[-1].number, **_success()})
         else:
-            await self._failed(failure, self.services.settings.subscription_retry_window_s)
+            await self._failed("event-notification", failure)
 
     async def _heartbeat(self) -> None:
         failure = await self._send(notification(self._notice("heartbeat"), [],
                                                 self.services.base_url))
         if failure is None:
+            self._count("heartbeat", "sent")
             await self._settle(_success())
         else:
-            await self._failed(failure, self.services.settings.subscription_retry_window_s)
+            await self._failed("heartbeat", failure)
 
     async def _entry(self, event: NotificationEvent) -> EventEntry:
         """The event as the owner may see it now (no focus when it may not)."""
@@ -249,18 +265,29 @@ class Delivery:
         return await post_notification(self.worker.client, plan, body,
                                        self.services.settings)
 
+    def _count(self, kind: str, outcome: str, focus: int = 0, withheld: int = 0) -> None:
+        """Count the attempt for /metrics (``sent``, ``retry`` or ``error``)."""
+        if self.services.settings.metrics != "off":
+            observe_delivery(kind, self.registered.plan.channel, outcome, focus, withheld)
+
     async def _settle(self, changes: dict[str, Any]) -> None:
         await self.services.store.outbox.settle(self.state.id, self.worker.id, changes)
 
-    async def _failed(self, reason: str, window: float) -> None:
-        """Record a failed attempt: retry later, or give up after ``window``."""
+    async def _failed(self, kind: str, reason: str) -> None:
+        """Record a failed attempt: retry later, or give up after the window of ``kind``
+        (``subscription_handshake_window_s`` for a handshake, else the retry window)."""
         settings, now = self.services.settings, time.time()
+        window = (settings.subscription_handshake_window_s if kind == "handshake"
+                  else settings.subscription_retry_window_s)
+        gives_up = self.registered.plan.channel != "websocket" \
+            and now - (self.state.failing_since or now) >= window
+        self._count(kind, "error" if gives_up else "retry")
         if self.registered.plan.channel == "websocket":
             await self._settle({})  # the events wait for the next connection
             return
         since = self.state.failing_since or now
         attempts = self.state.attempts + 1
-        if now - since >= window:
+        if gives_up:
             await _set_status(self.services, self.state.id, "error", reason)
             await self._settle({"attempts": attempts, "failing_since": since,
                                 "error": reason})

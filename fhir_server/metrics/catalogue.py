@@ -6,9 +6,9 @@ profile URLs, message ids), never from user input as such, so a client cannot gr
 of series. Gauges say how they combine over worker processes (``multiprocess_mode``): a backlog
 is the sum over the live workers, a file size the most recent reading.
 
-Background jobs add theirs to the last section when they arrive: export jobs (issue 28:
-``fhir_export_jobs`` by state, resources exported) and subscription delivery (issue 29: queue
-length, deliveries and retries by outcome), in the same shape as the audit backlog.
+Background jobs add theirs to the last section: the subscriptions' delivery worker (what waits
+in the outbox, attempts by kind, channel and outcome, events sent or withheld); export jobs
+(issue 28) will add theirs in the same shape.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ __all__ = [
     "WRITE_LOCK_WAIT_SECONDS",
     "count_validation_failures",
     "counted_push",
+    "observe_backlog",
     "observe_checkpoint",
+    "observe_delivery",
     "observe_push",
     "observe_request",
 ]
@@ -93,6 +95,29 @@ SEARCH_TIMEOUTS = Counter(
 # --- background work ----------------------------------------------------------------------------
 AUDIT_BACKLOG = Gauge("fhir_audit_backlog", "AuditEvents of reads waiting to be written",
                       multiprocess_mode="livesum")
+
+# The outbox is shared by the workers: every worker reads the same figures, so the most recent.
+SUBSCRIPTION_EVENTS_WAITING = Gauge(
+    "fhir_subscription_events_waiting",
+    "Notification events recorded and not yet delivered, over live subscriptions",
+    multiprocess_mode="mostrecent")
+SUBSCRIPTIONS_WAITING = Gauge(
+    "fhir_subscriptions_waiting", "Live subscriptions with events not yet delivered",
+    multiprocess_mode="mostrecent")
+SUBSCRIPTIONS_RETRYING = Gauge(
+    "fhir_subscriptions_retrying",
+    "Live subscriptions whose last delivery attempt failed (retried with back-off)",
+    multiprocess_mode="mostrecent")
+SUBSCRIPTION_DELIVERIES = Counter(
+    "fhir_subscription_deliveries",
+    "Delivery attempts, by kind (handshake, event-notification, heartbeat), channel "
+    "(rest-hook, websocket) and outcome (sent; retry: failed, tried again later; error: "
+    "failed past the retry window, the subscription went to error)",
+    ["kind", "channel", "outcome"])
+SUBSCRIPTION_EVENTS = Counter(
+    "fhir_subscription_events",
+    "Events sent in notifications, by outcome (focus: with the resource; withheld: without "
+    "it, the owner may not read it now)", ["outcome"])
 
 _request_children: dict[tuple[str, str, int], Counter] = {}
 _latency_children: dict[tuple[str, str], Histogram] = {}
@@ -151,3 +176,20 @@ def observe_checkpoint(mode: str, seconds: float, wal_bytes: int) -> None:
     CHECKPOINT_SECONDS.labels(mode).observe(seconds)
     LAST_CHECKPOINT.set(time.time())
     WAL_BYTES.set(wal_bytes)
+
+
+def observe_backlog(events: int, subscriptions: int, retrying: int) -> None:
+    """Note what waits in the subscriptions' outbox (read by the delivery worker)."""
+    SUBSCRIPTION_EVENTS_WAITING.set(events)
+    SUBSCRIPTIONS_WAITING.set(subscriptions)
+    SUBSCRIPTIONS_RETRYING.set(retrying)
+
+
+def observe_delivery(kind: str, channel: str, outcome: str, focus: int = 0,
+                     withheld: int = 0) -> None:
+    """Count one delivery attempt and, when it was sent, its events with and without focus."""
+    SUBSCRIPTION_DELIVERIES.labels(kind, channel, outcome).inc()
+    if focus:
+        SUBSCRIPTION_EVENTS.labels("focus").inc(focus)
+    if withheld:
+        SUBSCRIPTION_EVENTS.labels("withheld").inc(withheld)

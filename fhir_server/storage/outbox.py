@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "Backlog",
     "NotificationEvent",
     "Outbox",
     "OutboxTransaction",
@@ -84,6 +85,17 @@ class SubscriptionState:
     deleted: bool = False
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What the outbox holds undelivered: events recorded and not yet delivered, the
+    subscriptions they belong to, and the subscriptions whose last attempt failed (being
+    retried)."""
+
+    events: int = 0
+    subscriptions: int = 0
+    retrying: int = 0
+
+
 class OutboxTransaction(Protocol):
     """The outbox writes of a store transaction (see the module docstring)."""
 
@@ -136,4 +148,8 @@ class Outbox(Protocol):
 
     async def purge(self, before: float) -> int:
         """Delete events created before ``before`` (epoch seconds); return how many."""
+        ...
+
+    async def backlog(self) -> Backlog:
+        """What waits over the live (``requested``, ``active``) subscriptions."""
         ...

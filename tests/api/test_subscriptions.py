@@ -15,6 +15,7 @@ import pytest_asyncio
 from fhir_server.authorization.store import AuthStore, TokenFamily
 from fhir_server.security.clients import auth_database_path
 from fhir_server.settings import Settings
+from tests.api.test_metrics import figures, value
 from tests.api.subscribing import (
     ENDPOINT,
     Receiver,
@@ -193,6 +194,34 @@ async def test_a_receiver_that_was_down_gets_everything_afterwards_in_order(
     assert server.receiver.events(id) == [(n + 1, f"Observation/{labs[n]}") for n in range(5)]
     subscription = (await server.http.get(f"/fhir/Subscription/{id}")).json()
     assert subscription["status"] == "active"
+
+
+async def test_the_delivery_queue_and_retries_are_counted_in_metrics(server: Subscribed) -> None:
+    id = await _a_on(server, "observation")
+    kinds = {"kind": "event-notification", "channel": "rest-hook"}
+    before = await figures(server.http)
+    server.receiver.up = False
+    for _ in range(2):
+        await server.create(new_lab(server.world))
+    await until(lambda: server.receiver.refused >= 1)
+    await server.worker.count_backlog()
+    down = await figures(server.http)
+    assert value(down, "fhir_subscription_events_waiting") == 2
+    assert value(down, "fhir_subscriptions_waiting") == 1
+    assert value(down, "fhir_subscriptions_retrying") == 1
+    assert value(down, "fhir_subscription_deliveries_total", **kinds, outcome="retry") \
+        - value(before, "fhir_subscription_deliveries_total", **kinds, outcome="retry") >= 1
+    server.receiver.up = True
+    await until(lambda: len(server.receiver.events(id)) == 2)
+    await server.worker.drain()  # the delivery is recorded after the post
+    await server.worker.count_backlog()
+    up = await figures(server.http)
+    assert value(up, "fhir_subscription_events_waiting") == 0
+    assert value(up, "fhir_subscriptions_retrying") == 0
+    assert value(up, "fhir_subscription_deliveries_total", **kinds, outcome="sent") \
+        - value(before, "fhir_subscription_deliveries_total", **kinds, outcome="sent") >= 1
+    assert value(up, "fhir_subscription_events_total", outcome="focus") \
+        - value(before, "fhir_subscription_events_total", outcome="focus") == 2
 
 
 @pytest_asyncio.fixture

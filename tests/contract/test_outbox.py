@@ -9,7 +9,12 @@ from typing import Any, cast
 
 import pytest
 
-from fhir_server.storage.outbox import NotificationEvent, OutboxTransaction, SubscriptionRecord
+from fhir_server.storage.outbox import (
+    Backlog,
+    NotificationEvent,
+    OutboxTransaction,
+    SubscriptionRecord,
+)
 from fhir_server.storage.port import ResourceStore
 from tests.builders import observation
 
@@ -107,3 +112,18 @@ async def test_old_events_are_purged(store: ResourceStore) -> None:
     assert await store.outbox.purge(time.time() - 3600) == 0
     assert await store.outbox.purge(time.time() + 1) == 1
     assert await store.outbox.events("s1", 1, None, 10) == []
+
+
+async def test_the_backlog_counts_what_waits_for_live_subscriptions(
+    store: ResourceStore,
+) -> None:
+    await _with_subscriptions(store, "s1", "s2", "off")
+    async with store.transaction() as tx:
+        await cast(OutboxTransaction, tx).save_subscription(_record("off", status="off"))
+        await cast(OutboxTransaction, tx).append_notifications(
+            [_event("s1", "o1"), _event("s1", "o2"), _event("s2", "o1"), _event("off", "o1")])
+    assert await store.outbox.backlog() == Backlog(events=3, subscriptions=2, retrying=0)
+    now = time.time()
+    assert await store.outbox.claim("s1", "w", now + 60, now)
+    assert await store.outbox.settle("s1", "w", {"delivered": 1, "attempts": 2})
+    assert await store.outbox.backlog() == Backlog(events=2, subscriptions=2, retrying=1)

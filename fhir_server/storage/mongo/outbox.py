@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.storage.mongo.plans import OutboxWrite
-from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord, SubscriptionState
+from fhir_server.storage.outbox import (
+    Backlog,
+    NotificationEvent,
+    SubscriptionRecord,
+    SubscriptionState,
+)
 
 if TYPE_CHECKING:
     from fhir_server.storage.mongo.store import MongoStore
@@ -153,3 +158,15 @@ class MongoOutbox:
     async def purge(self, before: float) -> int:
         result = await self._store.db[_EVENTS].delete_many({"created": {"$lt": before}})
         return int(result.deleted_count)
+
+    async def backlog(self) -> Backlog:
+        events = subscriptions = retrying = 0
+        cursor = self._store.db[_STATE].find(
+            {"status": {"$in": ["requested", "active"]}, "deleted": False},
+            projection={"events": 1, "delivered": 1, "attempts": 1})
+        async for doc in cursor:
+            waiting = int(doc.get("events", 0)) - int(doc.get("delivered", 0))
+            events += max(waiting, 0)
+            subscriptions += waiting > 0
+            retrying += int(doc.get("attempts", 0)) > 0
+        return Backlog(events, subscriptions, retrying)

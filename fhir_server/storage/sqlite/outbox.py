@@ -15,7 +15,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord, SubscriptionState
+from fhir_server.storage.outbox import (
+    Backlog,
+    NotificationEvent,
+    SubscriptionRecord,
+    SubscriptionState,
+)
 
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite.store import SqliteStore
@@ -202,3 +207,9 @@ class SqliteOutbox:
             cursor = tx.conn.execute("DELETE FROM subscription_events WHERE created < ?",
                                      (before,))
             return int(cursor.rowcount)
+
+    async def backlog(self) -> Backlog:
+        row = self._store.reader.execute(
+            f"SELECT COALESCE(SUM(events - delivered), 0), COALESCE(SUM(delivered < events), 0),"
+            f" COALESCE(SUM(attempts > 0), 0) FROM subscription_state WHERE {_ACTIVE}").fetchone()
+        return Backlog(int(row[0]), int(row[1]), int(row[2]))
