@@ -49,7 +49,8 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
                                          reason="too slow on the MongoDB stand-in")
 
 # The statuses, by request (a case of ``CASES``), target and token (``two_patients.TOKENS``:
-# A's patient tokens ``p.*``, a doctor's ``user/*.cruds``, ``system/*.cruds`` and the granular
+# A's patient tokens ``p.*``, a doctor's ``user/*.cruds``, ``system/*.cruds`` of the operator
+# (``sys``) and of a facility's client acting for its Organization (``fac``), and the granular
 # ``system/Observation.rs?category=laboratory``). Targets: ``own`` is A's resource, ``other``
 # B's, ``unknown`` an id (or identifier) never stored; ``-`` a request aimed at no one record.
 # Instance requests aim at A's or B's laboratory Observation unless the case names another type.
@@ -86,116 +87,116 @@ not_on_the_stand_in = pytest.mark.skipif(API_STORAGE == "mongo-fake",
 # two differ for a reason other than access: ``a`` over HTTP, ``b`` in a Bundle (a Bundle's
 # references must resolve: docs/hospital-push.md, referential integrity).
 EXPECTED = """
-case                         target   p.rs    p.cruds p.lab   user    sys     s.lab
-read                         own      200     200     200     200     200     200
-read                         other    404     404     404     200     200     200
-read                         unknown  404     404     404     404     404     404
-read Patient                 own      200     200     403     200     200     403
-read Patient                 other    404     404     403     200     200     403
-read Patient                 unknown  404     404     403     404     404     403
-read Binary                  own      200     200     403     200     200     403
-read Binary                  other    404     404     403     200     200     403
-read Binary                  unknown  404     404     403     404     404     403
-vread                        own      200     200     200     200     200     200
-vread                        other    404     404     404     200     200     200
-vread                        unknown  404     404     404     404     404     404
-history instance             own      200     200     200     200     200     200
-history instance             other    404     404     404     200     200     200
-history instance             unknown  404     404     404     404     404     404
-history type                 -        200     200     200     200     200     200
-history system               -        200     200     403     200     200     403
-search                       own      200     200     200     200     200     200
-search                       other    200     200     200     200     200     200
-search                       unknown  200     200     200     200     200     200
-search by POST               own      200     200     200     200     200     200
-search by POST               other    200     200     200     200     200     200
-search by POST               unknown  200     200     200     200     200     200
-search system                own      200     200     403     200     200     403
-search system                other    200     200     403     200     200     403
-search system                unknown  200     200     403     200     200     403
-search system by POST        own      200     200     403     200     200     403
-search system by POST        other    200     200     403     200     200     403
-search system by POST        unknown  200     200     403     200     200     403
-search compartment           own      200     200     200     200     200     200
-search compartment           other    200     200     200     200     200     200
-search compartment           unknown  200     200     200     200     200     200
-create                       own      403     201     403     201     201     403
-create                       other    403     403     403     201     201     403
-create                       unknown  403     403     403     400     400     403
-conditional create           own      403     200     403     200     200     403
-conditional create           other    403     201     403     200     200     403
-conditional create           unknown  403     201     403     201     201     403
-update                       own      403     200     403     200     200     403
-update                       other    403     404     403     200     200     403
-update                       unknown  403     201     403     201     201     403
-conditional update           own      403     200     403     200     200     403
-conditional update           other    403     201     403     200     200     403
-conditional update           unknown  403     201     403     201     201     403
-patch                        own      403     200     403     200     200     403
-patch                        other    403     404     403     200     200     403
-patch                        unknown  403     404     403     404     404     403
-conditional patch            own      403     200     403     200     200     403
-conditional patch            other    403     404     403     200     200     403
-conditional patch            unknown  403     404     403     404     404     403
-delete                       own      403     204     403     204     204     403
-delete                       other    403     404     403     204     204     403
-delete                       unknown  403     404     403     404     404     403
-delete Patient               own      403     409     403     409     409     403
-delete Patient               other    403     404     403     409     409     403
-delete Patient               unknown  403     404     403     404     404     403
-conditional delete           own      403     204     403     204     204     403
-conditional delete           other    403     204     403     204     204     403
-conditional delete           unknown  403     204     403     204     204     403
-conditional delete by _id    own      403     204     403     204     204     403
-conditional delete by _id    other    403     204     403     204     204     403
-conditional delete by _id    unknown  403     204     403     204     204     403
-conditional delete Patient   own      403     409     403     409     409     403
-conditional delete Patient   other    403     204     403     409     409     403
-conditional delete Patient   unknown  403     204     403     204     204     403
-$validate type               own      403     200     403     200     200     403
-$validate type               other    403     200     403     200     200     403
-$validate type               unknown  403     200     403     200     200     403
-$validate instance           own      403     200     403     200     200     403
-$validate instance           other    403     404     403     200     200     403
-$validate instance           unknown  403     404     403     404     404     403
-$json-schema type            -        200     200     403     200     200     403
-$json-schema instance        -        200     200     403     200     200     403
-$expand type                 -        200     200     403     200     200     403
-$expand instance             -        200     200     403     200     200     403
-$validate-code type          -        200     200     403     200     200     403
-$validate-code instance      -        200     200     403     200     200     403
-$lookup type                 -        200     200     403     200     200     403
-$lookup instance             -        200     200     403     200     200     403
-$everything                  own      200     200     403     200     200     403
-$everything                  other    404     404     403     200     200     403
-$everything                  unknown  404     404     403     404     404     403
-$summary instance            own      200     200     403     200     200     403
-$summary instance            other    404     404     403     200     200     403
-$summary instance            unknown  404     404     403     404     404     403
-$summary type                own      200     200     403     200     200     403
-$summary type                other    404     404     403     200     200     403
-$summary type                unknown  404     404     403     404     404     403
-$document                    own      200     200     403     200     200     403
-$document                    other    404     404     403     200     200     403
-$document                    unknown  404     404     403     404     404     403
-$status type                 -        200     200     403     200     200     403
-$status instance             own      200     200     403     200     200     403
-$status instance             other    404     404     403     200     200     403
-$status instance             unknown  404     404     403     404     404     403
-$events                      own      200     200     403     200     200     403
-$events                      other    404     404     403     200     200     403
-$events                      unknown  404     404     403     404     404     403
-$get-ws-binding-token type   -        200     200     403     200     200     403
-$get-ws-binding-token instance own    200     200     403     200     200     403
-$get-ws-binding-token instance other  404     404     403     200     200     403
-$get-ws-binding-token instance unknown 404    404     403     404     404     403
-$import-xml130               -        403     403     403     403     400     403
-$convert-xml130              -        403     403     403     403     400     403
-$export-xml130               own      200     200     403     200     200     403
-$export-xml130               other    404     404     403     200     200     403
-$export-xml130               unknown  404     404     403     404     404     403
-system operation             -        404     404     404     404     404     404
-system operation by POST     -        404     404     404     404     404     404
+case                         target   p.rs    p.cruds p.lab   user    sys     fac     s.lab
+read                         own      200     200     200     200     200     200     200
+read                         other    404     404     404     200     200     200     200
+read                         unknown  404     404     404     404     404     404     404
+read Patient                 own      200     200     403     200     200     200     403
+read Patient                 other    404     404     403     200     200     200     403
+read Patient                 unknown  404     404     403     404     404     404     403
+read Binary                  own      200     200     403     200     200     200     403
+read Binary                  other    404     404     403     200     200     200     403
+read Binary                  unknown  404     404     403     404     404     404     403
+vread                        own      200     200     200     200     200     200     200
+vread                        other    404     404     404     200     200     200     200
+vread                        unknown  404     404     404     404     404     404     404
+history instance             own      200     200     200     200     200     200     200
+history instance             other    404     404     404     200     200     200     200
+history instance             unknown  404     404     404     404     404     404     404
+history type                 -        200     200     200     200     200     200     200
+history system               -        200     200     403     200     200     200     403
+search                       own      200     200     200     200     200     200     200
+search                       other    200     200     200     200     200     200     200
+search                       unknown  200     200     200     200     200     200     200
+search by POST               own      200     200     200     200     200     200     200
+search by POST               other    200     200     200     200     200     200     200
+search by POST               unknown  200     200     200     200     200     200     200
+search system                own      200     200     403     200     200     200     403
+search system                other    200     200     403     200     200     200     403
+search system                unknown  200     200     403     200     200     200     403
+search system by POST        own      200     200     403     200     200     200     403
+search system by POST        other    200     200     403     200     200     200     403
+search system by POST        unknown  200     200     403     200     200     200     403
+search compartment           own      200     200     200     200     200     200     200
+search compartment           other    200     200     200     200     200     200     200
+search compartment           unknown  200     200     200     200     200     200     200
+create                       own      403     201     403     201     201     201     403
+create                       other    403     403     403     201     201     201     403
+create                       unknown  403     403     403     400     400     400     403
+conditional create           own      403     200     403     200     200     200     403
+conditional create           other    403     201     403     200     200     200     403
+conditional create           unknown  403     201     403     201     201     201     403
+update                       own      403     200     403     200     200     200     403
+update                       other    403     404     403     200     200     200     403
+update                       unknown  403     201     403     201     201     201     403
+conditional update           own      403     200     403     200     200     200     403
+conditional update           other    403     201     403     200     200     200     403
+conditional update           unknown  403     201     403     201     201     201     403
+patch                        own      403     200     403     200     200     200     403
+patch                        other    403     404     403     200     200     200     403
+patch                        unknown  403     404     403     404     404     404     403
+conditional patch            own      403     200     403     200     200     200     403
+conditional patch            other    403     404     403     200     200     200     403
+conditional patch            unknown  403     404     403     404     404     404     403
+delete                       own      403     204     403     204     204     204     403
+delete                       other    403     404     403     204     204     204     403
+delete                       unknown  403     404     403     404     404     404     403
+delete Patient               own      403     409     403     409     409     409     403
+delete Patient               other    403     404     403     409     409     409     403
+delete Patient               unknown  403     404     403     404     404     404     403
+conditional delete           own      403     204     403     204     204     204     403
+conditional delete           other    403     204     403     204     204     204     403
+conditional delete           unknown  403     204     403     204     204     204     403
+conditional delete by _id    own      403     204     403     204     204     204     403
+conditional delete by _id    other    403     204     403     204     204     204     403
+conditional delete by _id    unknown  403     204     403     204     204     204     403
+conditional delete Patient   own      403     409     403     409     409     409     403
+conditional delete Patient   other    403     204     403     409     409     409     403
+conditional delete Patient   unknown  403     204     403     204     204     204     403
+$validate type               own      403     200     403     200     200     200     403
+$validate type               other    403     200     403     200     200     200     403
+$validate type               unknown  403     200     403     200     200     200     403
+$validate instance           own      403     200     403     200     200     200     403
+$validate instance           other    403     404     403     200     200     200     403
+$validate instance           unknown  403     404     403     404     404     404     403
+$json-schema type            -        200     200     403     200     200     200     403
+$json-schema instance        -        200     200     403     200     200     200     403
+$expand type                 -        200     200     403     200     200     200     403
+$expand instance             -        200     200     403     200     200     200     403
+$validate-code type          -        200     200     403     200     200     200     403
+$validate-code instance      -        200     200     403     200     200     200     403
+$lookup type                 -        200     200     403     200     200     200     403
+$lookup instance             -        200     200     403     200     200     200     403
+$everything                  own      200     200     403     200     200     200     403
+$everything                  other    404     404     403     200     200     200     403
+$everything                  unknown  404     404     403     404     404     404     403
+$summary instance            own      200     200     403     200     200     200     403
+$summary instance            other    404     404     403     200     200     200     403
+$summary instance            unknown  404     404     403     404     404     404     403
+$summary type                own      200     200     403     200     200     200     403
+$summary type                other    404     404     403     200     200     200     403
+$summary type                unknown  404     404     403     404     404     404     403
+$document                    own      200     200     403     200     200     200     403
+$document                    other    404     404     403     200     200     200     403
+$document                    unknown  404     404     403     404     404     404     403
+$status type                 -        200     200     403     200     200     200     403
+$status instance             own      200     200     403     200     200     200     403
+$status instance             other    404     404     403     200     200     200     403
+$status instance             unknown  404     404     403     404     404     404     403
+$events                      own      200     200     403     200     200     200     403
+$events                      other    404     404     403     200     200     200     403
+$events                      unknown  404     404     403     404     404     404     403
+$get-ws-binding-token type   -        200     200     403     200     200     200     403
+$get-ws-binding-token instance own    200     200     403     200     200     200     403
+$get-ws-binding-token instance other  404     404     403     200     200     200     403
+$get-ws-binding-token instance unknown 404    404     403     404     404     404     403
+$import-xml130               -        403     403     403     403     400     400     403
+$convert-xml130              -        403     403     403     403     400     400     403
+$export-xml130               own      200     200     403     200     200     200     403
+$export-xml130               other    404     404     403     200     200     200     403
+$export-xml130               unknown  404     404     403     404     404     404     403
+system operation             -        404     404     404     404     404     404     404
+system operation by POST     -        404     404     404     404     404     404     404
 """
 
 #: Routes that answer without a token, and what they answer to a bare request.

@@ -15,7 +15,6 @@ import pytest_asyncio
 from fhir_server.authorization.store import AuthStore, TokenFamily
 from fhir_server.security.clients import auth_database_path
 from fhir_server.settings import Settings
-from tests.api.test_metrics import figures, value
 from tests.api.subscribing import (
     ENDPOINT,
     Receiver,
@@ -29,6 +28,7 @@ from tests.api.subscribing import (
     topic_subscription,
     until,
 )
+from tests.api.test_metrics import figures, value
 from tests.api.two_patients import FHIR
 
 

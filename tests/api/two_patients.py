@@ -46,6 +46,7 @@ TOKENS: dict[str, tuple[str, bool]] = {
     "p.lab": ("patient/Observation.rs?category=laboratory", True),
     "user": ("user/*.cruds", False),
     "sys": ("system/*.cruds", False),
+    "fac": ("system/*.cruds", False),
     "s.lab": ("system/Observation.rs?category=laboratory", False),
 }
 
@@ -164,6 +165,9 @@ class World:
             claims: dict[str, Any] = {"patient_id": self.a.patient} if bound else {}
             if kind == "user":
                 claims["subject"] = f"Practitioner/{self.shared['dr']}"
+            if kind == "fac":  # a facility's client, acting for its Organization
+                claims.update(subject="bv-test", client_id="bv-test",
+                              organization=f"Organization/{self.shared['org']}")
             self._tokens[kind] = token_for(self.settings, scope, **claims)
         return self._tokens[kind]
 
