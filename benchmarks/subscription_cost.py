@@ -10,9 +10,10 @@ citizen: ``--notified`` of them on pushed patients, the others on citizens who d
 during the run (every citizen's app, whether or not they are seen today). Their endpoint is a
 receiver in this process (loopback) that records when each notification arrives. Then the
 push of the patients' later visits (8 wrk connections) alternates, ``--rounds`` times, between
-the server with subscriptions on and off (on first in odd rounds, off first in even ones) (``FHIR_SERVER_SUBSCRIPTIONS``), each run on visits
-of its own. Reported: Bundles/s of each run and the ratio off/on of the medians (the target
-is a drop of at most 10 %); and for the notifications of the runs with subscriptions on, the
+the server with subscriptions on and off (``FHIR_SERVER_SUBSCRIPTIONS``; on first in odd
+rounds, off first in even ones), each run on visits of its own. Reported: Bundles/s of each
+run and the ratio on/off of the medians, the baseline being the runs without (the target is
+a drop of at most 10 %); and for the notifications of the runs with subscriptions on, the
 time from the event (the change's ``lastUpdated``, stamped inside its transaction, a few ms
 before its commit) to the notification's arrival, whose 95th percentile must be <= 1 s.
 """
@@ -249,12 +250,14 @@ def main() -> int:
     delays = sorted(arrivals.delays)
     p95 = delays[int(0.95 * (len(delays) - 1))] if delays else float("nan")
     report = {"push_bundles_per_s": {"on": figures[True], "off": figures[False]},
-              "drop": round(1 - on / off, 3), "notifications": len(delays),
+              "ratio_on_off": round(on / off, 3), "drop": round(1 - on / off, 3),
+              "notifications": len(delays),
               "commit_to_arrival_s": {"p50": delays[len(delays) // 2] if delays else None,
                                       "p95": p95, "max": delays[-1] if delays else None}}
     print(json.dumps(report, indent=1))
     print(f"{'PASS' if on >= 0.9 * off else 'FAIL'} push with 10,000 subscriptions: "
-          f"{on:.1f} vs {off:.1f} Bundles/s ({100 * (1 - on / off):+.1f} % drop; <= 10 %)")
+          f"{on:.1f} vs {off:.1f} Bundles/s (ratio {on / off:.3f} to the baseline without; "
+          f"{100 * (1 - on / off):+.1f} % drop; <= 10 %)")
     print(f"{'PASS' if p95 <= 1.0 else 'FAIL'} p95 event to first delivery: {p95:.3f} s "
           f"(<= 1 s, {len(delays)} notifications)")
     return 0
