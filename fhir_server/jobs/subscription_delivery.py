@@ -121,14 +121,18 @@ class DeliveryWorker:
         if now - self._counted_at > _BACKLOG_EVERY_S and self.settings.metrics != "off":
             self._counted_at = now
             await self.count_backlog()
+        wanted: dict[str, Registered] = {}
         for id in await self.services.store.outbox.due(now, _BATCH):
             registered = self.feed.index.get(id)
             if id in self._busy or registered is None:
                 continue
             if registered.plan.channel == "websocket" and not self.hub.holds(id):
                 continue
-            if await self.services.store.outbox.claim(id, self.id, now + LEASE_S, now):
-                self._start(id, registered)
+            wanted[id] = registered
+        # One claim for all (on SQLite one write turn, not one per subscription).
+        for id in await self.services.store.outbox.claim_many(list(wanted), self.id,
+                                                               now + LEASE_S, now):
+            self._start(id, wanted[id])
 
     async def count_backlog(self) -> None:
         """Read what waits in the outbox into /metrics (every ``_BACKLOG_EVERY_S``)."""

@@ -135,6 +135,12 @@ class Outbox(Protocol):
         """Take the subscription's lease until ``until`` unless another worker holds it."""
         ...
 
+    async def claim_many(self, ids: Sequence[str], worker: str, until: float,
+                         now: float) -> list[str]:
+        """``claim`` for several subscriptions at once (one write on SQLite); return the ids
+        claimed, in the order given."""
+        ...
+
     async def settle(self, id: str, worker: str, changes: Mapping[str, Any]) -> bool:
         """Set fields of the state (``delivered``, ``attempts``, ``next_attempt``,
         ``failing_since``, ``handshake``, ``last_sent``, ``error``) and release the lease;

@@ -203,7 +203,12 @@ async def test_the_delivery_queue_and_retries_are_counted_in_metrics(server: Sub
     server.receiver.up = False
     for _ in range(2):
         await server.create(new_lab(server.world))
-    await until(lambda: server.receiver.refused >= 1)
+    outbox = server.app.state.services.store.outbox
+    for _ in range(500):  # the failed attempt is recorded after the receiver refused it
+        state = await outbox.state(id)
+        if state.attempts >= 1 and state.events == 2:
+            break
+        await asyncio.sleep(0.02)
     await server.worker.count_backlog()
     down = await figures(server.http)
     assert value(down, "fhir_subscription_events_waiting") == 2

@@ -105,6 +105,18 @@ async def test_one_worker_at_a_time_holds_a_subscription(store: ResourceStore) -
     assert await store.outbox.claim("s1", "second", later + 60, later)
 
 
+async def test_several_subscriptions_are_claimed_at_once_but_none_held_by_another(
+    store: ResourceStore,
+) -> None:
+    await _with_subscriptions(store, "s1", "s2", "s3")
+    now = time.time()
+    assert await store.outbox.claim("s2", "other", now + 60, now)
+    claimed = await store.outbox.claim_many(["s3", "s2", "s1", "none"], "w", now + 60, now)
+    assert claimed == ["s3", "s1"]
+    assert not await store.outbox.claim("s1", "other", now + 60, now)
+    assert await store.outbox.claim_many([], "w", now + 60, now) == []
+
+
 async def test_old_events_are_purged(store: ResourceStore) -> None:
     await _with_subscriptions(store, "s1")
     async with store.transaction() as tx:

@@ -8,7 +8,7 @@ that also records events is refused like any other write of several documents.""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.storage.mongo.plans import OutboxWrite
@@ -138,6 +138,10 @@ class MongoOutbox:
                                 {"lease_owner": worker}]},
             {"$set": {"lease_owner": worker, "lease_until": until}})
         return bool(result.matched_count)
+
+    async def claim_many(self, ids: Sequence[str], worker: str, until: float,
+                         now: float) -> list[str]:
+        return [id for id in ids if await self.claim(id, worker, until, now)]
 
     async def settle(self, id: str, worker: str, changes: Mapping[str, Any]) -> bool:
         fields = {name: value for name, value in changes.items() if name in _SETTLED}

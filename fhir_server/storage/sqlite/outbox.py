@@ -183,6 +183,19 @@ class SqliteOutbox:
                 (worker, until, id, now, worker)).fetchone()
         return row is not None
 
+    async def claim_many(self, ids: Sequence[str], worker: str, until: float,
+                         now: float) -> list[str]:
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        async with self._store.transaction(durable=False) as tx:
+            rows = tx.conn.execute(
+                f"UPDATE subscription_state SET lease_owner = ?, lease_until = ? WHERE id IN "
+                f"({marks}) AND (lease_until <= ? OR lease_owner = ?) RETURNING id",
+                (worker, until, *ids, now, worker)).fetchall()
+        claimed = {str(row[0]) for row in rows}
+        return [id for id in ids if id in claimed]
+
     async def settle(self, id: str, worker: str, changes: Mapping[str, Any]) -> bool:
         names = [name for name in changes if name in _SETTLED]
         sets = "".join(f"{name} = ?, " for name in names)
