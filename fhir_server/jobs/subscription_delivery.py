@@ -3,9 +3,9 @@
 One worker runs in each server process (``start``). Every ``subscription_poll_s`` (and at
 once when a write of this process recorded events) it refreshes the process's index of
 subscriptions, asks the outbox for subscriptions with something due (undelivered events, a
-handshake, a heartbeat), and claims each for ``LEASE_S``: with ``serve --workers N`` the
-processes share one outbox, and the lease makes one of them at a time the sender of a
-subscription, so its notifications go out in order and each event is sent by one process
+handshake, a heartbeat), and claims them (in one write) for ``LEASE_S``: with ``serve
+--workers N`` the processes share one outbox, and the lease makes one of them at a time the
+sender of a subscription, so its notifications go out in order and each event is sent by one process
 (a process killed mid-send leaves a lease that expires; the next sender starts again from
 the last event recorded as delivered: delivery is at least once). A websocket subscription
 is claimed only by a process holding a connection for it.
