@@ -83,6 +83,8 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._purged_at = 0.0
         self._counted_at = 0.0
+        #: Set by ``Running.stop``: the loop ends even if a cancellation is lost on the way.
+        self.stopping = False
         feed.on_record = self.wake.set
 
     @property
@@ -90,9 +92,11 @@ class DeliveryWorker:
         return self.services.settings
 
     async def run(self) -> None:
-        """Work until cancelled (a failing round is logged and the next one comes)."""
-        while True:
+        """Work until stopped (a failing round is logged and the next one comes)."""
+        while not self.stopping:
             await self._nap()
+            if self.stopping:
+                return
             self.wake.clear()
             try:
                 await self.step()
@@ -337,6 +341,8 @@ class Running:
     task: asyncio.Task[None]
 
     async def stop(self) -> None:
+        self.worker.stopping = True
+        self.worker.wake.set()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
