@@ -19,12 +19,15 @@ from fhir_server.api.endpoints import ENDPOINTS
 from fhir_server.api.errors import http_exception_handler
 from fhir_server.api.fhir import fhir_endpoint
 from fhir_server.api.middleware import RequestLogMiddleware
-from fhir_server.api.routes import FHIR_BASE_PATH, OTHER_ROUTES
+from fhir_server.api.routes import FHIR_BASE_PATH, OTHER_ROUTES, WEBSOCKET_ROUTES
+from fhir_server.api.websocket import subscription_websocket
 from fhir_server.conformance.seeding import seed_conformance
 from fhir_server.facilities.known import load_known_facilities
 from fhir_server.heap import keep_frozen
 from fhir_server.interactions.context import Services
+from fhir_server.jobs import subscription_delivery
 from fhir_server.jobs.setup import start_jobs, stop_jobs
+from fhir_server.jobs.websocket_hub import WebSocketHub
 from fhir_server.logs import configure_logging
 from fhir_server.metrics.exposition import process_ended
 from fhir_server.router.door import handle
@@ -60,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         await seed_conformance(services)
         await load_known_facilities(services)  # the facility registry's codes
+        app.state.subscription_hub = WebSocketHub()
+        delivery = (await subscription_delivery.start(services, app.state.subscription_hub)
+                    if settings.subscriptions else None)
+        app.state.subscription_delivery = delivery
         # Before the first request: what the first push would build (fhir_server.warmup).
         warm_up(services)
         # What start-up built (search registry, profiles, code systems: ~70,000 objects) lives
@@ -75,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             refreezing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refreezing
+            if delivery is not None:
+                await delivery.stop()
             if services.audit_trail is not None:
                 await services.audit_trail.close()
             await store.close()
@@ -88,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route(FHIR_BASE_PATH, fhir_endpoint, methods=every_method, name="fhir-base")
     app.add_route(FHIR_BASE_PATH + "/{path:path}", fhir_endpoint, methods=every_method,
                   name="fhir")
+    for path in WEBSOCKET_ROUTES:
+        app.router.add_websocket_route(path, subscription_websocket)
     app.add_exception_handler(HTTPException, http_exception_handler)
     if settings.cors_origins:
         app.add_middleware(cors_middleware, origins=settings.cors_origins)

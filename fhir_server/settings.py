@@ -133,6 +133,27 @@ class Settings(BaseSettings):
     #: key's certificate first): with both set, $summary and $document are signed.
     signature_key_file: Path | None = None
     signature_certificate_file: Path | None = None
+    #: Subscriptions (docs/subscriptions.md): delivery of notifications in the background.
+    subscriptions: bool = True
+    #: Rest-hook endpoints must be https:// unless this is on (tests, development).
+    subscription_allow_http: bool = False
+    #: Endpoints on loopback, private, link-local or reserved addresses are refused unless
+    #: this is on (an endpoint inside the operator's own network).
+    subscription_allow_private_endpoints: bool = False
+    #: A failing rest-hook is retried with exponential back-off (from
+    #: ``subscription_retry_first_s``, at most ``subscription_retry_max_interval_s`` apart)
+    #: for this long, then the subscription goes to ``error`` with the reason.
+    subscription_retry_window_s: float = 24 * 3600.0
+    subscription_retry_first_s: float = 2.0
+    subscription_retry_max_interval_s: float = 900.0
+    #: How long a handshake is retried before the subscription goes to ``error``.
+    subscription_handshake_window_s: float = 300.0
+    #: Events are kept this long for ``$events`` (and for a subscriber that was away).
+    subscription_event_retention_days: float = 7.0
+    #: How often each worker process looks for notifications to send.
+    subscription_poll_s: float = 0.25
+    #: Lifetime of a ``$get-ws-binding-token`` token, in seconds.
+    subscription_ws_token_ttl_s: int = 600
     #: ``json``: one JSON object per line from every process; ``text``: for a developer.
     log_format: Literal["json", "text"] = "json"
     #: Off a terminal, long commands (load, reindex...) write a progress line this often.

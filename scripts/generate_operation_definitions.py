@@ -198,6 +198,51 @@ OWN_DEFINITIONS: dict[str, dict[str, Any]] = {
 }
 
 
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
+#: The Subscriptions Backport IG's operations (its definitions, restated here as data).
+OWN_DEFINITIONS.update({
+    "status": {
+        "url": f"{BACKPORT}/backport-subscription-status", "name": "R5SubscriptionStatus",
+        "status": "active", "kind": "operation", "code": "status",
+        "description": "The current status of one Subscription (instance) or of every "
+                       "Subscription the caller may read (type), as SubscriptionStatus "
+                       "Parameters (query-status).",
+        "parameter": [
+            _parameter("id", "in", 0, "*", "id", "Type level: the Subscriptions to report"),
+            _parameter("status", "in", 0, "*", "code", "Type level: only these statuses"),
+            _parameter("return", "out", 1, "1", "Bundle", "A searchset of statuses"),
+        ],
+    },
+    "events": {
+        "url": f"{BACKPORT}/backport-subscription-events", "name": "R5SubscriptionEvents",
+        "status": "active", "kind": "operation", "code": "events",
+        "description": "The events a Subscription recorded (kept 7 days by default), as a "
+                       "notification Bundle (query-event).",
+        "parameter": [
+            _parameter("eventsSinceNumber", "in", 0, "1", "string", "First event, inclusive"),
+            _parameter("eventsUntilNumber", "in", 0, "1", "string", "Last event, inclusive"),
+            _parameter("content", "in", 0, "1", "code",
+                       "empty | id-only | full-resource (at most the Subscription's)"),
+            _parameter("return", "out", 1, "1", "Bundle", "The notification Bundle"),
+        ],
+    },
+    "get-ws-binding-token": {
+        "url": f"{BACKPORT}/backport-subscription-get-ws-binding-token",
+        "name": "R5SubscriptionGetWsBindingToken", "status": "active", "kind": "operation",
+        "code": "get-ws-binding-token",
+        "description": "A token a websocket client sends (bind-with-token) to receive the "
+                       "notifications of websocket Subscriptions.",
+        "parameter": [
+            _parameter("id", "in", 0, "*", "id", "Type level: the Subscriptions to bind"),
+            _parameter("token", "out", 1, "1", "string", "The binding token"),
+            _parameter("expiration", "out", 1, "1", "dateTime", "When the token expires"),
+            _parameter("subscription", "out", 0, "*", "string", "The Subscriptions bound"),
+            _parameter("websocket-url", "out", 1, "1", "url", "Where to connect"),
+        ],
+    },
+})
+
+
 def _levels(name: str) -> tuple[list[str], bool, bool, bool]:
     """The resource types and levels (system, type, instance) the server has ``name`` at."""
     keys = [(level, rtype) for (level, rtype, op) in OPERATIONS if op == name]

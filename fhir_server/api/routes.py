@@ -6,8 +6,9 @@ No logic here.
 from __future__ import annotations
 
 from fhir_server.router.routes import ROUTES as FHIR_ROUTES
+from fhir_server.subscriptions.binding_tokens import WEBSOCKET_PATH
 
-__all__ = ["FHIR_BASE_PATH", "OTHER_ROUTES", "ROUTES"]
+__all__ = ["FHIR_BASE_PATH", "OTHER_ROUTES", "ROUTES", "WEBSOCKET_ROUTES"]
 
 FHIR_BASE_PATH = "/fhir"
 
@@ -42,3 +43,7 @@ ROUTES: list[tuple[str, str, str]] = OTHER_ROUTES + [
     (route.method, f"{FHIR_BASE_PATH}/{route.pattern}".rstrip("/"), route.name)
     for route in FHIR_ROUTES
 ]
+
+#: Websocket endpoints (not HTTP routes): the subscriptions' websocket channel, whose access
+#: is the binding token of ``$get-ws-binding-token`` (``api.websocket``).
+WEBSOCKET_ROUTES: list[str] = [f"{FHIR_BASE_PATH}/{WEBSOCKET_PATH}"]

@@ -2,7 +2,8 @@
 
 At start-up every JSON resource in ``profiles/`` and ``terminology/`` (StructureDefinitions,
 NamingSystems, CodeSystems, ValueSets, ConceptMaps, and the OperationDefinitions the
-CapabilityStatement links to) is stored under its own id, as an update:
+CapabilityStatement links to), and the SubscriptionTopics the server ships (Basic
+resources), is stored under its own id, as an update:
 unchanged files create no new version, so restarts and several workers are harmless. The
 validator and the terminology service read the same files directly.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from fhir_server.interactions.context import Services
+from fhir_server.subscriptions.topics import shipped_topics
 
 __all__ = ["conformance_resources", "search_parameter_resources", "seed_conformance"]
 
@@ -66,6 +68,8 @@ async def seed_conformance(services: Services) -> int:
     resources = list(conformance_resources(settings.profiles_dir, settings.terminology_dir))
     if services.registry is not None and settings.seed_search_parameters:
         resources += search_parameter_resources(services.registry)
+    if settings.subscriptions:  # discoverable as Basic?code=...|SubscriptionTopic
+        resources += shipped_topics()
     indexed = [(r, services.index(r)) for r in resources]
     changed = 0
     async with services.store.transaction() as tx:

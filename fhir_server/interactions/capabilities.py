@@ -16,6 +16,7 @@ from fhir_server.search.model import ParamType
 from fhir_server.search.parse import UNSUPPORTED_PARAMETERS
 from fhir_server.security.audit import AUDIT_SEARCH_PARAMS
 from fhir_server.security.token_endpoint import oauth_uris
+from fhir_server.subscriptions.topics import topic_urls
 
 __all__ = ["FEATURES", "capability_statement"]
 
@@ -96,7 +97,29 @@ def _resource_entry(services: Services, resource_type: str,
     operations = _operations(services, resource_type)
     if operations:
         entry["operation"] = operations
+    if resource_type == "Subscription" and services.settings.subscriptions:
+        _subscription_entry(entry)
     return entry
+
+
+#: The Subscriptions Backport IG's R4 server statement, its profile and topic extension.
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+_TOPIC_CANONICAL = (f"{_BACKPORT}/StructureDefinition/"
+                    "capabilitystatement-subscriptiontopic-canonical")
+
+
+def _subscription_entry(entry: dict[str, Any]) -> None:
+    """Topic-based subscriptions (rest-hook and websocket; id-only, full-resource, empty):
+    the backport profile and the shipped topics (operators' own are found with
+    ``Basic?code=http://hl7.org/fhir/fhir-types|SubscriptionTopic``)."""
+    entry["supportedProfile"] = [f"{_BACKPORT}/StructureDefinition/backport-subscription"]
+    entry["extension"] = [{"url": _TOPIC_CANONICAL, "valueCanonical": url}
+                          for url in sorted(topic_urls())]
+    entry["documentation"] = (
+        "Topic-based (Subscriptions Backport IG, R4) and classic criteria subscriptions; "
+        "channels rest-hook (https) and websocket; payloads empty, id-only (the default), "
+        "full-resource; notifications only carry what the subscription's owner may read at "
+        "delivery time. See docs/subscriptions.md.")
 
 
 def _audit_entry(entry: dict[str, Any]) -> None:
@@ -161,8 +184,11 @@ def capability_statement(services: Services) -> dict[str, Any]:
         "publisher": "fhir-server project",
         "kind": "instance",
         # The Bulk Data Access IG's server capabilities: $export at system, Patient and
-        # Group level (operations below), Group read and search (every type has them).
-        "instantiates": [BULK_DATA],
+        # Group level (operations below), Group read and search (every type has them); the
+        # Subscriptions Backport IG's, when subscriptions are on.
+        "instantiates": [BULK_DATA, *([f"{_BACKPORT}/CapabilityStatement/"
+                                       "backport-subscription-server-r4"]
+                                      if services.settings.subscriptions else [])],
         "software": {"name": "fhir-server", "version": __version__},
         "implementation": {
             "description": "FHIR R4 server for Vietnam's electronic health book",

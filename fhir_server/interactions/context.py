@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from fhir_server.errors import Issue
+from fhir_server.interactions.changes import ChangeFeed
 from fhir_server.jobs.runner import JobRunner
 from fhir_server.router.request import FhirRequest, FhirResponse
 from fhir_server.search.indexing import index_resource
@@ -83,6 +84,8 @@ class Services:
     #: The CapabilityStatement's JSON, built on first request (it depends only on the
     #: settings and the search registry, both fixed for the life of the services).
     capabilities: bytes | None = None
+    #: Follows every stored change inside its transaction (the subscriptions' outbox).
+    changes: ChangeFeed | None = None
 
     @property
     def base_url(self) -> str:

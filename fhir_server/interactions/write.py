@@ -25,6 +25,7 @@ from fhir_server.errors import (
     PreconditionFailed,
     VersionConflict,
 )
+from fhir_server.interactions.changes import Change
 from fhir_server.interactions.context import AUDIT_EVENT, Outcome, Services, new_id
 from fhir_server.interactions.prepare import apply_patch, prepare_resource
 from fhir_server.interactions.read import check_deleted_visible
@@ -113,6 +114,8 @@ async def apply(
     if write.resource is None:
         await _patch_match(tx, services, write)
     assert write.resource is not None
+    if services.changes is not None:
+        services.changes.admit(write)
     if write.access.limits(write.interaction) or write.resource_type == "Consent":
         before = None if write.interaction is Interaction.CREATE else await _current(tx, write)
         if before is not None and before.deleted:  # another patient's deleted id: unknown
@@ -201,8 +204,11 @@ async def _store(
     if write.interaction is Interaction.CREATE:
         stored = await tx.create(resource, index)
         _note(note, write, stored, resource, index)
+        await _observe(tx, services, write, Change("create", stored, resource, None, index,
+                                                   write.access.caller))
         return Outcome(201, stored)
     method = "PATCH" if write.interaction is Interaction.PATCH else "PUT"
+    previous = await _previous(tx, services, write)
     try:
         result = await tx.update(resource, index, write.expected_version, method=method)
     except VersionConflict as exc:
@@ -210,7 +216,27 @@ async def _store(
             raise
         raise PreconditionFailed(exc.diagnostics, message_id="MSG_VERSION_MISMATCH") from None
     _note(note, write, result.stored, resource if result.changed else None, index)
+    if result.changed:
+        kind = "create" if result.created else "update"
+        await _observe(tx, services, write, Change(kind, result.stored, resource, previous,
+                                                   index, write.access.caller))
     return Outcome(201 if result.created else 200, result.stored)
+
+
+async def _previous(tx: StoreTransaction, services: Services,
+                    write: Write) -> dict[str, Any] | None:
+    """The content an update replaces, where the change feed needs it."""
+    feed = services.changes
+    if feed is None or write.id is None or not feed.needs_previous(write.resource_type):
+        return None
+    return _content(await tx.read(write.resource_type, write.id))
+
+
+async def _observe(tx: StoreTransaction, services: Services, write: Write,
+                   change: Change) -> None:
+    """Tell the change feed (the subscriptions' outbox), inside the write's transaction."""
+    if services.changes is not None and write.resource_type != AUDIT_EVENT:
+        await services.changes.observe(tx, change)
 
 
 async def _append_event(
@@ -268,6 +294,8 @@ async def _delete(
     marker = await tx.delete(write.resource_type, str(write.id))
     if marker is not None:
         _note(note, write, marker, before)
+        await _observe(tx, services, write, Change("delete", marker, None, before, None,
+                                                   write.access.caller))
     return Outcome(204, marker or current)
 
 

@@ -7,8 +7,9 @@ of series. Gauges say how they combine over worker processes (``multiprocess_mod
 is the sum over the live workers, a file size the most recent reading.
 
 Background jobs (``jobs.runner``) are counted by kind (``export``, ``export-cli``): running,
-and ended by state; a bulk export counts the resources it writes. Subscription delivery
-(issue 29: queue length, deliveries and retries by outcome) goes in the same last section.
+and ended by state; a bulk export counts the resources it writes. The subscriptions' delivery
+worker adds what waits in the outbox, attempts by kind, channel and outcome, and events sent
+or withheld, in the same last section.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ __all__ = [
     "count_validation_failures",
     "counted_push",
     "job_ended",
+    "observe_backlog",
     "observe_checkpoint",
+    "observe_delivery",
     "observe_push",
     "observe_request",
 ]
@@ -113,6 +116,29 @@ JOBS_ENDED = Counter(
 EXPORTED_RESOURCES = Counter("fhir_exported_resources",
                              "Resources written to the files of bulk exports")
 
+# The outbox is shared by the workers: every worker reads the same figures, so the most recent.
+SUBSCRIPTION_EVENTS_WAITING = Gauge(
+    "fhir_subscription_events_waiting",
+    "Notification events recorded and not yet delivered, over live subscriptions",
+    multiprocess_mode="mostrecent")
+SUBSCRIPTIONS_WAITING = Gauge(
+    "fhir_subscriptions_waiting", "Live subscriptions with events not yet delivered",
+    multiprocess_mode="mostrecent")
+SUBSCRIPTIONS_RETRYING = Gauge(
+    "fhir_subscriptions_retrying",
+    "Live subscriptions whose last delivery attempt failed (retried with back-off)",
+    multiprocess_mode="mostrecent")
+SUBSCRIPTION_DELIVERIES = Counter(
+    "fhir_subscription_deliveries",
+    "Delivery attempts, by kind (handshake, event-notification, heartbeat), channel "
+    "(rest-hook, websocket) and outcome (sent; retry: failed, tried again later; error: "
+    "failed past the retry window, the subscription went to error)",
+    ["kind", "channel", "outcome"])
+SUBSCRIPTION_EVENTS = Counter(
+    "fhir_subscription_events",
+    "Events sent in notifications, by outcome (focus: with the resource; withheld: without "
+    "it, the owner may not read it now)", ["outcome"])
+
 _request_children: dict[tuple[str, str, int], Counter] = {}
 _latency_children: dict[tuple[str, str], Histogram] = {}
 
@@ -181,3 +207,20 @@ def observe_checkpoint(mode: str, seconds: float, wal_bytes: int) -> None:
 def job_ended(kind: str, state: str) -> None:
     """Count a background job of ``kind`` that ended in ``state``."""
     JOBS_ENDED.labels(kind, state).inc()
+
+
+def observe_backlog(events: int, subscriptions: int, retrying: int) -> None:
+    """Note what waits in the subscriptions' outbox (read by the delivery worker)."""
+    SUBSCRIPTION_EVENTS_WAITING.set(events)
+    SUBSCRIPTIONS_WAITING.set(subscriptions)
+    SUBSCRIPTIONS_RETRYING.set(retrying)
+
+
+def observe_delivery(kind: str, channel: str, outcome: str, focus: int = 0,
+                     withheld: int = 0) -> None:
+    """Count one delivery attempt and, when it was sent, its events with and without focus."""
+    SUBSCRIPTION_DELIVERIES.labels(kind, channel, outcome).inc()
+    if focus:
+        SUBSCRIPTION_EVENTS.labels("focus").inc(focus)
+    if withheld:
+        SUBSCRIPTION_EVENTS.labels("withheld").inc(withheld)

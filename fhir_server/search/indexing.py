@@ -24,8 +24,10 @@ from fhir_server.search.expressions import Walker, compile_expression, root_fiel
 from fhir_server.search.model import Grant, ParamType, SearchIndex
 from fhir_server.search.normalize import Tables
 from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry
+from fhir_server.search.subscription_patients import criteria_patients
 
 __all__ = [
+    "CRITERIA_COMPARTMENT",
     "SECURITY_CONTEXT",
     "compartment_patients",
     "compartment_types",
@@ -239,11 +241,16 @@ def _compartment_table() -> dict[str, frozenset[str]]:
     return {kind: frozenset(codes) for kind, codes in data.items() if not kind.startswith("_")}
 
 
+#: Types in a Patient compartment by the patients their criteria filter on
+#: (``search.subscription_patients``): a Subscription about a patient is that patient's.
+CRITERIA_COMPARTMENT = frozenset({"Subscription"})
+
+
 @cache
 def compartment_types() -> frozenset[str]:
     """The resource types that can be in a Patient compartment (R4 compartmentdefinition-
-    patient), Patient included."""
-    return frozenset(_compartment_table())
+    patient, Patient included, and ``CRITERIA_COMPARTMENT``)."""
+    return frozenset(_compartment_table()) | CRITERIA_COMPARTMENT
 
 
 #: Types whose element names the resource whose access rules apply to them (R4 binary.html
@@ -266,6 +273,8 @@ def _compartments(resource: dict[str, Any], tables: Tables) -> tuple[str, ...]:
     reference = context.get("reference") if isinstance(context, dict) else None
     if isinstance(reference, str) and reference.startswith("Patient/"):
         ids.add(reference.split("/")[1])
+    if kind in CRITERIA_COMPARTMENT:
+        ids |= criteria_patients(resource)
     return tuple(sorted(ids))
 
 

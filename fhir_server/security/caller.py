@@ -40,6 +40,8 @@ class Caller:
     address: str | None = None
     verified: bool = False
     identities: tuple[str, ...] = ()
+    #: The App Launch authorization the token belongs to (its ``grant_id``), if any.
+    grant_id: str | None = None
 
     @classmethod
     def from_token(cls, context: AccessContext, address: str | None = None) -> Caller:
@@ -57,6 +59,7 @@ class Caller:
             client_id=context.client_id, patient_id=patient_id,
             organization=context.organization, fhir_user=context.fhir_user,
             token_id=context.token_id, address=address, verified=True,
+            grant_id=context.grant_id,
         )
 
     @classmethod

@@ -94,6 +94,9 @@ class Interaction(StrEnum):
     OPERATION_JSON_SCHEMA = "$json-schema"
     OPERATION_BREAK_GLASS = "$break-glass"
     OPERATION_ACCESS_LOG = "$access-log"
+    OPERATION_STATUS = "$status"
+    OPERATION_EVENTS = "$events"
+    OPERATION_GET_WS_BINDING_TOKEN = "$get-ws-binding-token"
     OPERATION_IMPORT_XML130 = "$import-xml130"
     OPERATION_CONVERT_XML130 = "$convert-xml130"
     OPERATION_EXPORT_XML130 = "$export-xml130"
@@ -129,6 +132,11 @@ _REQUIRED_PERMISSION: dict[Interaction, str] = {
     Interaction.OPERATION_JSON_SCHEMA: "r",
     Interaction.OPERATION_BREAK_GLASS: "r",
     Interaction.OPERATION_ACCESS_LOG: "r",
+    # A subscription's status, its events and a websocket token read the subscription (each
+    # event's focus is judged as a read of it).
+    Interaction.OPERATION_STATUS: "r",
+    Interaction.OPERATION_EVENTS: "r",
+    Interaction.OPERATION_GET_WS_BINDING_TOKEN: "r",
     Interaction.OPERATION_IMPORT_XML130: "c",
     Interaction.OPERATION_CONVERT_XML130: "c",
     Interaction.OPERATION_EXPORT_XML130: "s",

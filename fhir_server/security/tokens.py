@@ -233,6 +233,12 @@ class TokenVerifier:
         self._verified.put(token, context)
         return self._unrevoked(context)
 
+    def revoked(self, grant_id: str | None) -> bool:
+        """Whether the App Launch authorization ``grant_id`` has been revoked (a
+        subscription created with one of its tokens delivers nothing after that)."""
+        return (grant_id is not None and self._revocations is not None
+                and self._revocations.is_revoked(grant_id, None))
+
     def _unrevoked(self, context: AccessContext) -> AccessContext:
         if (context.grant_id is not None and self._revocations is not None
                 and self._revocations.is_revoked(context.grant_id, context.token_id)):

@@ -21,6 +21,7 @@ from fhir_server import decimals
 
 if TYPE_CHECKING:
     from fhir_server.search.model import Grant, SearchQuery, SearchResult, Visibility
+    from fhir_server.storage.outbox import Outbox
 
 __all__ = [
     "AuditLogTransaction",
@@ -261,6 +262,9 @@ class ResourceStore(Protocol):
     """
 
     audit_log: ResourceReader | None
+    #: Subscriptions' delivery state and notification events (``storage.outbox``); a
+    #: transaction of the store is also an ``OutboxTransaction``.
+    outbox: Outbox
 
     async def open(self) -> None:
         """Open connections and create the schema if missing."""

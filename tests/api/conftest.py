@@ -29,6 +29,8 @@ class Door:
     settings: Settings
     services: Any = None
     _shared: World | None = None
+    #: The ASGI app (for the websocket endpoint, outside the HTTP client's reach).
+    app: Any = None
 
     async def flush_audit(self) -> None:
         """Write the AuditEvents of the reads so far (they are written in batches)."""
@@ -76,4 +78,4 @@ async def door(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Door]:
             headers = {"Authorization": f"Bearer {token_for(settings, 'system/*.cruds')}"}
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                          base_url="http://test", headers=headers) as http:
-                yield Door(http, settings, app.state.services)
+                yield Door(http, settings, app.state.services, app=app)

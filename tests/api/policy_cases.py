@@ -280,6 +280,18 @@ CASES: dict[str, Case] = {
                          operation=("instance", "Patient", "break-glass"), writes=True),
     "$access-log": Case(_INSTANCE_OP, _get("/fhir/Patient/{patient}/$access-log"),
                         operation=("instance", "Patient", "access-log")),
+    "$status type": Case(_TYPE_OP, _get("/fhir/Subscription/$status"), "subscription",
+                         operation=("type", "Subscription", "status")),
+    "$status instance": Case(_INSTANCE_OP, _get("/fhir/Subscription/{subscription}/$status"),
+                             "subscription", operation=("instance", "Subscription", "status")),
+    "$events": Case(_INSTANCE_OP, _get("/fhir/Subscription/{subscription}/$events"),
+                    "subscription", operation=("instance", "Subscription", "events")),
+    "$get-ws-binding-token type": Case(
+        _TYPE_OP, _get("/fhir/Subscription/$get-ws-binding-token"), "subscription",
+        operation=("type", "Subscription", "get-ws-binding-token")),
+    "$get-ws-binding-token instance": Case(
+        _INSTANCE_OP, _get("/fhir/Subscription/{subscription}/$get-ws-binding-token"),
+        "subscription", operation=("instance", "Subscription", "get-ws-binding-token")),
     "$import-xml130": Case(("POST", "/fhir/$op"), lambda world, target: Call(
         "POST", "/fhir/$import-xml130", json={"resourceType": "Parameters"}, headers=FHIR),
         operation=("system", "*", "import-xml130")),

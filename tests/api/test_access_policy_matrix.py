@@ -20,8 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_ws import WebSocketDisconnect, aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
 
-from fhir_server.api.routes import ROUTES
+from fhir_server.api.routes import ROUTES, WEBSOCKET_ROUTES
 from fhir_server.operations import OPERATIONS
 from tests.api.conftest import Door
 from tests.api.policy_cases import CASES, Case
@@ -211,6 +213,17 @@ $summary type                unknown  404     404     403     404     404     40
 $document                    own      200     200     403     200     404     200     200     403
 $document                    other    404     404     403     404     404     404     200     403
 $document                    unknown  404     404     403     404     404     404     404     403
+$status type                 -        200     200     403     200     200     200     200     403
+$status instance             own      200     200     403     200     404     200     200     403
+$status instance             other    404     404     403     404     404     404     200     403
+$status instance             unknown  404     404     403     404     404     404     404     403
+$events                      own      200     200     403     200     404     200     200     403
+$events                      other    404     404     403     404     404     404     200     403
+$events                      unknown  404     404     403     404     404     404     404     403
+$get-ws-binding-token type   -        200     200     403     200     400     200     200     403
+$get-ws-binding-token instance own     200     200     403     200     404     200     200     403
+$get-ws-binding-token instance other   404     404     403     404     404     404     200     403
+$get-ws-binding-token instance unknown 404     404     403     404     404     404     404     403
 $export system               -        202     202     403     202     202     202     202     403
 $export Patient              -        202     202     403     202     202     202     202     403
 $export Group                own      202     202     403     404     404     404     202     403
@@ -265,6 +278,12 @@ PUBLIC: dict[tuple[str, str], int] = {
     ("POST", "/dev-idp/token"): 404,
 }
 
+#: Websocket endpoints (outside the HTTP route table): a client that binds with anything but a
+#: binding token of ``$get-ws-binding-token`` (an access token of any kind, or nothing) has its
+#: connection closed with this code (1008, policy violation).
+WEBSOCKETS: dict[str, int] = {"/fhir/$subscription-websocket": 1008}
+
+
 def _statuses(cell: str) -> dict[str, int]:
     over_http, _, in_bundle = cell.partition("|")
     return {"http": int(over_http), "bundle": int(in_bundle or over_http)}
@@ -304,6 +323,28 @@ def test_every_route_and_operation_has_expectations() -> None:
     operations = {case.operation for case in CASES.values() if case.operation}
     assert set(OPERATIONS) == operations
     assert any(case.in_bundle for case in CASES.values())
+
+
+def test_every_websocket_endpoint_has_expectations() -> None:
+    assert set(WEBSOCKET_ROUTES) == set(WEBSOCKETS)
+
+
+@on_the_door
+@not_on_the_stand_in
+@pytest.mark.parametrize("path", sorted(WEBSOCKETS))
+async def test_a_websocket_endpoint_refuses_access_tokens_as_binding_tokens(
+    door: Door, path: str
+) -> None:
+    world = await door.reading_world()
+    transport = ASGIWebSocketTransport(app=door.app)
+    for message in ["bind-with-token", *(f"bind-with-token {world.token(kind)}"
+                                         for kind in TOKENS)]:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client, \
+                aconnect_ws(f"http://test{path}", client) as ws:
+            await ws.send_text(message)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await ws.receive_text(timeout=10)
+            assert closed.value.code == WEBSOCKETS[path], message
 
 
 def test_every_case_has_a_row_for_its_targets_and_every_token() -> None:

@@ -115,3 +115,25 @@ async def test_the_security_description_names_the_consent_operations(
     assert {"break-glass", "access-log"} <= operations
     assert "Patient/[id]/$break-glass" in description
     assert "Patient/[id]/$access-log" in description
+
+
+async def test_subscriptions_are_claimed_as_the_backport_ig_describes(
+    client: httpx.AsyncClient,
+) -> None:
+    statement = await _statement(client)
+    backport = "http://hl7.org/fhir/uv/subscriptions-backport"
+    assert f"{backport}/CapabilityStatement/backport-subscription-server-r4" in \
+        statement["instantiates"]
+    subscription = _resource(statement, "Subscription")
+    assert subscription["supportedProfile"] == [
+        f"{backport}/StructureDefinition/backport-subscription"]
+    assert {op["name"] for op in subscription["operation"]} == {
+        "status", "events", "get-ws-binding-token", "validate", "verify-signature"}
+    topics = {e["valueCanonical"] for e in subscription["extension"]}
+    assert "https://fhir.sskdt.vn/SubscriptionTopic/encounter-new" in topics
+    listed = await client.get("/fhir/Basic", params={
+        "code": "http://hl7.org/fhir/fhir-types|SubscriptionTopic", "_count": "100"})
+    stored = {e["resource"]["extension"][0]["valueUri"] for e in listed.json()["entry"]}
+    assert stored == topics
+    profile = await client.get("/fhir/StructureDefinition/backport-subscription")
+    assert profile.status_code == 200

@@ -64,9 +64,12 @@ GOVERNED = frozenset({"dr.X", "dr.Y", "fac.X"})
 
 #: The roles of a record (see ``tests.builders.patient_record``), and its Consent.
 ROLES = ("patient", "encounter", "lab", "vital", "condition", "medication", "document",
-         "binary", "gone", "consent")
+         "binary", "gone", "consent", "subscription")
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+_TOPIC = "https://fhir.sskdt.vn/SubscriptionTopic/encounter-new"
+_FILTER = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+           "backport-filter-criteria")
 _FAMILIES = ["Nguyễn", "Trần", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô"]
 _GIVEN = ["An", "Bảo", "Châu", "Dũng", "Giang", "Hạnh", "Khánh", "Linh", "Minh", "Ngọc",
           "Phúc", "Quân", "Sơn", "Thảo", "Uyên", "Vy", "Xuân", "Yến"]
@@ -141,6 +144,7 @@ def make_person(rng: random.Random, shared: dict[str, str], family: str, given: 
                      gender="female" if female else "male", birth_date=f"{birth_year}-03-04")
     person["identifier"].append({"system": BHYT_SYSTEM, "value": bhyt})
     resources["patient"] = person
+    resources["subscription"] = _subscription(ids["patient"])
     for n in range(extras):
         extra = copy.deepcopy(resources[rng.choice(["lab", "vital", "condition", "medication"])])
         extra["identifier"][0]["value"] += f"/x{n}"
@@ -177,6 +181,16 @@ def privacy_consent(patient: str, actor: str | None, expired: bool = False,
         consent["text"] = {"status": "generated",
                            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{marker}</div>'}
     return consent
+
+
+def _subscription(patient_id: str) -> dict[str, Any]:
+    """The person's app subscription to new visits: websocket, switched off (it records
+    nothing), filtered on the person's record, so it is in the person's compartment."""
+    return {"resourceType": "Subscription", "status": "off", "reason": "the citizen app",
+            "criteria": _TOPIC,
+            "_criteria": {"extension": [{"url": _FILTER,
+                                         "valueString": f"patient=Patient/{patient_id}"}]},
+            "channel": {"type": "websocket", "payload": "application/fhir+json"}}
 
 
 @dataclass

@@ -108,5 +108,12 @@ INDEXES: tuple[IndexSpec, ...] = (
     _spec("versions", "seq", (("seq", -1),), "system history newest first", unique=True),
     _spec("versions", "type_seq", (("type", 1), ("seq", -1)), "type history newest first"),
     _spec("versions", "lastUpdated", (("lastUpdated", 1),), "history _since and _at"),
+    _spec("subscription_state", "changed", (("changed", 1),),
+          "the subscriptions changed since a worker last looked"),
+    _spec("subscription_state", "next_attempt", (("next_attempt", 1),),
+          "subscriptions whose next delivery attempt is due"),
+    _spec("subscription_events", "subscription_number", (("subscription", 1), ("number", 1)),
+          "a subscription's events in order ($events, delivery)", unique=True),
+    _spec("subscription_events", "created", (("created", 1),), "purge of old events"),
 )
 """Every index the store needs; ``_id`` indexes exist without being listed."""

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GuardWrite", "IndexWrite", "PlannedWrite", "VersionWrite", "written_keys"]
+from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord
+
+__all__ = ["GuardWrite", "IndexWrite", "OutboxWrite", "PlannedWrite", "VersionWrite",
+           "written_keys"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,22 @@ class GuardWrite:
     seen: int
 
 
-PlannedWrite = VersionWrite | IndexWrite | GuardWrite
+@dataclass(frozen=True)
+class OutboxWrite:
+    """A subscription's record to save, or its notification events to append (numbered
+    when applied, inside the same transaction: ``storage.mongo.outbox``)."""
+
+    record: SubscriptionRecord | None = None
+    events: tuple[NotificationEvent, ...] = ()
+
+
+PlannedWrite = VersionWrite | IndexWrite | GuardWrite | OutboxWrite
 
 
 def written_keys(plan: Sequence[PlannedWrite]) -> set[str]:
-    """Return the resources (``Type/id``) a plan writes (guards are not resources)."""
+    """Return the resources (``Type/id``) a plan writes (guards are not resources), and the
+    outbox if it writes there."""
     keys = {w.resource["_id"] for w in plan if isinstance(w, VersionWrite)}
-    return keys | {w.key for w in plan if isinstance(w, IndexWrite)}
+    # Notification events are documents written with the change: atomic only together.
+    outbox = {"subscription outbox"} if any(isinstance(w, OutboxWrite) for w in plan) else set()
+    return keys | {w.key for w in plan if isinstance(w, IndexWrite)} | outbox

@@ -26,6 +26,7 @@ from fhir_server.search.model import Grant, SearchQuery, SearchResult, Visibilit
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo import write_log
 from fhir_server.storage.mongo.indexes import INDEXES
+from fhir_server.storage.mongo.outbox import MongoOutbox
 from fhir_server.storage.mongo.search_filters import NOTHING, all_of, visibility_filter
 from fhir_server.storage.mongo.writes import (
     MongoTransaction,
@@ -33,6 +34,7 @@ from fhir_server.storage.mongo.writes import (
     apply_writes,
     written_keys,
 )
+from fhir_server.storage.outbox import Outbox
 from fhir_server.storage.port import (
     Change,
     HistoryPage,
@@ -75,6 +77,8 @@ class MongoStore:
         self.transactions_supported = False
         self._client = client
         self._db: Any = None
+        #: Subscriptions' delivery state and notification events (``storage.outbox``).
+        self.outbox: Outbox = MongoOutbox(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MongoStore:

@@ -20,13 +20,16 @@ from fhir_server.errors import Conflict, VersionConflict
 from fhir_server.search.model import SearchQuery
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo.finding import find_ids
+from fhir_server.storage.mongo.outbox import apply_outbox
 from fhir_server.storage.mongo.plans import (
     GuardWrite,
     IndexWrite,
+    OutboxWrite,
     PlannedWrite,
     VersionWrite,
     written_keys,
 )
+from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord, SubscriptionState
 from fhir_server.storage.port import StoredResource, WriteResult
 from fhir_server.storage.versions import content_equal, now_instant
 
@@ -37,6 +40,7 @@ __all__ = [
     "GuardWrite",
     "IndexWrite",
     "MongoTransaction",
+    "OutboxWrite",
     "PlannedWrite",
     "VersionWrite",
     "apply_writes",
@@ -163,6 +167,22 @@ class MongoTransaction:
         self._add(docs.resource_document(stored, None, current["pk"]), version, current["pk"])
         return stored
 
+    async def save_subscription(self, record: SubscriptionRecord) -> None:
+        """Plan the save of a subscription's state (``storage.outbox``)."""
+        self.plan.append(OutboxWrite(record=record))
+
+    async def append_notifications(self, events: Sequence[NotificationEvent]) -> None:
+        """Plan notification events, numbered when the plan is applied."""
+        if events:
+            self.plan.append(OutboxWrite(events=tuple(events)))
+
+    async def subscriptions_changed_since(
+        self, seq: int
+    ) -> tuple[list[SubscriptionState], int]:
+        """The subscriptions changed after ``seq`` (committed ones: MongoDB reads outside the
+        scope's plan)."""
+        return await self.store.outbox.changed_since(seq)
+
     async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
         """Plan a new search index for the current version of ``resource``."""
         current = await self._current(resource["resourceType"], resource["id"])
@@ -209,6 +229,8 @@ async def apply_writes(db: Any, plan: Sequence[PlannedWrite], session: Any = Non
             await _apply_version(db, write, session)
         elif isinstance(write, IndexWrite):
             await _apply_index(db, write, session)
+        elif isinstance(write, OutboxWrite):
+            await apply_outbox(db, write, session)
         else:
             await _apply_guard(db, write, session)
 

@@ -32,6 +32,7 @@ from fhir_server.metrics.catalogue import (
     observe_checkpoint,
 )
 from fhir_server.search.model import Grant, SearchQuery, SearchResult
+from fhir_server.storage.outbox import Outbox
 from fhir_server.storage.port import (
     Change,
     HistoryPage,
@@ -39,7 +40,7 @@ from fhir_server.storage.port import (
     ResourceReader,
     StoredResource,
 )
-from fhir_server.storage.sqlite import audit_log, history, memory, write_log, writes
+from fhir_server.storage.sqlite import audit_log, history, memory, outbox, write_log, writes
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
     CORE_SCHEMA_SQL,
@@ -361,6 +362,8 @@ class SqliteStore:
         self.index_tables = index_tables or _default_index_tables()
         #: AuditEvents live in the audit log (``audit_log``), which indexes them itself.
         self.audit_log: ResourceReader | None = SqliteAuditLog(self)
+        #: Subscriptions' delivery state and notification events (``storage.outbox``).
+        self.outbox: Outbox = outbox.SqliteOutbox(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteStore:
@@ -399,6 +402,7 @@ class SqliteStore:
                 "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL
             )
             audit_log.create_schema(self._writer)
+            outbox.create_schema(self._writer)
             record_schema_version(self._writer)
             self._writer.execute("COMMIT")
         except BaseException:  # nothing of a failed open stays open

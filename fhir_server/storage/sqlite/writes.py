@@ -19,8 +19,9 @@ from fhir_server.search.model import (
     SearchQuery,
     TokenValue,
 )
+from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord, SubscriptionState
 from fhir_server.storage.port import StoredResource, WriteResult
-from fhir_server.storage.sqlite import audit_log
+from fhir_server.storage.sqlite import audit_log, outbox
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.search_sql import find_ids
 from fhir_server.storage.sqlite.search_tables import param_key, system_key
@@ -241,6 +242,20 @@ class SqliteTransaction:
             return WriteResult(current, created=False, changed=False)
         raise Conflict(f"AuditEvent/{event['id']} exists and AuditEvents are never changed",
                        message_id="MSG_AUDIT_IMMUTABLE")
+
+    async def save_subscription(self, record: SubscriptionRecord) -> None:
+        """Create or update a subscription's state (``storage.outbox``)."""
+        outbox.save(self.conn, record)
+
+    async def append_notifications(self, events: Sequence[NotificationEvent]) -> None:
+        """Append notification events, numbered per subscription (``storage.outbox``)."""
+        outbox.append(self.conn, events)
+
+    async def subscriptions_changed_since(
+        self, seq: int
+    ) -> tuple[list[SubscriptionState], int]:
+        """The subscriptions changed after ``seq``, as this transaction sees them."""
+        return outbox.changed_since(self.conn, seq)
 
     async def reindex(self, resource: dict[str, Any], index: object | None) -> None:
         """Replace the search index rows of the current version of ``resource``."""

@@ -72,6 +72,11 @@ def test_index_specifications_are_exactly_the_documented_ones() -> None:
         ("versions", [("seq", -1)], {"name": "seq", "unique": True}),
         ("versions", [("type", 1), ("seq", -1)], {"name": "type_seq"}),
         ("versions", [("lastUpdated", 1)], {"name": "lastUpdated"}),
+        ("subscription_state", [("changed", 1)], {"name": "changed"}),
+        ("subscription_state", [("next_attempt", 1)], {"name": "next_attempt"}),
+        ("subscription_events", [("subscription", 1), ("number", 1)],
+         {"name": "subscription_number", "unique": True}),
+        ("subscription_events", [("created", 1)], {"name": "created"}),
     ]
 
 
