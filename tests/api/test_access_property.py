@@ -156,10 +156,13 @@ def hidden(world: World, token: str) -> list[Person]:
     return [p for p, name in ((world.a, "A"), (world.b, "B")) if name not in SEES[token]]
 
 
-async def ask(world: World, spec: Spec, specs_of_bundle: list[Spec], token: str) -> None:
+async def ask(world: World, spec: Spec, specs_of_bundle: list[Spec], token: str,
+              sent: list[str] | None = None) -> None:
     """Send one request (a Bundle of several for ``transaction``/``batch``) with the token;
-    assert that the answer shows nothing of the hidden records beyond what the request
-    named (for a clinician or facility: nothing of them beyond the Patient)."""
+    assert that the answer shows nothing of the hidden records beyond what the caller's
+    requests named, this one and those in ``sent`` (a clinician may write a copy of A's
+    record, then read its own copy back), to which this request's text is added; for a
+    clinician or facility: nothing of them beyond the Patient."""
     headers = world.headers(token)
     if spec[0] in ("transaction", "batch"):
         calls = [render(world, (("read", "write")[s[2] % 2], *s[1:])) for s in specs_of_bundle]
@@ -172,6 +175,9 @@ async def ask(world: World, spec: Spec, specs_of_bundle: list[Spec], token: str)
         response = await send(world.http, call, headers)
         asked = call.text()
     assert response.status_code < 500, response.text
+    if sent is not None:
+        sent.append(asked)
+        asked = " ".join(sent)
     governed = not token.startswith("p.")
     for person in hidden(world, token):
         assert leaked(response, person, asked, records_only=governed) == set(), (
@@ -191,8 +197,9 @@ async def test_nothing_of_another_patient_is_returned_or_changed(
 ) -> None:
     world = await door.world(random.Random(seed), extras=3)
     before = await world.snapshot(world.b)
+    sent: list[str] = []
     for spec, entries in requests:
-        await ask(world, spec, entries, token)
+        await ask(world, spec, entries, token, sent)
     assert await world.snapshot(world.b) == before, requests
 
 
@@ -213,8 +220,9 @@ async def test_nothing_a_consent_does_not_share_is_returned_or_changed(
 ) -> None:
     world = await door.world(random.Random(seed), extras=3)
     before = [await world.snapshot(person) for person in (world.a, world.b)]
+    sent: list[str] = []
     for spec, entries in requests:
-        await ask(world, spec, entries, token)
+        await ask(world, spec, entries, token, sent)
     after = [await world.snapshot(person) for person in (world.a, world.b)]
     for person, old, new in zip((world.a, world.b), before, after, strict=True):
         if person in hidden(world, token):
