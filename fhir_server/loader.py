@@ -170,7 +170,7 @@ async def _load_one(services: Services, where: str, raw: bytes, summary: LoadSum
         item = decimals.loads(raw)
         # Await first: "summary.resources += await ..." would read the counter before the
         # await and lose the other workers' additions.
-        written = await _load_item(services, item)
+        written = await _patiently(services, item)
         summary.resources += written
     except FhirError as exc:
         if deferred is not None and exc.message_id == "MSG_REFERENCE_NOT_FOUND":
@@ -181,6 +181,25 @@ async def _load_one(services: Services, where: str, raw: bytes, summary: LoadSum
     except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
         summary.rejected += 1
         summary.reasons.append(f"{where}: {exc}")
+
+
+#: Pauses before each new try of an item the store answered busy (its write lock held by
+#: others past the busy time-out, as when loader processes are starved of CPU): about a
+#: minute in all, then the item is rejected with the reason.
+BUSY_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+async def _patiently(services: Services, item: dict[str, Any]) -> int:
+    """``_load_item``, tried again after each of ``BUSY_PAUSES_S`` while the store answers
+    busy: a busy store wrote nothing of the item, and an item is safe to send again."""
+    for pause in BUSY_PAUSES_S:
+        try:
+            return await _load_item(services, item)
+        except FhirError as exc:
+            if exc.message_id != "MSG_STORAGE_BUSY":
+                raise
+        await asyncio.sleep(pause)
+    return await _load_item(services, item)
 
 
 async def _worker(services: Services, queue: asyncio.Queue[tuple[str, bytes] | None],
