@@ -281,9 +281,11 @@ def test_repeated_verification_reuses_the_verified_context(
 
 def test_cached_token_is_rejected_once_it_expires(server_key: ServerKey) -> None:
     verifier = TokenVerifier(audience=BASE, server_key=server_key, leeway=0)
-    expires = int(time.time()) + 1
+    # At least a second of life left when it is first verified (at x.999 s, "+ 1" left a
+    # millisecond, and a busy machine spent it before the first verification).
+    expires = int(time.time()) + 2
     token = mint_access_token(
-        server_key, issuer=BASE, audience=BASE, subject="s", scope="", now=expires - 1, ttl=1
+        server_key, issuer=BASE, audience=BASE, subject="s", scope="", now=expires - 2, ttl=2
     )
     verifier.verify(token)
     time.sleep(max(0.0, expires - time.time()) + 0.05)
