@@ -59,6 +59,8 @@ __all__ = [
 MAX_INCLUDE_DEPTH = 4
 #: The least number of matches from which a search walks in page order (``candidates``).
 LEAST_CANDIDATES = 200
+#: "No limit" for a LIMIT clause (SQLite takes -1 as none; a bound compared with counts).
+_UNLIMITED = 2**62
 #: How long a type's number of resources is reused before it is counted again.
 _SIZE_TTL_S = 600.0
 #: The number of resources of each type, with when it was counted, per database file.
@@ -230,11 +232,16 @@ def _page(
     The candidates' query has no order, so SQLite drives it from the most selective clause's
     index (with an order by ``rid`` it would rather walk every resource of the type). Without
     such a clause (no clauses, only negations or ``:missing``) the search walks at once.
+
+    A caller Consent governs never walks: the matches of its clauses may be many while those
+    it may see are few, and a walk would judge Consent row after row for them; its matches
+    are listed, as every search's were before the walk (docs/search.md).
     """
-    limit = candidates(conn, query)
+    governed = query.visibility is not None and query.visibility.consent is not None
+    limit = _UNLIMITED if governed else candidates(conn, query)
     (where, params), lead = _compiled(query, unions, bound=limit)
     listed: list[_Row] | None = None
-    if lead is not None and _bounded_count(conn, lead, limit) < limit:
+    if governed or (lead is not None and _bounded_count(conn, lead, limit) < limit):
         listed = conn.execute(f"SELECT r.rid FROM resources r WHERE {where} LIMIT ?",
                               [*params, limit]).fetchall()
     if listed is not None and len(listed) < limit:
