@@ -10,9 +10,11 @@ paging cursor, and ``total`` only when ``_total`` asked for it. No HTTP types he
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import urlencode
+
+import orjson
 
 from fhir_server import decimals
 from fhir_server.conformance import structure
@@ -29,7 +31,7 @@ from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.audit import check_audit_search
 from fhir_server.storage.port import StoredResource
 
-__all__ = ["SearchStore", "search"]
+__all__ = ["SearchStore", "Searchset", "search", "searchset"]
 
 _SUBSETTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -46,7 +48,15 @@ class SearchStore(Protocol):
         ...
 
 
-async def search(
+@dataclass(frozen=True)
+class Searchset:
+    """A searchset Bundle and the stored resources it holds (matches, then includes)."""
+
+    bundle: dict[str, Any]
+    resources: tuple[StoredResource, ...]
+
+
+async def searchset(
     store: SearchStore,
     registry: SearchParameterRegistry,
     base_url: str,
@@ -59,12 +69,16 @@ async def search(
     max_count: int = 1000,
     visibility: Visibility | None = None,
     limits: SearchLimits = DEFAULT_LIMITS,
-) -> dict[str, Any]:
-    """Return the searchset Bundle for ``params`` on a type, a compartment or the system.
+    raw: bool = False,
+) -> Searchset:
+    """Return the searchset Bundle for ``params`` on a type, a compartment or the system,
+    and the stored resources it holds.
 
     ``default_count`` and ``max_count`` bound the page size (``_count``); ``visibility`` is
     what the caller may see (the store applies it to matches, includes, chains and totals);
-    ``limits`` the size of the query (``LimitExceeded``).
+    ``limits`` the size of the query (``LimitExceeded``). With ``raw``, an entry that
+    ``_elements``/``_summary`` do not shape holds the stored JSON as it is
+    (``orjson.Fragment``, written out unparsed by ``decimals.dumps``), not a parsed object.
 
     Raises ``BadRequest``/``NotSupported`` for invalid values (and, under ``strict``, unknown
     parameters or modifiers), ``BadRequest``/``Gone`` for an invalid or expired cursor.
@@ -80,14 +94,29 @@ async def search(
     if result.total is not None:
         bundle["total"] = result.total
     bundle["link"] = _links(path, params, query.cursor, result)
-    entries = [_entry(base_url, stored, "match", query) for stored in result.matches]
-    entries += [_entry(base_url, stored, "include", query) for stored in result.included]
+    as_stored = raw and not _shapes(query)
+    entries = [_entry(base_url, stored, "match", query, as_stored) for stored in result.matches]
+    entries += [_entry(base_url, stored, "include", query, as_stored)
+                for stored in result.included]
     issues = (*parsed.issues, *result.issues)
     if issues:
         entries.append(_outcome(issues))
     if entries:
         bundle["entry"] = entries
-    return bundle
+    return Searchset(bundle, (*result.matches, *result.included))
+
+
+async def search(
+    store: SearchStore,
+    registry: SearchParameterRegistry,
+    base_url: str,
+    resource_type: str | None,
+    params: list[tuple[str, str]],
+    **options: Any,
+) -> dict[str, Any]:
+    """Return the searchset Bundle of :func:`searchset` (every entry a parsed object)."""
+    found = await searchset(store, registry, base_url, resource_type, params, **options)
+    return found.bundle
 
 
 def _path(base_url: str, resource_type: str | None, compartment: tuple[str, str] | None) -> str:
@@ -114,13 +143,20 @@ def _links(
     return links
 
 
-def _entry(base_url: str, stored: StoredResource, mode: str, query: SearchQuery) -> dict[str, Any]:
-    resource = _shaped(decimals.loads(stored.content), query)
+def _entry(base_url: str, stored: StoredResource, mode: str, query: SearchQuery,
+           as_stored: bool) -> dict[str, Any]:
+    resource: object = (orjson.Fragment(stored.content) if as_stored
+                        else _shaped(decimals.loads(stored.content), query))
     return {
         "fullUrl": f"{base_url.rstrip('/')}/{stored.resource_type}/{stored.id}",
         "resource": resource,
         "search": {"mode": mode},
     }
+
+
+def _shapes(query: SearchQuery) -> bool:
+    """Whether ``_elements`` or ``_summary`` change the resources of the page."""
+    return bool(query.elements) or query.summary in ("true", "text", "data")
 
 
 def _shaped(resource: dict[str, Any], query: SearchQuery) -> dict[str, Any]:

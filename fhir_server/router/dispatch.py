@@ -148,13 +148,17 @@ async def _search(services: Services, request: FhirRequest, access: Access,
                            message_id="MSG_COMPARTMENT_UNKNOWN")
         compartment = ("Patient", _id(request))
     settings = services.settings
-    bundle = await search.search(
+    params = list(request.params)
+    found = await search.searchset(
         services, services.registry, services.base_url, request.resource_type,
-        list(request.params), strict=request.prefer.strict, compartment=compartment,
+        params, strict=request.prefer.strict, compartment=compartment,
         default_count=settings.default_count, max_count=settings.max_count,
-        visibility=access.visibility, limits=settings.search_limits())
-    _note_bundle(note, access, bundle)
-    return FhirResponse(200, bundle)
+        visibility=access.visibility, limits=settings.search_limits(),
+        raw=not any(name == "_pretty" for name, _ in params))
+    if note.enabled:
+        note.read((orjson.loads(stored.content) for stored in found.resources),
+                  access.patients_of)
+    return FhirResponse(200, found.bundle)
 
 
 async def _history(services: Services, request: FhirRequest, access: Access,

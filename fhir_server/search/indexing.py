@@ -153,6 +153,10 @@ _TYPE_PLANS: weakref.WeakKeyDictionary[SearchParameterRegistry, dict[str, tuple[
 _APPLICABLE: weakref.WeakKeyDictionary[
     SearchParameterRegistry, dict[tuple[str, frozenset[str]], tuple[_Step, ...]]
 ] = weakref.WeakKeyDictionary()
+#: The same, keeping only the parameters that place a resource in a Patient compartment.
+_COMPARTMENT_STEPS: weakref.WeakKeyDictionary[
+    SearchParameterRegistry, dict[tuple[str, frozenset[str]], tuple[_Step, ...]]
+] = weakref.WeakKeyDictionary()
 #: Distinct (type, top-level keys) shapes remembered per registry before the memo starts over.
 _SHAPES = 4096
 
@@ -183,6 +187,25 @@ def _applicable(
         steps = memo[shape] = tuple(
             plan.step() for plan in _plans(registry, resource_type)
             if plan.roots is None or not plan.roots.isdisjoint(shape[1]))
+    return steps
+
+
+def _compartment_steps(
+    registry: SearchParameterRegistry, resource_type: str, keys: Iterable[str]
+) -> tuple[_Step, ...]:
+    """The steps of :func:`_applicable` whose parameter places a resource in a Patient
+    compartment (R4 compartmentdefinition-patient), memoized the same way."""
+    memo = _COMPARTMENT_STEPS.get(registry)
+    if memo is None:
+        memo = _COMPARTMENT_STEPS[registry] = {}
+    shape = (resource_type, frozenset(keys))
+    steps = memo.get(shape)
+    if steps is None:
+        if len(memo) >= _SHAPES:
+            memo.clear()
+        codes = _compartment_table().get(resource_type, frozenset())
+        steps = memo[shape] = tuple(step for step in _applicable(registry, *shape)
+                                    if step[0] in codes and step[2] is not None)
     return steps
 
 
@@ -286,13 +309,11 @@ def compartment_patients(
     kind = resource.get("resourceType")
     if not isinstance(kind, str):
         return frozenset()
-    codes = _compartment_table().get(kind, frozenset())
     tables = _tables()
-    if codes:
-        for code, walker, normalizer, _plan in _applicable(registry, kind, resource.keys()):
-            if code in codes and normalizer is not None:
-                for value in walker(resource):
-                    normalizer(tables, code, value)
+    for code, walker, normalizer, _plan in _compartment_steps(registry, kind, resource.keys()):
+        if normalizer is not None:
+            for value in walker(resource):
+                normalizer(tables, code, value)
     return frozenset(_compartments(resource, tables))
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
 import pytest
 
+from fhir_server import decimals
 from fhir_server.errors import BadRequest
-from fhir_server.interactions.search import search
+from fhir_server.interactions.search import search, searchset
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.storage.sqlite.search_sql import run_search
 from tests.unit.search.search_builders import Database, observation, patient, registry
@@ -114,3 +116,28 @@ async def test_elements_subset_the_resources_and_mark_them() -> None:
     resource = bundle["entry"][0]["resource"]
     assert "gender" in resource and "name" not in resource
     assert resource["meta"]["tag"][-1]["code"] == "SUBSETTED"
+
+
+async def test_raw_entries_are_the_stored_json_and_serialise_as_parsed_ones_do() -> None:
+    db = Database()
+    db.add(observation("o1", valueQuantity={"value": 1.50, "unit": "mmol/L"}))
+    db.add(patient("p1"))
+    params = [("_id", "o1"), ("_include", "Observation:subject")]
+    raw = await searchset(FakeStore(db), registry(), BASE, "Observation", params, strict=True,
+                          raw=True)  # fmt: skip
+    parsed = await search(FakeStore(db), registry(), BASE, "Observation", params, strict=True)
+    assert [type(e["resource"]) for e in raw.bundle["entry"]] == [orjson.Fragment] * 2
+    assert [(s.resource_type, s.id) for s in raw.resources] == [("Observation", "o1"),
+                                                                ("Patient", "p1")]
+    assert orjson.loads(decimals.dumps(raw.bundle)) == orjson.loads(decimals.dumps(parsed))
+
+
+async def test_raw_entries_shaped_by_elements_or_summary_are_parsed_and_subsetted() -> None:
+    db = Database()
+    db.add(patient("p1"))
+    for shaping in (("_elements", "gender"), ("_summary", "true")):
+        found = await searchset(FakeStore(db), registry(), BASE, "Patient", [shaping],
+                                strict=True, raw=True)  # fmt: skip
+        resource = found.bundle["entry"][0]["resource"]
+        assert isinstance(resource, dict)
+        assert resource["meta"]["tag"][-1]["code"] == "SUBSETTED"
