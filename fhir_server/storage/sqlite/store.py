@@ -41,6 +41,7 @@ from fhir_server.storage.port import (
     StoredResource,
 )
 from fhir_server.storage.sqlite import audit_log, history, memory, outbox, write_log, writes
+from fhir_server.storage.sqlite.consent_sql import read_grants
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
     CORE_SCHEMA_SQL,
@@ -49,7 +50,6 @@ from fhir_server.storage.sqlite.schema import (
 )
 from fhir_server.storage.sqlite.search_sql import run_search
 from fhir_server.storage.sqlite.search_tables import (
-    GRANT_COLUMNS,
     check_param_keys,
     drop_deferrable_indexes,
 )
@@ -607,16 +607,11 @@ class SqliteStore:
         history leaves AuditEvents (in the audit log) out."""
         return history.fetch_page(self.reader, query)
 
-    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
-        """The grants of the current Consents about ``patients`` (``consent_grant``)."""
-        wanted = sorted(set(patients))
-        if not wanted:
-            return []
-        marks = ", ".join("?" for _ in wanted)
-        rows = self.reader.execute(  # by the primary key (patient, ...): no ORDER BY
-            f"SELECT {GRANT_COLUMNS} FROM consent_grant WHERE patient IN ({marks})", wanted)
-        return [Grant(consent, patient, actor, bool(permit), *rest)
-                for consent, patient, actor, permit, *rest in rows]
+    async def consent_grants(self, patients: Sequence[str],
+                             actors: Collection[str] | None = None) -> list[Grant]:
+        """The grants of the current Consents about ``patients`` (``consent_grant``; naming
+        one of ``actors`` or everyone, when given)."""
+        return read_grants(self.reader, patients, actors)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Run a compiled search within ``search_timeout_s``.
