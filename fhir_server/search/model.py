@@ -323,7 +323,7 @@ class ConsentRule:
     ``grants``: the grants of the caller, resolved beforehand (a store that cannot join its
     grant index, tests); None where the store joins its own index of grants. ``focus``: what
     one patient's grants decide, resolved by a store that joins its index for the rest
-    (``ConsentFocus``; None: nothing resolved).
+    (``ConsentFocus``; None: nothing resolved; not compared: the rule is the same).
     """
 
     own: str | None
@@ -333,7 +333,7 @@ class ConsentRule:
     sensitive: frozenset[str] = frozenset()
     open_types: frozenset[str] = frozenset()
     grants: tuple[Grant, ...] | None = None
-    focus: ConsentFocus | None = None
+    focus: ConsentFocus | None = field(default=None, compare=False)
 
     def applies_to(self, grant: Grant, now: int) -> bool:
         """Whether a grant concerns this caller now (actor, scope, period, purpose)."""

@@ -74,7 +74,7 @@ def consent_condition(alias: str, rule: ConsentRule) -> Condition:
     shape of its focus; the grants' periods are compared with the instant of the call."""
     focus = rule.focus
     shape = None if focus is None else (focus.everything, focus.hidden)
-    sql, params = _compiled(alias, replace(rule, focus=None) if focus else rule, shape)
+    sql, params = _compiled(alias, rule, shape)  # the focus is not part of the rule's key
     now = time.time_ns() // 1000
     patient = focus.patient if focus is not None else None
     return sql, [now if value is _NOW else patient if value is _PATIENT else value
@@ -126,8 +126,7 @@ def read_grants(conn: sqlite3.Connection, patients: Sequence[str],
     if named:
         sql += f" AND actor IN ({', '.join('?' for _ in named)})"
     rows = conn.execute(sql, [*wanted, *named])  # by the primary key: no ORDER BY
-    return [Grant(consent, patient, actor, bool(permit), *rest)
-            for consent, patient, actor, permit, *rest in rows]
+    return [Grant._make(row) for row in rows]  # permit: 0 or 1
 
 
 def _focus_patient(query: SearchQuery) -> str | None:
