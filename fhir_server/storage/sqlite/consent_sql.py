@@ -12,8 +12,12 @@ patient's grants naming the caller once, in its read transaction (``focused``): 
 decide alike for all the patient's resources (``search.consent.consent_focus``: a permit of
 everything, but the sensitive labels no such permit names; or nothing), the condition
 states that answer for the compartment rows of that patient instead of joining the grants
-for each resource. Nothing is remembered between queries: a Consent change applies to the
-next one.
+for each resource.
+
+The grants a query or the policy reads (a patient's, naming the caller) are remembered per
+connection with the connection's ``PRAGMA data_version`` (``GrantMemo``): a later read of
+the same grants on that connection is answered from memory only while no other connection
+has committed anything since, so a Consent change (a commit) applies to the next query.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from fhir_server.search.consent import (
@@ -43,7 +47,7 @@ from fhir_server.search.model import (
 )
 from fhir_server.storage.sqlite.search_tables import GRANT_COLUMNS, param_key, system_key
 
-__all__ = ["consent_condition", "focused", "read_grants"]
+__all__ = ["GrantMemo", "GrantReader", "consent_condition", "focused", "read_grants"]
 
 Condition = tuple[str, list[object]]
 
@@ -71,6 +75,8 @@ _NOW, _PATIENT = object(), object()
 _FOCUS_PARAMS = frozenset({"patient", "subject"})
 #: What a focus decides, as the compiled condition is keyed: (everything, hidden labels).
 Shape = tuple[bool, tuple[str, ...]] | None
+#: Reads the grants of patients naming some actors (``read_grants``, ``GrantMemo.read``).
+GrantReader = Callable[[sqlite3.Connection, Sequence[str], Collection[str] | None], list[Grant]]
 
 
 def consent_condition(alias: str, rule: ConsentRule) -> Condition:
@@ -136,6 +142,34 @@ def read_grants(conn: sqlite3.Connection, patients: Sequence[str],
     return [Grant._make(row) for row in rows]  # permit: 0 or 1
 
 
+class GrantMemo:
+    """The grants last read per connection, patients and actors, each with the connection's
+    ``PRAGMA data_version`` when it was read (it changes when another connection commits:
+    the connections of a store never write what they read). Only for a store's own
+    connections, which live as long as the store (keyed by ``id``)."""
+
+    _LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[int, tuple[str, ...], frozenset[str] | None],
+                         tuple[int, list[Grant]]] = {}
+
+    def read(self, conn: sqlite3.Connection, patients: Sequence[str],
+             actors: Collection[str] | None = None) -> list[Grant]:
+        """``read_grants``, from memory while nothing was committed since."""
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        key = (id(conn), tuple(sorted(set(patients))),
+               None if actors is None else frozenset(actors))
+        known = self._read.get(key)
+        if known is not None and known[0] == version:
+            return known[1]
+        grants = read_grants(conn, patients, actors)
+        if len(self._read) >= self._LIMIT:
+            self._read.clear()
+        self._read[key] = (version, grants)
+        return grants
+
+
 def _focus_patient(query: SearchQuery) -> str | None:
     """The patient a query is about: its compartment's, or the one Patient its ``patient``
     or ``subject`` clause names (None: no one patient)."""
@@ -151,7 +185,8 @@ def _focus_patient(query: SearchQuery) -> str | None:
     return None
 
 
-def focused(conn: sqlite3.Connection, query: SearchQuery) -> SearchQuery:
+def focused(conn: sqlite3.Connection, query: SearchQuery,
+            grants_of: GrantReader = read_grants) -> SearchQuery:
     """The query with what its patient's grants decide resolved into its Consent rule
     (``ConsentFocus``), when it is about one patient and they decide alike; else as is."""
     seen = query.visibility
@@ -161,7 +196,7 @@ def focused(conn: sqlite3.Connection, query: SearchQuery) -> SearchQuery:
     patient = _focus_patient(query)
     if patient is None:
         return query
-    grants = read_grants(conn, [patient], rule.actors)
+    grants = grants_of(conn, [patient], rule.actors)
     focus: ConsentFocus | None = consent_focus(rule, patient, grants, time.time_ns() // 1000)
     if focus is None:
         return query

@@ -41,7 +41,7 @@ from fhir_server.storage.port import (
     StoredResource,
 )
 from fhir_server.storage.sqlite import audit_log, history, memory, outbox, write_log, writes
-from fhir_server.storage.sqlite.consent_sql import read_grants
+from fhir_server.storage.sqlite.consent_sql import GrantMemo, GrantReader, read_grants
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
     CORE_SCHEMA_SQL,
@@ -364,6 +364,10 @@ class SqliteStore:
         self.audit_log: ResourceReader | None = SqliteAuditLog(self)
         #: Subscriptions' delivery state and notification events (``storage.outbox``).
         self.outbox: Outbox = outbox.SqliteOutbox(self)
+        #: How Consent grants are read: remembered while nothing is committed, anew for each
+        #: opening (a memo is keyed by the connections' ids; a database in memory is not
+        #: shared between connections, so it does not remember).
+        self._grants_of: GrantReader = read_grants
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteStore:
@@ -427,6 +431,7 @@ class SqliteStore:
         if self.path != ":memory:":
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
         self._reader = self._connect()
+        self._grants_of = read_grants if self.path == ":memory:" else GrantMemo().read
 
     async def _checkpoints(self) -> None:
         """Every ``_CHECKPOINT_EVERY_S``, a checkpoint step on a connection of its own, in a
@@ -611,7 +616,7 @@ class SqliteStore:
                              actors: Collection[str] | None = None) -> list[Grant]:
         """The grants of the current Consents about ``patients`` (``consent_grant``; naming
         one of ``actors`` or everyone, when given)."""
-        return read_grants(self.reader, patients, actors)
+        return self._grants_of(self.reader, patients, actors)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Run a compiled search within ``search_timeout_s``.
@@ -624,8 +629,8 @@ class SqliteStore:
         by then is stopped and runs again in a thread, on one of ``_SEARCH_THREADS``
         connections of its own, until the deadline (``SearchTooCostly`` after it).
         """
-        return await self.run_timed(
-            lambda conn, found: run_search(conn, found, self.registry, self.unions), query)
+        return await self.run_timed(lambda conn, found: run_search(
+            conn, found, self.registry, self.unions, self._grants_of), query)
 
     async def run_timed(self, search: Searcher, query: SearchQuery) -> SearchResult:
         """Run ``search(connection, query)`` as ``search`` describes: on the loop first, then
