@@ -11,7 +11,9 @@ writes: ``active``, category v3 ActReason ``BTG``, the caller as the one actor, 
 the caller reads the patient's record as if the patient had consented; each of those reads is
 audited with purpose ``BTG`` and names this Consent (``security.policy``), and the citizen's
 access log (``$access-log``) marks them as emergency access. The request's own AuditEvent has
-purpose ``BTG`` with the reason as its text.
+purpose ``BTG`` with the reason as its text. Written through the write path, the emergency
+Consent fires the citizen's subscriptions to the ``emergency-access`` topic (in its
+transaction, like any change).
 
 The answer is the emergency Consent (201). Only a caller governed by Consent (a clinician, a
 facility) breaks the glass: 403 for others, who read the record anyway or not at all.

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.search.dates import date_range
-from fhir_server.search.model import OPEN_END, OPEN_START, ConsentRule, Grant, SearchIndex
+from fhir_server.search.model import (
+    OPEN_END,
+    OPEN_START,
+    ConsentFocus,
+    ConsentRule,
+    Grant,
+    SearchIndex,
+)
 
 __all__ = [
     "AGENT_PARAM",
@@ -46,6 +53,7 @@ __all__ = [
     "SOURCE_PARAM",
     "consent_allows",
     "consent_facts",
+    "consent_focus",
     "consent_grants",
     "labels_of",
     "permitting",
@@ -379,3 +387,27 @@ def consent_allows(rule: ConsentRule, index: SearchIndex, grants: Iterable[Grant
     held = list(grants if rule.grants is None else rule.grants)
     return all(permitting(rule, index, held, now, patient) is not None
                for patient in index.compartments)
+
+
+def _unconditional(grant: Grant) -> bool:
+    """Whether a grant covers resources whatever their type, id and codes."""
+    return not (grant.resource_type or grant.target or grant.code)
+
+
+def consent_focus(rule: ConsentRule, patient: str, grants: Iterable[Grant],
+                  now: int) -> ConsentFocus | None:
+    """What the grants of ``patient`` decide for the caller of ``rule`` now, when one answer
+    holds for all of that patient's resources but those carrying some labels
+    (``ConsentFocus``); None when they must be judged resource by resource (a deny applies,
+    no permit of everything does, or a conditional permit names a sensitive label).
+    ``permitting`` is the statement this summarises."""
+    applying = [g for g in grants if g.patient == patient and rule.applies_to(g, now)]
+    if not applying:
+        return ConsentFocus(patient, everything=False)
+    if any(not g.permit for g in applying) or not any(
+            _unconditional(g) and not g.label for g in applying):
+        return None
+    if any(g.label in rule.sensitive and not _unconditional(g) for g in applying):
+        return None
+    named = {g.label for g in applying if _unconditional(g)}
+    return ConsentFocus(patient, everything=True, hidden=tuple(sorted(rule.sensitive - named)))

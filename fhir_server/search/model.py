@@ -36,6 +36,7 @@ __all__ = [
     "Clause",
     "ClauseValue",
     "CompositeValue",
+    "ConsentFocus",
     "ConsentRule",
     "DateValue",
     "Grant",
@@ -293,6 +294,18 @@ class Grant(NamedTuple):
     label: str = ""
 
 
+class ConsentFocus(NamedTuple):
+    """What the grants of one ``patient`` decide for a caller now, read once for a query
+    about that patient: ``everything`` (a permit of everything, no deny that applies) but
+    the resources carrying one of ``hidden`` (sensitive labels no unconditional permit
+    names), or ``nothing`` (no permit applies). Other grants (a deny, a permit of some
+    classes only) are not summarised: the store judges them resource by resource."""
+
+    patient: str
+    everything: bool
+    hidden: tuple[str, ...] = ()
+
+
 #: The bounds of a Consent period that has no start or no end.
 OPEN_START, OPEN_END = -(2**62), 2**62
 
@@ -308,7 +321,9 @@ class ConsentRule:
     ``sensitive`` labels the resource carries is named by a permit that applies.
 
     ``grants``: the grants of the caller, resolved beforehand (a store that cannot join its
-    grant index, tests); None where the store joins its own index of grants.
+    grant index, tests); None where the store joins its own index of grants. ``focus``: what
+    one patient's grants decide, resolved by a store that joins its index for the rest
+    (``ConsentFocus``; None: nothing resolved; not compared: the rule is the same).
     """
 
     own: str | None
@@ -318,6 +333,7 @@ class ConsentRule:
     sensitive: frozenset[str] = frozenset()
     open_types: frozenset[str] = frozenset()
     grants: tuple[Grant, ...] | None = None
+    focus: ConsentFocus | None = field(default=None, compare=False)
 
     def applies_to(self, grant: Grant, now: int) -> bool:
         """Whether a grant concerns this caller now (actor, scope, period, purpose)."""
@@ -370,9 +386,9 @@ class Visibility:
     def unresolved(self) -> Visibility:
         """The rule as stated, without the grants a store resolved into it (what cursors
         and guards are keyed by)."""
-        if self.consent is None or self.consent.grants is None:
+        if self.consent is None or (self.consent.grants is None and self.consent.focus is None):
             return self
-        return replace(self, consent=replace(self.consent, grants=None))
+        return replace(self, consent=replace(self.consent, grants=None, focus=None))
 
     @property
     def everything(self) -> bool:

@@ -106,11 +106,12 @@ class ConsentBook:
         self._grants: dict[str, tuple[Grant, ...]] = {}
 
     async def load(self, store: ConsentGrants, patients: Collection[str],
-                   again: bool = False) -> None:
-        """Read the grants of ``patients`` not read yet (all of them: ``again``)."""
+                   actors: Collection[str], again: bool = False) -> None:
+        """Read the grants of ``patients`` not read yet (all of them: ``again``) that name
+        one of ``actors`` (the caller's names) or everyone: the only ones that concern it."""
         missing = sorted(set(patients) if again else set(patients) - self._grants.keys())
         if missing:
-            found = await store.consent_grants(missing)
+            found = await store.consent_grants(missing, actors)
             self._grants.update({p: tuple(g for g in found if g.patient == p)
                                  for p in missing})
 
@@ -124,7 +125,7 @@ class ConsentBook:
         records (read again if the request ``changed`` them: a break-the-glass); one of a
         break-the-glass makes the purpose ``BTG``."""
         patients = sorted(set().union(*(p for _, p in note.touched)))
-        await self.load(store, patients, again=changed)
+        await self.load(store, patients, rule.actors, again=changed)
         now = time.time_ns() // 1000
         for patient in patients:
             consents = sorted({g.consent for g in self._grants[patient]

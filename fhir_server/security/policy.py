@@ -333,7 +333,7 @@ class Access:
         are not known yet, for judging those resources in memory; nothing without a rule."""
         if self.consent is not None:
             patients = set(context).union(*(self.patients_of(r) for r in resources))
-            await self._book.load(store, patients)
+            await self._book.load(store, patients, self.consent.actors)
 
     def scoped(self, query: SearchQuery) -> SearchQuery:
         """The query, limited to what the caller may see."""

@@ -12,7 +12,7 @@ race-safe because a scope holds the store's write lock from its first statement 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -234,8 +234,10 @@ class ConsentGrants(Protocol):
     """What the access policy reads to judge one resource in memory: the grants of the
     patients' current Consents (``search.consent``), as the store's queries join them."""
 
-    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
-        """Return the grants of the current Consents about any of ``patients``."""
+    async def consent_grants(self, patients: Sequence[str],
+                             actors: Collection[str] | None = None) -> list[Grant]:
+        """Return the grants of the current Consents about any of ``patients`` (only those
+        naming one of ``actors`` or everyone, when given)."""
         ...
 
 
@@ -306,7 +308,8 @@ class ResourceStore(Protocol):
         """Iterate over all current (not deleted) resources, for reindexing and export."""
         ...
 
-    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
+    async def consent_grants(self, patients: Sequence[str],
+                             actors: Collection[str] | None = None) -> list[Grant]:
         """Return the grants of the current Consents about any of ``patients``
         (``ConsentGrants``)."""
         ...

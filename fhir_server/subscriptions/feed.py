@@ -159,9 +159,16 @@ class SubscriptionFeed:
             resource["status"] = "requested" if plan.channel == "rest-hook" else "active"
 
     def _check_owner(self, plan: Plan, caller: Caller) -> None:
-        if caller.patient_id is not None and caller.scopes is not None \
-                and len(plan.patients) > 1:
+        """403 for a patient's subscription about several patients, and for a subscription
+        to a patient-only topic by anyone but the one patient it filters on."""
+        bound = caller.patient_id is not None and caller.scopes is not None
+        if bound and len(plan.patients) > 1:
             raise insufficient_scope("a patient's subscription filters on that patient alone")
+        topic = self.topics.get(plan.topic) if plan.topic else None
+        if topic is not None and topic.patient_only \
+                and not (bound and plan.patients == {caller.patient_id}):
+            raise insufficient_scope(f"only the patient, with a token bound to their record, "
+                                     f"subscribes to {topic.url}, filtered on their Patient")
 
     def needs_previous(self, resource_type: str) -> bool:
         """Whether updates of the type must be observed with their previous content."""

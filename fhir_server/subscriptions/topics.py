@@ -10,6 +10,10 @@ after the change (``previous``/``current`` in search syntax, ``resultForCreate``
 relies on it alone is refused. The topics shipped with the server are data
 (``fhir_server/data/subscription_topics.json``); operators add their own by creating such a
 Basic resource.
+
+A topic may say who subscribes to it (the server's extension ``SUBSCRIBER``): ``patient``
+means only the patient its subscription filters on, with a token bound to that patient's
+record (the emergency accesses to a citizen's record are the citizen's to be told of).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
 
 __all__ = [
+    "SUBSCRIBER",
     "TOPIC_CODE",
     "Topic",
     "Trigger",
@@ -44,6 +49,8 @@ __all__ = [
 TOPIC_CODE = ("http://hl7.org/fhir/fhir-types", "SubscriptionTopic")
 _ELEMENT = "StructureDefinition/extension-SubscriptionTopic."
 _INTERACTIONS = frozenset({"create", "update", "delete"})
+#: The extension of a topic saying who may subscribe to it (``valueCode`` ``patient``).
+SUBSCRIBER = "https://fhir.sskdt.vn/StructureDefinition/subscription-topic-subscriber"
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,13 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Topic:
-    """A compiled SubscriptionTopic: its canonical url, title and triggers."""
+    """A compiled SubscriptionTopic: its canonical url, title and triggers; ``patient_only``:
+    only the patient a subscription filters on subscribes, with a token bound to them."""
 
     url: str
     title: str
     triggers: tuple[Trigger, ...]
+    patient_only: bool = False
 
     @property
     def resource_types(self) -> frozenset[str]:
@@ -175,7 +184,8 @@ def compile_topic(basic: dict[str, Any], registry: SearchParameterRegistry) -> T
                      if _element(e) == "resourceTrigger")
     if not triggers:
         raise _invalid(f"{url} has no resourceTrigger")
-    return Topic(url, str(values.get("title") or values.get("name") or url), triggers)
+    return Topic(url, str(values.get("title") or values.get("name") or url), triggers,
+                 patient_only=values.get(SUBSCRIBER) == "patient")
 
 
 @cache

@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from fhir_server.jobs.export.changes import Changed, ChangeSet
 from fhir_server.jobs.export.plan import Segment
 from fhir_server.search.cursor import Cursor, decode_cursor, encode_cursor
-from fhir_server.search.indexing import index_resource
-from fhir_server.search.matching import matches
+from fhir_server.search.indexing import compartment_patients, index_resource
+from fhir_server.search.model import Grant
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.port import ResourceStore, StoredResource
@@ -69,9 +69,18 @@ async def read_page(store: ResourceStore, segment: Segment, changes: ChangeSet, 
 
 
 def _earlier(segment: Segment, found: StoredResource, registry: SearchParameterRegistry) -> bool:
-    """Whether an earlier alternative of the segment's type holds ``found`` already."""
-    index = index_resource(found.resource(), registry)
-    return any(matches(query, index) for query in segment.earlier)
+    """Whether an earlier alternative of the segment's type holds ``found`` already (the
+    search found it: the caller may see it)."""
+    return segment.held_earlier(index_resource(found.resource(), registry))
+
+
+async def _grants(store: ResourceStore, segment: Segment, resource: dict[str, object],
+                  registry: SearchParameterRegistry) -> list[Grant]:
+    """The Consent grants of the resource's patients, if the segment's caller needs them."""
+    if not segment.needs_grants():
+        return []
+    patients = sorted(compartment_patients(resource, registry))
+    return await store.consent_grants(patients) if patients else []
 
 
 async def _as_it_was(store: ResourceStore, segment: Segment, changes: ChangeSet,
@@ -81,7 +90,8 @@ async def _as_it_was(store: ResourceStore, segment: Segment, changes: ChangeSet,
     version = await changes.as_it_was(resource)
     if version is None:
         return None
-    held = segment.judge(version.resource(), registry)
+    content = version.resource()
+    held = segment.judge(content, registry, await _grants(store, segment, content, registry))
     if held is None:  # a chain or _has: judged on the data of now
         by_id = parse_search(resource.resource_type, [("_id", resource.id)], registry)
         query = replace(segment.query, clauses=segment.query.clauses + by_id.query.clauses,

@@ -12,14 +12,15 @@ matched is not repeated by a later one (``Segment.earlier``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl
 
 from fhir_server.errors import NotSupported
 from fhir_server.jobs.export.request import ExportRequest
 from fhir_server.search.indexing import index_resource
-from fhir_server.search.matching import matches
-from fhir_server.search.model import AnyClause, SearchQuery
+from fhir_server.search.matching import matches, visible
+from fhir_server.search.model import AnyClause, Grant, SearchIndex, SearchQuery
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.policy import Access
@@ -38,17 +39,37 @@ class Segment:
     query: SearchQuery
     earlier: tuple[SearchQuery, ...] = ()
 
-    def judge(self, resource: dict[str, object], registry: SearchParameterRegistry
-              ) -> bool | None:
+    def judge(self, resource: dict[str, object], registry: SearchParameterRegistry,
+              grants: Iterable[Grant] = ()) -> bool | None:
         """Whether the segment holds ``resource`` (a version read from history, which no
-        search index holds any more): its query matches it and no earlier alternative
-        does. None when the query needs other resources to decide (a chain, ``_has``)."""
+        search index holds any more): the caller may see it (``grants``: the Consent grants
+        of its patients, for a Consent rule), its query matches it and no earlier
+        alternative does. None when the query needs other resources to decide (a chain,
+        ``_has``)."""
         index = index_resource(resource, registry)
+        seen = self.query.visibility
+        if seen is not None and not visible(seen, index, grants):
+            return False
         try:
-            return matches(self.query, index) and not any(
-                matches(query, index) for query in self.earlier)
+            return matches(bare(self.query), index) and not self.held_earlier(index)
         except NotSupported:
             return None
+
+    def held_earlier(self, index: SearchIndex) -> bool:
+        """Whether an earlier alternative of the segment's type holds a resource the caller
+        may see (its visibility is not judged again)."""
+        return any(matches(bare(query), index) for query in self.earlier)
+
+    def needs_grants(self) -> bool:
+        """Whether judging a resource needs its patients' Consent grants (a Consent rule
+        the store joins itself)."""
+        seen = self.query.visibility
+        return seen is not None and seen.consent is not None and seen.consent.grants is None
+
+
+def bare(query: SearchQuery) -> SearchQuery:
+    """The query without the caller's visibility (judged apart)."""
+    return replace(query, visibility=None) if query.visibility is not None else query
 
 
 class Plan:

@@ -14,7 +14,7 @@ writing any of them, with ``TransactionsUnavailable``: half a visit Bundle is ne
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -223,11 +223,15 @@ class MongoStore:
                   and grant.scope == rule.scope]
         return replace(visibility, consent=replace(rule, grants=tuple(grants)))
 
-    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
-        """The grants of the current Consents about ``patients``."""
+    async def consent_grants(self, patients: Sequence[str],
+                             actors: Collection[str] | None = None) -> list[Grant]:
+        """The grants of the current Consents about ``patients`` (naming one of ``actors``
+        or everyone, when given)."""
         wanted = sorted(set(patients))
+        named = None if actors is None else {*actors, "*"}
         found = await self._consents({"idx.grants.pt": {"$in": wanted}})
-        return [grant for doc in found for grant in _grants(doc) if grant.patient in wanted]
+        return [grant for doc in found for grant in _grants(doc) if grant.patient in wanted
+                and (named is None or grant.actor in named)]
 
     async def _consents(self, grants: dict[str, Any]) -> list[dict[str, Any]]:
         cursor = self.db["resources"].find({"type": "Consent", "deleted": False, **grants},

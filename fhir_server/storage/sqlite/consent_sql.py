@@ -6,12 +6,27 @@ and the resource's own index rows (its ``meta.source``, tokens and security labe
 Per resource the cost is a few primary-key probes: its ``meta.source`` row, its compartment
 rows, and for each of its patients the grants naming the caller (the ``consent_grant``
 primary key leads with the patient and the actor); see docs/consent.md for measurements.
+
+A query about one patient (a compartment search, ``$everything``, ``patient=``) reads that
+patient's grants naming the caller once, in its read transaction (``focused``): when they
+decide alike for all the patient's resources (``search.consent.consent_focus``: a permit of
+everything, but the sensitive labels no such permit names; or nothing), the condition
+states that answer for the compartment rows of that patient instead of joining the grants
+for each resource.
+
+The grants a query or the policy reads (a patient's, naming the caller) are remembered per
+connection with the connection's ``PRAGMA data_version`` (``GrantMemo``): a later read of
+the same grants on that connection is answered from memory only while no other connection
+has committed anything since, so a Consent change (a commit) applies to the next query.
 """
 
 from __future__ import annotations
 
 import functools
+import sqlite3
 import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 
 from fhir_server.search.consent import (
     AGENT_PARAM,
@@ -19,14 +34,29 @@ from fhir_server.search.consent import (
     OUTCOME_PARAM,
     SECURITY_PARAM,
     SOURCE_PARAM,
+    consent_focus,
 )
 from fhir_server.search.indexing import compartment_types
-from fhir_server.search.model import ConsentRule
-from fhir_server.storage.sqlite.search_tables import param_key, system_key
+from fhir_server.search.model import (
+    Clause,
+    ConsentFocus,
+    ConsentRule,
+    Grant,
+    ReferenceValue,
+    SearchQuery,
+)
+from fhir_server.storage.sqlite.search_tables import GRANT_COLUMNS, param_key, system_key
 
-__all__ = ["consent_condition"]
+__all__ = ["GrantMemo", "GrantReader", "consent_condition", "focused", "read_grants"]
 
 Condition = tuple[str, list[object]]
+
+
+def _literals(kinds: list[str]) -> str:
+    """Resource type names as SQL string literals (70 of them bound as parameters cost
+    each statement their binding)."""
+    assert all(kind.isalnum() for kind in kinds)
+    return ", ".join(f"'{kind}'" for kind in kinds)
 
 
 def _in(column: str, values: list[str]) -> Condition:
@@ -39,32 +69,138 @@ def _join(operator: str, parts: list[Condition], empty: str) -> Condition:
     return operator.join(f"({sql})" for sql, _ in parts), [v for _, vs in parts for v in vs]
 
 
-#: Stands for the current instant among the parameters of a compiled condition.
-_NOW = object()
+#: Stand for the current instant and the focus patient among a compiled condition's parameters.
+_NOW, _PATIENT = object(), object()
+#: The search parameters whose one Patient reference makes a query about that patient.
+_FOCUS_PARAMS = frozenset({"patient", "subject"})
+#: What a focus decides, as the compiled condition is keyed: (everything, hidden labels).
+Shape = tuple[bool, tuple[str, ...]] | None
+#: Reads the grants of patients naming some actors (``read_grants``, ``GrantMemo.read``).
+GrantReader = Callable[[sqlite3.Connection, Sequence[str], Collection[str] | None], list[Grant]]
 
 
 def consent_condition(alias: str, rule: ConsentRule) -> Condition:
     """``ConsentRule`` as SQL on the resources row ``alias``: of an open type, written by
     the caller, or permitted by every patient in whose compartment it is (none: vacuously).
     A deleted resource has no index rows left: one of a type of the Patient compartment is
-    then hidden (history judges deletions by this row). Compiled once per rule and alias;
-    the grants' periods are compared with the instant of the call."""
-    sql, params = _compiled(alias, rule)
+    then hidden (history judges deletions by this row). Compiled once per rule, alias and
+    shape of its focus; the grants' periods are compared with the instant of the call."""
+    focus = rule.focus
+    shape = None if focus is None else (focus.everything, focus.hidden)
+    sql, params = _compiled(alias, rule, shape)  # the focus is not part of the rule's key
     now = time.time_ns() // 1000
-    return sql, [now if value is _NOW else value for value in params]
+    patient = focus.patient if focus is not None else None
+    return sql, [now if value is _NOW else patient if value is _PATIENT else value
+                 for value in params]
 
 
 @functools.lru_cache(maxsize=1024)
-def _compiled(alias: str, rule: ConsentRule) -> tuple[str, tuple[object, ...]]:
+def _compiled(alias: str, rule: ConsentRule, shape: Shape) -> tuple[str, tuple[object, ...]]:
     open_types = _in(f"{alias}.type", sorted(rule.open_types))
     applies = _grant_applies(alias, rule, _NOW)
-    permitted = _patient_permits(alias, rule, applies)
-    patient_data = _in(f"{alias}.type", sorted(compartment_types()))
-    everyone = (f"{alias}.type <> ? AND ({alias}.deleted = 0 OR NOT {patient_data[0]}) "
-                f"AND NOT EXISTS (SELECT 1 FROM search_compartment c WHERE c.rid = {alias}.rid "
-                f"AND NOT ({permitted[0]}))", [AUDIT_TYPE, *patient_data[1], *permitted[1]])
-    sql, params = _join(" OR ", [open_types, _own(alias, rule), everyone], "0")
+    permitted = _focused(alias, rule, shape, _patient_permits(alias, rule, applies))
+    patient_data = _literals(sorted(compartment_types()))
+    everyone = (f"{alias}.type <> ? AND ({alias}.deleted = 0 OR NOT {alias}.type IN "
+                f"({patient_data})) AND NOT EXISTS (SELECT 1 FROM search_compartment c WHERE "
+                f"c.rid = {alias}.rid AND NOT ({permitted[0]}))", [AUDIT_TYPE, *permitted[1]])
+    own = _own(alias, rule)
+    ordered = [open_types, everyone, own] if shape and shape[0] else [open_types, own, everyone]
+    sql, params = _join(" OR ", ordered, "0")
     return sql, tuple(params)
+
+
+def _focused(alias: str, rule: ConsentRule, shape: Shape, permitted: Condition) -> Condition:
+    """"The patient ``c.patient`` lets the caller read ``alias``", with what the focus
+    patient's grants decide stated for that patient's rows."""
+    if shape is None:
+        return permitted
+    everything, hidden = shape
+    decided: Condition = ("1" if everything else "0", [])
+    if everything and hidden:
+        labels = [_split_label(label) for label in hidden]
+        pairs = " OR ".join("(s.code = ? AND s.system = ?)" for _ in labels)
+        decided = (f"NOT EXISTS (SELECT 1 FROM search_token s WHERE s.rid = {alias}.rid "
+                   f"AND s.param = ? AND ({pairs}))",
+                   [param_key(SECURITY_PARAM), *(v for pair in labels for v in pair)])
+    return (f"CASE WHEN c.patient = ? THEN {decided[0]} ELSE ({permitted[0]}) END",
+            [_PATIENT, *decided[1], *permitted[1]])
+
+
+def read_grants(conn: sqlite3.Connection, patients: Sequence[str],
+                actors: Collection[str] | None = None) -> list[Grant]:
+    """The grants of the current Consents about ``patients`` (naming one of ``actors`` or
+    everyone, when given), by the ``consent_grant`` primary key."""
+    wanted = sorted(set(patients))
+    if not wanted:
+        return []
+    sql = (f"SELECT {GRANT_COLUMNS} FROM consent_grant WHERE patient IN "
+           f"({', '.join('?' for _ in wanted)})")
+    named = sorted({*actors, "*"}) if actors is not None else []
+    if named:
+        sql += f" AND actor IN ({', '.join('?' for _ in named)})"
+    rows = conn.execute(sql, [*wanted, *named])  # by the primary key: no ORDER BY
+    return [Grant._make(row) for row in rows]  # permit: 0 or 1
+
+
+class GrantMemo:
+    """The grants last read per connection, patients and actors, each with the connection's
+    ``PRAGMA data_version`` when it was read (it changes when another connection commits:
+    the connections of a store never write what they read). Only for a store's own
+    connections, which live as long as the store (keyed by ``id``)."""
+
+    _LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[int, tuple[str, ...], frozenset[str] | None],
+                         tuple[int, list[Grant]]] = {}
+
+    def read(self, conn: sqlite3.Connection, patients: Sequence[str],
+             actors: Collection[str] | None = None) -> list[Grant]:
+        """``read_grants``, from memory while nothing was committed since."""
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        key = (id(conn), tuple(sorted(set(patients))),
+               None if actors is None else frozenset(actors))
+        known = self._read.get(key)
+        if known is not None and known[0] == version:
+            return known[1]
+        grants = read_grants(conn, patients, actors)
+        if len(self._read) >= self._LIMIT:
+            self._read.clear()
+        self._read[key] = (version, grants)
+        return grants
+
+
+def _focus_patient(query: SearchQuery) -> str | None:
+    """The patient a query is about: its compartment's, or the one Patient its ``patient``
+    or ``subject`` clause names (None: no one patient)."""
+    if query.compartment is not None:
+        return query.compartment[1] if query.compartment[0] == "Patient" else None
+    for clause in query.clauses:
+        if isinstance(clause, Clause) and clause.code in _FOCUS_PARAMS \
+                and clause.modifier is None and len(clause.values) == 1:
+            value = clause.values[0]
+            if isinstance(value, ReferenceValue) and value.id and value.url is None \
+                    and value.type in ("Patient", None if clause.code == "patient" else ""):
+                return value.id
+    return None
+
+
+def focused(conn: sqlite3.Connection, query: SearchQuery,
+            grants_of: GrantReader = read_grants) -> SearchQuery:
+    """The query with what its patient's grants decide resolved into its Consent rule
+    (``ConsentFocus``), when it is about one patient and they decide alike; else as is."""
+    seen = query.visibility
+    rule = seen.consent if seen is not None else None
+    if seen is None or rule is None or rule.grants is not None or rule.focus is not None:
+        return query
+    patient = _focus_patient(query)
+    if patient is None:
+        return query
+    grants = grants_of(conn, [patient], rule.actors)
+    focus: ConsentFocus | None = consent_focus(rule, patient, grants, time.time_ns() // 1000)
+    if focus is None:
+        return query
+    return replace(query, visibility=replace(seen, consent=replace(rule, focus=focus)))
 
 
 def _own(alias: str, rule: ConsentRule) -> Condition:

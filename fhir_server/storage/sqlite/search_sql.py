@@ -43,6 +43,7 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.port import StoredResource
+from fhir_server.storage.sqlite.consent_sql import GrantReader, focused, read_grants
 from fhir_server.storage.sqlite.keyset import keyset_page, page_boundary
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key
 from fhir_server.storage.sqlite.search_where import Condition, Unions, WhereCompiler, param_keys
@@ -103,21 +104,24 @@ def find_ids(
 
 def run_search(
     conn: sqlite3.Connection, query: SearchQuery, registry: SearchParameterRegistry,
-    unions: Unions | None = None,
+    unions: Unions | None = None, grants_of: GrantReader = read_grants,
 ) -> SearchResult:
-    """Return one page of matches, the included resources, the cursors and the total.
+    """Return one page of matches, the included resources, the cursors and the total
+    (``grants_of`` reads the Consent grants of a query's patient: ``consent_sql.focused``).
 
     Raises ``BadRequest`` for an invalid cursor and ``Gone`` for an expired one.
     """
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
     unions = unions or {}
     keys = [_sort_key(key, query, registry, unions) for key in query.sort]
+    judged = focused(conn, query, grants_of)  # the cursors are the query's as asked
     with _snapshot(conn):
-        fetched, total = _page(conn, query, keys, cursor, registry, unions)
+        fetched, total = _page(conn, judged, keys, cursor, registry, unions)
         rows, has_next, has_prev = page_window(fetched, query.count, cursor)
-        included = _included(conn, query, registry, [int(str(row[0])) for row in rows], unions)
+        included = _included(conn, judged, registry, [int(str(row[0])) for row in rows],
+                             unions)
         if total is None and query.total is not TotalMode.NONE:
-            total = _total(conn, query, unions)
+            total = _total(conn, judged, unions)
     return SearchResult(
         matches=tuple(row_stored(row) for row in rows),
         included=tuple(included),

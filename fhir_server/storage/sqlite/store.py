@@ -41,6 +41,7 @@ from fhir_server.storage.port import (
     StoredResource,
 )
 from fhir_server.storage.sqlite import audit_log, history, memory, outbox, write_log, writes
+from fhir_server.storage.sqlite.consent_sql import GrantMemo, GrantReader, read_grants
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
     CORE_SCHEMA_SQL,
@@ -49,7 +50,6 @@ from fhir_server.storage.sqlite.schema import (
 )
 from fhir_server.storage.sqlite.search_sql import run_search
 from fhir_server.storage.sqlite.search_tables import (
-    GRANT_COLUMNS,
     check_param_keys,
     drop_deferrable_indexes,
 )
@@ -364,6 +364,10 @@ class SqliteStore:
         self.audit_log: ResourceReader | None = SqliteAuditLog(self)
         #: Subscriptions' delivery state and notification events (``storage.outbox``).
         self.outbox: Outbox = outbox.SqliteOutbox(self)
+        #: How Consent grants are read: remembered while nothing is committed, anew for each
+        #: opening (a memo is keyed by the connections' ids; a database in memory is not
+        #: shared between connections, so it does not remember).
+        self._grants_of: GrantReader = read_grants
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteStore:
@@ -427,6 +431,7 @@ class SqliteStore:
         if self.path != ":memory:":
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
         self._reader = self._connect()
+        self._grants_of = read_grants if self.path == ":memory:" else GrantMemo().read
 
     async def _checkpoints(self) -> None:
         """Every ``_CHECKPOINT_EVERY_S``, a checkpoint step on a connection of its own, in a
@@ -607,16 +612,11 @@ class SqliteStore:
         history leaves AuditEvents (in the audit log) out."""
         return history.fetch_page(self.reader, query)
 
-    async def consent_grants(self, patients: Sequence[str]) -> list[Grant]:
-        """The grants of the current Consents about ``patients`` (``consent_grant``)."""
-        wanted = sorted(set(patients))
-        if not wanted:
-            return []
-        marks = ", ".join("?" for _ in wanted)
-        rows = self.reader.execute(  # by the primary key (patient, ...): no ORDER BY
-            f"SELECT {GRANT_COLUMNS} FROM consent_grant WHERE patient IN ({marks})", wanted)
-        return [Grant(consent, patient, actor, bool(permit), *rest)
-                for consent, patient, actor, permit, *rest in rows]
+    async def consent_grants(self, patients: Sequence[str],
+                             actors: Collection[str] | None = None) -> list[Grant]:
+        """The grants of the current Consents about ``patients`` (``consent_grant``; naming
+        one of ``actors`` or everyone, when given)."""
+        return self._grants_of(self.reader, patients, actors)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Run a compiled search within ``search_timeout_s``.
@@ -629,8 +629,8 @@ class SqliteStore:
         by then is stopped and runs again in a thread, on one of ``_SEARCH_THREADS``
         connections of its own, until the deadline (``SearchTooCostly`` after it).
         """
-        return await self.run_timed(
-            lambda conn, found: run_search(conn, found, self.registry, self.unions), query)
+        return await self.run_timed(lambda conn, found: run_search(
+            conn, found, self.registry, self.unions, self._grants_of), query)
 
     async def run_timed(self, search: Searcher, query: SearchQuery) -> SearchResult:
         """Run ``search(connection, query)`` as ``search`` describes: on the loop first, then

@@ -139,7 +139,9 @@ class SqliteTransaction:
         return [r if r is not None else [] for r in results]
 
     async def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Return which (type, id) pairs are current resources, in one query per 400 keys."""
+        """Return which (type, id) pairs are current resources, in one query per 400 keys
+        (the keys drive: a probe of the ``(type, id)`` key each; SQLite answers a row value
+        ``IN (VALUES ...)`` with a scan of every resource, 0.6 s on a 1M store)."""
         found: set[tuple[str, str]] = set()
         audit = [id for kind, id in keys if kind == audit_log.AUDIT_TYPE]
         if audit:
@@ -150,8 +152,9 @@ class SqliteTransaction:
             values = ",".join("(?, ?)" for _ in chunk)
             args = [part for key in chunk for part in key]
             rows = self.conn.execute(
-                f"SELECT type, id FROM resources WHERE deleted = 0 AND (type, id) IN "
-                f"(VALUES {values})", args).fetchall()
+                f"SELECT r.type, r.id FROM (VALUES {values}) AS v CROSS JOIN resources r "
+                "ON r.type = v.column1 AND r.id = v.column2 WHERE r.deleted = 0", args
+            ).fetchall()
             found.update((t, i) for t, i in rows)
         return found
 

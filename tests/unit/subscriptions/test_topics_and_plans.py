@@ -52,6 +52,33 @@ def test_the_finished_visit_trigger_compares_the_versions_before_and_after(
                          after and _encounter(after)) is fires
 
 
+def _consent(scope: str, category: str) -> Any:
+    coded = {"system": "http://terminology.hl7.org/CodeSystem/", "code": ""}
+    return index_resource({
+        "resourceType": "Consent", "id": "c1", "status": "active",
+        "scope": {"coding": [{**coded, "system": coded["system"] + "consentscope",
+                              "code": scope}]},
+        "category": [{"coding": [{**coded, "system": coded["system"] + "v3-ActReason",
+                                  "code": category}]}],
+        "patient": {"reference": "Patient/p1"}}, REGISTRY)
+
+
+@pytest.mark.parametrize(("kind", "scope", "category", "fires"), [
+    ("create", "patient-privacy", "BTG", True),
+    ("create", "treatment", "BTG", False),
+    ("create", "patient-privacy", "TREAT", False),
+    ("update", "patient-privacy", "BTG", False),
+])
+def test_the_emergency_access_topic_fires_on_a_new_emergency_privacy_consent_only(
+    kind: str, scope: str, category: str, fires: bool,
+) -> None:
+    topic = TOPICS[BASE + "emergency-access"]
+    assert topic.patient_only and not TOPICS[BASE + "consent"].patient_only
+    (trigger,) = topic.triggers
+    consent = _consent(scope, category)
+    assert trigger.fires(kind, consent if kind == "update" else None, consent) is fires
+
+
 def test_a_topic_without_url_trigger_or_with_fhirpath_alone_is_refused() -> None:
     topic = copy.deepcopy(shipped_topics()[0])
     for change in (lambda t: t["extension"].pop(0),
