@@ -75,12 +75,14 @@ class Hoso:
 
 @dataclass(frozen=True)
 class Envelope:
-    """A decoded envelope: facility code (``MACSKCB``), creation date (``NGAYLAP``), visits."""
+    """A decoded envelope: facility code (``MACSKCB``), creation date (``NGAYLAP``), visits,
+    and whether it has a ``CHUKYDONVI`` (where a signature would be)."""
 
     facility: str
     created: str
     visits: tuple[Hoso, ...]
     raw: bytes = field(repr=False)
+    signed: bool = False
 
 
 def problem(message_id: str, where: str, vi: str, en: str, severity: str = "error") -> Issue:
@@ -126,6 +128,7 @@ def decode_envelope(data: bytes, shapes: Mapping[str, TableShape],
         created=_text(root.find("THONGTINHOSO/NGAYLAP")),
         visits=tuple(_hoso(n, h, shapes, skipped or {}) for n, h in enumerate(visits, start=1)),
         raw=data,
+        signed=root.find("CHUKYDONVI") is not None,
     )
 
 
