@@ -190,8 +190,8 @@ def _file(number: int, item: etree._Element, shapes: Mapping[str, TableShape],
 
 def _records(inner: etree._Element, shape: TableShape) -> tuple[dict[str, str], ...]:
     rows = [inner] if inner.tag == shape.record else list(inner.iter(shape.record))
-    return tuple({child.tag: (child.text or "").strip() for child in row
-                  if isinstance(child.tag, str)} for row in rows)
+    return tuple({child.tag: (child.text or "").strip()
+                  for child in row.iterchildren(etree.Element)} for row in rows)
 
 
 def encode_table(shape: TableShape, records: Iterable[Mapping[str, str]],
