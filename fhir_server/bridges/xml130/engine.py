@@ -100,15 +100,11 @@ def _put(insts: list[Instance], target: Target, values: str | list[str],
          context: Context) -> None:
     """Write the text (or one item of a split list per instance) into each instance."""
     target = target.local(context.facility)
-    put = KINDS[target.kind].put
-    for n, inst in enumerate(insts):
-        if isinstance(values, str):
-            put(inst.resource, target, values, context)
-        elif n < len(values):
-            put(inst.resource, target, values[n], context)
-        else:
-            break  # fewer items than resources: the others get nothing
-        for path, value in target.sets:
+    put, sets = KINDS[target.kind].put, target.sets
+    items = [values] * len(insts) if isinstance(values, str) else values
+    for inst, item in zip(insts, items, strict=False):  # fewer items: the rest get nothing
+        put(inst.resource, target, item, context)
+        for path, value in sets:
             write(inst.resource, path, copy.deepcopy(value))
 
 
@@ -124,8 +120,6 @@ def _values(rule: Rule, target: Target, text: str, insts: list[Instance]) -> str
 
 
 def _targets(target: Target, roles: Mapping[str, list[Instance]]) -> list[Instance]:
-    if len(target.roles) == 1:
-        return roles.get(target.roles[0], [])
     return [i for role in target.roles for i in roles.get(role, [])]
 
 
@@ -143,14 +137,16 @@ def _apply(table: Table, rule: Rule, own: str, position: int,
     issues: list[Issue] = []
     for target in rule.targets:
         text = own or _fallback(target, records)
-        insts = _targets(target, roles)
+        insts = roles.get(target.roles[0], []) if len(target.roles) == 1 \
+            else _targets(target, roles)
         if not text:
             _empty(target, insts)
             continue
         try:
             if target.reverse and not insts:
                 raise ValueError(f"the visit has no {'/'.join(target.roles)} to carry it")
-            _put(insts, target, _values(rule, target, text, insts), context)
+            _put(insts, target, _values(rule, target, text, insts) if rule.split else text,
+                 context)
         except ValueError as exc:
             issues.append(problem("MSG_XML130_VALUE", where(table, position, rule.name),
                                   f"giá trị '{text}' không hợp lệ", str(exc)))
