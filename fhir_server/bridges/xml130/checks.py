@@ -92,7 +92,7 @@ def check_visit(standard: Standard, hoso: Hoso) -> tuple[Records, str, list[Issu
             issues.append(problem("MSG_XML130_TABLE_TWICE", item.kind,
                                   "bảng được gửi hai lần trong một hồ sơ",
                                   "the table appears twice in one HOSO"))
-        records[item.kind] = [dict(r) for r in item.records]
+        records[item.kind] = list(item.records)  # read, never changed: no copies
     ma_lk, first = _xml1(records)
     issues += first
     for kind, rows in records.items():
