@@ -21,7 +21,7 @@ from fhir_server.bridges.xml130.tables import system
 from fhir_server.bridges.xml130.transaction import VisitKeys, record_id
 from fhir_server.errors import Forbidden, Gone, Issue, NotFound
 from fhir_server.interactions.context import Services
-from fhir_server.search.parse import parse_search
+from fhir_server.search.model import Clause, ParamType, SearchQuery, TokenValue
 from fhir_server.security.policy import Access
 from fhir_server.storage.port import StoredResource
 
@@ -53,11 +53,17 @@ async def _read(services: Services, kind: str, id: str) -> dict[str, Any] | None
     return found.resource() if found is not None else None
 
 
+def _by_ma_lk(keys: VisitKeys) -> SearchQuery:
+    """``Encounter?identifier=<ma-lk system>|<MA_LK>``, the MA_LK taken as it is (built, not
+    parsed: a comma or ``|`` in it is part of the value, not search syntax)."""
+    value = TokenValue(system("@ma-lk", keys.facility), keys.ma_lk)
+    return SearchQuery("Encounter", (Clause("identifier", ParamType.TOKEN, (value,)),))
+
+
 async def _visits(services: Services, keys: VisitKeys) -> list[StoredResource]:
     """The Encounters stored under the visit's MA_LK: their ids by the store's ``find_many``
     (one indexed statement, no page to build) where it has one, else a search."""
-    criteria = [("identifier", f"{system('@ma-lk', keys.facility)}|{keys.ma_lk}")]
-    query = parse_search("Encounter", criteria, services.registry).query
+    query = _by_ma_lk(keys)
     find_many = getattr(services.store, "find_many", None)
     if find_many is None:
         return list((await services.store.search(query)).matches)
