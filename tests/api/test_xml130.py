@@ -87,6 +87,24 @@ async def test_visit_naming_another_person_is_rejected_not_merged(
     assert await _count(client, "Patient") == 1
 
 
+def _visit_of(ma_lk: str, **xml1: str) -> dict[str, list[dict[str, str]]]:
+    return b.visit(XML1=[b.xml1(MA_LK=ma_lk, **xml1)], XML2=[b.xml2(1, MA_LK=ma_lk)],
+                   XML4=[b.xml4(1, MA_LK=ma_lk)])
+
+
+async def test_a_ma_lk_with_a_comma_is_one_value_not_a_search_list(
+        client: httpx.AsyncClient) -> None:
+    """The stored visit is looked up by the whole MA_LK: "LK1,LK2" is not LK1 or LK2."""
+    assert (await _import(client, b.envelope(_visit_of("LK2")))).status_code == 200
+    other = _visit_of("LK1,LK2", SO_CCCD="079095000111", MA_BN="BN999",
+                      MA_THE_BHYT="GD4790000000001", HO_TEN="Lê Thị Bình")
+    response = await _import(client, b.envelope(other))
+    assert response.status_code == 200, response.text
+    assert (_visit(response.json())["outcome"], _visit(response.json())["maLk"]) == (
+        "created", "LK1,LK2")
+    assert await _count(client, "Encounter") == 2
+
+
 @pytest.mark.parametrize(("mangle", "message_id", "where"), [
     (lambda d: d.replace(b"<NOIDUNGFILE>", b"<NOIDUNGFILE>%%", 1), "MSG_XML130_BASE64",
      "XML1.NOIDUNGFILE"),

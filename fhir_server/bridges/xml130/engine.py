@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -96,60 +96,66 @@ def _fallback(target: Target, records: Records) -> str:
     return text[:8] if target.kind == "date" else text  # a day from a time
 
 
-def _local(target: Target, facility: str) -> Target:
-    """The target with the visit's facility code in its path (``identifier[=.../{facility}]``)."""
-    if "{facility}" not in target.path:
-        return target
-    return replace(target, path=target.path.replace("{facility}", facility))
+def _put(insts: list[Instance], target: Target, values: str | list[str],
+         context: Context) -> None:
+    """Write the text (or one item of a split list per instance) into each instance."""
+    target = target.local(context.facility)
+    put, sets = KINDS[target.kind].put, target.sets
+    items = [values] * len(insts) if isinstance(values, str) else values
+    for inst, item in zip(insts, items, strict=False):  # fewer items: the rest get nothing
+        put(inst.resource, target, item, context)
+        for path, value in sets:
+            write(inst.resource, path, copy.deepcopy(value))
 
 
-def _put(inst: Instance, target: Target, text: str, context: Context) -> None:
-    target = _local(target, context.facility)
-    KINDS[target.kind].put(inst.resource, target, text, context)
-    for path, value in (target.option("set") or {}).items():
-        write(inst.resource, path, copy.deepcopy(value))
-
-
-def _pairs(rule: Rule, target: Target, text: str,
-           insts: list[Instance]) -> list[tuple[Instance, str]]:
-    if not (rule.split and target.kind not in LIST_KINDS):
-        return [(i, text) for i in insts]
+def _values(rule: Rule, target: Target, text: str, insts: list[Instance]) -> str | list[str]:
+    """The field's text, or its items when the rule splits it over several resources."""
+    if not rule.split or target.kind in LIST_KINDS:
+        return text
     items = split_list(text)
     if target.reverse and len(items) > len(insts):
         raise ValueError(f"{len(items)} values but the visit has {len(insts)} "
                          f"{'/'.join(target.roles)} to carry them")
-    return list(zip(insts, items, strict=False))
+    return items[:len(insts)]
 
 
-def _apply(table: Table, rule: Rule, record: Mapping[str, str], position: int,
-           roles: Mapping[str, list[Instance]], context: tuple[str, Records]) -> list[Issue]:
-    facility, records = context
+def _targets(target: Target, roles: Mapping[str, list[Instance]]) -> list[Instance]:
+    return [i for role in target.roles for i in roles.get(role, [])]
+
+
+def _empty(target: Target, insts: list[Instance]) -> None:
+    for inst in insts:
+        for path, value in (target.option("if_empty") or {}).items():
+            write(inst.resource, path, copy.deepcopy(value))
+
+
+def _apply(table: Table, rule: Rule, own: str, position: int,
+           roles: Mapping[str, list[Instance]], context: Context,
+           records: Records) -> list[Issue]:
+    """Write one field (``own``, stripped) into the instances of its targets' roles, with
+    ``context`` naming it; the issues of its value."""
     issues: list[Issue] = []
-    own = record.get(rule.name, "").strip()
-    if not own and not rule.acts_when_empty:
-        return issues
-    kind_context: Context | None = None
     for target in rule.targets:
         text = own or _fallback(target, records)
-        insts = [i for role in target.roles for i in roles.get(role, [])]
+        insts = roles.get(target.roles[0], []) if len(target.roles) == 1 \
+            else _targets(target, roles)
         if not text:
-            for inst in insts:
-                for path, value in (target.option("if_empty") or {}).items():
-                    write(inst.resource, path, copy.deepcopy(value))
+            _empty(target, insts)
             continue
-        kind_context = kind_context or Context(table.name, rule.name, facility, record)
         try:
             if target.reverse and not insts:
                 raise ValueError(f"the visit has no {'/'.join(target.roles)} to carry it")
-            for inst, item in _pairs(rule, target, text, insts):
-                _put(inst, target, item, kind_context)
+            _put(insts, target, _values(rule, target, text, insts) if rule.split else text,
+                 context)
         except ValueError as exc:
             issues.append(problem("MSG_XML130_VALUE", where(table, position, rule.name),
                                   f"giá trị '{text}' không hợp lệ", str(exc)))
             break  # one issue per field
-        issues += [problem("MSG_XML130_VALUE_TRUNCATED", where(table, position, rule.name),
-                           "chỉ giữ mã đầu tiên", w, "warning")
-                   for w in kind_context.warnings]
+        if context.warnings:
+            issues += [problem("MSG_XML130_VALUE_TRUNCATED", where(table, position, rule.name),
+                               "chỉ giữ mã đầu tiên", w, "warning")
+                       for w in context.warnings]
+            context.warnings.clear()
     return issues
 
 
@@ -168,11 +174,16 @@ def _copy_issue(table: Table, rule: Rule, record: Mapping[str, str], position: i
 def _map_record(table: Table, record: Mapping[str, str], position: int, facility: str,
                 records: Records, mapped: Mapped) -> None:
     roles = _instances(table, record, position)
+    context = Context(table.name, "", facility, record)  # one per record, named per field
     for rule in table.active_rules:
         if rule.same_as:
             mapped.issues += _copy_issue(table, rule, record, position, records)
-        elif record.get(rule.name) or rule.acts_when_empty:
-            mapped.issues += _apply(table, rule, record, position, roles, (facility, records))
+            continue
+        own = record.get(rule.name)
+        own = own.strip() if own else ""
+        if own or rule.acts_when_empty:
+            context.field = rule.name
+            mapped.issues += _apply(table, rule, own, position, roles, context, records)
     mapped.instances += [i for insts in roles.values() for i in insts]
 
 
@@ -188,7 +199,7 @@ def map_tables(standard: Standard, records: Records, facility: str) -> Mapped:
 
 
 def _value(rule: Rule, insts: list[Instance], table: str, facility: str) -> str:
-    target = _local(rule.targets[0], facility)
+    target = rule.targets[0].local(facility)
     context = Context(table, rule.name, facility)
     texts = [KINDS[target.kind].get(i.resource, target, context) for i in insts]
     if rule.split and target.kind not in LIST_KINDS:

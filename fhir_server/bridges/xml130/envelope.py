@@ -75,12 +75,14 @@ class Hoso:
 
 @dataclass(frozen=True)
 class Envelope:
-    """A decoded envelope: facility code (``MACSKCB``), creation date (``NGAYLAP``), visits."""
+    """A decoded envelope: facility code (``MACSKCB``), creation date (``NGAYLAP``), visits,
+    and whether it has a ``CHUKYDONVI`` (where a signature would be)."""
 
     facility: str
     created: str
     visits: tuple[Hoso, ...]
     raw: bytes = field(repr=False)
+    signed: bool = False
 
 
 def problem(message_id: str, where: str, vi: str, en: str, severity: str = "error") -> Issue:
@@ -126,6 +128,7 @@ def decode_envelope(data: bytes, shapes: Mapping[str, TableShape],
         created=_text(root.find("THONGTINHOSO/NGAYLAP")),
         visits=tuple(_hoso(n, h, shapes, skipped or {}) for n, h in enumerate(visits, start=1)),
         raw=data,
+        signed=root.find("CHUKYDONVI") is not None,
     )
 
 
@@ -133,22 +136,26 @@ def _hoso(position: int, element: etree._Element, shapes: Mapping[str, TableShap
           skipped: Mapping[str, str]) -> Hoso:
     files: list[TableFile] = []
     problems: list[Issue] = []
-    for number, item in enumerate(element.findall("FILEHOSO"), start=1):
-        kind = _text(item.find("LOAIHOSO")).upper()
+    for number, item in enumerate(element.iterchildren("FILEHOSO"), start=1):
+        kind = _text(_child(item, "LOAIHOSO")).upper()
         if kind in skipped:
             problems.append(problem("MSG_XML130_TABLE_NOT_IMPORTED", kind,
                                     "bảng không được nhập vào sổ sức khỏe",
                                     f"the table is not imported: {skipped[kind]}", "warning"))
             continue
-        decoded = _file(number, item, shapes, problems)
+        decoded = _file(number, kind, item, shapes, problems)
         if decoded is not None:
             files.append(decoded)
     return Hoso(position, tuple(files), tuple(problems))
 
 
-def _file(number: int, item: etree._Element, shapes: Mapping[str, TableShape],
+def _child(element: etree._Element, tag: str) -> etree._Element | None:
+    """The first child named ``tag`` (``find`` without its path language)."""
+    return next(element.iterchildren(tag), None)
+
+
+def _file(number: int, kind: str, item: etree._Element, shapes: Mapping[str, TableShape],
           problems: list[Issue]) -> TableFile | None:
-    kind = _text(item.find("LOAIHOSO")).upper()
     where = kind or f"FILEHOSO[{number}]"
     shape = shapes.get(kind)
     if shape is None:
@@ -157,7 +164,7 @@ def _file(number: int, item: etree._Element, shapes: Mapping[str, TableShape],
                                 f"table '{kind}' is not known; it is not imported", "warning"))
         return None
     try:
-        content = base64.b64decode("".join(_text(item.find("NOIDUNGFILE")).split()),
+        content = base64.b64decode("".join(_text(_child(item, "NOIDUNGFILE")).split()),
                                    validate=True)
         content.decode("utf-8")  # the standard's encoding, whatever the declaration says
         inner = _parse(content)
@@ -187,8 +194,8 @@ def _file(number: int, item: etree._Element, shapes: Mapping[str, TableShape],
 
 def _records(inner: etree._Element, shape: TableShape) -> tuple[dict[str, str], ...]:
     rows = [inner] if inner.tag == shape.record else list(inner.iter(shape.record))
-    return tuple({child.tag: (child.text or "").strip() for child in row
-                  if isinstance(child.tag, str)} for row in rows)
+    return tuple({child.tag: (child.text or "").strip()
+                  for child in row.iterchildren(etree.Element)} for row in rows)
 
 
 def encode_table(shape: TableShape, records: Iterable[Mapping[str, str]],

@@ -63,9 +63,10 @@ def _new_item(name: str, key: str) -> dict[str, Any]:
 def _child(node: dict[str, Any], step: Step, create: bool) -> Any:
     name, selector = step
     if selector is None:
-        if name not in node and create:
-            node[name] = {}
-        return node.get(name)
+        found = node.get(name)
+        if found is None and create and name not in node:
+            found = node[name] = {}
+        return found
     items = node.get(name)
     if items is None:
         if not create:
@@ -97,15 +98,23 @@ def read(resource: dict[str, Any], path: str) -> Any:
     return locate(resource, path)
 
 
+@cache
+def _parent_and_last(path: str) -> tuple[tuple[Step, ...], Step]:
+    steps = parse(path)
+    return steps[:-1], steps[-1]
+
+
 def write(resource: dict[str, Any], path: str, value: Any) -> None:
     """Set ``path`` to ``value``; a dict is merged into an item found by a selector."""
-    steps = parse(path)
-    parent = locate_steps(resource, steps[:-1])
-    name, selector = steps[-1]
+    steps, last = _parent_and_last(path)
+    parent = resource
+    for step in steps:
+        parent = _child(parent, step, True)
+    name, selector = last
     if selector is None:
         parent[name] = value
         return
-    item = _child(parent, steps[-1], True)
+    item = _child(parent, last, True)
     if isinstance(value, dict) and isinstance(item, dict):
         item.update(value)
     else:

@@ -4,7 +4,9 @@ Read before a visit is committed: the Encounter stored under its MA_LK (whose pe
 visit's: a visit naming another person is rejected, not merged; its version becomes the
 ``ifMatch`` of the new Encounter so a change in between fails the transaction), and the
 resources of the previous sending that the new one no longer has (from the visit's Provenance),
-which the transaction deletes.
+which the transaction deletes. The Encounters under a MA_LK are found by the store's
+``find_many`` (ids from the identifier index) where it has one, and read by id when there are
+any: a new visit, the usual case, costs one indexed statement.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from fhir_server.bridges.xml130.tables import system
 from fhir_server.bridges.xml130.transaction import VisitKeys, record_id
 from fhir_server.errors import Forbidden, Gone, Issue, NotFound
 from fhir_server.interactions.context import Services
-from fhir_server.search.parse import parse_search
+from fhir_server.search.model import Clause, ParamType, SearchQuery, TokenValue
 from fhir_server.security.policy import Access
+from fhir_server.storage.port import StoredResource
 
 __all__ = ["StoredVisit", "caller_facility", "stored_visit"]
 
@@ -38,11 +41,34 @@ class StoredVisit:
     problem: Issue | None = None
 
 
-async def _read(services: Services, kind: str, id: str) -> dict[str, Any] | None:
+async def _stored(services: Services, kind: str, id: str) -> StoredResource | None:
     try:
-        return (await services.store.read(kind, id)).resource()
+        return await services.store.read(kind, id)
     except (NotFound, Gone):
         return None
+
+
+async def _read(services: Services, kind: str, id: str) -> dict[str, Any] | None:
+    found = await _stored(services, kind, id)
+    return found.resource() if found is not None else None
+
+
+def _by_ma_lk(keys: VisitKeys) -> SearchQuery:
+    """``Encounter?identifier=<ma-lk system>|<MA_LK>``, the MA_LK taken as it is (built, not
+    parsed: a comma or ``|`` in it is part of the value, not search syntax)."""
+    value = TokenValue(system("@ma-lk", keys.facility), keys.ma_lk)
+    return SearchQuery("Encounter", (Clause("identifier", ParamType.TOKEN, (value,)),))
+
+
+async def _visits(services: Services, keys: VisitKeys) -> list[StoredResource]:
+    """The Encounters stored under the visit's MA_LK: their ids by the store's ``find_many``
+    (one indexed statement, no page to build) where it has one, else a search."""
+    query = _by_ma_lk(keys)
+    find_many = getattr(services.store, "find_many", None)
+    if find_many is None:
+        return list((await services.store.search(query)).matches)
+    found = [await _stored(services, "Encounter", id) for id in (await find_many([query]))[0]]
+    return [encounter for encounter in found if encounter is not None]
 
 
 def _identifiers(resource: dict[str, Any]) -> set[tuple[str, str]]:
@@ -70,9 +96,7 @@ async def _leftovers(services: Services, mapped: Mapped, keys: VisitKeys) -> lis
 
 async def stored_visit(services: Services, mapped: Mapped, keys: VisitKeys) -> StoredVisit:
     """What is stored under the visit's MA_LK (see the module's docstring)."""
-    criteria = [("identifier", f"{system('@ma-lk', keys.facility)}|{keys.ma_lk}")]
-    found = (await services.store.search(parse_search("Encounter", criteria,
-                                                      services.registry).query)).matches
+    found = await _visits(services, keys)
     if not found:
         return StoredVisit()
     if len(found) > 1:

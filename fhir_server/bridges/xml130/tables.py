@@ -15,8 +15,9 @@ The engine (``engine.py``) reads these values; nothing here knows FHIR.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from importlib import resources
 from typing import Any
@@ -71,6 +72,26 @@ class Target:
     def option(self, name: str, default: Any = None) -> Any:
         """Return an option of the target (``system``, ``map``, ``label``...)."""
         return self.options.get(name, default)
+
+    @cached_property
+    def sets(self) -> tuple[tuple[str, Any], ...]:
+        """The fixed values written with the field's (option ``set``: path -> value)."""
+        return tuple((self.options.get("set") or {}).items())
+
+    @cached_property
+    def _local(self) -> dict[str, Target]:
+        return {}
+
+    def local(self, facility: str) -> Target:
+        """The target with a facility's code in its path (``identifier[=.../{facility}]``)."""
+        if "{facility}" not in self.path:
+            return self
+        found = self._local.get(facility)
+        if found is None:
+            found = replace(self, path=self.path.replace("{facility}", facility))
+            if len(self._local) < 256:  # the facilities seen lately: few per server
+                self._local[facility] = found
+        return found
 
 
 @dataclass(frozen=True)
@@ -131,6 +152,13 @@ class Table:
     def active_rules(self) -> tuple[Rule, ...]:
         """The rules that do something when a record is mapped (targets or a copy check)."""
         return tuple(r for r in self.rules.values() if r.targets or r.same_as)
+
+    @cached_property
+    def limits(self) -> dict[str, tuple[int, bool]]:
+        """Each field's maximum size (``sys.maxsize``: unlimited) and whether it is a number:
+        what the checks of every record read."""
+        return {name: (facts.size if facts.size is not None else sys.maxsize,
+                       facts.kind == "number") for name, facts in self.facts.items()}
 
     @property
     def many(self) -> bool:

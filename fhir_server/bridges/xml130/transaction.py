@@ -30,6 +30,7 @@ __all__ = ["Plan", "VisitKeys", "binary_id", "build_transaction", "record_id", "
 Resource = dict[str, Any]
 _SHARED = ("patient", "facility")
 _PROVENANCE_AGENT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,14 @@ def binary_id(envelope: bytes) -> str:
 
 
 def _urn(keys: VisitKeys, *parts: object) -> str:
+    """``urn:uuid:`` and the name-based (SHA-1, version 5) UUID of the entry's name in the URL
+    namespace: ``uuid.uuid5``'s value, written without building a ``UUID`` object."""
     name = ":".join(str(p) for p in (keys.facility, keys.ma_lk, *parts))
-    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'xml130:' + name)}"
+    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + f"xml130:{name}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"urn:uuid:{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _ref(urns: Mapping[str, list[str]], role: str) -> dict[str, str] | None:

@@ -48,9 +48,9 @@ def datetime_from_xml(text: str) -> str:
     """``yyyyMMddHHmm`` (Vietnam time) -> FHIR dateTime with +07:00; ``ValueError`` if not."""
     if not _DATETIME.match(text):
         raise ValueError(f"'{text}' is not yyyyMMddHHmm")
-    moment = datetime(int(text[:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
-                      int(text[10:]), tzinfo=VIETNAM)
-    return moment.isoformat()
+    datetime(int(text[:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
+             int(text[10:]))  # a real day and time of day, else ValueError
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}T{text[8:10]}:{text[10:]}:00+07:00"
 
 
 def date_to_xml(value: str) -> str:

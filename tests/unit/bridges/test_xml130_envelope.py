@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from lxml import etree
 
 from fhir_server.bridges.xml130.envelope import decode_envelope, encode_envelope
 from fhir_server.bridges.xml130.tables import load_standard
@@ -85,3 +86,12 @@ def test_content_is_kept_as_decoded_bytes() -> None:
     decoded = _decode(_raw(("XML1", table))).visits[0].files[0]
     assert decoded.content == table
     assert base64.b64encode(decoded.content)
+
+
+def test_envelope_says_whether_it_has_a_signature_holder() -> None:
+    """Only an envelope with ``CHUKYDONVI`` (even an empty one) has its signature checked."""
+    data = b.envelope(b.visit())
+    assert _decode(data).signed is False
+    root = etree.fromstring(data)
+    etree.SubElement(root, "CHUKYDONVI")
+    assert _decode(etree.tostring(root)).signed is True

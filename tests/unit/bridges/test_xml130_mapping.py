@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 
 from fhir_server.bridges.xml130.engine import Mapped, map_tables, unmap_tables
 from fhir_server.bridges.xml130.tables import load_standard
+from fhir_server.bridges.xml130.transaction import VisitKeys, _urn
 from tests import builders as b
 
 MA_LK, FACILITY = b.MA_LK, b.FACILITY
@@ -201,3 +203,20 @@ def test_standard_3176_maps_the_blood_group() -> None:
     assert _one(mapped, "blood_group")["valueString"] == "O+"
     assert not [i for i in _map({"XML1": [b.xml1(NHOM_MAU="O+")]}).instances
                 if i.role == "blood_group"]
+
+
+def test_a_field_cut_to_its_first_code_is_warned_about_once() -> None:
+    mapped = _map({"XML1": [b.xml1()], "XML2": [b.xml2(1, MA_BAC_SI="D1;D2;D3"),
+                                               b.xml2(2, MA_BAC_SI="D4")]})
+    assert [(i.message_id, i.expression[0], i.severity) for i in mapped.issues] == [
+        ("MSG_XML130_VALUE_TRUNCATED", "XML2[1].MA_BAC_SI", "warning")]
+    requesters = [i.resource["requester"]["identifier"]["value"]
+                  for i in mapped.of("XML2", "medication")]
+    assert requesters == ["D1", "D4"]
+
+
+def test_entry_urns_are_the_name_based_uuids_of_their_entries() -> None:
+    keys = VisitKeys(FACILITY, MA_LK, b"<GIAMDINHHS/>", "20210204")
+    for parts in (("XML1", "patient", 1), ("XML2", "medication", 12), ("binary",)):
+        name = ":".join(str(p) for p in (FACILITY, MA_LK, *parts))
+        assert _urn(keys, *parts) == f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'xml130:' + name)}"

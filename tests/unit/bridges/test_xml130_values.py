@@ -53,3 +53,14 @@ def test_non_numbers_raise(text: str) -> None:
 
 def test_lists_split_on_semicolons() -> None:
     assert values.split_list(" J45.9 ; I10;;") == ["J45.9", "I10"]
+
+
+@pytest.mark.parametrize("text", [
+    "202102301200",  # 30 February
+    "202101312400", "202101311260",  # no hour 24, no minute 60
+    "000001011200",  # no year 0
+    "2021013112", "20210131120a", "2021-01-31T1",
+])
+def test_invalid_times_raise(text: str) -> None:
+    with pytest.raises(ValueError):
+        values.datetime_from_xml(text)
