@@ -206,3 +206,55 @@ async def test_a_sensitive_label_is_withheld_unless_the_consent_names_it(
     named = await _write_as_y(server, copy.deepcopy(labelled))
     await _settled(server, ids)
     _assert_x_receives_only(server, ids, {f"Observation/{named}"}, set())
+
+
+async def test_a_consent_naming_the_facility_by_its_code_shares_with_it(
+    server: Subscribed,
+) -> None:
+    """A Consent names the facility by its Ministry facility code, not its id: the owner is
+    named as the router names a caller."""
+    ids = await _subscribe(server)
+    world = server.world
+    consent = {**privacy_consent(world.a.ref("patient"), "Organization/placeholder"),
+               "id": world.a.ids["consent"]}
+    facility = await world.http.get(f"/fhir/Organization/{world.shared['org']}")
+    code = facility.json()["identifier"][0]
+    consent["provision"]["actor"][0]["reference"] = {"identifier": {
+        "system": code["system"], "value": code["value"]}}
+    response = await world.http.put(f"/fhir/{world.a.ref('consent')}", json=consent,
+                                    headers=FHIR)
+    assert response.status_code == 200, response.text
+    lab = await _write_as_y(server, new_lab(world))
+    await _settled(server, ids)
+    _assert_x_receives_only(server, ids, {f"Observation/{lab}"}, set())
+
+
+async def test_the_events_operation_shows_x_what_the_consent_shares(server: Subscribed) -> None:
+    ids = await _subscribe(server)
+    of_a = await _write_as_y(server, new_lab(server.world))
+    await _settled(server, ids)
+    await _consent(server, revoked=True)
+    for kind in ("dr.X", "fac.X"):
+        asked = await server.http.get(f"/fhir/Subscription/{ids[kind]}/$events",
+                                      headers=_headers(server, kind))
+        assert asked.status_code == 200, asked.text
+        assert of_a not in asked.text  # revoked: no longer shown
+    await _consent(server)
+    for kind in ("dr.X", "fac.X"):
+        asked = await server.http.get(f"/fhir/Subscription/{ids[kind]}/$events",
+                                      headers=_headers(server, kind))
+        assert f"Observation/{of_a}" in asked.text, kind
+
+
+async def test_the_deployments_sharing_settings_apply_to_subscriptions(
+    settings: Settings,
+) -> None:
+    """A deployment that opens Observations to every facility (``consent_open_types``): X's
+    subscriptions are told of B's results too, without a Consent, as X's reads show them."""
+    async for server in subscribed_app(settings, Receiver(),
+                                       consent_open_types=["Patient", "Observation"]):
+        ids = await _subscribe(server)
+        of_b = await _write_as_y(server, new_lab(server.world, of="b"))
+        await _settled(server, ids)
+        for kind in ("dr.X", "fac.X", "dr.Z"):
+            assert f"Observation/{of_b}" in _received(server, ids[kind]), kind
