@@ -270,7 +270,7 @@ class Delivery:
         judged = [pair for found in versions for pair in found]
         patients = set().union(*(compartment_patients(r, services.registry) for r, _ in judged),
                                *(c for _, c in judged))
-        reads = OwnerReads(await services.names.named(owner), services.registry,
+        reads = OwnerReads(await self.worker.feed.owners.named(owner), services.registry,
                            services.sharing, BatchGrants(services.store, patients))
         await reads.load(judged)
         return reads

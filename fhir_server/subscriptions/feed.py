@@ -52,6 +52,7 @@ from fhir_server.subscriptions.index import Registered, SubscriptionIndex
 from fhir_server.subscriptions.owners import (
     WORKER,
     BatchGrants,
+    OwnerNames,
     OwnerReads,
     owner_facts,
     owner_of,
@@ -84,7 +85,7 @@ class SubscriptionFeed:
         self.settings = settings
         #: The deployment's Consent rules and the callers' names, as the router has them.
         self.sharing = sharing
-        self.names = names
+        self.owners = OwnerNames(names)
         self.index = SubscriptionIndex()
         self.topics: dict[str, Topic] = {}
         #: The newest ``changed`` of the subscription records this process has read.
@@ -263,7 +264,7 @@ class SubscriptionFeed:
     async def _readable(self, owner: Caller, subject: dict[str, Any],
                         context: Collection[str], grants: BatchGrants) -> bool:
         """Whether the owner may read the changed resource, as its token would now."""
-        reads = OwnerReads(await self.names.named(owner), self.registry, self.sharing, grants)
+        reads = OwnerReads(await self.owners.named(owner), self.registry, self.sharing, grants)
         await reads.load([(subject, context)])
         return reads.readable(subject, context)
 

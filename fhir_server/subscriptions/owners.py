@@ -23,13 +23,14 @@ import orjson
 from fhir_server.errors import FhirError
 from fhir_server.search.model import Grant
 from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.security.actors import ActorNames
 from fhir_server.security.caller import Caller
 from fhir_server.security.policy import Access, AccessRequest, authorize
 from fhir_server.security.scopes import Interaction, parse_scopes
 from fhir_server.security.sharing import SharingRules
 from fhir_server.storage.port import ConsentGrants
 
-__all__ = ["WORKER", "BatchGrants", "OwnerReads", "owner_facts", "owner_of"]
+__all__ = ["WORKER", "BatchGrants", "OwnerNames", "OwnerReads", "owner_facts", "owner_of"]
 
 WORKER = Caller(subject="fhir-server:subscriptions")
 """The delivery worker, writing a subscription's status through the router: unlimited, and
@@ -55,6 +56,28 @@ def owner_of(facts: bytes) -> Caller:
     known = {name: data.get(name) for name in _FIELDS if name in Caller.__dataclass_fields__}
     return Caller(**known, scopes=None if scopes is None else parse_scopes(scopes),
                   verified=bool(data.get("verified")))
+
+
+class OwnerNames:
+    """The owners named as the router names a caller (``security.actors.ActorNames``: the
+    identifiers of their facility and user), each kept as last named, so that the access
+    policy's memos on it outlive one change or notification."""
+
+    _LIMIT = 10_000
+
+    def __init__(self, names: ActorNames) -> None:
+        self._names = names
+        self._last: dict[int, tuple[Caller, Caller]] = {}
+
+    async def named(self, owner: Caller) -> Caller:
+        """``owner`` with the names a Consent may give it now."""
+        last = self._last.get(id(owner))
+        named = await self._names.named(last[1] if last is not None and last[0] is owner
+                                        else owner)
+        if len(self._last) >= self._LIMIT:
+            self._last.clear()
+        self._last[id(owner)] = (owner, named)  # holds ``owner``: its id is not reused
+        return named
 
 
 class BatchGrants:
