@@ -252,7 +252,7 @@ class Delivery:
         versions are read first, then the Consent grants of all their patients at once."""
         versions = [await focus_versions(self.services, event) for event in events]
         reads = await self._owner_reads(versions)
-        return [self._entry(event, shown(found, reads.readable) if reads else None)
+        return [self._entry(event, shown(found, reads.readable) if reads is not None else None)
                 for event, found in zip(events, versions, strict=True)]
 
     def _entry(self, event: NotificationEvent, content: dict[str, Any] | None) -> EventEntry:

@@ -1,9 +1,10 @@
 """What a subscription delivers, by the kind of token that owns it: every caller kind of the
 policy matrix subscribes (full-resource, so content would show), A's laboratory result, A's
 vital sign and B's laboratory result are written by a clinician of a facility none of the
-owners acts for (so none of them sees them as its own writing), and each subscription must carry exactly
-what its owner may read, and never a trace of another citizen. A token used for someone
-else's record (an attacker holding A's token, aiming at B) cannot subscribe to it at all.
+owners acts for (so none of them sees them as its own writing), and each subscription must
+carry exactly what its owner may read, and never a trace of another citizen. A token used for
+someone else's record (an attacker holding A's token, aiming at B) cannot subscribe to it at
+all.
 """
 
 from __future__ import annotations
