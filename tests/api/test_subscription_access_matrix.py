@@ -9,7 +9,6 @@ all.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -123,7 +122,7 @@ def test_the_table_names_every_owner() -> None:
 async def test_a_subscription_delivers_what_its_owner_may_read_and_nothing_else(
     server: Subscribed,
 ) -> None:
-    expected, world, store = _expected(), server.world, server.app.state.services.store
+    expected, world = _expected(), server.world
     ids: dict[str, str] = {}
     for name, owner in OWNERS.items():
         status, id = await _subscribe(server, owner)
@@ -135,20 +134,7 @@ async def test_a_subscription_delivers_what_its_owner_may_read_and_nothing_else(
     written = {"a.lab": await server.create(new_lab(world), writer),
                "a.vital": await server.create(new_lab(world, "vital-signs"), writer),
                "b.lab": await server.create(new_lab(world, of="b"), writer)}
-
-    async def settled() -> bool:
-        for id in ids.values():
-            state = await store.outbox.state(id)
-            if state is None or state.delivered < state.events:
-                return False
-        return True
-
-    for _ in range(500):
-        if await settled():
-            break
-        await asyncio.sleep(0.02)
-    assert await settled()
-    await server.worker.drain()
+    await server.settled(ids.values())
     for name, id in ids.items():
         told = {focus for _, focus in server.receiver.events(id) if focus is not None}
         shown = {kind for kind, resource in written.items()

@@ -11,11 +11,11 @@ third facility Z (the attacker, with a valid token) subscribes as well and is to
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from fhir_server.settings import Settings
@@ -66,22 +66,7 @@ async def _write_as_y(server: Subscribed, resource: dict[str, Any]) -> str:
 
 
 async def _settled(server: Subscribed, ids: dict[str, str]) -> None:
-    """Wait until every recorded event of the subscriptions was delivered."""
-    store = server.app.state.services.store
-
-    async def done() -> bool:
-        for id in ids.values():
-            state = await store.outbox.state(id)
-            if state is None or state.delivered < state.events:
-                return False
-        return True
-
-    for _ in range(500):
-        if await done():
-            break
-        await asyncio.sleep(0.02)
-    assert await done()
-    await server.worker.drain()
+    await server.settled(ids.values())
 
 
 def _received(server: Subscribed, subscription: str) -> dict[str, dict[str, Any]]:
@@ -139,21 +124,15 @@ async def test_x_receives_what_a_consent_of_a_shares_and_nothing_of_b_without_on
         assert shared["subject"]["reference"] == server.world.a.ref("patient")
 
 
-async def test_a_revoked_consent_stops_the_next_notification(server: Subscribed) -> None:
+@pytest.mark.parametrize("change", [{"revoked": True}, {"expired": True}],
+                         ids=["revoked", "expired"])
+async def test_a_revoked_or_expired_consent_stops_the_next_notification(
+    server: Subscribed, change: dict[str, bool],
+) -> None:
     ids = await _subscribe(server)
     before = await _write_as_y(server, new_lab(server.world))
     await _settled(server, ids)
-    await _consent(server, revoked=True)
-    after = await _write_as_y(server, new_lab(server.world))
-    await _settled(server, ids)
-    _assert_x_receives_only(server, ids, {f"Observation/{before}"}, {f"Observation/{after}"})
-
-
-async def test_an_expired_consent_stops_the_next_notification(server: Subscribed) -> None:
-    ids = await _subscribe(server)
-    before = await _write_as_y(server, new_lab(server.world))
-    await _settled(server, ids)
-    await _consent(server, expired=True)
+    await _consent(server, **change)
     after = await _write_as_y(server, new_lab(server.world))
     await _settled(server, ids)
     _assert_x_receives_only(server, ids, {f"Observation/{before}"}, {f"Observation/{after}"})
