@@ -13,7 +13,8 @@ is claimed only by a process holding a connection for it.
 For a claimed subscription: a pending handshake is sent first (then the subscription becomes
 ``active``, or after ``subscription_handshake_window_s`` of failures ``error``); then up to
 ``max_count`` events after the last delivered, each judged for the owner *now*
-(``subscriptions.owners.readable_by``; a withheld event keeps its number and loses its
+(``subscriptions.owners.OwnerReads``, with the Consent grants of the batch's patients read
+in one query; a withheld event keeps its number and loses its
 focus); or a heartbeat when ``heartbeat_s`` passed without a notification. A failed attempt
 is retried with exponential back-off (``subscription_retry_first_s`` doubling up to
 ``subscription_retry_max_interval_s``) for ``subscription_retry_window_s`` (24 h), then the
@@ -43,12 +44,13 @@ from fhir_server.jobs.websocket_hub import WebSocketHub
 from fhir_server.metrics.catalogue import observe_backlog, observe_delivery
 from fhir_server.router.door import handle
 from fhir_server.router.request import FhirRequest
+from fhir_server.search.indexing import compartment_patients
 from fhir_server.storage.outbox import NotificationEvent, SubscriptionState
 from fhir_server.subscriptions.feed import SubscriptionFeed
-from fhir_server.subscriptions.focus import visible_focus
+from fhir_server.subscriptions.focus import Versions, focus_versions, shown
 from fhir_server.subscriptions.index import Registered
 from fhir_server.subscriptions.notifications import EventEntry, Notice, notification
-from fhir_server.subscriptions.owners import WORKER, readable_by
+from fhir_server.subscriptions.owners import WORKER, BatchGrants, OwnerReads
 from fhir_server.subscriptions.plans import Content
 
 __all__ = ["DeliveryWorker", "Running", "start"]
@@ -226,7 +228,7 @@ class Delivery:
         if not found:  # purged before they could be sent: go on after them
             await self._settle({"delivered": self.state.events})
             return
-        entries = [await self._entry(event) for event in found]
+        entries = await self._entries(found)
         notice = self._notice("event-notification", last=found[-1].number)
         failure = await self._send(notification(notice, entries, self.services.base_url))
         if failure is None:
@@ -245,23 +247,33 @@ class Delivery:
         else:
             await self._failed("heartbeat", failure)
 
-    async def _entry(self, event: NotificationEvent) -> EventEntry:
-        """The event as the owner may see it now (no focus when it may not)."""
-        content = await self._readable(event)
+    async def _entries(self, events: list[NotificationEvent]) -> list[EventEntry]:
+        """The events as the owner may see them now (no focus when it may not): their
+        versions are read first, then the Consent grants of all their patients at once."""
+        versions = [await focus_versions(self.services, event) for event in events]
+        reads = await self._owner_reads(versions)
+        return [self._entry(event, shown(found, reads.readable) if reads is not None else None)
+                for event, found in zip(events, versions, strict=True)]
+
+    def _entry(self, event: NotificationEvent, content: dict[str, Any] | None) -> EventEntry:
         focus = f"{event.focus_type}/{event.focus_id}" if content is not None else None
         full = self.registered.plan.content is Content.FULL_RESOURCE and event.change != "delete"
         return EventEntry(event.number, event.timestamp, focus, event.change,
                           content if full else None)
 
-    async def _readable(self, event: NotificationEvent) -> dict[str, Any] | None:
-        """The event's version of its focus if the owner may read it now, else None."""
-        owner, verifier = self.registered.owner, self.services.verifier
-        if verifier is not None and verifier.revoked(owner.grant_id):
+    async def _owner_reads(self, versions: list[Versions]) -> OwnerReads | None:
+        """The owner's reads of the batch's versions, now (None: its authorization was
+        revoked)."""
+        services, owner = self.services, self.registered.owner
+        if services.verifier is not None and services.verifier.revoked(owner.grant_id):
             return None
-        registry = self.services.registry
-        return await visible_focus(
-            self.services, event,
-            lambda resource, context: readable_by(owner, resource, registry, context))
+        judged = [pair for found in versions for pair in found]
+        patients = set().union(*(compartment_patients(r, services.registry) for r, _ in judged),
+                               *(c for _, c in judged))
+        reads = OwnerReads(await self.worker.feed.owners.named(owner), services.registry,
+                           services.sharing, BatchGrants(services.store, patients))
+        await reads.load(judged)
+        return reads
 
     async def _send(self, bundle: dict[str, Any]) -> str | None:
         """Send on the subscription's channel; None on success, else why not."""
@@ -352,7 +364,8 @@ class Running:
 async def start(services: Services, hub: WebSocketHub,
                 client: httpx.AsyncClient | None = None) -> Running:
     """Load the subscriptions, hook the outbox into the write path and start the worker."""
-    feed = SubscriptionFeed(services.store, services.registry, services.settings)
+    feed = SubscriptionFeed(services.store, services.registry, services.settings,
+                            services.sharing, services.names)
     await feed.refresh()
     services.changes = feed
     worker = DeliveryWorker(services, feed, hub, client)

@@ -9,6 +9,7 @@ caller may read it now; ``content`` may ask for less than the subscription's pay
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from fhir_server.errors import BadRequest
 from fhir_server.interactions.context import Outcome, Services
@@ -17,7 +18,7 @@ from fhir_server.operations.parameters import OperationInput
 from fhir_server.operations.subscription_status import subscription_notice
 from fhir_server.security.policy import Access
 from fhir_server.storage.outbox import NotificationEvent
-from fhir_server.subscriptions.focus import visible_focus
+from fhir_server.subscriptions.focus import focus_versions, shown
 from fhir_server.subscriptions.notifications import EventEntry, notification
 from fhir_server.subscriptions.plans import Content
 
@@ -49,9 +50,8 @@ def _content(call: OperationInput, subscribed: Content) -> Content:
     return min(wanted, subscribed, key=_LEVELS.index)
 
 
-async def _entry(services: Services, access: Access, event: NotificationEvent,
-                 content: Content) -> EventEntry:
-    resource = await visible_focus(services, event, access.readable)
+def _entry(event: NotificationEvent, resource: dict[str, Any] | None,
+           content: Content) -> EventEntry:
     if resource is None:
         return EventEntry(event.number, event.timestamp, None, event.change)
     full = content is Content.FULL_RESOURCE and event.change != "delete"
@@ -69,6 +69,10 @@ async def events(services: Services, access: Access, call: OperationInput) -> Ou
     last = _number(call, "eventsUntilNumber")
     content = _content(call, notice.content)
     found = await services.store.outbox.events(call.id, first, last, MOST)
-    entries = [await _entry(services, access, event, content) for event in found]
+    versions = [await focus_versions(services, event) for event in found]
+    await access.load_grants(services.store, [r for v in versions for r, _ in v],
+                             set().union(*(c for v in versions for _, c in v)))
+    entries = [_entry(event, shown(v, access.readable), content)
+               for event, v in zip(found, versions, strict=True)]
     shaped = replace(notice, content=content)
     return Outcome(200, body=notification(shaped, entries, services.base_url))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections.abc import Collection
 from typing import Any, cast
 
 from fhir_server import decimals
@@ -34,7 +35,9 @@ from fhir_server.search.indexing import compartment_patients, index_resource
 from fhir_server.search.model import SearchIndex
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.security.actors import ActorNames
 from fhir_server.security.caller import Caller
+from fhir_server.security.sharing import SharingRules
 from fhir_server.security.tokens import insufficient_scope
 from fhir_server.settings import Settings
 from fhir_server.storage.outbox import (
@@ -46,7 +49,14 @@ from fhir_server.storage.outbox import (
 from fhir_server.storage.port import ResourceStore, StoreTransaction
 from fhir_server.subscriptions.endpoints import check_endpoint
 from fhir_server.subscriptions.index import Registered, SubscriptionIndex
-from fhir_server.subscriptions.owners import WORKER, owner_facts, owner_of, readable_by
+from fhir_server.subscriptions.owners import (
+    WORKER,
+    BatchGrants,
+    OwnerNames,
+    OwnerReads,
+    owner_facts,
+    owner_of,
+)
 from fhir_server.subscriptions.plans import Plan, make_plan
 from fhir_server.subscriptions.topics import (
     TOPIC_CODE,
@@ -69,10 +79,13 @@ class SubscriptionFeed:
     """The outbox side of the write path, and the process's index of subscriptions."""
 
     def __init__(self, store: ResourceStore, registry: SearchParameterRegistry,
-                 settings: Settings) -> None:
+                 settings: Settings, sharing: SharingRules, names: ActorNames) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
+        #: The deployment's Consent rules and the callers' names, as the router has them.
+        self.sharing = sharing
+        self.owners = OwnerNames(names)
         self.index = SubscriptionIndex()
         self.topics: dict[str, Topic] = {}
         #: The newest ``changed`` of the subscription records this process has read.
@@ -191,7 +204,7 @@ class SubscriptionFeed:
                 self._file(state)
         if not self.index.watches(stored.resource_type):
             return
-        events = self._events(change)
+        events = await self._events(change)
         if events:
             await outbox.append_notifications(events)
             self._recorded()
@@ -220,7 +233,7 @@ class SubscriptionFeed:
         if self.on_record is not None:
             self.on_record()
 
-    def _events(self, change: Change) -> list[NotificationEvent]:
+    async def _events(self, change: Change) -> list[NotificationEvent]:
         stored = change.stored
         subject = change.resource if change.resource is not None else change.previous
         if subject is None:
@@ -232,20 +245,28 @@ class SubscriptionFeed:
         if not candidates:
             return []
         before = self._previous_index(change)
+        fired = [registered for registered in candidates if registered.plan.fires(
+            self.topics.get(registered.plan.topic) if registered.plan.topic else None,
+            change.kind, stored.resource_type, before, after)]
+        indexed = after or before
+        context = indexed.compartments if indexed is not None else ()
+        grants = BatchGrants(self.store, context)  # read once, if an owner needs them
         events = []
-        for registered in candidates:
+        for registered in fired:
+            if not await self._readable(registered.owner, subject, context, grants):
+                continue
             plan = registered.plan
-            topic = self.topics.get(plan.topic) if plan.topic else None
-            if not plan.fires(topic, change.kind, stored.resource_type, before, after):
-                continue
-            indexed = after or before
-            context = indexed.compartments if indexed is not None else ()
-            if not readable_by(registered.owner, subject, self.registry, context):
-                continue
             events.append(NotificationEvent(
                 plan.id, stored.last_updated, stored.resource_type, stored.id,
                 stored.version, change.kind, plan.topic))
         return events
+
+    async def _readable(self, owner: Caller, subject: dict[str, Any],
+                        context: Collection[str], grants: BatchGrants) -> bool:
+        """Whether the owner may read the changed resource, as its token would now."""
+        reads = OwnerReads(await self.owners.named(owner), self.registry, self.sharing, grants)
+        await reads.load([(subject, context)])
+        return reads.readable(subject, context)
 
     def _previous_index(self, change: Change) -> SearchIndex | None:
         if change.previous is None:

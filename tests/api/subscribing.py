@@ -7,7 +7,7 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +195,24 @@ class Subscribed:
     @property
     def worker(self) -> Any:
         return self.app.state.subscription_delivery.worker
+
+    async def settled(self, ids: Iterable[str]) -> None:
+        """Wait until every event recorded for the subscriptions ``ids`` was delivered."""
+        store, wanted = self.app.state.services.store, list(ids)
+
+        async def done() -> bool:
+            for id in wanted:
+                state = await store.outbox.state(id)
+                if state is None or state.delivered < state.events:
+                    return False
+            return True
+
+        for _ in range(500):
+            if await done():
+                break
+            await asyncio.sleep(0.02)
+        assert await done()
+        await self.worker.drain()
 
 
 async def subscribed_app(settings: Settings, receiver: Receiver,
