@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,89 +107,186 @@ def _upper(element: Json) -> int | None:
     return None if maximum == "*" else int(maximum)
 
 
-class _Compiler:
-    """Turns one differential into rules; slices collect the rules of their sub-elements."""
+def _discriminators(slicing: Json) -> tuple[tuple[str, ...], ...] | None:
+    """The paths of a slicing's ``value``/``pattern`` discriminators (``$this`` is ``()``);
+    None when one is of another type or a FHIRPath beyond names (``resolve()``...): such
+    slices are not checked."""
+    paths = []
+    for discriminator in slicing["discriminator"]:
+        path = discriminator["path"]
+        if discriminator["type"] not in ("value", "pattern") or not _NAMES.match(path):
+            return None
+        paths.append(() if path == "$this" else tuple(path.split(".")))
+    return tuple(paths)
 
-    def __init__(self, validator: ProfileValidator, label: str) -> None:
+
+_NAMES = re.compile(r"^(\$this|[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*)$")
+_EXTENSIONS = ("extension", "modifierExtension")
+#: The types a binding applies to on a choice element (``value[x]`` -> ``valueQuantity``...).
+_BOUND = ("code", "Coding", "CodeableConcept", "Quantity")
+
+
+@dataclass
+class _Group:
+    """A sliced element while compiling: its discriminators and its slices, each with the
+    compiler of the slice's own elements."""
+
+    discriminators: tuple[tuple[str, ...], ...] | None
+    slices: dict[str, tuple[r.Slice, _Compiler]] = field(default_factory=dict)
+
+
+class _Compiler:
+    """Turns one differential (or the elements of one slice) into rules; a slice's elements
+    go to a compiler of their own, whose rules the slice applies to each item it takes.
+
+    ``values`` remembers the fixed, pattern and regex values by path (slice names left out):
+    those at a discriminator's path tell which items a slice takes. ``keys`` are the
+    discriminator paths of the slice being compiled: a fixed value or regex on one of one
+    name is met by every item the slice takes, and needs no rule of its own.
+    """
+
+    def __init__(self, validator: ProfileValidator, label: str, in_slice: bool = False,
+                 keys: frozenset[tuple[str, ...]] = frozenset()) -> None:
         self.validator = validator
         self.label = label
+        self.in_slice = in_slice
+        self.keys = keys
         self.rules: list[r.Rule] = []
-        self.groups: dict[tuple[str, ...], tuple[str, dict[str, r.Slice]]] = {}
+        self.groups: dict[tuple[str, ...], _Group] = {}
+        self.values: dict[tuple[str, ...], tuple[str, Any]] = {}
 
     def compile(self, elements: Iterable[Json]) -> tuple[r.Rule, ...]:
         for element in elements:
-            self._element(element)
-        for path, (discriminator, slices) in self.groups.items():
-            group = r.SliceGroupRule(path[:-1], path[-1], discriminator, tuple(slices.values()))
-            self.rules.append(group)
+            self._element(_parts(element["id"]), element)
+        return self._finish()
+
+    def _finish(self) -> tuple[r.Rule, ...]:
+        for path, group in self.groups.items():
+            if group.discriminators is not None:  # else not checked (see _discriminators)
+                self.rules.append(self._group_rule(path, group.discriminators, group))
         return tuple(self.rules)
 
-    def _target(self, element: Json) -> tuple[list[r.Rule], tuple[str, ...], r.Slice | None]:
-        """Where the element's rules go: the top list, or a slice's (with relative path)."""
-        parts = _parts(element["id"])
+    def _group_rule(self, path: tuple[str, ...], discriminators: tuple[tuple[str, ...], ...],
+                    group: _Group) -> r.SliceGroupRule:
+        """The rule of a sliced element: by one name's value where every slice has a string
+        or regex there (identifiers by system, extensions by url), else by keys."""
+        slices = []
+        for piece, compiler in group.slices.values():
+            piece.rules.extend(compiler._finish())
+            piece.keys = tuple((p, *compiler.values[p]) for p in discriminators
+                               if p in compiler.values)  # fmt: skip
+            slices.append(piece)
+        single = len(discriminators) == 1 and len(discriminators[0]) == 1
+        name = discriminators[0][0] if single else ""
+        if name and all(_by_name(piece) for piece in slices):
+            for piece in slices:
+                how, value = piece.keys[0][1:] if piece.keys else ("", None)
+                piece.regex, piece.value = (value, None) if how == "regex" else (None, value)
+        else:
+            name = ""
+        return r.SliceGroupRule(path[:-1], path[-1], name, tuple(slices), self.label)
+
+    def _slice(self, path: tuple[str, ...], name: str) -> tuple[r.Slice, _Compiler]:
+        default = (("url",),) if path[-1] in _EXTENSIONS else None  # R4's default for extensions
+        group = self.groups.setdefault(path, _Group(default))
+        if name not in group.slices:
+            keys = frozenset(p for p in group.discriminators or () if len(p) == 1)
+            compiler = _Compiler(self.validator, self.label, in_slice=True, keys=keys)
+            group.slices[name] = (r.Slice(name), compiler)
+        return group.slices[name]
+
+    def _element(self, parts: list[tuple[str, str | None]], element: Json) -> None:
+        """Compile one element whose id, from this compiler's root, is ``parts``."""
+        path = tuple(name for name, _ in parts)
+        self._remember(path, element)
         for i, (_, slice_name) in enumerate(parts):
             if slice_name is not None:
-                head = tuple(name for name, _ in parts[: i + 1])
-                piece = self._slice(head, slice_name)
-                return piece.rules, tuple(name for name, _ in parts[i + 1 :]), piece
-        return self.rules, tuple(name for name, _ in parts), None
-
-    def _slice(self, path: tuple[str, ...], name: str) -> r.Slice:
-        _discriminator, slices = self.groups.setdefault(path, ("url", {}))
-        return slices.setdefault(name, r.Slice(name))
-
-    def _element(self, element: Json) -> None:
-        rules, path, piece = self._target(element)
-        if "slicing" in element and piece is None:
-            discriminator = element["slicing"]["discriminator"][0]["path"]
-            slices = self.groups.get(path, ("", {}))[1]
-            self.groups[path] = (discriminator, slices)
-        if piece is not None and not path:
-            self._slice_itself(piece, element)
-        elif path and ("min" in element or "max" in element):
+                piece, compiler = self._slice(path[: i + 1], slice_name)
+                if i + 1 == len(parts):
+                    self._slice_itself(piece, compiler, element)
+                compiler._element(parts[i + 1 :], element)
+                return
+        if "slicing" in element:
+            group = self.groups.setdefault(path, _Group(None))
+            group.discriminators = _discriminators(element["slicing"])
+        if path and ("min" in element or "max" in element):
             label = f"{self.label}: {element['id']}"
-            rules.append(r.CardinalityRule(path[:-1], path[-1], element.get("min", 0),
-                                           _upper(element), label))  # fmt: skip
-        self._constraints(rules, path, piece, element)
+            self.rules.append(r.CardinalityRule(path[:-1], path[-1], element.get("min", 0),
+                                                _upper(element), label))  # fmt: skip
+        self._constraints(path, element)
 
-    def _slice_itself(self, piece: r.Slice, element: Json) -> None:
-        """The slice element: its cardinality and, for extensions, the definition's rules."""
+    def _remember(self, path: tuple[str, ...], element: Json) -> None:
+        for key, value in element.items():
+            if key.startswith("fixed"):
+                self.values[path] = ("fixed", value)
+            elif key.startswith("pattern"):
+                self.values[path] = ("pattern", value)
+        regex = _type_regex(element)
+        if regex:
+            self.values.setdefault(path, ("regex", re.compile(regex)))
+
+    def _slice_itself(self, piece: r.Slice, compiler: _Compiler, element: Json) -> None:
+        """The slice element: its cardinality and, for extensions, the definition's url and
+        rules."""
         piece.min, piece.max = element.get("min", piece.min), _upper(element)
+        if not element["path"].endswith(_EXTENSIONS):
+            return
         for type_ in element.get("type", ()):
             for url in type_.get("profile", ()):
-                piece.value = url
-                piece.rules.extend(self.validator.extension_rules(url))
+                compiler.values[("url",)] = ("fixed", url)
+                compiler.rules.extend(self.validator.extension_rules(url))
 
-    def _constraints(
-        self, rules: list[r.Rule], path: tuple[str, ...], piece: r.Slice | None, element: Json
-    ) -> None:
+    def _constraints(self, path: tuple[str, ...], element: Json) -> None:
+        rules, implied = self.rules, path in self.keys
         regex = _type_regex(element)
-        if piece is not None and path == ("system",) and regex:
-            piece.regex = re.compile(regex)
-        elif regex:
-            message_id = "MSG_PROFILE_SLICE" if piece is not None else "MSG_PROFILE_PATTERN"
+        if regex and not implied:
+            message_id = "MSG_PROFILE_SLICE" if self.in_slice else "MSG_PROFILE_PATTERN"
             rules.append(r.RegexRule(path, re.compile(regex), message_id, element["id"]))
         if _marked(element, UNITS_BY_DATE_EXT):
             rules.append(r.AddressUnitsRule(path))
         for key, value in element.items():
-            if piece is not None and path in (("system",), ("url",)) and key == "fixedUri":
-                piece.value = value
-            elif key.startswith(("fixed", "pattern")):
-                rules.append(r.PatternRule(path, value, key.startswith("fixed")))
-        if element["path"].endswith("[x]") and "type" in element:
+            if key.startswith(("fixed", "pattern")) and not implied:
+                rules.append(r.PatternRule(path, value, key.startswith("fixed"), self.label))
+        if path and element["path"].endswith("[x]") and "type" in element:
             allowed = frozenset(t["code"][:1].upper() + t["code"][1:] for t in element["type"])
             rules.append(r.TypeRule(path[:-1], path[-1], allowed))
         if "binding" in element:
-            rules.append(self.validator.binding_rule(path, element["binding"]))
+            rules.extend(self._bindings(path, element))
         for constraint in element.get("constraint", ()):
             rules.append(self.validator.invariant_rule(path, constraint))
+
+    def _bindings(self, path: tuple[str, ...], element: Json) -> list[r.BindingRule]:
+        """The binding's rule; on a choice, one per bindable type (``valueQuantity``...)."""
+        binding = element["binding"]
+        if not path or not path[-1].endswith("[x]"):
+            quantity = [t.get("code") for t in element.get("type", ())] == ["Quantity"]
+            return [self.validator.binding_rule(path, binding, self.label, quantity)]
+        types = [t["code"] for t in element.get("type", ())] or list(_BOUND)
+        stem = path[-1].removesuffix("[x]")
+        return [self.validator.binding_rule((*path[:-1], stem + t[:1].upper() + t[1:]), binding,
+                                            self.label, t == "Quantity")
+                for t in types if t in _BOUND]  # fmt: skip
+
+
+def _by_name(piece: r.Slice) -> bool:
+    """Can the slice be told by one name's value: a string, or a regex?"""
+    if not piece.keys:
+        return True
+    how, value = piece.keys[0][1:]
+    return how == "regex" or isinstance(value, str)
 
 
 class ProfileValidator:
     """Every profile and extension of a folder, compiled once; validates resources."""
 
-    def __init__(self, definitions: Iterable[Json], terminology: Terminology) -> None:
+    def __init__(self, definitions: Iterable[Json], terminology: Terminology,
+                 value_sets: Mapping[str, Mapping[str, Iterable[str]]] | None = None) -> None:
+        """``value_sets`` ({url: {system: codes}}) are those of bindings the terminology does
+        not hold (R4's own profiles': ``core_value_sets()``); they are looked up first."""
         self.terminology = terminology
+        self.value_sets = {url: frozenset((system, code) for system, codes in by_system.items()
+                                          for code in codes)
+                           for url, by_system in (value_sets or {}).items()}  # fmt: skip
         self.definitions = {sd["url"]: sd for sd in definitions
                             if sd.get("resourceType") == "StructureDefinition"}  # fmt: skip
         self._value_sets: dict[str, frozenset[tuple[str, str]]] = {}
@@ -207,7 +304,8 @@ class ProfileValidator:
         folder = Path(directory) if directory is not None else DEFAULT_DIRECTORY
         files = sorted(folder.glob("StructureDefinition-*.json"))
         definitions = [orjson.loads(path.read_bytes()) for path in files]
-        return cls([*core_profiles(), *definitions], terminology or default_terminology())
+        return cls([*core_profiles(), *definitions], terminology or default_terminology(),
+                   core_value_sets())
 
     def _compile(self, sd: Json) -> CompiledProfile:
         """The profile's rules: those of the profile it constrains (``bp`` builds on
@@ -226,13 +324,16 @@ class ProfileValidator:
             self._extensions[url] = _Compiler(self, url).compile(elements)
         return self._extensions[url]
 
-    def binding_rule(self, path: tuple[str, ...], binding: Json) -> r.BindingRule:
-        """A binding checked against the terminology (or the WHO ICD-10 list)."""
+    def binding_rule(self, path: tuple[str, ...], binding: Json, label: str = "",
+                     quantity: bool = False) -> r.BindingRule:
+        """A binding checked against the value sets of R4's own profiles, the terminology,
+        or the WHO ICD-10 list; ``quantity`` when the bound element is a Quantity."""
         value_set = binding["valueSet"].partition("|")[0]
+        strength = binding["strength"]
         if value_set == ICD10_VALUE_SET:
-            return r.BindingRule(path, binding["strength"], value_set, _icd10_check)
-        if binding["strength"] not in ("required", "extensible"):  # not checked: not expanded
-            return r.BindingRule(path, binding["strength"], value_set, _unchecked)
+            return r.BindingRule(path, strength, value_set, _icd10_check, label)
+        if strength not in ("required", "extensible"):  # not checked: not expanded
+            return r.BindingRule(path, strength, value_set, _unchecked, label)
         members = self._members(value_set)
 
         def check(system: str | None, code: str) -> tuple[str, str, str] | None:
@@ -241,12 +342,16 @@ class ProfileValidator:
             return ("warning", "MSG_PROFILE_BINDING",
                     f"Code '{code}' ({system or 'no system'}) is not in {value_set}")  # fmt: skip
 
-        return r.BindingRule(path, binding["strength"], value_set, check)
+        return r.BindingRule(path, strength, value_set, check, label, False, quantity)
 
     def _members(self, value_set: str) -> frozenset[tuple[str | None, str]]:
-        concepts = self.terminology.expand(value_set)
-        pairs = {(c.system, c.code) for c in concepts} | {(None, c.code) for c in concepts}
-        return frozenset(pairs)
+        known = self.value_sets.get(value_set)
+        if known is not None:
+            listed: Iterable[tuple[str, str]] = known
+        else:
+            listed = [(c.system, c.code) for c in self.terminology.expand(value_set)]
+        pairs: set[tuple[str | None, str]] = set(listed)
+        return frozenset(pairs | {(None, code) for _, code in pairs})
 
     def invariant_rule(self, path: tuple[str, ...], constraint: Json) -> r.InvariantRule:
         """An invariant, evaluated natively when a twin exists, else with fhirpathpy."""
@@ -345,10 +450,17 @@ def _icd10_check(system: str | None, code: str) -> tuple[str, str, str] | None:
 def core_profiles() -> list[Json]:
     """The profiles R4 defines (vitalsigns, bp, shareablevalueset...), as far as this
     validator checks them: ``data/r4/core_profiles.json`` (``scripts/generate_core_profiles.py``:
-    cardinality, fixed and pattern values, choice types and invariants; no slices, no
-    bindings)."""
+    cardinality, fixed and pattern values, choice types, invariants, slices, and required and
+    extensible bindings)."""
     profiles: list[Json] = structure.load_table("core_profiles.json")["profiles"]
     return profiles
+
+
+def core_value_sets() -> dict[str, dict[str, list[str]]]:
+    """The codes of the value sets R4's own profiles bind ({url: {system: codes}})."""
+    value_sets: dict[str, dict[str, list[str]]] = structure.load_table("core_profiles.json")[
+        "valueSets"]
+    return value_sets
 
 
 @functools.cache
