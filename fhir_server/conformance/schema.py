@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.conformance.profiles import REGEX_EXT, ProfileValidator, default_validator
+from fhir_server.conformance.differential import REGEX_EXT
+from fhir_server.conformance.profiles import ProfileValidator, default_validator
 from fhir_server.errors import NotFound, NotSupported
 
 __all__ = ["json_schema"]
