@@ -222,7 +222,8 @@ class Compiler:
         """The binding's rule; on a choice, one per bindable type (``valueQuantity``...)."""
         binding = element["binding"]
         if not path or not path[-1].endswith("[x]"):
-            quantity = [t.get("code") for t in element.get("type", ())] == ["Quantity"]
+            types = [t.get("code") for t in element.get("type", ())]
+            quantity = "".join(path[-1:]).endswith("Quantity") or types == ["Quantity"]
             return [self.validator.binding_rule(path, binding, self.label, quantity)]
         types = [t["code"] for t in element.get("type", ())] or list(_BOUND)
         stem = path[-1].removesuffix("[x]")

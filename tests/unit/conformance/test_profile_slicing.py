@@ -110,3 +110,12 @@ def test_a_binding_on_a_choice_checks_its_coded_types_only() -> None:
                {"valueCodeableConcept": {"coding": [{"system": UCUM, "code": "kPa"}]}}]
     assert [m for m, _ in _errors(validator, {"component": invalid})] == [
         "MSG_PROFILE_BINDING", "MSG_PROFILE_BINDING"]
+
+
+def test_a_binding_on_a_quantity_checks_its_coded_unit_only() -> None:
+    binding = {"strength": "required", "valueSet": "https://example.org/ValueSet/units"}
+    validator = _validator(_e("valueQuantity", binding=binding))
+    assert _errors(validator, {"valueQuantity": {"value": 1, "unit": "beats"}}) == []
+    assert _errors(validator, {"valueQuantity": {"value": 1, "system": UCUM, "code": "/min"}}) == []
+    assert [m for m, _ in _errors(validator, {"valueQuantity": {"system": UCUM, "code": "Hz"}})
+            ] == ["MSG_PROFILE_BINDING"]
