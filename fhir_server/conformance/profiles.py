@@ -75,11 +75,13 @@ def required_profile(resource_type: str) -> str | None:
 
 @dataclass(frozen=True)
 class CompiledProfile:
-    """A profile ready to check: its url, resource type and rules."""
+    """A profile ready to check: its url, resource type and rules (with those of the profiles
+    it builds on, whose urls are ``bases``)."""
 
     url: str
     type: str
     rules: tuple[r.Rule, ...]
+    bases: frozenset[str] = frozenset()
 
 
 class ProfileValidator:
@@ -118,9 +120,11 @@ class ProfileValidator:
         ``vitalsigns``), then its own differential's."""
         rules = Compiler(self, sd["id"]).compile(sd["differential"]["element"])
         base = self.definitions.get(sd.get("baseDefinition", ""))
-        if base is not None and base.get("derivation") == "constraint" and base is not sd:
-            rules = (*self._compile(base).rules, *rules)
-        return CompiledProfile(sd["url"], sd["type"], rules)
+        if base is None or base.get("derivation") != "constraint" or base is sd:
+            return CompiledProfile(sd["url"], sd["type"], rules)
+        under = self._compile(base)
+        return CompiledProfile(sd["url"], sd["type"], (*under.rules, *rules),
+                               under.bases | {under.url})
 
     def extension_rules(self, url: str) -> tuple[r.Rule, ...]:
         """The rules of one instance of extension ``url`` (none if the definition is unknown)."""
@@ -173,15 +177,20 @@ class ProfileValidator:
         return self.definitions.get(url.partition("|")[0])
 
     def validate(self, resource: Json, profile_urls: Iterable[str]) -> list[Issue]:
-        """Issues of ``resource`` against each profile; an unknown url is an error.
+        """Issues of ``resource`` against each profile; an unknown url is an error. A profile
+        that another one given builds on is checked with it, once (``vitalsigns`` with ``bp``).
 
         Each error is counted under its profile (``fhir_validation_failures_total``).
         """
         issues: list[Issue] = []
         root = (resource, resource.get("resourceType", "Resource"))
-        for url in dict.fromkeys(profile_urls):
+        urls = dict.fromkeys(profile_urls)
+        covered = self._covered(urls) if len(urls) > 1 else frozenset()
+        for url in urls:
             before = len(issues)
             profile = self.profiles.get(url.partition("|")[0])
+            if profile is not None and profile.url in covered:
+                continue
             if profile is None:
                 issues.append(_unknown_profile(url))
                 url = "unknown"  # not a label value a client may choose
@@ -192,6 +201,11 @@ class ProfileValidator:
                     rule.check(root, resource, issues)
             count_validation_failures(url.partition("|")[0], issues[before:])
         return issues
+
+    def _covered(self, urls: Iterable[str]) -> frozenset[str]:
+        """The urls of the profiles that those of ``urls`` build on."""
+        found = (self.profiles.get(url.partition("|")[0]) for url in urls)
+        return frozenset().union(*(profile.bases for profile in found if profile is not None))
 
     def validate_resource(self, resource: Json) -> list[Issue]:
         """Issues against ``meta.profile`` and the profile required for the resource type."""

@@ -50,3 +50,12 @@ def test_the_examples_are_the_published_ones() -> None:
         for file, _, resource in EXAMPLES:
             handle = archive.extractfile(f"package/{file}")
             assert handle is not None and json.load(handle) == resource, file
+
+
+def test_a_profile_claimed_with_one_building_on_it_is_checked_once() -> None:
+    bp = claiming(example("Observation-blood-pressure.json"), "bp")  # vitalsigns and bp
+    del bp["category"]
+    texts = [i.diagnostics for i in default_validator().validate(bp, bp["meta"]["profile"])]
+    assert texts.count("vitalsigns: Observation.category:VSCat: found 0, allowed 1..1") == 1
+    alone = default_validator().validate(bp, [CORE + "vitalsigns"])
+    assert [i.diagnostics for i in alone] == [t for t in texts if t.startswith("vitalsigns")]
