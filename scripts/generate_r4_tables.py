@@ -214,10 +214,10 @@ def summary_table(resources: dict[str, Json]) -> Json:
 
 
 class Terminology:
-    """The ValueSets and CodeSystems of valuesets.json, expanding what can be expanded fully."""
+    """The ValueSets and CodeSystems given (those of valuesets.json here), expanding what can be
+    expanded fully."""
 
-    def __init__(self, source: Path) -> None:
-        resources = load_bundle(source, "valuesets.json")
+    def __init__(self, resources: list[Json]) -> None:
         self.value_sets = {r["url"]: r for r in resources if r["resourceType"] == "ValueSet"}
         self.code_systems = {r["url"]: r for r in resources if r["resourceType"] == "CodeSystem"}
         self.skipped: dict[str, str] = {}
@@ -227,7 +227,7 @@ class Terminology:
         url, _, version = canonical.partition("|")
         value_set = self.value_sets.get(url)
         if value_set is None:
-            return self._skip(canonical, "value set not in valuesets.json")
+            return self._skip(canonical, "value set not in the definitions")
         if version and version not in (R4_VERSION, value_set.get("version")):
             return self._skip(canonical, f"version {version} is not the R4 one")
         compose = value_set.get("compose", {})
@@ -277,7 +277,7 @@ class Terminology:
     def _whole_system(self, system: str) -> set[str] | str:
         code_system = self.code_systems.get(system)
         if code_system is None:
-            return f"system {system} is not defined in valuesets.json"
+            return f"system {system} is not defined in the definitions"
         if code_system.get("content") != "complete":
             return f"system {system} content is {code_system.get('content')}"
         return set(_concept_codes(code_system.get("concept", [])))
@@ -434,7 +434,7 @@ def main(source: Path, out_dir: Path = OUT_DIR) -> None:
     """Generate every table and report sizes and the value sets that were skipped."""
     resources = resource_definitions(source)
     datatypes = datatype_definitions(source)
-    terminology = Terminology(source)
+    terminology = Terminology(load_bundle(source, "valuesets.json"))
     tables = {
         "resource_types.json": resource_types_table(resources),
         "compartment_patient.json": compartment_table(source, resources),

@@ -33,6 +33,7 @@ __all__ = [
     "BindingRule",
     "CardinalityRule",
     "CodeCheck",
+    "Discriminator",
     "ExtensionDefinition",
     "InvariantRule",
     "Location",
@@ -185,11 +186,13 @@ def _contains(value: Any, pattern: Any) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class PatternRule:
-    """fixed[x] (``exact``) or pattern[x] value of the element at ``path``."""
+    """fixed[x] (``exact``) or pattern[x] value of the element at ``path``; ``label`` (the
+    profile) starts the issue's text."""
 
     path: tuple[str, ...]
     value: Any
     exact: bool
+    label: str = ""
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
         for value, location in _select(root, self.path) if self.path else (root,):
@@ -197,7 +200,7 @@ class PatternRule:
             if not ok:
                 expr = expression(location)
                 kind = "fixed" if self.exact else "pattern"
-                text = f"{expr} does not match the {kind} value {self.value!r}"
+                text = f"{_prefix(self.label)}{expr} does not match the {kind} value {self.value!r}"
                 issues.append(_issue("error", "value", "MSG_PROFILE_PATTERN", text, expr))
 
 
@@ -236,26 +239,36 @@ def _codings(value: Any) -> list[tuple[str | None, str]]:
 class BindingRule:
     """The coded value at ``path`` is checked with ``check_code`` (a value-set membership test).
 
-    Required: at least one code must pass (error). Extensible: a code that fails gives a
-    warning. ``check_code`` may return its own severity and message id (ICD-10).
+    Required: at least one code must pass (error); a value without any code is an error too,
+    except a Quantity (``quantity``: a Quantity without a coded unit has nothing to check).
+    Extensible: when no code passes, each failing code gives a warning; with ``each`` (the
+    ICD-10 list) every failing code does, whatever the others. ``check_code`` may return its
+    own severity and message id. ``label`` (the profile) starts the issue's text.
     """
 
     path: tuple[str, ...]
     strength: str
     value_set: str
     check_code: CodeCheck
+    label: str = ""
+    each: bool = True
+    quantity: bool = False
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
         for value, location in _select(root, self.path) if self.path else (root,):
             codes = _codings(value)
+            if not codes and self.quantity:
+                continue
             problems = [p for s, c in codes if (p := self.check_code(s, c))]
             if self.strength == "required" and (not codes or len(problems) == len(codes)):
                 expr = expression(location)
-                text = f"{expr}: no code from the required value set {self.value_set}"
+                text = (f"{_prefix(self.label)}{expr}: no code from the required value set "
+                        f"{self.value_set}")
                 issues.append(_issue("error", "code-invalid", "MSG_PROFILE_BINDING", text, expr))
-            elif self.strength == "extensible":
+            elif self.strength == "extensible" and (self.each or len(problems) == len(codes)):
                 for severity, message_id, text in problems:
-                    issues.append(_issue(severity, "code-invalid", message_id, text,
+                    issues.append(_issue(severity, "code-invalid", message_id,
+                                         f"{_prefix(self.label)}{text}",
                                          expression(location)))  # fmt: skip
 
 
@@ -304,9 +317,42 @@ class ExtensionDefinition:
     rules: tuple[Rule, ...]
 
 
+#: How a slice's discriminator value is compared: equal (fixed[x]), contains (pattern[x]),
+#: or a regex search (a value format that names the slice, as Vietnamese identifier systems).
+Discriminator = tuple[tuple[str, ...], str, Any]
+
+
+def _values(item: Any, path: tuple[str, ...]) -> list[Any]:
+    """Every value at ``path`` under ``item`` (arrays flattened); ``()`` is the item itself."""
+    values = [item]
+    for name in path:
+        found: list[Any] = []
+        for value in values:
+            child = value.get(name) if isinstance(value, dict) else None
+            if isinstance(child, list):
+                found.extend(child)
+            elif child is not None:
+                found.append(child)
+        values = found
+    return values
+
+
+def _meets(value: Any, how: str, expected: Any) -> bool:
+    if how == "regex":
+        return isinstance(value, str) and expected.search(value) is not None
+    return bool(value == expected) if how == "fixed" else _contains(value, expected)
+
+
 @dataclass(slots=True)
 class Slice:
-    """One slice: how items are matched (discriminator value or regex) and its own rules."""
+    """One slice: how items are matched and its own rules.
+
+    Matched either by the value of the group's single discriminator name (``value``, or
+    ``regex``), or, for any other discriminator, by ``keys``: for each discriminator path, the
+    fixed value the item must hold there, the pattern it must contain, or the regex one of its
+    values must match (``(path, "fixed" | "pattern" | "regex", value)``); an item matches when
+    every key is met by some value at its path. A slice with neither matches nothing.
+    """
 
     name: str
     min: int = 0
@@ -314,6 +360,7 @@ class Slice:
     value: str | None = None
     regex: re.Pattern[str] | None = None
     rules: list[Rule] = field(default_factory=list)
+    keys: tuple[Discriminator, ...] = ()
 
     def matches(self, discriminator: Any) -> bool:
         """Does an item whose discriminator value is ``discriminator`` belong here?"""
@@ -323,15 +370,25 @@ class Slice:
             return self.regex.search(discriminator) is not None
         return discriminator == self.value
 
+    def admits(self, item: Any) -> bool:
+        """Does ``item`` meet every key of the slice (and is there one)?"""
+        if not self.keys:
+            return False
+        return all(any(_meets(value, how, expected) for value in _values(item, path))
+                   for path, how, expected in self.keys)  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class SliceGroupRule:
-    """The slices of ``name`` under ``parent``, discriminated by the item's ``discriminator``."""
+    """The slices of ``name`` under ``parent``. An item belongs to the first slice that takes
+    it: by the value of its ``discriminator`` name when one is given (``Slice.matches``), else
+    by the slice's keys (``Slice.admits``). ``label`` (the profile) starts the issues' text."""
 
     parent: tuple[str, ...]
     name: str
     discriminator: str
     slices: tuple[Slice, ...]
+    label: str = ""
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
         for value, location in _select(root, self.parent) if self.parent else (root,):
@@ -345,6 +402,8 @@ class SliceGroupRule:
             self._check_counts(counts, location, issues)
 
     def _slice_of(self, item: Any) -> Slice | None:
+        if not self.discriminator:
+            return next((piece for piece in self.slices if piece.admits(item)), None)
         key = item.get(self.discriminator) if isinstance(item, dict) else None
         for piece in self.slices:
             if piece.matches(key):
@@ -358,6 +417,12 @@ class SliceGroupRule:
             if count < piece.min or (piece.max is not None and count > piece.max):
                 where = where or f"{expression(parent)}.{self.name}"
                 upper = "*" if piece.max is None else piece.max
-                text = f"{where}:{piece.name}: found {count}, allowed {piece.min}..{upper}"
+                text = (f"{_prefix(self.label)}{where}:{piece.name}: found {count}, "
+                        f"allowed {piece.min}..{upper}")
                 code = "required" if count < piece.min else "structure"
                 issues.append(_issue("error", code, "MSG_PROFILE_CARDINALITY", text, where))
+
+
+def _prefix(label: str) -> str:
+    """``label: `` before an issue's text, when there is a label."""
+    return f"{label}: " if label else ""

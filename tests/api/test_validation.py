@@ -159,6 +159,10 @@ async def test_json_schema_over_http(client: httpx.AsyncClient) -> None:
     response = await client.get("/fhir/StructureDefinition/vn-patient/$json-schema")
     assert response.status_code == 200
     assert "properties" in response.json()
+    core = await client.get("/fhir/StructureDefinition/$json-schema",
+                            params={"url": "http://hl7.org/fhir/StructureDefinition/bp"})
+    assert core.status_code == 400, core.text
+    assert ids(core.json()) == ["MSG_JSON_SCHEMA_UNAVAILABLE"]
 
 
 async def test_search_parameters_are_listed_and_searchable(client_with: Any) -> None:

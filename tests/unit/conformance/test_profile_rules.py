@@ -34,6 +34,13 @@ CCCD = r.Slice(
     rules=[r.RegexRule(("value",), re.compile(r"^\d{12}$"), "MSG_PROFILE_SLICE")],
 )
 SLICES = r.SliceGroupRule((), "identifier", "system", (CCCD,))
+#: A slice told by several keys: a system format and a code among the type's codings.
+INSURANCE = r.Slice("bhyt", 1, 1, keys=(
+    (("system",), "regex", re.compile(r"^urn:bhyt:")),
+    (("type", "coding", "code"), "fixed", "HC"),
+))
+BY_KEYS = r.SliceGroupRule((), "identifier", "", (INSURANCE,), "vn-patient")
+_HC = {"coding": [{"code": "MR"}, {"code": "HC"}]}
 CASES = [
     ("name missing", CARD, {"resourceType": "Patient"},
      [("error", "MSG_PROFILE_CARDINALITY", "Patient.name")]),
@@ -48,6 +55,12 @@ CASES = [
      [("error", "MSG_PROFILE_CARDINALITY", "Patient.identifier")]),
     ("other systems ignored", SLICES,
      {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "12"}]}, []),
+    ("slice taken by every key", BY_KEYS,
+     {"resourceType": "Patient", "identifier": [{"system": "urn:bhyt:1", "type": _HC}]}, []),
+    ("slice missing a key", BY_KEYS,
+     {"resourceType": "Patient", "identifier": [{"system": "urn:bhyt:1"},
+                                                {"system": "urn:x", "type": _HC}]},
+     [("error", "MSG_PROFILE_CARDINALITY", "Patient.identifier")]),
     ("pattern met", r.PatternRule(("type",), {"coding": [{"code": "A"}]}, False),
      {"resourceType": "Coverage", "type": {"coding": [{"code": "B"}, {"code": "A"}]}}, []),
     ("pattern missed", r.PatternRule(("type",), {"coding": [{"code": "A"}]}, False),
