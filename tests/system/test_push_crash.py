@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from fhir_server.storage.sqlite.bodies import json_bytes
 from fhir_server.synthetic import generate
 from tests.system.server_process import ServerProcess
 
@@ -35,7 +36,7 @@ def _stored_records(db: Path) -> Counter[str]:
         "AND v.version = r.version WHERE r.deleted = 0"
     )
     for (content,) in rows:
-        for identifier in orjson.loads(content).get("identifier", []):
+        for identifier in orjson.loads(json_bytes(content)).get("identifier", []):
             system = identifier.get("system", "")
             if system.startswith(RECORD) or "/sid/ma-lk/" in system:
                 counts[identifier["value"].split("/")[0]] += 1

@@ -12,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from fhir_server.storage.port import HistoryPage, HistoryQuery, StoredResource
+from fhir_server.storage.sqlite.bodies import json_bytes
 from fhir_server.storage.sqlite.search_where import WhereCompiler
 
 __all__ = ["fetch_page"]
@@ -61,7 +62,8 @@ def fetch_page(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
     more = len(rows) > query.count
     rows = rows[: query.count]
     entries = [
-        StoredResource(rtype, id, version, last_updated, content or b"", method, content is None)
+        StoredResource(rtype, id, version, last_updated, json_bytes(content), method,
+                       content is None)
         for _seq, rtype, id, version, last_updated, content, method in rows
     ]
     next_seq = rows[-1][0] if more and rows else None

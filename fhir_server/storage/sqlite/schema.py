@@ -15,8 +15,10 @@ __all__ = ["CORE_SCHEMA_SQL", "SCHEMA_VERSION", "NewerSchema", "configure_connec
 #: The layout this code writes, kept in ``store_meta`` as ``schema_version``. A change that an
 #: older server could not read bumps it (with the step that brings older files up to it); a
 #: server refuses a file of a newer version instead of damaging it (docs/operations.md,
-#: "Upgrades").
-SCHEMA_VERSION = 1
+#: "Upgrades"). Version 2: resource bodies may be zstd frames (``bodies``); a file of
+#: version 1 is marked 2 when opened (its JSON bodies stay readable, ``fhir-server compact``
+#: compresses them), so that a server knowing only version 1 refuses it from then on.
+SCHEMA_VERSION = 2
 
 CORE_SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -52,7 +54,8 @@ class NewerSchema(RuntimeError):
 
 def record_schema_version(conn: sqlite3.Connection) -> int:
     """Inside the schema transaction: note :data:`SCHEMA_VERSION` in a new file, or check the
-    file's; return it. Raises :class:`NewerSchema` for a file of a newer version."""
+    file's and bring an older one up to it; return the version the file had. Raises
+    :class:`NewerSchema` for a file of a newer version."""
     conn.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)",
                  (str(SCHEMA_VERSION),))
     found = int(conn.execute(
@@ -60,6 +63,9 @@ def record_schema_version(conn: sqlite3.Connection) -> int:
     if found > SCHEMA_VERSION:
         raise NewerSchema(f"the store has schema version {found}; this server knows up to "
                           f"{SCHEMA_VERSION} (upgrade the server, do not downgrade it)")
+    if found < SCHEMA_VERSION:  # 1 -> 2: nothing to rewrite (the schema adds its table)
+        conn.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'",
+                     (str(SCHEMA_VERSION),))
     return found
 
 

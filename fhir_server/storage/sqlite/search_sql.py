@@ -43,6 +43,7 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.port import StoredResource
+from fhir_server.storage.sqlite.bodies import json_bytes
 from fhir_server.storage.sqlite.consent_sql import GrantReader, focused, read_grants
 from fhir_server.storage.sqlite.keyset import keyset_page, page_boundary
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key
@@ -328,8 +329,7 @@ def _total(conn: sqlite3.Connection, query: SearchQuery, unions: Unions) -> int 
 
 
 def row_stored(row: _Row) -> StoredResource:
-    content = row[5]
-    data = content.encode() if isinstance(content, str) else bytes(content)  # type: ignore[call-overload]
+    data = json_bytes(row[5])  # type: ignore[arg-type]
     return StoredResource(str(row[1]), str(row[2]), int(str(row[3])), str(row[4]), data)
 
 

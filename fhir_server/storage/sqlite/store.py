@@ -40,7 +40,15 @@ from fhir_server.storage.port import (
     ResourceReader,
     StoredResource,
 )
-from fhir_server.storage.sqlite import audit_log, history, memory, outbox, write_log, writes
+from fhir_server.storage.sqlite import (
+    audit_log,
+    bodies,
+    history,
+    memory,
+    outbox,
+    write_log,
+    writes,
+)
 from fhir_server.storage.sqlite.consent_sql import GrantMemo, GrantReader, read_grants
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
@@ -195,6 +203,8 @@ _PROGRESS_STEPS = 100_000
 #: How long opening the store waits for another process's schema work (an index build of a
 #: very large store takes minutes); StorageBusy after that.
 _OPEN_WAIT_S = 3600.0
+#: Versions read per write transaction of ``compact_bodies``.
+_COMPACT_BATCH = 2000
 #: A process that released its turn this recently queues behind waiting processes.
 _TURN_COURTESY_S = 0.005
 
@@ -403,11 +413,13 @@ class SqliteStore:
         try:
             await self._turn.acquire(_OPEN_WAIT_S)
             self._writer.executescript(
-                "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + self.index_tables.SCHEMA_SQL
+                "BEGIN IMMEDIATE;" + CORE_SCHEMA_SQL + bodies.SCHEMA_SQL
+                + self.index_tables.SCHEMA_SQL
             )
             audit_log.create_schema(self._writer)
             outbox.create_schema(self._writer)
             record_schema_version(self._writer)
+            bodies.install(self._writer)
             self._writer.execute("COMMIT")
         except BaseException:  # nothing of a failed open stays open
             if self._writer.in_transaction:
@@ -563,6 +575,46 @@ class SqliteStore:
         async with self.transaction() as tx:
             drop_deferrable_indexes(tx.conn)
 
+    async def compact_bodies(self, advance: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """Compress the JSON bodies a store of schema version 1 wrote (``fhir-server compact``),
+        ``_COMPACT_BATCH`` versions per write transaction, so that a running server's writes go
+        on between them. ``advance`` is told of the versions read (the last is ``seq``-many).
+        Returns the bodies rewritten and the bytes saved; the rows shrink where they are, so the
+        file keeps its size until :meth:`vacuum`."""
+        after, rewritten, saved = 0, 0, 0
+        while True:
+            async with self.transaction() as tx:
+                last, count, gained = bodies.compact_batch(tx.conn, after, _COMPACT_BATCH)
+            if last == after:
+                return rewritten, saved
+            if advance is not None:
+                advance(last - after)
+            after, rewritten, saved = last, rewritten + count, saved + gained
+
+    async def vacuum(self) -> None:
+        """Rebuild the file without its free space (``VACUUM``), then empty the WAL. Writers
+        wait meanwhile (seconds per 100,000 resources): for ``fhir-server compact``, with the
+        server stopped."""
+        async with self._write_lock:
+            await self._turn.acquire(_OPEN_WAIT_S)
+            try:
+                # The rebuilt copy goes to a temporary file, not memory (the size of the store).
+                self._writer_conn().execute("PRAGMA temp_store=FILE")
+                await run_to_end(self._writer_conn().execute, "VACUUM")
+                self._writer_conn().execute("PRAGMA temp_store=MEMORY")
+                await run_to_end(_checkpoint, self._writer_conn(), "TRUNCATE")
+            finally:
+                self._turn.release()
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        return self._writer
+
+    def write_count(self) -> int:
+        """The number of versions written (the greatest ``seq``)."""
+        return write_log.write_position(self.reader)[0]
+
     @property
     def unions(self) -> Mapping[str, tuple[str, ...]]:
         """The registry's union parameters: their rows are not stored (the codes are the
@@ -592,7 +644,8 @@ class SqliteStore:
                 f"{resource_type}/{id} was deleted",
                 headers={"ETag": f'W/"{version}"', "Last-Modified": last_updated},
             )
-        return StoredResource(resource_type, id, version, last_updated, content, method)
+        return StoredResource(resource_type, id, version, last_updated,
+                              bodies.json_bytes(content), method)
 
     async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
         """Return one version; a deletion version raises ``Gone``."""
@@ -605,7 +658,8 @@ class SqliteStore:
         found_version, last_updated, content, method = row
         if content is None:
             raise Gone(f"{resource_type}/{id} version {version} is a deletion")
-        return StoredResource(resource_type, id, found_version, last_updated, content, method)
+        return StoredResource(resource_type, id, found_version, last_updated,
+                              bodies.json_bytes(content), method)
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         """Return a page of versions, newest first (see ``history.fetch_page``); system

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 from fhir_server.storage.port import Change, StoredResource
+from fhir_server.storage.sqlite.bodies import json_bytes
 
 __all__ = ["changes_after", "version_at", "write_position"]
 
@@ -41,4 +42,4 @@ def version_at(conn: sqlite3.Connection, resource_type: str, id: str,
         return None
     version, last_updated, content, method = row
     return StoredResource(resource_type, id, int(version), str(last_updated),
-                          bytes(content or b""), str(method), content is None)
+                          json_bytes(content), str(method), content is None)

@@ -21,7 +21,7 @@ from fhir_server.search.model import (
 )
 from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord, SubscriptionState
 from fhir_server.storage.port import StoredResource, WriteResult
-from fhir_server.storage.sqlite import audit_log, outbox
+from fhir_server.storage.sqlite import audit_log, bodies, outbox
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.search_sql import find_ids
 from fhir_server.storage.sqlite.search_tables import param_key, system_key
@@ -102,9 +102,8 @@ class SqliteTransaction:
         if row is None:
             return None
         _rid, version, last_updated, deleted, content, method = row
-        return StoredResource(
-            resource_type, id, version, last_updated, content or b"", method, bool(deleted)
-        )
+        return StoredResource(resource_type, id, version, last_updated,
+                              bodies.json_bytes(content), method, bool(deleted))
 
     async def find(self, query: SearchQuery) -> list[str]:
         """Return ids of current resources matching the query (full search semantics)."""
@@ -195,7 +194,8 @@ class SqliteTransaction:
                     f"{resource_type}/{id} does not exist (expected version {expected_version})"
                 )
             return WriteResult(self._insert_version(None, resource, index, 1, method), True)
-        rid, version, last_updated, deleted, content, old_method = row
+        rid, version, last_updated, deleted, stored_body, old_method = row
+        content = bodies.json_bytes(stored_body)
         if expected_version is not None and expected_version != version:
             raise VersionConflict(
                 f"{resource_type}/{id} is at version {version}, not {expected_version}"
@@ -298,7 +298,7 @@ class SqliteTransaction:
         self.conn.execute(
             "INSERT INTO versions (rid, type, id, version, last_updated, method, content) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rid, resource_type, id, version, last_updated, method, content),
+            (rid, resource_type, id, version, last_updated, method, bodies.pack(content)),
         )
         if index is not None and fresh:
             self._fresh.append((rid, index))
@@ -325,6 +325,7 @@ async def scan(
         rows = conn.execute(sql, args).fetchall()
         for rid, rtype, id, version, last_updated, content, method in rows:
             after = rid
-            yield StoredResource(rtype, id, version, last_updated, content, method)
+            yield StoredResource(rtype, id, version, last_updated, bodies.json_bytes(content),
+                                 method)
         if len(rows) < batch:
             return
