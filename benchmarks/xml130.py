@@ -17,6 +17,7 @@ included). ``push-xml130``'s detail gives its ratio to ``push-xml130-fhir``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,36 @@ def run_convert(context: BenchContext) -> list[Measurement]:
                         {"cpu_s": round(spent, 2)})]
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _group_cpu_s(group: int) -> dict[int, float]:
+    """User + system CPU seconds of each live process of process group ``group`` (the server
+    and its workers)."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:
+            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+    return found
+
+
+def _cpu_detail(before: dict[int, float], after: dict[int, float], seconds: float,
+                operations: int) -> dict[str, float]:
+    """The server's CPU over the measured load: ms per request, cores used, and the busiest
+    process's share of one core."""
+    spent = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    total = sum(spent.values())
+    return {"server_cpu_ms_per_request": round(1000 * total / max(operations, 1), 2),
+            "server_cores_used": round(total / seconds, 2),
+            "busiest_process_core": round(max(spent.values(), default=0.0) / seconds, 2)}
+
+
 def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
           content_type: str) -> Measurement:
     from loadgen import WrkLoad, run_wrk
@@ -91,9 +122,16 @@ def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
     headers = [f"Authorization: Bearer {context.token()}"]
     run_wrk(url, LUA_DIR / "post_bundles.lua", [str(warm), str(threads), content_type],
             WrkLoad(8, threads, WARMUP_S), headers)
+    group = context.server("fhir").pid
+    before, started = _group_cpu_s(group), time.monotonic()
     result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads), content_type],
                      WrkLoad(8, threads, load.duration_s), headers)
+    cpu = _cpu_detail(before, _group_cpu_s(group), time.monotonic() - started,
+                      result.requests)
     measured = _from_wrk(name, result, url, ())
+    measured = Measurement(measured.name, measured.kind, measured.requests_per_s,
+                           measured.p50_ms, measured.p99_ms, measured.operations,
+                           measured.errors, (), {**measured.detail, **cpu})
     sent = len(lines.read_bytes().splitlines())
     if measured.operations > sent:
         print(f"{name}: {measured.operations - sent} re-pushes (only {sent} visits generated)",
@@ -109,6 +147,12 @@ def run_push_fhir(context: BenchContext) -> list[Measurement]:
                  [_bundle(e) for e in _envelopes(SEED + 1, _visits(context, WARMUP_S))])
     measured = _push(context, "push-xml130-fhir", "/fhir", lines, warm, "application/fhir+json")
     context.cache["push-xml130-fhir"] = measured.requests_per_s
+    xml = context.cache.get("push-xml130")  # the XML import ran first
+    if isinstance(xml, float) and measured.requests_per_s:
+        ratio = round(xml / measured.requests_per_s, 3)
+        measured = Measurement(measured.name, measured.kind, measured.requests_per_s,
+                               measured.p50_ms, measured.p99_ms, measured.operations,
+                               measured.errors, (), {**measured.detail, "xml_to_this": ratio})
     return [measured]
 
 
@@ -118,6 +162,7 @@ def run_push_xml(context: BenchContext) -> list[Measurement]:
     warm = _file(context, "xml130-warm.txt", _envelopes(SEED + 3, _visits(context, WARMUP_S)))
     measured = _push(context, "push-xml130", "/fhir/$import-xml130", lines, warm,
                      "application/xml")
+    context.cache["push-xml130"] = measured.requests_per_s
     fhir = context.cache.get("push-xml130-fhir")
     ratio = round(measured.requests_per_s / fhir, 3) if isinstance(fhir, float) and fhir else None
     return [Measurement(measured.name, measured.kind, measured.requests_per_s, measured.p50_ms,
