@@ -111,6 +111,41 @@ def _cpu_detail(before: dict[int, float], after: dict[int, float], seconds: floa
             "busiest_process_core": round(max(spent.values(), default=0.0) / seconds, 2)}
 
 
+_LOCK_SERIES = ("fhir_store_write_lock_hold_seconds", "fhir_store_write_lock_wait_seconds")
+
+
+def _lock_sums(base_url: str) -> dict[str, float]:
+    """The write lock's histogram sums and counts from the server's ``/metrics`` (all
+    workers); empty when it cannot be read."""
+    import httpx
+
+    try:
+        text = httpx.get(base_url.rstrip("/") + "/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith(_LOCK_SERIES) and name.endswith(("_sum", "_count")):
+            found[name] = found.get(name, 0.0) + float(value)
+    return found
+
+
+def _lock_detail(before: dict[str, float], after: dict[str, float],
+                 operations: int) -> dict[str, float]:
+    """Write-lock hold per commit group, groups per request and wait per scope (ms)."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+    hold, wait = _LOCK_SERIES
+    groups, scopes = delta(hold + "_count"), delta(wait + "_count")
+    if not groups or not scopes:
+        return {}
+    return {"lock_hold_ms_per_group": round(1000 * delta(hold + "_sum") / groups, 2),
+            "lock_hold_ms_per_request": round(1000 * delta(hold + "_sum") / max(operations, 1), 2),
+            "lock_groups_per_request": round(groups / max(operations, 1), 2),
+            "lock_wait_ms_per_scope": round(1000 * delta(wait + "_sum") / scopes, 2)}
+
+
 def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
           content_type: str) -> Measurement:
     from loadgen import WrkLoad, run_wrk
@@ -122,12 +157,14 @@ def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
     headers = [f"Authorization: Bearer {context.token()}"]
     run_wrk(url, LUA_DIR / "post_bundles.lua", [str(warm), str(threads), content_type],
             WrkLoad(8, threads, WARMUP_S), headers)
-    group = context.server("fhir").pid
-    before, started = _group_cpu_s(group), time.monotonic()
+    server = context.server("fhir")
+    locks = _lock_sums(server.base_url)
+    before, started = _group_cpu_s(server.pid), time.monotonic()
     result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads), content_type],
                      WrkLoad(8, threads, load.duration_s), headers)
-    cpu = _cpu_detail(before, _group_cpu_s(group), time.monotonic() - started,
+    cpu = _cpu_detail(before, _group_cpu_s(server.pid), time.monotonic() - started,
                       result.requests)
+    cpu.update(_lock_detail(locks, _lock_sums(server.base_url), result.requests))
     measured = _from_wrk(name, result, url, ())
     measured = Measurement(measured.name, measured.kind, measured.requests_per_s,
                            measured.p50_ms, measured.p99_ms, measured.operations,
