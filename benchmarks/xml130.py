@@ -12,11 +12,16 @@
 
 A visit can be new only once, so the two pushes send two sets of new visits drawn the same way
 rather than one set twice; both carry the same resources (the envelope's Binary and Provenance
-included). ``push-xml130``'s detail gives its ratio to ``push-xml130-fhir``.
+included). Before the first of the two on a server, both routes are pushed for
+``SERVER_WARMUP_S`` seconds each (other visits), so that the order does not favour the second.
+``push-xml130``'s detail gives its ratio to ``push-xml130-fhir`` (``xml_to_this`` in the
+FHIR push's when the XML route ran first); each gives the server's CPU per request and cores
+used, and the write lock's hold and wait (from ``/metrics``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +36,10 @@ SEED = 2_000 + int(time.time()) % 1_000_000_000
 #: Envelopes for a run of ``duration`` seconds at up to this many visits/s.
 MAX_RATE = 300
 CONVERT_VISITS = 600
+#: Seconds of each route pushed before the first measured push on a server: with the routes'
+#: own 3 s warm-up only, the scenario measured first ran on a cold server and store (3 to 4 ms
+#: more CPU per visit in two runs of three on a 1,000,000-resource store).
+SERVER_WARMUP_S = 10
 
 
 def _envelopes(seed: int, visits: int) -> list[bytes]:
@@ -80,6 +89,92 @@ def run_convert(context: BenchContext) -> list[Measurement]:
                         {"cpu_s": round(spent, 2)})]
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _group_cpu_s(group: int) -> dict[int, float]:
+    """User + system CPU seconds of each live process of process group ``group`` (the server
+    and its workers)."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:
+            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+    return found
+
+
+def _cpu_detail(before: dict[int, float], after: dict[int, float], seconds: float,
+                operations: int) -> dict[str, float]:
+    """The server's CPU over the measured load: ms per request, cores used, and the busiest
+    process's share of one core."""
+    spent = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    total = sum(spent.values())
+    return {"server_cpu_ms_per_request": round(1000 * total / max(operations, 1), 2),
+            "server_cores_used": round(total / seconds, 2),
+            "busiest_process_core": round(max(spent.values(), default=0.0) / seconds, 2)}
+
+
+_LOCK_SERIES = ("fhir_store_write_lock_hold_seconds", "fhir_store_write_lock_wait_seconds")
+
+
+def _lock_sums(base_url: str) -> dict[str, float]:
+    """The write lock's histogram sums and counts from the server's ``/metrics`` (all
+    workers); empty when it cannot be read."""
+    import httpx
+
+    try:
+        text = httpx.get(base_url.rstrip("/") + "/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith(_LOCK_SERIES) and name.endswith(("_sum", "_count")):
+            found[name] = found.get(name, 0.0) + float(value)
+    return found
+
+
+def _lock_detail(before: dict[str, float], after: dict[str, float],
+                 operations: int) -> dict[str, float]:
+    """Write-lock hold per commit group, groups per request and wait per scope (ms)."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+    hold, wait = _LOCK_SERIES
+    groups, scopes = delta(hold + "_count"), delta(wait + "_count")
+    if not groups or not scopes:
+        return {}
+    return {"lock_hold_ms_per_group": round(1000 * delta(hold + "_sum") / groups, 2),
+            "lock_hold_ms_per_request": round(1000 * delta(hold + "_sum") / max(operations, 1), 2),
+            "lock_groups_per_request": round(groups / max(operations, 1), 2),
+            "lock_wait_ms_per_scope": round(1000 * delta(wait + "_sum") / scopes, 2)}
+
+
+def _warm_server(context: BenchContext, threads: int, headers: list[str]) -> None:
+    """Before the first measured push on a server, push visits of both routes for
+    ``SERVER_WARMUP_S`` seconds each, so that neither pays alone for a fresh server and store
+    (cold page caches, first-use caches of the workers)."""
+    from loadgen import WrkLoad, run_wrk
+    from scenarios import LUA_DIR
+
+    if context.cache.get("xml130-server-warm"):
+        return
+    context.cache["xml130-server-warm"] = True
+    visits = _visits(context, SERVER_WARMUP_S)
+    fhir = _file(context, "xml130-fhir-server-warm.ndjson",
+                 [_bundle(e) for e in _envelopes(SEED + 4, visits)])
+    xml = _file(context, "xml130-server-warm.txt", _envelopes(SEED + 5, visits))
+    base = context.server("fhir").base_url
+    for url, lines, kind in ((base + "/fhir", fhir, "application/fhir+json"),
+                             (base + "/fhir/$import-xml130", xml, "application/xml")):
+        run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads), kind],
+                WrkLoad(8, threads, SERVER_WARMUP_S), headers)
+
+
 def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
           content_type: str) -> Measurement:
     from loadgen import WrkLoad, run_wrk
@@ -89,11 +184,21 @@ def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
     load = context.settings.load
     threads = min(load.threads, 8)
     headers = [f"Authorization: Bearer {context.token()}"]
+    _warm_server(context, threads, headers)
     run_wrk(url, LUA_DIR / "post_bundles.lua", [str(warm), str(threads), content_type],
             WrkLoad(8, threads, WARMUP_S), headers)
+    server = context.server("fhir")
+    locks = _lock_sums(server.base_url)
+    before, started = _group_cpu_s(server.pid), time.monotonic()
     result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads), content_type],
                      WrkLoad(8, threads, load.duration_s), headers)
+    cpu = _cpu_detail(before, _group_cpu_s(server.pid), time.monotonic() - started,
+                      result.requests)
+    cpu.update(_lock_detail(locks, _lock_sums(server.base_url), result.requests))
     measured = _from_wrk(name, result, url, ())
+    measured = Measurement(measured.name, measured.kind, measured.requests_per_s,
+                           measured.p50_ms, measured.p99_ms, measured.operations,
+                           measured.errors, (), {**measured.detail, **cpu})
     sent = len(lines.read_bytes().splitlines())
     if measured.operations > sent:
         print(f"{name}: {measured.operations - sent} re-pushes (only {sent} visits generated)",
@@ -109,6 +214,12 @@ def run_push_fhir(context: BenchContext) -> list[Measurement]:
                  [_bundle(e) for e in _envelopes(SEED + 1, _visits(context, WARMUP_S))])
     measured = _push(context, "push-xml130-fhir", "/fhir", lines, warm, "application/fhir+json")
     context.cache["push-xml130-fhir"] = measured.requests_per_s
+    xml = context.cache.get("push-xml130")  # the XML import ran first
+    if isinstance(xml, float) and measured.requests_per_s:
+        ratio = round(xml / measured.requests_per_s, 3)
+        measured = Measurement(measured.name, measured.kind, measured.requests_per_s,
+                               measured.p50_ms, measured.p99_ms, measured.operations,
+                               measured.errors, (), {**measured.detail, "xml_to_this": ratio})
     return [measured]
 
 
@@ -118,6 +229,7 @@ def run_push_xml(context: BenchContext) -> list[Measurement]:
     warm = _file(context, "xml130-warm.txt", _envelopes(SEED + 3, _visits(context, WARMUP_S)))
     measured = _push(context, "push-xml130", "/fhir/$import-xml130", lines, warm,
                      "application/xml")
+    context.cache["push-xml130"] = measured.requests_per_s
     fhir = context.cache.get("push-xml130-fhir")
     ratio = round(measured.requests_per_s / fhir, 3) if isinstance(fhir, float) and fhir else None
     return [Measurement(measured.name, measured.kind, measured.requests_per_s, measured.p50_ms,
