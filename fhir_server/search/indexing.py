@@ -170,24 +170,35 @@ def _plans(registry: SearchParameterRegistry, resource_type: str) -> tuple[_Plan
     return plans
 
 
+def _memoized(
+    memos: weakref.WeakKeyDictionary[
+        SearchParameterRegistry, dict[tuple[str, frozenset[str]], tuple[_Step, ...]]],
+    registry: SearchParameterRegistry,
+    shape: tuple[str, frozenset[str]],
+    build: Callable[[], tuple[_Step, ...]],
+) -> tuple[_Step, ...]:
+    """Return ``memos[registry][shape]``, built on first use; at most ``_SHAPES`` per registry."""
+    memo = memos.get(registry)
+    if memo is None:
+        memo = memos[registry] = {}
+    steps = memo.get(shape)
+    if steps is None:
+        if len(memo) >= _SHAPES:
+            memo.clear()
+        steps = memo[shape] = build()
+    return steps
+
+
 def _applicable(
     registry: SearchParameterRegistry, resource_type: str, keys: Iterable[str]
 ) -> tuple[_Step, ...]:
     """The plans of the type that can select something from a resource with these top-level
     ``keys``: a parameter whose root keys it lacks selects nothing. Memoized by the key set,
     since the resources of a type come in few shapes."""
-    memo = _APPLICABLE.get(registry)
-    if memo is None:
-        memo = _APPLICABLE[registry] = {}
     shape = (resource_type, frozenset(keys))
-    steps = memo.get(shape)
-    if steps is None:
-        if len(memo) >= _SHAPES:
-            memo.clear()
-        steps = memo[shape] = tuple(
-            plan.step() for plan in _plans(registry, resource_type)
-            if plan.roots is None or not plan.roots.isdisjoint(shape[1]))
-    return steps
+    return _memoized(_APPLICABLE, registry, shape, lambda: tuple(
+        plan.step() for plan in _plans(registry, resource_type)
+        if plan.roots is None or not plan.roots.isdisjoint(shape[1])))
 
 
 def _compartment_steps(
@@ -195,18 +206,11 @@ def _compartment_steps(
 ) -> tuple[_Step, ...]:
     """The steps of :func:`_applicable` whose parameter places a resource in a Patient
     compartment (R4 compartmentdefinition-patient), memoized the same way."""
-    memo = _COMPARTMENT_STEPS.get(registry)
-    if memo is None:
-        memo = _COMPARTMENT_STEPS[registry] = {}
     shape = (resource_type, frozenset(keys))
-    steps = memo.get(shape)
-    if steps is None:
-        if len(memo) >= _SHAPES:
-            memo.clear()
-        codes = _compartment_table().get(resource_type, frozenset())
-        steps = memo[shape] = tuple(step for step in _applicable(registry, *shape)
-                                    if step[0] in codes and step[2] is not None)
-    return steps
+    codes = _compartment_table().get(resource_type, frozenset())
+    return _memoized(_COMPARTMENT_STEPS, registry, shape, lambda: tuple(
+        step for step in _applicable(registry, *shape)
+        if step[0] in codes and step[2] is not None))
 
 
 def _build_plans(registry: SearchParameterRegistry, resource_type: str) -> list[_Plan]:
