@@ -42,7 +42,8 @@ CONVERT_VISITS = 600
 SERVER_WARMUP_S = 10
 
 
-def _envelopes(seed: int, visits: int) -> list[bytes]:
+def envelopes(seed: int, visits: int) -> list[bytes]:
+    """``visits`` synthetic envelopes of one visit each (seed ``seed``), one line each."""
     from fhir_server.synthetic.generation import synthetic_visits
     from fhir_server.synthetic.xml130 import visit_envelope
 
@@ -78,14 +79,14 @@ def run_convert(context: BenchContext) -> list[Measurement]:
     from fhir_server.bridges.xml130.visits import convert_only, standard_of
 
     standard = standard_of("4750")
-    envelopes = _envelopes(SEED + 7, CONVERT_VISITS)
+    sent = envelopes(SEED + 7, CONVERT_VISITS)
     started = time.process_time()
-    for envelope in envelopes:
+    for envelope in sent:
         convert_only(envelope, standard)
     spent = time.process_time() - started
-    per_s = len(envelopes) / spent
+    per_s = len(sent) / spent
     return [Measurement("xml130-convert", "in-process", round(per_s, 1),
-                        round(1000 / per_s, 3), 0.0, len(envelopes), 0, (),
+                        round(1000 / per_s, 3), 0.0, len(sent), 0, (),
                         {"cpu_s": round(spent, 2)})]
 
 
@@ -166,8 +167,8 @@ def _warm_server(context: BenchContext, threads: int, headers: list[str]) -> Non
     context.cache["xml130-server-warm"] = True
     visits = _visits(context, SERVER_WARMUP_S)
     fhir = _file(context, "xml130-fhir-server-warm.ndjson",
-                 [_bundle(e) for e in _envelopes(SEED + 4, visits)])
-    xml = _file(context, "xml130-server-warm.txt", _envelopes(SEED + 5, visits))
+                 [_bundle(e) for e in envelopes(SEED + 4, visits)])
+    xml = _file(context, "xml130-server-warm.txt", envelopes(SEED + 5, visits))
     base = context.server("fhir").base_url
     for url, lines, kind in ((base + "/fhir", fhir, "application/fhir+json"),
                              (base + "/fhir/$import-xml130", xml, "application/xml")):
@@ -209,9 +210,9 @@ def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
 def run_push_fhir(context: BenchContext) -> list[Measurement]:
     """The FHIR push of visits converted from envelopes (seed A)."""
     lines = _file(context, "xml130-fhir.ndjson",
-                  [_bundle(e) for e in _envelopes(SEED, _visits(context))])
+                  [_bundle(e) for e in envelopes(SEED, _visits(context))])
     warm = _file(context, "xml130-fhir-warm.ndjson",
-                 [_bundle(e) for e in _envelopes(SEED + 1, _visits(context, WARMUP_S))])
+                 [_bundle(e) for e in envelopes(SEED + 1, _visits(context, WARMUP_S))])
     measured = _push(context, "push-xml130-fhir", "/fhir", lines, warm, "application/fhir+json")
     context.cache["push-xml130-fhir"] = measured.requests_per_s
     xml = context.cache.get("push-xml130")  # the XML import ran first
@@ -225,8 +226,8 @@ def run_push_fhir(context: BenchContext) -> list[Measurement]:
 
 def run_push_xml(context: BenchContext) -> list[Measurement]:
     """The XML 130 import of other new visits of the same kind (seed B)."""
-    lines = _file(context, "xml130-envelopes.txt", _envelopes(SEED + 2, _visits(context)))
-    warm = _file(context, "xml130-warm.txt", _envelopes(SEED + 3, _visits(context, WARMUP_S)))
+    lines = _file(context, "xml130-envelopes.txt", envelopes(SEED + 2, _visits(context)))
+    warm = _file(context, "xml130-warm.txt", envelopes(SEED + 3, _visits(context, WARMUP_S)))
     measured = _push(context, "push-xml130", "/fhir/$import-xml130", lines, warm,
                      "application/xml")
     context.cache["push-xml130"] = measured.requests_per_s

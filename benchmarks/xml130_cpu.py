@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import orjson
+from xml130 import envelopes
 
 from fhir_server.bridges.xml130 import visits
 from fhir_server.interactions import bundle
@@ -39,8 +40,6 @@ from fhir_server.router import dispatch
 from fhir_server.security.keys import load_server_key
 from fhir_server.security.tokens import mint_access_token
 from fhir_server.settings import Settings
-from fhir_server.synthetic.generation import synthetic_visits
-from fhir_server.synthetic.xml130 import visit_envelope
 
 BASE = "http://test/fhir"
 WARM_VISITS = 10
@@ -76,15 +75,6 @@ def _timed(module: Any, name: str, label: str) -> None:
     setattr(module, name, timed)
 
 
-def _envelopes(seed: int, count: int) -> list[bytes]:
-    found: list[bytes] = []
-    for visit, pushed in synthetic_visits(count, seed):
-        found.append(visit_envelope(visit, pushed).replace(b"\n", b""))
-        if len(found) == count:
-            break
-    return found
-
-
 def _client(directory: Path) -> tuple[Any, httpx.AsyncClient, dict[str, str]]:
     app = create_app(Settings(data_dir=directory, base_url=BASE))
     token = mint_access_token(load_server_key(directory), issuer=BASE, audience=BASE,
@@ -102,15 +92,15 @@ async def _post(client: httpx.AsyncClient, url: str, body: bytes,
 
 async def _run(store_a: Path, store_b: Path, count: int, seed: int) -> None:
     standard = visits.standard_of("4750")
-    envelopes = _envelopes(seed, count + WARM_VISITS)
+    sent = envelopes(seed, count + WARM_VISITS)
     bundles = [orjson.dumps(visits.convert_only(e, standard)[0].bundle)  # type: ignore[union-attr]
-               for e in envelopes]
+               for e in sent]
     app_a, xml_client, xml_headers = _client(store_a)
     app_b, fhir_client, fhir_headers = _client(store_b)
     xml_headers["Content-Type"] = "application/xml"
     fhir_headers["Content-Type"] = "application/fhir+json"
     sends: dict[str, Callable[[int], Any]] = {
-        "xml": lambda n: _post(xml_client, "/fhir/$import-xml130", envelopes[n], xml_headers),
+        "xml": lambda n: _post(xml_client, "/fhir/$import-xml130", sent[n], xml_headers),
         "fhir": lambda n: _post(fhir_client, "/fhir", bundles[n], fhir_headers),
     }
     async with app_a.router.lifespan_context(app_a), app_b.router.lifespan_context(app_b):
