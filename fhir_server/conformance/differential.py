@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fhir_server.conformance import profile_rules as r
+from fhir_server.conformance import slicing as sl
 
 __all__ = ["REGEX_EXT", "UNITS_BY_DATE_EXT", "Compiler", "RuleSource"]
 
@@ -95,7 +96,7 @@ class _Group:
     compiler of the slice's own elements."""
 
     discriminators: tuple[tuple[str, ...], ...] | None
-    slices: dict[str, tuple[r.Slice, Compiler]] = field(default_factory=dict)
+    slices: dict[str, tuple[sl.Slice, Compiler]] = field(default_factory=dict)
 
 
 class Compiler:
@@ -130,7 +131,7 @@ class Compiler:
         return tuple(self.rules)
 
     def _group_rule(self, path: tuple[str, ...], discriminators: tuple[tuple[str, ...], ...],
-                    group: _Group) -> r.SliceGroupRule:
+                    group: _Group) -> sl.SliceGroupRule:
         """The rule of a sliced element: by one name's value where every slice has a string
         or regex there (identifiers by system, extensions by url), else by keys."""
         slices = []
@@ -147,15 +148,15 @@ class Compiler:
                 piece.regex, piece.value = (value, None) if how == "regex" else (None, value)
         else:
             name = ""
-        return r.SliceGroupRule(path[:-1], path[-1], name, tuple(slices), self.label)
+        return sl.SliceGroupRule(path[:-1], path[-1], name, tuple(slices), self.label)
 
-    def _slice(self, path: tuple[str, ...], name: str) -> tuple[r.Slice, Compiler]:
+    def _slice(self, path: tuple[str, ...], name: str) -> tuple[sl.Slice, Compiler]:
         default = (("url",),) if path[-1] in _EXTENSIONS else None  # R4's default for extensions
         group = self.groups.setdefault(path, _Group(default))
         if name not in group.slices:
             keys = frozenset(p for p in group.discriminators or () if len(p) == 1)
             compiler = Compiler(self.validator, self.label, in_slice=True, keys=keys)
-            group.slices[name] = (r.Slice(name), compiler)
+            group.slices[name] = (sl.Slice(name), compiler)
         return group.slices[name]
 
     def _element(self, parts: list[tuple[str, str | None]], element: Json) -> None:
@@ -188,7 +189,7 @@ class Compiler:
         if regex:
             self.values.setdefault(path, ("regex", re.compile(regex)))
 
-    def _slice_itself(self, piece: r.Slice, compiler: Compiler, element: Json) -> None:
+    def _slice_itself(self, piece: sl.Slice, compiler: Compiler, element: Json) -> None:
         """The slice element: its cardinality and, for extensions, the definition's url and
         rules."""
         piece.min, piece.max = element.get("min", piece.min), _upper(element)
@@ -232,7 +233,7 @@ class Compiler:
                 for t in types if t in _BOUND]  # fmt: skip
 
 
-def _by_name(piece: r.Slice) -> bool:
+def _by_name(piece: sl.Slice) -> bool:
     """Can the slice be told by one name's value: a string, or a regex?"""
     if not piece.keys:
         return True

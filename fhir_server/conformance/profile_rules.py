@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fhir_server.errors import Issue
@@ -33,7 +33,6 @@ __all__ = [
     "BindingRule",
     "CardinalityRule",
     "CodeCheck",
-    "Discriminator",
     "ExtensionDefinition",
     "InvariantRule",
     "Location",
@@ -41,10 +40,13 @@ __all__ = [
     "PatternRule",
     "RegexRule",
     "Rule",
-    "Slice",
-    "SliceGroupRule",
     "TypeRule",
+    "children",
+    "contains_pattern",
     "expression",
+    "label_prefix",
+    "nodes_at",
+    "rule_issue",
     "select",
 ]
 
@@ -73,7 +75,7 @@ def expression(location: Location) -> str:
     return text if index is None else f"{text}[{index}]"
 
 
-def _children(value: Any, name: str, location: Location) -> list[Node]:
+def children(value: Any, name: str, location: Location) -> list[Node]:
     """The values of ``name`` under ``value`` with their location; ``x[x]`` matches choices."""
     if not isinstance(value, dict):
         return []
@@ -98,7 +100,7 @@ def _children(value: Any, name: str, location: Location) -> list[Node]:
 
 
 def _count(value: Any, name: str) -> int:
-    """How many values ``_children(value, name, ...)`` has (an array counts its items)."""
+    """How many values ``children(value, name, ...)`` has (an array counts its items)."""
     if not isinstance(value, dict):
         return 0
     if "[" in name and name.endswith("[x]"):
@@ -115,22 +117,22 @@ def _count(value: Any, name: str) -> int:
     return len(child) if isinstance(child, list) else 1
 
 
-def _select(root: Node, path: tuple[str, ...]) -> list[Node]:
+def nodes_at(root: Node, path: tuple[str, ...]) -> list[Node]:
     """Every value at ``path`` under ``root``, with its location."""
     if not path:
         return [root]
-    nodes = _children(root[0], path[0], root[1])
+    nodes = children(root[0], path[0], root[1])
     for name in path[1:]:
-        nodes = [child for value, where in nodes for child in _children(value, name, where)]
+        nodes = [child for value, where in nodes for child in children(value, name, where)]
     return nodes
 
 
 def select(root: Node, path: tuple[str, ...]) -> list[tuple[Any, str]]:
     """Every value at ``path`` under ``root``, with its FHIRPath text."""
-    return [(value, expression(where)) for value, where in _select(root, path)]
+    return [(value, expression(where)) for value, where in nodes_at(root, path)]
 
 
-def _issue(severity: str, code: str, message_id: str, text: str, expr: str) -> Issue:
+def rule_issue(severity: str, code: str, message_id: str, text: str, expr: str) -> Issue:
     return Issue(severity, code, message_id, text, (expr,))
 
 
@@ -145,14 +147,14 @@ class CardinalityRule:
     label: str
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.parent) if self.parent else (root,):
+        for value, location in nodes_at(root, self.parent) if self.parent else (root,):
             count = _count(value, self.name)
             if count < self.min or (self.max is not None and count > self.max):
                 where = f"{expression(location)}.{self.name.removesuffix('[x]')}"
                 upper = "*" if self.max is None else self.max
                 text = f"{self.label}: found {count}, allowed {self.min}..{upper}"
                 code = "required" if count < self.min else "structure"
-                issues.append(_issue("error", code, "MSG_PROFILE_CARDINALITY", text, where))
+                issues.append(rule_issue("error", code, "MSG_PROFILE_CARDINALITY", text, where))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,22 +167,22 @@ class RegexRule:
     label: str = ""
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.path) if self.path else (root,):
+        for value, location in nodes_at(root, self.path) if self.path else (root,):
             if not isinstance(value, str) or not self.pattern.search(value):
                 expr = expression(location)
                 text = f"{self.label or expr}: '{value}' does not match {self.pattern.pattern}"
-                issues.append(_issue("error", "value", self.message_id, text, expr))
+                issues.append(rule_issue("error", "value", self.message_id, text, expr))
 
 
-def _contains(value: Any, pattern: Any) -> bool:
+def contains_pattern(value: Any, pattern: Any) -> bool:
     """FHIR pattern[x] semantics: every property of the pattern is present with equal value."""
     if isinstance(pattern, dict):
         return isinstance(value, dict) and all(
-            k in value and _contains(value[k], v) for k, v in pattern.items()
+            k in value and contains_pattern(value[k], v) for k, v in pattern.items()
         )
     if isinstance(pattern, list):
         items = value if isinstance(value, list) else []
-        return all(any(_contains(item, p) for item in items) for p in pattern)
+        return all(any(contains_pattern(item, p) for item in items) for p in pattern)
     return bool(value == pattern)
 
 
@@ -195,13 +197,14 @@ class PatternRule:
     label: str = ""
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.path) if self.path else (root,):
-            ok = value == self.value if self.exact else _contains(value, self.value)
+        for value, location in nodes_at(root, self.path) if self.path else (root,):
+            ok = value == self.value if self.exact else contains_pattern(value, self.value)
             if not ok:
                 expr = expression(location)
                 kind = "fixed" if self.exact else "pattern"
-                text = f"{_prefix(self.label)}{expr} does not match the {kind} value {self.value!r}"
-                issues.append(_issue("error", "value", "MSG_PROFILE_PATTERN", text, expr))
+                text = (f"{label_prefix(self.label)}{expr} does not match the {kind} value "
+                        f"{self.value!r}")
+                issues.append(rule_issue("error", "value", "MSG_PROFILE_PATTERN", text, expr))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,13 +217,13 @@ class TypeRule:
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
         stem = self.name.removesuffix("[x]")
-        for value, location in _select(root, self.parent) if self.parent else (root,):
+        for value, location in nodes_at(root, self.parent) if self.parent else (root,):
             for key in value if isinstance(value, dict) else ():
                 suffix = key[len(stem) :]
                 if key.startswith(stem) and suffix[:1].isupper() and suffix not in self.allowed:
                     expr = expression(location)
                     text = f"{expr}.{key}: type {suffix} not allowed (only {sorted(self.allowed)})"
-                    issues.append(_issue("error", "structure", "MSG_PROFILE_TYPE", text,
+                    issues.append(rule_issue("error", "structure", "MSG_PROFILE_TYPE", text,
                                          f"{expr}.{key}"))  # fmt: skip
 
 
@@ -255,20 +258,21 @@ class BindingRule:
     quantity: bool = False
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.path) if self.path else (root,):
+        for value, location in nodes_at(root, self.path) if self.path else (root,):
             codes = _codings(value)
             if not codes and self.quantity:
                 continue
             problems = [p for s, c in codes if (p := self.check_code(s, c))]
             if self.strength == "required" and (not codes or len(problems) == len(codes)):
                 expr = expression(location)
-                text = (f"{_prefix(self.label)}{expr}: no code from the required value set "
+                text = (f"{label_prefix(self.label)}{expr}: no code from the required value set "
                         f"{self.value_set}")
-                issues.append(_issue("error", "code-invalid", "MSG_PROFILE_BINDING", text, expr))
+                issues.append(rule_issue("error", "code-invalid", "MSG_PROFILE_BINDING", text,
+                                         expr))  # fmt: skip
             elif self.strength == "extensible" and (self.each or len(problems) == len(codes)):
                 for severity, message_id, text in problems:
-                    issues.append(_issue(severity, "code-invalid", message_id,
-                                         f"{_prefix(self.label)}{text}",
+                    issues.append(rule_issue(severity, "code-invalid", message_id,
+                                         f"{label_prefix(self.label)}{text}",
                                          expression(location)))  # fmt: skip
 
 
@@ -285,10 +289,10 @@ class InvariantRule:
     evaluate: Callable[[Any, Json], bool]
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.context) if self.context else (root,):
+        for value, location in nodes_at(root, self.context) if self.context else (root,):
             if not self.evaluate(value, resource):
                 text = f"{self.key}: {self.human}"
-                issues.append(_issue(self.severity, "invariant", self.message_id, text,
+                issues.append(rule_issue(self.severity, "invariant", self.message_id, text,
                                      expression(location)))  # fmt: skip
 
 
@@ -300,12 +304,12 @@ class AddressUnitsRule:
     path: tuple[str, ...]
 
     def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.path) if self.path else (root,):
+        for value, location in nodes_at(root, self.path) if self.path else (root,):
             if not isinstance(value, dict):
                 continue
             for problem in addresses.check(value, resource):
                 where = f"{expression(location)}.{problem.where}"
-                issues.append(_issue(problem.severity, "code-invalid", problem.message_id,
+                issues.append(rule_issue(problem.severity, "code-invalid", problem.message_id,
                                      problem.text, where))  # fmt: skip
 
 
@@ -317,112 +321,6 @@ class ExtensionDefinition:
     rules: tuple[Rule, ...]
 
 
-#: How a slice's discriminator value is compared: equal (fixed[x]), contains (pattern[x]),
-#: or a regex search (a value format that names the slice, as Vietnamese identifier systems).
-Discriminator = tuple[tuple[str, ...], str, Any]
-
-
-def _values(item: Any, path: tuple[str, ...]) -> list[Any]:
-    """Every value at ``path`` under ``item`` (arrays flattened); ``()`` is the item itself."""
-    values = [item]
-    for name in path:
-        found: list[Any] = []
-        for value in values:
-            child = value.get(name) if isinstance(value, dict) else None
-            if isinstance(child, list):
-                found.extend(child)
-            elif child is not None:
-                found.append(child)
-        values = found
-    return values
-
-
-def _meets(value: Any, how: str, expected: Any) -> bool:
-    if how == "regex":
-        return isinstance(value, str) and expected.search(value) is not None
-    return bool(value == expected) if how == "fixed" else _contains(value, expected)
-
-
-@dataclass(slots=True)
-class Slice:
-    """One slice: how items are matched and its own rules.
-
-    Matched either by the value of the group's single discriminator name (``value``, or
-    ``regex``), or, for any other discriminator, by ``keys``: for each discriminator path, the
-    fixed value the item must hold there, the pattern it must contain, or the regex one of its
-    values must match (``(path, "fixed" | "pattern" | "regex", value)``); an item matches when
-    every key is met by some value at its path. A slice with neither matches nothing.
-    """
-
-    name: str
-    min: int = 0
-    max: int | None = None
-    value: str | None = None
-    regex: re.Pattern[str] | None = None
-    rules: list[Rule] = field(default_factory=list)
-    keys: tuple[Discriminator, ...] = ()
-
-    def matches(self, discriminator: Any) -> bool:
-        """Does an item whose discriminator value is ``discriminator`` belong here?"""
-        if not isinstance(discriminator, str):
-            return False
-        if self.regex is not None:
-            return self.regex.search(discriminator) is not None
-        return discriminator == self.value
-
-    def admits(self, item: Any) -> bool:
-        """Does ``item`` meet every key of the slice (and is there one)?"""
-        if not self.keys:
-            return False
-        return all(any(_meets(value, how, expected) for value in _values(item, path))
-                   for path, how, expected in self.keys)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class SliceGroupRule:
-    """The slices of ``name`` under ``parent``. An item belongs to the first slice that takes
-    it: by the value of its ``discriminator`` name when one is given (``Slice.matches``), else
-    by the slice's keys (``Slice.admits``). ``label`` (the profile) starts the issues' text."""
-
-    parent: tuple[str, ...]
-    name: str
-    discriminator: str
-    slices: tuple[Slice, ...]
-    label: str = ""
-
-    def check(self, root: Node, resource: Json, issues: list[Issue]) -> None:
-        for value, location in _select(root, self.parent) if self.parent else (root,):
-            counts = dict.fromkeys([s.name for s in self.slices], 0)
-            for item in _children(value, self.name, location):
-                found = self._slice_of(item[0])
-                if found is not None:
-                    counts[found.name] += 1
-                    for rule in found.rules:
-                        rule.check(item, resource, issues)
-            self._check_counts(counts, location, issues)
-
-    def _slice_of(self, item: Any) -> Slice | None:
-        if not self.discriminator:
-            return next((piece for piece in self.slices if piece.admits(item)), None)
-        key = item.get(self.discriminator) if isinstance(item, dict) else None
-        for piece in self.slices:
-            if piece.matches(key):
-                return piece
-        return None
-
-    def _check_counts(self, counts: dict[str, int], parent: Location, issues: list[Issue]) -> None:
-        where = ""
-        for piece in self.slices:
-            count = counts[piece.name]
-            if count < piece.min or (piece.max is not None and count > piece.max):
-                where = where or f"{expression(parent)}.{self.name}"
-                upper = "*" if piece.max is None else piece.max
-                text = (f"{_prefix(self.label)}{where}:{piece.name}: found {count}, "
-                        f"allowed {piece.min}..{upper}")
-                code = "required" if count < piece.min else "structure"
-                issues.append(_issue("error", code, "MSG_PROFILE_CARDINALITY", text, where))
-
-
-def _prefix(label: str) -> str:
+def label_prefix(label: str) -> str:
     """``label: `` before an issue's text, when there is a label."""
     return f"{label}: " if label else ""

@@ -10,7 +10,7 @@ import fhirpathpy
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from fhir_server.conformance.profile_rules import InvariantRule, SliceGroupRule, select
+from fhir_server.conformance.profile_rules import InvariantRule, select
 from fhir_server.conformance.profiles import (
     CANONICAL_BASE,
     ProfileValidator,
@@ -18,6 +18,7 @@ from fhir_server.conformance.profiles import (
     required_profile,
 )
 from fhir_server.conformance.schema import json_schema
+from fhir_server.conformance.slicing import SliceGroupRule
 from fhir_server.synthetic.generation import generate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

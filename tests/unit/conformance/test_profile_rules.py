@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from fhir_server.conformance import profile_rules as r
+from fhir_server.conformance import slicing as sl
 from fhir_server.errors import Issue
 
 
@@ -26,20 +27,20 @@ def _never(node: Any, resource: dict[str, Any]) -> bool:
 
 
 CARD = r.CardinalityRule((), "name", 1, 2, "name")
-CCCD = r.Slice(
+CCCD = sl.Slice(
     "cccd",
     0,
     1,
     value="urn:cccd",
     rules=[r.RegexRule(("value",), re.compile(r"^\d{12}$"), "MSG_PROFILE_SLICE")],
 )
-SLICES = r.SliceGroupRule((), "identifier", "system", (CCCD,))
+SLICES = sl.SliceGroupRule((), "identifier", "system", (CCCD,))
 #: A slice told by several keys: a system format and a code among the type's codings.
-INSURANCE = r.Slice("bhyt", 1, 1, keys=(
+INSURANCE = sl.Slice("bhyt", 1, 1, keys=(
     (("system",), "regex", re.compile(r"^urn:bhyt:")),
     (("type", "coding", "code"), "fixed", "HC"),
 ))
-BY_KEYS = r.SliceGroupRule((), "identifier", "", (INSURANCE,), "vn-patient")
+BY_KEYS = sl.SliceGroupRule((), "identifier", "", (INSURANCE,), "vn-patient")
 _HC = {"coding": [{"code": "MR"}, {"code": "HC"}]}
 CASES = [
     ("name missing", CARD, {"resourceType": "Patient"},
@@ -103,9 +104,9 @@ def test_expression_renders_a_location_built_while_walking() -> None:
 
 
 def test_issues_of_nested_slices_carry_their_full_path_and_text() -> None:
-    phone = r.Slice("phone", 1, 1, value="phone",
+    phone = sl.Slice("phone", 1, 1, value="phone",
                     rules=[r.RegexRule(("value",), re.compile(r"^0\d{9}$"))])  # fmt: skip
-    rule = r.SliceGroupRule(("contact",), "telecom", "system", (phone,))
+    rule = sl.SliceGroupRule(("contact",), "telecom", "system", (phone,))
     resource = {"resourceType": "Patient", "contact": [
         {"telecom": [{"system": "email", "value": "a@b"}, {"system": "phone", "value": "12"}]},
         {"telecom": {"system": "phone", "value": "0912345678"}},
