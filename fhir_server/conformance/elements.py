@@ -29,14 +29,10 @@ from __future__ import annotations
 
 import functools
 import json
-import math
-import re
 from collections.abc import Callable
-from datetime import date
 from typing import Any, TypeAlias
 
-from fhir_server.conformance import structure, xhtml
-from fhir_server.decimals import ExactDecimal
+from fhir_server.conformance import primitives, structure, xhtml
 from fhir_server.errors import Issue
 
 __all__ = [
@@ -48,7 +44,7 @@ _Json = dict[str, Any]
 #: made into FHIRPath text (:func:`location_path`) only for an issue.
 Location: TypeAlias = str | tuple["Location", str, int]
 _Check = Callable[["_Element", Any, _Json, "Location", list[Issue]], None]
-_Valid = Callable[[Any], bool]
+_Valid = primitives.Valid
 
 _MANY = 2**31  # max of a "*" element
 
@@ -121,7 +117,7 @@ class _Element:
         self.check: _Check = _noop
         self.child: _Structure | None = None
         self.choice: str | None = None  # "value" for valueString, None if not a choice
-        self.valid: _Valid = _never
+        self.valid: _Valid = primitives.never
         #: For a single primitive: True means the value is fine, no need to call ``check``.
         self.quick: _Valid | None = None
         self.binding: _Binding | None = None
@@ -146,7 +142,7 @@ def _structures() -> dict[str, _Structure]:
     """Compile every structure of r4_elements.json (done once)."""
     table = structure.read_table("r4_elements.json")
     raw: dict[str, list[Any]] = {k: v for k, v in table.items() if not k.startswith("_")}
-    validators = _validators(table["_primitives"])
+    validators = primitives.validators(table["_primitives"])
     bindings = _bindings()
     compiled = {path: _Structure(path) for path in raw}
 
@@ -181,7 +177,7 @@ def _structures() -> dict[str, _Structure]:
     for resource_type in structure.r4_resource_types():
         # Checked before the walk chose this structure.
         resource_type_member = _Element("resourceType", "resourceType", 1, 1, "string")
-        resource_type_member.quick = _always
+        resource_type_member.quick = primitives.always
         compiled[resource_type].elements["resourceType"] = resource_type_member
     return compiled
 
@@ -201,7 +197,7 @@ def _element(
     if code == "Resource":
         element.check = _many_resources if repeats else _one_resource
     elif code == "xhtml":
-        element.valid = _any_string
+        element.valid = primitives.any_string
         element.check = _xhtml
     elif code[0].islower():
         if code not in validators:
@@ -258,99 +254,6 @@ def _bindings() -> dict[str, _Binding]:
 def structure_names() -> frozenset[str]:
     """Return the paths of every compiled structure (types, backbone elements, datatypes)."""
     return frozenset(_structures())
-
-
-# -- primitive values (https://hl7.org/fhir/R4/datatypes.html#primitive) -----------------------
-
-_INTEGER_RANGES = {
-    "integer": (-(2**31), 2**31 - 1),
-    "positiveInt": (1, 2**31 - 1),
-    "unsignedInt": (0, 2**31 - 1),
-}
-_CALENDAR_TYPES = frozenset({"date", "dateTime", "instant"})
-#: Patterns used instead of R4's: the same language, cheaper to match. R4's base64Binary regex
-#: ``(\s*([0-9a-zA-Z\+/=]){4}\s*)+`` backtracks exponentially on a long invalid value (two
-#: adjacent ``\s*``).
-_EQUIVALENT_PATTERNS = {"base64Binary": r"(?:\s*[0-9a-zA-Z+/=]{4})+\s*"}
-
-
-def _is_string(value: Any) -> bool:
-    r"""R4's string regex ``[ \r\n\t\S]+``, with ASCII classes: any non-blank string without
-    form feed or vertical tab."""
-    return (
-        type(value) is str
-        and value != ""
-        and not value.isspace()
-        and "\f" not in value
-        and "\v" not in value
-    )
-
-
-def _any_string(value: Any) -> bool:
-    r"""markdown (R4's regex ``\s*(\S|\s)*`` matches everything) and xhtml: non-blank."""
-    return type(value) is str and value != "" and not value.isspace()
-
-
-#: Tests used instead of R4's regex, equivalent and cheaper.
-_EQUIVALENT_TESTS: dict[str, _Valid] = {"string": _is_string, "markdown": _any_string}
-
-
-def _validators(regexes: dict[str, str]) -> dict[str, _Valid]:
-    """Return a validity test per primitive type code (regexes: R4's, per type)."""
-    out: dict[str, _Valid] = {"boolean": _is_boolean, "decimal": _is_decimal, **_EQUIVALENT_TESTS}
-    for code, (low, high) in _INTEGER_RANGES.items():
-        out[code] = _integer_test(low, high)
-    for code, regex in regexes.items():
-        if code in out:
-            continue
-        pattern = _EQUIVALENT_PATTERNS.get(code, regex)
-        # XML Schema semantics: \s, \S and \d are the ASCII classes.
-        out[code] = _string_test(re.compile(pattern, re.ASCII), code in _CALENDAR_TYPES)
-    return out
-
-
-def _never(value: Any) -> bool:
-    return False
-
-
-def _is_boolean(value: Any) -> bool:
-    return value is True or value is False
-
-
-def _is_decimal(value: Any) -> bool:
-    kind = type(value)
-    return kind is int or ((kind is float or kind is ExactDecimal) and math.isfinite(value))
-
-
-def _integer_test(low: int, high: int) -> _Valid:
-    def valid(value: Any) -> bool:
-        return type(value) is int and low <= value <= high
-
-    return valid
-
-
-def _always(value: Any) -> bool:
-    return True
-
-
-def _string_test(pattern: re.Pattern[str], calendar: bool) -> _Valid:
-    fullmatch = pattern.fullmatch
-
-    def valid(value: Any) -> bool:
-        if type(value) is not str or not value or value.isspace() or fullmatch(value) is None:
-            return False
-        return not calendar or len(value) < 10 or _real_date(value)
-
-    return valid
-
-
-def _real_date(value: str) -> bool:
-    """Reject the dates the regex lets through but the calendar lacks (2023-02-30)."""
-    try:
-        date.fromisoformat(value[:10])
-    except ValueError:
-        return False
-    return True
 
 
 # -- the walk ----------------------------------------------------------------------------------
