@@ -23,137 +23,27 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import orjson
 
+from fhir_server.conformance.concepts import (
+    CanonicalIndex,
+    Concept,
+    Resource,
+    Translation,
+    ValidationResult,
+    concept_of,
+    flatten,
+    split_canonical,
+)
 from fhir_server.errors import BadRequest, NotFound, NotSupported
 from fhir_server.folding import fold
 
-__all__ = [
-    "CanonicalIndex",
-    "Concept",
-    "ConceptProperty",
-    "Designation",
-    "Terminology",
-    "Translation",
-    "ValidationResult",
-    "default_terminology",
-]
+__all__ = ["Terminology", "default_terminology"]
 
-Resource = dict[str, Any]
 DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "terminology"
 _WORD = re.compile(r"[^0-9a-z]+")
-
-
-@dataclass(frozen=True)
-class Designation:
-    """One CodeSystem.concept.designation: language and text (``use`` is not kept)."""
-
-    value: str
-    language: str | None = None
-
-
-@dataclass(frozen=True)
-class ConceptProperty:
-    """One concept property; ``value_type`` is the ``value[x]`` suffix (Boolean, String...)."""
-
-    code: str
-    value_type: str
-    value: Any
-
-
-@dataclass(frozen=True)
-class Concept:
-    """A code with its system: what $lookup returns and what $expand lists."""
-
-    system: str
-    code: str
-    display: str | None = None
-    version: str | None = None
-    definition: str | None = None
-    designations: tuple[Designation, ...] = ()
-    properties: tuple[ConceptProperty, ...] = ()
-
-
-@dataclass(frozen=True)
-class Translation:
-    """One ConceptMap target for a source code; ``concept`` is None when unmatched."""
-
-    equivalence: str
-    concept: Concept | None
-    source: str
-    comment: str | None = None
-
-
-class ValidationResult(NamedTuple):
-    """Outcome of $validate-code: ``result`` and, when false, why."""
-
-    result: bool
-    message: str
-
-
-def split_canonical(canonical: str) -> tuple[str, str | None]:
-    """Return (url, version) of a canonical reference ``url|version``."""
-    url, _, version = canonical.partition("|")
-    return url, version or None
-
-
-class CanonicalIndex:
-    """Resources of one type by canonical URL and version."""
-
-    def __init__(self) -> None:
-        self._versions: dict[str, dict[str | None, Resource]] = {}
-        self._latest: dict[str, Resource] = {}
-
-    def add(self, resource: Resource) -> None:
-        """Index ``resource`` under its url and version; it becomes the url's default."""
-        url = resource["url"]
-        self._versions.setdefault(url, {})[resource.get("version")] = resource
-        self._latest[url] = resource
-
-    def get(self, canonical: str) -> Resource | None:
-        """Return the resource for ``url`` or ``url|version``, or None."""
-        url, version = split_canonical(canonical)
-        if version is None:
-            return self._latest.get(url)
-        return self._versions.get(url, {}).get(version)
-
-    def __contains__(self, canonical: object) -> bool:
-        return isinstance(canonical, str) and self.get(canonical) is not None
-
-    def __iter__(self) -> Iterator[Resource]:
-        return iter(self._latest.values())
-
-    def __len__(self) -> int:
-        return len(self._latest)
-
-
-def _concept(system: str, version: str | None, raw: Resource) -> Concept:
-    """Return a Concept from a CodeSystem.concept JSON object."""
-    designations = tuple(
-        Designation(d["value"], d.get("language")) for d in raw.get("designation", ())
-    )
-    properties = tuple(_property(p) for p in raw.get("property", ()))
-    return Concept(
-        system, raw["code"], raw.get("display"), version, raw.get("definition"),
-        designations, properties,
-    )  # fmt: skip
-
-
-def _property(raw: Resource) -> ConceptProperty:
-    """Return a ConceptProperty from its JSON (the one ``value[x]`` key)."""
-    key = next(k for k in raw if k.startswith("value"))
-    return ConceptProperty(raw["code"], key.removeprefix("value"), raw[key])
-
-
-def _flatten(raw_concepts: Iterable[Resource]) -> Iterator[Resource]:
-    """Yield every concept of a (possibly nested) CodeSystem.concept tree."""
-    for raw in raw_concepts:
-        yield raw
-        yield from _flatten(raw.get("concept", ()))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -211,9 +101,9 @@ class Terminology:
             url, version = code_system["url"], code_system.get("version")
             fold_case = code_system.get("caseSensitive") is False
             table = {}
-            for raw in _flatten(code_system.get("concept", ())):
+            for raw in flatten(code_system.get("concept", ())):
                 code = raw["code"].casefold() if fold_case else raw["code"]
-                table[code] = _concept(url, version, raw)
+                table[code] = concept_of(url, version, raw)
             self._concepts[id(code_system)] = table
         return table
 
