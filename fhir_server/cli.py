@@ -135,7 +135,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     """Rebuild search index rows (after a SearchParameter was added or changed)."""
-    from fhir_server.loader import reindex
+    from fhir_server.reindex import reindex
 
     settings = _settings(args)
     with track("reindex", None, "resources",

@@ -43,14 +43,13 @@ from fhir_server.logs import configure_logging
 from fhir_server.progress import Progress
 from fhir_server.router.door import handle
 from fhir_server.router.request import FhirRequest
-from fhir_server.search.parse import parse_search
 from fhir_server.search.setup import prepare_search
 from fhir_server.security.caller import SERVER
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import open_store
 from fhir_server.storage.port import DeferrableIndexes
 
-__all__ = ["LoadSummary", "count_items", "load_paths", "open_services", "reindex"]
+__all__ = ["LoadSummary", "count_items", "load_paths", "open_services"]
 
 
 @dataclass
@@ -393,46 +392,3 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         yield services
     finally:
         await store.close()
-
-
-async def reindex(settings: Settings, resource_type: str | None,
-                  progress: Progress | None = None) -> int:
-    """Recompute and rewrite the search index of every current resource; return the count.
-
-    ``progress`` is given the number of resources to do, then told of each batch done.
-    """
-    count = 0
-    async with open_services(settings) as services:
-        if progress is not None:
-            progress.set_total(await _current_count(services, resource_type))
-        batch: list[dict[str, Any]] = []
-        async for stored in _scan(services, resource_type):
-            batch.append(stored)
-            if len(batch) >= 500:
-                count += await _reindex_batch(services, batch, progress)
-                batch = []
-        count += await _reindex_batch(services, batch, progress)
-    return count
-
-
-async def _current_count(services: Services, resource_type: str | None) -> int | None:
-    """The number of current resources (of one type, or all), as a ``_summary=count``
-    search answers it."""
-    parsed = parse_search(resource_type, [("_summary", "count")], services.registry)
-    return (await services.store.search(parsed.query)).total
-
-
-async def _scan(services: Services, resource_type: str | None) -> AsyncIterator[dict[str, Any]]:
-    async for stored in services.store.scan(resource_type):
-        yield stored.resource()
-
-
-async def _reindex_batch(services: Services, resources: list[dict[str, Any]],
-                         progress: Progress | None) -> int:
-    indexes = [(r, services.index(r)) for r in resources]
-    async with services.store.transaction() as tx:
-        for resource, index in indexes:
-            await tx.reindex(resource, index)
-    if progress is not None:
-        progress.advance(len(resources))
-    return len(resources)
