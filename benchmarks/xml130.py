@@ -13,7 +13,8 @@
 A visit can be new only once, so the two pushes send two sets of new visits drawn the same way
 rather than one set twice; both carry the same resources (the envelope's Binary and Provenance
 included). Before the first of the two on a server, both routes are pushed for
-``SERVER_WARMUP_S`` seconds each (other visits), so that the order does not favour the second.
+``SERVER_WARMUP_S`` seconds each (other visits), so that the order does not favour the second;
+the dirty pages of a fresh copy of the store are written out first (``os.sync``).
 ``push-xml130``'s detail gives its ratio to ``push-xml130-fhir`` (``xml_to_this`` in the
 FHIR push's when the XML route ran first); each gives the server's CPU per request and cores
 used, and the write lock's hold and wait (from ``/metrics``).
@@ -165,6 +166,7 @@ def _warm_server(context: BenchContext, threads: int, headers: list[str]) -> Non
     if context.cache.get("xml130-server-warm"):
         return
     context.cache["xml130-server-warm"] = True
+    os.sync()  # a fresh copy of the store is not still being written back while measured
     visits = _visits(context, SERVER_WARMUP_S)
     fhir = _file(context, "xml130-fhir-server-warm.ndjson",
                  [_bundle(e) for e in envelopes(SEED + 4, visits)])
