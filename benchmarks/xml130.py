@@ -39,8 +39,10 @@ MAX_RATE = 300
 CONVERT_VISITS = 600
 #: Seconds of each route pushed before the first measured push on a server: with the routes'
 #: own 3 s warm-up only, the scenario measured first ran on a cold server and store (3 to 4 ms
-#: more CPU per visit in two runs of three on a 1,000,000-resource store).
-SERVER_WARMUP_S = 10
+#: more CPU per visit in two runs of three on a 1,000,000-resource store); with 10 s it still
+#: kept fewer of the cores (1.32-1.46 against 1.44-1.62, four runs); with 40 s both kept the
+#: same (docs/performance.md). ``XML130_SERVER_WARMUP_S`` sets another.
+SERVER_WARMUP_S = int(os.environ.get("XML130_SERVER_WARMUP_S", "40"))
 
 
 def envelopes(seed: int, visits: int) -> list[bytes]:
