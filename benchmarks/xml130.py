@@ -13,7 +13,8 @@
 A visit can be new only once, so the two pushes send two sets of new visits drawn the same way
 rather than one set twice; both carry the same resources (the envelope's Binary and Provenance
 included). Before the first of the two on a server, both routes are pushed for
-``SERVER_WARMUP_S`` seconds each (other visits), so that the order does not favour the second.
+``SERVER_WARMUP_S`` seconds each (other visits), so that the order does not favour the second;
+the dirty pages of a fresh copy of the store are written out first (``os.sync``).
 ``push-xml130``'s detail gives its ratio to ``push-xml130-fhir`` (``xml_to_this`` in the
 FHIR push's when the XML route ran first); each gives the server's CPU per request and cores
 used, and the write lock's hold and wait (from ``/metrics``).
@@ -38,8 +39,10 @@ MAX_RATE = 300
 CONVERT_VISITS = 600
 #: Seconds of each route pushed before the first measured push on a server: with the routes'
 #: own 3 s warm-up only, the scenario measured first ran on a cold server and store (3 to 4 ms
-#: more CPU per visit in two runs of three on a 1,000,000-resource store).
-SERVER_WARMUP_S = 10
+#: more CPU per visit in two runs of three on a 1,000,000-resource store); with 10 s it still
+#: kept fewer of the cores (1.32-1.46 against 1.44-1.62, four runs); with 40 s both kept the
+#: same (docs/performance.md). ``XML130_SERVER_WARMUP_S`` sets another.
+SERVER_WARMUP_S = int(os.environ.get("XML130_SERVER_WARMUP_S", "40"))
 
 
 def envelopes(seed: int, visits: int) -> list[bytes]:
@@ -165,6 +168,7 @@ def _warm_server(context: BenchContext, threads: int, headers: list[str]) -> Non
     if context.cache.get("xml130-server-warm"):
         return
     context.cache["xml130-server-warm"] = True
+    os.sync()  # a fresh copy of the store is not still being written back while measured
     visits = _visits(context, SERVER_WARMUP_S)
     fhir = _file(context, "xml130-fhir-server-warm.ndjson",
                  [_bundle(e) for e in envelopes(SEED + 4, visits)])

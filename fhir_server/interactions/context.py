@@ -163,6 +163,8 @@ class Outcome:
     ``body`` is used by interactions that answer with something other than one stored
     resource (a Bundle, an OperationOutcome, the CapabilityStatement); ``headers`` are
     those an operation answers with (the ``Content-Location`` of an asynchronous one).
+    ``audited``: every request the operation made through the door left its own AuditEvent
+    and the operation did nothing else to note, so the router leaves none for it.
     """
 
     status: int
@@ -170,3 +172,4 @@ class Outcome:
     body: dict[str, Any] | None = None
     issues: tuple[Issue, ...] = field(default=())
     headers: Mapping[str, str] = field(default_factory=dict)
+    audited: bool = False

@@ -5,7 +5,9 @@
   ``valueBase64Binary``): each visit becomes one transaction through the push path. The answer
   is a ``Parameters`` with one ``visit`` part per HOSO (created, updated, unchanged or rejected,
   with an OperationOutcome located at the XML fields); when every visit is rejected the request
-  fails with the first rejection's status. ``dry-run=true`` converts without writing.
+  fails with the first rejection's status. ``dry-run=true`` converts without writing. Each
+  visit's transaction leaves its AuditEvent; the import leaves one of its own only when a
+  visit was rejected before its transaction (one AuditEvent per visit, not two).
 - ``POST [base]/$convert-xml130``: the dry run; one visit answers its transaction Bundle,
   several a ``Parameters`` with one Bundle each.
 - ``GET Encounter/[id]/$export-xml130``: the visit written back as XML 130, as a ``Binary``
@@ -62,7 +64,7 @@ async def import_xml130(services: Services, access: Access, call: OperationInput
     report = await import_envelope(services, access, _envelope(call),
                                    standard_of(call.value("standard")))
     report.raise_if_all_rejected()
-    return Outcome(200, body=report.parameters())
+    return Outcome(200, body=report.parameters(), audited=report.audited)
 
 
 async def convert_xml130(services: Services, access: Access, call: OperationInput) -> Outcome:

@@ -268,6 +268,7 @@ async def _operation(services: Services, request: FhirRequest, access: Access,
         method=request.method, query_string=request.query_string,
         respond_async=request.prefer.respond_async, lenient=request.prefer.lenient)
     outcome = await operation(services, access, call)
+    note.stored = note.stored or outcome.audited  # its requests' AuditEvents tell it all
     if outcome.body is not None:
         _note_bundle(note, access, outcome.body)
     return FhirResponse(outcome.status, outcome.body, outcome.headers)

@@ -11,6 +11,7 @@ import pytest
 
 from fhir_server.bridges.xml130.envelope import decode_envelope
 from fhir_server.bridges.xml130.tables import load_standard
+from fhir_server.main import create_app
 from fhir_server.settings import Settings
 from tests import builders as b
 from tests.conftest import token_for
@@ -85,6 +86,33 @@ async def test_visit_naming_another_person_is_rejected_not_merged(
     assert issue["details"]["coding"][0]["code"] == "MSG_XML130_PERSON_MISMATCH"
     assert issue["expression"][0] == "XML1.SO_CCCD"
     assert await _count(client, "Patient") == 1
+
+
+async def _subtypes_audited(settings: Settings, *envelopes: bytes) -> list[str]:
+    """Import the envelopes on an app of its own; the subtype of every AuditEvent left."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        headers = {"Authorization": f"Bearer {token_for(settings, 'system/*.cruds')}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://test", headers=headers) as http:
+            for data in envelopes:
+                await _import(http, data)
+            await app.state.services.audit_trail.flush()
+            found = (await http.get("/fhir/AuditEvent", params={"_count": "200"})).json()
+    return sorted(c["code"] for e in found.get("entry", [])
+                  for c in e["resource"].get("subtype", []))
+
+
+async def test_each_visit_leaves_one_audit_event_and_a_refused_one_its_own(
+        settings: Settings) -> None:
+    """The transaction's AuditEvent is the visit's; the import adds one only for a visit
+    rejected before its transaction (another person under the same MA_LK)."""
+    other = b.visit(XML1=[b.xml1(SO_CCCD="079095000111", MA_BN="BN999",
+                                 MA_THE_BHYT="GD4790000000001", HO_TEN="Lê Thị Bình")])
+    subtypes = await _subtypes_audited(settings, b.envelope(b.visit()), b.envelope(b.visit()),
+                                       b.envelope(other))
+    assert subtypes.count("transaction") == 2
+    assert subtypes.count("$import-xml130") == 1
 
 
 def _visit_of(ma_lk: str, **xml1: str) -> dict[str, list[dict[str, str]]]:

@@ -10,14 +10,14 @@ into records: for every mapped field, ``unmap_tables(map_tables(x))`` gives x's 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from fhir_server.bridges.xml130.envelope import problem
-from fhir_server.bridges.xml130.kinds import KINDS, LIST_KINDS, Context
+from fhir_server.bridges.xml130.kinds import KINDS, LIST_KINDS, Context, Put, compile_put
 from fhir_server.bridges.xml130.paths import write
 from fhir_server.bridges.xml130.tables import Role, Rule, Standard, Table, Target
 from fhir_server.bridges.xml130.values import split_list
@@ -96,14 +96,22 @@ def _fallback(target: Target, records: Records) -> str:
     return text[:8] if target.kind == "date" else text  # a day from a time
 
 
+def _writer(target: Target, facility: str) -> Put:
+    """The target's ``put`` for a facility, compiled once (``kinds.compile_put``)."""
+    local = target.local(facility)
+    put: Put | None = local.memo.get("put")
+    if put is None:
+        put = local.memo["put"] = compile_put(local)
+    return put
+
+
 def _put(insts: list[Instance], target: Target, values: str | list[str],
          context: Context) -> None:
     """Write the text (or one item of a split list per instance) into each instance."""
-    target = target.local(context.facility)
-    put, sets = KINDS[target.kind].put, target.sets
+    put, sets = _writer(target, context.facility), target.sets
     items = [values] * len(insts) if isinstance(values, str) else values
     for inst, item in zip(insts, items, strict=False):  # fewer items: the rest get nothing
-        put(inst.resource, target, item, context)
+        put(inst.resource, item, context)
         for path, value in sets:
             write(inst.resource, path, copy.deepcopy(value))
 
@@ -171,19 +179,70 @@ def _copy_issue(table: Table, rule: Rule, record: Mapping[str, str], position: i
                     f"differs from {other}.{name}; {other}'s value is kept", "warning")]
 
 
+#: A field compiled: ``(text, position, roles, context)`` -> its issues. The text is the
+#: field's own (stripped, not empty).
+Field = Callable[[str, int, Mapping[str, list[Instance]], Context], list[Issue]]
+
+
+def _direct(table: Table, rule: Rule) -> Field | None:
+    """The field as one function when it is the common case (one target of one role, no
+    split, fallback, content when empty, fixed values or facility in its path); else None
+    (``_apply`` interprets it)."""
+    if len(rule.targets) != 1 or rule.split or rule.acts_when_empty:
+        return None
+    target = rule.targets[0]
+    if len(target.roles) != 1 or target.sets or "{facility}" in target.path:
+        return None
+    role, reverse, put = target.roles[0], target.reverse, compile_put(target)
+
+    def field(text: str, position: int, roles: Mapping[str, list[Instance]],
+              context: Context) -> list[Issue]:
+        insts = roles.get(role)
+        try:
+            if not insts and reverse:
+                raise ValueError(f"the visit has no {role} to carry it")
+            for inst in insts or ():
+                put(inst.resource, text, context)
+        except ValueError as exc:
+            return [problem("MSG_XML130_VALUE", where(table, position, rule.name),
+                            f"giá trị '{text}' không hợp lệ", str(exc))]
+        return _warned(table, rule, position, context) if context.warnings else []
+    return field
+
+
+def _warned(table: Table, rule: Rule, position: int, context: Context) -> list[Issue]:
+    found = [problem("MSG_XML130_VALUE_TRUNCATED", where(table, position, rule.name),
+                     "chỉ giữ mã đầu tiên", w, "warning") for w in context.warnings]
+    context.warnings.clear()
+    return found
+
+
+def _fields(table: Table) -> tuple[tuple[Rule, Field | None], ...]:
+    """The table's active rules, each with its compiled form (None: interpreted), made once."""
+    found: tuple[tuple[Rule, Field | None], ...] | None = table.memo.get("fields")
+    if found is None:
+        found = table.memo["fields"] = tuple(
+            (rule, None if rule.same_as else _direct(table, rule)) for rule in table.active_rules)
+    return found
+
+
 def _map_record(table: Table, record: Mapping[str, str], position: int, facility: str,
                 records: Records, mapped: Mapped) -> None:
     roles = _instances(table, record, position)
     context = Context(table.name, "", facility, record)  # one per record, named per field
-    for rule in table.active_rules:
-        if rule.same_as:
-            mapped.issues += _copy_issue(table, rule, record, position, records)
-            continue
+    issues = mapped.issues
+    for rule, direct in _fields(table):
         own = record.get(rule.name)
         own = own.strip() if own else ""
-        if own or rule.acts_when_empty:
+        if direct is not None:
+            if own:
+                context.field = rule.name
+                issues += direct(own, position, roles, context)
+        elif rule.same_as:
+            issues += _copy_issue(table, rule, record, position, records)
+        elif own or rule.acts_when_empty:
             context.field = rule.name
-            mapped.issues += _apply(table, rule, own, position, roles, context, records)
+            issues += _apply(table, rule, own, position, roles, context, records)
     mapped.instances += [i for insts in roles.values() for i in insts]
 
 

@@ -17,13 +17,15 @@ from functools import cache
 from typing import Any
 
 from fhir_server.bridges.xml130 import address, freetext, persons, values
-from fhir_server.bridges.xml130.paths import list_at, locate, read, write
+from fhir_server.bridges.xml130.paths import list_at, locate, read, setter, write
 from fhir_server.bridges.xml130.tables import Target
 from fhir_server.conformance.terminology import default_terminology
 
-__all__ = ["KINDS", "LIST_KINDS", "Context", "Kind"]
+__all__ = ["KINDS", "LIST_KINDS", "Context", "Kind", "Put", "compile_put"]
 
 Resource = dict[str, Any]
+#: A target's ``put`` compiled: ``(resource, text, context)``.
+Put = Callable[[Resource, str, "Context"], None]
 _BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
 
 
@@ -307,3 +309,53 @@ KINDS: dict[str, Kind] = {
 }
 #: Kinds that read a whole ``;``-separated field into one resource.
 LIST_KINDS = frozenset({"codings", "concepts", "actors"})
+
+
+def _coder(target: Target) -> Callable[[str], str]:
+    """``_code`` of one target with its options read once."""
+    pad, mapping = target.option("pad"), target.option("map")
+    if not pad and mapping is None:
+        return str
+    return lambda text: _code(target, text)
+
+
+def _converting(target: Target, into: Callable[[str], Any]) -> Put:
+    put = setter(target.path)
+    return lambda resource, text, context: put(resource, into(text))
+
+
+def _made(target: Target, make: Callable[[str, str], Any]) -> Put | None:
+    """A kind writing ``make(system, text)`` at the path; None when the system names the
+    facility (it is then read for each visit)."""
+    uri = str(target.option("system", ""))
+    if "{facility}" in uri:
+        return None
+    put = setter(target.path)
+    return lambda resource, text, context: put(resource, make(uri, text))
+
+
+def _compiled(target: Target) -> Put | None:
+    kind, code = target.kind, _coder(target)
+    if kind == "text":
+        template = target.option("format")
+        return _converting(target, template.format if template else str)
+    if kind in ("integer", "decimal", "date", "datetime"):
+        into = {"integer": _integer, "decimal": values.number_from_xml,
+                "date": values.date_from_xml, "datetime": values.datetime_from_xml}[kind]
+        return _converting(target, into)
+    if kind == "lookup":
+        return _converting(target, code)
+    if kind == "identifier":
+        return _made(target, lambda uri, text: {"system": uri, "value": text})
+    if kind in ("coding", "concept") and not target.option("display"):
+        wrap = (lambda c: c) if kind == "coding" else (lambda c: {"coding": [c]})
+        return _made(target, lambda uri, text: wrap({"system": uri, "code": code(text)}))
+    return None
+
+
+def compile_put(target: Target) -> Put:
+    """The target's ``put`` as one function of the value, its path and options read once:
+    what ``KINDS[target.kind].put(resource, target, text, context)`` does."""
+    put = KINDS[target.kind].put
+    return _compiled(target) or (lambda resource, text, context: put(resource, target, text,
+                                                                       context))

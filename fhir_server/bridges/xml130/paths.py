@@ -7,12 +7,15 @@ X, appended when absent. ``write`` sets a value, merging a dict into an existing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-__all__ = ["Step", "list_at", "locate", "parse", "read", "write"]
+__all__ = ["Setter", "Step", "list_at", "locate", "parse", "read", "setter", "write"]
 
 Step = tuple[str, int | str | None]
+#: ``write`` for one path, compiled: ``setter(path)(resource, value)``.
+Setter = Callable[[dict[str, Any], Any], None]
 _URL_LISTS = frozenset({"extension", "modifierExtension"})
 _SYSTEM_LISTS = frozenset({"identifier", "coding"})
 
@@ -119,6 +122,21 @@ def write(resource: dict[str, Any], path: str, value: Any) -> None:
         item.update(value)
     else:
         parent[name][parent[name].index(item)] = value
+
+
+@cache
+def setter(path: str) -> Setter:
+    """``write`` of one path as a function, its steps parsed once: a top-level element is set
+    directly, any other path as ``write`` sets it."""
+    steps, (name, selector) = _parent_and_last(path)
+    if not steps and selector is None:
+        def put_top(resource: dict[str, Any], value: Any) -> None:
+            resource[name] = value
+        return put_top
+
+    def put(resource: dict[str, Any], value: Any) -> None:
+        write(resource, path, value)
+    return put
 
 
 def locate_steps(resource: dict[str, Any], steps: tuple[Step, ...]) -> Any:

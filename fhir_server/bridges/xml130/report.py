@@ -33,6 +33,8 @@ class VisitResult:
     issues: list[Issue] = field(default_factory=list)
     encounter: str | None = None
     bundle: dict[str, Any] | None = None
+    #: Whether its transaction went through the door (which left the AuditEvent of it).
+    audited: bool = False
 
     @property
     def rejected(self) -> bool:
@@ -59,6 +61,12 @@ class ImportReport:
     """The visits of one envelope, in order."""
 
     visits: list[VisitResult] = field(default_factory=list)
+
+    @property
+    def audited(self) -> bool:
+        """Whether every visit's transaction left its own AuditEvent (the import needs none
+        of its own then: one AuditEvent per visit)."""
+        return bool(self.visits) and all(v.audited for v in self.visits)
 
     def counts(self) -> Counter[str]:
         """How many visits had each outcome."""

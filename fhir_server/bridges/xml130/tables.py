@@ -82,6 +82,11 @@ class Target:
     def _local(self) -> dict[str, Target]:
         return {}
 
+    @cached_property
+    def memo(self) -> dict[str, Any]:
+        """What the engine compiled from the target (its ``put`` as one function)."""
+        return {}
+
     def local(self, facility: str) -> Target:
         """The target with a facility's code in its path (``identifier[=.../{facility}]``)."""
         if "{facility}" not in self.path:
@@ -159,6 +164,11 @@ class Table:
         what the checks of every record read."""
         return {name: (facts.size if facts.size is not None else sys.maxsize,
                        facts.kind == "number") for name, facts in self.facts.items()}
+
+    @cached_property
+    def memo(self) -> dict[str, Any]:
+        """What the engine compiled from the table (its fields as functions)."""
+        return {}
 
     @property
     def many(self) -> bool:

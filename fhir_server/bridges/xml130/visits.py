@@ -201,10 +201,12 @@ async def _commit(services: Services, access: Access, standard: Standard, visit:
         response = await door.commit(services, access, plan.bundle)
     except FhirError as exc:
         issues = visit.issues + _located(exc.issues, plan, standard)
-        return _rejected(visit.hoso, visit.keys.ma_lk, exc.status, issues)
+        rejected = _rejected(visit.hoso, visit.keys.ma_lk, exc.status, issues)
+        rejected.audited = True
+        return rejected
     result = _outcome(plan, response, since, len(stored.deletions))
     return VisitResult(visit.hoso.position, visit.keys.ma_lk, result, 200, visit.issues,
-                       f"Encounter/{plan.encounter_id}")
+                       f"Encounter/{plan.encounter_id}", audited=True)
 
 
 async def _import(services: Services, access: Access, standard: Standard, visit: _Visit,
