@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -73,31 +72,56 @@ class SharingRules:
         """The sensitive labels (``system|code``): those the labelling rules give."""
         return frozenset(f"{r.label['system']}|{r.label['code']}" for r in self.rules)
 
+    @functools.cached_property
+    def _rules_by_system(self) -> dict[str, tuple[int, ...]]:
+        """The positions of the labelling rules of each code system, in rule order."""
+        found: dict[str, list[int]] = {}
+        for position, rule in enumerate(self.rules):
+            found.setdefault(rule.system, []).append(position)
+        return {system: tuple(positions) for system, positions in found.items()}
+
     def label(self, resource: dict[str, Any]) -> None:
         """Add to ``meta.security`` the label of every rule one of the resource's codes falls
-        under (labels already there stay; none is removed)."""
-        found = [rule.label for rule in self.rules
-                 if any(rule.matches(c.get("system"), c.get("code"))
-                        for c in _codings(resource, self.elements))]
-        if not found:
+        under (labels already there stay; none is removed). The codings are read once; each
+        is tried against the rules of its own system only."""
+        by_system = self._rules_by_system
+        if not by_system:
             return
-        current = resource.get("meta")
-        meta: dict[str, Any] = copy.copy(current) if isinstance(current, dict) else {}
-        security = list(meta.get("security") or [])
-        present = {(s.get("system"), s.get("code")) for s in security if isinstance(s, dict)}
-        security += [dict(label) for label in found
-                     if (label["system"], label["code"]) not in present]
-        meta["security"] = security
-        resource["meta"] = meta
+        hits: set[int] = set()
+        for coding in _codings(resource, self.elements):
+            system = coding.get("system")
+            for position in by_system.get(system, ()) if isinstance(system, str) else ():
+                if position not in hits and self.rules[position].matches(system,
+                                                                         coding.get("code")):
+                    hits.add(position)
+        if hits:
+            _add_labels(resource, [self.rules[p].label for p in sorted(hits)])
 
 
-def _codings(resource: dict[str, Any], elements: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+def _add_labels(resource: dict[str, Any], found: list[dict[str, str]]) -> None:
+    """Add the ``found`` labels the resource's ``meta.security`` does not hold yet."""
+    current = resource.get("meta")
+    meta: dict[str, Any] = copy.copy(current) if isinstance(current, dict) else {}
+    security = list(meta.get("security") or [])
+    present = {(s.get("system"), s.get("code")) for s in security if isinstance(s, dict)}
+    security += [dict(label) for label in found
+                 if (label["system"], label["code"]) not in present]
+    meta["security"] = security
+    resource["meta"] = meta
+
+
+def _codings(resource: dict[str, Any], elements: tuple[str, ...]) -> list[dict[str, Any]]:
     """The Codings of the resource's top-level coded elements named by ``elements``."""
+    found: list[dict[str, Any]] = []
     for name in elements:
         value = resource.get(name)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, dict):
-                yield from (c for c in item.get("coding") or () if isinstance(c, dict))
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else (value,):
+            codings = item.get("coding") if isinstance(item, dict) else None
+            if isinstance(codings, list):
+                found.extend(c for c in codings if isinstance(c, dict))
+    return found
 
 
 def load_label_rules(path: Path | None = None) -> tuple[tuple[str, ...], tuple[LabelRule, ...]]:
