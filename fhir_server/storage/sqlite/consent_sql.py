@@ -14,10 +14,10 @@ everything, but the sensitive labels no such permit names; or nothing), the cond
 states that answer for the compartment rows of that patient instead of joining the grants
 for each resource.
 
-The grants a query or the policy reads (a patient's, naming the caller) are remembered per
-connection with the connection's ``PRAGMA data_version`` (``GrantMemo``): a later read of
-the same grants on that connection is answered from memory only while no other connection
-has committed anything since, so a Consent change (a commit) applies to the next query.
+The grants a query or the policy reads (a patient's, naming the caller) are remembered with
+the count of changes of that patient's grants (``GrantMemo``, ``consent_change``): a later
+read is answered from memory only while the count is the same, so a Consent change (a
+commit) applies to the next query.
 """
 
 from __future__ import annotations
@@ -143,31 +143,45 @@ def read_grants(conn: sqlite3.Connection, patients: Sequence[str],
 
 
 class GrantMemo:
-    """The grants last read per connection, patients and actors, each with the connection's
-    ``PRAGMA data_version`` when it was read (it changes when another connection commits:
-    the connections of a store never write what they read). Only for a store's own
-    connections, which live as long as the store (keyed by ``id``)."""
+    """The grants last read per patients and actors, each with the count of changes of
+    those patients' grants when they were read (``consent_change``, kept by triggers in the
+    transaction that changes the grants, by any connection or process): a later read is
+    answered from memory while the counts are the same, so a Consent change applies to the
+    next query, and a commit of anything else (an AuditEvent, another patient's Consent)
+    forgets nothing. The counts are read before the grants: a change committed in between
+    is read again next time. The periods of the grants are judged at each use."""
 
     _LIMIT = 4096
 
     def __init__(self) -> None:
-        self._read: dict[tuple[int, tuple[str, ...], frozenset[str] | None],
-                         tuple[int, list[Grant]]] = {}
+        self._read: dict[tuple[tuple[str, ...], frozenset[str] | None],
+                         tuple[tuple[int, ...], list[Grant]]] = {}
 
     def read(self, conn: sqlite3.Connection, patients: Sequence[str],
              actors: Collection[str] | None = None) -> list[Grant]:
-        """``read_grants``, from memory while nothing was committed since."""
-        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-        key = (id(conn), tuple(sorted(set(patients))),
-               None if actors is None else frozenset(actors))
+        """``read_grants``, from memory while the patients' grants did not change."""
+        wanted = tuple(sorted(set(patients)))
+        changes = _changes(conn, wanted)
+        key = (wanted, None if actors is None else frozenset(actors))
         known = self._read.get(key)
-        if known is not None and known[0] == version:
+        if known is not None and known[0] == changes:
             return known[1]
-        grants = read_grants(conn, patients, actors)
+        grants = read_grants(conn, wanted, actors)
         if len(self._read) >= self._LIMIT:
             self._read.clear()
-        self._read[key] = (version, grants)
+        self._read[key] = (changes, grants)
         return grants
+
+
+def _changes(conn: sqlite3.Connection, patients: tuple[str, ...]) -> tuple[int, ...]:
+    """How many times the grants of each of ``patients`` changed (0: never since counted)."""
+    if len(patients) == 1:
+        row = conn.execute("SELECT n FROM consent_change WHERE patient = ?", patients).fetchone()
+        return (int(row[0]) if row is not None else 0,)
+    counted = dict(conn.execute(
+        f"SELECT patient, n FROM consent_change WHERE patient IN "
+        f"({', '.join('?' for _ in patients)})", patients).fetchall())
+    return tuple(int(counted.get(patient, 0)) for patient in patients)
 
 
 def _focus_patient(query: SearchQuery) -> str | None:
