@@ -35,6 +35,7 @@ from fhir_server.search.consent import (
     SECURITY_PARAM,
     SOURCE_PARAM,
     consent_focus,
+    settled_until,
 )
 from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
@@ -44,6 +45,7 @@ from fhir_server.search.model import (
     Grant,
     ReferenceValue,
     SearchQuery,
+    Visibility,
 )
 from fhir_server.storage.sqlite.search_tables import GRANT_COLUMNS, param_key, system_key
 
@@ -87,15 +89,21 @@ def consent_condition(alias: str, rule: ConsentRule) -> Condition:
     shape of its focus; the grants' periods are compared with the instant of the call."""
     focus = rule.focus
     shape = None if focus is None else (focus.everything, focus.hidden)
-    sql, params = _compiled(alias, rule, shape)  # the focus is not part of the rule's key
+    sql, params, nows, patients = _compiled(alias, rule, shape)  # the focus is not keyed
+    filled = list(params)
     now = time.time_ns() // 1000
-    patient = focus.patient if focus is not None else None
-    return sql, [now if value is _NOW else patient if value is _PATIENT else value
-                 for value in params]
+    for at in nows:
+        filled[at] = now
+    for at in patients:
+        filled[at] = focus.patient if focus is not None else None
+    return sql, filled
 
 
 @functools.lru_cache(maxsize=1024)
-def _compiled(alias: str, rule: ConsentRule, shape: Shape) -> tuple[str, tuple[object, ...]]:
+def _compiled(alias: str, rule: ConsentRule, shape: Shape
+              ) -> tuple[str, tuple[object, ...], tuple[int, ...], tuple[int, ...]]:
+    """The condition, its parameters, and where among them the instant and the focus
+    patient go."""
     open_types = _in(f"{alias}.type", sorted(rule.open_types))
     applies = _grant_applies(alias, rule, _NOW)
     permitted = _focused(alias, rule, shape, _patient_permits(alias, rule, applies))
@@ -106,7 +114,8 @@ def _compiled(alias: str, rule: ConsentRule, shape: Shape) -> tuple[str, tuple[o
     own = _own(alias, rule)
     ordered = [open_types, everyone, own] if shape and shape[0] else [open_types, own, everyone]
     sql, params = _join(" OR ", ordered, "0")
-    return sql, tuple(params)
+    return (sql, tuple(params), tuple(at for at, v in enumerate(params) if v is _NOW),
+            tuple(at for at, v in enumerate(params) if v is _PATIENT))
 
 
 def _focused(alias: str, rule: ConsentRule, shape: Shape, permitted: Condition) -> Condition:
@@ -210,11 +219,39 @@ def focused(conn: sqlite3.Connection, query: SearchQuery,
     patient = _focus_patient(query)
     if patient is None:
         return query
-    grants = grants_of(conn, [patient], rule.actors)
-    focus: ConsentFocus | None = consent_focus(rule, patient, grants, time.time_ns() // 1000)
-    if focus is None:
-        return query
-    return replace(query, visibility=replace(seen, consent=replace(rule, focus=focus)))
+    judged = _FOCI.judged(seen, rule, patient, grants_of(conn, [patient], rule.actors))
+    return query if judged is None else replace(query, visibility=judged)
+
+
+class _Focused:
+    """The visibilities with a focus, per visibility (one per caller: ``security.policy``)
+    and patient, while the grants read are the same list (``GrantMemo`` hands out one per
+    patient until their grants change) and no period of them starts or ends: the focus is
+    not worked out again for each request of a caller about a patient."""
+
+    _LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, str], tuple[Visibility, list[Grant], Visibility | None,
+                                                  int]] = {}
+
+    def judged(self, seen: Visibility, rule: ConsentRule, patient: str,
+               grants: list[Grant]) -> Visibility | None:
+        """``seen`` with the focus of ``patient``'s ``grants`` (None: no focus)."""
+        now = time.time_ns() // 1000
+        key = (id(seen), patient)  # ``seen`` is held below: its id is not reused meanwhile
+        known = self._known.get(key)
+        if known is not None and known[0] is seen and known[1] is grants and now < known[3]:
+            return known[2]
+        focus = consent_focus(rule, patient, grants, now)
+        judged = None if focus is None else replace(seen, consent=replace(rule, focus=focus))
+        if len(self._known) >= self._LIMIT:
+            self._known.clear()
+        self._known[key] = (seen, grants, judged, settled_until(grants, now))
+        return judged
+
+
+_FOCI = _Focused()
 
 
 def _own(alias: str, rule: ConsentRule) -> Condition:
