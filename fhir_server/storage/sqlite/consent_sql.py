@@ -40,7 +40,6 @@ from fhir_server.search.consent import (
 from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
     Clause,
-    ConsentFocus,
     ConsentRule,
     Grant,
     ReferenceValue,
