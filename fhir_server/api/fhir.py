@@ -70,7 +70,9 @@ async def authenticate(services: Services, authorization: str | None,
         return Caller.anonymous(address)
     assert services.verifier is not None
     context = services.verifier.verify_authorization(authorization)
-    return Caller.from_token(await _resolve_patient(services, context), address)
+    if context.patient_id is None and context.patient_identifier is not None:
+        return Caller.from_token(await _resolve_patient(services, context), address)
+    return services.callers.caller(context, address)  # the same token: the same Caller
 
 
 async def _params(request: Request, match: Match, limit: int) -> list[tuple[str, str]]:

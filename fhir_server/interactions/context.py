@@ -23,7 +23,7 @@ from fhir_server.search.indexing import index_resource
 from fhir_server.search.model import SearchQuery, SearchResult
 from fhir_server.security.actors import ActorNames
 from fhir_server.security.audit import AuditNote
-from fhir_server.security.caller import Caller
+from fhir_server.security.caller import Caller, KnownCallers
 from fhir_server.security.sharing import SharingRules
 from fhir_server.settings import Settings
 from fhir_server.storage.port import (
@@ -91,6 +91,12 @@ class Services:
     def base_url(self) -> str:
         """The public FHIR base URL (for fullUrl, Location and links)."""
         return self.settings.public_base_url()
+
+    @functools.cached_property
+    def callers(self) -> KnownCallers:
+        """The callers of the verified tokens, one per token and address while the token
+        verifier keeps the token (``security.caller.KnownCallers``)."""
+        return KnownCallers()
 
     @functools.cached_property
     def names(self) -> ActorNames:

@@ -58,6 +58,7 @@ __all__ = [
     "labels_of",
     "permitting",
     "reference_key",
+    "settled_until",
 ]
 
 #: The Consent scopes whose grants govern reading, by code (CodeSystem consentscope).
@@ -392,6 +393,12 @@ def consent_allows(rule: ConsentRule, index: SearchIndex, grants: Iterable[Grant
 def _unconditional(grant: Grant) -> bool:
     """Whether a grant covers resources whatever their type, id and codes."""
     return not (grant.resource_type or grant.target or grant.code)
+
+
+def settled_until(grants: Iterable[Grant], now: int) -> int:
+    """The first instant after ``now`` at which one of ``grants`` starts or ends to hold:
+    until then what they decide at ``now`` (``ConsentRule.applies_to``) stays decided."""
+    return min((t for g in grants for t in (g.start, g.end) if t > now), default=OPEN_END)
 
 
 def consent_focus(rule: ConsentRule, patient: str, grants: Iterable[Grant],

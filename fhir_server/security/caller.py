@@ -7,6 +7,7 @@ it from a context variable. The access policy (``security.policy``) decides with
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from fhir_server.security.scopes import Scope
 from fhir_server.security.tokens import AccessContext
 
-__all__ = ["SERVER", "Caller"]
+__all__ = ["SERVER", "Caller", "KnownCallers"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,33 @@ class Caller:
 
 SERVER = Caller()
 """The server's own tooling (loader, start-up seeding): no limit, audited as itself."""
+
+
+class KnownCallers:
+    """The caller of each verified token and network address, built once: while the token
+    verifier hands out the same verified ``AccessContext`` (it keeps one per token text
+    until the token expires, at most five minutes, and checks revocation on each use), its
+    requests get the same ``Caller``, and with it what the access policy and the door
+    derived for it (its names, its decisions, its visibilities: ``visibilities``,
+    ``decisions``). A token verified anew, another token or another address is another
+    caller. Entries of expired tokens are dropped when the memo is full (bounded).
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._known: dict[tuple[int, str | None], tuple[AccessContext, Caller]] = {}
+
+    def caller(self, context: AccessContext, address: str | None = None) -> Caller:
+        """The caller of a verified token (its patient id already resolved)."""
+        key = (id(context), address)  # the context is held: its id is not reused meanwhile
+        known = self._known.get(key)
+        if known is not None and known[0] is context:
+            return known[1]
+        caller = Caller.from_token(context, address)
+        if len(self._known) >= self._limit:
+            now = time.time()
+            self._known = {k: v for k, v in self._known.items() if v[0].expires_at > now}
+            if len(self._known) >= self._limit // 2:
+                self._known.clear()
+        self._known[key] = (context, caller)
+        return caller

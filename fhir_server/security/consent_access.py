@@ -12,10 +12,10 @@ own tokens, other operators (their scopes decide) and the server itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from fhir_server.search.consent import CONSENT_SCOPES
+from fhir_server.search.consent import CONSENT_SCOPES, settled_until
 from fhir_server.search.model import ConsentRule, Grant
 from fhir_server.security.audit import AuditNote
 from fhir_server.security.caller import Caller
@@ -103,14 +103,16 @@ class ConsentBook:
     """The grants of the patients one request has met, read from the store once each."""
 
     def __init__(self) -> None:
-        self._grants: dict[str, tuple[Grant, ...]] = {}
+        self._grants: dict[str, Sequence[Grant]] = {}
 
     async def load(self, store: ConsentGrants, patients: Collection[str],
                    actors: Collection[str], again: bool = False) -> None:
         """Read the grants of ``patients`` not read yet (all of them: ``again``) that name
         one of ``actors`` (the caller's names) or everyone: the only ones that concern it."""
         missing = sorted(set(patients) if again else set(patients) - self._grants.keys())
-        if missing:
+        if len(missing) == 1:  # all of them that patient's: the store's list, as it is
+            self._grants[missing[0]] = await store.consent_grants(missing, actors)
+        elif missing:
             found = await store.consent_grants(missing, actors)
             self._grants.update({p: tuple(g for g in found if g.patient == p)
                                  for p in missing})
@@ -128,8 +130,39 @@ class ConsentBook:
         await self.load(store, patients, rule.actors, again=changed)
         now = time.time_ns() // 1000
         for patient in patients:
-            consents = sorted({g.consent for g in self._grants[patient]
-                               if g.permit and rule.applies_to(g, now)})
-            note.policies[patient] = tuple(f"Consent/{c}" for c in consents)
-            if any(c.startswith(EMERGENCY_PREFIX) for c in consents):
+            policies = _PERMITTING.policies(rule, self._grants[patient], now)
+            note.policies[patient] = policies
+            if any(c.startswith(_EMERGENCY_POLICY) for c in policies):
                 note.purpose = "BTG"
+
+
+_EMERGENCY_POLICY = f"Consent/{EMERGENCY_PREFIX}"
+
+
+class _Permitting:
+    """The Consents in force that let a caller read a patient's records, per rule (one per
+    caller) and list of grants read (the store hands out the same list while the patient's
+    grants do not change), until a period of the grants starts or ends."""
+
+    _LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int], tuple[ConsentRule, Sequence[Grant],
+                                                  tuple[str, ...], int]] = {}
+
+    def policies(self, rule: ConsentRule, grants: Sequence[Grant], now: int
+                 ) -> tuple[str, ...]:
+        """``Consent/<id>`` of each Consent with a permit of ``grants`` that applies now."""
+        key = (id(rule), id(grants))  # both are held below: their ids are not reused
+        known = self._known.get(key)
+        if known is not None and known[0] is rule and known[1] is grants and now < known[3]:
+            return known[2]
+        consents = sorted({g.consent for g in grants if g.permit and rule.applies_to(g, now)})
+        policies = tuple(f"Consent/{c}" for c in consents)
+        if len(self._known) >= self._LIMIT:
+            self._known.clear()
+        self._known[key] = (rule, grants, policies, settled_until(grants, now))
+        return policies
+
+
+_PERMITTING = _Permitting()

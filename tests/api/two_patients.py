@@ -1,7 +1,8 @@
 """Two citizens, A and B, in one store, and the callers the access tests speak as.
 
-A world holds two facilities, X (where both were seen) and Y, each with a doctor, and, for
-each of A and B, the record of :func:`tests.builders.patient_record` at X with random ids,
+A world holds two facilities, X (Ministry facility code 01929, where both were seen) and Y
+(79010), each with a doctor, and, for each of A and B, the record of
+:func:`tests.builders.patient_record` at X with random ids,
 identifiers and a random marker text in every resource; one Observation of each (``gone``) is
 deleted. Each has a privacy ``consent``: A's permits facility X (everything), B's permitted X
 but has expired. The records are stored by a national operator, so no facility wrote them: what
@@ -271,8 +272,8 @@ async def populate(http: httpx.AsyncClient, settings: Settings,
                           extras=rng.randrange(extras + 1), consent_expired=n == 1)
               for n in range(3)]
     a, b, ghost = people
-    entries = [_put({**HEALTH_BOOK_RESOURCES[_SHARED_TYPES[key]], "id": value})
-               for key, value in shared.items()]
+    entries = [_put({**HEALTH_BOOK_RESOURCES[_SHARED_TYPES[key]], "id": value,
+                     **FACILITY_CODES.get(key, {})}) for key, value in shared.items()]
     entries += [_put(r) for person in (a, b) for r in person.resources.values()]
     stored = await http.post("/fhir", json=_transaction(entries), headers=FHIR)
     assert stored.status_code == 200, stored.text
@@ -284,6 +285,11 @@ async def populate(http: httpx.AsyncClient, settings: Settings,
 
 _SHARED_TYPES = {"org": "Organization", "org_y": "Organization", "dr": "Practitioner",
                  "dr_y": "Practitioner"}
+PROVIDER_CODE = "http://fhir.ehealth.gov.vn/core/sid/provider-code"
+#: Facilities X and Y by their Ministry facility codes (each its own: a Consent naming one
+#: by its code names only that one).
+FACILITY_CODES = {key: {"identifier": [{"system": PROVIDER_CODE, "value": code}]}
+                  for key, code in (("org", "01929"), ("org_y", "79010"))}
 
 
 def _put(resource: dict[str, Any]) -> dict[str, Any]:

@@ -14,10 +14,10 @@ everything, but the sensitive labels no such permit names; or nothing), the cond
 states that answer for the compartment rows of that patient instead of joining the grants
 for each resource.
 
-The grants a query or the policy reads (a patient's, naming the caller) are remembered per
-connection with the connection's ``PRAGMA data_version`` (``GrantMemo``): a later read of
-the same grants on that connection is answered from memory only while no other connection
-has committed anything since, so a Consent change (a commit) applies to the next query.
+The grants a query or the policy reads (a patient's, naming the caller) are remembered with
+the count of changes of that patient's grants (``GrantMemo``, ``consent_change``): a later
+read is answered from memory only while the count is the same, so a Consent change (a
+commit) applies to the next query.
 """
 
 from __future__ import annotations
@@ -35,15 +35,16 @@ from fhir_server.search.consent import (
     SECURITY_PARAM,
     SOURCE_PARAM,
     consent_focus,
+    settled_until,
 )
 from fhir_server.search.indexing import compartment_types
 from fhir_server.search.model import (
     Clause,
-    ConsentFocus,
     ConsentRule,
     Grant,
     ReferenceValue,
     SearchQuery,
+    Visibility,
 )
 from fhir_server.storage.sqlite.search_tables import GRANT_COLUMNS, param_key, system_key
 
@@ -87,15 +88,21 @@ def consent_condition(alias: str, rule: ConsentRule) -> Condition:
     shape of its focus; the grants' periods are compared with the instant of the call."""
     focus = rule.focus
     shape = None if focus is None else (focus.everything, focus.hidden)
-    sql, params = _compiled(alias, rule, shape)  # the focus is not part of the rule's key
+    sql, params, nows, patients = _compiled(alias, rule, shape)  # the focus is not keyed
+    filled = list(params)
     now = time.time_ns() // 1000
-    patient = focus.patient if focus is not None else None
-    return sql, [now if value is _NOW else patient if value is _PATIENT else value
-                 for value in params]
+    for at in nows:
+        filled[at] = now
+    for at in patients:
+        filled[at] = focus.patient if focus is not None else None
+    return sql, filled
 
 
 @functools.lru_cache(maxsize=1024)
-def _compiled(alias: str, rule: ConsentRule, shape: Shape) -> tuple[str, tuple[object, ...]]:
+def _compiled(alias: str, rule: ConsentRule, shape: Shape
+              ) -> tuple[str, tuple[object, ...], tuple[int, ...], tuple[int, ...]]:
+    """The condition, its parameters, and where among them the instant and the focus
+    patient go."""
     open_types = _in(f"{alias}.type", sorted(rule.open_types))
     applies = _grant_applies(alias, rule, _NOW)
     permitted = _focused(alias, rule, shape, _patient_permits(alias, rule, applies))
@@ -106,7 +113,8 @@ def _compiled(alias: str, rule: ConsentRule, shape: Shape) -> tuple[str, tuple[o
     own = _own(alias, rule)
     ordered = [open_types, everyone, own] if shape and shape[0] else [open_types, own, everyone]
     sql, params = _join(" OR ", ordered, "0")
-    return sql, tuple(params)
+    return (sql, tuple(params), tuple(at for at, v in enumerate(params) if v is _NOW),
+            tuple(at for at, v in enumerate(params) if v is _PATIENT))
 
 
 def _focused(alias: str, rule: ConsentRule, shape: Shape, permitted: Condition) -> Condition:
@@ -143,31 +151,45 @@ def read_grants(conn: sqlite3.Connection, patients: Sequence[str],
 
 
 class GrantMemo:
-    """The grants last read per connection, patients and actors, each with the connection's
-    ``PRAGMA data_version`` when it was read (it changes when another connection commits:
-    the connections of a store never write what they read). Only for a store's own
-    connections, which live as long as the store (keyed by ``id``)."""
+    """The grants last read per patients and actors, each with the count of changes of
+    those patients' grants when they were read (``consent_change``, kept by triggers in the
+    transaction that changes the grants, by any connection or process): a later read is
+    answered from memory while the counts are the same, so a Consent change applies to the
+    next query, and a commit of anything else (an AuditEvent, another patient's Consent)
+    forgets nothing. The counts are read before the grants: a change committed in between
+    is read again next time. The periods of the grants are judged at each use."""
 
     _LIMIT = 4096
 
     def __init__(self) -> None:
-        self._read: dict[tuple[int, tuple[str, ...], frozenset[str] | None],
-                         tuple[int, list[Grant]]] = {}
+        self._read: dict[tuple[tuple[str, ...], frozenset[str] | None],
+                         tuple[tuple[int, ...], list[Grant]]] = {}
 
     def read(self, conn: sqlite3.Connection, patients: Sequence[str],
              actors: Collection[str] | None = None) -> list[Grant]:
-        """``read_grants``, from memory while nothing was committed since."""
-        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-        key = (id(conn), tuple(sorted(set(patients))),
-               None if actors is None else frozenset(actors))
+        """``read_grants``, from memory while the patients' grants did not change."""
+        wanted = tuple(sorted(set(patients)))
+        changes = _changes(conn, wanted)
+        key = (wanted, None if actors is None else frozenset(actors))
         known = self._read.get(key)
-        if known is not None and known[0] == version:
+        if known is not None and known[0] == changes:
             return known[1]
-        grants = read_grants(conn, patients, actors)
+        grants = read_grants(conn, wanted, actors)
         if len(self._read) >= self._LIMIT:
             self._read.clear()
-        self._read[key] = (version, grants)
+        self._read[key] = (changes, grants)
         return grants
+
+
+def _changes(conn: sqlite3.Connection, patients: tuple[str, ...]) -> tuple[int, ...]:
+    """How many times the grants of each of ``patients`` changed (0: never since counted)."""
+    if len(patients) == 1:
+        row = conn.execute("SELECT n FROM consent_change WHERE patient = ?", patients).fetchone()
+        return (int(row[0]) if row is not None else 0,)
+    counted = dict(conn.execute(
+        f"SELECT patient, n FROM consent_change WHERE patient IN "
+        f"({', '.join('?' for _ in patients)})", patients).fetchall())
+    return tuple(int(counted.get(patient, 0)) for patient in patients)
 
 
 def _focus_patient(query: SearchQuery) -> str | None:
@@ -196,11 +218,39 @@ def focused(conn: sqlite3.Connection, query: SearchQuery,
     patient = _focus_patient(query)
     if patient is None:
         return query
-    grants = grants_of(conn, [patient], rule.actors)
-    focus: ConsentFocus | None = consent_focus(rule, patient, grants, time.time_ns() // 1000)
-    if focus is None:
-        return query
-    return replace(query, visibility=replace(seen, consent=replace(rule, focus=focus)))
+    judged = _FOCI.judged(seen, rule, patient, grants_of(conn, [patient], rule.actors))
+    return query if judged is None else replace(query, visibility=judged)
+
+
+class _Focused:
+    """The visibilities with a focus, per visibility (one per caller: ``security.policy``)
+    and patient, while the grants read are the same list (``GrantMemo`` hands out one per
+    patient until their grants change) and no period of them starts or ends: the focus is
+    not worked out again for each request of a caller about a patient."""
+
+    _LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, str], tuple[Visibility, list[Grant], Visibility | None,
+                                                  int]] = {}
+
+    def judged(self, seen: Visibility, rule: ConsentRule, patient: str,
+               grants: list[Grant]) -> Visibility | None:
+        """``seen`` with the focus of ``patient``'s ``grants`` (None: no focus)."""
+        now = time.time_ns() // 1000
+        key = (id(seen), patient)  # ``seen`` is held below: its id is not reused meanwhile
+        known = self._known.get(key)
+        if known is not None and known[0] is seen and known[1] is grants and now < known[3]:
+            return known[2]
+        focus = consent_focus(rule, patient, grants, now)
+        judged = None if focus is None else replace(seen, consent=replace(rule, focus=focus))
+        if len(self._known) >= self._LIMIT:
+            self._known.clear()
+        self._known[key] = (seen, grants, judged, settled_until(grants, now))
+        return judged
+
+
+_FOCI = _Focused()
 
 
 def _own(alias: str, rule: ConsentRule) -> Condition:

@@ -115,8 +115,8 @@ def run_search(
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
     unions = unions or {}
     keys = [_sort_key(key, query, registry, unions) for key in query.sort]
-    judged = focused(conn, query, grants_of)  # the cursors are the query's as asked
-    with _snapshot(conn):
+    with _snapshot(conn):  # the grants of the focus too: one read transaction
+        judged = focused(conn, query, grants_of)  # the cursors are the query's as asked
         fetched, total = _page(conn, judged, keys, cursor, registry, unions)
         rows, has_next, has_prev = page_window(fetched, query.count, cursor)
         included = _included(conn, judged, registry, [int(str(row[0])) for row in rows],
@@ -147,7 +147,7 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _filter(query: SearchQuery, unions: Unions, walk: bool = False) -> Condition:
-    return _compiled(query, unions, walk)[0]
+    return _compiled(query, unions, walk, bound=None)[0]
 
 
 def candidates(conn: sqlite3.Connection, query: SearchQuery) -> int:
@@ -174,10 +174,11 @@ def _type_size(conn: sqlite3.Connection, kind: str) -> int:
 
 
 def _compiled(
-    query: SearchQuery, unions: Unions, walk: bool = False, bound: int = LEAST_CANDIDATES
+    query: SearchQuery, unions: Unions, walk: bool = False, bound: int | None = LEAST_CANDIDATES
 ) -> tuple[Condition, Condition | None]:
     """The filter's condition on ``r``, and the list its first clause drives from
-    (``WhereCompiler.lead``); ``walk``: every clause a probe, for a walk in ``rid`` order."""
+    (``WhereCompiler.lead``; None without a ``bound``: not wanted); ``walk``: every clause a
+    probe, for a walk in ``rid`` order."""
     parts: list[Condition] = [("r.deleted = 0", [])]
     if query.resource_type is not None:
         parts.append(("r.type = ?", [query.resource_type]))
@@ -192,7 +193,7 @@ def _compiled(
     parts.append(compiler.clauses(query.clauses, "r"))
     parts.append(compiler.visible("r", query.resource_type or _only(query.types)))
     where = " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
-    return where, compiler.lead(query.clauses, "r", bound)
+    return where, None if bound is None else compiler.lead(query.clauses, "r", bound)
 
 
 def _only(types: tuple[str, ...]) -> str | None:
@@ -244,7 +245,7 @@ def _page(
     """
     governed = query.visibility is not None and query.visibility.consent is not None
     limit = _UNLIMITED if governed else candidates(conn, query)
-    (where, params), lead = _compiled(query, unions, bound=limit)
+    (where, params), lead = _compiled(query, unions, bound=None if governed else limit)
     listed: list[_Row] | None = None
     if governed or (lead is not None and _bounded_count(conn, lead, limit) < limit):
         listed = conn.execute(f"SELECT r.rid FROM resources r WHERE {where} LIMIT ?",

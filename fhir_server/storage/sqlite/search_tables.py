@@ -20,7 +20,9 @@ locked. ``check_param_keys`` verifies that the registered codes do not collide.
 ``consent_grant`` holds the ``grants`` of a Consent's index (``search.consent``), one row per
 rule keyed by the patient and the actor it concerns, so that a clinician's search joins the
 grants of each patient it reaches (``search_where``); its code and label are stored as token
-rows hold them as well (code, system key), to join those.
+rows hold them as well (code, system key), to join those. ``consent_change`` counts, per
+patient, the changes of their grants (kept by triggers, whatever writes them), so that grants
+read before can be known to be still current (``consent_sql.GrantMemo``).
 
 Values are the normal forms of ``fhir_server.search.model`` (dates in UTC microseconds,
 strings folded, ``""`` for an absent url). Token and quantity systems, long URLs repeated in
@@ -112,6 +114,19 @@ CREATE TABLE IF NOT EXISTS consent_grant (
   label TEXT NOT NULL, label_value TEXT NOT NULL, label_system INTEGER NOT NULL,
   consent TEXT NOT NULL, PRIMARY KEY (patient, actor, rid, rule)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS consent_grant_rid ON consent_grant (rid);
+CREATE TABLE IF NOT EXISTS consent_change (
+  patient TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS consent_grant_added AFTER INSERT ON consent_grant BEGIN
+  INSERT INTO consent_change VALUES (NEW.patient, 1)
+  ON CONFLICT (patient) DO UPDATE SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS consent_grant_removed AFTER DELETE ON consent_grant BEGIN
+  INSERT INTO consent_change VALUES (OLD.patient, 1)
+  ON CONFLICT (patient) DO UPDATE SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS consent_grant_changed AFTER UPDATE ON consent_grant BEGIN
+  INSERT INTO consent_change VALUES (OLD.patient, 1)
+  ON CONFLICT (patient) DO UPDATE SET n = n + 1;
+  INSERT INTO consent_change VALUES (NEW.patient, 1)
+  ON CONFLICT (patient) DO UPDATE SET n = n + 1; END;
 """
 
 _INSERTS = {

@@ -374,9 +374,8 @@ class SqliteStore:
         self.audit_log: ResourceReader | None = SqliteAuditLog(self)
         #: Subscriptions' delivery state and notification events (``storage.outbox``).
         self.outbox: Outbox = outbox.SqliteOutbox(self)
-        #: How Consent grants are read: remembered while nothing is committed, anew for each
-        #: opening (a memo is keyed by the connections' ids; a database in memory is not
-        #: shared between connections, so it does not remember).
+        #: How Consent grants are read: remembered while the patient's grants do not change
+        #: (``GrantMemo``), anew for each opening (a database in memory is read each time).
         self._grants_of: GrantReader = read_grants
 
     @classmethod
