@@ -29,7 +29,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from fhir_server.search.cursor import Cursor, decode_cursor, page_window
@@ -53,6 +53,7 @@ __all__ = [
     "LEAST_CANDIDATES",
     "MAX_INCLUDE_DEPTH",
     "candidates",
+    "compartments_of",
     "find_ids",
     "row_stored",
     "run_search",
@@ -67,6 +68,7 @@ _UNLIMITED = 2**62
 _SIZE_TTL_S = 600.0
 #: The number of resources of each type, with when it was counted, per database file.
 _sizes: dict[tuple[str, str], tuple[int, float]] = {}
+_NOBODY: frozenset[str] = frozenset()
 _STORED = "r.rid, r.type, r.id, r.version, r.last_updated, v.content"
 _CURRENT = "JOIN versions v ON v.rid = r.rid AND v.version = r.version"
 _SORT_COLUMNS: dict[ParamType, tuple[str, str]] = {
@@ -121,11 +123,12 @@ def run_search(
         rows, has_next, has_prev = page_window(fetched, query.count, cursor)
         included = _included(conn, judged, registry, [int(str(row[0])) for row in rows],
                              unions)
+        patients = compartments_of(conn, [row[0] for row in (*rows, *included)])
         if total is None and query.total is not TotalMode.NONE:
             total = _total(conn, judged, unions)
     return SearchResult(
-        matches=tuple(row_stored(row) for row in rows),
-        included=tuple(included),
+        matches=tuple(row_stored(row, patients) for row in rows),
+        included=tuple(row_stored(row, patients) for row in included),
         total=total if query.total is not TotalMode.NONE else None,
         next_cursor=page_boundary(query, rows[-1:], len(keys), has_next),
         prev_cursor=page_boundary(query, rows[:1], len(keys), has_prev, backward=True),
@@ -177,10 +180,21 @@ def _compiled(
     query: SearchQuery, unions: Unions, walk: bool = False, bound: int = LEAST_CANDIDATES
 ) -> tuple[Condition, Condition | None]:
     """The filter's condition on ``r``, and the list its first clause drives from
-    (``WhereCompiler.lead``); ``walk``: every clause a probe, for a walk in ``rid`` order."""
-    parts: list[Condition] = [("r.deleted = 0", [])]
+    (``WhereCompiler.lead``); ``walk``: every clause a probe, for a walk in ``rid`` order.
+
+    With a list to drive from, the type is tested on each listed row (``+r.type``) rather
+    than used to look the row up in the ``(type, rid)`` index: the list gives ``rid``, the
+    primary key, so that index would only add a probe per row (3.2 against 2.1 ms for the
+    1,154 Patients named Vu of the 1M store). ``r.deleted = 0`` comes last: a walk reads
+    ``rid`` from that index and probes the clauses first, so SQLite loads the table row only
+    for the rows that pass them (a walk for a page of Patients named Hoang born since 1990:
+    4.4 against 2.1 ms).
+    """
+    compiler = WhereCompiler(unions, query.visibility, probes_only=walk)
+    lead = compiler.lead(query.clauses, "r", bound)
+    parts: list[Condition] = []
     if query.resource_type is not None:
-        parts.append(("r.type = ?", [query.resource_type]))
+        parts.append(("+r.type = ?" if lead else "r.type = ?", [query.resource_type]))
     elif query.types:
         parts.append((f"r.type IN ({', '.join('?' for _ in query.types)})", list(query.types)))
     if query.compartment is not None:
@@ -188,11 +202,11 @@ def _compiled(
             ("r.rid IN (SELECT rid FROM search_compartment WHERE patient = ?)",
              [query.compartment[1]])
         )  # fmt: skip
-    compiler = WhereCompiler(unions, query.visibility, probes_only=walk)
     parts.append(compiler.clauses(query.clauses, "r"))
     parts.append(compiler.visible("r", query.resource_type or _only(query.types)))
+    parts.append(("r.deleted = 0", []))
     where = " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
-    return where, compiler.lead(query.clauses, "r", bound)
+    return where, lead
 
 
 def _only(types: tuple[str, ...]) -> str | None:
@@ -304,8 +318,10 @@ def _ordered_walk(
 
 
 def _bounded_count(conn: sqlite3.Connection, rows: Condition, limit: int) -> int:
-    """The number of rows of the ``SELECT`` ``rows``, counted up to ``limit``."""
-    sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM ({rows[0]}) LIMIT ?)"
+    """The number of distinct rows of the ``SELECT`` ``rows``, counted up to ``limit``:
+    resources, not index rows (a Patient has two ``name`` rows that ``name=vu`` matches, its
+    family name and its whole name, and counting rows took 1,154 Patients for 2,308)."""
+    sql = f"SELECT COUNT(*) FROM (SELECT DISTINCT * FROM ({rows[0]}) LIMIT ?)"
     return int(conn.execute(sql, [*rows[1], limit]).fetchone()[0])
 
 
@@ -328,9 +344,27 @@ def _total(conn: sqlite3.Connection, query: SearchQuery, unions: Unions) -> int 
     return int(found[0])
 
 
-def row_stored(row: _Row) -> StoredResource:
+def row_stored(row: _Row, patients: Mapping[object, frozenset[str]] | None = None
+               ) -> StoredResource:
+    """The stored resource of a row of ``_STORED``; with ``patients`` (of
+    :func:`compartments_of`), the patients of its compartments."""
     data = json_bytes(row[5])  # type: ignore[arg-type]
-    return StoredResource(str(row[1]), str(row[2]), int(str(row[3])), str(row[4]), data)
+    return StoredResource(str(row[1]), str(row[2]), int(str(row[3])), str(row[4]), data,
+                          patients=None if patients is None else patients.get(row[0], _NOBODY))
+
+
+def compartments_of(conn: sqlite3.Connection, rids: list[object]) -> dict[object, frozenset[str]]:
+    """The patients in whose compartments the resources ``rids`` are, as indexed (resources
+    in none are left out): what the page's AuditEvents name, read in one statement (about
+    0.1 ms for 50 resources) instead of found in each resource's JSON (about 20 us each)."""
+    if not rids:
+        return {}
+    found: dict[object, set[str]] = {}
+    for rid, patient in conn.execute(
+            "SELECT rid, patient FROM search_compartment "
+            "WHERE rid IN (SELECT value FROM json_each(?))", [json.dumps(rids)]):
+        found.setdefault(rid, set()).add(patient)
+    return {rid: frozenset(patients) for rid, patients in found.items()}
 
 
 def _included(
@@ -339,8 +373,9 @@ def _included(
     registry: SearchParameterRegistry,
     match_rids: list[int],
     unions: Unions,
-) -> list[StoredResource]:
-    """Return the resources named by ``_include``/``_revinclude``, each once, set-wise."""
+) -> list[_Row]:
+    """Return the rows (``_STORED``) of the resources named by ``_include``/``_revinclude``,
+    each once, set-wise."""
     seen, found, frontier = set(match_rids), [], match_rids
     for depth in range(MAX_INCLUDE_DEPTH):
         level: list[_Row] = []
@@ -356,7 +391,7 @@ def _included(
             if rid not in seen:
                 seen.add(rid)
                 frontier.append(rid)
-                found.append(row_stored(row))
+                found.append(row)
         if not frontier:
             break
     return found
