@@ -246,11 +246,15 @@ def _page(
     unions: Unions,
 ) -> tuple[list[_Row], int | None]:
     """Return up to ``count + 1`` current resources after (or, backwards, before) the cursor,
-    and the number of matches when it came for free (fewer than ``candidates``).
+    and the number of matches when it came for free (a search Consent governs).
 
-    The candidates' query has no order, so SQLite drives it from the most selective clause's
-    index (with an order by ``rid`` it would rather walk every resource of the type). Without
-    such a clause (no clauses, only negations or ``:missing``) the search walks at once.
+    Fewer than ``candidates`` matches in the lead's list: the page is read from that list
+    (``rid IN (list)`` with the type tested per row, ``_compiled``), which SQLite holds
+    sorted by ``rid``, so a page in ``rid`` order probes the other clauses of about
+    ``(count + 1) / share`` listed rows and stops (the 1,154 Patients named Vu, half of them
+    born since 1990, a page of 50: 0.9 ms, against 3.0 ms to list every match first). A sort
+    by other keys reads the whole list. Without such a clause (no clauses, only negations or
+    ``:missing``) the search walks at once.
 
     A caller Consent governs never walks: the matches of its clauses may be many while those
     it may see are few, and a walk would judge Consent row after row for them; its matches
@@ -259,18 +263,20 @@ def _page(
     governed = query.visibility is not None and query.visibility.consent is not None
     limit = _UNLIMITED if governed else candidates(conn, query)
     (where, params), lead = _compiled(query, unions, bound=limit)
-    listed: list[_Row] | None = None
-    if governed or (lead is not None and _bounded_count(conn, lead, limit) < limit):
-        listed = conn.execute(f"SELECT r.rid FROM resources r WHERE {where} LIMIT ?",
-                              [*params, limit]).fetchall()
-    if listed is not None and len(listed) < limit:
+    total: int | None = None
+    if governed:
+        listed = conn.execute(f"SELECT r.rid FROM resources r WHERE {where}", params).fetchall()
         rids = json.dumps([row[0] for row in listed])
         source: Condition = (
             "SELECT r.rid{keys} FROM resources r WHERE r.rid IN (SELECT value FROM json_each(?))",
             [rids])
-        total: int | None = len(listed)
+        total = len(listed)
+    elif lead is not None and _bounded_count(conn, lead, limit) < limit:
+        # The page straight from the lead's list: its rids come sorted (SQLite's IN list),
+        # so in rid order the other clauses are probed only until the page is full.
+        source = (f"SELECT r.rid{{keys}} FROM resources r WHERE {where}", params)
     else:
-        walk, total = _filter(query, unions, walk=True), None
+        walk = _filter(query, unions, walk=True)
         ordered = _ordered_walk(conn, query, walk, cursor, registry, unions)
         if ordered is not None:
             return _with_content(conn, ordered), total
