@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,13 +268,18 @@ class AuditTrail:
 
     async def record(self, event: Any) -> None:
         """Queue one event; wait for a flush if the buffer is full."""
+        await self.record_many((event,))
+
+    async def record_many(self, events: Sequence[Any]) -> None:
+        """Queue the events of one request together (a page's, one per patient); wait for a
+        flush first if the buffer is full."""
         if self._closed:
             raise RuntimeError("the audit trail is closed")
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         while len(self._buffer) >= self._capacity:
             await self.flush()  # backpressure: the caller pays for the write
-        self._buffer.append(event)
+        self._buffer.extend(events)
         if self._on_backlog is not None:
             self._on_backlog(len(self._buffer))
         if len(self._buffer) >= self._batch_size:
