@@ -36,6 +36,7 @@ LOINC = "http://loinc.org|8867-4"
 SEARCHES = [
     ("Patient", "name=nguyen"),
     ("Patient", "name=nguyen&birthdate=ge1990&_count=50"),
+    ("Patient", "name=vu&birthdate=ge1990&_count=50"),  # a rarer name: the page from its list
     ("Patient", "_has:Encounter:patient:_id={encounter}"),
     ("Patient", f"_has:Observation:patient:code={LOINC}"),
     ("Encounter", "_sort=-date"),

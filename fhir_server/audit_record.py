@@ -196,6 +196,17 @@ class AuditRecord:
                    organization, client_id, tuple(touched), tuple(patients), address, query,
                    outcome_desc, observer, purpose, reason, tuple(policies), user)  # fmt: skip
 
+    def regrouped(self, touched: Sequence[str], patients: Sequence[str],
+                  policies: Sequence[str]) -> AuditRecord:
+        """The record of the same interaction for another group of its resources (another
+        patient's), with an id of its own; the rest is shared."""
+        return AuditRecord(
+            self.interaction, self.status, new_event_id(self.recorded), self.recorded,
+            self.has_caller, self.issuer, self.subject, self.patient_id, self.organization,
+            self.client_id, tuple(touched), tuple(dict.fromkeys(patients)), self.address,
+            self.query, self.outcome_desc, self.observer, self.purpose, self.reason,
+            tuple(dict.fromkeys(policies)), self.user)
+
     def refs(self) -> set[tuple[int, str]]:
         """Return what the AuditEvent is searched by, as ``(kind, reference)`` pairs.
 

@@ -155,9 +155,7 @@ async def _search(services: Services, request: FhirRequest, access: Access,
         default_count=settings.default_count, max_count=settings.max_count,
         visibility=access.visibility, limits=settings.search_limits(),
         raw=not any(name == "_pretty" for name, _ in params))
-    if note.enabled:
-        note.read((orjson.loads(stored.content) for stored in found.resources),
-                  access.patients_of)
+    note.read_stored(found.resources, access.patients_of)
     return FhirResponse(200, found.bundle)
 
 

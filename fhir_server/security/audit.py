@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from fhir_server.audit_record import (
     TOKEN_ISSUANCE,
@@ -44,6 +46,7 @@ from fhir_server.search.model import (
     SearchQuery,
 )
 from fhir_server.security.caller import Caller
+from fhir_server.storage.port import StoredResource
 
 __all__ = [
     "TOKEN_ISSUANCE",
@@ -120,6 +123,19 @@ class AuditNote:
             if kind and id:
                 self.touched.append((f"{kind}/{id}", frozenset(patients_of(resource))))
 
+    def read_stored(self, found: Iterable[StoredResource],
+                    patients_of: Callable[[dict[str, Any]], Iterable[str]]) -> None:
+        """Note stored resources returned to the caller (at most ``MAX_NAMED`` per request):
+        their patients as the store read them with the page (``StoredResource.patients``),
+        else found in their content by ``patients_of``."""
+        if not self.enabled:
+            return
+        for stored in itertools.islice(found, max(0, MAX_NAMED - len(self.touched))):
+            patients = stored.patients
+            if patients is None:
+                patients = frozenset(patients_of(orjson.loads(stored.content)))
+            self.touched.append((f"{stored.resource_type}/{stored.id}", patients))
+
     def wrote(self, reference: str, patients: Iterable[str] = ()) -> None:
         """Note one written version (``Type/id/_history/n``) and its patients."""
         if self.enabled:
@@ -135,20 +151,31 @@ class AuditNote:
         any): one per patient whose records it touched, or one."""
         verified = caller if caller is not None and caller.verified else None
         address = caller.address if caller else None
-        return [audit_record(self.interaction, status=status, context=verified,
+        (touched, patients), *others = self._groups()
+        first = audit_record(self.interaction, status=status, context=verified,
                              touched=touched, patients=patients, network_address=address,
                              query=query, purpose=self.purpose, reason=self.reason,
-                             policies=[c for p in patients for c in self.policies.get(p, ())],
+                             policies=self._policies(patients),
                              outcome_desc=self.refusal if status >= 400 else None)
-                for touched, patients in self._groups()]
+        return [first, *(first.regrouped(touched, patients, self._policies(patients))
+                         for touched, patients in others)]
+
+    def _policies(self, patients: list[str]) -> list[str]:
+        return [c for p in patients for c in self.policies.get(p, ())]
 
     def _groups(self) -> list[tuple[list[str], list[str]]]:
-        everyone = sorted(set().union(*(patients for _, patients in self.touched)))
-        if len(everyone) <= 1:
-            return [([ref for ref, _ in self.touched], everyone)]
-        groups = [([ref for ref, patients in self.touched if patient in patients], [patient])
-                  for patient in everyone]
-        nobody = [ref for ref, patients in self.touched if not patients]
+        """Per patient (in id order), the references of that patient's resources; then those
+        of no patient. One pass over the touched resources."""
+        by_patient: dict[str, list[str]] = {}
+        nobody: list[str] = []
+        for ref, patients in self.touched:
+            for patient in patients:
+                by_patient.setdefault(patient, []).append(ref)
+            if not patients:
+                nobody.append(ref)
+        if len(by_patient) <= 1:
+            return [([ref for ref, _ in self.touched], list(by_patient))]
+        groups = [(by_patient[patient], [patient]) for patient in sorted(by_patient)]
         return groups + ([(nobody, [])] if nobody else [])
 
 
@@ -241,13 +268,18 @@ class AuditTrail:
 
     async def record(self, event: Any) -> None:
         """Queue one event; wait for a flush if the buffer is full."""
+        await self.record_many((event,))
+
+    async def record_many(self, events: Sequence[Any]) -> None:
+        """Queue the events of one request together (a page's, one per patient); wait for a
+        flush first if the buffer is full."""
         if self._closed:
             raise RuntimeError("the audit trail is closed")
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         while len(self._buffer) >= self._capacity:
             await self.flush()  # backpressure: the caller pays for the write
-        self._buffer.append(event)
+        self._buffer.extend(events)
         if self._on_backlog is not None:
             self._on_backlog(len(self._buffer))
         if len(self._buffer) >= self._batch_size:

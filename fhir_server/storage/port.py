@@ -45,6 +45,9 @@ class StoredResource:
 
     ``content`` is the resource's JSON (with ``meta.versionId`` and ``meta.lastUpdated``
     already set) exactly as it is served; it is empty for a deletion in history.
+    ``patients``: the patients in whose compartment it is, as its search index records them
+    (``indexing.compartment_patients``), when the store read them with it (a search page);
+    None when it did not (then they are found in ``content``).
     """
 
     resource_type: str
@@ -54,6 +57,7 @@ class StoredResource:
     content: bytes
     method: str = "PUT"
     deleted: bool = False
+    patients: frozenset[str] | None = None
 
     def resource(self) -> dict[str, Any]:
         """Return the resource as a JSON object (parsed on each call)."""

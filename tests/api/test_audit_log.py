@@ -6,9 +6,11 @@ these tests hold it to the same answers as the generic storage of other stores.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -327,3 +329,61 @@ async def test_a_request_touching_two_patients_leaves_one_audit_event_per_patien
     citizen = trail.headers("patient/AuditEvent.rs", patient_id=trail.alice)
     log = await trail.search(**citizen)
     assert trail.bob not in log.text and written[1] not in log.text
+
+
+#: Every caller of a search page (the token's scope and claims).
+_SEARCHERS = {
+    "operator": ("system/*.cruds", {"client_id": "national-auditor"}),
+    "facility": ("system/*.cruds", {"client_id": "bv-bach-mai", "organization": "Organization/bm"}),
+    "clinician": ("user/*.rs", {"fhir_user": "Practitioner/dr-1",
+                                "organization": "Organization/bm"}),
+    "citizen": ("patient/*.rs", {"patient_id": "ALICE", "subject": "cccd-019"}),
+    "attacker": ("patient/*.rs", {"patient_id": "ALICE", "subject": "cccd-019"}),
+}
+
+
+@pytest.mark.parametrize("who", sorted(_SEARCHERS))
+async def test_a_search_page_leaves_each_patient_an_event_of_her_own_records(
+    trail: Trail, who: str,
+) -> None:
+    """A page across patients (matches and includes, their patients read from the index
+    with the page) leaves one AuditEvent per patient, naming that patient and only her
+    resources, whoever searched; the attacker's search for Bob's records with Alice's token
+    gets nothing and leaves nothing in Bob's log."""
+    bob_obs = (await trail.http.post("/fhir/Observation", json=observation(
+        f"Patient/{trail.bob}"), headers=FHIR)).json()["id"]
+    scope, claims = _SEARCHERS[who]
+    claims = {k: trail.alice if v == "ALICE" else v for k, v in claims.items()}
+    query = (f"subject=Patient/{trail.bob}&_include=Observation:subject" if who == "attacker"
+             else f"_id={trail.alice_obs},{bob_obs}&_include=Observation:subject&_count=50")
+    page = await trail.http.get(f"/fhir/Observation?{query}",
+                                headers=trail.headers(scope, **claims))
+    assert page.status_code == 200, page.text
+    shown = {f"{e['resource']['resourceType']}/{e['resource']['id']}"
+             for e in page.json().get("entry", [])}
+    owner = {f"Observation/{trail.alice_obs}": trail.alice, f"Patient/{trail.alice}": trail.alice,
+             f"Observation/{bob_obs}": trail.bob, f"Patient/{trail.bob}": trail.bob}
+    events = [e for e in await trail.events(("subtype", "search-type"))
+              if any(x.get("query") for x in e["entity"])
+              and unquote(base64.b64decode(next(x["query"] for x in e["entity"]
+                                                if x.get("query"))).decode()) == query]
+    assert events
+    named: dict[str, set[str]] = {}
+    for event in events:
+        patients = {x["what"]["reference"] for x in event["entity"]
+                    if x.get("role", {}).get("code") == "1"}
+        what = {x["what"]["reference"] for x in event["entity"] if "what" in x}
+        assert len(patients) <= 1, event
+        for patient in patients:
+            named[patient] = what - patients
+        assert {owner[ref] for ref in what if ref in owner} <= {p.split("/")[1] for p in patients}
+    assert {ref for refs in named.values() for ref in refs} | set(named) >= shown
+    for patient, refs in named.items():
+        assert {owner[ref] for ref in refs} <= {patient.split("/")[1]}
+    if who in ("citizen", "attacker"):
+        assert set(named) <= {f"Patient/{trail.alice}"}
+        bobs_log = await trail.events(("patient", f"Patient/{trail.bob}"))
+        assert not [e for e in bobs_log if e in events]
+    if who == "operator":  # the page holds both patients' records (Consent governs no one)
+        assert set(named) == {f"Patient/{trail.alice}", f"Patient/{trail.bob}"}
+        assert named[f"Patient/{trail.alice}"] == {f"Observation/{trail.alice_obs}"}

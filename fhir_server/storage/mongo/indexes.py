@@ -50,6 +50,13 @@ INDEXES: tuple[IndexSpec, ...] = (
     ),
     _spec(
         "resources",
+        "type_date",
+        (("type", 1), ("idx.sd.date", -1), ("rid", 1)),
+        "_sort=-date over a whole type (Encounter?_sort=-date, Observation?code=X&_sort=-date): "
+        "the page read newest first, as the embedded store walks its date index",
+    ),
+    _spec(
+        "resources",
         "token",
         (("idx.tokens.p", 1), ("idx.tokens.c", 1), ("idx.tokens.s", 1)),
         "identifier=system|value (conditional create of Patient by CCCD), code=...",

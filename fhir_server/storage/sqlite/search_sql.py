@@ -29,7 +29,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from fhir_server.search.cursor import Cursor, decode_cursor, page_window
@@ -53,6 +53,7 @@ __all__ = [
     "LEAST_CANDIDATES",
     "MAX_INCLUDE_DEPTH",
     "candidates",
+    "compartments_of",
     "find_ids",
     "row_stored",
     "run_search",
@@ -67,6 +68,7 @@ _UNLIMITED = 2**62
 _SIZE_TTL_S = 600.0
 #: The number of resources of each type, with when it was counted, per database file.
 _sizes: dict[tuple[str, str], tuple[int, float]] = {}
+_NOBODY: frozenset[str] = frozenset()
 _STORED = "r.rid, r.type, r.id, r.version, r.last_updated, v.content"
 _CURRENT = "JOIN versions v ON v.rid = r.rid AND v.version = r.version"
 _SORT_COLUMNS: dict[ParamType, tuple[str, str]] = {
@@ -121,11 +123,12 @@ def run_search(
         rows, has_next, has_prev = page_window(fetched, query.count, cursor)
         included = _included(conn, judged, registry, [int(str(row[0])) for row in rows],
                              unions)
+        patients = compartments_of(conn, [row[0] for row in (*rows, *included)])
         if total is None and query.total is not TotalMode.NONE:
             total = _total(conn, judged, unions)
     return SearchResult(
-        matches=tuple(row_stored(row) for row in rows),
-        included=tuple(included),
+        matches=tuple(row_stored(row, patients) for row in rows),
+        included=tuple(row_stored(row, patients) for row in included),
         total=total if query.total is not TotalMode.NONE else None,
         next_cursor=page_boundary(query, rows[-1:], len(keys), has_next),
         prev_cursor=page_boundary(query, rows[:1], len(keys), has_prev, backward=True),
@@ -147,17 +150,21 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _filter(query: SearchQuery, unions: Unions, walk: bool = False) -> Condition:
-    return _compiled(query, unions, walk, bound=None)[0]
+    """The filter's condition; a search Consent governs needs no lead (it never walks)."""
+    governed = query.visibility is not None and query.visibility.consent is not None
+    return _compiled(query, unions, walk, bound=None if governed else LEAST_CANDIDATES)[0]
 
 
 def candidates(conn: sqlite3.Connection, query: SearchQuery) -> int:
-    """The number of matches from which walking in page order costs less than listing them:
-    a walk reads about ``count * size / matches`` rows of a type of ``size`` resources, a
-    list ``matches`` rows, so the walk wins past ``sqrt(count * size)`` (at least
-    ``LEAST_CANDIDATES``). A type's size is counted once per ``_SIZE_TTL_S``."""
+    """The number of rows of the lead's list from which walking in page order costs less
+    than reading the page from that list: a walk reads about ``count * size / matches``
+    resources of a type of ``size`` (each one probed, about 1 us), the list reads its ``rows``
+    index entries into a sorted list (about 0.25 us each; ``rows >= matches``) and then probes
+    only until the page is full, so the list costs less below ``2 * sqrt(count * size)`` rows
+    (at least ``LEAST_CANDIDATES``). A type's size is counted once per ``_SIZE_TTL_S``."""
     kinds = (query.resource_type,) if query.resource_type else query.types
     size = sum(_type_size(conn, kind) for kind in kinds) if kinds else _type_size(conn, "")
-    return max(LEAST_CANDIDATES, math.isqrt(max(1, query.count) * size))
+    return max(LEAST_CANDIDATES, 2 * math.isqrt(max(1, query.count) * size))
 
 
 def _type_size(conn: sqlite3.Connection, kind: str) -> int:
@@ -178,10 +185,21 @@ def _compiled(
 ) -> tuple[Condition, Condition | None]:
     """The filter's condition on ``r``, and the list its first clause drives from
     (``WhereCompiler.lead``; None without a ``bound``: not wanted); ``walk``: every clause a
-    probe, for a walk in ``rid`` order."""
-    parts: list[Condition] = [("r.deleted = 0", [])]
+    probe, for a walk in ``rid`` order.
+
+    With a list to drive from, the type is tested on each listed row (``+r.type``) rather
+    than used to look the row up in the ``(type, rid)`` index: the list gives ``rid``, the
+    primary key, so that index would only add a probe per row (3.2 against 2.1 ms for the
+    1,154 Patients named Vu of the 1M store). ``r.deleted = 0`` comes last: a walk reads
+    ``rid`` from that index and probes the clauses first, so SQLite loads the table row only
+    for the rows that pass them (a walk for a page of Patients named Hoang born since 1990:
+    4.4 against 2.1 ms).
+    """
+    compiler = WhereCompiler(unions, query.visibility, probes_only=walk)
+    lead = None if bound is None else compiler.lead(query.clauses, "r", bound)
+    parts: list[Condition] = []
     if query.resource_type is not None:
-        parts.append(("r.type = ?", [query.resource_type]))
+        parts.append(("+r.type = ?" if lead else "r.type = ?", [query.resource_type]))
     elif query.types:
         parts.append((f"r.type IN ({', '.join('?' for _ in query.types)})", list(query.types)))
     if query.compartment is not None:
@@ -189,11 +207,11 @@ def _compiled(
             ("r.rid IN (SELECT rid FROM search_compartment WHERE patient = ?)",
              [query.compartment[1]])
         )  # fmt: skip
-    compiler = WhereCompiler(unions, query.visibility, probes_only=walk)
     parts.append(compiler.clauses(query.clauses, "r"))
     parts.append(compiler.visible("r", query.resource_type or _only(query.types)))
+    parts.append(("r.deleted = 0", []))
     where = " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
-    return where, None if bound is None else compiler.lead(query.clauses, "r", bound)
+    return where, lead
 
 
 def _only(types: tuple[str, ...]) -> str | None:
@@ -233,11 +251,15 @@ def _page(
     unions: Unions,
 ) -> tuple[list[_Row], int | None]:
     """Return up to ``count + 1`` current resources after (or, backwards, before) the cursor,
-    and the number of matches when it came for free (fewer than ``candidates``).
+    and the number of matches when it came for free (a search Consent governs).
 
-    The candidates' query has no order, so SQLite drives it from the most selective clause's
-    index (with an order by ``rid`` it would rather walk every resource of the type). Without
-    such a clause (no clauses, only negations or ``:missing``) the search walks at once.
+    Fewer than ``candidates`` matches in the lead's list: the page is read from that list
+    (``rid IN (list)`` with the type tested per row, ``_compiled``), which SQLite holds
+    sorted by ``rid``, so a page in ``rid`` order probes the other clauses of about
+    ``(count + 1) / share`` listed rows and stops (the 1,154 Patients named Vu, half of them
+    born since 1990, a page of 50: 0.9 ms, against 3.0 ms to list every match first). A sort
+    by other keys reads the whole list. Without such a clause (no clauses, only negations or
+    ``:missing``) the search walks at once.
 
     A caller Consent governs never walks: the matches of its clauses may be many while those
     it may see are few, and a walk would judge Consent row after row for them; its matches
@@ -246,18 +268,20 @@ def _page(
     governed = query.visibility is not None and query.visibility.consent is not None
     limit = _UNLIMITED if governed else candidates(conn, query)
     (where, params), lead = _compiled(query, unions, bound=None if governed else limit)
-    listed: list[_Row] | None = None
-    if governed or (lead is not None and _bounded_count(conn, lead, limit) < limit):
-        listed = conn.execute(f"SELECT r.rid FROM resources r WHERE {where} LIMIT ?",
-                              [*params, limit]).fetchall()
-    if listed is not None and len(listed) < limit:
+    total: int | None = None
+    if governed:
+        listed = conn.execute(f"SELECT r.rid FROM resources r WHERE {where}", params).fetchall()
         rids = json.dumps([row[0] for row in listed])
         source: Condition = (
             "SELECT r.rid{keys} FROM resources r WHERE r.rid IN (SELECT value FROM json_each(?))",
             [rids])
-        total: int | None = len(listed)
+        total = len(listed)
+    elif lead is not None and _bounded_count(conn, lead, limit) < limit:
+        # The page straight from the lead's list: its rids come sorted (SQLite's IN list),
+        # so in rid order the other clauses are probed only until the page is full.
+        source = (f"SELECT r.rid{{keys}} FROM resources r WHERE {where}", params)
     else:
-        walk, total = _filter(query, unions, walk=True), None
+        walk = _filter(query, unions, walk=True)
         ordered = _ordered_walk(conn, query, walk, cursor, registry, unions)
         if ordered is not None:
             return _with_content(conn, ordered), total
@@ -329,9 +353,27 @@ def _total(conn: sqlite3.Connection, query: SearchQuery, unions: Unions) -> int 
     return int(found[0])
 
 
-def row_stored(row: _Row) -> StoredResource:
+def row_stored(row: _Row, patients: Mapping[object, frozenset[str]] | None = None
+               ) -> StoredResource:
+    """The stored resource of a row of ``_STORED``; with ``patients`` (of
+    :func:`compartments_of`), the patients of its compartments."""
     data = json_bytes(row[5])  # type: ignore[arg-type]
-    return StoredResource(str(row[1]), str(row[2]), int(str(row[3])), str(row[4]), data)
+    return StoredResource(str(row[1]), str(row[2]), int(str(row[3])), str(row[4]), data,
+                          patients=None if patients is None else patients.get(row[0], _NOBODY))
+
+
+def compartments_of(conn: sqlite3.Connection, rids: list[object]) -> dict[object, frozenset[str]]:
+    """The patients in whose compartments the resources ``rids`` are, as indexed (resources
+    in none are left out): what the page's AuditEvents name, read in one statement (about
+    0.1 ms for 50 resources) instead of found in each resource's JSON (about 20 us each)."""
+    if not rids:
+        return {}
+    found: dict[object, set[str]] = {}
+    for rid, patient in conn.execute(
+            "SELECT rid, patient FROM search_compartment "
+            "WHERE rid IN (SELECT value FROM json_each(?))", [json.dumps(rids)]):
+        found.setdefault(rid, set()).add(patient)
+    return {rid: frozenset(patients) for rid, patients in found.items()}
 
 
 def _included(
@@ -340,8 +382,9 @@ def _included(
     registry: SearchParameterRegistry,
     match_rids: list[int],
     unions: Unions,
-) -> list[StoredResource]:
-    """Return the resources named by ``_include``/``_revinclude``, each once, set-wise."""
+) -> list[_Row]:
+    """Return the rows (``_STORED``) of the resources named by ``_include``/``_revinclude``,
+    each once, set-wise."""
     seen, found, frontier = set(match_rids), [], match_rids
     for depth in range(MAX_INCLUDE_DEPTH):
         level: list[_Row] = []
@@ -357,7 +400,7 @@ def _included(
             if rid not in seen:
                 seen.add(rid)
                 frontier.append(rid)
-                found.append(row_stored(row))
+                found.append(row)
         if not frontier:
             break
     return found

@@ -163,17 +163,18 @@ def test_the_walks_sort_nothing_but_ties(db: Database, monkeypatch: pytest.Monke
 def test_the_walk_begins_where_it_reads_fewer_rows_than_the_list(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Past ``sqrt(count * size)`` matches a walk of ``count * size / matches`` rows is the
-    shorter read; the size of a type of a database file is counted once and remembered."""
+    """Past ``2 * sqrt(count * size)`` rows of the lead a walk of ``count * size / matches``
+    rows is the shorter read; the size of a type of a database file is counted once and
+    remembered."""
     monkeypatch.setattr(search_sql, "LEAST_CANDIDATES", 1)
     database = Database()
     _people(database, 0, 100)
     query = search_query("Patient", "_count=20")
-    assert search_sql.candidates(database.conn, query) == 44  # isqrt(20 * 100)
+    assert search_sql.candidates(database.conn, query) == 88  # 2 * isqrt(20 * 100)
     on_file = sqlite3.connect(tmp_path / "copy.sqlite3")
     database.conn.backup(on_file)
-    assert search_sql.candidates(on_file, query) == 44
+    assert search_sql.candidates(on_file, query) == 88
     on_file.execute("DELETE FROM resources WHERE rid > 30")
-    assert search_sql.candidates(on_file, query) == 44  # remembered
+    assert search_sql.candidates(on_file, query) == 88  # remembered
     monkeypatch.setattr(search_sql, "_SIZE_TTL_S", -1.0)
-    assert search_sql.candidates(on_file, query) < 44
+    assert search_sql.candidates(on_file, query) < 88

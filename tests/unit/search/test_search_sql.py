@@ -8,7 +8,9 @@ import pytest
 
 from fhir_server.errors import BadRequest, Gone
 from fhir_server.search import cursor as cursor_module
+from fhir_server.search.indexing import compartment_patients
 from fhir_server.search.model import Include
+from fhir_server.storage.sqlite import search_sql
 from fhir_server.storage.sqlite.search_sql import _filter, find_ids, include_sql, run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys
 from tests.unit.search.search_builders import Database, observation, patient, query, registry
@@ -303,3 +305,44 @@ def test_include_steps_read_from_the_frontier_outwards(reverse: bool) -> None:
     assert not any(step.endswith("(type=?)") or step.startswith("SCAN r") for step in steps)
     if reverse:
         assert any("search_reference_target (id=? AND param=?" in step for step in steps)
+
+
+def test_a_page_carries_the_patients_of_its_resources_as_indexed() -> None:
+    """Matches and includes come with the patients of their compartments (what the page's
+    AuditEvents name), equal to what the resource itself gives; a resource of no patient
+    has none."""
+    db = Database()
+    db.add(patient("p1"))
+    db.add(patient("p2", link=[{"other": {"reference": "Patient/p1"}, "type": "seealso"}]))
+    db.add(observation("o1"))
+    db.add(observation("o2", subject={"reference": "Patient/p2"},
+                       performer=[{"reference": "Patient/p1"}]))
+    db.add({"resourceType": "Organization", "id": "org1", "name": "BV"})
+    found = db.search("Observation", "_include=Observation:subject&_include=Observation:performer")
+    pages = [*found.matches, *found.included]
+    assert {s.id for s in pages} == {"o1", "o2", "p1", "p2"}
+    for stored in pages:
+        assert stored.patients == compartment_patients(stored.resource(), registry())
+    assert {s.id: s.patients for s in pages}["o2"] == {"p1", "p2"}
+    (org,) = db.search("Organization", "name=bv").matches
+    assert org.patients == frozenset()
+
+
+def test_a_page_read_from_the_leads_list_is_the_walks_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``name=vu`` matches each Patient twice (family and whole name), half of them born
+    since 1990: the page read from the name's list in ``rid`` order (stopped when full) is
+    the page a walk of every Patient finds."""
+    db = Database()
+    for number in range(120):
+        db.add(patient(f"p{number:03d}", name=[{"family": "Vũ", "given": ["Văn", "An"]}],
+                       birthDate="1995" if number % 2 else "1980"))
+    lead: tuple[str, list[object]] = (
+        "SELECT rid FROM search_string WHERE param = ?", [search_sql.param_key("name")])
+    assert search_sql._bounded_count(db.conn, lead, 1000) > 120  # rows, not Patients
+    text = "name=vu&birthdate=ge1990&_count=10"
+    listed = db.ids("Patient", text)
+    monkeypatch.setattr(search_sql, "candidates", lambda conn, query: 1)
+    walked = db.ids("Patient", text)
+    assert listed == walked == [f"p{n:03d}" for n in range(1, 20, 2)]

@@ -32,6 +32,7 @@ def test_index_specifications_are_exactly_the_documented_ones() -> None:
     assert [(s.collection, *s.create_args()) for s in INDEXES] == [
         ("resources", [("type", 1), ("lastUpdated", 1)], {"name": "type_lastUpdated"}),
         ("resources", [("type", 1), ("rid", 1)], {"name": "type_rid"}),
+        ("resources", [("type", 1), ("idx.sd.date", -1), ("rid", 1)], {"name": "type_date"}),
         (
             "resources",
             [("idx.tokens.p", 1), ("idx.tokens.c", 1), ("idx.tokens.s", 1)],
