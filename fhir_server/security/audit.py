@@ -233,7 +233,9 @@ class AuditTrail:
 
     A background task (started by the first :meth:`record`) writes a batch when ``batch_size``
     events wait or every ``flush_seconds``. When ``capacity`` events wait, :meth:`record` makes
-    its caller flush first, which slows requests down rather than dropping evidence. A batch
+    its caller write the oldest batch first (one batch, not the whole buffer: under a steady
+    overload every request waits about one batch's write instead of a few waiting for all of
+    them), which slows requests down rather than dropping evidence. A batch
     whose write fails stays at the head of the buffer and is retried. :meth:`close` stops the
     task and writes everything left (raising if that final write fails). ``on_backlog`` is
     told the number of waiting events whenever it changes (the ``fhir_audit_backlog`` gauge).
@@ -278,7 +280,7 @@ class AuditTrail:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         while len(self._buffer) >= self._capacity:
-            await self.flush()  # backpressure: the caller pays for the write
+            await self._write_oldest()  # backpressure: the caller pays for one batch
         self._buffer.extend(events)
         if self._on_backlog is not None:
             self._on_backlog(len(self._buffer))
@@ -287,14 +289,20 @@ class AuditTrail:
 
     async def flush(self) -> None:
         """Write every buffered event, in batches; a failed batch stays buffered."""
+        while self._buffer:
+            await self._write_oldest()
+
+    async def _write_oldest(self) -> None:
+        """Write the oldest batch (if any is left once the lock is had); a failed one stays."""
         async with self._lock:
-            while self._buffer:
-                batch = self._buffer[: self._batch_size]
-                await self._write_batch(batch)
-                # Only flush removes from the head, under the lock: these are the written ones.
-                del self._buffer[: len(batch)]
-                if self._on_backlog is not None:
-                    self._on_backlog(len(self._buffer))
+            batch = self._buffer[: self._batch_size]
+            if not batch:
+                return
+            await self._write_batch(batch)
+            # Only this removes from the head, under the lock: these are the written ones.
+            del self._buffer[: len(batch)]
+            if self._on_backlog is not None:
+                self._on_backlog(len(self._buffer))
 
     async def close(self) -> None:
         """Stop the background writer and write what is left."""

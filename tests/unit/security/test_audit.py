@@ -236,6 +236,19 @@ async def test_a_full_trail_makes_the_caller_wait_instead_of_dropping() -> None:
     assert all(len(batch) <= 2 for batch in sink.batches)
 
 
+async def test_a_caller_of_a_full_trail_waits_for_one_batch_not_the_whole_buffer() -> None:
+    sink = Sink(delay=0.01)
+    trail = AuditTrail(sink, batch_size=2, flush_seconds=60, capacity=10)
+    for n in range(10):  # below capacity nothing waits, so the writer has not run yet
+        await trail.record({"n": n})
+    assert sink.batches == []
+    await trail.record({"n": 10})
+    assert sink.written() == [0, 1]  # the oldest batch, written by this caller
+    assert trail.pending == 9
+    await trail.close()
+    assert sink.written() == list(range(11))
+
+
 async def test_a_failed_batch_stays_buffered_and_is_retried() -> None:
     sink = Sink(fail_times=1)
     trail = AuditTrail(sink, batch_size=2, flush_seconds=0.02, capacity=10)
