@@ -232,10 +232,11 @@ class AuditTrail:
     """A bounded buffer of the audit records of reads, written in batches, losing none.
 
     A background task (started by the first :meth:`record`) writes a batch when ``batch_size``
-    events wait or every ``flush_seconds``. When ``capacity`` events wait, :meth:`record` makes
-    its caller write the oldest batch first (one batch, not the whole buffer: under a steady
-    overload every request waits about one batch's write instead of a few waiting for all of
-    them), which slows requests down rather than dropping evidence. A batch
+    events wait or every ``flush_seconds``, and goes on while a batch's worth waits. When
+    ``capacity`` events wait, :meth:`record` makes its caller wait until the writer has written
+    the next batch (or raises that batch's error), which slows requests down rather than
+    dropping evidence; every waiting caller is let go after one batch, so under overload no
+    request waits for the whole buffer. A batch
     whose write fails stays at the head of the buffer and is retried. :meth:`close` stops the
     task and writes everything left (raising if that final write fails). ``on_backlog`` is
     told the number of waiting events whenever it changes (the ``fhir_audit_backlog`` gauge).
@@ -262,6 +263,7 @@ class AuditTrail:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._on_backlog = on_backlog
+        self._waiting: list[asyncio.Future[None]] = []  # callers of a full trail
 
     @property
     def pending(self) -> int:
@@ -279,8 +281,13 @@ class AuditTrail:
             raise RuntimeError("the audit trail is closed")
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
-        while len(self._buffer) >= self._capacity:
-            await self._write_oldest()  # backpressure: the caller pays for one batch
+        while len(self._buffer) >= self._capacity:  # backpressure: wait for the next batch
+            written = asyncio.get_running_loop().create_future()
+            self._waiting.append(written)
+            self._wake.set()
+            await written
+            if self._closed:
+                raise RuntimeError("the audit trail closed while this request waited")
         self._buffer.extend(events)
         if self._on_backlog is not None:
             self._on_backlog(len(self._buffer))
@@ -298,11 +305,23 @@ class AuditTrail:
             batch = self._buffer[: self._batch_size]
             if not batch:
                 return
-            await self._write_batch(batch)
+            try:
+                await self._write_batch(batch)
+            except Exception as error:
+                self._release_waiting(error)
+                raise
             # Only this removes from the head, under the lock: these are the written ones.
             del self._buffer[: len(batch)]
             if self._on_backlog is not None:
                 self._on_backlog(len(self._buffer))
+            self._release_waiting(None)
+
+    def _release_waiting(self, error: Exception | None) -> None:
+        """Let the callers waiting for room go on (or raise ``error`` in them)."""
+        waiting, self._waiting = self._waiting, []
+        for written in waiting:
+            if not written.done():
+                written.set_exception(error) if error is not None else written.set_result(None)
 
     async def close(self) -> None:
         """Stop the background writer and write what is left."""

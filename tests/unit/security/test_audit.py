@@ -243,10 +243,22 @@ async def test_a_caller_of_a_full_trail_waits_for_one_batch_not_the_whole_buffer
         await trail.record({"n": n})
     assert sink.batches == []
     await trail.record({"n": 10})
-    assert sink.written() == [0, 1]  # the oldest batch, written by this caller
+    assert sink.written() == [0, 1]  # the caller went on after the writer's first batch
     assert trail.pending == 9
     await trail.close()
     assert sink.written() == list(range(11))
+
+
+async def test_a_caller_waiting_for_room_gets_the_failed_batchs_error() -> None:
+    sink = Sink(fail_times=1, delay=0.01)
+    trail = AuditTrail(sink, batch_size=2, flush_seconds=60, capacity=4)
+    for n in range(4):
+        await trail.record({"n": n})
+    with pytest.raises(OSError):
+        await trail.record({"n": 4})
+    assert trail.pending == 4  # nothing lost, nothing added
+    await trail.close()
+    assert sink.written() == [0, 1, 2, 3]
 
 
 async def test_a_failed_batch_stays_buffered_and_is_retried() -> None:
