@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from fhir_server.bridges.xml130 import address, freetext, persons, values
+from fhir_server.bridges.xml130 import address, freetext, lexical, persons, values
 from fhir_server.bridges.xml130.paths import list_at, locate, read, setter, write
 from fhir_server.bridges.xml130.tables import Target
 from fhir_server.conformance.terminology import default_terminology
@@ -355,7 +355,9 @@ def _compiled(target: Target) -> Put | None:
 
 def compile_put(target: Target) -> Put:
     """The target's ``put`` as one function of the value, its path and options read once:
-    what ``KINDS[target.kind].put(resource, target, text, context)`` does."""
+    what ``KINDS[target.kind].put(resource, target, text, context)`` does, then the test of
+    each value it wrote (``lexical.checked``: ``ValueError`` for a value R4 refuses)."""
     put = KINDS[target.kind].put
-    return _compiled(target) or (lambda resource, text, context: put(resource, target, text,
-                                                                       context))
+    return lexical.checked(
+        _compiled(target) or (lambda resource, text, context: put(resource, target, text,
+                                                                   context)), target)

@@ -1,0 +1,89 @@
+"""Each value the route writes, checked as it is written with the structural checker's tests.
+
+The tables and kinds fix which elements a visit's resources have and how they nest; a field's
+text still decides each value's lexical form (a code with two inner spaces, a date the
+calendar lacks, a facility code with a space inside a system URI). :func:`checked` wraps a
+target's ``put``: after writing, it tests what the put wrote with the very test
+``elements.check_structure`` makes of that element (``elements.value_check``: type, lexical
+form, members, cardinality inside the value, required bindings, narrative), and raises
+``ValueError`` with the checker's text. The engine reports it at the field
+(``XML2[3].LIEU_DUNG``, ``MSG_XML130_VALUE``, Vietnamese and English) and the visit is
+refused before its transaction. The required top-level elements of each resource (a
+required element whose field was empty) are checked once the Bundle is built
+(``visits._required``).
+
+This is what lets the visit's transaction skip ``check_structure`` for the resources the
+route built (``fhir_server.conformance.built``); the proof is the differential test
+``tests/unit/bridges/test_xml130_lexical.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from fhir_server.bridges.xml130.paths import parse, read
+from fhir_server.bridges.xml130.tables import Target
+from fhir_server.conformance import primitives, structure
+from fhir_server.conformance.elements import value_check
+from fhir_server.errors import Issue
+
+__all__ = ["checked", "valid_uri"]
+
+Resource = dict[str, Any]
+Put = Callable[[Resource, str, Any], None]
+#: Where a kind writes when not (only) at its target's path: (path, the last item only).
+_WRITES: dict[str, tuple[tuple[str, bool], ...]] = {
+    "person_id": (("identifier", False),),
+    "birth": (("birthDate", False), ("_birthDate", False)),
+    "day": (("start", False), ("end", False)),
+    "moment": (("start", False), ("end", False)),
+    "result_value": (("valueQuantity", False), ("valueString", False)),
+    "unit": (("valueQuantity", False), ("note", False)),
+    "section": (("section", True),),
+}
+
+
+def _spots(target: Target) -> tuple[tuple[str, bool], ...]:
+    return _WRITES.get(target.kind) or ((target.path, False),)
+
+
+@cache
+def _test(resource_type: str, names: tuple[str, ...],
+          item: bool) -> Callable[[Any], list[Issue]]:
+    """The checker's test of the value at ``names`` (one item of it when ``item``)."""
+    return value_check(resource_type, names, item)
+
+
+def _written(resource: Resource, path: str, last: bool) -> Any:
+    value = read(resource, path)
+    return value[-1] if last and isinstance(value, list) and value else value
+
+
+def checked(put: Put, target: Target) -> Put:
+    """``put`` followed by the structural checker's test of each value it wrote."""
+    spots = [(path, last, tuple(name for name, _ in parse(path)),
+              last or parse(path)[-1][1] is not None) for path, last in _spots(target)]
+
+    def put_checked(resource: Resource, text: str, context: Any) -> None:
+        put(resource, text, context)
+        kind = resource["resourceType"]
+        for path, last, names, item in spots:
+            value = _written(resource, path, last)
+            if value is not None:
+                issues = _test(kind, names, item)(value)
+                if issues:
+                    raise ValueError(issues[0].diagnostics)
+
+    return put_checked
+
+
+@cache
+def _uri() -> primitives.Valid:
+    return primitives.validators(structure.load_table("r4_elements.json")["_primitives"])["uri"]
+
+
+def valid_uri(text: str) -> bool:
+    """Whether ``text`` is a valid R4 ``uri`` (a facility's code inside a system URI)."""
+    return _uri()(text)
