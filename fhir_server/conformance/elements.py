@@ -308,8 +308,11 @@ def value_check(resource_type: str, names: tuple[str, ...],
         raise KeyError(resource_type)
     found, parent = element, ".".join((resource_type, *names[:-1]))
     where = f"{parent}.{found.key}"
+    quick = _item_quick(found) if item else found.quick
 
     def check(value: Any) -> list[Issue]:
+        if quick is not None and quick(value):
+            return []
         issues: list[Issue] = []
         if item:
             _item(found, value, where, issues)
@@ -331,6 +334,18 @@ def missing_required(resource: _Json) -> list[Issue]:
             issues.append(_issue("required", "MSG_CARDINALITY", where,
                                  f"required element missing (min {low})"))
     return issues
+
+
+def _item_quick(element: _Element) -> _Valid | None:
+    """For an item of a repeating primitive: True means the item is fine (valid, in its
+    value set); None for items that are objects."""
+    if element.child is not None or element.check is not _many_primitive:
+        return None
+    valid, binding = element.valid, element.binding
+    if binding is None:
+        return valid
+    codes = binding.codes
+    return lambda value: valid(value) and value in codes
 
 
 def _item(element: _Element, value: Any, loc: Location, issues: list[Issue]) -> None:

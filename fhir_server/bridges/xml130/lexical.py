@@ -29,7 +29,7 @@ from fhir_server.conformance import primitives, structure
 from fhir_server.conformance.elements import value_check
 from fhir_server.errors import Issue
 
-__all__ = ["checked", "valid_uri"]
+__all__ = ["Test", "checked", "tester", "valid_uri"]
 
 Resource = dict[str, Any]
 Put = Callable[[Resource, str, Any], None]
@@ -56,27 +56,56 @@ def _test(resource_type: str, names: tuple[str, ...],
     return value_check(resource_type, names, item)
 
 
-def _written(resource: Resource, path: str, last: bool) -> Any:
-    value = read(resource, path)
-    return value[-1] if last and isinstance(value, list) and value else value
+Test = Callable[[str, Any], None]
+
+
+def tester(target: Target) -> Test:
+    """``test(resource_type, value)``: raise ``ValueError`` unless ``value`` is what the
+    structural check accepts at the target's path (for puts that write one value there)."""
+    steps = parse(target.path)
+    names, item = tuple(name for name, _ in steps), steps[-1][1] is not None
+    tests: dict[str, Callable[[Any], list[Issue]]] = {}
+
+    def test(resource_type: str, value: Any) -> None:
+        check = tests.get(resource_type)
+        if check is None:
+            check = tests[resource_type] = _test(resource_type, names, item)
+        issues = check(value)
+        if issues:
+            raise ValueError(issues[0].diagnostics)
+
+    return test
+
+
+def _length(resource: Resource, path: str) -> int:
+    found = read(resource, path)
+    return len(found) if isinstance(found, list) else 0
 
 
 def checked(put: Put, target: Target) -> Put:
-    """``put`` followed by the structural checker's test of each value it wrote."""
-    spots = [(path, last, tuple(name for name, _ in parse(path)),
+    """``put`` followed by the structural checker's test of each value it wrote (of the
+    items it appended, for a list that had some already)."""
+    spots = [(path, tuple(name for name, _ in parse(path)),
               last or parse(path)[-1][1] is not None) for path, last in _spots(target)]
 
     def put_checked(resource: Resource, text: str, context: Any) -> None:
+        before = [0 if item else _length(resource, path) for path, _, item in spots]
         put(resource, text, context)
         kind = resource["resourceType"]
-        for path, last, names, item in spots:
-            value = _written(resource, path, last)
-            if value is not None:
-                issues = _test(kind, names, item)(value)
-                if issues:
-                    raise ValueError(issues[0].diagnostics)
+        for (path, names, item), old in zip(spots, before, strict=True):
+            value = read(resource, path)
+            if old and isinstance(value, list):
+                _raise([i for v in value[old:] for i in _test(kind, names, True)(v)])
+            elif value is not None:
+                _raise(_test(kind, names, item)(value[-1] if item and isinstance(value, list)
+                                                else value))
 
     return put_checked
+
+
+def _raise(issues: list[Issue]) -> None:
+    if issues:
+        raise ValueError(issues[0].diagnostics)
 
 
 @cache
