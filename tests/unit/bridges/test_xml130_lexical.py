@@ -43,7 +43,8 @@ STANDARD = load_standard("4750")
 #: Examples of the differential test (``XML130_LEXICAL_EXAMPLES``; the suite's default runs
 #: in seconds, a longer run is a separate target).
 EXAMPLES = int(os.environ.get("XML130_LEXICAL_EXAMPLES", "80"))
-#: The same tables, compiled without the checks of each value (``lexical.checked``).
+#: The same tables, compiled without the checks of each value (``lexical.checked`` and
+#: ``lexical.tester`` made no-ops while they compile).
 UNCHECKED: Standard = load_standard.__wrapped__("4750")
 
 Records = dict[str, list[dict[str, str]]]
@@ -71,7 +72,8 @@ def _structure_errors(plan: Plan) -> list[str]:
 
 @contextmanager
 def _unchecked() -> Iterator[None]:
-    with mock.patch.object(lexical, "checked", lambda put, target: put):
+    with mock.patch.object(lexical, "checked", lambda put, target: put), \
+            mock.patch.object(lexical, "tester", lambda target: lambda kind, value: None):
         yield
 
 
@@ -202,3 +204,14 @@ def test_the_mark_holds_for_the_objects_named_in_the_block_only() -> None:
     with built.structure_built([mine]):
         assert built.is_built(mine) and not built.is_built(twin)
     assert not built.is_built(mine)
+
+
+def test_without_its_checks_the_route_builds_what_the_structural_check_refuses() -> None:
+    """The comparison of the differential test has teeth: the unchecked tables build it."""
+    facility, records = _pool()[0]
+    envelope = _envelope(facility, _change(records, "XML1", 0, "MA_BENH_CHINH", "J18  9"))
+    with _unchecked():
+        unchecked = convert_only(envelope, UNCHECKED)[0]
+    assert isinstance(unchecked, Plan)
+    assert any("is not a valid code" in e for e in _structure_errors(unchecked))
+    assert not isinstance(convert_only(envelope, STANDARD)[0], Plan)
