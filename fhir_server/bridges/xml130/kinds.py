@@ -325,7 +325,7 @@ def _converting(target: Target, into: Callable[[str], Any]) -> Put:
 
     def put_value(resource: Resource, text: str, context: Context) -> None:
         value = into(text)
-        test(resource["resourceType"], value)
+        test(resource["resourceType"], value, text)
         put(resource, value)
 
     return put_value
@@ -341,7 +341,7 @@ def _made(target: Target, make: Callable[[str, str], Any]) -> Put | None:
 
     def put_made(resource: Resource, text: str, context: Context) -> None:
         value = make(uri, text)
-        test(resource["resourceType"], value)
+        test(resource["resourceType"], value, text)
         put(resource, value)
 
     return put_made

@@ -29,7 +29,7 @@ from fhir_server.conformance import primitives, structure
 from fhir_server.conformance.elements import value_check
 from fhir_server.errors import Issue
 
-__all__ = ["Test", "checked", "tester", "valid_uri"]
+__all__ = ["Known", "Test", "checked", "tester", "valid_uri"]
 
 Resource = dict[str, Any]
 Put = Callable[[Resource, str, Any], None]
@@ -56,23 +56,47 @@ def _test(resource_type: str, names: tuple[str, ...],
     return value_check(resource_type, names, item)
 
 
-Test = Callable[[str, Any], None]
+Test = Callable[[str, Any, str], None]
+
+
+#: Kinds whose written value depends on more than the field's text (another field, what the
+#: resource holds already): their checks are never remembered.
+_CONTEXTUAL = frozenset({"person_id", "unit", "address"})
+_KNOWN_MAX = 4096
+
+
+class Known:
+    """The (resource type, text) pairs of one target whose written value passed its test:
+    the same text writes the same value, so it is not tested again (bounded; a hospital's
+    codes, doctors and labels repeat from visit to visit)."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self) -> None:
+        self.pairs: set[tuple[str, str]] = set()
+
+    def __contains__(self, pair: tuple[str, str]) -> bool:
+        return pair in self.pairs
+
+    def add(self, pair: tuple[str, str]) -> None:
+        if len(self.pairs) >= _KNOWN_MAX:
+            self.pairs.clear()
+        self.pairs.add(pair)
 
 
 def tester(target: Target) -> Test:
-    """``test(resource_type, value)``: raise ``ValueError`` unless ``value`` is what the
-    structural check accepts at the target's path (for puts that write one value there)."""
+    """``test(resource_type, value, text)``: raise ``ValueError`` unless ``value`` (written
+    from ``text``) is what the structural check accepts at the target's path (for puts that
+    write one value there, a function of the text)."""
     steps = parse(target.path)
     names, item = tuple(name for name, _ in steps), steps[-1][1] is not None
-    tests: dict[str, Callable[[Any], list[Issue]]] = {}
+    known = Known()
 
-    def test(resource_type: str, value: Any) -> None:
-        check = tests.get(resource_type)
-        if check is None:
-            check = tests[resource_type] = _test(resource_type, names, item)
-        issues = check(value)
-        if issues:
-            raise ValueError(issues[0].diagnostics)
+    def test(resource_type: str, value: Any, text: str) -> None:
+        if (resource_type, text) in known:
+            return
+        _raise(_test(resource_type, names, item)(value))
+        known.add((resource_type, text))
 
     return test
 
@@ -88,10 +112,15 @@ def checked(put: Put, target: Target) -> Put:
     spots = [(path, tuple(name for name, _ in parse(path)),
               last or parse(path)[-1][1] is not None) for path, last in _spots(target)]
 
+    known = None if target.kind in _CONTEXTUAL else Known()
+
     def put_checked(resource: Resource, text: str, context: Any) -> None:
+        kind = resource["resourceType"]
+        if known is not None and (kind, text) in known:
+            put(resource, text, context)
+            return
         before = [0 if item else _length(resource, path) for path, _, item in spots]
         put(resource, text, context)
-        kind = resource["resourceType"]
         for (path, names, item), old in zip(spots, before, strict=True):
             value = read(resource, path)
             if old and isinstance(value, list):
@@ -99,6 +128,8 @@ def checked(put: Put, target: Target) -> Put:
             elif value is not None:
                 _raise(_test(kind, names, item)(value[-1] if item and isinstance(value, list)
                                                 else value))
+        if known is not None:
+            known.add((kind, text))
 
     return put_checked
 

@@ -73,7 +73,7 @@ def _structure_errors(plan: Plan) -> list[str]:
 @contextmanager
 def _unchecked() -> Iterator[None]:
     with mock.patch.object(lexical, "checked", lambda put, target: put), \
-            mock.patch.object(lexical, "tester", lambda target: lambda kind, value: None):
+            mock.patch.object(lexical, "tester", lambda target: lambda kind, value, text: None):
         yield
 
 
