@@ -36,7 +36,8 @@ from fhir_server.conformance import primitives, structure, xhtml
 from fhir_server.errors import Issue
 
 __all__ = [
-    "Location", "check_required_bindings", "check_structure", "location_path", "structure_names",
+    "Location", "check_required_bindings", "check_structure", "location_path",
+    "missing_required", "structure_names", "value_check",
 ]
 
 _Json = dict[str, Any]
@@ -282,6 +283,87 @@ def check_required_bindings(resource: _Json) -> list[Issue]:
     if not isinstance(resource.get("resourceType"), str):
         return []
     return [i for i in check_structure(resource) if i.message_id == "MSG_CODE_INVALID"]
+
+
+def value_check(resource_type: str, names: tuple[str, ...],
+                item: bool = False) -> Callable[[Any], list[Issue]]:
+    """Return the test :func:`check_structure` makes of one element's value, for a writer
+    that builds resources and checks each value as it writes it.
+
+    ``names`` are the JSON names from the resource down (``("code", "coding")``; array items
+    are passed through); ``item`` True tests one item of a repeating element rather than its
+    whole value. The test returns the same issues the walk would report there (type and
+    lexical form, cardinality, unknown members, required bindings, narrative rules),
+    located at ``Type.name.name``. Raises ``KeyError`` for an element R4 does not have.
+    """
+    target = _structures()[resource_type]
+    element: _Element | None = None
+    for name in names:
+        if element is not None:
+            if element.child is None:
+                raise KeyError(f"{resource_type}.{'.'.join(names)}")
+            target = element.child
+        element = target.elements[name]
+    if element is None:
+        raise KeyError(resource_type)
+    found, parent = element, ".".join((resource_type, *names[:-1]))
+    where = f"{parent}.{found.key}"
+    quick = _item_quick(found) if item else found.quick
+
+    def check(value: Any) -> list[Issue]:
+        if quick is not None and quick(value):
+            return []
+        issues: list[Issue] = []
+        if item:
+            _item(found, value, where, issues)
+        else:
+            found.check(found, value, {}, parent, issues)
+        return issues
+
+    return check
+
+
+def missing_required(resource: _Json) -> list[Issue]:
+    """Return the issues :func:`check_structure` reports for the required elements (min >= 1)
+    missing at the top level of ``resource`` (of an R4 type), in the same words."""
+    resource_type = str(resource.get("resourceType"))
+    issues: list[Issue] = []
+    for label, keys, low in _structures()[resource_type].required:
+        if not any(key in resource for key in keys):
+            where = location_path((resource_type, label, -1))
+            issues.append(_issue("required", "MSG_CARDINALITY", where,
+                                 f"required element missing (min {low})"))
+    return issues
+
+
+def _item_quick(element: _Element) -> _Valid | None:
+    """For an item of a repeating primitive: True means the item is fine (valid, in its
+    value set); None for items that are objects."""
+    if element.child is not None or element.check is not _many_primitive:
+        return None
+    valid, binding = element.valid, element.binding
+    if binding is None:
+        return valid
+    codes = binding.codes
+    return lambda value: valid(value) and value in codes
+
+
+def _item(element: _Element, value: Any, loc: Location, issues: list[Issue]) -> None:
+    """Check one item of a repeating element as :func:`_many_objects` and
+    :func:`_many_primitive` check each."""
+    binding = element.binding
+    if element.child is not None:
+        if isinstance(value, dict) and value:
+            _walk(value, element.child, loc, issues)
+            if binding is not None and not binding.accepts(value):
+                _not_in_value_set(binding, value, loc, issues)
+        else:
+            _bad_object(element, value, loc, issues)
+    elif element.valid(value):
+        if binding is not None and value not in binding.codes:
+            _not_in_value_set(binding, value, loc, issues)
+    else:
+        _bad_value(element, value, loc, issues)
 
 
 def _resource_structure(resource_type: Any) -> _Structure | None:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from fhir_server.bridges.xml130 import address, freetext, persons, values
+from fhir_server.bridges.xml130 import address, freetext, lexical, persons, values
 from fhir_server.bridges.xml130.paths import list_at, locate, read, setter, write
 from fhir_server.bridges.xml130.tables import Target
 from fhir_server.conformance.terminology import default_terminology
@@ -320,8 +320,15 @@ def _coder(target: Target) -> Callable[[str], str]:
 
 
 def _converting(target: Target, into: Callable[[str], Any]) -> Put:
-    put = setter(target.path)
-    return lambda resource, text, context: put(resource, into(text))
+    """Write ``into(text)`` at the path once the structural check's test accepts it."""
+    put, test = setter(target.path), lexical.tester(target)
+
+    def put_value(resource: Resource, text: str, context: Context) -> None:
+        value = into(text)
+        test(resource["resourceType"], value, text)
+        put(resource, value)
+
+    return put_value
 
 
 def _made(target: Target, make: Callable[[str, str], Any]) -> Put | None:
@@ -330,8 +337,14 @@ def _made(target: Target, make: Callable[[str, str], Any]) -> Put | None:
     uri = str(target.option("system", ""))
     if "{facility}" in uri:
         return None
-    put = setter(target.path)
-    return lambda resource, text, context: put(resource, make(uri, text))
+    put, test = setter(target.path), lexical.tester(target)
+
+    def put_made(resource: Resource, text: str, context: Context) -> None:
+        value = make(uri, text)
+        test(resource["resourceType"], value, text)
+        put(resource, value)
+
+    return put_made
 
 
 def _compiled(target: Target) -> Put | None:
@@ -355,7 +368,12 @@ def _compiled(target: Target) -> Put | None:
 
 def compile_put(target: Target) -> Put:
     """The target's ``put`` as one function of the value, its path and options read once:
-    what ``KINDS[target.kind].put(resource, target, text, context)`` does."""
+    what ``KINDS[target.kind].put(resource, target, text, context)`` does, with the structural
+    check's test of each value it writes (``lexical``: ``ValueError`` for a value R4
+    refuses)."""
+    compiled = _compiled(target)  # tests the value it writes itself
+    if compiled is not None:
+        return compiled
     put = KINDS[target.kind].put
-    return _compiled(target) or (lambda resource, text, context: put(resource, target, text,
-                                                                       context))
+    return lexical.checked(lambda resource, text, context: put(resource, target, text, context),
+                           target)

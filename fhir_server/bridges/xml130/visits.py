@@ -25,11 +25,13 @@ from fhir_server.bridges.xml130 import door
 from fhir_server.bridges.xml130.checks import check_visit
 from fhir_server.bridges.xml130.engine import Mapped, map_tables
 from fhir_server.bridges.xml130.envelope import Envelope, Hoso, decode_envelope, problem
+from fhir_server.bridges.xml130.lexical import valid_uri
 from fhir_server.bridges.xml130.located import locate_issue
 from fhir_server.bridges.xml130.report import ImportReport, VisitResult
 from fhir_server.bridges.xml130.stored import StoredVisit, caller_facility, stored_visit
-from fhir_server.bridges.xml130.tables import Standard, load_standard
+from fhir_server.bridges.xml130.tables import Standard, load_standard, system
 from fhir_server.bridges.xml130.transaction import Plan, VisitKeys, binary_id, build_transaction
+from fhir_server.conformance.elements import missing_required
 from fhir_server.conformance.profiles import default_validator
 from fhir_server.errors import BadRequest, FhirError, Issue
 from fhir_server.interactions.bundle_entries import at_entry
@@ -111,6 +113,10 @@ def _prepare(standard: Standard, envelope: Envelope, hoso: Hoso) -> _Visit | Vis
     if not _errors(issues) and not facility:
         issues.append(problem("MSG_XML130_FACILITY", "XML1.MA_CSKCB", "thiếu mã cơ sở KBCB",
                               "MA_CSKCB is missing"))
+    if facility and not valid_uri(system("@record", facility)):
+        issues.append(problem("MSG_XML130_VALUE", "XML1.MA_CSKCB",
+                              f"mã cơ sở '{facility}' không hợp lệ",
+                              f"'{facility}' cannot be part of an R4 uri (white space)"))
     if envelope.facility and facility and facility != envelope.facility:
         issues.append(problem("MSG_XML130_FACILITY", "XML1.MA_CSKCB",
                               f"khác MACSKCB của tệp ({envelope.facility})",
@@ -153,6 +159,28 @@ def _converted(services: Services, standard: Standard, visit: _Visit) -> VisitRe
                        f"Encounter/{plan.encounter_id}", plan.bundle)
 
 
+def _required(plan: Plan, standard: Standard) -> list[Issue]:
+    """The required elements (min >= 1) missing at the top of a resource the visit made (a
+    required element whose field was empty), located at the field: the route's guarantee of
+    cardinality, which the push's structural check does not repeat for it."""
+    found = [i for n, e in enumerate(plan.bundle["entry"]) if "resource" in e
+             for i in _missing(n, e["resource"])]
+    return _located(found, plan, standard)
+
+
+def _missing(index: int, resource: dict[str, Any]) -> list[Issue]:
+    issues = missing_required(resource)
+    return at_entry(FhirError("", issues=issues), index, resource["resourceType"]).issues \
+        if issues else []
+
+
+def _built(standard: Standard, visit: _Visit) -> Plan | VisitResult:
+    plan = build_transaction(standard, visit.mapped, visit.keys, visit.originals)
+    missing = _required(plan, standard)
+    return _rejected(visit.hoso, visit.keys.ma_lk, 400, visit.issues + missing) \
+        if missing else plan
+
+
 def convert_only(data: bytes, standard: Standard) -> list[Plan | VisitResult]:
     """Conversion alone (decode, check, map, build; no validation, no store): each visit's
     transaction, or its rejection."""
@@ -161,8 +189,7 @@ def convert_only(data: bytes, standard: Standard) -> list[Plan | VisitResult]:
     for hoso in envelope.visits:
         prepared = _prepare(standard, envelope, hoso)
         found.append(prepared if isinstance(prepared, VisitResult) else
-                     build_transaction(standard, prepared.mapped, prepared.keys,
-                                       prepared.originals))
+                     _built(standard, prepared))
     return found
 
 
@@ -196,6 +223,9 @@ async def _commit(services: Services, access: Access, standard: Standard, visit:
                              encounter_id=stored.encounter_id, if_match=stored.version,
                              with_binary=with_binary, deletions=stored.deletions,
                              signature=signed.element)
+    missing = _required(plan, standard)
+    if missing:
+        return _rejected(visit.hoso, visit.keys.ma_lk, 400, visit.issues + missing)
     since = instant_text(datetime.now(UTC))
     try:
         response = await door.commit(services, access, plan.bundle)
