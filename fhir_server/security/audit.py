@@ -23,7 +23,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -54,6 +54,7 @@ __all__ = [
     "AuditOutcome",
     "AuditRecord",
     "AuditTrail",
+    "BatchAuditLog",
     "action_of",
     "audit_event",
     "audit_record",
@@ -226,6 +227,16 @@ def _reaches_audit(clause: AnyClause) -> bool:
 
 
 WriteBatch = Callable[[list[Any]], Awaitable[None]]
+
+
+@runtime_checkable
+class BatchAuditLog(Protocol):
+    """A store's audit log that writes a batch of read audit records itself, apart from the
+    store's write scope (the SQLite store: ``storage.sqlite.audit_writer``)."""
+
+    async def append_batch(self, records: Sequence[Any]) -> None:
+        """Store the records in a transaction of their own; raise if nothing was stored."""
+        ...
 
 
 class AuditTrail:

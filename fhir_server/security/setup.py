@@ -11,7 +11,7 @@ from typing import Any
 from fhir_server.authorization.store import AuthStore
 from fhir_server.interactions.context import Services
 from fhir_server.metrics.catalogue import AUDIT_BACKLOG
-from fhir_server.security.audit import AuditTrail
+from fhir_server.security.audit import AuditTrail, BatchAuditLog
 from fhir_server.security.clients import auth_database_path
 from fhir_server.security.keys import load_server_key
 from fhir_server.security.tokens import TokenVerifier, TrustedIssuer
@@ -56,8 +56,7 @@ def audit_trail_for(services: Services) -> AuditTrail | None:
     if not services.settings.audit:
         return None
 
-    async def write_batch(records: list[Any]) -> None:
-        await services.store_audit(records)
-
+    log = services.store.audit_log
+    write_batch = log.append_batch if isinstance(log, BatchAuditLog) else services.store_audit
     return AuditTrail(write_batch, batch_size=500, flush_seconds=1.0,
                       on_backlog=AUDIT_BACKLOG.set)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -69,11 +70,14 @@ from fhir_server.storage.versions import now_instant
 __all__ = [
     "AUDIT_SCHEMA_SQL",
     "AUDIT_TYPE",
+    "Prepared",
     "append",
     "content_of",
     "create",
     "exists",
     "history",
+    "insert",
+    "prepare",
     "read",
     "search",
 ]
@@ -117,9 +121,9 @@ _SHORT_SYSTEMS = {
 }
 _ACTION_SYSTEM = "http://hl7.org/fhir/audit-event-action"
 _OUTCOME_SYSTEM = "http://hl7.org/fhir/audit-event-outcome"
-_INSERT = (
+_INSERT_HEAD = (
     "INSERT INTO audit_events (seq, id, last_updated, at, at_high, action, outcome, type, "
-    "subtype, address, content, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "subtype, address, content, refs) VALUES "
 )
 #: Six columns, as ``keyset.keyset_page`` wants, the second being ``at`` (see :func:`_stored`).
 _STORED = "a.seq AS rid, a.at, a.id, 1 AS version, a.last_updated, a.content"
@@ -166,24 +170,58 @@ def append(conn: sqlite3.Connection, records: Sequence[AuditRecord | dict[str, A
     row: what it is searched by waits in its ``refs`` column. Returns whether enough references
     wait for :func:`merge_recent_refs` (the caller runs it).
     """
-    if not records:
-        return False
+    return insert(conn, prepare(records))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The ``audit_events`` rows of some records (their ``seq`` left to SQLite: the next
+    after the largest) and how many references they name; made outside any transaction by
+    :func:`prepare`, stored by :func:`insert`."""
+
+    rows: list[tuple[object, ...]]
+    references: int
+
+
+def prepare(records: Sequence[AuditRecord | dict[str, Any]]) -> Prepared:
+    """Build the rows of ``records`` (Python work only: no connection is needed)."""
     last_updated = now_instant()
-    row = conn.execute("SELECT max(seq) FROM audit_events").fetchone()
-    seq = int(row[0] or 0)
     rows, references = [], 0
     for item in records:
-        seq += 1
         refs = sorted(item.refs()) if isinstance(item, AuditRecord) else _refs(item)
         references += len(refs)
         if isinstance(item, AuditRecord):
-            rows.append(_record_row(seq, item, last_updated, refs))
+            rows.append(_record_row(None, item, last_updated, refs))
         else:
-            rows.append(_event_row(seq, item, last_updated, refs))
-    conn.executemany(_INSERT, rows)
-    conn.execute("UPDATE audit_merged SET waiting = waiting + ?", (references,))
+            rows.append(_event_row(None, item, last_updated, refs))
+    return Prepared(rows, references)
+
+
+def insert(conn: sqlite3.Connection, prepared: Prepared) -> bool:
+    """Store prepared rows; call in a write transaction. Returns whether enough references
+    wait for :func:`merge_recent_refs`.
+
+    Rows go in by statements of up to ``_ROWS_PER_INSERT`` rows each: a few calls into
+    SQLite per batch instead of one per row, so a writer thread takes the GIL back only a few
+    times per batch.
+    """
+    rows = prepared.rows
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+    conn.execute("UPDATE audit_merged SET waiting = waiting + ?", (prepared.references,))
     waiting = conn.execute("SELECT waiting FROM audit_merged").fetchone()[0]
     return bool(waiting >= MERGE_ROWS)
+
+
+#: Rows per INSERT statement (12 values each; SQLite allows 32,766 per statement).
+_ROWS_PER_INSERT = 250
+
+
+@functools.cache
+def _insert_sql(count: int) -> str:
+    marks = "(" + ", ".join("?" for _ in range(12)) + ")"
+    return _INSERT_HEAD + ", ".join(marks for _ in range(count))
 
 
 def merge_recent_refs(conn: sqlite3.Connection) -> None:
@@ -226,7 +264,7 @@ def _short_key(system: str, code: str) -> str:
     return f"{_SHORT_SYSTEMS.get(system, system)}|{code}"
 
 
-def _record_row(seq: int, record: AuditRecord, last_updated: str,
+def _record_row(seq: int | None, record: AuditRecord, last_updated: str,
                 refs: Sequence[tuple[int, str]]) -> tuple[object, ...]:
     action, kind, subtypes = _interaction_columns(record.interaction)
     outcome = outcome_for_status(record.status).value
@@ -235,7 +273,7 @@ def _record_row(seq: int, record: AuditRecord, last_updated: str,
             record.address, orjson.dumps(record.compact()), _refs_column(refs))  # fmt: skip
 
 
-def _event_row(seq: int, event: dict[str, Any], last_updated: str,
+def _event_row(seq: int | None, event: dict[str, Any], last_updated: str,
                refs: Sequence[tuple[int, str]]) -> tuple[object, ...]:
     recorded = event.get("recorded")
     low, high = date_range(recorded) if isinstance(recorded, str) else (0, 0)

@@ -49,6 +49,7 @@ from fhir_server.storage.sqlite import (
     write_log,
     writes,
 )
+from fhir_server.storage.sqlite.audit_writer import AuditWriter
 from fhir_server.storage.sqlite.consent_sql import GrantMemo, GrantReader, read_grants
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
@@ -306,6 +307,25 @@ class SqliteAuditLog:
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
+        self._writer: AuditWriter | None = None
+
+    async def append_batch(self, records: Sequence[Any]) -> None:
+        """Store a batch of read audit records in a transaction of its own, not synced
+        (``audit_writer``; a store in memory has one connection: its write scope)."""
+        store = self._store
+        if store.path == ":memory:":
+            async with store.transaction(durable=False) as tx:
+                await tx.append_audit(records)
+            return
+        if self._writer is None:
+            self._writer = AuditWriter(store._connect, f"{store.path}-writer")
+        await self._writer.write(audit_log.prepare(records))
+
+    def close(self) -> None:
+        """Close the batch writer's connection (after the trail has written its last)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         """Return the AuditEvent ``id``; raise ``NotFound``."""
@@ -371,7 +391,8 @@ class SqliteStore:
         self.registry: Any = None
         self.index_tables = index_tables or _default_index_tables()
         #: AuditEvents live in the audit log (``audit_log``), which indexes them itself.
-        self.audit_log: ResourceReader | None = SqliteAuditLog(self)
+        self._audit = SqliteAuditLog(self)
+        self.audit_log: ResourceReader | None = self._audit
         #: Subscriptions' delivery state and notification events (``storage.outbox``).
         self.outbox: Outbox = outbox.SqliteOutbox(self)
         #: How Consent grants are read: remembered while the patient's grants do not change
@@ -543,6 +564,7 @@ class SqliteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
             self._checkpointer = None
+        self._audit.close()
         async with self._write_lock:
             if self._group is not None:
                 await self._commit(self._group)
