@@ -19,9 +19,12 @@ route built (``fhir_server.conformance.built``); the proof is the differential t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import cache
 from typing import Any
+
+import orjson
 
 from fhir_server.bridges.xml130.paths import parse, read
 from fhir_server.bridges.xml130.tables import Target
@@ -29,7 +32,7 @@ from fhir_server.conformance import primitives, structure
 from fhir_server.conformance.elements import value_check
 from fhir_server.errors import Issue
 
-__all__ = ["Known", "Test", "checked", "tester", "valid_uri"]
+__all__ = ["Known", "Test", "checked", "plain_div", "section_checked", "tester", "valid_uri"]
 
 Resource = dict[str, Any]
 Put = Callable[[Resource, str, Any], None]
@@ -106,9 +109,62 @@ def _length(resource: Resource, path: str) -> int:
     return len(found) if isinstance(found, list) else 0
 
 
+#: A narrative ``div`` that is one paragraph of plain text, as ``freetext.section_put``
+#: writes it: XML characters only, ``<``, ``>`` and ``&`` escaped (``&amp;``, ``&lt;``,
+#: ``&gt;``), some text that is not white space. Such a div is well-formed XHTML holding
+#: only a ``div`` and a ``p``: what the narrative rules (txt-1, txt-2) accept. The
+#: differential test (``test_xml130_lexical``) checks this against ``elements.value_check``.
+_PLAIN_DIV = re.compile(
+    r'<div xmlns="http://www\.w3\.org/1999/xhtml"><p>((?:[\t\n\r\x20-\x25\x27-\x3b=\x3f-\ud7ff'
+    r'\ue000-\ufffd\U00010000-\U0010ffff]|&amp;|&lt;|&gt;)*)</p></div>')
+
+
+def plain_div(div: object) -> bool:
+    """Whether ``div`` is one paragraph of plain text (``_PLAIN_DIV``) with some text that is
+    not white space: a narrative the structural check accepts whatever the text."""
+    found = _PLAIN_DIV.fullmatch(div) if isinstance(div, str) else None
+    return found is not None and bool(found.group(1).strip())
+
+
+def _fixed_part(section: Any) -> bytes | None:
+    """A section without its narrative's ``div`` (None when it is not a section with a
+    ``text``): the part of a section that the field's text does not change."""
+    text = section.get("text") if isinstance(section, dict) else None
+    if not isinstance(text, dict):
+        return None
+    return orjson.dumps({**section, "text": {**text, "div": None}})
+
+
+def section_checked(put: Put) -> Put:
+    """``put`` (of the ``section`` kind: it appends one section) followed by the structural
+    checker's test of the section it appended, done in full once per fixed part (title,
+    code, narrative status) and resource type; afterwards a section with the same fixed part
+    and a plain-text ``div`` (``plain_div``) passes without the test: the fixed part passed
+    it already and such a narrative is one the test accepts. Any other section is tested in
+    full."""
+    passed: set[tuple[str, bytes]] = set()
+
+    def put_section(resource: Resource, text: str, context: Any) -> None:
+        put(resource, text, context)
+        section = resource["section"][-1]
+        kind, fixed = resource["resourceType"], _fixed_part(section)
+        if fixed is not None and (kind, fixed) in passed and plain_div(section["text"]["div"]):
+            return
+        _raise(_test(kind, ("section",), True)(section))
+        if fixed is not None and plain_div(section["text"]["div"]):
+            if len(passed) >= _KNOWN_MAX:
+                passed.clear()
+            passed.add((kind, fixed))
+
+    return put_section
+
+
 def checked(put: Put, target: Target) -> Put:
     """``put`` followed by the structural checker's test of each value it wrote (of the
-    items it appended, for a list that had some already)."""
+    items it appended, for a list that had some already); for the ``section`` kind,
+    ``section_checked``."""
+    if target.kind == "section":
+        return section_checked(put)
     spots = [(path, tuple(name for name, _ in parse(path)),
               last or parse(path)[-1][1] is not None) for path, last in _spots(target)]
 

@@ -73,11 +73,29 @@ def _urn(keys: VisitKeys, *parts: object) -> str:
     """``urn:uuid:`` and the name-based (SHA-1, version 5) UUID of the entry's name in the URL
     namespace: ``uuid.uuid5``'s value, written without building a ``UUID`` object."""
     name = ":".join(str(p) for p in (keys.facility, keys.ma_lk, *parts))
-    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + f"xml130:{name}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    text = digest.hex()
+    return _uuid5_urn(hashlib.sha1(_URL_NAMESPACE + f"xml130:{name}".encode()).digest())
+
+
+def _uuid5_urn(digest: bytes) -> str:
+    """The ``urn:uuid:`` of a SHA-1 digest with the version (5) and variant bits set."""
+    value = (int.from_bytes(digest[:16], "big") & _UUID_KEEP) | _UUID_SET
+    text = f"{value:032x}"
     return f"urn:uuid:{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_UUID_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID_SET = (0x5 << 76) | (0x2 << 62)
+
+
+def _entry_urns(keys: VisitKeys, names: list[tuple[str, str, int]]) -> list[str]:
+    """``_urn(keys, *name)`` of each name, the visit's part of the hash computed once."""
+    visit = hashlib.sha1(_URL_NAMESPACE + f"xml130:{keys.facility}:{keys.ma_lk}:".encode())
+    found = []
+    for table, role, n in names:
+        entry = visit.copy()
+        entry.update(f"{table}:{role}:{n}".encode())
+        found.append(_uuid5_urn(entry.digest()))
+    return found
 
 
 def _ref(urns: Mapping[str, list[str]], role: str) -> dict[str, str] | None:
@@ -171,7 +189,8 @@ def build_transaction(standard: Standard, mapped: Mapped, keys: VisitKeys,
     ``deletions`` the ``Type/id`` of resources of a previous sending this one no longer has,
     ``signature`` the envelope's signature (``CHUKYDONVI``) for the Provenance to record.
     """
-    urns = {(i.table, i.role, i.n): _urn(keys, i.table, i.role, i.n) for i in mapped.instances}
+    names = [(i.table, i.role, i.n) for i in mapped.instances]
+    urns = dict(zip(names, _entry_urns(keys, names), strict=True))
     by_role: dict[str, list[str]] = {}
     for inst in mapped.instances:
         by_role.setdefault(inst.role, []).append(urns[(inst.table, inst.role, inst.n)])

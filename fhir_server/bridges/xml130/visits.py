@@ -168,8 +168,19 @@ def _required(plan: Plan, standard: Standard) -> list[Issue]:
     return _located(found, plan, standard)
 
 
+#: ``missing_required``'s answer by resource type and top-level members (all it reads): the
+#: roles make resources of a few shapes. Bounded, emptied when full.
+_MISSING: dict[tuple[str, ...], list[Issue]] = {}
+_MISSING_MAX = 4096
+
+
 def _missing(index: int, resource: dict[str, Any]) -> list[Issue]:
-    issues = missing_required(resource)
+    shape = (resource["resourceType"], *resource)
+    issues = _MISSING.get(shape)
+    if issues is None:
+        if len(_MISSING) >= _MISSING_MAX:
+            _MISSING.clear()
+        issues = _MISSING[shape] = missing_required(resource)
     return at_entry(FhirError("", issues=issues), index, resource["resourceType"]).issues \
         if issues else []
 

@@ -12,6 +12,7 @@ happens for the route's transaction and never for a FHIR push.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Iterator
@@ -215,3 +216,69 @@ def test_without_its_checks_the_route_builds_what_the_structural_check_refuses()
     assert isinstance(unchecked, Plan)
     assert any("is not a valid code" in e for e in _structure_errors(unchecked))
     assert not isinstance(convert_only(envelope, STANDARD)[0], Plan)
+
+
+_DIV = '<div xmlns="http://www.w3.org/1999/xhtml"><p>{}</p></div>'
+_SECTION_TEST = elements.value_check("Composition", ("section",), True)
+
+
+def _section(div: str) -> dict[str, Any]:
+    code = {"system": "https://fhir.sskdt.vn/CodeSystem/xml130-field", "code": "XML1.PP_DIEU_TRI"}
+    return {"title": "Phương pháp điều trị", "code": {"coding": [code]},
+            "text": {"status": "additional", "div": div}}
+
+
+_DIV_TEXT = st.one_of(
+    st.text(),  # any code point but the surrogates
+    st.lists(st.sampled_from([*"aĐ <>&;#x01ampltg", "\t", "\r", "\n", "\x00", "\x0b", "\x1f",
+                              "\x85", "\xa0", "\u2028", "\ufffe", "\uffff", "\ud800",
+                              "\U0001f600", "]]>", "&amp;", "&lt;", "&gt;", "&#1;", "&#x41;",
+                              "</p><script>", "<!DOCTYPE"]), max_size=30).map("".join))
+
+
+@settings(max_examples=max(EXAMPLES * 5, 400), deadline=None)
+@given(text=_DIV_TEXT, escape=st.booleans())
+def test_a_plain_text_div_is_a_narrative_the_structural_check_accepts(text: str,
+                                                                      escape: bool) -> None:
+    """What lets a section skip the full test of its narrative: every ``div`` that
+    ``plain_div`` accepts (the route's escaped text, or any other string put in the
+    paragraph) is one the structural check accepts in that section."""
+    div = _DIV.format(html.escape(text, quote=False) if escape else text)
+    try:
+        found = _SECTION_TEST(_section(div))
+    except UnicodeError:  # a lone surrogate: not a narrative at all
+        assert not lexical.plain_div(div)
+        return
+    event(f"plain={lexical.plain_div(div)} accepted={not found}")
+    if lexical.plain_div(div):
+        assert found == []
+
+
+def test_a_section_is_tested_in_full_once_per_fixed_part_and_always_when_not_plain() -> None:
+    calls: list[str] = []
+    real = lexical._test
+
+    def counted(resource_type: str, names: tuple[str, ...], item: bool) -> Any:
+        test = real(resource_type, names, item)
+
+        def check(value: Any) -> Any:
+            calls.append(value["text"]["div"])
+            return test(value)
+        return check
+
+    def put(resource: dict[str, Any], text: str, context: Any) -> None:
+        resource.setdefault("section", []).append(_section(_DIV.format(text)))
+
+    with mock.patch.object(lexical, "_test", counted):
+        put_section = lexical.section_checked(put)
+        resource: dict[str, Any] = {"resourceType": "Composition"}
+        for text in ("một", "hai", "ba &amp; bốn"):
+            put_section(resource, text, None)
+        assert len(calls) == 1  # the fixed part once; plain paragraphs after it
+        with pytest.raises(ValueError, match="not well-formed"):
+            put_section(resource, "năm \x01", None)
+        with pytest.raises(ValueError, match="not allowed"):
+            put_section(resource, "<script>x</script>", None)
+        with pytest.raises(ValueError, match="txt-2"):  # white space only: in full
+            put_section(resource, "\u00a0", None)
+    assert len(calls) == 4
