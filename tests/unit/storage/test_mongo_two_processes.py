@@ -28,7 +28,7 @@ from tests.api.two_patients import FHIR, World, populate
 from tests.conftest import token_for
 from tests.contract.mongo_fake import FakeMongoClient
 
-Apps = tuple[httpx.AsyncClient, httpx.AsyncClient, Settings, dict[str, int]]
+Apps = tuple[httpx.AsyncClient, httpx.AsyncClient, Settings, dict[str, int], FakeMongoClient]
 
 
 class _Counting:
@@ -88,7 +88,7 @@ async def two_apps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
             clients.append(await stack.enter_async_context(httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://test",
                 headers=headers)))
-        yield clients[0], clients[1], settings, counted
+        yield clients[0], clients[1], settings, counted, server
 
 
 async def _as(client: httpx.AsyncClient, world: World, kind: str, url: str) -> httpx.Response:
@@ -98,7 +98,7 @@ async def _as(client: httpx.AsyncClient, world: World, kind: str, url: str) -> h
 async def test_a_revocation_through_one_process_applies_to_the_next_request_of_another(
     two_apps: Apps
 ) -> None:
-    one, other, settings, _ = two_apps
+    one, other, settings, _, _ = two_apps
     world = await populate(one, settings)
     a = world.a
     lab = f"/fhir/{a.ref('lab')}"
@@ -126,7 +126,7 @@ async def test_while_nothing_changes_no_request_reads_a_grant(two_apps: Apps) ->
     """After a caller's first request, its reads and searches (whose AuditEvents name the
     Consents that allowed them) read no grant, though the first process keeps writing
     (other patients' records, AuditEvents); a change of A's grants is read once."""
-    one, other, settings, counted = two_apps
+    one, other, settings, counted, _ = two_apps
     world = await populate(one, settings)
     a = world.a
     requests = [f"/fhir/{a.ref('lab')}", f"/fhir/Observation?patient=Patient/{a.patient}",
@@ -157,3 +157,24 @@ async def test_while_nothing_changes_no_request_reads_a_grant(two_apps: Apps) ->
     assert read_again > 0
     assert (await _as(other, world, "dr.X", requests[0])).status_code == 404
     assert counted["grants"] == read_again
+
+
+async def test_a_failed_transaction_revokes_nothing_and_counts_nothing(two_apps: Apps) -> None:
+    """A revocation inside a transaction Bundle that fails writes neither the Consent nor
+    its counters: the other process goes on reading what the Consent shares."""
+    one, other, settings, _, server = two_apps
+    world = await populate(one, settings)
+    a = world.a
+    lab = f"/fhir/{a.ref('lab')}"
+    assert (await _as(other, world, "dr.X", lab)).status_code == 200
+    counters = dict(server.state_by_db["fhir"].docs.get(CHANGES, {}))
+    revoked = {**a.resources["consent"], "status": "inactive"}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": revoked, "request": {"method": "PUT", "url": a.ref("consent")}},
+        {"request": {"method": "DELETE", "url": "Patient/not-there"}}]}
+    failed = await one.post("/fhir", json=bundle, headers={**FHIR, **world.headers("p.cruds")})
+    assert failed.status_code >= 400, failed.text
+    assert dict(server.state_by_db["fhir"].docs.get(CHANGES, {})) == counters
+    assert (await _as(other, world, "dr.X", lab)).status_code == 200
+    assert (await _as(other, world, "p.rs", f"/fhir/{a.ref('consent')}")
+            ).json()["status"] == "active"
