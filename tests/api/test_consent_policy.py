@@ -31,7 +31,6 @@ from tests.api.two_patients import (
     privacy_consent,
 )
 from tests.builders import CCCD_SYSTEM
-from tests.conftest import API_STORAGE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -336,15 +335,7 @@ def _encounter_of(expected: Expected, reference: str) -> str:
     return ""
 
 
-#: The shapes the in-process MongoDB stand-in (which scans every document per query) is asked
-#: about; a real MongoDB (FHIR_SERVER_TEST_API_STORAGE=mongodb://...) is asked about all.
-ON_THE_STAND_IN = ("permit all", "deny class inside permit", "another patient's consent")
-
-
-@pytest.mark.parametrize("shape", [
-    pytest.param(shape, marks=pytest.mark.skipif(
-        API_STORAGE == "mongo-fake" and shape not in ON_THE_STAND_IN,
-        reason="slow on the MongoDB stand-in")) for shape in SHAPES])
+@pytest.mark.parametrize("shape", SHAPES)
 async def test_every_read_path_returns_exactly_what_the_consents_allow(
     door: Door, shape: str
 ) -> None:

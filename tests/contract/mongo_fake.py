@@ -222,7 +222,9 @@ class FakeSession:
         self.snapshot = None
 
     async def start_transaction(self) -> None:
-        self.snapshot = copy.deepcopy(self._state.docs)
+        # Stored documents are never changed in place (every write stores a new copy, every
+        # read hands out a copy), so copying the collections' maps is a consistent snapshot.
+        self.snapshot = {name: dict(docs) for name, docs in self._state.docs.items()}
         self._base = dict(self._state.revisions)
         self.touched = set()
 
@@ -315,7 +317,16 @@ class FakeCollection:
         return copy.deepcopy(found[0]) if found else None
 
     def _matching(self, filter_: dict[str, Any], session: FakeSession | None) -> list[Any]:
-        return [d for d in self._docs(session).values() if matches(d, filter_)]
+        docs = self._docs(session)
+        wanted = filter_.get("_id")
+        if isinstance(wanted, str | int):  # by _id: as MongoDB's _id index answers
+            candidates = [docs[wanted]] if wanted in docs else []
+        elif isinstance(wanted, dict) and list(wanted) == ["$in"]:
+            keys = set(wanted["$in"])  # in the collection's natural order, as a scan
+            candidates = [d for k, d in docs.items() if k in keys]
+        else:
+            candidates = list(docs.values())
+        return [d for d in candidates if matches(d, filter_)]
 
     def find(
         self,

@@ -28,6 +28,7 @@ __all__ = [
     "partition_key",
     "resource_document",
     "resource_key",
+    "stored_from_page",
     "stored_from_resource",
     "stored_from_version",
     "version_document",
@@ -198,6 +199,19 @@ def stored_from_resource(doc: dict[str, Any]) -> StoredResource:
     return StoredResource(
         doc["type"], doc["id"], doc["version"], doc["lastUpdated"],
         bytes(doc["content"] or b""), doc["method"], bool(doc["deleted"]),
+    )  # fmt: skip
+
+
+def stored_from_page(doc: dict[str, Any]) -> StoredResource:
+    """Return the ``StoredResource`` of a search page's document (a match or an included
+    resource) with the patients of its compartments as indexed (``idx.compartments``, the
+    rows the embedded store keeps in ``search_compartment``): what the page's AuditEvents
+    name, without parsing its content."""
+    compartments = (doc.get("idx") or {}).get("compartments") or ()
+    return StoredResource(
+        doc["type"], doc["id"], doc["version"], doc["lastUpdated"],
+        bytes(doc["content"] or b""), doc["method"], bool(doc["deleted"]),
+        frozenset(compartments),
     )  # fmt: skip
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from fhir_server.storage.outbox import NotificationEvent, SubscriptionRecord
 
-__all__ = ["GuardWrite", "IndexWrite", "OutboxWrite", "PlannedWrite", "VersionWrite",
-           "written_keys"]
+__all__ = ["GrantChange", "GuardWrite", "IndexWrite", "OutboxWrite", "PlannedWrite",
+           "VersionWrite", "written_keys"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,15 @@ class OutboxWrite:
     events: tuple[NotificationEvent, ...] = ()
 
 
-PlannedWrite = VersionWrite | IndexWrite | GuardWrite | OutboxWrite
+@dataclass(frozen=True)
+class GrantChange:
+    """The counters of grant changes (``grant_memo``) to increment with a write that changes
+    a Consent's grants, in the same transaction: ``patient|<id>`` and ``actor|<name>``."""
+
+    keys: tuple[str, ...]
+
+
+PlannedWrite = VersionWrite | IndexWrite | GuardWrite | OutboxWrite | GrantChange
 
 
 def written_keys(plan: Sequence[PlannedWrite]) -> set[str]:

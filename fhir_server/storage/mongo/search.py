@@ -35,7 +35,7 @@ from fhir_server.search.model import (
     Visibility,
 )
 from fhir_server.search.registry import SearchParameterRegistry
-from fhir_server.storage.mongo.documents import stored_from_resource
+from fhir_server.storage.mongo.documents import stored_from_page
 from fhir_server.storage.mongo.finding import search_index
 from fhir_server.storage.mongo.search_filters import (
     NOTHING,
@@ -196,7 +196,7 @@ async def run_search(
     fetched = await _page(db, query, plan, fields, cursor) if query.count > 0 else []
     rows, has_next, has_prev = page_window(fetched, query.count, cursor)
     return SearchResult(
-        matches=tuple(stored_from_resource(doc) for doc in rows),
+        matches=tuple(stored_from_page(doc) for doc in rows),
         included=tuple(await included(db, query, registry, rows)),
         total=await _total(db, query, plan),
         next_cursor=_boundary(query, rows[-1:], fields, has_next),

@@ -14,7 +14,7 @@ from typing import Any
 
 from fhir_server.search.model import Include, ParamType, SearchQuery
 from fhir_server.search.registry import SearchParameterRegistry
-from fhir_server.storage.mongo.documents import stored_from_resource
+from fhir_server.storage.mongo.documents import stored_from_page
 from fhir_server.storage.mongo.search_filters import (
     all_of,
     include_filter,
@@ -49,7 +49,7 @@ async def included(
             if doc["_id"] not in seen:
                 seen.add(doc["_id"])
                 frontier.append(doc)
-                found.append(stored_from_resource(doc))
+                found.append(stored_from_page(doc))
         if not frontier:
             break
     return found

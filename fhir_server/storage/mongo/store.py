@@ -14,7 +14,7 @@ writing any of them, with ``TransactionsUnavailable``: half a visit Bundle is ne
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -25,6 +25,7 @@ from fhir_server.metrics.catalogue import SEARCH_TIMEOUTS
 from fhir_server.search.model import Grant, SearchQuery, SearchResult, Visibility
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo import write_log
+from fhir_server.storage.mongo.grant_memo import GrantMemo, keys_of
 from fhir_server.storage.mongo.indexes import INDEXES
 from fhir_server.storage.mongo.outbox import MongoOutbox
 from fhir_server.storage.mongo.search_filters import NOTHING, all_of, visibility_filter
@@ -77,6 +78,9 @@ class MongoStore:
         self.transactions_supported = False
         self._client = client
         self._db: Any = None
+        #: The grants read, remembered while they do not change (``grant_memo``); None on a
+        #: standalone server, whose writes cannot count grant changes atomically.
+        self._grants: GrantMemo | None = None
         #: Subscriptions' delivery state and notification events (``storage.outbox``).
         self.outbox: Outbox = MongoOutbox(self)
 
@@ -102,6 +106,7 @@ class MongoStore:
         self._db = self._client[self.database]
         hello = await self._db.command("hello")
         self.transactions_supported = _supports_transactions(hello)
+        self._grants = GrantMemo() if self.transactions_supported else None
         if not self.transactions_supported:
             log.warning(
                 "MongoDB at %s is a standalone server: multi-document transactions are "
@@ -212,26 +217,45 @@ class MongoStore:
     async def resolve(self, visibility: Visibility | None) -> Visibility | None:
         """The visibility with the caller's Consent grants read into its ``consent`` rule
         (a filter cannot join them): every grant naming the caller, or everyone, in a
-        Consent of the rule's scope."""
+        Consent of the rule's scope (remembered while none of them changes)."""
         rule = visibility.consent if visibility is not None else None
         if visibility is None or rule is None or rule.grants is not None:
             return visibility
         actors = sorted(rule.actors | {"*"})
-        wanted = {"$elemMatch": {"a": {"$in": actors}, "sc": rule.scope}}
-        grants = [grant for doc in await self._consents({"idx.grants": wanted})
-                  for grant in _grants(doc) if grant.actor in actors
-                  and grant.scope == rule.scope]
+        scope = rule.scope
+
+        async def load() -> list[Grant]:
+            wanted = {"$elemMatch": {"a": {"$in": actors}, "sc": scope}}
+            return [grant for doc in await self._consents({"idx.grants": wanted})
+                    for grant in _grants(doc) if grant.actor in actors
+                    and grant.scope == scope]
+
+        grants = await self._remembered(("actors", tuple(actors), scope),
+                                        keys_of(actors=actors), load)
         return replace(visibility, consent=replace(rule, grants=tuple(grants)))
 
     async def consent_grants(self, patients: Sequence[str],
                              actors: Collection[str] | None = None) -> list[Grant]:
         """The grants of the current Consents about ``patients`` (naming one of ``actors``
-        or everyone, when given)."""
+        or everyone, when given), remembered while the patients' grants do not change."""
         wanted = sorted(set(patients))
-        named = None if actors is None else {*actors, "*"}
-        found = await self._consents({"idx.grants.pt": {"$in": wanted}})
-        return [grant for doc in found for grant in _grants(doc) if grant.patient in wanted
-                and (named is None or grant.actor in named)]
+        named = None if actors is None else frozenset({*actors, "*"})
+
+        async def load() -> list[Grant]:
+            found = await self._consents({"idx.grants.pt": {"$in": wanted}})
+            return [grant for doc in found for grant in _grants(doc)
+                    if grant.patient in wanted and (named is None or grant.actor in named)]
+
+        if not wanted:
+            return []
+        return await self._remembered(("patients", tuple(wanted), named),
+                                      keys_of(patients=wanted), load)
+
+    async def _remembered(self, question: tuple[Any, ...], keys: Sequence[str],
+                          load: Callable[[], Awaitable[list[Grant]]]) -> list[Grant]:
+        if self._grants is None:
+            return await load()
+        return await self._grants.read(self.db, question, keys, load)
 
     async def _consents(self, grants: dict[str, Any]) -> list[dict[str, Any]]:
         cursor = self.db["resources"].find({"type": "Consent", "deleted": False, **grants},

@@ -20,8 +20,10 @@ from fhir_server.errors import Conflict, VersionConflict
 from fhir_server.search.model import SearchQuery
 from fhir_server.storage.mongo import documents as docs
 from fhir_server.storage.mongo.finding import find_ids
+from fhir_server.storage.mongo.grant_memo import CHANGES, changed_keys
 from fhir_server.storage.mongo.outbox import apply_outbox
 from fhir_server.storage.mongo.plans import (
+    GrantChange,
     GuardWrite,
     IndexWrite,
     OutboxWrite,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from fhir_server.storage.mongo.store import MongoStore
 
 __all__ = [
+    "GrantChange",
     "GuardWrite",
     "IndexWrite",
     "MongoTransaction",
@@ -154,7 +157,8 @@ class MongoTransaction:
         if not current["deleted"] and content_equal(current["content"], resource):
             stored = docs.stored_from_resource(current)
             return WriteResult(stored, created=False, changed=False)
-        stored = self._plan_version(version, resource, index, method, current["pk"])
+        stored = self._plan_version(version, resource, index, method, current["pk"],
+                                    current.get("idx"))
         return WriteResult(stored, created=bool(current["deleted"]))
 
     async def delete(self, resource_type: str, id: str) -> StoredResource | None:
@@ -164,7 +168,8 @@ class MongoTransaction:
             return None
         version = int(current["version"])
         stored = StoredResource(resource_type, id, version + 1, now_instant(), b"", "DELETE", True)
-        self._add(docs.resource_document(stored, None, current["pk"]), version, current["pk"])
+        self._add(docs.resource_document(stored, None, current["pk"]), version, current["pk"],
+                  current.get("idx"))
         return stored
 
     async def save_subscription(self, record: SubscriptionRecord) -> None:
@@ -193,6 +198,7 @@ class MongoTransaction:
         self._overlay[current["_id"]] = {**current, "idx": idx, "pk": pk}
         write = IndexWrite(current["_id"], int(current["version"]), idx, pk, current["pk"])
         self.plan.append(write)
+        self._grants_changed(current.get("idx"), idx)
 
     def _plan_version(
         self,
@@ -201,6 +207,7 @@ class MongoTransaction:
         index: object | None,
         method: str,
         previous_pk: str | None = None,
+        previous_idx: dict[str, Any] | None = None,
     ) -> StoredResource:
         resource_type, id = resource["resourceType"], resource["id"]
         version = 1 if previous is None else previous + 1
@@ -212,14 +219,25 @@ class MongoTransaction:
             docs.resource_document(stored, idx, docs.partition_key(resource_type, id, idx)),
             previous,
             previous_pk,
+            previous_idx,
         )
         return stored
 
     def _add(
-        self, resource_doc: dict[str, Any], previous: int | None, previous_pk: str | None = None
+        self, resource_doc: dict[str, Any], previous: int | None, previous_pk: str | None = None,
+        previous_idx: dict[str, Any] | None = None,
     ) -> None:
         self._overlay[resource_doc["_id"]] = resource_doc
         self.plan.append(VersionWrite(resource_doc, previous, previous_pk))
+        self._grants_changed(previous_idx, resource_doc["idx"])
+
+    def _grants_changed(self, before: dict[str, Any] | None,
+                        after: dict[str, Any] | None) -> None:
+        """Plan the increments of the counters of the grants a write changes (if any): the
+        version checks of the plan make sure ``before`` is what the write replaces."""
+        keys = changed_keys(before, after)
+        if keys:
+            self.plan.append(GrantChange(keys))
 
 
 async def apply_writes(db: Any, plan: Sequence[PlannedWrite], session: Any = None) -> None:
@@ -231,6 +249,8 @@ async def apply_writes(db: Any, plan: Sequence[PlannedWrite], session: Any = Non
             await _apply_index(db, write, session)
         elif isinstance(write, OutboxWrite):
             await apply_outbox(db, write, session)
+        elif isinstance(write, GrantChange):
+            await _apply_grant_change(db, write, session)
         else:
             await _apply_guard(db, write, session)
 
@@ -282,6 +302,12 @@ async def _apply_index(db: Any, write: IndexWrite, session: Any) -> None:
     )  # fmt: skip
     if result.matched_count != 1:
         raise VersionConflict(f"{write.key} was changed by another writer")
+
+
+async def _apply_grant_change(db: Any, write: GrantChange, session: Any) -> None:
+    for key in write.keys:
+        await db[CHANGES].update_one({"_id": key}, {"$inc": {"n": 1}}, upsert=True,
+                                     session=session)
 
 
 async def _apply_guard(db: Any, write: GuardWrite, session: Any) -> None:
