@@ -741,7 +741,7 @@ class SqliteStore:
 
         Scopes run one at a time (the write lock), each inside a SAVEPOINT of an outer SQLite
         transaction. A scope that ends while others are waiting leaves the outer transaction
-        open for them; the last one of the group commits (in a thread, so reads go on). Every
+        open for them; the last one of the group commits (on the loop: ``_commit``). Every
         scope returns only after the commit that includes it is on disk (``_settle``: the WAL
         sync after the lock), so an acknowledged write is durable; a failing scope rolls back
         to its own savepoint only.
