@@ -11,7 +11,7 @@ resource as the optimistic one did.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from fhir_server.errors import BadRequest, FhirError
 from fhir_server.interactions.bundle_entries import (
@@ -217,7 +217,15 @@ async def _resolve_references(
 # -- the resolution outside the lock -----------------------------------------------------------
 
 
-async def optimistic_indexes(services: Services, entries: list[Entry]) -> None:
+class Sharing(Protocol):
+    """Something to call between steps of computation (``bundle.Turn``)."""
+
+    async def share(self) -> None: ...
+
+
+async def optimistic_indexes(
+    services: Services, entries: list[Entry], turn: Sharing | None = None
+) -> None:
     """Resolve the Bundle outside the write lock, index its resources there, and undo the
     resolution.
 
@@ -244,6 +252,8 @@ async def optimistic_indexes(services: Services, entries: list[Entry]) -> None:
                 optimistic.signature = _signature(entry)
                 optimistic.index = services.index(entry.resource)
             found.append((entry, optimistic))
+            if turn is not None:
+                await turn.share()
     except (FhirError, NotPrefetched):
         found = []  # the transaction finds the error (or the answer) under the lock
     finally:

@@ -245,15 +245,10 @@ def _sync_commits(database: str) -> None:
         _sync_file(database)
 
 
-def _commit_passing_turn(conn: sqlite3.Connection, turn: _WriterTurn,
-                         committed: list[bool]) -> None:
-    """COMMIT (or roll back what failed to commit), then release the turn; in a thread.
-
-    ``committed`` gets ``True`` once the COMMIT has succeeded, for a caller cancelled meanwhile.
-    """
+def _commit_passing_turn(conn: sqlite3.Connection, turn: _WriterTurn) -> None:
+    """COMMIT (or roll back what failed to commit), then release the turn."""
     try:
         conn.execute("COMMIT")
-        committed.append(True)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -546,7 +541,7 @@ class SqliteStore:
         frames copied)."""
         async with self._write_lock:
             if self._group is not None:
-                await self._commit(self._group)
+                self._commit(self._group)
             await self._turn.acquire(self.busy_timeout_s)
             try:
                 conn.execute(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
@@ -567,7 +562,7 @@ class SqliteStore:
         self._audit.close()
         async with self._write_lock:
             if self._group is not None:
-                await self._commit(self._group)
+                self._commit(self._group)
             if self._syncer is not None:
                 await asyncio.wait({self._syncer})  # its failures went to the groups
             for _ in range(_SEARCH_THREADS):  # searches in flight end first
@@ -768,7 +763,7 @@ class SqliteStore:
 
         Scopes run one at a time (the write lock), each inside a SAVEPOINT of an outer SQLite
         transaction. A scope that ends while others are waiting leaves the outer transaction
-        open for them; the last one of the group commits (in a thread, so reads go on). Every
+        open for them; the last one of the group commits (on the loop: ``_commit``). Every
         scope returns only after the commit that includes it is on disk (``_settle``: the WAL
         sync after the lock), so an acknowledged write is durable; a failing scope rolls back
         to its own savepoint only.
@@ -840,36 +835,32 @@ class SqliteStore:
         try:
             group.members += 1
             if self._group is group and (self._waiting == 0 or group.members >= _GROUP_LIMIT):
-                await self._commit(group)
+                self._commit(group)
         finally:
             self._write_lock.release()
 
-    async def _commit(self, group: _Group) -> None:
-        """COMMIT in a thread that passes the turn on as soon as SQLite is done.
+    def _commit(self, group: _Group) -> None:
+        """COMMIT on the event loop's thread, then pass the turn on at once.
 
-        Released from the event loop instead, the turn stayed held until the loop finished
-        whatever step it was running (validating another Bundle: several ms), which was more
-        than half of each commit's hold under the visit push (docs/performance.md).
+        The turn is the serial resource of the whole server: every millisecond it is held
+        beyond SQLite's own work is lost to every process. Run in a thread, the COMMIT waited
+        for the thread to start and then for the interpreter lock to come back from the event
+        loop (busy validating other Bundles: up to the 5 ms switch interval each way), 2-5 ms
+        per commit group held for nothing (docs/performance.md, 2026-12-07 "The write lock's
+        hand-over"). Here the loop is blocked for SQLite's own COMMIT (writing the group's
+        pages to the WAL, no fsync: ``_settle``) and nothing else. Nothing can cancel it
+        half-way: the group's fate is what the COMMIT did.
         """
         conn = self._writer
         assert conn is not None
         self._group = None
-        committed: list[bool] = []
         try:
-            await run_to_end(_commit_passing_turn, conn, self._turn, committed)
-        except asyncio.CancelledError:
-            # run_to_end let the COMMIT finish: the group's fate is what it did, not the
-            # cancellation of the task that happened to commit for it.
-            if committed:
-                self._settle(group)
-            else:
-                group.done.set_exception(StorageBusy("The write was not committed; try again"))
-            raise
+            _commit_passing_turn(conn, self._turn)
         except BaseException as exc:
             group.done.set_exception(exc)
             raise
         finally:
-            self._turn.release()  # a no-op, unless the thread never ran
+            self._turn.release()  # a no-op, unless the COMMIT raised before releasing it
         WRITE_LOCK_HOLD_SECONDS.observe(self._turn.released_since(group.began) - group.began)
         self._settle(group)
 
@@ -914,7 +905,7 @@ class SqliteStore:
             except TimeoutError:
                 async with self._write_lock:
                     if self._group is group:
-                        await self._commit(group)
+                        self._commit(group)
         group.done.result()
 
     async def _begin(self, conn: sqlite3.Connection) -> None:

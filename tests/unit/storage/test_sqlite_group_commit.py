@@ -113,11 +113,11 @@ async def test_relaxed_scopes_skip_the_fsync_only_among_themselves(
     seen: list[tuple[bool, int]] = []
     commit = store._commit
 
-    async def spying(group: Any) -> None:
+    def spying(group: Any) -> None:
         assert store._writer is not None
         level = store._writer.execute("PRAGMA synchronous").fetchone()[0]  # 1 NORMAL, 2 FULL
         seen.append((group.durable, level))
-        await commit(group)
+        commit(group)
 
     store._commit = spying  # type: ignore[method-assign]
     try:
@@ -395,93 +395,78 @@ def test_stored_instants_are_fixed_width_and_sort_as_text() -> None:
     assert {len(text) for text in texts} == {32} and texts == sorted(texts)
 
 
-async def test_the_commit_passes_the_turn_on_while_the_event_loop_is_busy(
+async def test_the_turn_is_free_the_moment_the_commit_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another process may write as soon as SQLite has committed, not once this process's
-    event loop is free again (it may be validating a Bundle for milliseconds)."""
+    """Another process may write as soon as SQLite has committed: the COMMIT runs on the
+    committing task's own thread and releases the turn itself, with no thread to start and no
+    interpreter lock to wait for in between."""
     import fcntl
     import os
-    import threading
-    import time
 
     from fhir_server.storage.sqlite import store as store_module
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
-    real_run_to_end = store_module.run_to_end
-    free_while_busy: list[bool] = []
+    real_commit = store_module._commit_passing_turn
+    seen: list[tuple[bool, bool]] = []
 
-    async def commit_beside_a_busy_loop(call: Any, *args: Any) -> Any:
-        if call is not store_module._commit_passing_turn:
-            return await real_run_to_end(call, *args)
-        started = threading.Event()
-
-        def noted(*call_args: Any) -> Any:
-            started.set()
-            return call(*call_args)
-
-        work = asyncio.ensure_future(real_run_to_end(noted, *args))
-        while not started.is_set():
-            await asyncio.sleep(0)
-        # The COMMIT's thread runs; the loop is blocked from here until the turn is seen free.
-        fd = os.open(tmp_path / "db.sqlite3-writer", os.O_RDWR)
+    def commit_then_look(conn: Any, turn: Any) -> None:
+        other = os.open(tmp_path / "db.sqlite3-writer", os.O_RDWR)
         try:
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would
-                except BlockingIOError:
-                    time.sleep(0.001)
-                    continue
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                free_while_busy.append(True)
-                break
+            real_commit(conn, turn)
+            committed = not conn.in_transaction
+            try:  # as another process would, before this call has even returned
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(other, fcntl.LOCK_UN)
+                free = True
+            except BlockingIOError:
+                free = False
         finally:
-            os.close(fd)
-        return await work
+            os.close(other)
+        seen.append((committed, free))
 
     store = SqliteStore(tmp_path / "db.sqlite3")
     await store.open()
     try:
-        monkeypatch.setattr(store_module, "run_to_end", commit_beside_a_busy_loop)
-        await _write(store, 1, fail=False)
+        monkeypatch.setattr(store_module, "_commit_passing_turn", commit_then_look)
+        await asyncio.gather(*(_write(store, n, fail=False) for n in range(3)))
         monkeypatch.undo()
-        await _write(store, 2, fail=False)  # the turn is taken again as usual
+        await _write(store, 3, fail=False)  # the turn is taken again as usual
     finally:
         await store.close()
-    assert free_while_busy == [True]
-    assert _stored_ids(tmp_path) == {"p1", "p2"}
+    assert seen and all(entry == (True, True) for entry in seen)
+    assert _stored_ids(tmp_path) == {"p0", "p1", "p2", "p3"}
 
 
-async def test_a_committer_cancelled_after_its_commit_still_reports_it_to_the_group(
+async def test_a_commit_that_fails_fails_its_group_and_passes_the_turn_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The cancellation reaches the task that committed; the scopes sharing its commit succeed."""
+    """A COMMIT that raises: every scope of its group fails, nothing of it is stored, the turn
+    is released and the next write goes through."""
+    import sqlite3
+
     from fhir_server.storage.sqlite import store as store_module
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
+    real_commit = store_module._commit_passing_turn
 
-    real_run_to_end = store_module.run_to_end
-
-    async def commit_then_cancelled(call: Any, *args: Any) -> Any:
-        if call is not store_module._commit_passing_turn:  # the WAL sync after it
-            return await real_run_to_end(call, *args)
-        call(*args)
-        raise asyncio.CancelledError
+    def refused(conn: Any, turn: Any) -> None:
+        conn.execute("ROLLBACK")
+        turn.release()
+        raise sqlite3.OperationalError("disk I/O error")
 
     store = SqliteStore(tmp_path / "db.sqlite3")
     await store.open()
     try:
-        monkeypatch.setattr(store_module, "run_to_end", commit_then_cancelled)
+        monkeypatch.setattr(store_module, "_commit_passing_turn", refused)
         results = await asyncio.gather(*(_write(store, n, fail=False) for n in range(3)),
                                        return_exceptions=True)
-        monkeypatch.undo()
+        monkeypatch.setattr(store_module, "_commit_passing_turn", real_commit)
+        assert await _write(store, 9, fail=False) == "p9"
     finally:
         await store.close()
-    # One scope committed for all three and was cancelled; the other two succeeded.
-    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 1
-    assert sum(isinstance(r, str) for r in results) == 2
-    assert _stored_ids(tmp_path) == {"p0", "p1", "p2"}
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+    assert _stored_ids(tmp_path) == {"p9"}
 
 
 async def test_a_scope_cancelled_while_its_group_syncs_leaves_the_others_acknowledged(
