@@ -165,21 +165,31 @@ class _WriterTurn:
                 return
             except BlockingIOError:
                 pass
-        given_up = threading.Event()
+        guard = threading.Lock()
+        state = {"given_up": False, "taken": False}
 
         def wait_for_turn() -> None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if given_up.is_set():  # the caller stopped waiting: pass the turn on
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            with guard:
+                if state["given_up"]:  # the caller stopped waiting: pass the turn on
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                else:
+                    state["taken"] = True
 
         waiting = asyncio.ensure_future(asyncio.to_thread(wait_for_turn))
         try:
             await asyncio.wait_for(asyncio.shield(waiting), timeout_s)
-        except TimeoutError:
-            given_up.set()
-            # Had the thread taken the turn just before giving up was noted, pass it on.
-            waiting.add_done_callback(lambda _: fcntl.flock(fd, fcntl.LOCK_UN))
-            raise StorageBusy("The database is busy; try again later") from None
+        except BaseException as stopped:
+            # Timed out or cancelled while the thread waits: it passes the turn on when it
+            # gets it, or it already has it and it is passed on here. A turn nobody holds must
+            # never stay taken: the audit writer waits for it on a descriptor of its own.
+            with guard:
+                state["given_up"] = True
+                if state["taken"]:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            if isinstance(stopped, TimeoutError):
+                raise StorageBusy("The database is busy; try again later") from None
+            raise
         self._held = True
 
     def release(self) -> None:

@@ -1,0 +1,82 @@
+"""The write turn (an ``flock``) is never left taken by a wait that was given up.
+
+A worker's read-audit writer takes the same turn on a descriptor of its own, so a turn the
+store's descriptor kept after a cancelled or timed-out wait would block it for good (it hung
+the app's shutdown: the trail's last flush waited for the turn forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+from fhir_server.storage.sqlite.store import StorageBusy, _WriterTurn
+
+
+def _other_descriptor(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+async def _free_within(path: Path, seconds: float = 2.0) -> bool:
+    """Whether a descriptor of its own can take the turn within ``seconds``."""
+    fd = _other_descriptor(path)
+    try:
+        for _ in range(int(seconds / 0.02)):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("stop", ["cancel", "timeout"])
+async def test_a_wait_given_up_leaves_the_turn_to_others(tmp_path: Path, stop: str) -> None:
+    path = tmp_path / "store.sqlite3-writer"
+    holder = _other_descriptor(path)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    turn = _WriterTurn(str(path))
+    turn.open()
+    try:
+        if stop == "cancel":
+            waiting = asyncio.ensure_future(turn.acquire(30.0))
+            await asyncio.sleep(0.1)  # the thread now waits for the holder
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        else:
+            with pytest.raises(StorageBusy):
+                await turn.acquire(0.1)
+        fcntl.flock(holder, fcntl.LOCK_UN)  # the holder passes the turn on
+        await asyncio.sleep(0.1)  # the given-up thread gets it and must pass it on
+        assert await _free_within(path)
+    finally:
+        turn.close()
+        os.close(holder)
+
+
+async def test_a_wait_that_succeeds_holds_the_turn_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3-writer"
+    holder = _other_descriptor(path)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    turn = _WriterTurn(str(path))
+    turn.open()
+    try:
+        waiting = asyncio.ensure_future(turn.acquire(30.0))
+        await asyncio.sleep(0.1)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        await waiting
+        assert not await _free_within(path, 0.2)
+        turn.release()
+        assert await _free_within(path)
+    finally:
+        turn.close()
+        os.close(holder)
