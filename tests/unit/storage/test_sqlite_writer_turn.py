@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,45 +39,46 @@ async def _free_within(path: Path, seconds: float = 2.0) -> bool:
         os.close(fd)
 
 
+@pytest.fixture
+def contended(tmp_path: Path) -> Iterator[tuple[Path, int, _WriterTurn]]:
+    """A turn file held by another descriptor, and the store's turn on it (not yet waiting)."""
+    path = tmp_path / "store.sqlite3-writer"
+    holder = _other_descriptor(path)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    turn = _WriterTurn(str(path))
+    turn.open()
+    yield path, holder, turn
+    turn.close()
+    os.close(holder)
+
+
 @pytest.mark.parametrize("stop", ["cancel", "timeout"])
-async def test_a_wait_given_up_leaves_the_turn_to_others(tmp_path: Path, stop: str) -> None:
-    path = tmp_path / "store.sqlite3-writer"
-    holder = _other_descriptor(path)
-    fcntl.flock(holder, fcntl.LOCK_EX)
-    turn = _WriterTurn(str(path))
-    turn.open()
-    try:
-        if stop == "cancel":
-            waiting = asyncio.ensure_future(turn.acquire(30.0))
-            await asyncio.sleep(0.1)  # the thread now waits for the holder
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-        else:
-            with pytest.raises(StorageBusy):
-                await turn.acquire(0.1)
-        fcntl.flock(holder, fcntl.LOCK_UN)  # the holder passes the turn on
-        await asyncio.sleep(0.1)  # the given-up thread gets it and must pass it on
-        assert await _free_within(path)
-    finally:
-        turn.close()
-        os.close(holder)
-
-
-async def test_a_wait_that_succeeds_holds_the_turn_until_released(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3-writer"
-    holder = _other_descriptor(path)
-    fcntl.flock(holder, fcntl.LOCK_EX)
-    turn = _WriterTurn(str(path))
-    turn.open()
-    try:
+async def test_a_wait_given_up_leaves_the_turn_to_others(
+    contended: tuple[Path, int, _WriterTurn], stop: str,
+) -> None:
+    path, holder, turn = contended
+    if stop == "cancel":
         waiting = asyncio.ensure_future(turn.acquire(30.0))
-        await asyncio.sleep(0.1)
-        fcntl.flock(holder, fcntl.LOCK_UN)
-        await waiting
-        assert not await _free_within(path, 0.2)
-        turn.release()
-        assert await _free_within(path)
-    finally:
-        turn.close()
-        os.close(holder)
+        await asyncio.sleep(0.1)  # the thread now waits for the holder
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    else:
+        with pytest.raises(StorageBusy):
+            await turn.acquire(0.1)
+    fcntl.flock(holder, fcntl.LOCK_UN)  # the holder passes the turn on
+    await asyncio.sleep(0.1)  # the given-up thread gets it and must pass it on
+    assert await _free_within(path)
+
+
+async def test_a_wait_that_succeeds_holds_the_turn_until_released(
+    contended: tuple[Path, int, _WriterTurn],
+) -> None:
+    path, holder, turn = contended
+    waiting = asyncio.ensure_future(turn.acquire(30.0))
+    await asyncio.sleep(0.1)
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    await waiting
+    assert not await _free_within(path, 0.2)
+    turn.release()
+    assert await _free_within(path)
