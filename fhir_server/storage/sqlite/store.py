@@ -113,6 +113,31 @@ class _Group:
     began: float = 0.0
 
 
+class _TurnWait:
+    """A thread blocked in ``flock`` for the write turn, and what its waiter decided.
+
+    Under ``guard``: ``taken`` when the thread got the turn for a waiter still waiting;
+    ``given_up`` when the waiter stopped waiting; ``passed`` once a given-up turn has been
+    released again.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.guard = threading.Lock()
+        self.given_up = False
+        self.taken = False
+        self.passed = False
+        self.future = asyncio.ensure_future(asyncio.to_thread(self._wait, fd))
+
+    def _wait(self, fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self.guard:
+            if self.given_up:  # nobody waits for it any more: pass the turn on
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                self.passed = True
+            else:
+                self.taken = True
+
+
 class _WriterTurn:
     """Whose turn it is to write, among the processes sharing the file: an ``flock``.
 
@@ -132,6 +157,7 @@ class _WriterTurn:
         self._fd: int | None = None
         self._held = False
         self._released_at = 0.0
+        self._given_up: _TurnWait | None = None
 
     def open(self) -> None:
         if self.path is not None and self._fd is None:
@@ -147,6 +173,8 @@ class _WriterTurn:
         """Take the turn if no other process holds it; whether this process holds it now."""
         if self._fd is None or self._held:
             return True
+        if self._given_up is not None and not self._given_up.passed:
+            return False  # a given-up wait's thread would pass on what this took
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -158,35 +186,38 @@ class _WriterTurn:
         fd = self._fd
         if fd is None or self._held:
             return
-        if time.monotonic() - self._released_at > _TURN_COURTESY_S:
+        given_up = self._given_up
+        if given_up is None and time.monotonic() - self._released_at > _TURN_COURTESY_S:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._held = True
                 return
             except BlockingIOError:
                 pass
-        guard = threading.Lock()
-        state = {"given_up": False, "taken": False}
-
-        def wait_for_turn() -> None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with guard:
-                if state["given_up"]:  # the caller stopped waiting: pass the turn on
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                else:
-                    state["taken"] = True
-
-        waiting = asyncio.ensure_future(asyncio.to_thread(wait_for_turn))
+        with given_up.guard if given_up is not None else contextlib.nullcontext():
+            if given_up is not None and not given_up.passed:
+                # A wait given up earlier still waits on this descriptor: take it over. A
+                # wait of its own (or a lock taken without waiting) would share the
+                # descriptor's one lock with it, and the given-up thread would pass on the
+                # turn this one got.
+                given_up.given_up = False
+                wait = given_up
+            else:
+                wait = _TurnWait(fd)
+        self._given_up = None
         try:
-            await asyncio.wait_for(asyncio.shield(waiting), timeout_s)
+            await asyncio.wait_for(asyncio.shield(wait.future), timeout_s)
         except BaseException as stopped:
             # Timed out or cancelled while the thread waits: it passes the turn on when it
             # gets it, or it already has it and it is passed on here. A turn nobody holds must
             # never stay taken: the audit writer waits for it on a descriptor of its own.
-            with guard:
-                state["given_up"] = True
-                if state["taken"]:
+            with wait.guard:
+                wait.given_up = True
+                if wait.taken:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+                    wait.passed = True
+                else:
+                    self._given_up = wait
             if isinstance(stopped, TimeoutError):
                 raise StorageBusy("The database is busy; try again later") from None
             raise

@@ -82,3 +82,40 @@ async def test_a_wait_that_succeeds_holds_the_turn_until_released(
     assert not await _free_within(path, 0.2)
     turn.release()
     assert await _free_within(path)
+
+
+async def test_a_wait_after_a_given_up_one_holds_the_turn_it_gets(
+    contended: tuple[Path, int, _WriterTurn],
+) -> None:
+    """A second wait while the first one's thread still waits on the same descriptor: the
+    descriptor's lock is one, so the second wait takes the first one over instead of waiting
+    beside it (the given-up thread would otherwise release the turn the second one got)."""
+    path, holder, turn = contended
+    with pytest.raises(StorageBusy):
+        await turn.acquire(0.1)  # its thread still waits for the holder
+    waiting = asyncio.ensure_future(turn.acquire(30.0))
+    await asyncio.sleep(0.1)
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    await waiting
+    await asyncio.sleep(0.1)  # time for any given-up thread to pass the turn on
+    assert not await _free_within(path, 0.2)
+    turn.release()
+    assert await _free_within(path)
+
+
+async def test_a_given_up_wait_that_passed_the_turn_on_is_not_taken_over(
+    contended: tuple[Path, int, _WriterTurn],
+) -> None:
+    path, holder, turn = contended
+    with pytest.raises(StorageBusy):
+        await turn.acquire(0.1)
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    assert await _free_within(path)  # the given-up thread got the turn and passed it on
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    waiting = asyncio.ensure_future(turn.acquire(30.0))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()  # a wait of its own, for the holder
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    await waiting
+    assert not await _free_within(path, 0.2)
+    turn.release()
