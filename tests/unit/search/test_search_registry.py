@@ -99,7 +99,8 @@ def _composite(code: str, expression: str, *parts: tuple[str, str]) -> Any:
     return SearchParameterDef(
         code=code, url=f"http://example.org/sp/{code}", type=ParamType.COMPOSITE,
         base=("Observation",), expression=expression,
-        components=tuple(Component(f"http://example.org/sp/{p}", e) for p, e in parts))
+        components=tuple(Component(f"http://example.org/sp/Observation-{p}", e)
+                         for p, e in parts))
 
 
 def test_a_composite_union_needs_members_with_the_same_components_in_the_same_order() -> None:
@@ -115,7 +116,7 @@ def test_a_composite_union_needs_members_with_the_same_components_in_the_same_or
         # A branch that no other composite has as its expression.
         _composite("more", "Observation | Observation.component | Observation.x", code, value),
     ]).composite_unions()
-    assert dict(found) == {"both": ("parts", "whole")}
+    assert dict(found) == {"both": ("whole", "parts")}
 
 
 def _param(code: str, expression: str, base: str = "Observation", kind: str = "token") -> Any:
