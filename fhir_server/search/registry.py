@@ -116,6 +116,7 @@ class SearchParameterRegistry:
         self._by_url: dict[str, SearchParameterDef] = {}
         self._expressions: dict[tuple[str, str], str | None] = {}
         self._unions: dict[str, tuple[str, ...]] | None = None
+        self._composite_unions: dict[str, tuple[str, ...]] | None = None
         limits = restricted or {}
         for definition in definitions:
             self._by_url[definition.url] = definition
@@ -223,6 +224,60 @@ class SearchParameterRegistry:
             self._unions = {code: members for code, members in unions.items()
                             if not any(member in unions for member in members)}
         return self._unions
+
+    def composite_unions(self) -> Mapping[str, tuple[str, ...]]:
+        """Composites whose elements are exactly those of other composites together, by code.
+
+        Observation ``combo-code-value-quantity`` (``Observation | Observation.component``,
+        components ``code`` and ``value.as(Quantity)``) has as elements the Observation, which
+        is ``code-value-quantity``'s one element, and its components, which are
+        ``component-code-value-quantity``'s: each branch of its expression is the whole
+        expression of another composite of the type with the same components (expressions
+        and types), in the same order. A store may keep no elements of its own for it and
+        search the members' instead (a visit Bundle's 4-5 composite elements and their 9
+        rows). As for :meth:`unions`, a code counts only if every type that has it agrees.
+        """
+        if self._composite_unions is None:
+            found: dict[str, set[tuple[str, ...] | None]] = {}
+            for resource_type in self.resource_types():
+                for code, definition in self.for_type(resource_type).items():
+                    if definition.type is ParamType.COMPOSITE:
+                        found.setdefault(code, set()).add(
+                            self._composite_members(resource_type, definition))
+            unions: dict[str, tuple[str, ...]] = {}
+            for code, answers in found.items():
+                only = next(iter(answers)) if len(answers) == 1 else None
+                if only is not None:
+                    unions[code] = only
+            self._composite_unions = unions
+        return self._composite_unions
+
+    def _composite_members(
+        self, resource_type: str, definition: SearchParameterDef
+    ) -> tuple[str, ...] | None:
+        """The composites of a type whose expressions are ``definition``'s branches, or None."""
+        branches = self._branches(resource_type, definition.code)
+        if len(branches) < 2:
+            return None
+        parts = self._component_signature(definition)
+        members = []
+        for branch in sorted(branches):
+            match = [other.code for other in self.for_type(resource_type).values()
+                     if other.code != definition.code and other.type is ParamType.COMPOSITE
+                     and self.expression_for(resource_type, other.code) == branch
+                     and self._component_signature(other) == parts]
+            if len(match) != 1:
+                return None
+            members.append(match[0])
+        return tuple(members)
+
+    def _component_signature(
+        self, definition: SearchParameterDef
+    ) -> tuple[tuple[str, ParamType | None], ...]:
+        """Each component's expression and the type of its definition."""
+        return tuple(
+            (part.expression, getattr(self.by_url(part.definition), "type", None))
+            for part in definition.components)
 
     def _branches(self, resource_type: str, code: str) -> frozenset[str]:
         expression = self.expression_for(resource_type, code)

@@ -101,7 +101,7 @@ def find_ids(
     ``unions``: the codes whose rows are not stored, with the members searched instead
     (``SearchParameterRegistry.unions``); the same in every function here.
     """
-    sql, params = _filter(query, unions or {})
+    sql, params = _filter(query, unions if unions is not None else Unions())
     return [row[0] for row in conn.execute(f"SELECT r.id FROM resources r WHERE {sql}", params)]
 
 
@@ -115,7 +115,7 @@ def run_search(
     Raises ``BadRequest`` for an invalid cursor and ``Gone`` for an expired one.
     """
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
-    unions = unions or {}
+    unions = unions if unions is not None else Unions()
     keys = [_sort_key(key, query, registry, unions) for key in query.sort]
     with _snapshot(conn):  # the grants of the focus too: one read transaction
         judged = focused(conn, query, grants_of)  # the cursors are the query's as asked

@@ -255,7 +255,9 @@ def insert_fresh(
     compiler can require all components to match within the same element.
 
     ``skip`` holds the codes whose rows are not stored: the registry's unions, which the
-    compiler searches through their members' rows (``SearchParameterRegistry.unions``).
+    compiler searches through their members' rows (``SearchParameterRegistry.unions``), and
+    its composite unions, searched through their member composites' elements
+    (``composite_unions``, ``search_where.Unions``).
     """
     tables: dict[str, list[tuple[object, ...]]] = {table: [] for table in _INSERTS}
     composites: list[tuple[int, int, int]] = []
@@ -265,7 +267,8 @@ def insert_fresh(
         grants += [grant_row(rid, n, grant) for n, grant in enumerate(index.grants)]
         for table, rows in _rows(rid, index, skip).items():
             tables[table] += rows
-        for position, (code, element) in enumerate(index.composites[:64]):
+        kept = [(code, element) for code, element in index.composites if code not in skip]
+        for position, (code, element) in enumerate(kept[:64]):
             element_id = -(rid * 64 + position)
             composites.append((rid, param_key(code), element_id))
             for table, rows in _rows(element_id, element).items():

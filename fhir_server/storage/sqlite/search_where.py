@@ -36,6 +36,7 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.normalize import absolute_target_id
 from fhir_server.search.ranges import RangePredicate, range_predicate
+from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.sqlite.consent_sql import consent_condition
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
@@ -46,8 +47,58 @@ __all__ = [
 
 Condition: TypeAlias = tuple[str, list[object]]
 """SQL text with ``?`` placeholders, and the values to bind to them in order."""
-Unions: TypeAlias = Mapping[str, tuple[str, ...]]
-"""Codes whose rows the store does not keep, with the codes whose rows hold their values."""
+
+
+class Unions(dict[str, tuple[str, ...]]):
+    """Codes whose rows the store does not keep, with the codes whose rows hold their values.
+
+    Plain unions (``combo-code``: ``code`` and ``component-code``,
+    ``SearchParameterRegistry.unions``) are searched through their members' rows; composite
+    unions (``combo-code-value-quantity``: ``code-value-quantity`` and
+    ``component-code-value-quantity``, ``SearchParameterRegistry.composite_unions``) through
+    their member composites' elements. ``over_resource`` gives, for a member composite over
+    the whole resource (``code-value-quantity``, which has no elements), its component codes
+    and the table of each: the resource is then its one element.
+    """
+
+    def __init__(self, members: Mapping[str, tuple[str, ...]] | None = None,
+                 over_resource: Mapping[str, tuple[tuple[str, str], ...]] | None = None) -> None:
+        super().__init__(members or {})
+        self.over_resource: dict[str, tuple[tuple[str, str], ...]] = dict(over_resource or {})
+
+    @classmethod
+    def of(cls, registry: SearchParameterRegistry) -> Unions:
+        """The unions a store of ``registry``'s parameters keeps no rows of."""
+        members = dict(registry.unions())
+        over_resource: dict[str, tuple[tuple[str, str], ...]] = {}
+        for code, composites in registry.composite_unions().items():
+            found = {member: _over_resource(registry, member) for member in composites}
+            if all(parts != () for parts in found.values()):
+                members[code] = composites
+                over_resource.update({m: p for m, p in found.items() if p is not None})
+        return cls(members, over_resource)
+
+
+def _over_resource(
+    registry: SearchParameterRegistry, code: str
+) -> tuple[tuple[str, str], ...] | None:
+    """The components (code, table) of ``code`` if it is over the whole resource in every type
+    that has it, None if in none, ``()`` if the types disagree (then not a union)."""
+    answers: set[tuple[tuple[str, str], ...] | None] = set()
+    for resource_type in registry.resource_types():
+        if registry.get(resource_type, code) is None:
+            continue
+        codes = registry.resource_composite(resource_type, code)
+        if codes is None:
+            answers.add(None)
+            continue
+        parts = []
+        for part in codes:
+            definition = registry.get(resource_type, part)
+            assert definition is not None  # resource_composite checked it
+            parts.append((part, TABLES[definition.type]))
+        answers.add(tuple(parts))
+    return next(iter(answers)) if len(answers) == 1 else ()
 
 
 def param_keys(code: str, unions: Unions) -> Condition:
@@ -79,7 +130,7 @@ class WhereCompiler:
     def __init__(self, unions: Unions | None = None, visibility: Visibility | None = None,
                  probes_only: bool = False, bound: int | None = None) -> None:
         self._aliases = itertools.count(1)
-        self._unions: Unions = unions or {}
+        self._unions: Unions = unions if unions is not None else Unions()
         self.visibility = visibility
         #: Phrase every clause as a probe of the row at hand (``EXISTS``), none as a list to
         #: drive from: for a walk of the resources in ``rid`` order that stops at a page.
@@ -130,6 +181,8 @@ class WhereCompiler:
             return self.has(clause, alias, probe)
         if clause.code in ("_id", "_lastUpdated"):
             return _resource_column(clause, alias)
+        if clause.type is ParamType.COMPOSITE and clause.code in self._unions:
+            return self.composite_union(clause, alias)
         if clause.modifier is Modifier.MISSING:
             table = TABLES[clause.type]
             missing = clause.values[0] is True
@@ -151,6 +204,33 @@ class WhereCompiler:
         if self.bound is not None and not probe and clause.modifier is not Modifier.NOT:
             return f"{found[0][:-1]} LIMIT {int(self.bound)})", found[1]
         return found
+
+    def composite_union(self, clause: Clause, alias: str) -> Condition:
+        """A composite union (``Unions``) holds where one of its member composites does: on
+        a member's elements, or, for a member over the whole resource, on the resource's
+        rows of its components. ``:missing=false``: some member has an element."""
+        members = self._unions[clause.code]
+        if clause.modifier is Modifier.MISSING:
+            present = _join(" OR ", [self._element_exists(m, alias) for m in members], "0")
+            return (f"NOT ({present[0]})", present[1]) if clause.values[0] else present
+        parts = []
+        for value in clause.values:
+            if not isinstance(value, CompositeValue):
+                continue
+            for member in members:
+                over = self._unions.over_resource.get(member)
+                codes = None if over is None else tuple(code for code, _ in over)
+                parts.append(_composite(member, CompositeValue(value.parts, codes), alias))
+        return _join(" OR ", parts, "0")
+
+    def _element_exists(self, member: str, alias: str) -> Condition:
+        over = self._unions.over_resource.get(member)
+        if over is None:
+            return (f"EXISTS (SELECT 1 FROM search_composite WHERE rid = {alias}.rid "
+                    "AND param = ?)", [param_key(member)])
+        return _join(" AND ", [
+            _rows_exist(alias, table, ("1", []), False, True, param_keys(code, self._unions))
+            for code, table in over], "1")
 
     def chain(self, clause: ChainClause, alias: str, probe: bool = False) -> Condition:
         """``code.inner``: a reference to a live target of the given types where inner holds

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,7 @@ from fhir_server.storage.sqlite.search_tables import (
     check_param_keys,
     drop_deferrable_indexes,
 )
+from fhir_server.storage.sqlite.search_where import Unions
 
 __all__ = ["SqliteStore", "StorageBusy"]
 
@@ -410,6 +411,7 @@ class SqliteStore:
         self._search_slots = asyncio.Semaphore(_SEARCH_THREADS)
         self._writer: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._unions: tuple[object, Unions] | None = None
         self._waiting = 0
         self._group: _Group | None = None
         # synchronous=FULL is kept by syncing the WAL after COMMIT ourselves (_settle), outside
@@ -457,7 +459,7 @@ class SqliteStore:
         if self.registry is not None:
             # Parameter codes are stored as hashes: a custom SearchParameter must not collide.
             check_param_keys(definition.code for definition in self.registry)
-            self.registry.unions()  # found now (about 20 ms), not by the first write
+            _ = self.unions  # found now (about 20 ms), not by the first write
         self._writer = self._connect(writer=True)
         # Start-up may block: another worker may be creating the schema or building an index
         # of a new layout right now (8 s on a store of 1,000,000 resources). It does so holding
@@ -673,11 +675,15 @@ class SqliteStore:
         return write_log.write_position(self.reader)[0]
 
     @property
-    def unions(self) -> Mapping[str, tuple[str, ...]]:
+    def unions(self) -> Unions:
         """The registry's union parameters: their rows are not stored (the codes are the
         ``skip`` of the index writes), and searches read their members' rows instead
-        (``SearchParameterRegistry.unions``)."""
-        return {} if self.registry is None else self.registry.unions()
+        (``search_where.Unions``)."""
+        if self.registry is None:
+            return Unions()
+        if self._unions is None or self._unions[0] is not self.registry:
+            self._unions = (self.registry, Unions.of(self.registry))
+        return self._unions[1]
 
     @property
     def reader(self) -> sqlite3.Connection:

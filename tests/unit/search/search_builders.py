@@ -15,6 +15,7 @@ from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL
 from fhir_server.storage.sqlite.search_sql import run_search
 from fhir_server.storage.sqlite.search_tables import SCHEMA_SQL, delete_index, replace_index
+from fhir_server.storage.sqlite.search_where import Unions
 
 CCCD = "http://cccd.gov.vn"
 LOINC = "http://loinc.org"
@@ -35,6 +36,12 @@ BLOOD_PRESSURE = [
 def registry() -> SearchParameterRegistry:
     """Return the R4 registry (shared: it is immutable)."""
     return SearchParameterRegistry.load()
+
+
+@cache
+def unions() -> Unions:
+    """The unions whose rows the store does not keep, as the store finds them."""
+    return Unions.of(registry())
 
 
 def patient(id: str = "p1", **fields: Any) -> dict[str, Any]:
@@ -117,9 +124,9 @@ class Database:
             "VALUES (?, ?, ?, ?, ?, 'PUT', ?)",
             (rid, kind, ident, version, last_updated, orjson.dumps(resource)),
         )
-        # As the store does: the rows of union parameters (combo-code...) are not kept.
+        # As the store does: no rows of unions (combo-code, combo-code-value-quantity).
         replace_index(self.conn, int(rid), index_resource(resource, registry()),
-                      registry().unions())
+                      unions())
         return int(rid)
 
     def delete(self, resource_type: str, id: str) -> None:
@@ -132,7 +139,8 @@ class Database:
 
     def search(self, resource_type: str | None, text: str) -> SearchResult:
         """Run the search ``text`` (a query string) and return the result."""
-        return run_search(self.conn, query(resource_type, text), registry(), registry().unions())
+        return run_search(self.conn, query(resource_type, text), registry(),
+                          unions())
 
     def ids(self, resource_type: str | None, text: str) -> list[str]:
         """Return the ids of the first page of matches, in order."""

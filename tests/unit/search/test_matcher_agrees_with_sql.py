@@ -110,6 +110,16 @@ observation_params = st.one_of(
         st.sampled_from(["8480-6", "8462-4"]),
         st.sampled_from(["120", "80", "gt100"]),
     ),
+    # A composite union: the SQL reads code-value-quantity's resource rows and
+    # component-code-value-quantity's elements (no elements of its own).
+    st.builds(
+        lambda c, v: f"combo-code-value-quantity={c}${v}",
+        st.sampled_from([*CODES, "8462-4", f"{LOINC}|8480-6", "x|8867-4"]),
+        st.sampled_from(["gt5", "lt100", "72", "120", "80", "ne80", "5.4"]),
+    ),
+    st.builds(lambda v: f"combo-code-value-quantity:missing={v}",
+              st.sampled_from(["true", "false"])),
+    st.builds(lambda v: f"code-value-quantity:missing={v}", st.sampled_from(["true", "false"])),
 )
 
 

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from fhir_server.search.model import ParamType
-from fhir_server.search.registry import SearchParameterDef, SearchParameterRegistry, split_union
+from fhir_server.search.registry import (
+    Component,
+    SearchParameterDef,
+    SearchParameterRegistry,
+    split_union,
+)
 from tests.unit.search.search_builders import registry
 
 
@@ -81,6 +86,37 @@ def test_unions_are_the_parameters_made_of_other_parameters_values() -> None:
         "combo-value-concept": ("component-value-concept", "value-concept"),
         "combo-value-quantity": ("component-value-quantity", "value-quantity"),
     }
+
+
+def test_composite_unions_are_composites_whose_branches_are_other_composites() -> None:
+    assert dict(registry().composite_unions()) == {
+        "combo-code-value-concept": ("code-value-concept", "component-code-value-concept"),
+        "combo-code-value-quantity": ("code-value-quantity", "component-code-value-quantity"),
+    }
+
+
+def _composite(code: str, expression: str, *parts: tuple[str, str]) -> Any:
+    return SearchParameterDef(
+        code=code, url=f"http://example.org/sp/{code}", type=ParamType.COMPOSITE,
+        base=("Observation",), expression=expression,
+        components=tuple(Component(f"http://example.org/sp/Observation-{p}", e)
+                         for p, e in parts))
+
+
+def test_a_composite_union_needs_members_with_the_same_components_in_the_same_order() -> None:
+    code, value = ("a", "code"), ("b", "value.as(Quantity)")
+    found = SearchParameterRegistry([
+        _param("a", "Observation.code"),
+        _param("b", "Observation.value.as(Quantity)", kind="quantity"),
+        _composite("whole", "Observation", code, value),
+        _composite("parts", "Observation.component", code, value),
+        _composite("both", "Observation | Observation.component", code, value),
+        # The components in another order: not the members' elements.
+        _composite("swapped", "Observation | Observation.component", value, code),
+        # A branch that no other composite has as its expression.
+        _composite("more", "Observation | Observation.component | Observation.x", code, value),
+    ]).composite_unions()
+    assert dict(found) == {"both": ("whole", "parts")}
 
 
 def _param(code: str, expression: str, base: str = "Observation", kind: str = "token") -> Any:

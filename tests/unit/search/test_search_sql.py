@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from fhir_server.errors import BadRequest, Gone
@@ -13,7 +14,14 @@ from fhir_server.search.model import Include
 from fhir_server.storage.sqlite import search_sql
 from fhir_server.storage.sqlite.search_sql import _filter, find_ids, include_sql, run_search
 from fhir_server.storage.sqlite.search_tables import check_param_keys
-from tests.unit.search.search_builders import Database, observation, patient, query, registry
+from tests.unit.search.search_builders import (
+    BLOOD_PRESSURE,
+    Database,
+    observation,
+    patient,
+    query,
+    registry,
+)
 from tests.unit.search.test_search_matching import CASES
 
 
@@ -261,6 +269,54 @@ def test_rows_of_a_union_written_before_are_harmless() -> None:
     db.add(observation("new"))
     assert db.ids("Observation", "combo-code=8867-4&_sort=_id") == ["new", "old"]
     assert db.ids("Observation", "combo-code:not=8867-4") == []
+
+
+def _bp_and_heart(db: Database) -> None:
+    db.add(observation("heart"))  # code 8867-4, 72 /min: the Observation is the element
+    db.add(observation("bp", code=_coded("85354-9", "Blood pressure"), valueQuantity=None,
+                       component=BLOOD_PRESSURE))  # 8480-6 120, 8462-4 80: two elements
+    db.add(observation("none", valueQuantity=None))  # a code and no value: no element
+
+
+def test_a_composite_union_keeps_no_elements_and_searches_its_members() -> None:
+    """combo-code-value-quantity is code-value-quantity (the Observation, through its code
+    and value-quantity rows) or component-code-value-quantity (its components' elements)."""
+    from fhir_server.storage.sqlite.search_tables import param_key
+
+    db = Database()
+    _bp_and_heart(db)
+    kept = db.conn.execute("SELECT COUNT(*) FROM search_composite WHERE param = ?",
+                           [param_key("combo-code-value-quantity")]).fetchone()[0]
+    assert kept == 0
+    assert db.ids("Observation", "combo-code-value-quantity=8867-4$72") == ["heart"]
+    assert db.ids("Observation", "combo-code-value-quantity=8480-6$120") == ["bp"]
+    assert db.ids("Observation", "combo-code-value-quantity=8480-6$80") == []  # not across
+    assert db.ids("Observation", "combo-code-value-quantity=85354-9$120") == []
+    assert db.ids("Observation",
+                  "combo-code-value-quantity=8462-4$lt100,8867-4$gt70&_sort=_id") == [
+        "bp", "heart"]
+    assert db.ids("Observation", "combo-code-value-quantity:missing=true") == ["none"]
+    assert db.ids("Observation",
+                  "combo-code-value-quantity:missing=false&_sort=_id") == ["bp", "heart"]
+
+
+def test_elements_of_a_composite_union_written_before_are_harmless() -> None:
+    """A store written before keeps combo-code-value-quantity's elements; they are not read,
+    and the members' rows, which it has as well, give the same answers."""
+    from fhir_server.search.indexing import index_resource
+    from fhir_server.storage.sqlite.search_tables import replace_index
+
+    db = Database()
+    _bp_and_heart(db)
+    for rid, in db.conn.execute("SELECT rid FROM resources").fetchall():
+        stored = db.conn.execute("SELECT content FROM versions WHERE rid = ?", [rid])
+        replace_index(db.conn, rid, index_resource(orjson.loads(stored.fetchone()[0]),
+                                                   registry()))  # every row, as before
+    assert db.conn.execute("SELECT COUNT(*) FROM search_composite").fetchone()[0] == 5
+    assert db.ids("Observation", "combo-code-value-quantity=8480-6$120") == ["bp"]
+    assert db.ids("Observation", "combo-code-value-quantity=8480-6$80") == []
+    assert db.ids("Observation", "combo-code-value-quantity:missing=true") == ["none"]
+    assert db.ids("Observation", "component-code-value-quantity=8480-6$120") == ["bp"]
 
 
 def _plan(db: Database, sql: str, params: list[Any]) -> str:
