@@ -46,7 +46,7 @@ def _token(data_dir: Path, base: str) -> str:
 
 def _measure(data_dir: Path, ids: Path | None, audit: bool, duration: int) -> tuple[float, ...]:
     port = free_port()
-    command = [sys.executable, "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
+    command = [sys.executable, "-P", "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
                str(port), "--data-dir", str(data_dir), "--workers", "1"]
     env = {**os.environ, "FHIR_SERVER_AUDIT": "true" if audit else "false"}
     with running_server("fhir", command, port=port, ready_path="/readyz", env=env,

@@ -47,7 +47,7 @@ HOST = "127.0.0.1"
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([PYTHON, "-m", "fhir_server.cli", *args], check=True,
+    done = subprocess.run([PYTHON, "-P", "-m", "fhir_server.cli", *args], check=True,
                           capture_output=True, text=True, timeout=7200,
                           env={**os.environ, **(env or {})})
     return done.stdout
@@ -70,8 +70,8 @@ class Server:
         ).strip().splitlines()[-1]
         env = {**os.environ, "FHIR_SERVER_LOG_LEVEL": "warning"}
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "fhir_server.cli", "serve", "--host", HOST, "--port", str(self.port),
-             "--data-dir", str(data_dir), "--workers", "2"],
+            [PYTHON, "-P", "-m", "fhir_server.cli", "serve", "--host", HOST, "--port",
+             str(self.port), "--data-dir", str(data_dir), "--workers", "2"],
             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 300
         while self.request("GET", "/readyz")[0] != 200:

@@ -110,7 +110,7 @@ def _bundle(resources: list[dict[str, Any]]) -> bytes:
 
 
 def _load(data_dir: Path, path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "fhir_server.cli", "load", str(path), "--data-dir",
+    subprocess.run([sys.executable, "-P", "-m", "fhir_server.cli", "load", str(path), "--data-dir",
                     str(data_dir), "--processes", "3", "--concurrency", "32",
                     "--defer-indexes", "off"], check=True)
 
@@ -274,7 +274,7 @@ def _report(figures: dict[str, dict[str, list[tuple[float, ...]]]], revoked_s: f
 def measure(data_dir: Path, rounds: int, duration: int, sample: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="fhir-consent-cost-"))
     port = free_port()
-    command = [sys.executable, "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
+    command = [sys.executable, "-P", "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
                str(port), "--data-dir", str(data_dir), "--workers", "1"]
     with running_server("fhir", command, port=port, ready_path="/readyz",
                         log_path=work / "server.log", ready_timeout_s=600) as server:

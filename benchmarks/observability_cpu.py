@@ -101,7 +101,7 @@ def _measure(work: Path, server_name: str, seed: int, duration: int) -> dict[str
     # A fresh store each time: the pushes of earlier runs would make later ones dearer.
     data_dir, ids = work / f"data-{seed}", work / f"ids-{seed}.txt"
     port = free_port()
-    command = [sys.executable, "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
+    command = [sys.executable, "-P", "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
                str(port), "--data-dir", str(data_dir), "--workers", "1"]
     env = {**os.environ, **SERVER_ENV[server_name]}
     visits, warm = _visits(work, seed), _visits(work, seed + 1)

@@ -171,6 +171,7 @@ def _fhir_command(settings: BenchSettings, port: int) -> tuple[list[str], str]:
     return (
         [
             settings.python,
+            "-P",  # not the working directory first: PYTHONPATH chooses the code
             "-m",
             "fhir_server.cli",
             "serve",

@@ -161,7 +161,7 @@ def _subscribe(base: str, token: str, patients: list[str], endpoint: str) -> Non
 
 
 def _command(data_dir: Path, port: int, workers: int) -> list[str]:
-    return [sys.executable, "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
+    return [sys.executable, "-P", "-m", "fhir_server.cli", "serve", "--host", LOOPBACK, "--port",
             str(port), "--data-dir", str(data_dir), "--workers", str(workers)]
 
 
