@@ -321,3 +321,47 @@ def test_the_differential_test_fails_when_a_sent_value_pair_is_named_proven() ->
     assert _differences(plan, PROVEN) == []
     wrong = PROVEN | {("Period", "per-1")}
     assert any("per-1" in d for d in _differences(plan, wrong))
+
+
+async def test_the_route_import_evaluates_the_unproven_pairs_only(tmp_path: Path) -> None:
+    """Wired in: an import's transaction takes the shortcut with the route's pairs (and no
+    full evaluation for a visit that breaks nothing); a FHIR push of the same Bundle is
+    evaluated in full."""
+    from unittest import mock
+
+    from fhir_server.bridges.xml130.visits import import_envelope
+    from fhir_server.loader import open_services
+    from fhir_server.router.request import FhirRequest
+    from fhir_server.security.caller import SERVER
+    from fhir_server.security.policy import Access
+    from fhir_server.settings import Settings
+
+    visit, bundle = next(iter(synthetic_visits(1, 8)))
+    envelope = visit_envelope(visit, bundle)
+    plan = convert_only(envelope, STANDARD)[0]
+    assert isinstance(plan, Plan)
+    full: list[str] = []
+    short: list[Pairs] = []
+    real_full, real_short = base_invariants.check_invariants, base_invariants.check_unproven
+
+    def counted_full(resource: Resource, **options: Any) -> Any:
+        full.append(str(resource.get("resourceType")))
+        return real_full(resource, **options)
+
+    def counted_short(resource: Resource, proven: Pairs) -> Any:
+        short.append(proven)
+        return real_short(resource, proven)
+
+    async with open_services(Settings(data_dir=tmp_path / "d",
+                                      seed_search_parameters=False)) as services:
+        with mock.patch.object(base_invariants, "check_invariants", counted_full), \
+                mock.patch.object(base_invariants, "check_unproven", counted_short):
+            report = await import_envelope(services, Access(SERVER, services.registry),
+                                           envelope, STANDARD)
+            assert [v.outcome for v in report.visits] == ["created"]
+            assert full == []
+            assert len(short) == len(_resources(plan)) and set(short) == {PROVEN}
+            assert services.handle is not None
+            pushed = json.loads(json.dumps(plan.bundle))
+            await services.handle(services, FhirRequest("POST", "bundle", body=pushed), SERVER)
+    assert len(full) == len(_resources(plan)) and len(short) == len(_resources(plan))
