@@ -122,7 +122,8 @@ def validate_structure(resource: dict[str, Any], *, expected_type: str | None = 
 
     ``expected_type`` (from the URL) must equal ``resourceType`` when given. The walk of
     ``check_structure`` is skipped for a resource an in-process builder vouches for
-    (``conformance.built``: the XML 130 route's); the invariants still run.
+    (``conformance.built``: the XML 130 route's), and of the base invariants only those it
+    did not prove to hold by construction are evaluated (``check_unproven``).
     """
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
@@ -141,12 +142,15 @@ def validate_structure(resource: dict[str, Any], *, expected_type: str | None = 
             message_id="MSG_UNKNOWN_TYPE",
             expression=("resourceType",),
         )
-    issues = [] if built.is_built(resource) else [
-        i for i in elements.check_structure(resource) if i.severity != "warning"]
-    if all(issue.code in _CHECKABLE_WITH for issue in issues):
-        # Invariants need a well-formed resource; a wrong code or narrative does not stop them.
-        # Warnings (dom-6: no narrative, con-3) never make a write fail; only errors are kept.
-        issues += base_invariants.check_invariants(resource, errors_only=True)
+    proven = built.proven(resource)
+    if proven is not None:
+        issues = base_invariants.check_unproven(resource, proven)
+    else:
+        issues = [i for i in elements.check_structure(resource) if i.severity != "warning"]
+        if all(issue.code in _CHECKABLE_WITH for issue in issues):
+            # Invariants need a well-formed resource; a wrong code or narrative does not stop
+            # them. Warnings (dom-6: no narrative, con-3) never make a write fail.
+            issues += base_invariants.check_invariants(resource, errors_only=True)
     if issues:
         count_validation_failures(f"{_BASE_PROFILE}{resource_type}", issues)
         raise InvalidResource(issues[0].diagnostics, issues=issues)

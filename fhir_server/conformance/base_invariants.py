@@ -11,6 +11,10 @@ Each expression is compiled once with ``fhirpathpy``. The invariants met on near
 resource have a Python twin (``fhir_server.conformance.base_invariant_twins``), used only while
 the table carries the exact expression it was written for; tests check both agree.
 ``txt-1``/``txt-2`` are checked by ``fhir_server.conformance.xhtml``; ``ele-1`` by the JSON rules.
+
+:func:`check_unproven` is the same evaluation for a resource an in-process builder vouches for
+(``conformance.built``), which names the (context, key) pairs that hold by its construction:
+a lighter walk evaluates only the others, and the full one reports whatever it finds wrong.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from fhir_server.conformance.base_invariant_twins import Check, twin
 from fhir_server.conformance.elements import Location, location_path
 from fhir_server.errors import Issue
 
-__all__ = ["Invariant", "check_invariants", "fhirpath_check", "invariants_of"]
+__all__ = ["Invariant", "check_invariants", "check_unproven", "fhirpath_check",
+           "invariants_of"]
 
 Json = dict[str, Any]
 _IMPLIED = {"extension": "Extension", "modifierExtension": "Extension"}
@@ -184,3 +189,64 @@ def _node(context: str, errors_only: bool) -> tuple[tuple[Invariant, ...], dict[
     return checks, _edges(context)
 
 
+
+
+def check_unproven(resource: Json, proven: frozenset[tuple[str, str]]) -> list[Issue]:
+    """``check_invariants(resource, errors_only=True)`` for a resource whose builder proved
+    the (context, key) invariants in ``proven`` to hold by construction.
+
+    The error invariants not in ``proven`` are evaluated at every node of their context; the
+    walk stops at the first that fails, or at a nested resource (``contained``: its
+    ``%rootResource`` differs), and the full evaluation then gives the issues. What holds in
+    full holds here, so the answers differ only where a pair named proven is broken (the
+    builder's differential tests compare both).
+    """
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return []
+    if _holds(resource, resource_type, resource, _unproven(proven)):
+        return []
+    return check_invariants(resource, errors_only=True)
+
+
+class _Unproven(dict[str, tuple[tuple[Check, ...], dict[str, str]]]):
+    """Context -> (the checks of its error invariants not proven, its edges), on first use."""
+
+    def __init__(self, proven: frozenset[tuple[str, str]]) -> None:
+        super().__init__()
+        self.proven = proven
+
+    def __missing__(self, context: str) -> tuple[tuple[Check, ...], dict[str, str]]:
+        checks, edges = _node(context, True)
+        found = self[context] = (tuple(i.check for i in checks
+                                       if (context, i.key) not in self.proven), edges)
+        return found
+
+
+@functools.cache
+def _unproven(proven: frozenset[tuple[str, str]]) -> _Unproven:
+    return _Unproven(proven)
+
+
+def _holds(node: Json, context: str, resource: Json, table: _Unproven) -> bool:
+    """Whether every check of ``table`` holds at ``node`` (of ``context``) and below it;
+    False also at a nested resource, which the full walk evaluates with its own root."""
+    checks, edges = table[context]
+    for check in checks:
+        if not check(node, resource, resource):
+            return False
+    for name, value in node.items():
+        child = edges.get(name)
+        if child is None:
+            if name[:1] != "_":
+                continue
+            child = _PRIMITIVE_ELEMENT
+        elif child == "Resource":
+            return False
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict) and not _holds(item, child, resource, table):
+                    return False
+        elif isinstance(value, dict) and not _holds(value, child, resource, table):
+            return False
+    return True

@@ -6,7 +6,9 @@ the same push path as any client, within :func:`structure_built`. While it runs,
 resource objects it names (by identity: the very dicts it hands to the router, alive for the
 whole call) are the ones :func:`is_built` answers True for, and
 ``fhir_server.resources.validate_structure`` then skips ``check_structure`` for them (the
-base invariants and the profiles still run).
+profiles still run). The builder may also name base invariants, as (context, key) pairs, that
+hold by its construction (``proven``): for its objects only the others are evaluated
+(``base_invariants.check_unproven``), and any failure is reported by the full evaluation.
 
 The mark cannot be forged by a client: it is neither a member of the resource nor a header,
 but a context variable of the task that makes the call; a request parsed from HTTP is a new
@@ -20,16 +22,21 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["is_built", "structure_built"]
+__all__ = ["Pairs", "is_built", "proven", "structure_built"]
 
-_BUILT: ContextVar[frozenset[int]] = ContextVar("structure_built", default=frozenset())
+#: Base invariants named by (context, key), e.g. ``("Period", "per-1")``.
+Pairs = frozenset[tuple[str, str]]
+_NONE: Pairs = frozenset()
+_BUILT: ContextVar[tuple[frozenset[int], Pairs]] = ContextVar(
+    "structure_built", default=(frozenset(), _NONE))
 
 
 @contextmanager
-def structure_built(resources: Iterable[dict[str, Any]]) -> Iterator[None]:
+def structure_built(resources: Iterable[dict[str, Any]], proven: Pairs = _NONE) -> Iterator[None]:
     """Within the block, ``is_built`` is True for exactly these objects (the caller keeps
-    them alive until the block ends)."""
-    token = _BUILT.set(frozenset(id(resource) for resource in resources))
+    them alive until the block ends), and ``proven`` answers the invariants that hold for
+    them by their builder's construction."""
+    token = _BUILT.set((frozenset(id(resource) for resource in resources), proven))
     try:
         yield
     finally:
@@ -38,5 +45,12 @@ def structure_built(resources: Iterable[dict[str, Any]]) -> Iterator[None]:
 
 def is_built(resource: dict[str, Any]) -> bool:
     """Whether ``resource`` is one an in-process builder vouches for in this task."""
-    built = _BUILT.get()
+    built = _BUILT.get()[0]
     return bool(built) and id(resource) in built
+
+
+def proven(resource: dict[str, Any]) -> Pairs | None:
+    """The (context, key) invariants that hold by construction for ``resource``; None when
+    no builder vouches for it (every invariant is evaluated)."""
+    built, pairs = _BUILT.get()
+    return pairs if built and id(resource) in built else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.bridges.xml130.proven import PROVEN
 from fhir_server.conformance.built import structure_built
 from fhir_server.interactions.context import Services
 from fhir_server.router.request import FhirRequest
@@ -23,11 +24,12 @@ async def commit(services: Services, access: Access, bundle: dict[str, Any]) -> 
 
     The Bundle's resources are marked as built by the route (``conformance.built``): the
     push skips the structural walk for them, as the route checked each value it wrote
-    (``lexical``); the base invariants and the profiles run as for any push.
+    (``lexical``), and the base invariants that hold by the route's construction
+    (``proven``); the other invariants and the profiles run as for any push.
     """
     assert services.handle is not None, "the services were made without the router"
     resources = [e["resource"] for e in bundle.get("entry", ()) if "resource" in e]
-    with structure_built(resources):
+    with structure_built(resources, PROVEN):
         answer = await services.handle(services, FhirRequest("POST", "bundle", body=bundle),
                                        access.caller)
     return answer.body if isinstance(answer.body, dict) else {}
