@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from fhir_server.audit_record import (
+    MAX_GROUPS,
     TOKEN_ISSUANCE,
     AuditOutcome,
     AuditRecord,
@@ -150,16 +151,28 @@ class AuditNote:
                 query: str | None = None) -> list[AuditRecord]:
         """The AuditRecords of the request (their agent: the caller's verified token, if
         any): one per patient whose records it touched, or one."""
+        return [event for record in self.grouped_records(caller, status, query)
+                for event in record.event_records()]
+
+    def grouped_records(self, caller: Caller | None, status: int,
+                        query: str | None = None) -> list[AuditRecord]:
+        """The request's AuditEvents as :meth:`records` gives them, held by one record
+        (``AuditRecord.groups``; one more per ``MAX_GROUPS`` events, past that)."""
         verified = caller if caller is not None and caller.verified else None
         address = caller.address if caller else None
-        (touched, patients), *others = self._groups()
-        first = audit_record(self.interaction, status=status, context=verified,
-                             touched=touched, patients=patients, network_address=address,
-                             query=query, purpose=self.purpose, reason=self.reason,
-                             policies=self._policies(patients),
-                             outcome_desc=self.refusal if status >= 400 else None)
-        return [first, *(first.regrouped(touched, patients, self._policies(patients))
-                         for touched, patients in others)]
+        groups = self._groups()
+        found = []
+        for start in range(0, len(groups), MAX_GROUPS):
+            (touched, patients), *others = groups[start:start + MAX_GROUPS]
+            first = audit_record(self.interaction, status=status, context=verified,
+                                 touched=touched, patients=patients, network_address=address,
+                                 query=query, purpose=self.purpose, reason=self.reason,
+                                 policies=self._policies(patients),
+                                 outcome_desc=self.refusal if status >= 400 else None)
+            found.append(first.regrouped([(touched, patients, self._policies(patients))
+                                          for touched, patients in others])
+                         if others else first)
+        return found
 
     def _policies(self, patients: list[str]) -> list[str]:
         return [c for p in patients for c in self.policies.get(p, ())]
