@@ -242,6 +242,11 @@ def _reaches_audit(clause: AnyClause) -> bool:
 WriteBatch = Callable[[list[Any]], Awaitable[None]]
 
 
+def _event_count(item: Any) -> int:
+    """The AuditEvents one buffered item stands for (a record of several patients: several)."""
+    return item.event_count if isinstance(item, AuditRecord) else 1
+
+
 @runtime_checkable
 class BatchAuditLog(Protocol):
     """A store's audit log that writes a batch of read audit records itself, apart from the
@@ -282,6 +287,7 @@ class AuditTrail:
         self._flush_seconds = flush_seconds
         self._capacity = capacity
         self._buffer: list[Any] = []
+        self._events = 0  # the AuditEvents the buffer holds (a record may hold several)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -292,7 +298,7 @@ class AuditTrail:
     @property
     def pending(self) -> int:
         """How many events wait to be written."""
-        return len(self._buffer)
+        return self._events
 
     async def record(self, event: Any) -> None:
         """Queue one event; wait for a flush if the buffer is full."""
@@ -305,7 +311,7 @@ class AuditTrail:
             raise RuntimeError("the audit trail is closed")
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
-        while len(self._buffer) >= self._capacity:  # backpressure: wait for the next batch
+        while self._events >= self._capacity:  # backpressure: wait for the next batch
             written = asyncio.get_running_loop().create_future()
             self._waiting.append(written)
             self._wake.set()
@@ -313,9 +319,10 @@ class AuditTrail:
             if self._closed:
                 raise RuntimeError("the audit trail closed while this request waited")
         self._buffer.extend(events)
+        self._events += sum(_event_count(event) for event in events)
         if self._on_backlog is not None:
-            self._on_backlog(len(self._buffer))
-        if len(self._buffer) >= self._batch_size:
+            self._on_backlog(self._events)
+        if self._events >= self._batch_size:
             self._wake.set()
 
     async def flush(self) -> None:
@@ -326,7 +333,12 @@ class AuditTrail:
     async def _write_oldest(self) -> None:
         """Write the oldest batch (if any is left once the lock is had); a failed one stays."""
         async with self._lock:
-            batch = self._buffer[: self._batch_size]
+            batch, events = [], 0
+            for item in self._buffer:  # records up to batch_size events (at least one)
+                if batch and events + _event_count(item) > self._batch_size:
+                    break
+                batch.append(item)
+                events += _event_count(item)
             if not batch:
                 return
             try:
@@ -336,8 +348,9 @@ class AuditTrail:
                 raise
             # Only this removes from the head, under the lock: these are the written ones.
             del self._buffer[: len(batch)]
+            self._events -= events
             if self._on_backlog is not None:
-                self._on_backlog(len(self._buffer))
+                self._on_backlog(self._events)
             self._release_waiting(None)
 
     def _release_waiting(self, error: Exception | None) -> None:
