@@ -82,12 +82,14 @@ def _ref(code: str, reference: str) -> Clause:
 
 def test_a_page_of_several_patients_is_one_row_and_one_narrow_row_per_event() -> None:
     record = _page("app", ["p1", "p2", "p3"])
-    grouped, _ = _both([record])
+    grouped, per_event = _both([record])
     assert grouped.execute("SELECT count(*) FROM audit_events").fetchone() == (1,)
     assert grouped.execute("SELECT k FROM audit_groups ORDER BY k").fetchall() == [
         (0,), (1,), (2,), (3,)]
-    # Each patient's reference once, the agent once: 7 rows to move into the index, not 11.
-    assert grouped.execute("SELECT waiting FROM audit_merged").fetchone() == (7,)
+    assert per_event.execute("SELECT count(*) FROM audit_events").fetchone() == (4,)
+    # The agent is named once, not once per event: 8 references to move into the index, not 11.
+    assert grouped.execute("SELECT waiting FROM audit_merged").fetchone() == (8,)
+    assert per_event.execute("SELECT waiting FROM audit_merged").fetchone() == (11,)
 
 
 @pytest.mark.parametrize("query", [
