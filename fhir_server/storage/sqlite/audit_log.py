@@ -214,12 +214,14 @@ def prepare(records: Sequence[AuditRecord | dict[str, Any]]) -> Prepared:
     groups: list[tuple[int, int, str]] = []
     references = 0
     for item in records:
-        refs = sorted(item.refs()) if isinstance(item, AuditRecord) else _refs(item)
+        if isinstance(item, AuditRecord) and item.groups:
+            named = item.group_refs()
+            groups += ((len(rows), k, _refs_column(sorted(own))) for k, own in enumerate(named))
+            refs = sorted(item.agent_refs().union(*named))
+        else:
+            refs = sorted(item.refs()) if isinstance(item, AuditRecord) else _refs(item)
         references += len(refs)
         if isinstance(item, AuditRecord):
-            if item.groups:
-                groups += ((len(rows), k, _refs_column(sorted(named)))
-                           for k, named in enumerate(item.group_refs()))
             rows.append(_record_row(None, item, last_updated, refs))
         else:
             rows.append(_event_row(None, item, last_updated, refs))
