@@ -333,7 +333,8 @@ class AuditTrail:
     async def _write_oldest(self) -> None:
         """Write the oldest batch (if any is left once the lock is had); a failed one stays."""
         async with self._lock:
-            batch, events = [], 0
+            batch: list[Any] = []
+            events = 0
             for item in self._buffer:  # records up to batch_size events (at least one)
                 if batch and events + _event_count(item) > self._batch_size:
                     break

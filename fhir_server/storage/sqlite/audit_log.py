@@ -460,8 +460,9 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
         ((_SORT_COLUMNS[key.code], []), key.descending) for key in query.sort
     ]
     # The events in the order of the sort keys, then of their row, then of their group (the
-    # "rid"): SQLite reads the rows in order and each row's groups by its key, no sort.
-    keys.append((("a.seq", []), keys[-1][1] if keys else False))
+    # "rid"), both ascending as a row per event's seq was: SQLite reads the rows in order and
+    # sorts only each row's groups.
+    keys.append((("a.seq", []), False))
     source = f"SELECT {_STORED}{{keys}} FROM {_EVENTS} WHERE {where}"
     fetched = keyset_page(conn, (source, params), keys, cursor, query.count) if query.count else []
     rows, has_next, has_prev = page_window(fetched, query.count, cursor)
