@@ -37,14 +37,18 @@ __all__ = [
     "AGENT_REF",
     "DEFAULT_OBSERVER",
     "ENTITY_REF",
+    "MAX_GROUPS",
     "PATIENT_REF",
     "TOKEN_ISSUANCE",
     "TOKEN_REVOCATION",
     "AuditOutcome",
     "AuditRecord",
+    "Group",
     "action_of",
     "audit_event",
     "audit_record",
+    "event_id_in_group",
+    "group_of_event_id",
     "new_event_id",
     "outcome_for_status",
     "type_and_subtype_keys",
@@ -75,8 +79,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PATIENT_REF, ENTITY_REF, AGENT_REF = 0, 1, 2
 #: Version 1 of the compact form held the id and the recorded time; version 2 leaves them to
 #: the store, which keeps both in columns of their own; version 3 adds the purpose, its
-#: reason, the policies and the user (``fhirUser``).
+#: reason, the policies and the user (``fhirUser``); version 4 adds the groups after the
+#: first (a record of several patients' events, see :attr:`AuditRecord.groups`).
 _COMPACT_VERSION = 3
+_GROUPED_VERSION = 4
+#: The low bits of an event id that number the events of one record (see :func:`new_event_id`).
+_GROUP_BITS = 6
+#: How many events one record holds at most (its first and its :attr:`AuditRecord.groups`).
+MAX_GROUPS = 1 << _GROUP_BITS
+#: One more event of a record: the resources it names, their patients, the Consents.
+Group = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
 class AuditOutcome(StrEnum):
@@ -128,6 +140,14 @@ class AuditRecord:
     ``has_caller`` tells whether a verified token was presented (``issuer``, ``subject``,
     ``patient_id`` and ``organization`` come from it); ``client_id`` is the token's client,
     or the client claimed by a request that had no valid token.
+
+    ``groups``: a request that touched several patients' records leaves one AuditEvent per
+    patient, each naming only that patient's resources. One record holds them all: its own
+    ``touched``, ``patients`` and ``policies`` are the first event's, and each group the next
+    one's; :meth:`event_records` gives the records of the events one by one (event ``k`` has
+    the id ``event_id_in_group(id, k)``), and everything else is shared. A store may keep the
+    record whole (the SQLite audit log: one row per request instead of one per patient) as long
+    as it shows each event as :meth:`event_records` gives it.
     """
 
     interaction: str
@@ -150,6 +170,7 @@ class AuditRecord:
     reason: str | None = None
     policies: tuple[str, ...] = ()
     user: str | None = None
+    groups: tuple[Group, ...] = ()
 
     @property
     def action(self) -> str:
@@ -169,18 +190,24 @@ class AuditRecord:
 
     def compact(self) -> list[Any]:
         """Return the record as a JSON array, without ``id`` and ``recorded`` (the store keeps
-        those beside it; see :meth:`from_compact`)."""
-        return [_COMPACT_VERSION, self.interaction, self.status, self.has_caller, self.issuer,
-                self.subject, self.patient_id, self.organization, self.client_id,
-                self.touched, self.patients, self.address, self.query, self.outcome_desc,
-                self.observer, self.purpose, self.reason, self.policies,
-                self.user]  # fmt: skip
+        those beside it; see :meth:`from_compact`); with groups, version 4 (the groups last)."""
+        version = _GROUPED_VERSION if self.groups else _COMPACT_VERSION
+        values = [version, self.interaction, self.status, self.has_caller, self.issuer,
+                  self.subject, self.patient_id, self.organization, self.client_id,
+                  self.touched, self.patients, self.address, self.query, self.outcome_desc,
+                  self.observer, self.purpose, self.reason, self.policies,
+                  self.user]  # fmt: skip
+        return [*values, self.groups] if self.groups else values
 
     @classmethod
     def from_compact(cls, values: Sequence[Any], id: str, recorded: int) -> AuditRecord:
         """Return the record :meth:`compact` wrote (``id`` and ``recorded`` are only used for
         versions 2 and 3; version 1 arrays carry their own)."""
         why: Sequence[Any] = (None, None, (), None)
+        groups: Sequence[Any] = ()
+        if values and values[0] == _GROUPED_VERSION:
+            values, groups = values[:-1], values[-1]
+            values = [_COMPACT_VERSION, *values[1:]]
         if values and values[0] == 1:
             (_, interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
              organization, client_id, touched, patients, address, query, outcome_desc,
@@ -194,18 +221,46 @@ class AuditRecord:
         purpose, reason, policies, user = why
         return cls(interaction, status, id, recorded, has_caller, issuer, subject, patient_id,
                    organization, client_id, tuple(touched), tuple(patients), address, query,
-                   outcome_desc, observer, purpose, reason, tuple(policies), user)  # fmt: skip
+                   outcome_desc, observer, purpose, reason, tuple(policies), user,
+                   tuple((tuple(t), tuple(p), tuple(c)) for t, p, c in groups))  # fmt: skip
 
-    def regrouped(self, touched: Sequence[str], patients: Sequence[str],
-                  policies: Sequence[str]) -> AuditRecord:
-        """The record of the same interaction for another group of its resources (another
-        patient's), with an id of its own; the rest is shared."""
+    @property
+    def event_count(self) -> int:
+        """How many AuditEvents the record stands for (1 plus its groups)."""
+        return 1 + len(self.groups)
+
+    def event_record(self, k: int) -> AuditRecord:
+        """The record of the record's ``k``-th event alone (``0 <= k < event_count``)."""
+        if k == 0:
+            if not self.groups:
+                return self
+            return self._with_group(self.id, self.touched, self.patients, self.policies)
+        touched, patients, policies = self.groups[k - 1]
+        return self._with_group(event_id_in_group(self.id, k), touched, patients, policies)
+
+    def event_records(self) -> list[AuditRecord]:
+        """The records of the record's events one by one (one, without groups)."""
+        return [self.event_record(k) for k in range(self.event_count)]
+
+    def _with_group(self, id: str, touched: tuple[str, ...], patients: tuple[str, ...],
+                    policies: tuple[str, ...]) -> AuditRecord:
         return AuditRecord(
-            self.interaction, self.status, new_event_id(self.recorded), self.recorded,
-            self.has_caller, self.issuer, self.subject, self.patient_id, self.organization,
-            self.client_id, tuple(touched), tuple(dict.fromkeys(patients)), self.address,
-            self.query, self.outcome_desc, self.observer, self.purpose, self.reason,
-            tuple(dict.fromkeys(policies)), self.user)
+            self.interaction, self.status, id, self.recorded, self.has_caller, self.issuer,
+            self.subject, self.patient_id, self.organization, self.client_id, touched,
+            patients, self.address, self.query, self.outcome_desc, self.observer,
+            self.purpose, self.reason, policies, self.user)
+
+    def regrouped(self, groups: Sequence[tuple[Sequence[str], Sequence[str], Sequence[str]]]
+                  ) -> AuditRecord:
+        """The record with more events (``(touched, patients, policies)`` each, at most
+        ``MAX_GROUPS - 1``), the first event's facts its own; the rest is shared."""
+        if len(groups) >= MAX_GROUPS:
+            raise ValueError(f"a record holds at most {MAX_GROUPS} events")
+        record = self._with_group(self.id, self.touched, self.patients, self.policies)
+        record.groups = tuple((tuple(touched), tuple(dict.fromkeys(patients)),
+                               tuple(dict.fromkeys(policies)))
+                              for touched, patients, policies in groups)
+        return record
 
     def refs(self) -> set[tuple[int, str]]:
         """Return what the AuditEvent is searched by, as ``(kind, reference)`` pairs.
@@ -213,12 +268,23 @@ class AuditRecord:
         Kinds: :data:`PATIENT_REF` (an entity that is a Patient), :data:`ENTITY_REF` (every
         other entity: ``Type/id`` without ``_history``), :data:`AGENT_REF` (``Type/id`` or
         ``identifier|system|value`` of each agent's ``who``). So the R4 parameter ``patient``
-        is the kinds patient and agent, and ``entity`` the kinds patient and entity.
+        is the kinds patient and agent, and ``entity`` the kinds patient and entity. With groups,
+        those of all its events (:meth:`named_refs` gives each event's own).
         """
-        found = {(PATIENT_REF, f"Patient/{pid}") for pid in self.patients}
-        for reference in self.touched:
-            plain = reference.split("/_history/", 1)[0]
-            found.add((PATIENT_REF if plain.startswith("Patient/") else ENTITY_REF, plain))
+        found = self.named_refs()
+        for touched, patients, _ in self.groups:
+            found |= _named(touched, patients)
+        found |= self.agent_refs()
+        return found
+
+    def named_refs(self) -> set[tuple[int, str]]:
+        """The patients and entities the first event names (not the agents: see
+        :meth:`agent_refs`, shared by every event of the record)."""
+        return _named(self.touched, self.patients)
+
+    def agent_refs(self) -> set[tuple[int, str]]:
+        """The agents of the record's events, as :meth:`refs` gives them."""
+        found: set[tuple[int, str]] = set()
         if self.has_caller:
             found.add((AGENT_REF, f"Patient/{self.patient_id}" if self.patient_id
                        else self.user or f"identifier|{self.issuer}|{self.subject}"))
@@ -227,6 +293,10 @@ class AuditRecord:
         elif self.client_id:
             found.add((AGENT_REF, f"identifier|{_CLIENT_SYSTEM}|{self.client_id}"))
         return found
+
+    def group_refs(self) -> list[set[tuple[int, str]]]:
+        """The patients and entities each event names, in event order (agents apart)."""
+        return [self.named_refs(), *(_named(t, p) for t, p, _ in self.groups)]
 
     def _who(self) -> dict[str, Any] | None:
         if self.has_caller and self.patient_id:
@@ -341,12 +411,35 @@ def audit_record(
 def new_event_id(micros: int) -> str:
     """Return a new AuditEvent id that sorts by time, laid out like a UUID.
 
-    48 bits of milliseconds, then 32 random bits drawn once per process and a 48-bit counter
+    48 bits of milliseconds, then 32 random bits drawn once per process and a 48-bit field
     (as UUIDv7 puts time first), so the id index of an append-only log grows at its end and no
-    system call is needed per event; processes differ by their random bits.
+    system call is needed per event; processes differ by their random bits. The field is a
+    counter in its high 42 bits and 0 in its low 6: the ids of a record's further events
+    (:func:`event_id_in_group`) fill those.
     """
+    counter = (next(_ID_COUNTER) << _GROUP_BITS) & 0xFFFFFFFFFFFF
     millis = f"{(micros // 1000) & 0xFFFFFFFFFFFF:012x}"
-    return f"{millis[:8]}-{millis[8:]}-{_ID_PREFIX}-{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+    return f"{millis[:8]}-{millis[8:]}-{_ID_PREFIX}-{counter:012x}"
+
+
+def event_id_in_group(id: str, k: int) -> str:
+    """Return the id of the ``k``-th event of the record whose id is ``id``."""
+    if k == 0:
+        return id
+    return f"{id[:-12]}{int(id[-12:], 16) + k:012x}"
+
+
+def group_of_event_id(id: str) -> tuple[str, int] | None:
+    """Return ``(record id, k)`` for the id of a record's ``k``-th event (``k > 0``), or None
+    when ``id`` cannot be one (not laid out by :func:`new_event_id`, or ``k`` would be 0)."""
+    tail = id[-12:]
+    if len(id) != 36 or id[-13:-12] != "-" or not all(c in _HEX for c in tail):
+        return None
+    k = int(tail, 16) & (MAX_GROUPS - 1)
+    return (f"{id[:-12]}{int(tail, 16) - k:012x}", k) if k else None
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 _PREFIX_HEX = os.urandom(4).hex()
@@ -383,6 +476,14 @@ def type_and_subtype_keys(interaction: str) -> tuple[str, tuple[str, ...]]:
     """Return ``system|code`` of the AuditEvent type and of each subtype of an interaction."""
     kind, subtype = _type_and_subtype(interaction)
     return f"{kind['system']}|{kind['code']}", tuple(f"{c['system']}|{c['code']}" for c in subtype)
+
+
+def _named(touched: Iterable[str], patients: Iterable[str]) -> set[tuple[int, str]]:
+    found = {(PATIENT_REF, f"Patient/{pid}") for pid in patients}
+    for reference in touched:
+        plain = reference.split("/_history/", 1)[0]
+        found.add((PATIENT_REF if plain.startswith("Patient/") else ENTITY_REF, plain))
+    return found
 
 
 def _patient_refs(patients: Iterable[str]) -> list[str]:

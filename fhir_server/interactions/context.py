@@ -147,9 +147,10 @@ class Services:
         if self.store.audit_log is not None:
             await cast(AuditLogTransaction, tx).append_audit(records)
             return
-        for record in records:
-            event = record if isinstance(record, dict) else record.to_event()
-            await tx.create(event, self.index(event))
+        for item in records:  # a record of several patients' events: each event its own
+            for event in [item] if isinstance(item, dict) else [
+                    one.to_event() for one in item.event_records()]:
+                await tx.create(event, self.index(event))
 
     async def store_audit(self, records: Sequence[Any]) -> None:
         """Store a batch of read audit records in a transaction of their own.

@@ -160,4 +160,4 @@ async def _audit(services: Services, request: FhirRequest, caller: Caller, note:
     if services.audit_trail is None:
         return
     query = request.query_string if request.route.startswith("search") else None
-    await services.audit_trail.record_many(note.records(caller, status, query or None))
+    await services.audit_trail.record_many(note.grouped_records(caller, status, query or None))

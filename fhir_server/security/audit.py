@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from fhir_server.audit_record import (
+    MAX_GROUPS,
     TOKEN_ISSUANCE,
     AuditOutcome,
     AuditRecord,
@@ -150,16 +151,28 @@ class AuditNote:
                 query: str | None = None) -> list[AuditRecord]:
         """The AuditRecords of the request (their agent: the caller's verified token, if
         any): one per patient whose records it touched, or one."""
+        return [event for record in self.grouped_records(caller, status, query)
+                for event in record.event_records()]
+
+    def grouped_records(self, caller: Caller | None, status: int,
+                        query: str | None = None) -> list[AuditRecord]:
+        """The request's AuditEvents as :meth:`records` gives them, held by one record
+        (``AuditRecord.groups``; one more per ``MAX_GROUPS`` events, past that)."""
         verified = caller if caller is not None and caller.verified else None
         address = caller.address if caller else None
-        (touched, patients), *others = self._groups()
-        first = audit_record(self.interaction, status=status, context=verified,
-                             touched=touched, patients=patients, network_address=address,
-                             query=query, purpose=self.purpose, reason=self.reason,
-                             policies=self._policies(patients),
-                             outcome_desc=self.refusal if status >= 400 else None)
-        return [first, *(first.regrouped(touched, patients, self._policies(patients))
-                         for touched, patients in others)]
+        groups = self._groups()
+        found = []
+        for start in range(0, len(groups), MAX_GROUPS):
+            (touched, patients), *others = groups[start:start + MAX_GROUPS]
+            first = audit_record(self.interaction, status=status, context=verified,
+                                 touched=touched, patients=patients, network_address=address,
+                                 query=query, purpose=self.purpose, reason=self.reason,
+                                 policies=self._policies(patients),
+                                 outcome_desc=self.refusal if status >= 400 else None)
+            found.append(first.regrouped([(touched, patients, self._policies(patients))
+                                          for touched, patients in others])
+                         if others else first)
+        return found
 
     def _policies(self, patients: list[str]) -> list[str]:
         return [c for p in patients for c in self.policies.get(p, ())]
@@ -229,6 +242,11 @@ def _reaches_audit(clause: AnyClause) -> bool:
 WriteBatch = Callable[[list[Any]], Awaitable[None]]
 
 
+def _event_count(item: Any) -> int:
+    """The AuditEvents one buffered item stands for (a record of several patients: several)."""
+    return item.event_count if isinstance(item, AuditRecord) else 1
+
+
 @runtime_checkable
 class BatchAuditLog(Protocol):
     """A store's audit log that writes a batch of read audit records itself, apart from the
@@ -269,6 +287,7 @@ class AuditTrail:
         self._flush_seconds = flush_seconds
         self._capacity = capacity
         self._buffer: list[Any] = []
+        self._events = 0  # the AuditEvents the buffer holds (a record may hold several)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -279,7 +298,7 @@ class AuditTrail:
     @property
     def pending(self) -> int:
         """How many events wait to be written."""
-        return len(self._buffer)
+        return self._events
 
     async def record(self, event: Any) -> None:
         """Queue one event; wait for a flush if the buffer is full."""
@@ -292,7 +311,7 @@ class AuditTrail:
             raise RuntimeError("the audit trail is closed")
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
-        while len(self._buffer) >= self._capacity:  # backpressure: wait for the next batch
+        while self._events >= self._capacity:  # backpressure: wait for the next batch
             written = asyncio.get_running_loop().create_future()
             self._waiting.append(written)
             self._wake.set()
@@ -300,9 +319,10 @@ class AuditTrail:
             if self._closed:
                 raise RuntimeError("the audit trail closed while this request waited")
         self._buffer.extend(events)
+        self._events += sum(_event_count(event) for event in events)
         if self._on_backlog is not None:
-            self._on_backlog(len(self._buffer))
-        if len(self._buffer) >= self._batch_size:
+            self._on_backlog(self._events)
+        if self._events >= self._batch_size:
             self._wake.set()
 
     async def flush(self) -> None:
@@ -313,7 +333,13 @@ class AuditTrail:
     async def _write_oldest(self) -> None:
         """Write the oldest batch (if any is left once the lock is had); a failed one stays."""
         async with self._lock:
-            batch = self._buffer[: self._batch_size]
+            batch: list[Any] = []
+            events = 0
+            for item in self._buffer:  # records up to batch_size events (at least one)
+                if batch and events + _event_count(item) > self._batch_size:
+                    break
+                batch.append(item)
+                events += _event_count(item)
             if not batch:
                 return
             try:
@@ -323,8 +349,9 @@ class AuditTrail:
                 raise
             # Only this removes from the head, under the lock: these are the written ones.
             del self._buffer[: len(batch)]
+            self._events -= events
             if self._on_backlog is not None:
-                self._on_backlog(len(self._buffer))
+                self._on_backlog(self._events)
             self._release_waiting(None)
 
     def _release_waiting(self, error: Exception | None) -> None:

@@ -7,6 +7,7 @@ these tests hold it to the same answers as the generic storage of other stores.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -387,3 +388,60 @@ async def test_a_search_page_leaves_each_patient_an_event_of_her_own_records(
     if who == "operator":  # the page holds both patients' records (Consent governs no one)
         assert set(named) == {f"Patient/{trail.alice}", f"Patient/{trail.bob}"}
         assert named[f"Patient/{trail.alice}"] == {f"Observation/{trail.alice_obs}"}
+
+
+#: The callers of a page of several patients, by what their token is.
+_PAGE_CALLERS = {
+    "operator": ("system/*.cruds", {"client_id": "national-auditor"}),
+    "clinician": ("user/*.rs", {"fhir_user": "Practitioner/dr-1",
+                                "organization": "Organization/bm"}),
+    "citizen": ("patient/*.rs", {"patient_id": "ALICE", "subject": "cccd-019"}),
+    "attacker": ("patient/*.rs", {"patient_id": "ALICE", "subject": "cccd-019"}),
+}
+
+
+@pytest.mark.parametrize("who", sorted(_PAGE_CALLERS))
+async def test_a_page_of_several_patients_shows_each_citizen_an_event_naming_only_her(
+    trail: Trail, who: str,
+) -> None:
+    """A page of Patients leaves each patient on it an AuditEvent of her own (the audit log
+    stores the request once): in her log (``AuditEvent?patient=`` with her own token, and
+    ``$access-log``) the event names her and nothing of the other patient, reads back by
+    its id as found, and is not the other's event; the attacker (Alice's token asking for
+    Bob) leaves nothing in Bob's log."""
+    scope, claims = _PAGE_CALLERS[who]
+    claims = {k: trail.alice if v == "ALICE" else v for k, v in claims.items()}
+    query = (f"_id={trail.bob}" if who == "attacker"
+             else f"_id={trail.alice},{trail.bob}&_count=50")
+    page = await trail.http.get(f"/fhir/Patient?{query}", headers=trail.headers(scope, **claims))
+    assert page.status_code == 200, page.text
+    shown = {e["resource"]["id"] for e in page.json().get("entry", [])}
+    citizens = {trail.alice: trail.bob, trail.bob: trail.alice}
+    logged: dict[str, str] = {}
+    for citizen, other in citizens.items():
+        own = trail.headers("patient/AuditEvent.rs patient/*.rs", patient_id=citizen)
+        response = await trail.search(("patient", f"Patient/{citizen}"), **own)
+        assert response.status_code == 200, response.text
+        events = [e["resource"] for e in response.json().get("entry", [])
+                  if _query_of(e["resource"]) == query]
+        # Her log also holds her own searches (she is their agent), naming no one else.
+        expected = citizen in shown or citizen == claims.get("patient_id")
+        assert len(events) == expected, (citizen, events)
+        for event in events:
+            assert other not in json.dumps(event)
+            named = {x["what"]["reference"] for x in event["entity"] if "what" in x}
+            assert named == ({f"Patient/{citizen}"} if citizen in shown else set())
+            read = await trail.http.get(f"/fhir/AuditEvent/{event['id']}", headers=own)
+            assert read.status_code == 200 and read.json() == event
+            logged[citizen] = event["id"]
+        access_log = await trail.http.get(f"/fhir/Patient/{citizen}/$access-log", headers=own)
+        assert access_log.status_code == 200, access_log.text
+        assert other not in access_log.text
+    assert len(set(logged.values())) == len(logged)
+    if who == "operator":
+        assert set(logged) == {trail.alice, trail.bob}
+
+
+def _query_of(event: dict[str, Any]) -> str | None:
+    encoded = next((x["query"] for x in event.get("entity", []) if x.get("query")), None)
+    return unquote(base64.b64decode(encoded).decode()) if encoded else None

@@ -11,6 +11,19 @@ instead of forty. The references wait in the event's ``refs`` column (a JSON arr
 ``audit_refs_all``, and ``audit_merged`` holds the last event moved and how many references
 wait.
 
+A request that read several patients' records leaves one AuditEvent per patient
+(``AuditRecord.groups``), stored as one ``audit_events`` row (what the events share, and each
+event's resources, patients and Consents in its compact record) and one narrow
+``audit_groups`` row per event (``seq``, ``k``, the patients and entities that event names),
+so a page of 50 Patients writes one wide row and 50 narrow ones instead of 50 wide rows.
+Every reader sees the events one by one: a search joins ``audit_groups`` (an event is a row
+of ``audit_events`` and, if it has groups, one of its ``k``), a reference parameter matches
+an event only when that event names the reference (``_group_names``), and the event ``k`` is
+built from the record alone (``AuditRecord.event_record``), with the id
+``event_id_in_group(id, k)``. So a citizen's log shows each access as the event of her own
+records, exactly what a row per event gave. Rows without groups (every log written before,
+and every request of one patient) have no ``audit_groups`` rows and are that one event.
+
 AuditEvents are never updated or deleted (the API refuses it), so there is one version per
 event and no history beyond it. They are searched by the parameters of
 ``fhir_server.security.audit.AUDIT_SEARCH_PARAMS`` (the ones an administrator or a citizen
@@ -36,8 +49,11 @@ from typing import Any
 import orjson
 
 from fhir_server.audit_record import (
+    MAX_GROUPS,
     AuditRecord,
     action_of,
+    event_id_in_group,
+    group_of_event_id,
     outcome_for_status,
     type_and_subtype_keys,
 )
@@ -94,6 +110,9 @@ CREATE TABLE IF NOT EXISTS audit_refs (
   kind INTEGER NOT NULL, ref TEXT NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY (kind, ref, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_merged (seq INTEGER NOT NULL, waiting INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS audit_groups (
+  seq INTEGER NOT NULL, k INTEGER NOT NULL, refs TEXT NOT NULL,
+  PRIMARY KEY (seq, k)) WITHOUT ROWID;
 """
 #: The reference rows of the events after the last merge, read from their ``refs`` column.
 _TAIL_REFS = (
@@ -126,7 +145,10 @@ _INSERT_HEAD = (
     "subtype, address, content, refs) VALUES "
 )
 #: Six columns, as ``keyset.keyset_page`` wants, the second being ``at`` (see :func:`_stored`).
-_STORED = "a.seq AS rid, a.at, a.id, 1 AS version, a.last_updated, a.content"
+#: The "rid" is the event's ``k`` in its row; the row's ``seq`` is the last sort key.
+_STORED = "coalesce(g.k, 0) AS rid, a.at, a.id, 1 AS version, a.last_updated, a.content"
+#: Every event: a row, joined with its groups if it has some (one event per group).
+_EVENTS = "audit_events a LEFT JOIN audit_groups g ON g.seq = a.seq"
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -175,26 +197,35 @@ def append(conn: sqlite3.Connection, records: Sequence[AuditRecord | dict[str, A
 
 @dataclass(frozen=True)
 class Prepared:
-    """The ``audit_events`` rows of some records (their ``seq`` left to SQLite: the next
-    after the largest) and how many references they name; made outside any transaction by
+    """The ``audit_events`` rows of some records (their ``seq`` given by :func:`insert`: the
+    next after the largest), the ``audit_groups`` rows of records with groups (``(row index,
+    k, refs)``) and how many references they name; made outside any transaction by
     :func:`prepare`, stored by :func:`insert`."""
 
     rows: list[tuple[object, ...]]
     references: int
+    groups: list[tuple[int, int, str]]
 
 
 def prepare(records: Sequence[AuditRecord | dict[str, Any]]) -> Prepared:
     """Build the rows of ``records`` (Python work only: no connection is needed)."""
     last_updated = now_instant()
-    rows, references = [], 0
+    rows: list[tuple[object, ...]] = []
+    groups: list[tuple[int, int, str]] = []
+    references = 0
     for item in records:
-        refs = sorted(item.refs()) if isinstance(item, AuditRecord) else _refs(item)
+        if isinstance(item, AuditRecord) and item.groups:
+            named = item.group_refs()
+            groups += ((len(rows), k, _refs_column(sorted(own))) for k, own in enumerate(named))
+            refs = sorted(item.agent_refs().union(*named))
+        else:
+            refs = sorted(item.refs()) if isinstance(item, AuditRecord) else _refs(item)
         references += len(refs)
         if isinstance(item, AuditRecord):
             rows.append(_record_row(None, item, last_updated, refs))
         else:
             rows.append(_event_row(None, item, last_updated, refs))
-    return Prepared(rows, references)
+    return Prepared(rows, references, groups)
 
 
 def insert(conn: sqlite3.Connection, prepared: Prepared) -> bool:
@@ -206,9 +237,19 @@ def insert(conn: sqlite3.Connection, prepared: Prepared) -> bool:
     times per batch.
     """
     rows = prepared.rows
+    first = int(conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM audit_events").fetchone()[0])
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start:start + _ROWS_PER_INSERT]
-        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+        values: list[object] = []
+        for seq, row in enumerate(chunk, first + start):
+            values.append(seq)
+            values += row[1:]
+        conn.execute(_insert_sql(len(chunk)), values)
+    groups = prepared.groups
+    for start in range(0, len(groups), _GROUP_ROWS_PER_INSERT):
+        part = groups[start:start + _GROUP_ROWS_PER_INSERT]
+        conn.execute(_GROUP_INSERT_HEAD + ", ".join("(?, ?, ?)" for _ in part),
+                     [value for row, k, refs in part for value in (first + row, k, refs)])
     conn.execute("UPDATE audit_merged SET waiting = waiting + ?", (prepared.references,))
     waiting = conn.execute("SELECT waiting FROM audit_merged").fetchone()[0]
     return bool(waiting >= MERGE_ROWS)
@@ -216,6 +257,8 @@ def insert(conn: sqlite3.Connection, prepared: Prepared) -> bool:
 
 #: Rows per INSERT statement (12 values each; SQLite allows 32,766 per statement).
 _ROWS_PER_INSERT = 250
+_GROUP_ROWS_PER_INSERT = 1000
+_GROUP_INSERT_HEAD = "INSERT INTO audit_groups (seq, k, refs) VALUES "
 
 
 @functools.cache
@@ -299,12 +342,12 @@ def _with_meta(event: dict[str, Any], last_updated: str) -> dict[str, Any]:
     return event
 
 
-def content_of(stored: bytes, last_updated: str, id: str, at: int) -> bytes:
-    """Return the AuditEvent JSON of a stored row (building it from a compact record, whose
-    ``id`` and ``at`` columns give the id and recorded time)."""
+def content_of(stored: bytes, last_updated: str, id: str, at: int, k: int = 0) -> bytes:
+    """Return the AuditEvent JSON of a stored row's ``k``-th event (building it from a compact
+    record, whose ``id`` and ``at`` columns give the id and recorded time)."""
     if stored[:1] != b"[":
         return stored
-    event = AuditRecord.from_compact(orjson.loads(stored), id, at).to_event()
+    event = AuditRecord.from_compact(orjson.loads(stored), id, at).event_record(k).to_event()
     return orjson.dumps(_with_meta(event, last_updated))
 
 
@@ -352,43 +395,56 @@ def _refs(event: dict[str, Any]) -> list[tuple[int, str]]:
 
 def read(conn: sqlite3.Connection, id: str) -> StoredResource | None:
     """Return the AuditEvent ``id`` or None."""
+    where, args = _event_is(id)
     row = conn.execute(
-        "SELECT last_updated, content, at FROM audit_events WHERE id = ?", (id,)
-    ).fetchone()
+        f"SELECT a.last_updated, a.content, a.at, a.id, coalesce(g.k, 0) FROM {_EVENTS} "
+        f"WHERE {where} LIMIT 1", args).fetchone()
     if row is None:
         return None
-    content = content_of(bytes(row[1]), row[0], id, row[2])
+    content = content_of(bytes(row[1]), row[0], row[3], row[2], row[4])
     return StoredResource(AUDIT_TYPE, id, 1, row[0], content, "POST")
 
 
 def exists(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
     """Return which of ``ids`` are stored AuditEvents."""
-    found: set[str] = set()
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start:start + 500])
-        marks = ", ".join("?" for _ in chunk)
-        rows = conn.execute(f"SELECT id FROM audit_events WHERE id IN ({marks})", chunk)
-        found.update(row[0] for row in rows)
-    return found
+    return {id for id in dict.fromkeys(ids) if read(conn, id) is not None}
+
+
+def _event_is(id: str) -> Condition:
+    """The event ``id``: a row of that id (its first event), or the ``k``-th of a row."""
+    exact: Condition = "(a.id = ? AND coalesce(g.k, 0) = 0)", [id]
+    grouped = group_of_event_id(id)
+    if grouped is None:
+        return exact
+    return f"{exact[0]} OR (a.id = ? AND g.k = ?)", [id, *grouped]
 
 
 def history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
     """Type or instance history of AuditEvents: each event's single version, newest first."""
     seen, seen_args = _visible(query.visibility)
     where, args = [seen], list(seen_args)
-    for sql, value in (("id = ?", query.id), ("last_updated >= ?", query.since),
-                       ("last_updated <= ?", query.at), ("seq < ?", query.before_seq)):
+    if query.id is not None:
+        where.append(_event_is(query.id)[0])
+        args += _event_is(query.id)[1]
+    for sql, value in (("a.last_updated >= ?", query.since), ("a.last_updated <= ?", query.at)):
         if value is not None:
             where.append(sql)
             args.append(value)
+    if query.before_seq is not None:  # an event's place: its row's seq, then its k
+        seq, k = divmod(query.before_seq, MAX_GROUPS)
+        where.append("(a.seq < ? OR (a.seq = ? AND g.k < ?))")
+        args += [seq, seq, k]
     rows = conn.execute(
-        f"SELECT seq, id, last_updated, content, at FROM audit_events a "
-        f"WHERE {' AND '.join(where)} "
-        "ORDER BY seq DESC LIMIT ?", [*args, query.count + 1]).fetchall()  # fmt: skip
+        f"SELECT a.seq * {MAX_GROUPS} + coalesce(g.k, 0), a.id, a.last_updated, a.content, "
+        f"a.at FROM {_EVENTS} WHERE {' AND '.join(f'({w})' for w in where)} "
+        "ORDER BY a.seq DESC, g.k DESC LIMIT ?", [*args, query.count + 1]).fetchall()
     more = len(rows) > query.count
     rows = rows[: query.count]
-    entries = [StoredResource(AUDIT_TYPE, id, 1, lu, content_of(bytes(c), lu, id, at), "POST")
-               for _, id, lu, c, at in rows]
+    entries = []
+    for place, id, lu, content, at in rows:
+        k = place % MAX_GROUPS
+        entries.append(StoredResource(AUDIT_TYPE, event_id_in_group(id, k), 1, lu,
+                                      content_of(bytes(content), lu, id, at, k), "POST"))
     return HistoryPage(entries, next_seq=rows[-1][0] if more and rows else None,
                        seqs=[row[0] for row in rows])
 
@@ -403,13 +459,17 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
     keys: list[tuple[Condition, bool]] = [
         ((_SORT_COLUMNS[key.code], []), key.descending) for key in query.sort
     ]
-    source = f"SELECT {_STORED}{{keys}} FROM audit_events a WHERE {where}"
+    # The events in the order of the sort keys, then of their row, then of their group (the
+    # "rid"), both ascending as a row per event's seq was: SQLite reads the rows in order and
+    # sorts only each row's groups.
+    keys.append((("a.seq", []), False))
+    source = f"SELECT {_STORED}{{keys}} FROM {_EVENTS} WHERE {where}"
     fetched = keyset_page(conn, (source, params), keys, cursor, query.count) if query.count else []
     rows, has_next, has_prev = page_window(fetched, query.count, cursor)
     total = None
     if query.total is not TotalMode.NONE:
         total = int(conn.execute(
-            f"SELECT COUNT(*) FROM audit_events a WHERE {where}", params).fetchone()[0])
+            f"SELECT COUNT(*) FROM {_EVENTS} WHERE {where}", params).fetchone()[0])
     return SearchResult(
         matches=tuple(_stored(row) for row in rows),
         total=total,
@@ -422,9 +482,9 @@ _SORT_COLUMNS = {"date": "a.at", "_lastUpdated": "a.last_updated"}
 
 
 def _stored(row: tuple[Any, ...]) -> StoredResource:
-    _, at, id, _, last_updated, content = row[:6]
-    return StoredResource(AUDIT_TYPE, id, 1, last_updated,
-                          content_of(bytes(content), last_updated, id, at))
+    k, at, id, _, last_updated, content = row[:6]
+    return StoredResource(AUDIT_TYPE, event_id_in_group(id, k), 1, last_updated,
+                          content_of(bytes(content), last_updated, id, at, k))
 
 
 def _filter(query: SearchQuery) -> Condition:
@@ -483,8 +543,24 @@ _PARAM_KINDS = {_PATIENT: "kind IN (0, 2)", _ENTITY: "kind IN (0, 1)", _AGENT: "
 
 
 def _ref_in(param: int, ref: str) -> Condition:
+    return _ref_where(param, "ref = ?", [ref])
+
+
+def _ref_where(param: int, test: str, args: list[object]) -> Condition:
+    """The events that name, as ``param`` looks for it, a reference passing ``test`` (on
+    ``kind`` and ``ref``): their row names one, and so does the event's group if it has one
+    (an agent is every group's)."""
     kinds = _PARAM_KINDS[param]
-    return f"a.seq IN (SELECT seq FROM audit_refs_all WHERE {kinds} AND ref = ?)", [ref]
+    row = f"a.seq IN (SELECT seq FROM audit_refs_all WHERE {kinds} AND {test})"
+    if param == _AGENT:
+        return row, args
+    group = (f"g.refs IS NULL OR EXISTS (SELECT 1 FROM (SELECT CAST(substr(value, 1, 1) AS "
+             f"INTEGER) AS kind, substr(value, 2) AS ref FROM json_each(g.refs)) "
+             f"WHERE {kinds} AND {test})")
+    if param == _PATIENT:  # as the agent (a citizen's own access): every group's
+        agent, agent_args = _ref_where(_AGENT, test, args)
+        return f"{row} AND ({group} OR {agent})", [*args, *args, *agent_args]
+    return f"{row} AND ({group})", [*args, *args]
 
 
 def _value(clause: Clause, value: ClauseValue) -> Condition:
@@ -500,8 +576,7 @@ def _value(clause: Clause, value: ClauseValue) -> Condition:
         if value.url is not None:
             return _ref_in(kind, value.url)
         if target is None:
-            return (f"a.seq IN (SELECT seq FROM audit_refs_all WHERE {_PARAM_KINDS[kind]} AND "
-                    "substr(ref, -length(?)) = ?)", [f"/{value.id}", f"/{value.id}"])
+            return _ref_where(kind, "substr(ref, -length(?)) = ?", [f"/{value.id}"] * 2)
         return _ref_in(kind, f"{target}/{value.id}")
     if isinstance(value, TokenValue):
         return _token(clause, value)
@@ -516,7 +591,7 @@ def _value(clause: Clause, value: ClauseValue) -> Condition:
 def _token(clause: Clause, value: TokenValue) -> Condition:
     code = clause.code
     if code == "_id":
-        return "a.id = ?", [value.code]
+        return _event_is(value.code or "")
     if code == "agent":  # agent:identifier=system|value
         if value.system is not None:
             return _ref_in(_AGENT, f"identifier|{value.system}|{value.code or ''}")

@@ -161,10 +161,17 @@ def candidates(conn: sqlite3.Connection, query: SearchQuery) -> int:
     resources of a type of ``size`` (each one probed, about 1 us), the list reads its ``rows``
     index entries into a sorted list (about 0.25 us each; ``rows >= matches``) and then probes
     only until the page is full, so the list costs less below ``2 * sqrt(count * size)`` rows
-    (at least ``LEAST_CANDIDATES``). A type's size is counted once per ``_SIZE_TTL_S``."""
+    (at least ``LEAST_CANDIDATES``). A type's size is counted once per ``_SIZE_TTL_S``.
+
+    Each further clause (up to two) lets the walk keep only part of the lead's matches it
+    reads, taken as half: the walk reads twice the rows for a page and the list about as many
+    as before, so the bound is ``sqrt(2)`` times greater for each (``name=hoang&birthdate=
+    ge1990&_count=50`` on the 1M store, 3,916 rows of the lead: 2.1 ms from the list, 3.2 ms
+    by the walk; docs/performance.md)."""
     kinds = (query.resource_type,) if query.resource_type else query.types
     size = sum(_type_size(conn, kind) for kind in kinds) if kinds else _type_size(conn, "")
-    return max(LEAST_CANDIDATES, 2 * math.isqrt(max(1, query.count) * size))
+    narrowing = 2 ** min(2, max(0, len(query.clauses) - 1))
+    return max(LEAST_CANDIDATES, 2 * math.isqrt(max(1, query.count) * size * narrowing))
 
 
 def _type_size(conn: sqlite3.Connection, kind: str) -> int:

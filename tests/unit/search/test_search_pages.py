@@ -164,13 +164,18 @@ def test_the_walk_begins_where_it_reads_fewer_rows_than_the_list(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Past ``2 * sqrt(count * size)`` rows of the lead a walk of ``count * size / matches``
-    rows is the shorter read; the size of a type of a database file is counted once and
-    remembered."""
+    rows is the shorter read (a bound greater by ``sqrt(2)`` for each further clause, up to
+    two, which the walk's rows must pass too); the size of a type of a database file is
+    counted once and remembered."""
     monkeypatch.setattr(search_sql, "LEAST_CANDIDATES", 1)
     database = Database()
     _people(database, 0, 100)
     query = search_query("Patient", "_count=20")
     assert search_sql.candidates(database.conn, query) == 88  # 2 * isqrt(20 * 100)
+    narrowed = search_query("Patient", "_count=20&name=x&birthdate=ge1990")
+    assert search_sql.candidates(database.conn, narrowed) == 126  # 2 * isqrt(20 * 100 * 2)
+    narrowed = search_query("Patient", "_count=20&name=x&birthdate=ge1990&gender=male&active=true")
+    assert search_sql.candidates(database.conn, narrowed) == 178  # at most twice: * 4
     on_file = sqlite3.connect(tmp_path / "copy.sqlite3")
     database.conn.backup(on_file)
     assert search_sql.candidates(on_file, query) == 88

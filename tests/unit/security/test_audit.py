@@ -15,8 +15,10 @@ from fhir_server.search.indexing import compartment_patients
 from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.security.audit import (
     TOKEN_ISSUANCE,
+    AuditRecord,
     AuditTrail,
     audit_event,
+    audit_record,
     outcome_for_status,
 )
 from fhir_server.security.caller import Caller
@@ -292,3 +294,21 @@ async def test_the_trail_reports_its_backlog_as_it_grows_and_drains() -> None:
         await trail.record(event)
     await trail.close()
     assert seen[:3] == [1, 2, 3] and seen[-1] == 0
+
+
+async def test_the_trail_counts_a_record_as_the_events_it_holds() -> None:
+    """A page's record holds an event per patient: the batch and the capacity count those."""
+    def page(patients: int) -> AuditRecord:
+        record = audit_record("search-type", status=200, touched=["Patient/p0"], patients=["p0"])
+        return record.regrouped([([f"Patient/p{n}"], [f"p{n}"], []) for n in range(1, patients)])
+
+    sink = Sink()
+    trail = AuditTrail(sink, batch_size=100, flush_seconds=60, capacity=200)
+    await trail.record_many([page(50)])
+    assert trail.pending == 50 and sink.batches == []
+    await trail.record_many([page(50)])
+    await asyncio.sleep(0.05)
+    assert [len(batch) for batch in sink.batches] == [2] and trail.pending == 0
+    await trail.record_many([page(60), page(60)])
+    await trail.close()
+    assert [len(batch) for batch in sink.batches] == [2, 1, 1]  # 120 > 100: one at a time

@@ -142,7 +142,7 @@ def test_reference_rows_are_found_before_and_after_they_move_into_the_index(
         conn.execute("COMMIT")
         expected += [batch * 3 + i + 1 for i in range(3) if (batch * 3 + i) % 2 == 1]
         found = [row[0] for row in conn.execute(
-            f"SELECT a.seq FROM audit_events a WHERE {where} ORDER BY a.seq", args)]
+            f"SELECT a.seq FROM {audit_log._EVENTS} WHERE {where} ORDER BY a.seq", args)]
         assert found == expected
         merged_up_to, waiting = conn.execute("SELECT seq, waiting FROM audit_merged").fetchone()
         assert waiting == 2 * ((batch + 1) * 3 - merged_up_to) < 8  # two rows per record
@@ -175,7 +175,7 @@ def test_a_log_with_waiting_rows_in_the_old_table_moves_them_on_open() -> None:
     audit_log.create_schema(conn)
     conn.execute("COMMIT")
     where, args = audit_log._ref_in(audit_log._PATIENT, "Patient/p1")
-    found = [row[0] for row in conn.execute(f"SELECT a.seq FROM audit_events a WHERE {where}",
+    found = [row[0] for row in conn.execute(f"SELECT a.seq FROM {audit_log._EVENTS} WHERE {where}",
                                             args)]
     assert sorted(found) == [1, 2]
     assert conn.execute("SELECT seq FROM audit_merged").fetchone()[0] == 2
@@ -185,7 +185,7 @@ def test_a_log_with_waiting_rows_in_the_old_table_moves_them_on_open() -> None:
     conn.execute("BEGIN")
     audit_log.append(conn, [record])
     conn.execute("COMMIT")
-    found = [row[0] for row in conn.execute(f"SELECT a.seq FROM audit_events a WHERE {where}",
+    found = [row[0] for row in conn.execute(f"SELECT a.seq FROM {audit_log._EVENTS} WHERE {where}",
                                             args)]
     assert sorted(found) == [1, 2, 3]
 
@@ -208,7 +208,7 @@ def test_type_searches_find_short_and_whole_code_systems() -> None:
         clause = Clause(code, ParamType.TOKEN, (TokenValue(system, value),))
         where, args = audit_log._value(clause, clause.values[0])
         return {row[0] for row in conn.execute(
-            f"SELECT a.id FROM audit_events a WHERE {where}", args)}
+            f"SELECT a.id FROM {audit_log._EVENTS} WHERE {where}", args)}
 
     event_type = "http://terminology.hl7.org/CodeSystem/audit-event-type"
     assert ids("type", event_type, "rest") == {"new", "old"}
