@@ -29,7 +29,7 @@ __all__ = ["DEV_IDP_KEY_PATH", "DevIdentityProvider", "DevIdpError"]
 
 DEV_IDP_KEY_PATH = Path("keys") / "dev-idp-key.pem"
 CODE_TTL = 60
-_CCCD = re.compile(r"\d{12}")
+_CCCD = re.compile(r"[0-9]{12}")
 
 
 class DevIdpError(ValueError):

@@ -19,7 +19,7 @@ from fhir_server.errors import Issue
 __all__ = ["Records", "check_visit"]
 
 Records = dict[str, list[dict[str, str]]]
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def _field_problem(table: Table, name: str, text: str) -> tuple[str, str, str, str] | None:
@@ -33,7 +33,7 @@ def _field_problem(table: Table, name: str, text: str) -> tuple[str, str, str, s
     if facts.size is not None and len(text) > facts.size:
         return ("MSG_XML130_TOO_LONG", f"dài {len(text)} ký tự, tối đa {facts.size}",
                 f"{len(text)} characters, at most {facts.size} allowed", "error")
-    if facts.kind == "number" and text and not _NUMBER.match(text):
+    if facts.kind == "number" and text and not _NUMBER.fullmatch(text):
         return ("MSG_XML130_NOT_NUMBER", f"'{text}' không phải là số",
                 f"'{text}' is not a number", "error")
     return None
@@ -45,7 +45,7 @@ def _field_issues(table: Table, record: Mapping[str, str], position: int) -> lis
     for name, text in record.items():
         limit = limits.get(name)
         if limit is not None and len(text) <= limit[0] and not (
-                limit[1] and text and not _NUMBER.match(text)):
+                limit[1] and text and not _NUMBER.fullmatch(text)):
             continue  # a known field within its size and type: most of them
         found = _field_problem(table, name, text)
         if found is not None:

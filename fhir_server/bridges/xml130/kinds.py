@@ -113,7 +113,7 @@ def _converted(into: Callable[[str], Any], back: Callable[[Any], str]) -> Kind:
 
 
 def _integer(text: str) -> int:
-    if not re.fullmatch(r"-?\d+", text):
+    if not re.fullmatch(r"-?[0-9]+", text):
         raise ValueError(f"'{text}' is not a whole number")
     return int(text)
 

@@ -31,11 +31,11 @@ def vietnamese(nationality: str) -> bool:
 
 
 def _kind(value: str, nationality: str) -> str:
-    if re.fullmatch(r"\d{12}", value):
+    if re.fullmatch(r"[0-9]{12}", value):
         return "cccd"
-    if re.fullmatch(r"\d{9}", value) and vietnamese(nationality):
+    if re.fullmatch(r"[0-9]{9}", value) and vietnamese(nationality):
         return "cmnd"
-    if re.fullmatch(r"[A-Z]\d{7,8}", value) or not vietnamese(nationality):
+    if re.fullmatch(r"[A-Z][0-9]{7,8}", value) or not vietnamese(nationality):
         return "passport"
     return "eid"
 

@@ -27,9 +27,9 @@ __all__ = [
 ]
 
 VIETNAM = timezone(timedelta(hours=7))
-_DATE = re.compile(r"^\d{8}$")
-_DATETIME = re.compile(r"^\d{12}$")
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_DATE = re.compile(r"[0-9]{8}")
+_DATETIME = re.compile(r"[0-9]{12}")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def split_list(text: str) -> list[str]:
@@ -39,14 +39,14 @@ def split_list(text: str) -> list[str]:
 
 def date_from_xml(text: str) -> str:
     """``yyyyMMdd`` -> FHIR date; raises ``ValueError`` for anything else."""
-    if not _DATE.match(text):
+    if not _DATE.fullmatch(text):
         raise ValueError(f"'{text}' is not yyyyMMdd")
     return date(int(text[:4]), int(text[4:6]), int(text[6:])).isoformat()
 
 
 def datetime_from_xml(text: str) -> str:
     """``yyyyMMddHHmm`` (Vietnam time) -> FHIR dateTime with +07:00; ``ValueError`` if not."""
-    if not _DATETIME.match(text):
+    if not _DATETIME.fullmatch(text):
         raise ValueError(f"'{text}' is not yyyyMMddHHmm")
     datetime(int(text[:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
              int(text[10:]))  # a real day and time of day, else ValueError
@@ -73,7 +73,7 @@ def datetime_to_xml(value: str) -> str:
 def birth_from_xml(text: str) -> tuple[str, str | None]:
     """NGAY_SINH (``yyyyMMddHHmm``; ``0000`` for an unknown month and day or time) ->
     (FHIR birthDate, birth time as a dateTime or None)."""
-    if not _DATETIME.match(text):
+    if not _DATETIME.fullmatch(text):
         raise ValueError(f"'{text}' is not yyyyMMddHHmm")
     year, month_day, clock = text[:4], text[4:8], text[8:]
     if month_day == "0000":
@@ -93,7 +93,7 @@ def birth_to_xml(birth_date: str, birth_time: str | None) -> str:
 
 def number_from_xml(text: str) -> int | float:
     """A decimal written with a dot -> a JSON number; ``ValueError`` if it is not one."""
-    if not _NUMBER.match(text):
+    if not _NUMBER.fullmatch(text):
         raise ValueError(f"'{text}' is not a number")
     try:
         value = Decimal(text)
@@ -116,6 +116,6 @@ def same_value(first: str, second: str) -> bool:
     """Round-trip equality of two field texts: equal, or the same number (``1.50`` = ``1.5``)."""
     if first == second:
         return True
-    if not (_NUMBER.match(first) and _NUMBER.match(second)):
+    if not (_NUMBER.fullmatch(first) and _NUMBER.fullmatch(second)):
         return False
     return Decimal(first) == Decimal(second)

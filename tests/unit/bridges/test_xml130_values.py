@@ -64,3 +64,26 @@ def test_lists_split_on_semicolons() -> None:
 def test_invalid_times_raise(text: str) -> None:
     with pytest.raises(ValueError):
         values.datetime_from_xml(text)
+
+
+# Python's ``\d`` and ``int()`` take every script's decimal digits: XML 130's are 0-9 only.
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@pytest.mark.parametrize("digits", [ARABIC_INDIC, FULL_WIDTH])
+def test_digits_of_other_scripts_are_not_dates_times_or_numbers(digits: dict[int, int]) -> None:
+    with pytest.raises(ValueError):
+        values.date_from_xml("20210131".translate(digits))
+    with pytest.raises(ValueError):
+        values.datetime_from_xml("202101311307".translate(digits))
+    with pytest.raises(ValueError):
+        values.birth_from_xml("198501010000".translate(digits))
+    with pytest.raises(ValueError):
+        values.number_from_xml("62.5".translate(digits))
+
+
+@pytest.mark.parametrize("text", ["20210131\n", "20210131 "])
+def test_a_date_with_anything_after_it_raises(text: str) -> None:
+    with pytest.raises(ValueError):
+        values.date_from_xml(text)

@@ -250,3 +250,9 @@ def test_absolute_reference_on_this_server_is_read_as_relative() -> None:
     query = parse_search("Observation", params, registry(), base_url="http://localhost/fhir").query
     clause = query.clauses[0]
     assert isinstance(clause, Clause) and clause.values[0] == ReferenceValue("Patient", "23")
+
+
+@pytest.mark.parametrize("text", ["２０２１-01-31", "2021-٠١-31", "2021-01-31T10:00:00+٠٧:00"])
+def test_a_date_with_digits_of_another_script_is_not_a_date(text: str) -> None:
+    with pytest.raises(ValueError):
+        date_range(text)
