@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from fhir_server import loader
-from fhir_server.storage.sqlite.store import StorageBusy
+from fhir_server.storage.sqlite.turn import StorageBusy
 
 
 def _busy_then(times: int, written: int) -> Any:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -46,10 +44,12 @@ from fhir_server.storage.sqlite import (
     history,
     memory,
     outbox,
+    turn,
+    wal,
     write_log,
     writes,
 )
-from fhir_server.storage.sqlite.audit_writer import AuditWriter
+from fhir_server.storage.sqlite.audit_reader import SqliteAuditLog
 from fhir_server.storage.sqlite.consent_sql import GrantMemo, GrantReader, read_grants
 from fhir_server.storage.sqlite.offload import run_to_end
 from fhir_server.storage.sqlite.schema import (
@@ -63,8 +63,9 @@ from fhir_server.storage.sqlite.search_tables import (
     drop_deferrable_indexes,
 )
 from fhir_server.storage.sqlite.search_where import Unions
+from fhir_server.storage.sqlite.turn import StorageBusy, WriterTurn
 
-__all__ = ["SqliteStore", "StorageBusy"]
+__all__ = ["SqliteStore"]
 
 _READ_SQL = (
     "SELECT r.version, r.last_updated, r.deleted, v.content, v.method FROM resources r "
@@ -114,127 +115,6 @@ class _Group:
     began: float = 0.0
 
 
-class _TurnWait:
-    """A thread blocked in ``flock`` for the write turn, and what its waiter decided.
-
-    Under ``guard``: ``taken`` when the thread got the turn for a waiter still waiting;
-    ``given_up`` when the waiter stopped waiting; ``passed`` once a given-up turn has been
-    released again.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.guard = threading.Lock()
-        self.given_up = False
-        self.taken = False
-        self.passed = False
-        self.future = asyncio.ensure_future(asyncio.to_thread(self._wait, fd))
-
-    def _wait(self, fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with self.guard:
-            if self.given_up:  # nobody waits for it any more: pass the turn on
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                self.passed = True
-            else:
-                self.taken = True
-
-
-class _WriterTurn:
-    """Whose turn it is to write, among the processes sharing the file: an ``flock``.
-
-    Waiting for SQLite's own lock means polling (``BEGIN IMMEDIATE`` and a back-off sleep),
-    and the process that just committed usually takes the lock again before a sleeping one
-    wakes up. The ``flock`` hands over instead: a process that wants its turn while another
-    writes blocks in a thread until the kernel wakes it on release, and a process that has
-    just released its turn queues behind any waiter. ``timeout_s`` bounds the wait
-    (``StorageBusy``). Without a file (``:memory:``) there is nothing to share.
-
-    The checkpoint claim is another one, on its own file, taken only without waiting
-    (:meth:`try_acquire`).
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._held = False
-        self._released_at = 0.0
-        self._given_up: _TurnWait | None = None
-
-    def open(self) -> None:
-        if self.path is not None and self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-
-    def close(self) -> None:
-        self.release()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def try_acquire(self) -> bool:
-        """Take the turn if no other process holds it; whether this process holds it now."""
-        if self._fd is None or self._held:
-            return True
-        if self._given_up is not None and not self._given_up.passed:
-            return False  # a given-up wait's thread would pass on what this took
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        self._held = True
-        return True
-
-    async def acquire(self, timeout_s: float) -> None:
-        fd = self._fd
-        if fd is None or self._held:
-            return
-        given_up = self._given_up
-        if given_up is None and time.monotonic() - self._released_at > _TURN_COURTESY_S:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._held = True
-                return
-            except BlockingIOError:
-                pass
-        with given_up.guard if given_up is not None else contextlib.nullcontext():
-            if given_up is not None and not given_up.passed:
-                # A wait given up earlier still waits on this descriptor: take it over. A
-                # wait of its own (or a lock taken without waiting) would share the
-                # descriptor's one lock with it, and the given-up thread would pass on the
-                # turn this one got.
-                given_up.given_up = False
-                wait = given_up
-            else:
-                wait = _TurnWait(fd)
-        self._given_up = None
-        try:
-            await asyncio.wait_for(asyncio.shield(wait.future), timeout_s)
-        except BaseException as stopped:
-            # Timed out or cancelled while the thread waits: it passes the turn on when it
-            # gets it, or it already has it and it is passed on here. A turn nobody holds must
-            # never stay taken: the audit writer waits for it on a descriptor of its own.
-            with wait.guard:
-                wait.given_up = True
-                if wait.taken:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    wait.passed = True
-                else:
-                    self._given_up = wait
-            if isinstance(stopped, TimeoutError):
-                raise StorageBusy("The database is busy; try again later") from None
-            raise
-        self._held = True
-
-    def release(self) -> None:
-        if self._fd is not None and self._held:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            self._held = False
-            self._released_at = time.monotonic()
-
-    def released_since(self, moment: float) -> float:
-        """When the turn was last released, if after ``moment``; else now (``monotonic``)."""
-        return self._released_at if self._released_at >= moment else time.monotonic()
-
-
 #: How often the background task checkpoints the WAL into the database file.
 _CHECKPOINT_EVERY_S = 1.0
 #: Searches running at once in a worker, each in a thread on a connection of its own.
@@ -248,8 +128,6 @@ _PROGRESS_STEPS = 100_000
 _OPEN_WAIT_S = 3600.0
 #: Versions read per write transaction of ``compact_bodies``.
 _COMPACT_BATCH = 2000
-#: A process that released its turn this recently queues behind waiting processes.
-_TURN_COURTESY_S = 0.005
 
 
 #: A WAL of this many frames (pages of 4 KiB: 256 MiB) is started again from its beginning.
@@ -262,55 +140,6 @@ _RESTART_WAIT_MS = 200
 #: than ``_CATCH_UP_FRAMES`` frames are left for the restart to copy under the write lock.
 _CATCH_UP_FRAMES = 2048
 _CATCH_UP_PASSES = 4
-
-
-def _sync_file(path: str) -> None:
-    """fsync a file (the WAL, or the database whose pages checkpoints copied) through a fd of
-    its own."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_commits(database: str) -> None:
-    """fsync the WAL, which holds the frames of the commits made so far.
-
-    The last connection to close (another process's, between its transactions) checkpoints
-    the whole WAL into the database file, syncs that file and deletes the WAL: the commits
-    are then in the synced database file, which is synced again here for certainty.
-    """
-    try:
-        _sync_file(f"{database}-wal")
-    except FileNotFoundError:
-        _sync_file(database)
-
-
-def _commit_passing_turn(conn: sqlite3.Connection, turn: _WriterTurn) -> None:
-    """COMMIT (or roll back what failed to commit), then release the turn."""
-    try:
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    finally:
-        turn.release()
-
-
-def _checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
-    """Run ``PRAGMA wal_checkpoint(mode)``: (busy, frames in the WAL, frames copied)."""
-    row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-    return (int(row[0]), int(row[1]), int(row[2]))
-
-
-class StorageBusy(FhirError):
-    """503: the database stayed locked by other writers for longer than the busy timeout."""
-
-    status = 503
-    issue_code = "transient"
-    default_message_id = "MSG_STORAGE_BUSY"
 
 
 _LOG = logging.getLogger("fhir_server.storage")
@@ -336,55 +165,6 @@ def _fail(groups: list[_Group], exc: BaseException) -> None:
     failure = StorageNotSynced(f"The write could not be synced to disk: {exc}")
     for group in groups:
         group.done.set_exception(failure)
-
-
-class SqliteAuditLog:
-    """The audit log of a ``SqliteStore`` as a reader of AuditEvents (``audit_log``'s
-    functions on the store's connections; searches share the store's time limit)."""
-
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
-        self._writer: AuditWriter | None = None
-
-    async def append_batch(self, records: Sequence[Any]) -> None:
-        """Store a batch of read audit records in a transaction of its own, not synced
-        (``audit_writer``; a store in memory has one connection: its write scope)."""
-        store = self._store
-        if store.path == ":memory:":
-            async with store.transaction(durable=False) as tx:
-                await tx.append_audit(records)
-            return
-        if self._writer is None:
-            self._writer = AuditWriter(store._connect, f"{store.path}-writer")
-        await self._writer.write(audit_log.prepare(records))
-
-    def close(self) -> None:
-        """Close the batch writer's connection (after the trail has written its last)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    async def read(self, resource_type: str, id: str) -> StoredResource:
-        """Return the AuditEvent ``id``; raise ``NotFound``."""
-        found = audit_log.read(self._store.reader, id)
-        if found is None:
-            raise NotFound(f"AuditEvent/{id} is not known", message_id="MSG_NO_EXIST")
-        return found
-
-    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource:
-        """Return the only version of an AuditEvent; raise ``NotFound`` for another."""
-        if version != 1:
-            raise NotFound(f"AuditEvent/{id}/_history/{version} is not known",
-                           message_id="MSG_NO_EXIST_VERSION")
-        return await self.read(resource_type, id)
-
-    async def history(self, query: HistoryQuery) -> HistoryPage:
-        """Type or instance history of AuditEvents (each event's single version)."""
-        return audit_log.history(self._store.reader, query)
-
-    async def search(self, query: SearchQuery) -> SearchResult:
-        """Run an AuditEvent search."""
-        return await self._store.run_timed(audit_log.search, query)
 
 
 class SqliteStore:
@@ -424,8 +204,8 @@ class SqliteStore:
         #: writer starts the WAL over, every PASSIVE one finds that many frames.
         self._restarted_at: int | None = None
         shared = None if self.path == ":memory:" else self.path
-        self._turn = _WriterTurn(shared and f"{shared}-writer")
-        self._checkpoint_claim = _WriterTurn(shared and f"{shared}-checkpoint")
+        self._turn = WriterTurn(shared and f"{shared}-writer")
+        self._checkpoint_claim = WriterTurn(shared and f"{shared}-checkpoint")
         self.registry: Any = None
         self.index_tables = index_tables or _default_index_tables()
         #: AuditEvents live in the audit log (``audit_log``), which indexes them itself.
@@ -489,7 +269,7 @@ class SqliteStore:
             raise
         finally:
             self._turn.release()
-        # The writer never waits inside SQLite: it waits for its turn (_WriterTurn), and
+        # The writer never waits inside SQLite: it waits for its turn (WriterTurn), and
         # _begin backs off with asyncio.sleep for writers outside the server.
         self._writer.execute("PRAGMA busy_timeout=0")
         # Commits do not copy the WAL back into the database (a checkpoint of a large store
@@ -533,7 +313,7 @@ class SqliteStore:
         try:
             with contextlib.suppress(sqlite3.OperationalError, StorageBusy):
                 started = time.monotonic()
-                _, frames, copied = await run_to_end(_checkpoint, conn, "PASSIVE")
+                _, frames, copied = await run_to_end(wal.checkpoint, conn, "PASSIVE")
                 self._checkpointed("passive", started)
                 # Restarted and nothing written since: the next writer starts the WAL over.
                 if frames >= _RESTART_FRAMES and frames != self._restarted_at:
@@ -570,12 +350,12 @@ class SqliteStore:
         and the second sync took under 20 ms (docs/performance.md). ``copied``: the frames
         copied so far (SQLite counts them from the WAL's beginning).
         """
-        await run_to_end(_sync_file, self.path)
+        await run_to_end(wal.sync_file, self.path)
         for _ in range(_CATCH_UP_PASSES):
-            before, copied = copied, (await run_to_end(_checkpoint, conn, "PASSIVE"))[2]
+            before, copied = copied, (await run_to_end(wal.checkpoint, conn, "PASSIVE"))[2]
             if copied - before < _CATCH_UP_FRAMES:
                 break
-        await run_to_end(_sync_file, self.path)
+        await run_to_end(wal.sync_file, self.path)
 
     async def _restart_wal(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
         """A RESTART checkpoint while this process holds its write lock and turn, so no frame
@@ -589,7 +369,7 @@ class SqliteStore:
             try:
                 conn.execute(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
                 try:
-                    return await run_to_end(_checkpoint, conn, "RESTART")
+                    return await run_to_end(wal.checkpoint, conn, "RESTART")
                 finally:
                     conn.execute("PRAGMA busy_timeout=0")
             finally:
@@ -661,7 +441,7 @@ class SqliteStore:
                 self._writer_conn().execute("PRAGMA temp_store=FILE")
                 await run_to_end(self._writer_conn().execute, "VACUUM")
                 self._writer_conn().execute("PRAGMA temp_store=MEMORY")
-                await run_to_end(_checkpoint, self._writer_conn(), "TRUNCATE")
+                await run_to_end(wal.checkpoint, self._writer_conn(), "TRUNCATE")
             finally:
                 self._turn.release()
 
@@ -902,7 +682,7 @@ class SqliteStore:
         assert conn is not None
         self._group = None
         try:
-            _commit_passing_turn(conn, self._turn)
+            turn.commit_passing_turn(conn, self._turn)
         except BaseException as exc:
             group.done.set_exception(exc)
             raise
@@ -931,7 +711,7 @@ class SqliteStore:
         while self._unsynced:
             batch, self._unsynced = self._unsynced, []
             try:
-                await run_to_end(_sync_commits, self.path)
+                await run_to_end(wal.sync_commits, self.path)
             except Exception as exc:
                 _LOG.error("syncing the WAL of %s failed (%d commits not acknowledged): %r",
                            self.path, len(batch), exc)

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from fhir_server.storage.sqlite import turn as turn_module
+from fhir_server.storage.sqlite import wal as wal_module
 from fhir_server.storage.sqlite.memory import PYTHON_RESERVE_MB
 from fhir_server.storage.sqlite.store import SqliteStore
+from fhir_server.storage.sqlite.turn import StorageBusy
 from tests.builders import patient
 
 
@@ -101,13 +104,13 @@ async def test_relaxed_scopes_skip_the_fsync_only_among_themselves(
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
     synced: list[str] = []
-    sync = store_module._sync_file
+    sync = wal_module.sync_file
 
     def traced_sync(path: str) -> None:
         synced.append(path)
         sync(path)
 
-    monkeypatch.setattr(store_module, "_sync_file", traced_sync)
+    monkeypatch.setattr(wal_module, "sync_file", traced_sync)
     store = SqliteStore(tmp_path / "db.sqlite3", synchronous="FULL")
     await store.open()
     seen: list[tuple[bool, int]] = []
@@ -146,7 +149,7 @@ async def test_a_durable_write_returns_after_a_wal_sync_made_outside_the_lock_an
         steps.append(f"sync {Path(path).name} held={held} "
                      f"committed={_count_elsewhere(tmp_path)}")
 
-    monkeypatch.setattr(store_module, "_sync_file", traced_sync)
+    monkeypatch.setattr(wal_module, "sync_file", traced_sync)
     await store.open()
     try:
         await _write(store, 1, fail=False)
@@ -185,7 +188,7 @@ async def test_groups_committed_during_a_sync_share_the_next_one(
         if len(syncs) == 1:
             assert release.wait(10)
 
-    monkeypatch.setattr(store_module, "_sync_file", slow_sync)
+    monkeypatch.setattr(wal_module, "sync_file", slow_sync)
     store = SqliteStore(tmp_path / "db.sqlite3", synchronous="FULL")
     await store.open()
     try:
@@ -215,7 +218,7 @@ async def test_a_failed_wal_sync_fails_the_writes_it_would_acknowledge(
     def failing_sync(path: str) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(store_module, "_sync_file", failing_sync)
+    monkeypatch.setattr(wal_module, "sync_file", failing_sync)
     store = SqliteStore(tmp_path / "db.sqlite3", synchronous="FULL")
     await store.open()
     try:
@@ -236,7 +239,7 @@ async def test_a_store_run_with_synchronous_normal_never_syncs_the_wal(
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
     synced: list[str] = []
-    monkeypatch.setattr(store_module, "_sync_file", synced.append)
+    monkeypatch.setattr(wal_module, "sync_file", synced.append)
     store = SqliteStore(tmp_path / "db.sqlite3", synchronous="NORMAL")
     await store.open()
     try:
@@ -256,7 +259,7 @@ async def test_a_wal_deleted_by_the_last_closer_is_synced_as_the_database_file(
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
     synced: list[str] = []
-    sync = store_module._sync_file
+    sync = wal_module.sync_file
     database = tmp_path / "db.sqlite3"
 
     def sync_after_the_wal_went(path: str) -> None:
@@ -268,7 +271,7 @@ async def test_a_wal_deleted_by_the_last_closer_is_synced_as_the_database_file(
         synced.append(Path(path).name)
         sync(path)
 
-    monkeypatch.setattr(store_module, "_sync_file", sync_after_the_wal_went)
+    monkeypatch.setattr(wal_module, "sync_file", sync_after_the_wal_went)
     store = SqliteStore(database, synchronous="FULL")
     await store.open()
     try:
@@ -336,7 +339,6 @@ async def test_two_writers_on_one_file_take_turns_and_both_progress(tmp_path: Pa
 
 
 async def test_waiting_too_long_for_the_turn_is_busy_and_leaks_nothing(tmp_path: Path) -> None:
-    from fhir_server.storage.sqlite.store import StorageBusy
 
     holder = SqliteStore(tmp_path / "db.sqlite3")
     waiter = SqliteStore(tmp_path / "db.sqlite3", busy_timeout_s=0.2)
@@ -407,7 +409,7 @@ async def test_the_turn_is_free_the_moment_the_commit_returns(
     from fhir_server.storage.sqlite import store as store_module
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
-    real_commit = store_module._commit_passing_turn
+    real_commit = turn_module.commit_passing_turn
     seen: list[tuple[bool, bool]] = []
 
     def commit_then_look(conn: Any, turn: Any) -> None:
@@ -428,7 +430,7 @@ async def test_the_turn_is_free_the_moment_the_commit_returns(
     store = SqliteStore(tmp_path / "db.sqlite3")
     await store.open()
     try:
-        monkeypatch.setattr(store_module, "_commit_passing_turn", commit_then_look)
+        monkeypatch.setattr(turn_module, "commit_passing_turn", commit_then_look)
         await asyncio.gather(*(_write(store, n, fail=False) for n in range(3)))
         monkeypatch.undo()
         await _write(store, 3, fail=False)  # the turn is taken again as usual
@@ -448,7 +450,7 @@ async def test_a_commit_that_fails_fails_its_group_and_passes_the_turn_on(
     from fhir_server.storage.sqlite import store as store_module
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
-    real_commit = store_module._commit_passing_turn
+    real_commit = turn_module.commit_passing_turn
 
     def refused(conn: Any, turn: Any) -> None:
         conn.execute("ROLLBACK")
@@ -458,10 +460,10 @@ async def test_a_commit_that_fails_fails_its_group_and_passes_the_turn_on(
     store = SqliteStore(tmp_path / "db.sqlite3")
     await store.open()
     try:
-        monkeypatch.setattr(store_module, "_commit_passing_turn", refused)
+        monkeypatch.setattr(turn_module, "commit_passing_turn", refused)
         results = await asyncio.gather(*(_write(store, n, fail=False) for n in range(3)),
                                        return_exceptions=True)
-        monkeypatch.setattr(store_module, "_commit_passing_turn", real_commit)
+        monkeypatch.setattr(turn_module, "commit_passing_turn", real_commit)
         assert await _write(store, 9, fail=False) == "p9"
     finally:
         await store.close()
@@ -484,7 +486,7 @@ async def test_a_scope_cancelled_while_its_group_syncs_leaves_the_others_acknowl
     def slow_sync(path: str) -> None:
         assert release.wait(10)
 
-    monkeypatch.setattr(store_module, "_sync_file", slow_sync)
+    monkeypatch.setattr(wal_module, "sync_file", slow_sync)
     store = SqliteStore(tmp_path / "db.sqlite3")
     await store.open()
     try:
@@ -579,7 +581,7 @@ async def test_the_database_file_is_synced_outside_the_write_lock_before_a_resta
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
     monkeypatch.setattr(store_module, "_RESTART_FRAMES", 1)
     steps: list[str] = []
-    checkpoint, sync = store_module._checkpoint, store_module._sync_file
+    checkpoint, sync = wal_module.checkpoint, wal_module.sync_file
     store = SqliteStore(tmp_path / "db.sqlite3")
 
     def traced_checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
@@ -591,8 +593,8 @@ async def test_the_database_file_is_synced_outside_the_write_lock_before_a_resta
             steps.append(f"sync locked={store._write_lock.locked()}")
         sync(path)
 
-    monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
-    monkeypatch.setattr(store_module, "_sync_file", traced_sync)
+    monkeypatch.setattr(wal_module, "checkpoint", traced_checkpoint)
+    monkeypatch.setattr(wal_module, "sync_file", traced_sync)
     await store.open()
     await _one_write_and_checkpoint_step(store, tmp_path / "db.sqlite3")
     assert steps == ["PASSIVE locked=False", "sync locked=False", "PASSIVE locked=False",
@@ -625,8 +627,8 @@ async def test_passes_before_a_restart_go_on_until_one_copies_few_frames(
         if not path.endswith("-wal"):
             steps.append("sync")
 
-    monkeypatch.setattr(store_module, "_checkpoint", scripted_checkpoint)
-    monkeypatch.setattr(store_module, "_sync_file", traced_sync)
+    monkeypatch.setattr(wal_module, "checkpoint", scripted_checkpoint)
+    monkeypatch.setattr(wal_module, "sync_file", traced_sync)
     store = SqliteStore(tmp_path / "db.sqlite3")
     await store.open()
     await _one_write_and_checkpoint_step(store, tmp_path / "db.sqlite3")
@@ -639,13 +641,13 @@ def _checkpoint_modes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY_S", 3600.0)
     modes: list[str] = []
-    checkpoint = store_module._checkpoint
+    checkpoint = wal_module.checkpoint
 
     def traced_checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
         modes.append(mode)
         return checkpoint(conn, mode)
 
-    monkeypatch.setattr(store_module, "_checkpoint", traced_checkpoint)
+    monkeypatch.setattr(wal_module, "checkpoint", traced_checkpoint)
     return modes
 
 
@@ -729,7 +731,7 @@ async def test_opening_that_gives_up_waiting_leaves_nothing_open(
     fcntl.flock(fd, fcntl.LOCK_EX)  # another worker's build that outlasts the wait
     try:
         second = SqliteStore(tmp_path / "db.sqlite3")
-        with pytest.raises(store_module.StorageBusy):
+        with pytest.raises(StorageBusy):
             await second.open()
         assert second._writer is None and second._turn._fd is None
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir_server.storage.sqlite.store import StorageBusy, _WriterTurn
+from fhir_server.storage.sqlite.turn import StorageBusy, WriterTurn
 
 
 def _other_descriptor(path: Path) -> int:
@@ -40,12 +40,12 @@ async def _free_within(path: Path, seconds: float = 2.0) -> bool:
 
 
 @pytest.fixture
-def contended(tmp_path: Path) -> Iterator[tuple[Path, int, _WriterTurn]]:
+def contended(tmp_path: Path) -> Iterator[tuple[Path, int, WriterTurn]]:
     """A turn file held by another descriptor, and the store's turn on it (not yet waiting)."""
     path = tmp_path / "store.sqlite3-writer"
     holder = _other_descriptor(path)
     fcntl.flock(holder, fcntl.LOCK_EX)
-    turn = _WriterTurn(str(path))
+    turn = WriterTurn(str(path))
     turn.open()
     yield path, holder, turn
     turn.close()
@@ -54,7 +54,7 @@ def contended(tmp_path: Path) -> Iterator[tuple[Path, int, _WriterTurn]]:
 
 @pytest.mark.parametrize("stop", ["cancel", "timeout"])
 async def test_a_wait_given_up_leaves_the_turn_to_others(
-    contended: tuple[Path, int, _WriterTurn], stop: str,
+    contended: tuple[Path, int, WriterTurn], stop: str,
 ) -> None:
     path, holder, turn = contended
     if stop == "cancel":
@@ -72,7 +72,7 @@ async def test_a_wait_given_up_leaves_the_turn_to_others(
 
 
 async def test_a_wait_that_succeeds_holds_the_turn_until_released(
-    contended: tuple[Path, int, _WriterTurn],
+    contended: tuple[Path, int, WriterTurn],
 ) -> None:
     path, holder, turn = contended
     waiting = asyncio.ensure_future(turn.acquire(30.0))
@@ -85,7 +85,7 @@ async def test_a_wait_that_succeeds_holds_the_turn_until_released(
 
 
 async def test_a_wait_after_a_given_up_one_holds_the_turn_it_gets(
-    contended: tuple[Path, int, _WriterTurn],
+    contended: tuple[Path, int, WriterTurn],
 ) -> None:
     """A second wait while the first one's thread still waits on the same descriptor: the
     descriptor's lock is one, so the second wait takes the first one over instead of waiting
@@ -104,7 +104,7 @@ async def test_a_wait_after_a_given_up_one_holds_the_turn_it_gets(
 
 
 async def test_a_given_up_wait_that_passed_the_turn_on_is_not_taken_over(
-    contended: tuple[Path, int, _WriterTurn],
+    contended: tuple[Path, int, WriterTurn],
 ) -> None:
     path, holder, turn = contended
     with pytest.raises(StorageBusy):
