@@ -406,8 +406,13 @@ def read(conn: sqlite3.Connection, id: str) -> StoredResource | None:
 
 
 def exists(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
-    """Return which of ``ids`` are stored AuditEvents."""
-    return {id for id in dict.fromkeys(ids) if read(conn, id) is not None}
+    """Return which of ``ids`` are stored AuditEvents (a probe each; no event is built)."""
+    found: set[str] = set()
+    for id in dict.fromkeys(ids):
+        where, args = _event_is(id)
+        if conn.execute(f"SELECT 1 FROM {_EVENTS} WHERE {where} LIMIT 1", args).fetchone():
+            found.add(id)
+    return found
 
 
 def _event_is(id: str) -> Condition:
@@ -424,8 +429,9 @@ def history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
     seen, seen_args = _visible(query.visibility)
     where, args = [seen], list(seen_args)
     if query.id is not None:
-        where.append(_event_is(query.id)[0])
-        args += _event_is(query.id)[1]
+        same, same_args = _event_is(query.id)
+        where.append(same)
+        args += same_args
     for sql, value in (("a.last_updated >= ?", query.since), ("a.last_updated <= ?", query.at)):
         if value is not None:
             where.append(sql)
