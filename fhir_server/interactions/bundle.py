@@ -184,11 +184,11 @@ async def transaction(
             await turn.share()
     writes = [entry for entry in entries if entry.write is not None]
     # Resolve and index outside the write lock; the transaction reuses what still holds.
-    found = await bundle_exec.optimistic_indexes(services, writes, turn)
+    await bundle_exec.optimistic_indexes(services, writes, turn)
     responses: dict[int, dict[str, Any]] = {}
     if writes:
         try:
-            await _commit(services, writes, door, note, responses, signed, found)
+            await _commit(services, writes, door, note, responses, signed)
         except BaseException:
             note.discard_writes()
             raise
@@ -200,13 +200,11 @@ async def transaction(
 
 
 async def _commit(services: Services, writes: list[Entry], door: Door, note: AuditNote,
-                  responses: dict[int, dict[str, Any]], signed: Proof | None,
-                  found: bundle_exec.FoundBefore) -> None:
+                  responses: dict[int, dict[str, Any]], signed: Proof | None) -> None:
     """The writes of a transaction, in one store transaction with its AuditEvent (and the
-    proof of the Bundle's signature); its criteria are those ``found`` outside the lock
-    when nothing was written since."""
+    proof of the Bundle's signature)."""
     async with services.store.transaction() as tx:
-        await bundle_exec.resolve_entries(tx, services, writes, found.reusing(tx))
+        await bundle_exec.resolve_entries(tx, services, writes, tx.find_many)
         bundle_exec.note_renames(writes)
         for entry in bundle_exec.ordered(writes):
             responses[entry.index] = await bundle_exec.located(

@@ -38,7 +38,6 @@ from fhir_server.security.scopes import Interaction
 from fhir_server.storage.port import StoreTransaction
 
 __all__ = [
-    "FoundBefore",
     "NotPrefetched",
     "PrefetchedFinds",
     "check_integrity",
@@ -218,54 +217,6 @@ async def _resolve_references(
 # -- the resolution outside the lock -----------------------------------------------------------
 
 
-class FoundBefore:
-    """The Bundle's criteria as found outside the lock, and the store's write mark read just
-    before them (``SqliteStore.write_mark``: the newest version's ``seq``).
-
-    Under the lock, :meth:`find_many` answers the same queries from here when the
-    transaction's mark is still that one: no version was written since (committed by any
-    process, or waiting in this process's open commit group), so the committed rows those
-    finds read are the rows the transaction sees. Anything else is found again. Two pushes
-    of one conditional create stay one resource: the second to take the lock sees the
-    first's version and finds again.
-    """
-
-    def __init__(self) -> None:
-        self.mark: object = None
-        self.queries: list[SearchQuery] = []
-        self.answers: list[list[str]] = []
-
-    def finding(self, store: Any, find_many: FindMany) -> FindMany:
-        """``find_many`` that remembers its queries and answers with the mark before them
-        (a store without a mark remembers nothing)."""
-        mark_of = getattr(store, "write_mark", None)
-
-        async def find(queries: list[SearchQuery]) -> list[list[str]]:
-            mark = mark_of() if mark_of is not None else None
-            answers = await find_many(queries)
-            if mark is not None and all(q.resource_type != "AuditEvent" for q in queries):
-                # AuditEvents live in the audit log, whose writes leave the mark as it is.
-                self.mark, self.queries, self.answers = mark, list(queries), answers
-            return answers
-
-        return find
-
-    def reusing(self, tx: StoreTransaction) -> FindMany:
-        """The transaction's ``find_many``, answered from here when nothing was written
-        since these finds and the queries are the very same."""
-
-        async def find(queries: list[SearchQuery]) -> list[list[str]]:
-            mark_of = getattr(tx, "write_mark", None)
-            if (self.mark is not None and mark_of is not None
-                    and len(queries) == len(self.queries)
-                    and all(a is b for a, b in zip(queries, self.queries, strict=True))
-                    and mark_of() == self.mark):
-                return [list(answer) for answer in self.answers]
-            return await tx.find_many(queries)
-
-        return find
-
-
 class Sharing(Protocol):
     """Something to call between steps of computation (``bundle.Turn``)."""
 
@@ -274,7 +225,7 @@ class Sharing(Protocol):
 
 async def optimistic_indexes(
     services: Services, entries: list[Entry], turn: Sharing | None = None
-) -> FoundBefore:
+) -> None:
     """Resolve the Bundle outside the write lock, index its resources there, and undo the
     resolution.
 
@@ -285,19 +236,14 @@ async def optimistic_indexes(
     again, and an index is reused only when it left the same signature
     (:func:`precomputed_index`): a concurrent change costs a recomputation, never a wrong
     index. Resolving in place and restoring costs less than resolving a copy.
-
-    Returns the criteria found, for the transaction to reuse while nothing was written since
-    (:class:`FoundBefore`).
     """
-    before = FoundBefore()
     find_many = getattr(services.store, "find_many", None)
     if find_many is None or services.registry is None:
-        return before
+        return
     snapshots = [_Snapshot(entry) for entry in entries if entry.write is not None]
     found: list[tuple[Entry, Optimistic]] = []
     try:
-        await resolve_entries(None, services, entries,
-                              before.finding(services.store, find_many))
+        await resolve_entries(None, services, entries, find_many)
         for snapshot in snapshots:
             entry = snapshot.entry
             optimistic = Optimistic(entry.target)
@@ -315,7 +261,6 @@ async def optimistic_indexes(
             snapshot.restore()
     for entry, optimistic in found:
         entry.optimistic = optimistic
-    return before
 
 
 class _Snapshot:

@@ -291,10 +291,9 @@ async def test_bundles_planned_before_a_concurrent_create_index_the_patient_foun
     barrier = asyncio.Barrier(pushes)
     planned = bundle_exec.optimistic_indexes
 
-    async def plan_then_wait(services: Any, entries: Any, turn: Any = None) -> Any:
-        found = await planned(services, entries, turn)
+    async def plan_then_wait(services: Any, entries: Any, turn: Any = None) -> None:
+        await planned(services, entries, turn)
         await barrier.wait()
-        return found
 
     monkeypatch.setattr(bundle_exec, "optimistic_indexes", plan_then_wait)
     bundles = [visit_bundle(ma_lk=f"LK{i}") for i in range(pushes)]

@@ -751,12 +751,6 @@ class SqliteStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.002)
 
-    def write_mark(self) -> int:
-        """The newest committed version's ``seq`` (the reader connection): read before
-        ``find_many``, it tells a transaction whether those finds still hold
-        (``bundle_exec.FoundBefore``)."""
-        return writes.write_mark(self.reader)
-
     async def find_many(self, queries: Sequence[SearchQuery]) -> list[list[str]]:
         """``find_many`` on the committed data (the reader connection), outside any lock."""
         return await writes.SqliteTransaction(self.reader, self).find_many(queries)

@@ -46,7 +46,7 @@ def _identifier_key(query: SearchQuery) -> tuple[str, int, str] | None:
         return None
     return query.resource_type, system_key(value.system), value.code
 
-__all__ = ["SqliteTransaction", "identifiers_sql", "scan", "write_mark"]
+__all__ = ["SqliteTransaction", "identifiers_sql", "scan"]
 
 _CURRENT_SQL = (
     "SELECT r.rid, r.version, r.last_updated, r.deleted, v.content, v.method FROM resources r "
@@ -60,15 +60,6 @@ def _stamp(resource: dict[str, Any], version: int, last_updated: str) -> bytes:
     meta["lastUpdated"] = last_updated
     resource["meta"] = meta
     return decimals.dumps(resource)
-
-
-def write_mark(conn: sqlite3.Connection) -> int:
-    """The newest version's ``seq`` (0 in an empty store): a version row is written for
-    every create, update and delete, and never removed, so while it stays the same the
-    resources and their index rows are as they were (``reindex`` aside: it rewrites the rows
-    of unchanged content)."""
-    row = conn.execute("SELECT max(seq) FROM versions").fetchone()
-    return int(row[0] or 0)
 
 
 def identifiers_sql(count: int) -> str:
@@ -104,10 +95,6 @@ class SqliteTransaction:
         if self._fresh:
             fresh, self._fresh = self._fresh, []
             self.store.index_tables.insert_fresh(self.conn, fresh, self.store.unions)
-
-    def write_mark(self) -> int:
-        """The newest version's ``seq`` as this transaction sees it (``store.write_mark``)."""
-        return write_mark(self.conn)
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         """Return the current version (``deleted=True`` for a deleted one) or None."""
