@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,65 @@ def _stale_finds(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
         return [[] for _ in queries]
 
     monkeypatch.setattr(services.store, "find_many", nothing_found)
+
+
+def _finds_under_the_lock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of queries of each ``find_many`` of a write transaction (the
+    store's own ``find_many`` outside the lock runs one on the reader connection)."""
+    from fhir_server.storage.sqlite.writes import SqliteTransaction
+
+    calls: list[int] = []
+    find_many = SqliteTransaction.find_many
+
+    async def spying(self: SqliteTransaction, queries: Sequence[Any]) -> list[list[str]]:
+        if self.conn is not self.store.reader:
+            calls.append(len(queries))
+        return await find_many(self, queries)
+
+    monkeypatch.setattr(SqliteTransaction, "find_many", spying)
+    return calls
+
+
+def _patient_of(bundle: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+
+
+async def _patients_with_identifier(services: Services, patient: dict[str, Any]) -> list[str]:
+    identifier = patient["resource"]["identifier"][0]
+    async with services.store.transaction() as tx:
+        return await tx.find(criteria("Patient", [
+            ("identifier", f"{identifier['system']}|{identifier['value']}")]))
+
+
+async def test_a_write_after_the_finds_outside_the_lock_makes_the_transaction_find_again(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another Bundle creates the visit's Patient just after this one found it missing
+    outside the lock (the race of two pushes of one new patient): under the lock the
+    criteria are found again, and the Bundle refers to that Patient instead of creating a
+    second one."""
+    first, second = _visits(tmp_path, 2)[:2]
+    second["entry"][0] = {**copy.deepcopy(_patient_of(first)),
+                          "fullUrl": second["entry"][0]["fullUrl"]}
+    find_many = services.store.find_many  # type: ignore[attr-defined]
+    calls = _finds_under_the_lock(monkeypatch)
+
+    async def found_then_raced(queries: Sequence[Any]) -> list[list[str]]:
+        answers = await find_many(queries)
+        monkeypatch.setattr(services.store, "find_many", find_many)
+        assert (await push(services, first)).status == 200  # creates the Patient meanwhile
+        calls.clear()  # the first Bundle's own
+        return answers
+
+    monkeypatch.setattr(services.store, "find_many", found_then_raced)
+    outcome = await push(services, second)
+    assert outcome.body is not None, outcome
+    assert calls  # found again under the lock
+    assert outcome.body["entry"][0]["response"]["status"] == "200 OK"  # the existing one
+    patient = _patient_of(first)
+    found = await _patients_with_identifier(services, patient)
+    assert len(found) == 1
+    assert outcome.body["entry"][0]["response"]["location"].split("/")[1] == found[0]
 
 
 async def _encounters_of(services: Services, patient_id: str) -> list[str]:
