@@ -37,7 +37,7 @@ from fhir_server.errors import Issue
 
 __all__ = [
     "Location", "check_required_bindings", "check_structure", "location_path",
-    "missing_required", "structure_names", "value_check",
+    "missing_required", "primitive_of", "structure_names", "value_check",
 ]
 
 _Json = dict[str, Any]
@@ -296,17 +296,7 @@ def value_check(resource_type: str, names: tuple[str, ...],
     lexical form, cardinality, unknown members, required bindings, narrative rules),
     located at ``Type.name.name``. Raises ``KeyError`` for an element R4 does not have.
     """
-    target = _structures()[resource_type]
-    element: _Element | None = None
-    for name in names:
-        if element is not None:
-            if element.child is None:
-                raise KeyError(f"{resource_type}.{'.'.join(names)}")
-            target = element.child
-        element = target.elements[name]
-    if element is None:
-        raise KeyError(resource_type)
-    found, parent = element, ".".join((resource_type, *names[:-1]))
+    found, parent = _element_at(resource_type, names), ".".join((resource_type, *names[:-1]))
     where = f"{parent}.{found.key}"
     quick = _item_quick(found) if item else found.quick
 
@@ -321,6 +311,32 @@ def value_check(resource_type: str, names: tuple[str, ...],
         return issues
 
     return check
+
+
+def primitive_of(resource_type: str, names: tuple[str, ...]) -> tuple[str, bool] | None:
+    """Return (type code, whether it repeats) of the primitive element at ``names`` (as for
+    :func:`value_check`) when it has no required binding: then the test of a value there is
+    the type's lexical test alone (``primitives``). None for an object, a bound code or
+    narrative. Raises ``KeyError`` for an element R4 does not have."""
+    element = _element_at(resource_type, names)
+    if element.check not in (_one_primitive, _many_primitive) or element.binding is not None:
+        return None
+    return element.type, element.max > 1
+
+
+def _element_at(resource_type: str, names: tuple[str, ...]) -> _Element:
+    """The element record at ``names`` from the resource down; ``KeyError`` if R4 lacks it."""
+    target = _structures()[resource_type]
+    element: _Element | None = None
+    for name in names:
+        if element is not None:
+            if element.child is None:
+                raise KeyError(f"{resource_type}.{'.'.join(names)}")
+            target = element.child
+        element = target.elements[name]
+    if element is None:
+        raise KeyError(resource_type)
+    return element
 
 
 def missing_required(resource: _Json) -> list[Issue]:

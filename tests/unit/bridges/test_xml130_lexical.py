@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fhir_server.bridges.xml130 import lexical
+from fhir_server.bridges.xml130 import kinds, lexical, tables, values
 from fhir_server.bridges.xml130.envelope import encode_envelope, encode_table
 from fhir_server.bridges.xml130.tables import Standard, load_standard
 from fhir_server.bridges.xml130.transaction import Plan
 from fhir_server.bridges.xml130.visits import convert_only, import_envelope
-from fhir_server.conformance import built, elements
+from fhir_server.conformance import built, elements, primitives, structure
 from fhir_server.loader import open_services
 from fhir_server.router.request import FhirRequest
 from fhir_server.security.caller import SERVER
@@ -282,3 +283,67 @@ def test_a_section_is_tested_in_full_once_per_fixed_part_and_always_when_not_pla
         with pytest.raises(ValueError, match="txt-2"):  # white space only: in full
             put_section(resource, "\u00a0", None)
     assert len(calls) == 4
+
+
+# -- dates and dateTimes valid by construction ------------------------------------------------
+
+_R4 = primitives.validators(structure.load_table("r4_elements.json")["_primitives"])
+_DATE_TEXTS = st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59))
+    .map(lambda moment: moment.strftime("%Y%m%d%H%M")),
+    st.text(st.sampled_from([*"0123456789", "٣", "１", "\u0966", " ", "-", "\n"]),
+            min_size=7, max_size=13))
+
+
+@settings(max_examples=max(EXAMPLES * 5, 400), deadline=None)
+@given(text=_DATE_TEXTS)
+def test_every_date_and_time_the_converters_write_is_valid_in_r4(text: str) -> None:
+    """The proof behind ``lexical.proven_valid``: whatever the text, a value the converters
+    give is one R4's date and dateTime (or dateTime and instant) tests accept (a text they
+    refuse gives no value)."""
+    for converter, types in ((values.date_from_xml, ("date", "dateTime")),
+                             (values.datetime_from_xml, ("dateTime", "instant"))):
+        for given_text in (text, text[:8], text[:12]):
+            try:
+                value = converter(given_text)
+            except ValueError:
+                continue
+            event(converter.__name__)
+            assert all(_R4[kind](value) for kind in types), (given_text, value)
+
+
+def test_the_tables_dates_and_times_are_proven_where_they_are_written() -> None:
+    """Each ``date`` and ``datetime`` target of the tables writes at an element whose type
+    accepts every value of its kind, so the route does not test those values again (the
+    differential test above still checks every resource it builds, dates included, against
+    the structural check)."""
+    targets = [(table.name, target) for table in STANDARD.tables.values()
+               for rule in table.rules.values() for target in rule.targets
+               if target.kind in ("date", "datetime")]
+    assert len(targets) >= 10
+    for name, target in targets:
+        for resource_type in {STANDARD.tables[name].roles[r].type for r in target.roles}:
+            assert lexical.proven_valid(target.kind, resource_type, target.path), \
+                (name, target.path)
+
+
+@pytest.mark.parametrize(("kind", "resource_type", "path", "refused"), [
+    ("date", "Observation", "issued", True),  # an instant needs a time
+    ("datetime", "Patient", "birthDate", True),  # a date has no time
+    ("datetime", "Patient", "gender", True),  # a bound code
+    ("date", "Encounter", "period", True),  # an object
+    ("date", "Patient", "name[0].given[0]", False),  # a string holds a date, and is tested
+])
+def test_a_date_is_tested_where_its_type_does_not_accept_every_date(
+        kind: str, resource_type: str, path: str, refused: bool) -> None:
+    """The proof holds only where the element's type accepts every value of the kind: a
+    mapping that put a date where R4 refuses it would still be caught as the route writes."""
+    assert not lexical.proven_valid(kind, resource_type, path)
+    put = kinds.compile_put(tables.Target(("any",), path, kind, {}))
+    resource: dict[str, Any] = {"resourceType": resource_type}
+    text = "20240105" if kind == "date" else "202401051230"
+    if refused:
+        with pytest.raises(ValueError):
+            put(resource, text, kinds.Context("XML1", "NGAY", "00000"))
+    else:
+        put(resource, text, kinds.Context("XML1", "NGAY", "00000"))
