@@ -81,8 +81,8 @@ TARGETS: tuple[Target, ...] = (
     Target("push", "p99_ms", "<=", 100),
     # Issue 25: the XML 130 bridge (push-xml130 is also compared with push-xml130-fhir).
     Target("xml130-convert", "requests_per_s", ">=", 200),
-    # Both doors side by side in the same seconds: XML visits/s over FHIR visits/s.
-    Target("push-xml130-side-ratio", "requests_per_s", ">=", 1.0),
+    # The two doors in alternating slices of the same minute: XML visits/s over FHIR's.
+    Target("push-xml130-slices", "requests_per_s", ">=", 1.0),
     # Issue 7: the health book.
     Target("everything", "p50_ms", "<=", 50),
     Target("summary", "p50_ms", "<=", 100),

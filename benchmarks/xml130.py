@@ -26,7 +26,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 from results import Measurement
@@ -243,63 +242,67 @@ def run_push_xml(context: BenchContext) -> list[Measurement]:
                         ("push-xml130-fhir",), {**measured.detail, "ratio_to_fhir_push": ratio})]
 
 
-def run_push_side(context: BenchContext) -> list[Measurement]:
-    """Both doors at once: 4 connections each, the same seconds, the same server."""
-    from concurrent.futures import ThreadPoolExecutor
+#: The order of the measured slices: X the XML route, F the FHIR push (ABBA BAAB, so that a
+#: steady drift of the machine's speed falls on both doors alike).
+SLICE_ORDER = "XFFXFXXF"
 
+
+def run_push_slices(context: BenchContext) -> list[Measurement]:
+    """The two doors in alternating slices of the same minute: 8 connections, one door at a
+    time, ``duration / 4`` seconds a slice, four slices each in the order ``SLICE_ORDER``."""
     from loadgen import WrkLoad, run_wrk
     from scenarios import LUA_DIR
 
     load = context.settings.load
-    threads = min(load.threads, 4)
+    threads = min(load.threads, 8)
+    seconds = max(2, load.duration_s // 4)
     base = context.server("fhir").base_url  # started first: the token is the server's
     headers = [f"Authorization: Bearer {context.token()}"]
     _warm_server(context, threads, headers)
-    doors = {"xml": (base + "/fhir/$import-xml130", "application/xml"),
-             "fhir": (base + "/fhir", "application/fhir+json")}
-
-    def side_by_side(files: dict[str, Path], seconds: int) -> dict[str, Any]:
-        with ThreadPoolExecutor(2) as pool:
-            running = {door: pool.submit(run_wrk, doors[door][0], LUA_DIR / "post_bundles.lua",
-                                         [str(files[door]), str(threads), doors[door][1]],
-                                         WrkLoad(4, threads, seconds), headers)
-                       for door in doors}
-            return {door: future.result() for door, future in running.items()}
-
-    def files(tag: str, seed: int, seconds: int | None) -> dict[str, Path]:
-        count = _visits(context, seconds)
-        return {"xml": _file(context, f"xml130-side-{tag}.txt", envelopes(seed, count)),
-                "fhir": _file(context, f"xml130-side-{tag}.ndjson",
-                              [_bundle(e) for e in envelopes(seed + 1, count)])}
-
-    measured_files = files("measured", SEED + 10, None)
-    side_by_side(files("warm", SEED + 12, WARMUP_S), WARMUP_S)
-    server = context.server("fhir")
-    before, started = _group_cpu_s(server.pid), time.monotonic()
-    results = side_by_side(measured_files, load.duration_s)
-    xml, fhir = results["xml"], results["fhir"]
-    cpu = _cpu_detail(before, _group_cpu_s(server.pid), time.monotonic() - started,
-                      xml.requests + fhir.requests)
-    ratio = round(xml.requests_per_s / fhir.requests_per_s, 3) if fhir.requests_per_s else None
-    detail = {"xml_visits_per_s": xml.requests_per_s, "fhir_visits_per_s": fhir.requests_per_s,
-              "xml_p50_ms": xml.percentiles_ms.get(50, 0.0),
-              "xml_p99_ms": xml.percentiles_ms.get(99, 0.0),
-              "fhir_p50_ms": fhir.percentiles_ms.get(50, 0.0),
-              "fhir_p99_ms": fhir.percentiles_ms.get(99, 0.0),
-              "xml_errors": xml.errors, "fhir_errors": fhir.errors,
-              "ratio_xml_to_fhir": ratio, **cpu}
-    return [Measurement("push-xml130-side", "http", xml.requests_per_s,
-                        xml.percentiles_ms.get(50, 0.0), xml.percentiles_ms.get(99, 0.0),
-                        xml.requests, xml.errors, (), detail),
-            # The ratio as a figure of its own, so that a target can judge it.
-            Measurement("push-xml130-side-ratio", "http", ratio or 0.0, 0.0, 0.0,
-                        xml.requests + fhir.requests, xml.errors + fhir.errors, (), {})]
+    doors = {"X": (base + "/fhir/$import-xml130", "application/xml"),
+             "F": (base + "/fhir", "application/fhir+json")}
+    count = _visits(context, seconds)
+    files = []
+    for index, door in enumerate(SLICE_ORDER):
+        sent = envelopes(SEED + 20 + index, count)
+        files.append(_file(context, f"xml130-slice-{index}.txt", sent) if door == "X" else
+                     _file(context, f"xml130-slice-{index}.ndjson", [_bundle(e) for e in sent]))
+    for door in "XF":  # each door's connections and caches warm before the first slice
+        warm = envelopes(SEED + 40 + ord(door), _visits(context, WARMUP_S))
+        path = _file(context, f"xml130-slice-warm-{door}",
+                     warm if door == "X" else [_bundle(e) for e in warm])
+        run_wrk(doors[door][0], LUA_DIR / "post_bundles.lua",
+                [str(path), str(threads), doors[door][1]], WrkLoad(8, threads, WARMUP_S), headers)
+    done: dict[str, list[float]] = {"X": [], "F": []}
+    p50: dict[str, list[float]] = {"X": [], "F": []}
+    p99: dict[str, list[float]] = {"X": [], "F": []}
+    errors = 0
+    for door, path in zip(SLICE_ORDER, files, strict=True):
+        url, kind = doors[door]
+        result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(path), str(threads), kind],
+                         WrkLoad(8, threads, seconds), headers)
+        done[door].append(result.requests_per_s)
+        p50[door].append(result.percentiles_ms.get(50, 0.0))
+        p99[door].append(result.percentiles_ms.get(99, 0.0))
+        errors += result.errors
+    xml, fhir = (sum(done[d]) / len(done[d]) for d in "XF")
+    ratio = round(xml / fhir, 3) if fhir else 0.0
+    pairs = [round(x / f, 3) for x, f in zip(done["X"], done["F"], strict=True) if f]
+    detail = {"slice_s": seconds, "order": SLICE_ORDER,
+              "xml_visits_per_s": round(xml, 1), "fhir_visits_per_s": round(fhir, 1),
+              "xml_slices": done["X"], "fhir_slices": done["F"], "slice_ratios": pairs,
+              "xml_p50_ms": sorted(p50["X"])[len(p50["X"]) // 2],
+              "fhir_p50_ms": sorted(p50["F"])[len(p50["F"]) // 2],
+              "xml_p99_ms": max(p99["X"]), "fhir_p99_ms": max(p99["F"]),
+              "ratio_xml_to_fhir": ratio}
+    return [Measurement("push-xml130-slices", "http", ratio, 0.0, 0.0,
+                        int((xml + fhir) * seconds * 4), errors, (), detail)]
 
 
 XML130_SCENARIOS = {
     "xml130-convert": ("XML 130 conversion alone, in-process, one core", run_convert),
     "push-xml130-fhir": ("POST the converted Bundles (FHIR push), 8 connections", run_push_fhir),
     "push-xml130": ("POST envelopes to $import-xml130, 8 connections", run_push_xml),
-    "push-xml130-side": ("both doors at once, 4 connections each (XML / FHIR ratio)",
-                         run_push_side),
+    "push-xml130-slices": ("both doors in alternating slices, 8 connections (XML / FHIR)",
+                           run_push_slices),
 }
