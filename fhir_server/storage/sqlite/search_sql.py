@@ -9,14 +9,15 @@ each level set-wise (one statement per include parameter, never one per row), fo
 
 A page costs in proportion to the page, not to the matches (``_page``): the matches of the
 most selective clause's index are counted, streaming, up to ``candidates`` (about
-``sqrt(_count * size of the type)``); fewer than that are listed, ordered and the page taken
-from them (which gives the total for free). More than that, and the search walks the
-resources in page order (``rid``, or down the sort parameter's value index), probing every
-clause for each row by its primary key, and stops at ``_count + 1``: a page of 20 is found
-within the first ``20 / share`` rows of the type, where ``share`` is the part of the type's
-resources that match (``Patient?name=nguyen``: about 50 rows). The sort reads only ``rid`` and
-the sort keys; the page's contents are read afterwards, for its rows only. All the statements
-of a search read one snapshot (one read transaction).
+``sqrt(_count * size of the type)``; the count is reused for a minute); fewer than that are
+listed, ordered and the page taken from them (which gives the total for free). More than
+that, and the search walks the resources in page order (``rid``, or down the sort
+parameter's value index), probing every clause for each row by its primary key, and stops at
+``_count + 1``: a page of 20 is found within the first ``20 / share`` rows of the type,
+where ``share`` is the part of the type's resources that match (``Patient?name=nguyen``:
+about 50 rows). The sort reads only ``rid`` and the sort keys; the page's contents are read
+afterwards, for its rows only. All the statements of a search read one snapshot (one read
+transaction).
 
 Join shape relied on (owned by the store): ``resources(rid, type, id, version, last_updated,
 deleted)`` and ``versions(rid, version, content)`` with the current content at
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -68,6 +70,14 @@ _UNLIMITED = 2**62
 _SIZE_TTL_S = 600.0
 #: The number of resources of each type, with when it was counted, per database file.
 _sizes: dict[tuple[str, str], tuple[int, float]] = {}
+#: How long the count of a lead's list (``_lead_count``) is reused to choose a plan.
+_COUNT_TTL_S = 60.0
+#: The most counts of leads' lists remembered per process (the oldest are dropped first).
+_COUNTS_KEPT = 4096
+#: The counts of leads' lists, keyed by database file, statement, values and bound, with when
+#: each was counted; a lock, as a search may run in a thread (``store.run_timed``).
+_counts: dict[tuple[object, ...], tuple[int, float]] = {}
+_counts_lock = threading.Lock()
 _NOBODY: frozenset[str] = frozenset()
 _STORED = "r.rid, r.type, r.id, r.version, r.last_updated, v.content"
 _CURRENT = "JOIN versions v ON v.rid = r.rid AND v.version = r.version"
@@ -177,7 +187,7 @@ def candidates(conn: sqlite3.Connection, query: SearchQuery) -> int:
 def _type_size(conn: sqlite3.Connection, kind: str) -> int:
     """The resources of type ``kind`` (every type for ""), remembered per database file (a
     database in memory is counted every time)."""
-    path = str(conn.execute("PRAGMA database_list").fetchone()[2])
+    path = _database_path(conn)
     found = _sizes.get((path, kind)) if path else None
     if found is None or time.monotonic() - found[1] > _SIZE_TTL_S:
         sql = "SELECT COUNT(*) FROM resources" + (" WHERE type = ?" if kind else "")
@@ -283,7 +293,7 @@ def _page(
             "SELECT r.rid{keys} FROM resources r WHERE r.rid IN (SELECT value FROM json_each(?))",
             [rids])
         total = len(listed)
-    elif lead is not None and _bounded_count(conn, lead, limit) < limit:
+    elif lead is not None and _lead_count(conn, lead, limit) < limit:
         # The page straight from the lead's list: its rids come sorted (SQLite's IN list),
         # so in rid order the other clauses are probed only until the page is full.
         source = (f"SELECT r.rid{{keys}} FROM resources r WHERE {where}", params)
@@ -333,6 +343,37 @@ def _ordered_walk(
             found += keyset_page(conn, source, [((value, []), True)], cursor,
                                  query.count - len(found))
     return found
+
+
+def _lead_count(conn: sqlite3.Connection, lead: Condition, limit: int) -> int:
+    """The rows of the lead's list up to ``limit`` (``_bounded_count``), remembered per
+    database file for ``_COUNT_TTL_S`` (a database in memory is counted every time).
+
+    The count only chooses the plan, and both plans give the same page, so a count a minute
+    old costs at most a slower plan, never a different answer. Counting costs about 0.1 us a
+    row, up to ``limit`` rows: 0.45-0.5 ms of the 2-4 ms of a page of 50 Patients by a common
+    name on the 1M store (docs/performance.md), paid again by every search of that name.
+    """
+    path = _database_path(conn)
+    if not path:
+        return _bounded_count(conn, lead, limit)
+    key = (path, lead[0], *lead[1], limit)
+    with _counts_lock:
+        found = _counts.get(key)
+    if found is not None and time.monotonic() - found[1] <= _COUNT_TTL_S:
+        return found[0]
+    counted = _bounded_count(conn, lead, limit)
+    with _counts_lock:
+        _counts.pop(key, None)
+        while len(_counts) >= _COUNTS_KEPT:
+            del _counts[next(iter(_counts))]
+        _counts[key] = (counted, time.monotonic())
+    return counted
+
+
+def _database_path(conn: sqlite3.Connection) -> str:
+    """The file of the connection's main database ("" for one in memory)."""
+    return str(conn.execute("PRAGMA database_list").fetchone()[2])
 
 
 def _bounded_count(conn: sqlite3.Connection, rows: Condition, limit: int) -> int:

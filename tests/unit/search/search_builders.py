@@ -89,10 +89,11 @@ def query(resource_type: str | None, text: str) -> SearchQuery:
 
 
 class Database:
-    """An in-memory database with the store's schema (core and search tables)."""
+    """A database with the store's schema (core and search tables), in memory unless given
+    a file."""
 
-    def __init__(self) -> None:
-        self.conn = sqlite3.connect(":memory:", isolation_level=None)
+    def __init__(self, path: str = ":memory:") -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.executescript(CORE_SCHEMA_SQL + SCHEMA_SQL)
         self.clock = 0
 

@@ -183,3 +183,61 @@ def test_the_walk_begins_where_it_reads_fewer_rows_than_the_list(
     assert search_sql.candidates(on_file, query) == 88  # remembered
     monkeypatch.setattr(search_sql, "_SIZE_TTL_S", -1.0)
     assert search_sql.candidates(on_file, query) < 88
+
+
+def _counts_of_lists(database: Database, kind: str, text: str) -> tuple[list[str], int]:
+    """The page's ids and the number of counts of a lead's list its search ran."""
+    statements: list[str] = []
+    database.conn.set_trace_callback(statements.append)
+    try:
+        ids = database.ids(kind, text)
+    finally:
+        database.conn.set_trace_callback(None)
+    return ids, sum(sql.startswith("SELECT COUNT(*) FROM (SELECT 1 FROM") for sql in statements)
+
+
+def test_the_count_of_a_lead_is_remembered_and_a_stale_one_changes_no_page(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The count that chooses a plan is reused for ``_COUNT_TTL_S`` per database file: the
+    same search again counts nothing, and after the list has grown past the bound the
+    remembered count still gives the page a fresh count gives (a slower plan, not another
+    answer)."""
+    monkeypatch.setattr(search_sql, "_counts", {})
+    monkeypatch.setattr(search_sql, "LEAST_CANDIDATES", 1)
+    monkeypatch.setattr(search_sql, "candidates", lambda conn, query: 40)
+    database = Database(str(tmp_path / "store.sqlite3"))
+    _people(database, 0, 60)
+    text = "name=nguyen&birthdate=ge1970&_count=5"
+    first, counted = _counts_of_lists(database, "Patient", text)
+    assert counted == 1
+    assert next(iter(search_sql._counts.values()))[0] < 40  # the page from the list
+    again, counted = _counts_of_lists(database, "Patient", text)
+    assert (again, counted) == (first, 0)
+    _people(database, 1000, 200)  # the Nguyễn rows now pass the bound of 40
+    stale, counted = _counts_of_lists(database, "Patient", text)
+    assert counted == 0
+    monkeypatch.setattr(search_sql, "_COUNT_TTL_S", -1.0)
+    fresh, counted = _counts_of_lists(database, "Patient", text)
+    assert counted == 1
+    assert stale == fresh == first  # the page is the lowest rids, which did not change
+    assert next(iter(search_sql._counts.values()))[0] == 40  # walks from now on
+
+
+def test_counts_of_leads_are_kept_for_files_only_and_at_most_counts_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(search_sql, "_counts", {})
+    monkeypatch.setattr(search_sql, "_COUNTS_KEPT", 2)
+    in_memory = Database()
+    _people(in_memory, 0, 20)
+    for name in ("nguyen", "tran", "le"):
+        assert _counts_of_lists(in_memory, "Patient", f"name={name}")[1] == 1
+    assert search_sql._counts == {}
+    on_file = Database(str(tmp_path / "store.sqlite3"))
+    _people(on_file, 0, 20)
+    for name in ("nguyen", "tran", "le"):
+        on_file.ids("Patient", f"name={name}")
+    assert len(search_sql._counts) == 2
+    assert _counts_of_lists(on_file, "Patient", "name=le")[1] == 0  # the newest kept
+    assert _counts_of_lists(on_file, "Patient", "name=nguyen")[1] == 1  # the oldest dropped
