@@ -242,14 +242,17 @@ def run_push_xml(context: BenchContext) -> list[Measurement]:
                         ("push-xml130-fhir",), {**measured.detail, "ratio_to_fhir_push": ratio})]
 
 
-#: The order of the measured slices: X the XML route, F the FHIR push (ABBA BAAB, so that a
-#: steady drift of the machine's speed falls on both doors alike).
-SLICE_ORDER = "XFFXFXXF"
+#: The order of the measured slices: X the XML route, F the FHIR push. It is the Thue-Morse
+#: sequence of 16, whose two halves are mirror images: a drift of the machine's speed that is
+#: a polynomial of degree up to three over the run falls on both doors alike. (Eight slices,
+#: balanced for a steady drift only, put the XML route first and slowest in four runs of four
+#: while a fresh copy of the store warmed up: docs/performance.md.)
+SLICE_ORDER = "XFFXFXXFFXXFXFFX"
 
 
 def run_push_slices(context: BenchContext) -> list[Measurement]:
-    """The two doors in alternating slices of the same minute: 8 connections, one door at a
-    time, ``duration / 4`` seconds a slice, four slices each in the order ``SLICE_ORDER``."""
+    """The two doors in alternating slices of the same minutes: 8 connections, one door at a
+    time, ``duration / 4`` seconds a slice, eight slices each in the order ``SLICE_ORDER``."""
     from loadgen import WrkLoad, run_wrk
     from scenarios import LUA_DIR
 
@@ -296,7 +299,7 @@ def run_push_slices(context: BenchContext) -> list[Measurement]:
               "xml_p99_ms": max(p99["X"]), "fhir_p99_ms": max(p99["F"]),
               "ratio_xml_to_fhir": ratio}
     return [Measurement("push-xml130-slices", "http", ratio, 0.0, 0.0,
-                        int((xml + fhir) * seconds * 4), errors, (), detail)]
+                        int((xml + fhir) * seconds * len(SLICE_ORDER) / 2), errors, (), detail)]
 
 
 XML130_SCENARIOS = {
