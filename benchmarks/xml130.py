@@ -173,11 +173,17 @@ def _warm_server(context: BenchContext, threads: int, headers: list[str]) -> Non
     fhir = _file(context, "xml130-fhir-server-warm.ndjson",
                  [_bundle(e) for e in envelopes(SEED + 4, visits)])
     xml = _file(context, "xml130-server-warm.txt", envelopes(SEED + 5, visits))
-    base = context.server("fhir").base_url
-    for url, lines, kind in ((base + "/fhir", fhir, "application/fhir+json"),
-                             (base + "/fhir/$import-xml130", xml, "application/xml")):
+    doors = _doors(context.server("fhir").base_url)
+    for door, lines in (("F", fhir), ("X", xml)):
+        url, kind = doors[door]
         run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads), kind],
                 WrkLoad(8, threads, SERVER_WARMUP_S), headers)
+
+
+def _doors(base: str) -> dict[str, tuple[str, str]]:
+    """Each door's URL and Content-Type: X the XML route, F the FHIR push."""
+    return {"X": (base + "/fhir/$import-xml130", "application/xml"),
+            "F": (base + "/fhir", "application/fhir+json")}
 
 
 def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
@@ -262,8 +268,7 @@ def run_push_slices(context: BenchContext) -> list[Measurement]:
     base = context.server("fhir").base_url  # started first: the token is the server's
     headers = [f"Authorization: Bearer {context.token()}"]
     _warm_server(context, threads, headers)
-    doors = {"X": (base + "/fhir/$import-xml130", "application/xml"),
-             "F": (base + "/fhir", "application/fhir+json")}
+    doors = _doors(base)
     count = _visits(context, seconds)
     files = []
     for index, door in enumerate(SLICE_ORDER):
