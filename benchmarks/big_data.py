@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+from machine_use import group_cpu_s, lock_sums, lock_use
 from results import Measurement
 from scenarios import WARMUP_S, BenchContext, _from_wrk
 
@@ -110,7 +111,7 @@ def _run_paths(context: BenchContext, name: str, paths: list[str]) -> list[Measu
     while True:
         attempts += 1
         before = _worker_cpu(server.pid)
-        result = run_wrk(url, script, listed, load, headers)
+        result = run_wrk(url, script, listed, load, headers, server.pid)
         shares = _shares(before, _worker_cpu(server.pid), context.settings.workers)
         if len(shares) < 2 or min(shares) >= _LEAST_SHARE or attempts == _BALANCE_ATTEMPTS:
             break
@@ -119,26 +120,16 @@ def _run_paths(context: BenchContext, name: str, paths: list[str]) -> list[Measu
     return [dataclasses.replace(measured, detail=detail)]
 
 
-def _worker_cpu(pgid: int) -> dict[int, int]:
-    """CPU time (clock ticks) of each process of the server's group but its supervisor."""
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == pgid:
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid:  # utime and stime are the 14th and 15th fields of stat
-            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    return ticks
+def _worker_cpu(pgid: int) -> dict[int, float]:
+    """CPU seconds of each process of the server's group but its supervisor."""
+    return {pid: used for pid, used in group_cpu_s(pgid).items() if pid != pgid}
 
 
-def _shares(before: dict[int, int], after: dict[int, int], workers: int) -> list[float]:
+def _shares(before: dict[int, float], after: dict[int, float], workers: int) -> list[float]:
     """The shares of the CPU time used between two readings by the ``workers`` processes
     that used the most (the group may hold idle helpers beside the workers)."""
-    used = sorted(after[pid] - before.get(pid, 0) for pid in after)[-workers:]
-    total = sum(used) or 1
+    used = sorted(after[pid] - before.get(pid, 0.0) for pid in after)[-workers:]
+    total = sum(used) or 1.0
     return [round(u / total, 2) for u in used]
 
 
@@ -364,8 +355,11 @@ def run_push(context: BenchContext) -> list[Measurement]:
     # another seed, so the measured Bundles are still all new.
     run_wrk(url, LUA_DIR / "post_bundles.lua", [str(warm_lines), str(threads)],
             WrkLoad(8, threads, WARMUP_S), headers)
+    server = context.server("fhir")
+    locks = lock_sums(server.base_url)
     result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads)],
-                     WrkLoad(8, threads, load.duration_s), headers)
+                     WrkLoad(8, threads, load.duration_s), headers, server.pid)
+    held = lock_use(locks, lock_sums(server.base_url), result.requests)
     measured = _from_wrk("push", result, url, ("push-sqlite",))
     bundles = lines.read_bytes().splitlines()
     entries = statistics.mean(len(orjson.loads(b)["entry"]) for b in bundles[:200])
@@ -377,7 +371,7 @@ def run_push(context: BenchContext) -> list[Measurement]:
     return [Measurement(measured.name, measured.kind, measured.requests_per_s, measured.p50_ms,
                         measured.p99_ms, measured.operations, measured.errors,
                         measured.baselines,
-                        {**measured.detail,
+                        {**measured.detail, **held,
                          "resources_per_s": round(measured.requests_per_s * entries, 1),
                          "seed": PUSH_SEED,
                          "bundles_generated": len(bundles),

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from machine_use import snapshot, use_between
 
 __all__ = ["INSTALL_HINT", "WrkLoad", "WrkResult", "parse_wrk", "run_wrk", "wrk_version"]
 
@@ -45,6 +47,8 @@ class WrkResult:
     percentiles_ms: dict[int, float]
     non_2xx: int
     socket_errors: int
+    #: What the run used of the machine (``machine_use.use_between``), when a server was watched.
+    use: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -63,9 +67,18 @@ def wrk_version() -> str | None:
 
 
 def run_wrk(
-    url: str, script: Path, script_args: list[str], load: WrkLoad, headers: Sequence[str] = ()
+    url: str,
+    script: Path,
+    script_args: list[str],
+    load: WrkLoad,
+    headers: Sequence[str] = (),
+    watch: int | None = None,
 ) -> WrkResult:
-    """Run wrk against ``url`` with ``script`` (and extra ``Name: value`` headers)."""
+    """Run wrk against ``url`` with ``script`` (and extra ``Name: value`` headers).
+
+    With ``watch`` (the server's process group), the result's ``use`` says what the run used
+    of the machine: the server's CPU per request and cores, wrk's, and the other processes'.
+    """
     command = [
         "wrk",
         *[part for header in headers for part in ("-H", header)],
@@ -80,6 +93,7 @@ def run_wrk(
         "--",
         *script_args,
     ]
+    before = snapshot(watch) if watch is not None else None
     # wrk stops itself after duration_s; the extra margin only guards against a hang.
     done = subprocess.run(
         command,
@@ -90,7 +104,10 @@ def run_wrk(
     )
     if done.returncode != 0 or not _RPS.search(done.stdout):
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return parse_wrk(done.stdout)
+    result = parse_wrk(done.stdout)
+    if before is None or watch is None:
+        return result
+    return replace(result, use=use_between(before, snapshot(watch), result.requests))
 
 
 def parse_wrk(report: str) -> WrkResult:

@@ -116,15 +116,24 @@ def _ratios(measurement: Measurement, by_name: Mapping[str, Measurement]) -> str
     return ", ".join(parts) or "-"
 
 
+def _used(measurement: Measurement, key: str, width: int) -> str:
+    """A figure of what the run used of the machine (``machine_use``), or ``-``."""
+    value = measurement.detail.get(key)
+    return f"{value:>{width}.2f}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
+
+
 def format_table(measurements: Sequence[Measurement], outcomes: Sequence[TargetOutcome]) -> str:
-    """Return the plain-text report: one row per measurement, then one line per target."""
+    """Return the plain-text report: one row per measurement (with the server's CPU ms per
+    request and the other processes' cores, where measured), then one line per target."""
     by_name = {m.name: m for m in measurements}
-    header = f"{'scenario':<24}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  ratio"
+    header = (f"{'scenario':<24}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+              f"{'cpu ms':>8}{'other':>7}  ratio")
     lines = [header, "-" * len(header)]
     for m in measurements:
         lines.append(
             f"{m.name:<24}{m.requests_per_s:>10.0f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}"
-            f"{m.errors:>8}  {_ratios(m, by_name)}"
+            f"{m.errors:>8}{_used(m, 'server_cpu_ms_per_request', 8)}"
+            f"{_used(m, 'other_cores', 7)}  {_ratios(m, by_name)}"
         )
     lines.append("")
     for outcome in outcomes:

@@ -145,7 +145,8 @@ class BenchContext:
             self._warmed.add(self._active[0])
             warm = replace(self.settings.load, duration_s=WARMUP_S)
             run_wrk(url, LUA_DIR / script, args, warm, headers)
-        return run_wrk(url, LUA_DIR / script, args, self.settings.load, headers)
+        watch = self._active[1].pid if self._active is not None else None
+        return run_wrk(url, LUA_DIR / script, args, self.settings.load, headers, watch)
 
     def token(self) -> str:
         """A ``system/*.cruds`` token of the running FHIR server, signed with its own key."""
@@ -277,6 +278,7 @@ def _from_wrk(name: str, result: WrkResult, url: str, baselines: tuple[str, ...]
             "percentiles_ms": {str(k): v for k, v in p.items()},
             "non_2xx": result.non_2xx,
             "socket_errors": result.socket_errors,
+            **result.use,
         },
     )
 

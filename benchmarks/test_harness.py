@@ -5,6 +5,7 @@ Run with ``.venv/bin/python -m pytest benchmarks/test_harness.py -q`` (no server
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ import orjson
 import pytest
 from baseline_app import app
 from loadgen import parse_wrk
+from machine_use import Snapshot, group_cpu_s, lock_sums_of, lock_use, machine_busy_s, use_between
 from patients import patient_document
 from results import Measurement, Target, check_targets, format_table
 from scenarios import SCENARIOS, SUITES, expand
@@ -90,6 +92,60 @@ def test_table_shows_ratio_to_each_baseline_that_ran() -> None:
     table = format_table([fhir, _measured("asgi-get", 4000, 1)], [])
     assert "0.25x asgi-get" in table
     assert "sqlite-read" not in table.splitlines()[2]
+
+
+def test_table_shows_the_server_cpu_and_the_other_cores_where_measured() -> None:
+    watched = Measurement("push", "http", 150, 40, 90, 3000, 0, (),
+                          {"server_cpu_ms_per_request": 9.25, "other_cores": 0.31})
+    table = format_table([watched, _measured("asgi-get", 4000, 1)], [])
+    push_row, asgi_row = table.splitlines()[2:4]
+    assert push_row.split()[5:7] == ["9.25", "0.31"]
+    assert asgi_row.split()[5:7] == ["-", "-"]
+
+
+def test_machine_use_splits_the_busy_cores_between_server_harness_and_others() -> None:
+    before = Snapshot(100.0, 50.0, {10: 1.0, 11: 2.0}, 0.5)
+    # 2 s later: the machine was busy 3.6 s; the server 2.0 (pid 12 new); wrk 0.6.
+    after = Snapshot(102.0, 53.6, {10: 2.5, 11: 2.4, 12: 0.1}, 1.1)
+    use = use_between(before, after, operations=200)
+    assert use == {"server_cpu_ms_per_request": 10.0, "server_cores_used": 1.0,
+                   "busiest_process_core": 0.75, "wrk_cores": 0.3, "other_cores": 0.5}
+
+
+def test_machine_busy_time_is_all_but_idle_and_iowait() -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = f"cpu  {tick} {tick} {tick} {50 * tick} {7 * tick} {tick} {tick} {tick} 0 0\ncpu0 1\n"
+    assert machine_busy_s(stat) == pytest.approx(6.0)
+    assert machine_busy_s() > 0
+    with pytest.raises(ValueError):
+        machine_busy_s("intr 1 2 3\n")
+
+
+def test_the_server_group_is_read_from_proc() -> None:
+    mine = group_cpu_s(os.getpgrp())
+    assert os.getpid() in mine and mine[os.getpid()] > 0
+
+
+def test_write_lock_use_is_read_from_the_metrics_of_all_workers() -> None:
+    metrics = (
+        "# TYPE fhir_store_write_lock_hold_seconds histogram\n"
+        'fhir_store_write_lock_hold_seconds_bucket{le="0.005"} 3\n'
+        "fhir_store_write_lock_hold_seconds_sum 0.5\n"
+        "fhir_store_write_lock_hold_seconds_count 100\n"
+        'fhir_store_write_lock_wait_seconds_sum{worker="2"} 1.5\n'
+        'fhir_store_write_lock_wait_seconds_count{worker="2"} 300\n'
+        "fhir_requests_total 9\n"
+    )
+    before = lock_sums_of(metrics)
+    assert before == {"fhir_store_write_lock_hold_seconds_sum": 0.5,
+                      "fhir_store_write_lock_hold_seconds_count": 100.0,
+                      "fhir_store_write_lock_wait_seconds_sum": 1.5,
+                      "fhir_store_write_lock_wait_seconds_count": 300.0}
+    after = {name: 2 * value for name, value in before.items()}
+    assert lock_use(before, after, operations=200) == {
+        "lock_hold_ms_per_group": 5.0, "lock_hold_ms_per_request": 2.5,
+        "lock_groups_per_request": 0.5, "lock_wait_ms_per_scope": 5.0}
+    assert lock_use(before, before, operations=200) == {}
 
 
 def test_suite_expands_to_its_scenarios_once_in_order() -> None:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import orjson
+from machine_use import lock_sums, lock_use
 from results import Measurement
 from scenarios import WARMUP_S, BenchContext, _from_wrk
 
@@ -93,71 +94,6 @@ def run_convert(context: BenchContext) -> list[Measurement]:
                         {"cpu_s": round(spent, 2)})]
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _group_cpu_s(group: int) -> dict[int, float]:
-    """User + system CPU seconds of each live process of process group ``group`` (the server
-    and its workers)."""
-    found: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group:
-            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
-    return found
-
-
-def _cpu_detail(before: dict[int, float], after: dict[int, float], seconds: float,
-                operations: int) -> dict[str, float]:
-    """The server's CPU over the measured load: ms per request, cores used, and the busiest
-    process's share of one core."""
-    spent = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
-    total = sum(spent.values())
-    return {"server_cpu_ms_per_request": round(1000 * total / max(operations, 1), 2),
-            "server_cores_used": round(total / seconds, 2),
-            "busiest_process_core": round(max(spent.values(), default=0.0) / seconds, 2)}
-
-
-_LOCK_SERIES = ("fhir_store_write_lock_hold_seconds", "fhir_store_write_lock_wait_seconds")
-
-
-def _lock_sums(base_url: str) -> dict[str, float]:
-    """The write lock's histogram sums and counts from the server's ``/metrics`` (all
-    workers); empty when it cannot be read."""
-    import httpx
-
-    try:
-        text = httpx.get(base_url.rstrip("/") + "/metrics", timeout=10).text
-    except httpx.HTTPError:
-        return {}
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name.startswith(_LOCK_SERIES) and name.endswith(("_sum", "_count")):
-            found[name] = found.get(name, 0.0) + float(value)
-    return found
-
-
-def _lock_detail(before: dict[str, float], after: dict[str, float],
-                 operations: int) -> dict[str, float]:
-    """Write-lock hold per commit group, groups per request and wait per scope (ms)."""
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-    hold, wait = _LOCK_SERIES
-    groups, scopes = delta(hold + "_count"), delta(wait + "_count")
-    if not groups or not scopes:
-        return {}
-    return {"lock_hold_ms_per_group": round(1000 * delta(hold + "_sum") / groups, 2),
-            "lock_hold_ms_per_request": round(1000 * delta(hold + "_sum") / max(operations, 1), 2),
-            "lock_groups_per_request": round(groups / max(operations, 1), 2),
-            "lock_wait_ms_per_scope": round(1000 * delta(wait + "_sum") / scopes, 2)}
-
-
 def _warm_server(context: BenchContext, threads: int, headers: list[str]) -> None:
     """Before the first measured push on a server, push visits of both routes for
     ``SERVER_WARMUP_S`` seconds each, so that neither pays alone for a fresh server and store
@@ -199,17 +135,14 @@ def _push(context: BenchContext, name: str, path: str, lines: Path, warm: Path,
     run_wrk(url, LUA_DIR / "post_bundles.lua", [str(warm), str(threads), content_type],
             WrkLoad(8, threads, WARMUP_S), headers)
     server = context.server("fhir")
-    locks = _lock_sums(server.base_url)
-    before, started = _group_cpu_s(server.pid), time.monotonic()
+    locks = lock_sums(server.base_url)
     result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(lines), str(threads), content_type],
-                     WrkLoad(8, threads, load.duration_s), headers)
-    cpu = _cpu_detail(before, _group_cpu_s(server.pid), time.monotonic() - started,
-                      result.requests)
-    cpu.update(_lock_detail(locks, _lock_sums(server.base_url), result.requests))
+                     WrkLoad(8, threads, load.duration_s), headers, server.pid)
+    held = lock_use(locks, lock_sums(server.base_url), result.requests)
     measured = _from_wrk(name, result, url, ())
     measured = Measurement(measured.name, measured.kind, measured.requests_per_s,
                            measured.p50_ms, measured.p99_ms, measured.operations,
-                           measured.errors, (), {**measured.detail, **cpu})
+                           measured.errors, (), {**measured.detail, **held})
     sent = len(lines.read_bytes().splitlines())
     if measured.operations > sent:
         print(f"{name}: {measured.operations - sent} re-pushes (only {sent} visits generated)",
@@ -266,6 +199,7 @@ def run_push_slices(context: BenchContext) -> list[Measurement]:
     threads = min(load.threads, 8)
     seconds = max(2, load.duration_s // 4)
     base = context.server("fhir").base_url  # started first: the token is the server's
+    server = context.server("fhir").pid
     headers = [f"Authorization: Bearer {context.token()}"]
     _warm_server(context, threads, headers)
     doors = _doors(base)
@@ -284,11 +218,15 @@ def run_push_slices(context: BenchContext) -> list[Measurement]:
     done: dict[str, list[float]] = {"X": [], "F": []}
     p50: dict[str, list[float]] = {"X": [], "F": []}
     p99: dict[str, list[float]] = {"X": [], "F": []}
+    cpu: dict[str, list[float]] = {"X": [], "F": []}
+    others: list[float] = []
     errors = 0
     for door, path in zip(SLICE_ORDER, files, strict=True):
         url, kind = doors[door]
         result = run_wrk(url, LUA_DIR / "post_bundles.lua", [str(path), str(threads), kind],
-                         WrkLoad(8, threads, seconds), headers)
+                         WrkLoad(8, threads, seconds), headers, server)
+        cpu[door].append(result.use.get("server_cpu_ms_per_request", 0.0))
+        others.append(result.use.get("other_cores", 0.0))
         done[door].append(result.requests_per_s)
         p50[door].append(result.percentiles_ms.get(50, 0.0))
         p99[door].append(result.percentiles_ms.get(99, 0.0))
@@ -299,12 +237,19 @@ def run_push_slices(context: BenchContext) -> list[Measurement]:
     detail = {"slice_s": seconds, "order": SLICE_ORDER,
               "xml_visits_per_s": round(xml, 1), "fhir_visits_per_s": round(fhir, 1),
               "xml_slices": done["X"], "fhir_slices": done["F"], "slice_ratios": pairs,
-              "xml_p50_ms": sorted(p50["X"])[len(p50["X"]) // 2],
-              "fhir_p50_ms": sorted(p50["F"])[len(p50["F"]) // 2],
+              "xml_p50_ms": _median(p50["X"]), "fhir_p50_ms": _median(p50["F"]),
               "xml_p99_ms": max(p99["X"]), "fhir_p99_ms": max(p99["F"]),
+              "xml_cpu_ms_per_visit": _median(cpu["X"]), "fhir_cpu_ms_per_visit": _median(cpu["F"]),
+              "other_cores_max": max(others, default=0.0),
+              "other_cores_mean": round(sum(others) / max(len(others), 1), 2),
               "ratio_xml_to_fhir": ratio}
     return [Measurement("push-xml130-slices", "http", ratio, 0.0, 0.0,
                         int((xml + fhir) * seconds * len(SLICE_ORDER) / 2), errors, (), detail)]
+
+
+def _median(values: list[float]) -> float:
+    """The upper median of the slices' values (0 when there are none)."""
+    return sorted(values)[len(values) // 2] if values else 0.0
 
 
 XML130_SCENARIOS = {
