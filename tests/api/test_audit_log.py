@@ -391,16 +391,7 @@ async def test_a_search_page_leaves_each_patient_an_event_of_her_own_records(
 
 
 #: The callers of a page of several patients, by what their token is.
-_PAGE_CALLERS = {
-    "operator": ("system/*.cruds", {"client_id": "national-auditor"}),
-    "clinician": ("user/*.rs", {"fhir_user": "Practitioner/dr-1",
-                                "organization": "Organization/bm"}),
-    "citizen": ("patient/*.rs", {"patient_id": "ALICE", "subject": "cccd-019"}),
-    "attacker": ("patient/*.rs", {"patient_id": "ALICE", "subject": "cccd-019"}),
-}
-
-
-@pytest.mark.parametrize("who", sorted(_PAGE_CALLERS))
+@pytest.mark.parametrize("who", sorted(_SEARCHERS))
 async def test_a_page_of_several_patients_shows_each_citizen_an_event_naming_only_her(
     trail: Trail, who: str,
 ) -> None:
@@ -409,7 +400,7 @@ async def test_a_page_of_several_patients_shows_each_citizen_an_event_naming_onl
     ``$access-log``) the event names her and nothing of the other patient, reads back by
     its id as found, and is not the other's event; the attacker (Alice's token asking for
     Bob) leaves nothing in Bob's log."""
-    scope, claims = _PAGE_CALLERS[who]
+    scope, claims = _SEARCHERS[who]
     claims = {k: trail.alice if v == "ALICE" else v for k, v in claims.items()}
     query = (f"_id={trail.bob}" if who == "attacker"
              else f"_id={trail.alice},{trail.bob}&_count=50")
