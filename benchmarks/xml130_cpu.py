@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2_000 + int(time.time()) % 1_000_000)
     args = parser.parse_args()
     _timed(visits, "decode", "decode the envelope")
-    _timed(visits, "_prepare_sharing", "check and map")
+    _timed(visits, "_prepare", "check and map")
     _timed(visits, "build_transaction", "build the Bundle")
     _timed(visits, "stored_visit", "read the stored visit")
     _timed(dispatch, "parse_json", "parse the JSON body")

@@ -10,7 +10,7 @@ into records: for every mapped field, ``unmap_tables(map_tables(x))`` gives x's 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from fhir_server.bridges.xml130.tables import Role, Rule, Standard, Table, Targe
 from fhir_server.bridges.xml130.values import split_list
 from fhir_server.errors import Issue
 
-__all__ = ["Instance", "Mapped", "map_tables", "mapping_steps", "unmap_tables", "where"]
+__all__ = ["Instance", "Mapped", "map_tables", "unmap_tables", "where"]
 
 Records = Mapping[str, Sequence[Mapping[str, str]]]
 
@@ -249,22 +249,12 @@ def _map_record(table: Table, record: Mapping[str, str], position: int, facility
 def map_tables(standard: Standard, records: Records, facility: str) -> Mapped:
     """Map a visit's records (XML1 and the other imported tables) to resources."""
     mapped = Mapped()
-    for _ in mapping_steps(standard, records, facility, mapped):
-        pass
-    return mapped
-
-
-def mapping_steps(standard: Standard, records: Records, facility: str,
-                  mapped: Mapped) -> Iterator[str]:
-    """``map_tables`` into ``mapped``, one table at a time: yields each table's name once its
-    records are mapped, so that a caller on the event loop can let other work run between
-    tables (``visits``: a write given the store's turn need not wait for a whole visit)."""
     for name, table in standard.tables.items():
         if table.unmapped or name not in records:
             continue
         for position, record in enumerate(records[name], start=1):
             _map_record(table, record, position, facility, records, mapped)
-        yield name
+    return mapped
 
 
 def _value(rule: Rule, insts: list[Instance], table: str, facility: str) -> str:

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.bridges.xml130 import door
-from fhir_server.bridges.xml130.checks import Records, check_visit
-from fhir_server.bridges.xml130.engine import Mapped, map_tables, mapping_steps
+from fhir_server.bridges.xml130.checks import check_visit
+from fhir_server.bridges.xml130.engine import Mapped, map_tables
 from fhir_server.bridges.xml130.envelope import Envelope, Hoso, decode_envelope, problem
 from fhir_server.bridges.xml130.lexical import valid_uri
 from fhir_server.bridges.xml130.located import locate_issue
@@ -34,7 +34,6 @@ from fhir_server.bridges.xml130.transaction import Plan, VisitKeys, binary_id, b
 from fhir_server.conformance.elements import missing_required
 from fhir_server.conformance.profiles import default_validator
 from fhir_server.errors import BadRequest, FhirError, Issue
-from fhir_server.interactions.bundle import Turn
 from fhir_server.interactions.bundle_entries import at_entry
 from fhir_server.interactions.context import Services
 from fhir_server.resources import validate_structure
@@ -108,9 +107,7 @@ def _rejected(hoso: Hoso, ma_lk: str, status: int, issues: list[Issue]) -> Visit
     return VisitResult(hoso.position, ma_lk, "rejected", status, issues)
 
 
-def _checked(standard: Standard, envelope: Envelope,
-             hoso: Hoso) -> tuple[Records, str, str, list[Issue]] | VisitResult:
-    """A visit's records checked: (records, MA_LK, facility, issues), or its rejection."""
+def _prepare(standard: Standard, envelope: Envelope, hoso: Hoso) -> _Visit | VisitResult:
     records, ma_lk, issues = check_visit(standard, hoso)
     facility = (records.get("XML1") or [{}])[0].get("MA_CSKCB", "").strip()
     if not _errors(issues) and not facility:
@@ -126,44 +123,13 @@ def _checked(standard: Standard, envelope: Envelope,
                               f"differs from the envelope's MACSKCB ({envelope.facility})"))
     if _errors(issues):
         return _rejected(hoso, ma_lk, 400, issues)
-    return records, ma_lk, facility, issues
-
-
-def _visit(envelope: Envelope, hoso: Hoso, ma_lk: str, facility: str, issues: list[Issue],
-           mapped: Mapped) -> _Visit | VisitResult:
+    mapped = map_tables(standard, records, facility)
     issues += mapped.issues
     if _errors(issues):
         return _rejected(hoso, ma_lk, 400, issues)
     originals = {f.kind: f.content for f in hoso.files}
     keys = VisitKeys(facility, ma_lk, envelope.raw, envelope.created)
     return _Visit(hoso, keys, mapped, originals, issues)
-
-
-def _prepare(standard: Standard, envelope: Envelope, hoso: Hoso) -> _Visit | VisitResult:
-    checked = _checked(standard, envelope, hoso)
-    if isinstance(checked, VisitResult):
-        return checked
-    records, ma_lk, facility, issues = checked
-    return _visit(envelope, hoso, ma_lk, facility, issues,
-                  map_tables(standard, records, facility))
-
-
-async def _prepare_sharing(standard: Standard, envelope: Envelope, hoso: Hoso,
-                           turn: Turn) -> _Visit | VisitResult:
-    """``_prepare`` on the event loop, letting other work run (``bundle.Turn``: once it has
-    computed for a millisecond) after the checks and after each table's mapping, as the push
-    does between a Bundle's entries: a write of this process given the store's turn resumes
-    after about one table's work, not a whole visit's conversion (2-3 ms), while every process
-    waits for that turn."""
-    checked = _checked(standard, envelope, hoso)
-    if isinstance(checked, VisitResult):
-        return checked
-    records, ma_lk, facility, issues = checked
-    await turn.share()
-    mapped = Mapped()
-    for _ in mapping_steps(standard, records, facility, mapped):
-        await turn.share()
-    return _visit(envelope, hoso, ma_lk, facility, issues, mapped)
 
 
 def _located(issues: list[Issue], plan: Plan, standard: Standard) -> list[Issue]:
@@ -240,12 +206,10 @@ def convert_only(data: bytes, standard: Standard) -> list[Plan | VisitResult]:
 
 async def convert_envelope(services: Services, data: bytes, standard: Standard) -> ImportReport:
     """The transaction Bundle each visit would commit (validated), without touching the store."""
-    turn = Turn()
     envelope = decode(data, standard)
     report = ImportReport()
     for hoso in envelope.visits:
-        await turn.share()
-        prepared = await _prepare_sharing(standard, envelope, hoso, turn)
+        prepared = _prepare(standard, envelope, hoso)
         report.visits.append(prepared if isinstance(prepared, VisitResult)
                              else _converted(services, standard, prepared))
     return report
@@ -266,7 +230,6 @@ def _outcome(plan: Plan, response: dict[str, Any], since: str, deletions: int) -
 
 async def _commit(services: Services, access: Access, standard: Standard, visit: _Visit,
                   stored: StoredVisit, with_binary: bool, signed: _Signed) -> VisitResult:
-    turn = Turn()
     plan = build_transaction(standard, visit.mapped, visit.keys, visit.originals,
                              encounter_id=stored.encounter_id, if_match=stored.version,
                              with_binary=with_binary, deletions=stored.deletions,
@@ -274,7 +237,6 @@ async def _commit(services: Services, access: Access, standard: Standard, visit:
     missing = _required(plan, standard)
     if missing:
         return _rejected(visit.hoso, visit.keys.ma_lk, 400, visit.issues + missing)
-    await turn.share()
     since = instant_text(datetime.now(UTC))
     try:
         response = await door.commit(services, access, plan.bundle)
@@ -310,15 +272,13 @@ async def import_envelope(services: Services, access: Access, data: bytes, stand
                           progress: Progress | None = None) -> ImportReport:
     """Import every visit of an envelope, each in its own transaction, as the caller of
     ``access``."""
-    turn = Turn()
     envelope = decode(data, standard)
     caller = await caller_facility(services, access)
     signed = _signature(services, envelope)
     report = ImportReport()
     stored_binary = False
     for hoso in envelope.visits:
-        await turn.share()
-        prepared = await _prepare_sharing(standard, envelope, hoso, turn)
+        prepared = _prepare(standard, envelope, hoso)
         if not isinstance(prepared, VisitResult):
             prepared = await _import(services, access, standard, prepared, caller,
                                      not stored_binary, signed)
