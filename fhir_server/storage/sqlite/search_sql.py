@@ -54,6 +54,7 @@ from fhir_server.storage.sqlite.search_where import Condition, Unions, WhereComp
 __all__ = [
     "LEAST_CANDIDATES",
     "MAX_INCLUDE_DEPTH",
+    "StoreConnection",
     "candidates",
     "compartments_of",
     "find_ids",
@@ -371,9 +372,23 @@ def _lead_count(conn: sqlite3.Connection, lead: Condition, limit: int) -> int:
     return counted
 
 
+class StoreConnection(sqlite3.Connection):
+    """A connection that remembers the file of its main database (``_database_path``), which
+    a search asks for two or three times (the type's size, the lead's count): one ``PRAGMA``
+    per connection instead of per ask. The store opens its connections so."""
+
+    main_path: str | None = None
+
+
 def _database_path(conn: sqlite3.Connection) -> str:
-    """The file of the connection's main database ("" for one in memory)."""
-    return str(conn.execute("PRAGMA database_list").fetchone()[2])
+    """The file of the connection's main database ("" for one in memory); read once per
+    ``StoreConnection`` (a connection's main database never changes), else every time."""
+    known = getattr(conn, "main_path", None)
+    if known is None:
+        known = str(conn.execute("PRAGMA database_list").fetchone()[2])
+        if isinstance(conn, StoreConnection):
+            conn.main_path = known
+    return known
 
 
 def _bounded_count(conn: sqlite3.Connection, rows: Condition, limit: int) -> int:

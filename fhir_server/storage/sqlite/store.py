@@ -57,7 +57,7 @@ from fhir_server.storage.sqlite.schema import (
     configure_connection,
     record_schema_version,
 )
-from fhir_server.storage.sqlite.search_sql import run_search
+from fhir_server.storage.sqlite.search_sql import StoreConnection, run_search
 from fhir_server.storage.sqlite.search_tables import (
     check_param_keys,
     drop_deferrable_indexes,
@@ -224,7 +224,8 @@ class SqliteStore:
         return cls(path, **options)
 
     def _connect(self, writer: bool = False) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               factory=StoreConnection)
         budget = self.memory
         configure_connection(conn, self.synchronous,
                              budget.writer_cache_mb if writer else budget.reader_cache_mb,

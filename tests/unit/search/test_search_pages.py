@@ -241,3 +241,52 @@ def test_counts_of_leads_are_kept_for_files_only_and_at_most_counts_kept(
     assert len(search_sql._counts) == 2
     assert _counts_of_lists(on_file, "Patient", "name=le")[1] == 0  # the newest kept
     assert _counts_of_lists(on_file, "Patient", "name=nguyen")[1] == 1  # the oldest dropped
+
+
+PATIENTS_QUERIES = [
+    *QUERIES,
+    ("Patient", "name=nguyen&_revinclude=Observation:subject&_count=3"),
+    ("Observation", "_include=Observation:subject&_count=4"),
+]
+
+
+@pytest.mark.parametrize(("kind", "text"), PATIENTS_QUERIES)
+def test_each_resource_of_a_page_names_the_patients_of_its_compartments(
+    db: Database, kind: str, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the page's AuditEvents name (``StoredResource.patients``, read with the page by
+    ``compartments_of``) is the compartment rows as indexed, for matches and included
+    resources alike, and none for a resource in no compartment; on both plans and on every
+    page."""
+    indexed: dict[str, set[str]] = {}
+    for reference, named in db.conn.execute(
+            "SELECT r.type || '/' || r.id, c.patient FROM search_compartment c "
+            "JOIN resources r ON r.rid = c.rid"):
+        indexed.setdefault(reference, set()).add(named)
+    for least in (10**9, 1):  # the page from the lead's list, then the walk
+        monkeypatch.setattr(search_sql, "LEAST_CANDIDATES", least)
+        found = db.search(kind, text)
+        pages = [found]
+        while pages[-1].next_cursor:
+            pages.append(db.search(kind, f"{text}&_cursor={pages[-1].next_cursor}"))
+        seen = [stored for page in pages for stored in (*page.matches, *page.included)]
+        assert seen
+        for stored in seen:
+            reference = f"{stored.resource_type}/{stored.id}"
+            assert stored.patients == frozenset(indexed.get(reference, ()))
+    assert any(indexed.get(f"Patient/p{n}") == {f"p{n}"} for n in range(60))
+
+
+def test_a_store_connection_reads_its_database_file_once(tmp_path: Path) -> None:
+    """``_database_path`` runs its ``PRAGMA`` once per ``StoreConnection`` (the store's own),
+    every time on another connection; "" for a database in memory."""
+    for factory, pragmas in ((search_sql.StoreConnection, 1), (sqlite3.Connection, 3)):
+        conn = sqlite3.connect(tmp_path / "store.sqlite3", factory=factory)
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        found = {search_sql._database_path(conn) for _ in range(3)}
+        assert found == {str(tmp_path / "store.sqlite3")}
+        assert sum("PRAGMA database_list" in sql for sql in statements) == pragmas
+        conn.close()
+    in_memory = sqlite3.connect(":memory:", factory=search_sql.StoreConnection)
+    assert search_sql._database_path(in_memory) == search_sql._database_path(in_memory) == ""
