@@ -9,6 +9,7 @@ replaces an R4 one with the same code on the same base.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -20,7 +21,7 @@ import orjson
 
 from fhir_server.search.model import ParamType
 
-__all__ = ["Component", "SearchParameterDef", "SearchParameterRegistry", "split_union"]
+__all__ = ["Alias", "Component", "SearchParameterDef", "SearchParameterRegistry", "split_union"]
 
 _COMMON_BASES = ("Resource", "DomainResource")
 
@@ -62,6 +63,19 @@ class SearchParameterDef:
                 for part in data.get("component", ())
             ),
         )
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A parameter of a type whose rows are another parameter's of that type (``member``),
+    those of a reference to ``target`` only when ``target`` is set
+    (``SearchParameterRegistry.aliases``)."""
+
+    member: str
+    target: str | None = None
+
+
+_RESOLVE_IS = re.compile(r"^(.+)\.where\(resolve\(\) is (\w+)\)$")
 
 
 def split_union(expression: str) -> list[str]:
@@ -117,6 +131,7 @@ class SearchParameterRegistry:
         self._expressions: dict[tuple[str, str], str | None] = {}
         self._unions: dict[str, tuple[str, ...]] | None = None
         self._composite_unions: dict[str, tuple[str, ...]] | None = None
+        self._aliases: dict[str, dict[str, Alias]] | None = None
         limits = restricted or {}
         for definition in definitions:
             self._by_url[definition.url] = definition
@@ -251,6 +266,77 @@ class SearchParameterRegistry:
                     unions[code] = only
             self._composite_unions = unions
         return self._composite_unions
+
+    def aliases(self) -> Mapping[str, Mapping[str, Alias]]:
+        """Parameters whose rows are those of another parameter of the same type, by type
+        and code.
+
+        Observation ``patient`` is ``Observation.subject.where(resolve() is Patient)``: its
+        reference rows are exactly ``subject``'s rows whose target type is Patient (the
+        indexer keeps a reference for ``patient`` when its string names a Patient, and then
+        ``subject`` keeps the same row), 0.93 rows a resource of a visit. Such a restriction
+        (every branch of the code is a branch of the member with ``.where(resolve() is T)``,
+        the same ``T``, and together they are the member's branches) gives ``Alias(member,
+        T)``; a parameter with the same branches as another of its type and of the same type
+        (Patient ``phonetic`` and ``name``, DeviceUseStatement ``patient`` and ``subject``)
+        gives ``Alias(member)``, the greater code an alias of the lesser. A store may keep no
+        rows of the code for resources of that type and search the member's instead. Per
+        type, unlike :meth:`unions`: AllergyIntolerance ``patient`` is an element of its own.
+
+        Not aliased: the common parameters, composites and specials, codes that are unions or
+        union members, components of the type's composites, and members that are aliases.
+        A restriction's ``:identifier`` rows are the code's own (a logical reference names
+        no type), so only its reference rows go; a duplicate's go with it.
+        """
+        if self._aliases is None:
+            self._aliases = {}
+            unions = self.unions()
+            kept = set(unions) | {m for members in unions.values() for m in members}
+            for resource_type in self.resource_types():
+                found = self._type_aliases(resource_type, kept)
+                if found:
+                    self._aliases[resource_type] = found
+        return self._aliases
+
+    def _type_aliases(self, resource_type: str, kept: set[str]) -> dict[str, Alias]:
+        params = self.for_type(resource_type)
+        own = self._by_type.get(resource_type, {})
+        fixed = set(kept)
+        for definition in params.values():
+            for component in definition.components:
+                target = self.by_url(component.definition)
+                if target is not None:
+                    fixed.add(target.code)
+        candidates = {code: d for code, d in params.items()
+                      if code in own and code not in fixed and not code.startswith("_")
+                      and d.type not in (ParamType.COMPOSITE, ParamType.SPECIAL)}
+        branches = {code: self._branches(resource_type, code) for code in candidates}
+        found: dict[str, Alias] = {}
+        for code, definition in sorted(candidates.items()):
+            if definition.type is not ParamType.REFERENCE or not branches[code]:
+                continue
+            bases, targets = set(), set()
+            for branch in branches[code]:
+                match = _RESOLVE_IS.match(branch)
+                if match is None:
+                    break
+                bases.add(match.group(1))
+                targets.add(match.group(2))
+            else:
+                members = [other for other, d in candidates.items() if other != code
+                           and d.type is ParamType.REFERENCE and branches[other] == bases]
+                if len(targets) == 1 and members:
+                    found[code] = Alias(min(members), targets.pop())
+        for code, definition in sorted(candidates.items()):
+            if code in found or not branches[code]:
+                continue
+            same = [other for other, d in candidates.items() if other < code
+                    and d.type is definition.type and branches[other] == branches[code]
+                    and other not in found]
+            if same:
+                found[code] = Alias(min(same))
+        used = {alias.member for alias in found.values()}
+        return {code: alias for code, alias in found.items() if code not in used}
 
     def _composite_members(
         self, resource_type: str, definition: SearchParameterDef

@@ -49,7 +49,13 @@ from fhir_server.storage.sqlite.bodies import json_bytes
 from fhir_server.storage.sqlite.consent_sql import GrantReader, focused, read_grants
 from fhir_server.storage.sqlite.keyset import keyset_page, page_boundary
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key
-from fhir_server.storage.sqlite.search_where import Condition, Unions, WhereCompiler, param_keys
+from fhir_server.storage.sqlite.search_where import (
+    Condition,
+    Unions,
+    WhereCompiler,
+    as_unions,
+    param_keys,
+)
 
 __all__ = [
     "LEAST_CANDIDATES",
@@ -112,7 +118,7 @@ def find_ids(
     ``unions``: the codes whose rows are not stored, with the members searched instead
     (``SearchParameterRegistry.unions``); the same in every function here.
     """
-    sql, params = _filter(query, unions if unions is not None else Unions())
+    sql, params = _filter(query, as_unions(unions))
     return [row[0] for row in conn.execute(f"SELECT r.id FROM resources r WHERE {sql}", params)]
 
 
@@ -126,7 +132,7 @@ def run_search(
     Raises ``BadRequest`` for an invalid cursor and ``Gone`` for an expired one.
     """
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
-    unions = unions if unions is not None else Unions()
+    unions = as_unions(unions)
     keys = [_sort_key(key, query, registry, unions) for key in query.sort]
     with _snapshot(conn):  # the grants of the focus too: one read transaction
         judged = focused(conn, query, grants_of)  # the cursors are the query's as asked
@@ -214,6 +220,7 @@ def _compiled(
     4.4 against 2.1 ms).
     """
     compiler = WhereCompiler(unions, query.visibility, probes_only=walk)
+    compiler.types["r"] = _types(query)
     lead = None if bound is None else compiler.lead(query.clauses, "r", bound)
     parts: list[Condition] = []
     if query.resource_type is not None:
@@ -230,6 +237,11 @@ def _compiled(
     parts.append(("r.deleted = 0", []))
     where = " AND ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
     return where, lead
+
+
+def _types(query: SearchQuery) -> tuple[str, ...] | None:
+    """The types the query's resources may have (None: any)."""
+    return (query.resource_type,) if query.resource_type else query.types or None
 
 
 def _only(types: tuple[str, ...]) -> str | None:
@@ -255,8 +267,16 @@ def _sort_key(
     column = _SORT_COLUMNS[definition.type][1 if key.descending else 0]
     aggregate = "MAX" if key.descending else "MIN"
     table = TABLES[definition.type]
-    keys = param_keys(key.code, unions)
-    sql = f"(SELECT {aggregate}({column}) FROM {table} WHERE rid = r.rid AND {keys[0]})"
+    groups = unions.by_alias(key.code, _types(query))
+    if len(groups) == 1 and (groups[0][0] or groups[0][1] is None):
+        keys = param_keys(key.code, unions, groups[0][1])
+    else:  # an alias in some of the types: each type's own rows (the row is r's)
+        parts = [(f"r.type IN ({', '.join('?' for _ in kinds or ())}) AND {sql}",
+                  [*(kinds or ()), *params])
+                 for kinds, alias in groups
+                 for sql, params in [param_keys(key.code, unions, alias)]]
+        keys = " OR ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
+    sql = f"(SELECT {aggregate}({column}) FROM {table} WHERE rid = r.rid AND ({keys[0]}))"
     return (sql, keys[1]), key.descending
 
 
@@ -324,8 +344,14 @@ def _ordered_walk(
     if (definition is None or definition.type not in _ORDERED or code in unions
             or code in ("_id", "_lastUpdated")):
         return None
+    groups = unions.by_alias(code, _types(query))
+    aliased = groups[0][1]
+    if len(groups) > 1 or (not groups[0][0] and aliased is not None) or (
+            aliased is not None and aliased.target is not None):
+        return None  # an alias in some of the types only: sorted the general way
     table, tie = _ORDERED[definition.type]
-    column, key = _SORT_COLUMNS[definition.type][1], param_key(code)
+    column = _SORT_COLUMNS[definition.type][1]
+    key = param_key(code if aliased is None else aliased.member)
     greater = f"e.{column} > d.{column}" + (
         f" OR (e.{column} = d.{column} AND e.{tie} > d.{tie})" if tie else "")
     valued: Condition = (
@@ -493,16 +519,23 @@ def include_sql(
     ``CROSS JOIN`` keeps SQLite's join order: without statistics the planner would rather
     scan every resource of the other type and probe the frontier for each.
     """
-    codes = [item.code]
-    if item.code == "*":
+    unions = seen.unions if seen is not None else None
+    aliased = None if unions is None else unions.alias(item.source_type, item.code)
+    codes = [item.code if aliased is None else aliased.member]
+    if item.code == "*":  # an alias's rows are among its member's
         parameters = registry.for_type(item.source_type).values()
-        codes = [p.code for p in parameters if p.type is ParamType.REFERENCE]
+        codes = [p.code for p in parameters if p.type is ParamType.REFERENCE
+                 and (unions is None or unions.alias(item.source_type, p.code) is None)]
     keys = [param_key(code) for code in codes]
     params: list[object] = [json.dumps(rids), item.source_type, *keys]
     marks = ", ".join("?" for _ in keys) or "NULL"
     target = ""
     if item.target_type is not None:
         target, params = " AND ref.type = ?", [*params, item.target_type]
+    if aliased is not None and aliased.target is not None:
+        # ``+``: not a constant for the planner to carry over to ``t.type`` (it would then
+        # read every resource of the type instead of the frontier's).
+        target, params = f"{target} AND +ref.type = ?", [*params, aliased.target]
     if reverse:  # referring resources of source_type, pointing at the frontier
         sql = (
             f"SELECT {_STORED} FROM resources t CROSS JOIN search_reference ref "

@@ -37,6 +37,7 @@ import sqlite3
 import zlib
 from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
+from typing import Protocol, runtime_checkable
 
 from fhir_server.search.model import Grant, ParamType, SearchIndex
 
@@ -44,6 +45,7 @@ __all__ = [
     "GRANT_COLUMNS",
     "SCHEMA_SQL",
     "TABLES",
+    "TypeSkips",
     "check_param_keys",
     "delete_index",
     "grant_row",
@@ -213,11 +215,20 @@ def check_param_keys(codes: Iterable[str]) -> None:
                 raise ValueError(f"search parameter codes {other!r} and {variant!r} collide")
 
 
+@runtime_checkable
+class TypeSkips(Protocol):
+    """Codes whose rows are not stored, per resource type (``search_where.Unions``)."""
+
+    def skipped(self, resource_type: str) -> Collection[str]: ...
+
+
 def _rows(
-    rid: int, index: SearchIndex, skip: Collection[str] = ()
+    rid: int, index: SearchIndex, skip: Collection[str] | TypeSkips = ()
 ) -> dict[str, list[tuple[object, ...]]]:
     """Return the insert rows of each table: (rid, param key, values...), without the rows
-    of the codes in ``skip``."""
+    of the codes in ``skip`` (for a ``TypeSkips``, its codes of the index's type)."""
+    if isinstance(skip, TypeSkips):
+        skip = skip.skipped(index.resource_type)
     return {
         "strings": [(rid, param_key(c), f, e) for c, f, e in index.strings if c not in skip],
         "tokens": [(rid, param_key(c), code, system_key(s))
@@ -234,7 +245,8 @@ def _rows(
 
 
 def replace_index(
-    conn: sqlite3.Connection, rid: int, index: SearchIndex, skip: Collection[str] = ()
+    conn: sqlite3.Connection, rid: int, index: SearchIndex,
+    skip: Collection[str] | TypeSkips = (),
 ) -> None:
     """Replace the index rows of resource ``rid`` (call inside the write's transaction);
     a resource just inserted has none to delete: :func:`insert_fresh`."""
@@ -243,7 +255,8 @@ def replace_index(
 
 
 def insert_fresh(
-    conn: sqlite3.Connection, items: Sequence[tuple[int, SearchIndex]], skip: Collection[str] = ()
+    conn: sqlite3.Connection, items: Sequence[tuple[int, SearchIndex]],
+    skip: Collection[str] | TypeSkips = (),
 ) -> None:
     """Insert the index rows of resources that have none yet, one ``executemany`` per table
     for all of them (a visit Bundle's dozen resources: about 15 % less CPU than one per
@@ -255,9 +268,11 @@ def insert_fresh(
     compiler can require all components to match within the same element.
 
     ``skip`` holds the codes whose rows are not stored: the registry's unions, which the
-    compiler searches through their members' rows (``SearchParameterRegistry.unions``), and
-    its composite unions, searched through their member composites' elements
-    (``composite_unions``, ``search_where.Unions``).
+    compiler searches through their members' rows (``SearchParameterRegistry.unions``), its
+    composite unions, searched through their member composites' elements
+    (``composite_unions``, ``search_where.Unions``), and, per type, its aliases, searched
+    through another parameter's rows of the type (Observation ``patient``: ``subject``'s
+    rows of Patients; ``SearchParameterRegistry.aliases``).
     """
     tables: dict[str, list[tuple[object, ...]]] = {table: [] for table in _INSERTS}
     composites: list[tuple[int, int, int]] = []
@@ -265,9 +280,10 @@ def insert_fresh(
     grants: list[tuple[object, ...]] = []
     for rid, index in items:
         grants += [grant_row(rid, n, grant) for n, grant in enumerate(index.grants)]
-        for table, rows in _rows(rid, index, skip).items():
+        codes = skip.skipped(index.resource_type) if isinstance(skip, TypeSkips) else skip
+        for table, rows in _rows(rid, index, codes).items():
             tables[table] += rows
-        kept = [(code, element) for code, element in index.composites if code not in skip]
+        kept = [(code, element) for code, element in index.composites if code not in codes]
         for position, (code, element) in enumerate(kept[:64]):
             element_id = -(rid * 64 + position)
             composites.append((rid, param_key(code), element_id))

@@ -36,12 +36,12 @@ from fhir_server.search.model import (
 )
 from fhir_server.search.normalize import absolute_target_id
 from fhir_server.search.ranges import RangePredicate, range_predicate
-from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.search.registry import Alias, SearchParameterRegistry
 from fhir_server.storage.sqlite.consent_sql import consent_condition
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
 __all__ = [
-    "Condition", "Unions", "WhereCompiler", "last_updated_condition", "param_keys",
+    "Condition", "Unions", "WhereCompiler", "as_unions", "last_updated_condition", "param_keys",
     "range_condition",
 ]  # fmt: skip
 
@@ -62,9 +62,55 @@ class Unions(dict[str, tuple[str, ...]]):
     """
 
     def __init__(self, members: Mapping[str, tuple[str, ...]] | None = None,
-                 over_resource: Mapping[str, tuple[tuple[str, str], ...]] | None = None) -> None:
+                 over_resource: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
+                 aliases: Mapping[str, Mapping[str, Alias]] | None = None,
+                 holders: Mapping[str, tuple[str, ...]] | None = None) -> None:
         super().__init__(members or {})
         self.over_resource: dict[str, tuple[tuple[str, str], ...]] = dict(over_resource or {})
+        #: Per type, the codes searched through another code's rows of that type
+        #: (``SearchParameterRegistry.aliases``), and for each code aliased in some type,
+        #: every type that has it.
+        self.aliases: dict[str, dict[str, Alias]] = {
+            kind: dict(codes) for kind, codes in (aliases or {}).items()}
+        self.holders: dict[str, tuple[str, ...]] = dict(holders or {})
+        self._skips: dict[str, frozenset[str]] = {}
+
+    def skipped(self, resource_type: str) -> frozenset[str]:
+        """The codes whose rows a resource of ``resource_type`` does not store: the unions,
+        and the type's aliases (a duplicate's ``:identifier`` and ``:of-type`` rows too; a
+        restriction's are its own)."""
+        found = self._skips.get(resource_type)
+        if found is None:
+            codes = set(self)
+            for code, alias in self.aliases.get(resource_type, {}).items():
+                codes.add(code)
+                if alias.target is None:
+                    codes |= {f"{code}:identifier", f"{code}:of-type"}
+            found = self._skips[resource_type] = frozenset(codes)
+        return found
+
+    def alias(self, resource_type: str, code: str) -> Alias | None:
+        """The alias of ``code`` (``code:identifier`` and the like too) in ``resource_type``."""
+        base, _, variant = code.partition(":")
+        alias = self.aliases.get(resource_type, {}).get(base)
+        if alias is None or (variant and alias.target is not None):
+            return None
+        return alias
+
+    def by_alias(
+        self, code: str, types: tuple[str, ...] | None
+    ) -> list[tuple[tuple[str, ...] | None, Alias | None]]:
+        """``types`` (every type that has ``code`` when None or empty) grouped by the alias
+        of ``code`` each gives; one group, ``types`` as given, for a code aliased nowhere."""
+        holders = self.holders.get(code.partition(":")[0])
+        if holders is None:
+            return [(types, None)]
+        groups: dict[Alias | None, list[str]] = {}
+        for kind in types or holders:
+            groups.setdefault(self.alias(kind, code), []).append(kind)
+        if len(groups) == 1 and types:
+            return [(types, next(iter(groups)))]
+        return [(tuple(kinds), alias) for alias, kinds in groups.items()]
 
     @classmethod
     def of(cls, registry: SearchParameterRegistry) -> Unions:
@@ -76,7 +122,18 @@ class Unions(dict[str, tuple[str, ...]]):
             if all(parts != () for parts in found.values()):
                 members[code] = composites
                 over_resource.update({m: p for m, p in found.items() if p is not None})
-        return cls(members, over_resource)
+        aliases = registry.aliases()
+        codes = {code for by_code in aliases.values() for code in by_code}
+        holders = {code: tuple(kind for kind in registry.resource_types()
+                               if code in registry.for_type(kind)) for code in codes}
+        return cls(members, over_resource, aliases, holders)
+
+
+def as_unions(unions: Mapping[str, tuple[str, ...]] | None) -> Unions:
+    """``unions`` as ``Unions`` (a plain mapping of union codes: no aliases)."""
+    if isinstance(unions, Unions):
+        return unions
+    return Unions(unions)
 
 
 def _over_resource(
@@ -101,10 +158,17 @@ def _over_resource(
     return next(iter(answers)) if len(answers) == 1 else ()
 
 
-def param_keys(code: str, unions: Unions) -> Condition:
+def param_keys(code: str, unions: Unions, alias: Alias | None = None) -> Condition:
     """``param = ?`` for the rows of ``code`` (``code:identifier`` and ``code:of-type``
-    too); for a union (``combo-code``), ``param IN (...)`` over its members' rows."""
+    too); for a union (``combo-code``), ``param IN (...)`` over its members' rows; for an
+    ``alias`` of ``code`` (``Unions.alias``), the member's rows, of its target type only
+    when it has one (a reference table's ``type``)."""
     base, colon, variant = code.partition(":")
+    if alias is not None:
+        key = param_key(f"{alias.member}{colon}{variant}")
+        if alias.target is None:
+            return "param = ?", [key]
+        return "param = ? AND type = ?", [key, alias.target]
     members = unions.get(base)
     if not members:
         return "param = ?", [param_key(code)]
@@ -130,13 +194,21 @@ class WhereCompiler:
     def __init__(self, unions: Unions | None = None, visibility: Visibility | None = None,
                  probes_only: bool = False, bound: int | None = None) -> None:
         self._aliases = itertools.count(1)
-        self._unions: Unions = unions if unions is not None else Unions()
+        self._unions: Unions = as_unions(unions)
         self.visibility = visibility
         #: Phrase every clause as a probe of the row at hand (``EXISTS``), none as a list to
         #: drive from: for a walk of the resources in ``rid`` order that stops at a page.
         self.probes_only = probes_only
         #: Cut every list at this many rows (``lead``: an estimate, not an answer).
         self.bound = bound
+        #: The types a resources row alias may have (None: any), for the aliases of codes
+        #: (``Unions.by_alias``): set for ``r`` by the caller, for chains and ``_has`` here.
+        self.types: dict[str, tuple[str, ...] | None] = {}
+
+    @property
+    def unions(self) -> Unions:
+        """The codes whose rows the store does not keep (unions and aliases)."""
+        return self._unions
 
     def clauses(self, clauses: tuple[AnyClause, ...], alias: str) -> Condition:
         """Return the AND of ``clauses`` on the resources row ``alias``.
@@ -166,6 +238,7 @@ class WhereCompiler:
             if listed is not None:
                 return listed
         cut = WhereCompiler(self._unions, self.visibility, bound=bound)
+        cut.types = self.types
         sql, params = cut.clause(first, alias)
         for head in (f"{alias}.rid IN (", f"({alias}.type, {alias}.id) IN ("):
             inner = sql[len(head):-1]
@@ -174,9 +247,35 @@ class WhereCompiler:
         return None
 
     def clause(self, clause: AnyClause, alias: str, probe: bool = False) -> Condition:
-        """Return the condition of one clause on the resources row ``alias``."""
+        """Return the condition of one clause on the resources row ``alias``.
+
+        A code that is an alias (``Unions.aliases``) in some of the row's possible types and
+        not in others, or of different members (or in some type, when the row's types are
+        not known), is asked per group of types, each part with its types:
+        ``(r.type IN (...) AND ...) OR ...``.
+        """
+        code = _lookup_code(clause)
+        groups = (self._unions.by_alias(code, self.types.get(alias)) if code is not None
+                  else [(None, None)])
+        unknown = not self.types.get(alias) and groups[0][1] is not None
+        if len(groups) > 1 or unknown:  # a row of any type: each group guarded by its types
+            saved, parts = self.types.get(alias), []
+            try:
+                for kinds, _ in groups:
+                    self.types[alias] = kinds
+                    sql, params = self.clause(clause, alias, probe)
+                    where, kinds_params = _in(f"{alias}.type", list(kinds or ()))
+                    parts.append((f"{where} AND ({sql})", [*kinds_params, *params]))
+            finally:
+                self.types[alias] = saved
+            return _join(" OR ", parts, "0")
+        return self._clause(clause, alias, probe, groups[0][1])
+
+    def _clause(
+        self, clause: AnyClause, alias: str, probe: bool, aliased: Alias | None
+    ) -> Condition:
         if isinstance(clause, ChainClause):
-            return self.chain(clause, alias, probe)
+            return self.chain(clause, alias, probe, aliased)
         if isinstance(clause, HasClause):
             return self.has(clause, alias, probe)
         if clause.code in ("_id", "_lastUpdated"):
@@ -186,7 +285,7 @@ class WhereCompiler:
         if clause.modifier is Modifier.MISSING:
             table = TABLES[clause.type]
             missing = clause.values[0] is True
-            keys = param_keys(clause.code, self._unions)
+            keys = param_keys(clause.code, self._unions, aliased)
             # The reference index leads with the target id, which :missing does not name:
             # probe each resource's own rows (primary key) instead of scanning the index.
             probe = probe or clause.type is ParamType.REFERENCE
@@ -199,7 +298,7 @@ class WhereCompiler:
             inner = _token_set(clause.values)
         else:
             inner = _join(" OR ", [_value(clause, value) for value in clause.values], "0")
-        keys = param_keys(code, self._unions)
+        keys = param_keys(code, self._unions, aliased)
         found = _rows_exist(alias, table, inner, clause.modifier is Modifier.NOT, probe, keys)
         if self.bound is not None and not probe and clause.modifier is not Modifier.NOT:
             return f"{found[0][:-1]} LIMIT {int(self.bound)})", found[1]
@@ -232,14 +331,20 @@ class WhereCompiler:
             _rows_exist(alias, table, ("1", []), False, True, param_keys(code, self._unions))
             for code, table in over], "1")
 
-    def chain(self, clause: ChainClause, alias: str, probe: bool = False) -> Condition:
+    def chain(self, clause: ChainClause, alias: str, probe: bool = False,
+              aliased: Alias | None = None) -> Condition:
         """``code.inner``: a reference to a live target of the given types where inner holds
-        (as a probe: this row's references, by its primary key)."""
+        (as a probe: this row's references, by its primary key). ``aliased``: ``code``'s
+        alias in the row's types, whose member's rows are read instead."""
         target = f"t{next(self._aliases)}"
+        target_types = clause.target_types
+        if aliased is not None and aliased.target is not None:
+            target_types = tuple(kind for kind in target_types if kind == aliased.target)
+        self.types[target] = target_types
         inner_sql, inner_params = self.clause(clause.inner, target, probe=probe)
-        known = clause.target_types[0] if len(clause.target_types) == 1 else None
+        known = target_types[0] if len(target_types) == 1 else None
         seen_sql, seen_params = self.visible(target, known)
-        types = ", ".join("?" for _ in clause.target_types)
+        types = ", ".join("?" for _ in target_types) or "NULL"
         head = (f"EXISTS (SELECT 1 FROM search_reference ref CROSS JOIN resources {target} "
                 f"ON {target}.type = ref.type AND {target}.id = ref.id WHERE ref.rid = "
                 f"{alias}.rid AND " if probe else
@@ -249,12 +354,15 @@ class WhereCompiler:
             f"{head}ref.param = ? AND ref.type IN ({types}) AND {target}.deleted = 0 "
             f"AND {inner_sql} AND ({seen_sql}))"
         )
-        return sql, [param_key(clause.code), *clause.target_types, *inner_params, *seen_params]
+        code = clause.code if aliased is None else aliased.member
+        return sql, [param_key(code), *target_types, *inner_params, *seen_params]
 
     def has(self, clause: HasClause, alias: str, probe: bool = False) -> Condition:
         """``_has:Type:ref:inner``: a live ``Type`` resource referring here where inner holds
         (as a probe: the references to this row, by the target index)."""
         source = f"s{next(self._aliases)}"
+        self.types[source] = (clause.resource_type,)
+        aliased = self._unions.alias(clause.resource_type, clause.reference)
         inner_sql, inner_params = self.clause(clause.inner, source, probe=probe)
         seen_sql, seen_params = self.visible(source, clause.resource_type)
         head = (f"EXISTS (SELECT 1 FROM search_reference ref CROSS JOIN resources {source} "
@@ -262,11 +370,17 @@ class WhereCompiler:
                 f"{alias}.type AND " if probe else
                 f"({alias}.type, {alias}.id) IN (SELECT ref.type, ref.id FROM search_reference "
                 f"ref JOIN resources {source} ON {source}.rid = ref.rid WHERE ")
+        reference, kind = clause.reference, ""
+        if aliased is not None:
+            reference = aliased.member
+            if aliased.target is not None:
+                kind = "ref.type = ? AND "
         sql = (
-            f"{head}ref.param = ? AND {source}.type = ? AND {source}.deleted = 0 AND {inner_sql} "
-            f"AND ({seen_sql}))"
+            f"{head}ref.param = ? AND {kind}{source}.type = ? AND {source}.deleted = 0 AND "
+            f"{inner_sql} AND ({seen_sql}))"
         )
-        return sql, [param_key(clause.reference), clause.resource_type, *inner_params,
+        targets = [aliased.target] if aliased is not None and aliased.target else []
+        return sql, [param_key(reference), *targets, clause.resource_type, *inner_params,
                      *seen_params]
 
     def visible(self, alias: str, kind: str | None) -> Condition:
@@ -288,7 +402,9 @@ class WhereCompiler:
         for restricted, alternatives in seen.restrictions:
             exempt: Condition = (_in(f"{alias}.type", own_entries) if restricted == "*"
                                  else (f"{alias}.type <> ?", [restricted]))
-            parts.append(_join(" OR ", [exempt, self._alternatives(alternatives, alias)], "1"))
+            kinds = None if restricted == "*" else (restricted,)
+            parts.append(_join(" OR ", [exempt, self._alternatives(alternatives, alias, kinds)],
+                               "1"))
         return _join(" AND ", parts, "1")
 
     def _visible_of_type(self, seen: Visibility, alias: str, kind: str) -> Condition:
@@ -301,12 +417,30 @@ class WhereCompiler:
             parts.append(consent_condition(alias, seen.consent))
         alternatives = seen.restricted(kind)
         if alternatives is not None:
-            parts.append(self._alternatives(alternatives, alias))
+            parts.append(self._alternatives(alternatives, alias, (kind,)))
         return _join(" AND ", parts, "1")
 
     def _alternatives(self, alternatives: tuple[tuple[AnyClause, ...], ...],
-                      alias: str) -> Condition:
-        return _join(" OR ", [self.clauses(clauses, alias) for clauses in alternatives], "0")
+                      alias: str, kinds: tuple[str, ...] | None) -> Condition:
+        """The restrictions of the types ``kinds`` (None: of any type) on the row ``alias``."""
+        saved = self.types.get(alias)
+        self.types[alias] = kinds
+        try:
+            return _join(" OR ", [self.clauses(clauses, alias) for clauses in alternatives],
+                         "0")
+        finally:
+            self.types[alias] = saved
+
+
+def _lookup_code(clause: AnyClause) -> str | None:
+    """The code whose rows a clause reads on its own row (for ``Unions.by_alias``), or None."""
+    if isinstance(clause, ChainClause):
+        return clause.code
+    if isinstance(clause, HasClause) or clause.type is ParamType.COMPOSITE:
+        return None
+    if clause.modifier is Modifier.MISSING:
+        return clause.code
+    return _table_and_code(clause)[1]
 
 
 def _balanced(sql: str) -> bool:

@@ -41,12 +41,24 @@ patients = st.builds(
     st.sampled_from(["0010", "0020", "0030"]),
     st.sampled_from([None, True, False]),
 )
+#: An Observation's subject: a Patient (relative, absolute, with an identifier), a Group, a
+#: logical reference, none. ``patient`` is ``subject``'s Patients: the SQL reads subject's rows.
+SUBJECTS = [
+    lambda n: {"subject": {"reference": f"Patient/p{n}"}},
+    lambda n: {"subject": {"reference": f"Patient/p{n}"}},
+    lambda n: {"subject": {"reference": f"http://other.vn/fhir/Patient/p{n}"}},
+    lambda n: {"subject": {"reference": f"Patient/p{n}",
+                           "identifier": {"system": CCCD, "value": f"00{n}0"}}},
+    lambda n: {"subject": {"reference": f"Group/g{n}"}},
+    lambda n: {"subject": {"identifier": {"system": CCCD, "value": f"00{n}0"}}},
+    lambda n: {},
+]
 observations = st.builds(
-    lambda ident, patient, code, value, unit, when, components: {
+    lambda ident, patient, subject, code, value, unit, when, components: {
         "resourceType": "Observation",
         "id": f"o{ident}",
         "status": "final",
-        "subject": {"reference": f"Patient/p{patient}"},
+        **SUBJECTS[subject](patient),
         "code": {"coding": [{"system": LOINC, "code": code}]},
         **({"valueQuantity": {"value": value, "system": UCUM, "code": unit}} if value else {}),
         **({"effectiveDateTime": when} if when else {}),
@@ -54,6 +66,7 @@ observations = st.builds(
     },
     st.integers(0, 5),
     st.integers(0, 5),
+    st.integers(0, len(SUBJECTS) - 1),
     st.sampled_from(CODES),
     st.sampled_from([None, 5, 5.4, 72, 100]),
     st.sampled_from(["mg", "/min"]),
@@ -75,6 +88,9 @@ patient_params = st.one_of(
     st.builds(lambda v: f"identifier={v}", st.sampled_from([f"{CCCD}|0010", "0020", "|0030"])),
     st.builds(lambda v: f"_id={v}", st.sampled_from(["p1", "p2,p3"])),
     st.builds(lambda c: f"_has:Observation:patient:code={c}", st.sampled_from(CODES)),
+    st.builds(lambda c: f"_has:Observation:subject:code={c}", st.sampled_from(CODES)),
+    st.builds(lambda v: f"_has:Observation:patient:patient:missing={v}",
+              st.sampled_from(["true", "false"])),
     st.builds(lambda c: f"_has:Observation:patient:combo-code={c}", st.sampled_from(CODES)),
 )
 observation_params = st.one_of(
@@ -89,6 +105,13 @@ observation_params = st.one_of(
     st.builds(lambda v: f"subject=Patient/p{v}", st.integers(0, 5)),
     st.builds(lambda v: f"patient={v}", st.integers(0, 5)),
     st.builds(lambda f: f"patient.name={f}", st.sampled_from(["ng", "tran", "d"])),
+    st.builds(lambda f: f"patient:Patient.gender={f}", st.sampled_from(["male", "female"])),
+    st.builds(lambda v: f"patient={v}", st.sampled_from(["Patient/p1", "Group/g1", "g2",
+                                                         "http://other.vn/fhir/Patient/p3"])),
+    st.builds(lambda v: f"subject={v}", st.sampled_from(["Group/g1", "g2", "p3"])),
+    st.builds(lambda v: f"patient:missing={v}", st.sampled_from(["true", "false"])),
+    st.builds(lambda v: f"patient:identifier={CCCD}|00{v}0", st.integers(0, 5)),
+    st.builds(lambda v: f"subject:identifier={CCCD}|00{v}0", st.integers(0, 5)),
     st.builds(
         lambda c, v: f"code-value-quantity={c}${v}",
         st.sampled_from(CODES),

@@ -140,3 +140,44 @@ def test_a_union_has_every_branch_covered_by_non_union_members_of_its_type_every
         _param("x", "Condition.code | Condition.category", base="Condition"),
     ]).unions()
     assert dict(found) == {"ab": ("a", "b")}
+
+
+def test_aliases_are_found_from_the_definitions() -> None:
+    """A restriction to one target type, or the same expression, per type: never a common
+    parameter, a union or its members, nor a type where the code is an element of its own."""
+    from fhir_server.search.registry import Alias, SearchParameterRegistry
+
+    aliases = SearchParameterRegistry.load().aliases()
+    assert aliases["Observation"] == {"patient": Alias("subject", "Patient")}
+    assert aliases["Encounter"]["practitioner"] == Alias("participant", "Practitioner")
+    assert aliases["Appointment"]["location"] == Alias("actor", "Location")
+    assert aliases["Patient"] == {"phonetic": Alias("name")}
+    assert aliases["DeviceUseStatement"] == {"subject": Alias("patient")}
+    assert aliases["Coverage"] == {"patient": Alias("beneficiary")}
+    assert "AllergyIntolerance" not in aliases  # AllergyIntolerance.patient is its own
+    assert "Consent" not in aliases
+    members = {alias.member for codes in aliases.values() for alias in codes.values()}
+    codes = {code for by_code in aliases.values() for code in by_code}
+    assert not any(code.startswith("_") for code in codes)
+    assert not codes & {"code", "component-code", "combo-code", "value-quantity"}
+    for by_code in aliases.values():
+        assert not set(by_code) & {alias.member for alias in by_code.values()}
+    assert "subject" in members
+
+
+def test_an_alias_comes_from_a_custom_definition_too() -> None:
+    """A SearchParameter of the profiles with a restriction of another one is an alias; one
+    with another expression on the same code is not."""
+    from fhir_server.search.model import ParamType
+    from fhir_server.search.registry import Alias, SearchParameterDef, SearchParameterRegistry
+
+    base = [
+        SearchParameterDef("subject", "u:s", ParamType.REFERENCE, ("Basic",), "Basic.subject"),
+        SearchParameterDef("author", "u:a", ParamType.REFERENCE, ("Basic",), "Basic.author"),
+        SearchParameterDef("patient", "u:p", ParamType.REFERENCE, ("Basic",),
+                           "Basic.subject.where(resolve() is Patient)"),
+        SearchParameterDef("writer", "u:w", ParamType.REFERENCE, ("Basic",),
+                           "Basic.author.where(resolve() is Practitioner) | Basic.subject"),
+    ]
+    aliases = SearchParameterRegistry(base).aliases()
+    assert aliases == {"Basic": {"patient": Alias("subject", "Patient")}}

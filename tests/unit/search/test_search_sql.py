@@ -21,6 +21,7 @@ from tests.unit.search.search_builders import (
     patient,
     query,
     registry,
+    unions,
 )
 from tests.unit.search.test_search_matching import CASES
 
@@ -402,3 +403,128 @@ def test_a_page_read_from_the_leads_list_is_the_walks_page(
     monkeypatch.setattr(search_sql, "candidates", lambda conn, query: 1)
     walked = db.ids("Patient", text)
     assert listed == walked == [f"p{n:03d}" for n in range(1, 20, 2)]
+
+
+def _references_of(db: Database, code: str) -> int:
+    from fhir_server.storage.sqlite.search_tables import param_key
+
+    return int(db.conn.execute("SELECT COUNT(*) FROM search_reference WHERE param = ?",
+                               [param_key(code)]).fetchone()[0])
+
+
+def _patients_and_subjects(db: Database) -> None:
+    """Observations of a Patient (relative and absolute), of a Group, of a Patient named by
+    identifier too, without subject; an AllergyIntolerance, whose ``patient`` is its own."""
+    db.add({"resourceType": "Organization", "id": "bv", "name": "Bạch Mai"})
+    db.add(patient("p1", managingOrganization={"reference": "Organization/bv"}))
+    db.add(patient("p2", name=[{"family": "Trần"}]))
+    db.add({"resourceType": "Group", "id": "g1", "type": "person", "actual": True})
+    db.add(observation("o1"))
+    db.add(observation("o2", subject={"reference": "Patient/p2",
+                                      "identifier": {"system": "urn:x", "value": "t2"}}))
+    db.add(observation("og", subject={"reference": "Group/g1"}))
+    db.add(observation("oa", subject={"reference": "http://other.vn/fhir/Patient/p1"}))
+    db.add(observation("on", subject={"identifier": {"system": "urn:x", "value": "t9"}}))
+    db.add(observation("ou", subject={"reference": "urn:uuid:0e7a0c3a-0000-4000-8000-0000"}))
+    db.add(observation("o0", subject=None))
+    db.add({"resourceType": "AllergyIntolerance", "id": "a1",
+            "patient": {"reference": "Patient/p1"}})
+    db.add({"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p2"}})
+
+
+def test_patient_is_searched_through_the_subject_rows_of_patients() -> None:
+    """Observation ``patient`` is ``subject.where(resolve() is Patient)``: the store keeps no
+    reference rows of it for Observations (AllergyIntolerance ``patient`` keeps its own), and
+    every way of asking by ``patient`` reads ``subject``'s rows of Patients instead."""
+    db = Database()
+    _patients_and_subjects(db)
+    assert _references_of(db, "patient") == 1  # the AllergyIntolerance's
+    assert _references_of(db, "subject") == 6
+    assert db.ids("Observation", "patient=p1&_sort=_id") == ["o1", "oa"]  # by id: as subject
+    assert db.ids("Observation", "patient=Patient/p2") == ["o2"]
+    assert db.ids("Observation", "patient=g1") == []
+    assert db.ids("Observation", "subject=g1") == ["og"]
+    assert db.ids("Observation", "patient=http://other.vn/fhir/Patient/p1") == ["oa"]
+    assert db.ids("Observation", "patient:identifier=urn:x|t2") == ["o2"]
+    assert db.ids("Observation", "patient:identifier=urn:x|t9") == []  # no Patient reference
+    assert sorted(db.ids("Observation", "patient:missing=false")) == ["o1", "o2", "oa"]
+    assert sorted(db.ids("Observation", "patient:missing=true")) == ["o0", "og", "on", "ou"]
+    # Chains, reverse chains, includes, through patient (an absolute reference whose last
+    # segments name a local Patient counts as subject's does).
+    assert db.ids("Observation", "patient.name=nguyen&_sort=_id") == ["o1", "oa"]
+    assert db.ids("Observation", "patient:Patient.name=tran") == ["o2"]
+    assert db.ids("Observation", "patient.organization.name=bach&_sort=_id") == ["o1", "oa"]
+    assert db.ids("Patient", "_has:Observation:patient:code=8867-4&_sort=_id") == ["p1", "p2"]
+    assert db.ids("Group", "_has:Observation:subject:code=8867-4") == ["g1"]
+    assert db.ids("Group", "_has:Observation:patient:code=8867-4") == []
+    nested = "_has:Patient:organization:_has:Observation:patient:status=final"
+    assert db.ids("Organization", nested) == ["bv"]
+    included = db.search("Observation", "_id=o1,og&_include=Observation:patient").included
+    assert [s.id for s in included] == ["p1"]
+    revincluded = db.search("Patient", "_id=p1&_revinclude=Observation:patient").included
+    assert sorted(s.id for s in revincluded) == ["o1", "oa"]
+    wildcard = db.search("Observation", "_id=o2,og&_include=Observation:*").included
+    assert sorted(s.id for s in wildcard) == ["g1", "p2"]
+    # A clause over types where patient is an alias in some only (the parser takes only the
+    # common parameters across types; the compiler asks each group of types on its own).
+    from dataclasses import replace
+
+    def across(types: tuple[str, ...], text: str) -> list[str]:
+        both = replace(query("Observation", text), resource_type=None, types=types)
+        return sorted(find_ids(db.conn, both, unions()))
+
+    assert across(("Observation", "AllergyIntolerance"), "patient=p1") == ["a1", "o1", "oa"]
+    assert across(("Observation", "Encounter"), "patient=p2") == ["e1", "o2"]
+    assert across(("Observation", "AllergyIntolerance"), "patient:missing=true") == [
+        "o0", "og", "on", "ou"]
+    everything = replace(query("Observation", "patient=p1"), resource_type=None)
+    assert sorted(find_ids(db.conn, everything, unions())) == ["a1", "o1", "oa"]
+    assert db.ids("AllergyIntolerance", "patient=p1") == ["a1"]
+    assert db.ids("Encounter", "patient.name=tran") == ["e1"]
+
+
+def test_rows_of_an_alias_written_before_are_harmless() -> None:
+    """A store written before the aliases holds Observations' patient rows (and Patients'
+    phonetic rows): the same answers, with them and without."""
+    from fhir_server.search.indexing import index_resource
+    from fhir_server.storage.sqlite.search_tables import replace_index
+
+    old, new = Database(), Database()
+    _patients_and_subjects(old)
+    _patients_and_subjects(new)
+    for kind, id in old.conn.execute("SELECT type, id FROM resources").fetchall():
+        rid, content = old.conn.execute(
+            "SELECT r.rid, v.content FROM resources r JOIN versions v ON v.rid = r.rid "
+            "WHERE r.type = ? AND r.id = ?", (kind, id)).fetchone()
+        replace_index(old.conn, rid, index_resource(orjson.loads(content), registry()))
+    assert _references_of(old, "patient") == 5  # o1, o2, oa, e1 and a1
+    for kind, text in [("Observation", "patient=p1"), ("Observation", "patient:missing=true"),
+                       ("Observation", "patient:missing=false"),
+                       ("Observation", "patient.name=ng"),
+                       ("Patient", "_has:Observation:patient:status=final"),
+                       ("Patient", "phonetic=tr"), ("Patient", "_sort=-phonetic"),
+                       ("Observation", "_include=Observation:patient"),
+                       ("Patient", "_revinclude=Observation:patient")]:
+        found = old.search(kind, f"{text}&_sort=_id")
+        again = new.search(kind, f"{text}&_sort=_id")
+        assert [s.id for s in found.matches] == [s.id for s in again.matches], text
+        assert sorted(s.id for s in found.included) == sorted(s.id for s in again.included)
+
+
+def test_a_duplicate_parameter_is_searched_through_its_twin() -> None:
+    """Patient ``phonetic`` has ``name``'s expression: no rows of its own, the same answers,
+    sorted too."""
+    from fhir_server.storage.sqlite.search_tables import param_key
+
+    db = Database()
+    db.add(patient("p1"))
+    db.add(patient("p2", name=[{"family": "Trần", "given": ["An"]}]))
+    db.add(patient("p3", name=None))
+    phonetic = db.conn.execute("SELECT COUNT(*) FROM search_string WHERE param = ?",
+                               [param_key("phonetic")]).fetchone()[0]
+    assert phonetic == 0
+    assert db.ids("Patient", "phonetic=tr") == ["p2"]
+    assert db.ids("Patient", "phonetic:exact=Trần") == ["p2"]
+    assert db.ids("Patient", "phonetic:missing=true") == ["p3"]
+    assert db.ids("Patient", "_sort=phonetic") == db.ids("Patient", "_sort=name")
+    assert db.ids("Patient", "_sort=-phonetic") == db.ids("Patient", "_sort=-name")
