@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from machine_use import group_cpu_s, lock_sums, lock_use
+from machine_use import group_cpu_s, group_processes, lock_sums, lock_use
 from results import Measurement
 from scenarios import WARMUP_S, BenchContext, _from_wrk
 
@@ -204,15 +204,10 @@ def _growth_scenario(name: str) -> Any:
 def _group_rss_mb(pgid: int) -> dict[int, float]:
     """Resident size (MiB) of each process of the server's process group."""
     sizes: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry, _ in group_processes(pgid):
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # the fifth field of stat: the process group
-                continue
             status = (entry / "status").read_text()
-        except (OSError, IndexError, ValueError):
+        except OSError:
             continue
         for line in status.splitlines():
             if line.startswith("VmRSS:"):

@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "Snapshot",
     "group_cpu_s",
+    "group_processes",
     "lock_sums",
     "lock_sums_of",
     "lock_use",
@@ -59,20 +61,27 @@ def machine_busy_s(stat: str | None = None) -> float:
     return sum(ticks[i] for i in _BUSY if i < len(ticks)) / _TICK
 
 
-def group_cpu_s(group: int) -> dict[int, float]:
-    """User + system CPU seconds of each live process of process group ``group`` (a server
-    started in its own session: its supervisor and workers)."""
-    found: dict[int, float] = {}
+def group_processes(group: int) -> Iterator[tuple[Path, list[str]]]:
+    """Each live process of process group ``group`` (a server started in its own session:
+    its supervisor and workers): its ``/proc/PID`` folder and the fields of its ``stat``
+    after the command name (the process group is ``fields[2]``)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            if int(fields[2]) != group:
+                continue
+        except (OSError, IndexError, ValueError):
             continue  # the process ended between the listing and the read
-        if int(fields[2]) == group:  # pgrp; utime and stime are stat's 14th and 15th fields
-            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
-    return found
+        yield entry, fields
+
+
+def group_cpu_s(group: int) -> dict[int, float]:
+    """User + system CPU seconds of each live process of process group ``group``."""
+    # utime and stime are stat's 14th and 15th fields
+    return {int(entry.name): (int(fields[11]) + int(fields[12])) / _TICK
+            for entry, fields in group_processes(group)}
 
 
 def _harness_s() -> float:
