@@ -204,22 +204,69 @@ def check_unproven(resource: Json, proven: frozenset[tuple[str, str]]) -> list[I
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
         return []
-    if _holds(resource, resource_type, resource, _unproven(proven)):
+    table = _unproven(proven)
+    if _holds(resource, table[resource_type], resource, table):
         return []
     return check_invariants(resource, errors_only=True)
 
 
-class _Unproven(dict[str, tuple[tuple[Check, ...], dict[str, str]]]):
-    """Context -> (the checks of its error invariants not proven, its edges), on first use."""
+#: A node's members to descend into, by the node's member names (its shape): each member
+#: with the context of its value; None when a member holds a nested resource (the full walk
+#: evaluates it).
+_Plan = tuple[tuple[str, "_Context"], ...] | None
+#: Shapes remembered per context before its plans are forgotten (the route's resources come
+#: in a few dozen shapes per context; a client's could be any).
+_SHAPES_MAX = 512
+
+
+class _Context:
+    """What the lighter walk needs at a node of one context: the checks of its error
+    invariants not proven, its edges, the plans of the shapes met so far, and of those the
+    shapes with nothing to check at or below the node (``quiet``: a Coding of system, code
+    and display; a Reference; a plain Identifier)."""
+
+    __slots__ = ("checks", "edges", "plans", "quiet")
+
+    def __init__(self, checks: tuple[Check, ...], edges: dict[str, str]) -> None:
+        self.checks = checks
+        self.edges = edges
+        self.plans: dict[tuple[str, ...], _Plan] = {}
+        self.quiet: set[tuple[str, ...]] = set()
+
+    def plan(self, shape: tuple[str, ...], table: _Unproven) -> _Plan:
+        """The members of a node of ``shape`` that lead to another context, in order: an
+        edge, or a primitive's extensions (``_name``)."""
+        steps: list[tuple[str, _Context]] = []
+        for name in shape:
+            child = self.edges.get(name)
+            if child is None:
+                if name[:1] != "_":
+                    continue
+                child = _PRIMITIVE_ELEMENT
+            elif child == "Resource":
+                return None
+            steps.append((name, table[child]))
+        if len(self.plans) >= _SHAPES_MAX:
+            self.plans.clear()
+            self.quiet.clear()
+        found = self.plans[shape] = tuple(steps)
+        if not found and not self.checks:
+            self.quiet.add(shape)
+        return found
+
+
+class _Unproven(dict[str, _Context]):
+    """Context -> its ``_Context`` (the checks of its error invariants not proven), made on
+    first use."""
 
     def __init__(self, proven: frozenset[tuple[str, str]]) -> None:
         super().__init__()
         self.proven = proven
 
-    def __missing__(self, context: str) -> tuple[tuple[Check, ...], dict[str, str]]:
+    def __missing__(self, context: str) -> _Context:
         checks, edges = _node(context, True)
-        found = self[context] = (tuple(i.check for i in checks
-                                       if (context, i.key) not in self.proven), edges)
+        found = self[context] = _Context(
+            tuple(i.check for i in checks if (context, i.key) not in self.proven), edges)
         return found
 
 
@@ -228,25 +275,31 @@ def _unproven(proven: frozenset[tuple[str, str]]) -> _Unproven:
     return _Unproven(proven)
 
 
-def _holds(node: Json, context: str, resource: Json, table: _Unproven) -> bool:
-    """Whether every check of ``table`` holds at ``node`` (of ``context``) and below it;
-    False also at a nested resource, which the full walk evaluates with its own root."""
-    checks, edges = table[context]
-    for check in checks:
+def _holds(node: Json, known: _Context, resource: Json, table: _Unproven) -> bool:
+    """Whether every check of ``table`` holds at ``node`` (of the context ``known``) and
+    below it; False also at a nested resource, which the full walk evaluates with its own
+    root.
+
+    Only the members that lead to another context are visited, found from the node's shape
+    (its member names, in order) once per shape; a child of a quiet shape is not entered."""
+    for check in known.checks:
         if not check(node, resource, resource):
             return False
-    for name, value in node.items():
-        child = edges.get(name)
-        if child is None:
-            if name[:1] != "_":
-                continue
-            child = _PRIMITIVE_ELEMENT
-        elif child == "Resource":
-            return False
+    shape = tuple(node)
+    try:
+        steps = known.plans[shape]
+    except KeyError:
+        steps = known.plan(shape, table)
+    if steps is None:
+        return False
+    for name, child in steps:
+        value = node[name]
         if isinstance(value, list):
             for item in value:
-                if isinstance(item, dict) and not _holds(item, child, resource, table):
+                if isinstance(item, dict) and tuple(item) not in child.quiet \
+                        and not _holds(item, child, resource, table):
                     return False
-        elif isinstance(value, dict) and not _holds(value, child, resource, table):
+        elif isinstance(value, dict) and tuple(value) not in child.quiet \
+                and not _holds(value, child, resource, table):
             return False
     return True

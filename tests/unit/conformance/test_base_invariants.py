@@ -376,3 +376,43 @@ def test_que_7_accepts_answer_boolean_with_exists() -> None:
     assert not errors(questionnaire({"answerBoolean": True}))
     assert ("MSG_INVARIANT_QUE_7", "Questionnaire.item[1].enableWhen[0]") in errors(
         questionnaire({"answerString": "x"}))
+
+
+def _unproven_keys(resource: Json) -> list[str]:
+    return [i.diagnostics.split(":")[0] for i in
+            base_invariants.check_unproven(resource, frozenset())]
+
+
+def _observation(codings: list[Json]) -> Json:
+    return {"resourceType": "Observation", "status": "final",
+            "code": {"coding": codings},
+            "identifier": [{"system": "urn:x", "value": "1"}]}
+
+
+def test_the_lighter_walk_finds_what_hides_in_a_shape_it_has_passed_before() -> None:
+    """``check_unproven`` skips a child whose shape (member names) has nothing to check, once
+    it has met that shape; a member added to it (an extension, a primitive's ``_display``,
+    a Period) makes another shape, which is walked."""
+    plain = {"system": "http://loinc.org", "code": "1-8", "display": "x"}
+    assert _unproven_keys(_observation([dict(plain), dict(plain)])) == []
+    broken_extension = [{"url": "http://example.org/e"}]  # ext-1: neither value nor extension
+    cases = [
+        _observation([dict(plain), {**plain, "extension": broken_extension}]),
+        _observation([dict(plain), {**plain, "_display": {"extension": broken_extension}}]),
+        {**_observation([dict(plain)]), "identifier": [
+            {"system": "urn:x", "value": "1"},
+            {"system": "urn:x", "value": "2",
+             "period": {"start": "2024-01-05", "end": "2024-01-04"}}]},  # per-1
+    ]
+    for resource in cases:
+        full = [i.diagnostics.split(":")[0] for i in
+                base_invariants.check_invariants(resource, errors_only=True)]
+        assert full and _unproven_keys(resource) == full
+        assert _unproven_keys(_observation([dict(plain)])) == []
+
+
+def test_the_lighter_walk_stays_right_when_it_forgets_its_shapes() -> None:
+    shapes = [{"system": "urn:s", "code": str(n), f"x{n}": "y"} for n in range(1_200)]
+    assert _unproven_keys(_observation(shapes)) == []
+    broken = {"system": "urn:s", "code": "b", "extension": [{"url": "http://example.org/e"}]}
+    assert _unproven_keys(_observation([*shapes, broken])) == ["ext-1"]
