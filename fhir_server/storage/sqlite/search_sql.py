@@ -26,6 +26,7 @@ deleted)`` and ``versions(rid, version, content)`` with the current content at
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sqlite3
@@ -54,6 +55,8 @@ from fhir_server.storage.sqlite.search_where import (
     Unions,
     WhereCompiler,
     as_unions,
+    head_scan,
+    lead_clause,
     param_keys,
 )
 
@@ -81,6 +84,11 @@ _sizes: dict[tuple[str, str], tuple[int, float]] = {}
 _COUNT_TTL_S = 60.0
 #: The most counts of leads' lists remembered per process (the oldest are dropped first).
 _COUNTS_KEPT = 4096
+#: What reading a row costs, in tenths of a microsecond, as ``_head_page`` weighs its plans
+#: (the 1M store, in-process; docs/performance.md): a row of a head (``search_string_head``),
+#: a row of the lead the head reads (its resource's other rows probed), a row of the lead's
+#: list (read into a sorted list).
+_HEAD_ROW, _MATCH_ROW, _LIST_ROW = 1, 12, 3
 #: The counts of leads' lists, keyed by database file, statement, values and bound, with when
 #: each was counted; a lock, as a search may run in a thread (``store.run_timed``).
 _counts: dict[tuple[object, ...], tuple[int, float]] = {}
@@ -205,11 +213,13 @@ def _type_size(conn: sqlite3.Connection, kind: str) -> int:
 
 
 def _compiled(
-    query: SearchQuery, unions: Unions, walk: bool = False, bound: int | None = LEAST_CANDIDATES
+    query: SearchQuery, unions: Unions, walk: bool = False, bound: int | None = LEAST_CANDIDATES,
+    by_rid: bool = False,
 ) -> tuple[Condition, Condition | None]:
     """The filter's condition on ``r``, and the list its first clause drives from
     (``WhereCompiler.lead``; None without a ``bound``: not wanted); ``walk``: every clause a
-    probe, for a walk in ``rid`` order.
+    probe, for a walk in ``rid`` order; ``by_rid``: the rows come by ``rid`` from elsewhere
+    (``_head_page``), so the type is tested on each as with a list.
 
     With a list to drive from, the type is tested on each listed row (``+r.type``) rather
     than used to look the row up in the ``(type, rid)`` index: the list gives ``rid``, the
@@ -224,7 +234,7 @@ def _compiled(
     lead = None if bound is None else compiler.lead(query.clauses, "r", bound)
     parts: list[Condition] = []
     if query.resource_type is not None:
-        parts.append(("+r.type = ?" if lead else "r.type = ?", [query.resource_type]))
+        parts.append(("+r.type = ?" if lead or by_rid else "r.type = ?", [query.resource_type]))
     elif query.types:
         parts.append((f"r.type IN ({', '.join('?' for _ in query.types)})", list(query.types)))
     if query.compartment is not None:
@@ -314,7 +324,10 @@ def _page(
             "SELECT r.rid{keys} FROM resources r WHERE r.rid IN (SELECT value FROM json_each(?))",
             [rids])
         total = len(listed)
-    elif lead is not None and _lead_count(conn, lead, limit) < limit:
+    elif lead is not None and (scan := _head_page(conn, query, keys, unions, counted := (
+            _lead_count(conn, lead, limit)), limit)) is not None:
+        source = scan
+    elif lead is not None and counted < limit:
         # The page straight from the lead's list: its rids come sorted (SQLite's IN list),
         # so in rid order the other clauses are probed only until the page is full.
         source = (f"SELECT r.rid{{keys}} FROM resources r WHERE {where}", params)
@@ -326,6 +339,54 @@ def _page(
         source = (f"SELECT r.rid{{keys}} FROM resources r WHERE {walk[0]}", walk[1])
     found = keyset_page(conn, source, keys, cursor, query.count) if query.count > 0 else []
     return _with_content(conn, found), total
+
+
+def _head_page(
+    conn: sqlite3.Connection, query: SearchQuery, keys: list[tuple[Condition, bool]],
+    unions: Unions, counted: int, limit: int,
+) -> Condition | None:
+    """The page of a search in ``rid`` order whose lead is a starts-with string clause of
+    at least ``HEAD_CHARS`` characters (``name=tran``), read from ``search_string_head``:
+    the rows of the value's first characters in ``rid`` order, the rest of the value tested
+    on each, a resource's other matching rows skipped, the other clauses probed for the rows
+    that pass, stopped when the page is full (``search_where.head_scan``). None when the
+    search is of another kind, or when the lead's list (``counted`` rows) is the cheaper
+    read.
+
+    At ``limit`` rows or more the lead would be walked (about ``count * size / matches``
+    resources, each probed by its primary key): the head is always the cheaper read (at
+    most every row of the parameter, a step of an index each, against a probe of a B-tree
+    each). Under ``limit`` the list reads its ``counted`` rows (``_LIST_ROW`` each); the head
+    reads the ``rows`` of the lead the page needs (``_MATCH_ROW`` each: the resource's
+    other rows are probed) and about ``head * rows / counted`` rows of the head
+    (``_HEAD_ROW`` each), so the head's rows are counted up to where it would cost more,
+    remembered as the lead's count is. A caller whose visibility restricts the rows (a
+    patient's compartment, SMART restrictions) keeps the plans of before: the head would
+    read rows until it found the few it may see.
+    """
+    if keys or query.count <= 0 or query.compartment is not None or not query.clauses:
+        return None
+    first = lead_clause(query.clauses)
+    found = head_scan(first, unions, _types(query))
+    if found is None:
+        return None
+    kind = query.resource_type or _only(query.types)
+    if WhereCompiler(unions, query.visibility).visible("r", kind)[0] != "1":
+        return None
+    scan, head = found
+    if counted < limit:
+        needed = (query.count + 1) * 2 ** min(2, len(query.clauses) - 1)
+        rows = min(counted, 2 * needed)  # a Patient has about two rows of a name it matches
+        room = _LIST_ROW * counted - _MATCH_ROW * rows
+        if room <= 0:
+            return None
+        bound = room * counted // (_HEAD_ROW * rows) + 1
+        if _lead_count(conn, head, bound) >= bound:
+            return None
+    rest = dataclasses.replace(query, clauses=tuple(c for c in query.clauses if c is not first))
+    where, params = _compiled(rest, unions, walk=True, bound=None, by_rid=True)[0]
+    return (f"SELECT h.rid{{keys}} FROM search_string h CROSS JOIN resources r "
+            f"ON r.rid = h.rid WHERE {scan[0]} AND {where}", [*scan[1], *params])
 
 
 def _ordered_walk(

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS search_string (
   rid INTEGER NOT NULL, param INTEGER NOT NULL, folded TEXT NOT NULL, exact TEXT NOT NULL,
   PRIMARY KEY (rid, param, folded, exact)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS search_string_value ON search_string (param, folded);
+CREATE INDEX IF NOT EXISTS search_string_head ON search_string (param, substr(folded, 1, 2), rid);
 CREATE TABLE IF NOT EXISTS search_token (
   rid INTEGER NOT NULL, param INTEGER NOT NULL, code TEXT NOT NULL, system INTEGER NOT NULL,
   PRIMARY KEY (rid, param, code, system)) WITHOUT ROWID;
@@ -173,8 +174,8 @@ def system_key(system: str) -> int:
 #: place of a growing B-tree for every index row. The token index stays, because conditional
 #: creates look identifiers up while the load runs; so do the ``rid`` keys of every table.
 DEFERRABLE_INDEXES = (
-    "search_string_value", "search_text_value", "search_date_value", "search_number_value",
-    "search_quantity_value", "search_reference_target", "search_uri_value",
+    "search_string_value", "search_string_head", "search_text_value", "search_date_value",
+    "search_number_value", "search_quantity_value", "search_reference_target", "search_uri_value",
 )  # fmt: skip
 
 

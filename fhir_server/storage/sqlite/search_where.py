@@ -41,8 +41,8 @@ from fhir_server.storage.sqlite.consent_sql import consent_condition
 from fhir_server.storage.sqlite.search_tables import TABLES, param_key, system_key
 
 __all__ = [
-    "Condition", "Unions", "WhereCompiler", "as_unions", "last_updated_condition", "param_keys",
-    "range_condition",
+    "HEAD_CHARS", "Condition", "Unions", "WhereCompiler", "as_unions", "head_scan",
+    "last_updated_condition", "lead_clause", "param_keys", "range_condition",
 ]  # fmt: skip
 
 Condition: TypeAlias = tuple[str, list[object]]
@@ -176,6 +176,9 @@ def param_keys(code: str, unions: Unions, alias: Alias | None = None) -> Conditi
     return f"param IN ({', '.join('?' for _ in keys)})", keys
 
 _PREFIX_END = "\U0010ffff"  # the greatest code point: "starts with p" is p <= x < p + this
+#: The characters of a folded string by which ``search_string_head`` groups its rows, each
+#: group in ``rid`` order (``head_scan``; ``search_tables``).
+HEAD_CHARS = 2
 _VALUE_TABLES: dict[type, str] = {
     StringValue: "search_string",
     TokenValue: "search_token",
@@ -230,7 +233,7 @@ class WhereCompiler:
         it (``_has``, chains) are cut at ``bound`` rows, so the count is an estimate."""
         if not clauses or self.probes_only:
             return None
-        first = min(clauses, key=_selectivity_rank)
+        first = lead_clause(clauses)
         if isinstance(first, (HasClause, ChainClause)):
             # The resources the inner clause lists (a _has's sources, a chain's targets),
             # without joining each to its references: a cheaper count, of about as many.
@@ -432,6 +435,11 @@ class WhereCompiler:
             self.types[alias] = saved
 
 
+def lead_clause(clauses: tuple[AnyClause, ...]) -> AnyClause:
+    """The clause a search drives from (``WhereCompiler.lead``): the likely most selective."""
+    return min(clauses, key=_selectivity_rank)
+
+
 def _lookup_code(clause: AnyClause) -> str | None:
     """The code whose rows a clause reads on its own row (for ``Unions.by_alias``), or None."""
     if isinstance(clause, ChainClause):
@@ -560,6 +568,44 @@ def _value(clause: Clause, value: ClauseValue) -> Condition:
     if isinstance(value, UriValue):
         return _uri(clause.modifier, value)
     return "0", []
+
+
+def head_scan(clause: AnyClause, unions: Unions, types: tuple[str, ...] | None
+              ) -> tuple[Condition, Condition] | None:
+    """The rows of ``search_string h`` that a starts-with clause of one value of at least
+    ``HEAD_CHARS`` characters matches, one per resource and in ``rid`` order, read from
+    ``search_string_head`` (its rows of the value's first characters, in ``rid`` order, the
+    rest of the value tested on each row); and a ``SELECT`` of the rows of that head, whose
+    number the plan weighs. None for any other clause (other modifiers, several values, a
+    union, an alias in some of ``types`` only, a shorter value).
+
+    A resource with several matching rows (a Patient's family name and whole name) is read
+    at its first, in ``(folded, exact)`` order: the others are skipped by a probe of the
+    resource's own rows by its primary key. The value's range is written ``+h.folded`` so
+    that SQLite does not read it from the value index (``(param, folded)``, a range of rows
+    in ``folded`` order, then sorted by ``rid``: every match, not a page).
+    """
+    if (not isinstance(clause, Clause) or clause.type is not ParamType.STRING
+            or clause.modifier is not None or len(clause.values) != 1):
+        return None
+    value = clause.values[0]
+    if not isinstance(value, StringValue) or len(value.folded) < HEAD_CHARS:
+        return None
+    groups = unions.by_alias(clause.code, types)
+    if len(groups) != 1 or (not groups[0][0] and groups[0][1] is not None):
+        return None
+    keys = param_keys(clause.code, unions, groups[0][1])
+    if keys[0] != "param = ?":
+        return None
+    key, head = keys[1][0], value.folded[:HEAD_CHARS]
+    rows = (f"h.param = ? AND substr(h.folded, 1, {HEAD_CHARS}) = ? AND +h.folded >= ? "
+            "AND +h.folded < ? AND NOT EXISTS (SELECT 1 FROM search_string e WHERE e.rid = "
+            "h.rid AND e.param = h.param AND e.folded >= ? AND (e.folded, e.exact) < "
+            "(h.folded, h.exact))")
+    listed = (f"SELECT rid FROM search_string WHERE param = ? "
+              f"AND substr(folded, 1, {HEAD_CHARS}) = ?")
+    return ((rows, [key, head, value.folded, value.folded + _PREFIX_END, value.folded]),
+            (listed, [key, head]))
 
 
 def _string(modifier: Modifier | None, value: StringValue) -> Condition:

@@ -130,5 +130,32 @@ async def test_a_store_with_the_old_reference_index_gets_the_target_first_one(
     assert "search_reference_value" not in names
 
 
+async def test_a_store_without_the_string_head_index_gets_it_when_opened(
+    tmp_path: Path,
+) -> None:
+    """A store written by a release before ``search_string_head`` gets it at its next open
+    (1.6 s for the 797,372 string rows of a store of 931,636 resources); its rows are read
+    from the table, so nothing needs to be indexed again."""
+    path = tmp_path / "db.sqlite3"
+    old = sqlite3.connect(path)
+    head = ("CREATE INDEX IF NOT EXISTS search_string_head ON search_string "
+            "(param, substr(folded, 1, 2), rid);")
+    assert head in search_tables.SCHEMA_SQL
+    old.executescript(CORE_SCHEMA_SQL + search_tables.SCHEMA_SQL.replace(head, ""))
+    old.execute("INSERT INTO resources VALUES (1, 'Patient', 'p1', 1, 'x', 0)")
+    old.execute("INSERT INTO search_string VALUES (1, 7, 'nguyen', 'Nguyễn')")
+    old.commit()
+    assert "search_string_head" not in _indexes(old)
+    old.close()
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(path)
+    assert "search_string_head" in _indexes(conn)
+    assert conn.execute("SELECT rid FROM search_string INDEXED BY search_string_head "
+                        "WHERE param = 7 AND substr(folded, 1, 2) = 'ng'").fetchall() == [(1,)]
+    conn.close()
+
+
 def _indexes(conn: sqlite3.Connection) -> set[str]:
     return {row[0] for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
