@@ -65,6 +65,12 @@ def root_fields(expression: str) -> frozenset[str] | None:
         if len(segments) < 2 or not _FIELD.fullmatch(segments[1]) or _steps(branch, None) is None:
             return None
         path = f"{segments[0]}.{segments[1]}"
+        cast = _AS.fullmatch(segments[2]) if len(segments) > 2 else None
+        if cast is not None and path in _CHOICES:
+            # ``(Observation.value as CodeableConcept)`` reads valueCodeableConcept alone.
+            kind = cast.group(1)
+            keys.add(segments[1] + kind[0].upper() + kind[1:])
+            continue
         keys.add(segments[1])
         keys.update(segments[1] + kind for kind in _CHOICES.get(path, ()))
     return frozenset(keys)

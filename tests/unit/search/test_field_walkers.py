@@ -90,3 +90,20 @@ def test_field_walkers_select_what_the_steps_select(tmp_path: Path) -> None:
                     assert fields(shape) == steps(shape), (branch, context, shape)
                     compared += 1
     assert compared > 10000
+
+
+def test_a_resource_without_a_parameters_root_keys_gets_nothing_from_it(tmp_path: Path) -> None:
+    # Indexing skips a parameter whose root keys the resource lacks (``root_fields``; a cast
+    # branch such as ``(Observation.value as CodeableConcept)`` has the one key it reads).
+    registry = SearchParameterRegistry.load(None)
+    plans = [(definition.expression, expressions.root_fields(definition.expression),
+              expressions.compile_expression(definition.expression))
+             for definition in registry._by_url.values() if definition.expression]
+    assert frozenset({"valueCodeableConcept"}) in {roots for _, roots, _ in plans}
+    skipped = 0
+    for resource in _visits(tmp_path):
+        for expression, roots, walker in plans:
+            if roots is not None and roots.isdisjoint(resource):
+                assert walker(resource) == [], (expression, resource)
+                skipped += 1
+    assert skipped > 1000
