@@ -89,9 +89,9 @@ def parse_criteria(
         raise BadRequest("A conditional interaction needs search criteria",
                          message_id="MSG_CONDITIONAL_NO_CRITERIA")
     registry = services.registry
-    query = (_identifier_criterion(registry, resource_type, params)
-             or _parsed(registry, resource_type, params))
-    return access.scoped(query)
+    parsed = (_identifier_criterion(registry, resource_type, params)
+              or _parsed(registry, resource_type, params))
+    return access.scoped(parsed)
 
 
 @lru_cache(maxsize=4096)
