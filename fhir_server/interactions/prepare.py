@@ -88,7 +88,10 @@ def parse_criteria(
     if not params:
         raise BadRequest("A conditional interaction needs search criteria",
                          message_id="MSG_CONDITIONAL_NO_CRITERIA")
-    return access.scoped(_parsed(services.registry, resource_type, params))
+    registry = services.registry
+    parsed = (_identifier_criterion(registry, resource_type, params)
+              or _parsed(registry, resource_type, params))
+    return access.scoped(parsed)
 
 
 @lru_cache(maxsize=4096)
@@ -96,10 +99,10 @@ def _parsed(registry: SearchParameterRegistry, resource_type: str,
             params: tuple[tuple[str, str], ...]) -> SearchQuery:
     """The parsed criteria, remembered: a hospital push's criteria repeat (its facility, the
     same identifier systems), and a Bundle names each several times. The criterion of every
-    push entry, ``identifier=system|value``, is made directly (what the parser would make,
-    without its general steps: a tenth of a visit's preparation otherwise)."""
-    return (_identifier_criterion(registry, resource_type, params)
-            or parse_search(resource_type, list(params), registry, strict=True).query)
+    push entry, ``identifier=system|value``, is made directly before this (what the parser
+    would make, without its general steps: a tenth of a visit's preparation otherwise), and
+    not remembered: its value is new in nearly every entry, so the memo only missed."""
+    return parse_search(resource_type, list(params), registry, strict=True).query
 
 
 def _identifier_criterion(registry: SearchParameterRegistry, resource_type: str,

@@ -38,7 +38,10 @@ def _micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+@lru_cache(maxsize=256)
 def _zone(text: str | None) -> timezone:
+    """The zone of a value's offset text (``+07:00``, ``Z``, None for none): remembered, since
+    the date ranges of times (each value new) ask the same few zones."""
     if text is None:
         return SERVER_ZONE
     if text == "Z":

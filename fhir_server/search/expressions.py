@@ -65,6 +65,12 @@ def root_fields(expression: str) -> frozenset[str] | None:
         if len(segments) < 2 or not _FIELD.fullmatch(segments[1]) or _steps(branch, None) is None:
             return None
         path = f"{segments[0]}.{segments[1]}"
+        cast = _AS.fullmatch(segments[2]) if len(segments) > 2 else None
+        if cast is not None and path in _CHOICES:
+            # ``(Observation.value as CodeableConcept)`` reads valueCodeableConcept alone.
+            kind = cast.group(1)
+            keys.add(segments[1] + kind[0].upper() + kind[1:])
+            continue
         keys.add(segments[1])
         keys.update(segments[1] + kind for kind in _CHOICES.get(path, ()))
     return frozenset(keys)
@@ -85,6 +91,12 @@ def _compile_branch(branch: str, context: str | None) -> Walker:
     steps = _steps(branch, context)
     if steps is None:
         return _fhirpath_walker(branch)
+    names = _field_names(branch, context)
+    return _steps_walker(steps) if names is None else _fields_walker(names)
+
+
+def _steps_walker(steps: list[_Step]) -> Walker:
+    """The walker running ``steps`` in turn (the general form of a simple path)."""
 
     def walk(node: Any) -> list[Any]:
         values = [node]
@@ -92,6 +104,73 @@ def _compile_branch(branch: str, context: str | None) -> Walker:
             values = step(values)
             if not values:
                 break
+        return values
+
+    return walk
+
+
+def _field_names(branch: str, context: str | None) -> tuple[str, ...] | None:
+    """The JSON keys of a branch that is nothing but fields (``Observation.subject``,
+    ``Encounter.participant.individual``, ``(Observation.value as Quantity)``), each of one
+    key (no choice element left open); None for any other branch. Most of the parameters a
+    resource has are such paths."""
+    segments = _segments(_normalize(branch))
+    path = context
+    if context is None:
+        if not _ROOT.fullmatch(segments[0]):
+            return None
+        path, segments = segments[0], segments[1:]
+    names: list[str] = []
+    previous_field: str | None = None
+    for position, segment in enumerate(segments):  # as :func:`_steps` reads them
+        cast = _AS.fullmatch(segment)
+        if cast and previous_field:
+            kind = cast.group(1)
+            names[-1] = previous_field + kind[0].upper() + kind[1:]
+            previous_field = None
+            continue
+        if not _FIELD.fullmatch(segment):
+            return None
+        path = f"{path}.{segment}"
+        following = segments[position + 1] if position + 1 < len(segments) else ""
+        if _CHOICES.get(path) and not _AS.fullmatch(following):
+            return None  # every variant's key: the general steps
+        names.append(segment)
+        previous_field = segment
+    return tuple(names) if names else None
+
+
+def _fields_walker(names: tuple[str, ...]) -> Walker:
+    """The walker of a path of fields (what the steps of :func:`_field` select, without a
+    call per step; a path of one field, the most common, without a loop)."""
+    if len(names) == 1:
+        name = names[0]
+
+        def one(node: Any) -> list[Any]:
+            if isinstance(node, dict):
+                found = node.get(name)
+                if isinstance(found, list):
+                    return list(found)
+                if found is not None:
+                    return [found]
+            return []
+
+        return one
+
+    def walk(node: Any) -> list[Any]:
+        values = [node]
+        for key in names:
+            out: list[Any] = []
+            for value in values:
+                if isinstance(value, dict):
+                    found = value.get(key)
+                    if isinstance(found, list):
+                        out.extend(found)
+                    elif found is not None:
+                        out.append(found)
+            if not out:
+                return out
+            values = out
         return values
 
     return walk
