@@ -108,9 +108,9 @@ class SqliteTransaction:
         """Write the rows kept back for this scope's writes: resources, versions, index rows.
 
         A write's rows wait here so that a Bundle's go in with one ``executemany`` per table
-        (``insert_fresh`` for the index rows); anything that reads what they change (the
-        resource by its type and id, the index tables) flushes them first, and the store
-        flushes at the end of the scope, before it is released.
+        (the index rows: ``insert_fresh``, in statements of many rows); anything that reads
+        what they change (the resource by its type and id, the index tables) flushes them
+        first, and the store flushes at the end of the scope, before it is released.
         """
         conn = self.conn
         if self._pending:
