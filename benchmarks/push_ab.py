@@ -3,8 +3,9 @@
 Each round starts a child process on a fresh copy of the same store, with one version's code
 first on its path (``--tree``), and pushes the same new visit Bundles in-process through that
 version's request path, as a facility's ``system/*.cruds`` token, with auditing on, 8 at a time
-(so that group commit works as under HTTP load). It reports the wall time and the CPU time per
-Bundle. Rounds alternate A, B, B, A, A, B... so that a drift of the machine weighs on both.
+(so that group commit works as under HTTP load). It reports the wall time, the CPU time and
+the write lock's hold (``fhir_store_write_lock_hold_seconds``) per Bundle. Rounds alternate
+A, B, B, A, A, B... so that a drift of the machine weighs on both.
 
     .venv/bin/python benchmarks/push_ab.py --a /tmp/old --b . --rounds 6 --bundles 200 \\
         --store-patients 2000
@@ -57,6 +58,7 @@ async def _child(data_dir: Path, bundles_path: Path) -> dict[str, float]:
         push = _push_function(services, context)
         await push(json.loads(lines[0]))  # what the first push builds, outside the timing
         queue = [json.loads(line) for line in lines[1:]]
+        held = _lock_held()
         started, cpu = time.perf_counter(), time.process_time()
 
         async def worker() -> None:
@@ -65,10 +67,22 @@ async def _child(data_dir: Path, bundles_path: Path) -> dict[str, float]:
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        held = _lock_held() - held
         await services.audit_trail.close()
     count = len(lines) - 1
     return {"bundles": count, "wall_ms": wall * 1000 / count, "cpu_ms": cpu * 1000 / count,
-            "per_second": count / wall}
+            "per_second": count / wall, "hold_ms": held * 1000 / count}
+
+
+def _lock_held() -> float:
+    """The write lock's hold so far, in seconds (``fhir_store_write_lock_hold_seconds``)."""
+    from fhir_server.metrics.catalogue import WRITE_LOCK_HOLD_SECONDS
+
+    for metric in WRITE_LOCK_HOLD_SECONDS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_sum"):
+                return float(sample.value)
+    return 0.0
 
 
 def _push_function(services: Any, context: Any) -> Any:
@@ -148,12 +162,12 @@ def main() -> int:
         results[label].append(_round(tree, base, bundles, temp / "work"))
         last = results[label][-1]
         print(f"{label}: {last['per_second']:.1f} Bundles/s, wall {last['wall_ms']:.2f} ms, "
-              f"CPU {last['cpu_ms']:.2f} ms per Bundle", file=sys.stderr, flush=True)
-    summary = {label: {key: statistics.median(r[key] for r in runs)
-                       for key in ("per_second", "wall_ms", "cpu_ms")}
+              f"CPU {last['cpu_ms']:.2f} ms, lock held {last['hold_ms']:.2f} ms per Bundle",
+              file=sys.stderr, flush=True)
+    keys = ("per_second", "wall_ms", "cpu_ms", "hold_ms")
+    summary = {label: {key: statistics.median(r[key] for r in runs) for key in keys}
                for label, runs in results.items()}
-    summary["B/A"] = {key: summary["B"][key] / summary["A"][key]
-                      for key in ("per_second", "wall_ms", "cpu_ms")}
+    summary["B/A"] = {key: summary["B"][key] / summary["A"][key] for key in keys}
     print(json.dumps({"rounds": args.rounds, "bundles": args.bundles,
                       "store_patients": args.store_patients, "load": os.getloadavg(),
                       **summary}, indent=1))

@@ -37,7 +37,7 @@ import sqlite3
 import zlib
 from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast
 
 from fhir_server.search.model import Grant, ParamType, SearchIndex
 
@@ -133,15 +133,17 @@ CREATE TRIGGER IF NOT EXISTS consent_grant_changed AFTER UPDATE ON consent_grant
 """
 
 _INSERTS = {
-    "strings": "INSERT OR IGNORE INTO search_string VALUES (?, ?, ?, ?)",
-    "tokens": "INSERT OR IGNORE INTO search_token VALUES (?, ?, ?, ?)",
-    "texts": "INSERT OR IGNORE INTO search_text VALUES (?, ?, ?)",
-    "dates": "INSERT OR IGNORE INTO search_date VALUES (?, ?, ?, ?)",
-    "numbers": "INSERT OR IGNORE INTO search_number VALUES (?, ?, ?, ?)",
-    "quantities": "INSERT OR IGNORE INTO search_quantity VALUES (?, ?, ?, ?, ?, ?)",
-    "references": "INSERT OR IGNORE INTO search_reference VALUES (?, ?, ?, ?, ?)",
-    "uris": "INSERT OR IGNORE INTO search_uri VALUES (?, ?, ?)",
+    "strings": "INSERT OR IGNORE INTO search_string",
+    "tokens": "INSERT OR IGNORE INTO search_token",
+    "texts": "INSERT OR IGNORE INTO search_text",
+    "dates": "INSERT OR IGNORE INTO search_date",
+    "numbers": "INSERT OR IGNORE INTO search_number",
+    "quantities": "INSERT OR IGNORE INTO search_quantity",
+    "references": "INSERT OR IGNORE INTO search_reference",
+    "uris": "INSERT OR IGNORE INTO search_uri",
 }
+#: Rows per INSERT statement of :func:`insert_rows`, largest first.
+_CHUNKS = (32, 8)
 _ALL_TABLES = (*TABLES.values(), "search_text")
 #: The columns of ``consent_grant`` that hold a ``Grant``, in its field order.
 GRANT_COLUMNS = ("consent, patient, actor, permit, scope, since, until, purpose, type, target, "
@@ -216,20 +218,29 @@ def check_param_keys(codes: Iterable[str]) -> None:
                 raise ValueError(f"search parameter codes {other!r} and {variant!r} collide")
 
 
-@runtime_checkable
 class TypeSkips(Protocol):
     """Codes whose rows are not stored, per resource type (``search_where.Unions``)."""
 
     def skipped(self, resource_type: str) -> Collection[str]: ...
 
 
+def _skipped(skip: Collection[str] | TypeSkips, resource_type: str) -> Collection[str]:
+    """The codes of ``skip`` for a resource of ``resource_type`` (a ``TypeSkips``: its codes
+    of the type). Told apart by the ``skipped`` attribute, not ``isinstance``: a check
+    against a runtime-checkable protocol costs about 60,000 instructions (every attribute of
+    the protocol looked up), and it ran twice for every resource written, 14 % of the
+    store's own instructions in a visit push (docs/performance.md)."""
+    skipped = getattr(skip, "skipped", None)
+    if skipped is None:
+        return cast("Collection[str]", skip)
+    return cast("Collection[str]", skipped(resource_type))
+
+
 def _rows(
-    rid: int, index: SearchIndex, skip: Collection[str] | TypeSkips = ()
+    rid: int, index: SearchIndex, skip: Collection[str] = ()
 ) -> dict[str, list[tuple[object, ...]]]:
     """Return the insert rows of each table: (rid, param key, values...), without the rows
-    of the codes in ``skip`` (for a ``TypeSkips``, its codes of the index's type)."""
-    if isinstance(skip, TypeSkips):
-        skip = skip.skipped(index.resource_type)
+    of the codes in ``skip``."""
     return {
         "strings": [(rid, param_key(c), f, e) for c, f, e in index.strings if c not in skip],
         "tokens": [(rid, param_key(c), code, system_key(s))
@@ -259,9 +270,9 @@ def insert_fresh(
     conn: sqlite3.Connection, items: Sequence[tuple[int, SearchIndex]],
     skip: Collection[str] | TypeSkips = (),
 ) -> None:
-    """Insert the index rows of resources that have none yet, one ``executemany`` per table
-    for all of them (a visit Bundle's dozen resources: about 15 % less CPU than one per
-    resource and table, on a store of 1,000,000 resources).
+    """Insert the index rows of resources that have none yet, all of them together, table by
+    table (:func:`insert_rows`; a visit Bundle's dozen resources: about 15 % less CPU than one
+    statement per resource and table, on a store of 1,000,000 resources).
 
     Each composite element's components are stored under a negative pseudo-resource id: a
     composite element is itself a small index whose rows have the codes ``"0"``, ``"1"``...;
@@ -281,7 +292,7 @@ def insert_fresh(
     grants: list[tuple[object, ...]] = []
     for rid, index in items:
         grants += [grant_row(rid, n, grant) for n, grant in enumerate(index.grants)]
-        codes = skip.skipped(index.resource_type) if isinstance(skip, TypeSkips) else skip
+        codes = _skipped(skip, index.resource_type)
         for table, rows in _rows(rid, index, codes).items():
             tables[table] += rows
         kept = [(code, element) for code, element in index.composites if code not in codes]
@@ -292,14 +303,39 @@ def insert_fresh(
                 tables[table] += rows
         compartments += [(patient, rid) for patient in index.compartments]
     for table, rows in tables.items():
-        if rows:
-            conn.executemany(_INSERTS[table], rows)
-    if composites:
-        conn.executemany("INSERT OR IGNORE INTO search_composite VALUES (?, ?, ?)", composites)
-    if compartments:
-        conn.executemany("INSERT OR IGNORE INTO search_compartment VALUES (?, ?)", compartments)
+        insert_rows(conn, _INSERTS[table], rows)
+    insert_rows(conn, "INSERT OR IGNORE INTO search_composite", composites)
+    insert_rows(conn, "INSERT OR IGNORE INTO search_compartment", compartments)
     if grants:
         conn.executemany(_GRANT_INSERT, grants)
+
+
+@lru_cache(maxsize=256)
+def _values_sql(head: str, width: int, count: int) -> str:
+    row = f"({', '.join('?' * width)})"
+    return f"{head} VALUES {', '.join([row] * count)}"
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """``head VALUES (...)`` for every row (all of one width): in statements of 32 and of 8
+    rows while that many are left, the rest with ``executemany``.
+
+    One statement of many rows costs SQLite one execution (its cursors opened once, one
+    statement journal) where ``executemany`` costs one per row; a visit Bundle's index rows
+    cost 7.7 % fewer of the store's instructions so (docs/performance.md). Two sizes keep the
+    statements few, so that the connection's statement cache keeps them all prepared.
+    """
+    if not rows:
+        return
+    width, start, total = len(rows[0]), 0, len(rows)
+    for size in _CHUNKS:
+        if total - start >= size:
+            sql = _values_sql(head, width, size)
+            while total - start >= size:
+                conn.execute(sql, [value for row in rows[start:start + size] for value in row])
+                start += size
+    if start < total:
+        conn.executemany(_values_sql(head, width, 1), rows[start:])
 
 
 def delete_index(conn: sqlite3.Connection, rid: int) -> None:

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from fhir_server.errors import Conflict
 from fhir_server.search.indexing import index_resource
 from fhir_server.search.setup import prepare_search
 from fhir_server.settings import Settings
-from fhir_server.storage.sqlite import search_tables
+from fhir_server.storage.sqlite import bodies, search_tables
 from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL
 from fhir_server.storage.sqlite.store import SqliteStore
 from tests.builders import criteria, patient
@@ -83,6 +85,59 @@ async def test_a_scope_s_kept_back_rows_are_seen_by_its_own_finds_and_written_at
     rids = {rid for (rid,) in conn.execute("SELECT rid FROM search_token")}
     deleted = conn.execute("SELECT rid FROM resources WHERE id = 'p3'").fetchone()[0]
     assert deleted not in rids and len(rids) == 2
+
+
+async def test_a_scope_s_resources_and_versions_rows_wait_and_are_read_as_written(
+    tmp_path: Path,
+) -> None:
+    """Creates and updates keep their resources and versions rows back until the scope's
+    flush; a read, an update or a create of the same resource, ``existing`` and a delete see
+    them; the rids the store gives are those the index rows name; ``seq`` follows the order
+    written; a scope that fails leaves none of them."""
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    store.registry = prepare_search(Settings(seed_search_parameters=False))
+    await store.open()
+    made = [{**patient(cccd=f"00108500000{n}"), "id": f"p{n}"} for n in range(4)]
+    try:
+        async with store.transaction() as tx:
+            for resource in made[:3]:
+                await tx.create(resource, index_resource(resource, store.registry))
+            assert tx._versions and not tx.conn.execute(
+                "SELECT 1 FROM resources WHERE id = 'p0'").fetchone()  # kept back
+            with pytest.raises(Conflict):
+                await tx.create(dict(made[0]), None)
+            read = await tx.read("Patient", "p1")
+            assert read is not None and read.version == 1 and not tx._versions
+            changed = {**made[1], "active": False}
+            result = await tx.update(changed, index_resource(changed, store.registry))
+            assert result.stored.version == 2
+            await tx.create(made[3], index_resource(made[3], store.registry))
+            assert await tx.existing([("Patient", "p3"), ("Patient", "p9")]) == {
+                ("Patient", "p3")}
+            await tx.create({**patient(cccd="001085000009"), "id": "p9"}, None)
+            assert await tx.delete("Patient", "p9") is not None
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as tx:
+                await tx.create({**patient(cccd="001085000008"), "id": "p8"}, None)
+                raise RuntimeError("the scope fails")
+        async with store.transaction() as tx:
+            again = await tx.read("Patient", "p1")
+    finally:
+        await store.close()
+    assert again is not None and again.version == 2
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+    versions = conn.execute("SELECT id, version FROM versions ORDER BY seq").fetchall()
+    assert versions == [("p0", 1), ("p1", 1), ("p2", 1), ("p1", 2), ("p3", 1), ("p9", 1),
+                        ("p9", 2)]
+    rids = dict(conn.execute("SELECT id, rid FROM resources").fetchall())
+    assert set(rids) == {"p0", "p1", "p2", "p3", "p9"}
+    assert sorted(rids.values()) == list(range(1, 6))
+    indexed = {rid for (rid,) in conn.execute("SELECT DISTINCT rid FROM search_token")}
+    assert indexed == {rids["p0"], rids["p1"], rids["p2"], rids["p3"]}
+    stamped = [orjson.loads(bodies.json_bytes(content))["meta"]["lastUpdated"]
+               for (content,) in conn.execute(
+                   "SELECT content FROM versions WHERE content IS NOT NULL ORDER BY seq")]
+    assert stamped == sorted(stamped)
 
 
 async def test_the_store_keeps_no_rows_of_union_parameters(tmp_path: Path) -> None:
