@@ -19,6 +19,7 @@ from fhir_server.storage.sqlite.schema import CORE_SCHEMA_SQL
 from fhir_server.storage.sqlite.search_tables import SCHEMA_SQL
 from tests.unit.search.search_builders import Database, patient, registry, unions
 from tests.unit.search.search_builders import query as search_query
+from tests.unit.search.test_search_pages import _pages as _all_pages
 from tests.unit.search.test_search_pages import _people, _steps
 
 _HEAD_PAGE = search_sql._head_page
@@ -59,18 +60,8 @@ def db() -> Database:
 
 
 def _pages(db: Database, kind: str, text: str) -> Iterator[list[str]]:
-    """Every page forward, then every page again following the previous links back."""
-    found = db.search(kind, text)
-    forward = [found]
-    while forward[-1].next_cursor:
-        forward.append(db.search(kind, f"{text}&_cursor={forward[-1].next_cursor}"))
-    for page in forward:
-        yield [stored.id for stored in page.matches]
-        yield ["included", *sorted(stored.id for stored in page.included)]
-    back = forward[-1]
-    while back.prev_cursor:
-        back = db.search(kind, f"{text}&_cursor={back.prev_cursor}")
-        yield ["back", *(stored.id for stored in back.matches)]
+    """Every page forward and back, with its included resources."""
+    return _all_pages(db, kind, text, included=True)
 
 
 def _heads(monkeypatch: pytest.MonkeyPatch, plan: str) -> list[bool]:

@@ -70,14 +70,17 @@ QUERIES = [
 ]
 
 
-def _pages(db: Database, kind: str, text: str) -> Iterator[list[str]]:
-    """Every page forward, then every page again following the previous links back."""
+def _pages(db: Database, kind: str, text: str, included: bool = False) -> Iterator[list[str]]:
+    """Every page forward (with its included resources when ``included``), then every page
+    again following the previous links back."""
     found = db.search(kind, text)
     forward = [found]
     while forward[-1].next_cursor:
         forward.append(db.search(kind, f"{text}&_cursor={forward[-1].next_cursor}"))
     for page in forward:
         yield [stored.id for stored in page.matches]
+        if included:
+            yield ["included", *sorted(stored.id for stored in page.included)]
     back = forward[-1]
     while back.prev_cursor:
         back = db.search(kind, f"{text}&_cursor={back.prev_cursor}")
